@@ -1,0 +1,139 @@
+//! Public auth failures: `{"status":"failed","error":code}` with the documented HTTP status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use licensd_domain::DomainError;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    BadRequest,
+    MalformedRequest,
+    PayloadTooLarge,
+    InvalidApp,
+    InvalidKey,
+    SessionExpired,
+    ReplayDetected,
+    Blocked,
+    AppDisabled,
+    HwidMismatch,
+    RevokeRequiresSession,
+    Expired,
+    Revoked,
+    RateLimited,
+    NoCredits,
+    AppBurnCapReached,
+    OfflineActivationDisabled,
+    OfflineActivationLimitReached,
+    OfflineActivationRequiresPerpetual,
+    SystemError,
+}
+
+impl AuthError {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::MalformedRequest => "malformed_request",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::InvalidApp => "invalid_app",
+            Self::InvalidKey => "invalid_key",
+            Self::SessionExpired => "session_expired",
+            Self::ReplayDetected => "replay_detected",
+            Self::Blocked => "blocked",
+            Self::AppDisabled => "app_disabled",
+            Self::HwidMismatch => "hwid_mismatch",
+            Self::RevokeRequiresSession => "revoke_requires_session",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+            Self::RateLimited => "rate_limited",
+            Self::NoCredits => "no_credits",
+            Self::AppBurnCapReached => "app_burn_cap_reached",
+            Self::OfflineActivationDisabled => "offline_activation_disabled",
+            Self::OfflineActivationLimitReached => "offline_activation_limit_reached",
+            Self::OfflineActivationRequiresPerpetual => "offline_activation_requires_perpetual",
+            Self::SystemError => "system_error",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::BadRequest | Self::MalformedRequest => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::InvalidApp | Self::InvalidKey | Self::SessionExpired | Self::ReplayDetected => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::Blocked
+            | Self::AppDisabled
+            | Self::HwidMismatch
+            | Self::RevokeRequiresSession
+            | Self::OfflineActivationDisabled
+            | Self::OfflineActivationLimitReached => StatusCode::FORBIDDEN,
+            Self::OfflineActivationRequiresPerpetual => StatusCode::CONFLICT,
+            Self::Expired | Self::Revoked => StatusCode::GONE,
+            Self::RateLimited | Self::NoCredits | Self::AppBurnCapReached => StatusCode::TOO_MANY_REQUESTS,
+            Self::SystemError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Why an auth request was refused: a code, and for `bad_request` the fields at fault.
+#[derive(Debug)]
+pub struct Refusal {
+    error: AuthError,
+    details: Vec<Value>,
+}
+
+impl Refusal {
+    pub fn with_details(error: AuthError, details: Vec<Value>) -> Self {
+        Self { error, details }
+    }
+}
+
+impl From<AuthError> for Refusal {
+    fn from(error: AuthError) -> Self {
+        Self { error, details: Vec::new() }
+    }
+}
+
+impl From<DomainError> for Refusal {
+    fn from(e: DomainError) -> Self {
+        AuthError::from(e).into()
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        if self.details.is_empty() {
+            return self.error.into_response();
+        }
+        let body = json!({ "status": "failed", "error": self.error.code(), "details": self.details });
+        (self.error.status(), axum::Json(body)).into_response()
+    }
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        (self.status(), axum::Json(json!({ "status": "failed", "error": self.code() }))).into_response()
+    }
+}
+
+/// The domain's refusals, as the SDKs know them.
+impl From<DomainError> for AuthError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::LicenseRevoked => Self::Revoked,
+            DomainError::LicenseExpired => Self::Expired,
+            DomainError::HwidSlotsFull => Self::HwidMismatch,
+            DomainError::InvalidHwid { .. } => Self::BadRequest,
+            DomainError::NotFound(_) | DomainError::LicenseDeleted | DomainError::InvalidLicenseKey => Self::InvalidKey,
+            DomainError::AppDisabled => Self::AppDisabled,
+            DomainError::OfflineActivationDisabled => Self::OfflineActivationDisabled,
+            DomainError::OfflineActivationLimitReached => Self::OfflineActivationLimitReached,
+            DomainError::OfflineActivationRequiresPerpetual => Self::OfflineActivationRequiresPerpetual,
+            other => {
+                tracing::error!(error = %other, "unexpected domain refusal on the auth path");
+                Self::SystemError
+            }
+        }
+    }
+}

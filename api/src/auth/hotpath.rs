@@ -1,0 +1,71 @@
+//! Deciding against the in-memory license and making the outcome durable and visible.
+//!
+//! Decisions about one license are serialised in-process by a striped lock, so 50 machines racing
+//! for its last slot see each other's bindings. The append expects the stream version the
+//! in-memory model holds; if another process wrote meanwhile, the model is caught up from the log
+//! and the decision is taken again.
+
+use super::AuthError;
+use crate::AppState;
+use licensd_commands::{Actor, CommandError};
+use licensd_domain::license::{License, LicenseEvent};
+use licensd_domain::{LicenseKey, StreamCategory};
+use licensd_store::{ExpectedVersion, StoreError};
+use std::hash::BuildHasher;
+use tokio::sync::{Mutex, MutexGuard};
+
+const STRIPES: usize = 1024;
+const CONFLICT_RETRIES: usize = 3;
+
+pub struct LicenseLocks {
+    stripes: Vec<Mutex<()>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl LicenseLocks {
+    pub fn new() -> Self {
+        Self { stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(), hasher: Default::default() }
+    }
+
+    pub async fn lock(&self, key: &LicenseKey) -> MutexGuard<'_, ()> {
+        self.stripes[self.hasher.hash_one(key) as usize % STRIPES].lock().await
+    }
+}
+
+/// With the license's lock held: decides, appends at the version the model holds, and waits
+/// until the model shows the result. Returns the license as it is afterwards.
+pub async fn commit(
+    state: &AppState,
+    key: &LicenseKey,
+    decide: impl Fn(&License) -> Result<Vec<LicenseEvent>, AuthError>,
+) -> Result<License, AuthError> {
+    let stream = StreamCategory::License.stream_id(key);
+    for _ in 0..CONFLICT_RETRIES {
+        let (license, version) = state.hot.license_versioned(key).ok_or(AuthError::InvalidKey)?;
+        let events = decide(&license)?;
+        if events.is_empty() {
+            return Ok(license);
+        }
+        let appended = state
+            .commands
+            .append(&stream, ExpectedVersion::Exact(version), &events, &Actor::Client, Some(license.account_id))
+            .await;
+        match appended {
+            Ok(result) => {
+                state.hot.wait_for(result.position, state.config.read_your_writes_timeout).await.map_err(|e| {
+                    tracing::warn!(error = %e, "committed auth event not yet visible");
+                    AuthError::SystemError
+                })?;
+                return state.hot.license(key).ok_or(AuthError::InvalidKey);
+            }
+            Err(CommandError::Store(StoreError::WrongExpectedVersion { .. })) => {
+                state.refresh().await.map_err(|_| AuthError::SystemError)?;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "auth event could not be committed");
+                return Err(AuthError::SystemError);
+            }
+        }
+    }
+    Err(AuthError::SystemError)
+}

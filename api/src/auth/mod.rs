@@ -1,0 +1,204 @@
+//! The public auth surface the official SDKs call: `/auth/validate`, `/auth/heartbeat`,
+//! `/auth/selfban`, `/auth/offline/activate`. Reads come from the in-memory model only; state
+//! changes are appended (durably) before the response says so. PROTOCOL.md is the byte contract.
+
+mod activate;
+mod body;
+mod envelope;
+mod error;
+mod heartbeat;
+mod hotpath;
+mod keyring;
+mod limits;
+mod selfban;
+mod session;
+mod token;
+mod validate;
+
+pub(crate) use activate::license_file;
+pub use error::{AuthError, Refusal};
+pub use limits::RateLimiter;
+
+use crate::AppState;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::routing::post;
+use axum::Router;
+use dashmap::DashMap;
+use licensd_commands::Commands;
+use licensd_domain::app::App;
+use licensd_domain::LicenseKey;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Limits and session lifetimes of the auth endpoints. The defaults are the documented ones.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub validate_per_ip: u32,
+    pub validate_per_key: u32,
+    pub heartbeat_per_key: u32,
+    pub selfban_per_ip: u32,
+    pub selfban_per_key: u32,
+    pub limit_window: Duration,
+    pub default_ttl: i64,
+    pub min_ttl: i64,
+    pub max_ttl: i64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            validate_per_ip: 30,
+            validate_per_key: 5,
+            heartbeat_per_key: 6,
+            selfban_per_ip: 10,
+            selfban_per_key: 3,
+            limit_window: Duration::from_secs(60),
+            default_ttl: 86_400,
+            min_ttl: 3_600,
+            max_ttl: 604_800,
+        }
+    }
+}
+
+impl AuthConfig {
+    pub fn clamp_ttl(&self, requested: Option<i64>) -> i64 {
+        requested.unwrap_or(self.default_ttl).clamp(self.min_ttl, self.max_ttl)
+    }
+}
+
+/// Everything the auth handlers keep between requests.
+pub struct AuthRuntime {
+    pub config: AuthConfig,
+    validate_ip: RateLimiter,
+    validate_key: RateLimiter,
+    heartbeat_key: RateLimiter,
+    selfban_ip: RateLimiter,
+    selfban_key: RateLimiter,
+    keyring: keyring::Keyring,
+    tokens: token::TokenKey,
+    locks: hotpath::LicenseLocks,
+    /// Successful heartbeats per license since its last billing (lost on restart: at most
+    /// nine unbilled heartbeats per license and restart).
+    heartbeats: DashMap<LicenseKey, u32>,
+}
+
+impl AuthRuntime {
+    pub fn new(commands: &Commands, config: AuthConfig) -> Self {
+        let limiter = |limit| RateLimiter::new(limit, config.limit_window);
+        Self {
+            validate_ip: limiter(config.validate_per_ip),
+            validate_key: limiter(config.validate_per_key),
+            heartbeat_key: limiter(config.heartbeat_per_key),
+            selfban_ip: limiter(config.selfban_per_ip),
+            selfban_key: limiter(config.selfban_per_key),
+            keyring: keyring::Keyring::new(commands.clone()),
+            tokens: token::TokenKey::new(commands.master_key().derive("licensd session token v1")),
+            locks: hotpath::LicenseLocks::new(),
+            heartbeats: DashMap::new(),
+            config,
+        }
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    let hot = Router::new()
+        .route("/validate", post(validate::validate))
+        .route("/heartbeat", post(heartbeat::heartbeat))
+        .layer(axum::middleware::from_fn(in_hot_path_scope));
+    Router::new()
+        .merge(hot)
+        .route("/selfban", post(selfban::selfban))
+        .route("/offline/activate", post(activate::activate))
+}
+
+/// Marks validate and heartbeat as hot-path work, so any SQL read they cause is counted.
+async fn in_hot_path_scope(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    licensd_store::hot_path_scope(next.run(request)).await
+}
+
+/// The caller's address, from the socket (`None` only for in-process requests in tests).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl ClientIp {
+    fn limit_key(self) -> String {
+        self.0.map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<ConnectInfo<crate::PeerAddr>>().map(|c| c.0 .0.ip())))
+    }
+}
+
+/// What validate and offline activation both carry: app credentials, key, machine, nonce.
+pub(crate) struct LicenseRequest {
+    pub key: LicenseKey,
+    pub hwid: String,
+    pub nonce: String,
+}
+
+/// Admission shared by validate and offline activation, in the documented order: per-IP and
+/// per-key limits, app credentials, app enabled, security lists, key format. Returns the app,
+/// the request, and the lower of the two remaining rate-limit quotas.
+fn admit(state: &AppState, ip: ClientIp, fields: &mut body::Fields) -> Result<(App, LicenseRequest, u32), Refusal> {
+    let app_id = fields.string("appId");
+    let secret = fields.string("appSecret");
+    let key = fields.string("licenseKey");
+    let hwid = fields.string("hwid");
+    let nonce = fields.string("nonce");
+    fields.check()?;
+    let auth = &state.auth;
+    let ip_left = auth.validate_ip.check(&ip.limit_key()).ok_or(AuthError::RateLimited)?;
+    let key_left = auth.validate_key.check(&key.to_ascii_uppercase()).ok_or(AuthError::RateLimited)?;
+    let app = authenticate_app(state, &app_id, &secret)?;
+    ensure_enabled(state, &app)?;
+    if !app.lists.allows(ip.0, &hwid) {
+        return Err(AuthError::Blocked.into());
+    }
+    let key = LicenseKey::parse(&key).map_err(|_| AuthError::InvalidKey)?;
+    Ok((app, LicenseRequest { key, hwid, nonce }, ip_left.min(key_left)))
+}
+
+/// The app, authenticated by id and secret.
+fn authenticate_app(state: &AppState, app_id: &str, secret: &str) -> Result<App, AuthError> {
+    let app = app_id.parse().ok().and_then(|id| state.hot.app(id)).ok_or(AuthError::InvalidApp)?;
+    if !state.auth.keyring.secret_matches(&app, secret)? {
+        return Err(AuthError::InvalidApp);
+    }
+    Ok(app)
+}
+
+/// A disabled app, or an app of a suspended account, authenticates nobody.
+fn ensure_enabled(state: &AppState, app: &App) -> Result<(), AuthError> {
+    let suspended = state.hot.account(app.account_id).is_none_or(|a| a.suspended);
+    if app.disabled || suspended {
+        Err(AuthError::AppDisabled)
+    } else {
+        Ok(())
+    }
+}
+
+/// The owner has at least `credits` left and the app stays under its burn caps.
+fn ensure_credits(
+    state: &AppState,
+    app: &App,
+    credits: u64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), AuthError> {
+    let balance = state.hot.account(app.account_id).map_or(0, |a| a.balance);
+    if balance < credits as i64 {
+        return Err(AuthError::NoCredits);
+    }
+    let caps = [(app.settings.hourly_burn_cap, 60), (app.settings.daily_burn_cap, 24 * 60)];
+    for (cap, minutes) in caps {
+        if cap.is_some_and(|cap| state.hot.burned(app.app_id, now, minutes) + credits > cap) {
+            return Err(AuthError::AppBurnCapReached);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! `POST /auth/validate`: authenticate the app, check lists, bind the machine, bill, sign.
+
+use super::body::{Fields, RawBody};
+use super::session::Session;
+use super::{admit, ensure_credits, hotpath, AuthError, ClientIp, LicenseRequest, Refusal};
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use licensd_domain::license::{LicenseCommand, LicenseState};
+use licensd_domain::Aggregate;
+
+pub async fn validate(State(state): State<AppState>, ip: ClientIp, RawBody(body): RawBody) -> Response {
+    run(&state, ip, &body).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn run(state: &AppState, ip: ClientIp, body: &Bytes) -> Result<Response, Refusal> {
+    let mut fields = Fields::parse(body)?;
+    let ttl = fields.optional_integer("ttlSeconds");
+    let (app, LicenseRequest { key, hwid, nonce }, quota_left) = admit(state, ip, &mut fields)?;
+    let auth = &state.auth;
+    let now = state.commands.now();
+
+    let _serialised = auth.locks.lock(&key).await;
+    let license = hotpath::commit(state, &key, |license| {
+        if license.app_id != app.app_id {
+            return Err(AuthError::InvalidKey);
+        }
+        if state.hot.nonce_seen(app.app_id, &nonce) {
+            return Err(AuthError::ReplayDetected);
+        }
+        let current = LicenseState::Live(license.clone());
+        let mut events = current.decide(LicenseCommand::Authenticate { hwid: hwid.clone() }, now)?;
+        ensure_credits(state, &app, 1, now)?;
+        let bound = events.iter().fold(current, LicenseState::evolve);
+        events.extend(bound.decide(LicenseCommand::BillValidation { nonce: Some(nonce.clone()) }, now)?);
+        Ok(events)
+    })
+    .await?;
+
+    let ttl = auth.config.clamp_ttl(ttl);
+    let session = Session { app: &app, license: &license, hwid: &hwid, nonce: &nonce, ttl, now };
+    let mut response = session.issue(state)?.into_response();
+    if let Ok(left) = HeaderValue::from_str(&quota_left.to_string()) {
+        response.headers_mut().insert("X-RateLimit-Remaining", left);
+    }
+    Ok(response)
+}

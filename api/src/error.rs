@@ -1,0 +1,106 @@
+//! The Developer API's error shape, `{"error": code, "message": text}`, and the one mapping
+//! from lower layers' errors to it.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use licensd_commands::CommandError;
+use licensd_domain::DomainError;
+use licensd_projections::ProjectionError;
+
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    InvalidApiKey,
+    NoCredits,
+    Forbidden(String),
+    NotFound(String),
+    Conflict(String),
+    PayloadTooLarge,
+    RateLimited,
+    /// Our infrastructure is overloaded, shutting down or cannot reach the database.
+    Unavailable(String),
+    Internal,
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone()),
+            Self::InvalidApiKey => {
+                (StatusCode::UNAUTHORIZED, "invalid_api_key", "Missing, malformed or revoked API key".into())
+            }
+            Self::NoCredits => (StatusCode::PAYMENT_REQUIRED, "no_credits", "Insufficient credits".into()),
+            Self::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone()),
+            Self::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
+            Self::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
+            Self::PayloadTooLarge => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "The request body is too large".into())
+            }
+            Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests".into()),
+            Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m.clone()),
+            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Unexpected server error".into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        (status, axum::Json(serde_json::json!({ "error": code, "message": message }))).into_response()
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Domain(d) => d.into(),
+            CommandError::Forbidden(what) => Self::Forbidden(format!("The {what} doesn't belong to your account")),
+            e if e.is_unavailable() => Self::Unavailable(e.to_string()),
+            CommandError::Store(licensd_store::StoreError::WrongExpectedVersion { .. }) => {
+                Self::Conflict("the resource changed concurrently; retry".into())
+            }
+            e => {
+                tracing::error!(error = %e, "command failed");
+                Self::Internal
+            }
+        }
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        use DomainError as D;
+        match e {
+            D::NotFound(what) => Self::NotFound(format!("The {what} doesn't exist")),
+            D::AlreadyExists(_) | D::LicenseDeleted => Self::Conflict(e.to_string()),
+            D::LicenseRevoked
+            | D::LicenseExpired
+            | D::HwidSlotsFull
+            | D::AppDisabled
+            | D::ApiKeyRevoked
+            | D::OfflineActivationDisabled
+            | D::OfflineActivationRequiresPerpetual
+            | D::OfflineActivationLimitReached => Self::Conflict(e.to_string()),
+            D::InvalidLicenseKey
+            | D::InvalidHwidSlots
+            | D::InvalidHwid { .. }
+            | D::LabelTooLong
+            | D::InvalidName
+            | D::ExpiryInPast
+            | D::InvalidCreditAmount
+            | D::InvalidVariables(_)
+            | D::InvalidSecurityList(_)
+            | D::InvalidWebhook(_) => Self::BadRequest(e.to_string()),
+            D::UndecodableEvent { .. } => {
+                tracing::error!(error = %e, "stored event cannot be decoded");
+                Self::Internal
+            }
+        }
+    }
+}
+
+impl From<ProjectionError> for ApiError {
+    fn from(e: ProjectionError) -> Self {
+        Self::Unavailable(format!("read model is behind: {e}"))
+    }
+}

@@ -1,0 +1,141 @@
+//! Request extractors that answer bad input with the Developer API's error shape.
+
+use crate::{ApiError, AppState};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use licensd_domain::{AccountId, ApiKeyId};
+use serde::de::DeserializeOwned;
+
+/// `axum::Json` with `bad_request` / `payload_too_large` instead of axum's plain-text rejections.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
+/// `axum::extract::Path`, rejecting with `bad_request` in the API's shape.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
+/// `axum::extract::Query`, rejecting with `bad_request` in the API's shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
+/// The caller of a Developer API request, from `Authorization: Bearer af_live_...`.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub account_id: AccountId,
+    pub key_id: ApiKeyId,
+}
+
+/// Every scope a key can hold; `*` stands for all of them.
+pub const SCOPES: [&str; 12] = [
+    "read:apps",
+    "write:apps",
+    "read:licenses",
+    "write:licenses",
+    "read:webhooks",
+    "write:webhooks",
+    "read:credits",
+    "write:credits",
+    "read:audit",
+    "write:audit",
+    "read:api_keys",
+    "write:api_keys",
+];
+
+/// The scope a request needs, from its path under `/v1` and its method: one table for the API.
+fn required_scope(method: &axum::http::Method, path: &str) -> String {
+    let mut segments = path.trim_start_matches("/v1").trim_start_matches('/').split('/');
+    let resource = match segments.next().unwrap_or_default() {
+        "apps" if segments.any(|s| s == "webhooks") => "webhooks",
+        "apps" => "apps",
+        "licenses" => "licenses",
+        "credits" => "credits",
+        "audit-log" => "audit",
+        _ => "api_keys",
+    };
+    let access = if method == axum::http::Method::GET || method == axum::http::Method::HEAD { "read" } else { "write" };
+    format!("{access}:{resource}")
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| t.starts_with(licensd_commands::API_KEY_PREFIX))
+            .ok_or(ApiError::InvalidApiKey)?;
+        // Keys are looked up by their SHA-256: the secret itself is never compared or stored.
+        let hash = licensd_commands::api_key_hash(token);
+        let key = match state.hot.api_key(&hash) {
+            Some(key) => key,
+            None => {
+                state.refresh().await?;
+                state.hot.api_key(&hash).ok_or(ApiError::InvalidApiKey)?
+            }
+        };
+        let account = state.hot.account(key.account_id).ok_or(ApiError::InvalidApiKey)?;
+        if account.suspended {
+            return Err(ApiError::Forbidden("The account is suspended".into()));
+        }
+        if !state.api_limiter.allow(&key.key_id.to_string()) {
+            return Err(ApiError::RateLimited);
+        }
+        let scope = required_scope(&parts.method, parts.uri.path());
+        if !key.scopes.iter().any(|s| s == "*" || *s == scope) {
+            return Err(ApiError::Forbidden(format!("This API key lacks the '{scope}' scope")));
+        }
+        Ok(Self { account_id: key.account_id, key_id: key.key_id })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn scopes_follow_resource_and_method() {
+        assert_eq!(required_scope(&Method::GET, "/licenses/AAAA"), "read:licenses");
+        assert_eq!(required_scope(&Method::PUT, "/v1/licenses/AAAA"), "write:licenses");
+        assert_eq!(required_scope(&Method::POST, "/apps/x/webhooks/y/test"), "write:webhooks");
+        assert_eq!(required_scope(&Method::GET, "/apps/x/security"), "read:apps");
+        assert_eq!(required_scope(&Method::DELETE, "/api-keys/k"), "write:api_keys");
+        assert!(SCOPES.contains(&required_scope(&Method::GET, "/audit-log").as_str()));
+    }
+}

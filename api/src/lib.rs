@@ -1,0 +1,34 @@
+//! The HTTP surface: `/healthz`, `/metrics` and the Developer API (`/v1`). Handlers issue
+//! commands and read from projections; errors become responses in one place ([`ApiError`]).
+
+pub mod auth;
+mod error;
+mod extract;
+mod health;
+mod limits;
+pub mod listener;
+mod metrics;
+mod state;
+mod v1;
+
+pub use auth::AuthConfig;
+pub use error::ApiError;
+pub use listener::{tls_config, PeerAddr, TlsListener};
+pub use metrics::Metrics;
+pub use state::{ApiConfig, AppState};
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+
+/// The whole router, ready to serve.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    Router::new()
+        .merge(health::routes())
+        .nest("/v1", v1::routes())
+        .nest("/auth", auth::routes())
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_requests))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}

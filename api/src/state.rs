@@ -1,0 +1,100 @@
+use crate::auth::{AuthConfig, AuthRuntime};
+use crate::Metrics;
+use licensd_commands::Commands;
+use licensd_projections::{HotModel, HotRunner, ProjectionError};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Requests with larger bodies are refused with 413 before they are parsed.
+    pub max_body_bytes: usize,
+    /// How long a write waits for the read models to show it before answering.
+    pub read_your_writes_timeout: Duration,
+    pub auth: AuthConfig,
+    /// Accept `http://` webhook URLs to loopback hosts (development).
+    pub webhook_allow_http_loopback: bool,
+    /// Where webhooks (and the test ping) may be sent.
+    pub webhook_destinations: licensd_workers::destinations::DestinationPolicy,
+    /// Developer API requests per key: bursts of `api_burst`, `api_per_second` sustained.
+    pub api_burst: u32,
+    pub api_per_second: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            read_your_writes_timeout: Duration::from_secs(5),
+            auth: AuthConfig::default(),
+            webhook_allow_http_loopback: false,
+            webhook_destinations: Default::default(),
+            api_burst: 100,
+            api_per_second: 50,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub commands: Commands,
+    pub hot: Arc<HotModel>,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<ApiConfig>,
+    pub auth: Arc<AuthRuntime>,
+    pub api_limiter: Arc<crate::limits::TokenBuckets>,
+    /// Sends the `test.ping` of the webhook test endpoint.
+    pub webhook_sender: licensd_workers::webhooks::WebhookSender,
+    /// Catches the in-memory model up on demand, one caller at a time; with the time the last
+    /// catch-up started, so callers that queued behind it can share its result.
+    refresher: Arc<tokio::sync::Mutex<(HotRunner, Option<std::time::Instant>)>>,
+}
+
+impl AppState {
+    pub fn new(commands: Commands, hot: Arc<HotModel>, runner: HotRunner, config: ApiConfig) -> Self {
+        Self {
+            auth: Arc::new(AuthRuntime::new(&commands, config.auth.clone())),
+            webhook_sender: licensd_workers::webhooks::WebhookSender::new(
+                Duration::from_secs(10),
+                config.webhook_destinations,
+            ),
+            api_limiter: Arc::new(crate::limits::TokenBuckets::new(config.api_burst, config.api_per_second)),
+            commands,
+            hot,
+            metrics: Arc::new(Metrics::default()),
+            config: Arc::new(config),
+            refresher: Arc::new(tokio::sync::Mutex::new((runner, None))),
+        }
+    }
+
+    /// Brings one SQL read model up to the log's end before it is queried (read-your-writes for
+    /// listings); safe next to the background tail, whose checkpoint moves compare-and-set.
+    pub async fn refresh_sql(
+        &self,
+        projection: Arc<dyn licensd_projections::SqlProjection>,
+    ) -> Result<(), ProjectionError> {
+        let store = self.commands.store().clone();
+        licensd_projections::SqlRunner::new(store, projection, Default::default()).catch_up().await.map(drop)
+    }
+
+    /// Reads the log up to now into the in-memory model. Used when a lookup misses: the missing
+    /// thing may have been written a moment ago by another process (an operator command, another
+    /// node) that the background tail has not polled yet.
+    ///
+    /// One catch-up runs at a time, and a caller skips its own when one started after it asked: that
+    /// one already read everything committed before the caller's miss. A flood of bogus keys thus
+    /// costs one cheap indexed read at a time, never a queue of them, and a genuine new key is
+    /// always found (no time-based throttle that could turn a fresh key away).
+    pub async fn refresh(&self) -> Result<(), ProjectionError> {
+        let asked = std::time::Instant::now();
+        let mut refresher = self.refresher.lock().await;
+        let (runner, last_started) = &mut *refresher;
+        if last_started.is_some_and(|started| started >= asked) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        runner.catch_up().await?;
+        *last_started = Some(started);
+        Ok(())
+    }
+}

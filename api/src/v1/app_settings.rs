@@ -1,0 +1,233 @@
+//! App-scoped settings: variables, security lists, switches and limits, signing-key rotation.
+
+use super::visible;
+use crate::extract::{ApiJson, ApiPath, Caller};
+use crate::{ApiError, AppState};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use licensd_commands::Actor;
+use licensd_domain::app::{App, AppCommand, AppSettings};
+use licensd_domain::{AppId, SecurityLists, Variables};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+/// The caller's app, or 404/403.
+pub(crate) fn owned_app(state: &AppState, caller: &Caller, app_id: &str) -> Result<App, ApiError> {
+    let not_found = || ApiError::NotFound("The app doesn't exist".into());
+    let app_id: AppId = app_id.parse().map_err(|_| not_found())?;
+    let app = state.hot.app(app_id).ok_or_else(not_found)?;
+    if app.account_id != caller.account_id {
+        return Err(ApiError::Forbidden("The app doesn't belong to your account".into()));
+    }
+    Ok(app)
+}
+
+/// Runs an app command for the caller and returns the app as the read model then shows it.
+pub(crate) async fn change(state: &AppState, caller: &Caller, app: &App, command: AppCommand) -> Result<App, ApiError> {
+    let actor = Actor::ApiKey(caller.key_id);
+    let executed = state.commands.app_command(caller.account_id, app.app_id, command, &actor).await?;
+    visible(state, executed.position()).await?;
+    state.hot.app(app.app_id).ok_or(ApiError::Internal)
+}
+
+fn security_json(lists: &SecurityLists) -> Json<Value> {
+    Json(serde_json::to_value(lists).unwrap_or_default())
+}
+
+pub async fn get_variables(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(app_id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let app = owned_app(&state, &caller, &app_id)?;
+    Ok(Json(Value::Object(app.variables.as_map().clone())))
+}
+
+/// `PUT /v1/apps/{appId}/variables`: the body replaces every app variable.
+pub async fn put_variables(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(app_id): ApiPath<String>,
+    ApiJson(body): ApiJson<Map<String, Value>>,
+) -> Result<Json<Value>, ApiError> {
+    let app = owned_app(&state, &caller, &app_id)?;
+    let app = change(&state, &caller, &app, AppCommand::SetVariables(Variables::new(body)?)).await?;
+    Ok(Json(Value::Object(app.variables.as_map().clone())))
+}
+
+pub async fn get_security(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(app_id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(security_json(&owned_app(&state, &caller, &app_id)?.lists))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecurityUpdate {
+    hwid_blacklist: Option<Vec<String>>,
+    hwid_whitelist: Option<Vec<String>>,
+    ip_blacklist: Option<Vec<String>>,
+    ip_whitelist: Option<Vec<String>>,
+}
+
+/// `PUT /v1/apps/{appId}/security`: replaces the lists given; omitted lists stay as they are.
+pub async fn put_security(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(app_id): ApiPath<String>,
+    ApiJson(body): ApiJson<SecurityUpdate>,
+) -> Result<Json<Value>, ApiError> {
+    let app = owned_app(&state, &caller, &app_id)?;
+    let current = app.lists.clone();
+    let lists = SecurityLists {
+        hwid_blacklist: body.hwid_blacklist.unwrap_or(current.hwid_blacklist),
+        hwid_whitelist: body.hwid_whitelist.unwrap_or(current.hwid_whitelist),
+        ip_blacklist: body.ip_blacklist.unwrap_or(current.ip_blacklist),
+        ip_whitelist: body.ip_whitelist.unwrap_or(current.ip_whitelist),
+    };
+    let app = change(&state, &caller, &app, AppCommand::SetSecurityLists(lists)).await?;
+    Ok(security_json(&app.lists))
+}
+
+pub async fn get_settings(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(app_id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let app = owned_app(&state, &caller, &app_id)?;
+    Ok(Json(serde_json::to_value(&app.settings).unwrap_or_default()))
+}
+
+/// Applies the fields present in `body` to `settings`: a cap of `null` removes it.
+fn merge_settings(mut settings: AppSettings, body: &Map<String, Value>) -> Result<AppSettings, ApiError> {
+    let bad = |m: &str| Err(ApiError::BadRequest(m.to_string()));
+    for (field, value) in body {
+        match (field.as_str(), value) {
+            ("offlineActivation", Value::Bool(on)) => settings.offline_activation = *on,
+            ("offlineActivation", _) => return bad("offlineActivation must be a boolean"),
+            ("hourlyBurnCap" | "dailyBurnCap", value) => {
+                let cap = match value {
+                    Value::Null => None,
+                    Value::Number(n) if n.as_u64().is_some() => n.as_u64(),
+                    _ => return bad("burn caps must be null or a non-negative integer"),
+                };
+                if field == "hourlyBurnCap" {
+                    settings.hourly_burn_cap = cap;
+                } else {
+                    settings.daily_burn_cap = cap;
+                }
+            }
+            (other, _) => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown setting '{other}': use offlineActivation, hourlyBurnCap or dailyBurnCap"
+                )))
+            }
+        }
+    }
+    Ok(settings)
+}
+
+/// `PUT /v1/apps/{appId}/settings` (beyond the docs): offline activation opt-in and burn caps;
+/// omitted fields stay as they are.
+pub async fn put_settings(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(app_id): ApiPath<String>,
+    ApiJson(body): ApiJson<Map<String, Value>>,
+) -> Result<Json<Value>, ApiError> {
+    let app = owned_app(&state, &caller, &app_id)?;
+    let settings = merge_settings(app.settings.clone(), &body)?;
+    let app = change(&state, &caller, &app, AppCommand::SetSettings(settings)).await?;
+    Ok(Json(serde_json::to_value(&app.settings).unwrap_or_default()))
+}
+
+/// `POST /v1/apps/{appId}/signing-keys` (beyond the docs): a new key signs from now on; the
+/// previous ones stay listed so clients can trust both during the cut-over.
+pub async fn rotate_signing_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(app_id): ApiPath<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let app = owned_app(&state, &caller, &app_id)?;
+    let signing_key = state.commands.new_signing_key(app.app_id);
+    let app = change(&state, &caller, &app, AppCommand::RotateSigningKey { signing_key }).await?;
+    let keys: Vec<Value> = app
+        .signing_keys
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, k)| json!({ "keyId": k.key_id, "publicKey": k.public_key, "active": i == 0 }))
+        .collect();
+    Ok((StatusCode::CREATED, Json(json!({ "signingKeys": keys }))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    value: String,
+}
+
+/// Adds (`add`) or removes an entry of the blacklists or whitelists named by `list`.
+async fn edit_list(
+    state: &AppState,
+    caller: &Caller,
+    app_id: &str,
+    list: &str,
+    entry: ListEntry,
+    add: bool,
+) -> Result<Json<Value>, ApiError> {
+    let app = owned_app(state, caller, app_id)?;
+    let mut lists = app.lists.clone();
+    let target = match (list, entry.kind.as_str()) {
+        ("blacklist", "hwid") => &mut lists.hwid_blacklist,
+        ("blacklist", "ip") => &mut lists.ip_blacklist,
+        ("whitelist", "hwid") => &mut lists.hwid_whitelist,
+        ("whitelist", "ip") => &mut lists.ip_whitelist,
+        _ => return Err(ApiError::BadRequest("type must be 'hwid' or 'ip'".into())),
+    };
+    let value = entry.value.trim().to_string();
+    if add {
+        target.push(value);
+    } else {
+        target.retain(|e| *e != value);
+    }
+    change(state, caller, &app, AppCommand::SetSecurityLists(lists)).await?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+/// `POST /v1/apps/{appId}/security/{blacklist|whitelist}` with `{"type": "hwid"|"ip", "value": ...}`.
+pub async fn add_entry(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((app_id, list)): ApiPath<(String, String)>,
+    ApiJson(entry): ApiJson<ListEntry>,
+) -> Result<Json<Value>, ApiError> {
+    edit_list(&state, &caller, &app_id, &list, entry, true).await
+}
+
+/// `DELETE /v1/apps/{appId}/security/{blacklist|whitelist}` with the same body.
+pub async fn remove_entry(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((app_id, list)): ApiPath<(String, String)>,
+    ApiJson(entry): ApiJson<ListEntry>,
+) -> Result<Json<Value>, ApiError> {
+    edit_list(&state, &caller, &app_id, &list, entry, false).await
+}
+
+/// `POST /v1/apps/{appId}/secret` (beyond the docs): a new app secret, shown in this response only.
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(app_id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let app = owned_app(&state, &caller, &app_id)?;
+    let (secret, sealed) = state.commands.new_app_secret(app.app_id);
+    change(&state, &caller, &app, AppCommand::RotateSecret { secret: sealed }).await?;
+    Ok(Json(json!({ "appId": app.app_id, "appSecret": secret })))
+}

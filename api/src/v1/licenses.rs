@@ -1,0 +1,339 @@
+use super::app_settings::owned_app;
+use super::{iso, visible};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
+use crate::{ApiError, AppState};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use licensd_commands::offline::{parse_activation_request, HwidBinding, MAX_REQUEST_HWID_CHARS};
+use licensd_commands::{Actor, NewLicense};
+use licensd_domain::license::{
+    License, LicenseCommand, LicenseStatus, MAX_HWID_SLOTS, MIN_HWID_SLOTS, OFFLINE_MINT_CREDITS,
+};
+use licensd_domain::{AppId, LicenseKey, Variables};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+const MAX_QUANTITY: i64 = 100;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateLicenses {
+    app_id: String,
+    quantity: Option<i64>,
+    expires_at: Option<String>,
+    max_hwid_slots: Option<i64>,
+    label: Option<String>,
+}
+
+pub(crate) fn license_json(license: &License) -> Value {
+    json!({
+        "licenseKey": license.key,
+        "appId": license.app_id,
+        "status": match license.status { LicenseStatus::Active => "active", LicenseStatus::Revoked => "revoked" },
+        "expiresAt": license.expires_at.map(iso),
+        "maxHwidSlots": license.max_hwid_slots,
+        "hwidList": license.hwids,
+        "hwid": license.hwids.first(),
+        "label": license.label,
+        "createdAt": iso(license.created_at),
+    })
+}
+
+fn parse_expiry(text: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    text.map(|t| {
+        DateTime::parse_from_rfc3339(t.trim()).map(|at| at.with_timezone(&Utc)).map_err(|_| {
+            ApiError::BadRequest("expiresAt must be an ISO 8601 date-time such as 2026-12-31T23:59:59Z".into())
+        })
+    })
+    .transpose()
+}
+
+/// `POST /v1/licenses`: 1–100 licenses for one of the caller's apps.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateLicenses>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let app_id: AppId = body.app_id.parse().map_err(|_| ApiError::BadRequest("appId must be a UUID".into()))?;
+    let quantity = body.quantity.unwrap_or(1);
+    if !(1..=MAX_QUANTITY).contains(&quantity) {
+        return Err(ApiError::BadRequest(format!("quantity must be between 1 and {MAX_QUANTITY}")));
+    }
+    let slots = body.max_hwid_slots.unwrap_or(1);
+    if !(i64::from(MIN_HWID_SLOTS)..=i64::from(MAX_HWID_SLOTS)).contains(&slots) {
+        return Err(ApiError::BadRequest(format!(
+            "maxHwidSlots must be between {MIN_HWID_SLOTS} and {MAX_HWID_SLOTS}"
+        )));
+    }
+    let spec = NewLicense {
+        app_id,
+        expires_at: parse_expiry(body.expires_at.as_deref())?,
+        max_hwid_slots: slots as u8,
+        label: body.label,
+    };
+    let actor = Actor::ApiKey(caller.key_id);
+    let created = state.commands.create_licenses(caller.account_id, spec, quantity as usize, &actor).await?;
+    if let Some(last) = created.iter().map(|(_, r)| r.position).max() {
+        visible(&state, last).await?;
+    }
+    let licenses: Vec<Value> =
+        created.iter().filter_map(|(key, _)| state.hot.license(key)).map(|l| license_json(&l)).collect();
+    Ok((StatusCode::CREATED, Json(json!({ "licenses": licenses }))))
+}
+
+/// `GET /v1/licenses/{key}`.
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(key): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let not_found = || ApiError::NotFound("License key doesn't exist".into());
+    let key = LicenseKey::parse(&key).map_err(|_| not_found())?;
+    let license = state.hot.license(&key).ok_or_else(not_found)?;
+    if license.account_id != caller.account_id {
+        return Err(ApiError::Forbidden("The license's app doesn't belong to your account".into()));
+    }
+    Ok(Json(license_json(&license)))
+}
+
+/// The caller's license, or 404/403.
+fn owned_license(state: &AppState, caller: &Caller, key: &str) -> Result<License, ApiError> {
+    let not_found = || ApiError::NotFound("License key doesn't exist".into());
+    let key = LicenseKey::parse(key).map_err(|_| not_found())?;
+    let license = state.hot.license(&key).ok_or_else(not_found)?;
+    if license.account_id != caller.account_id {
+        return Err(ApiError::Forbidden("The license's app doesn't belong to your account".into()));
+    }
+    Ok(license)
+}
+
+/// Runs a license command for the caller and returns the license once the read model shows it.
+async fn change(
+    state: &AppState,
+    caller: &Caller,
+    license: &License,
+    command: LicenseCommand,
+) -> Result<Option<License>, ApiError> {
+    let actor = Actor::ApiKey(caller.key_id);
+    let executed = state.commands.license_command(caller.account_id, &license.key, command, &actor).await?;
+    visible(state, executed.position()).await?;
+    Ok(state.hot.license(&license.key))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Update {
+    action: String,
+    expires_at: Option<String>,
+}
+
+/// `PUT /v1/licenses/{key}`: `revoke`, `activate`, `extend` (with `expiresAt`) or `reset-hwid`.
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(key): ApiPath<String>,
+    ApiJson(body): ApiJson<Update>,
+) -> Result<Json<Value>, ApiError> {
+    let license = owned_license(&state, &caller, &key)?;
+    let command = match body.action.as_str() {
+        "revoke" => LicenseCommand::Revoke,
+        "activate" => LicenseCommand::Activate,
+        "reset-hwid" => LicenseCommand::ResetHwid,
+        "extend" => {
+            let expires_at = parse_expiry(body.expires_at.as_deref())?
+                .ok_or_else(|| ApiError::BadRequest("extend needs expiresAt".into()))?;
+            LicenseCommand::Extend { expires_at: Some(expires_at) }
+        }
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown action '{other}': use revoke, activate, extend or reset-hwid"
+            )))
+        }
+    };
+    let license = change(&state, &caller, &license, command).await?.ok_or(ApiError::Internal)?;
+    Ok(Json(json!({ "ok": true, "license": license_json(&license) })))
+}
+
+/// `DELETE /v1/licenses/{key}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(key): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let license = owned_license(&state, &caller, &key)?;
+    change(&state, &caller, &license, LicenseCommand::Delete).await?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+pub async fn get_variables(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(key): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let license = owned_license(&state, &caller, &key)?;
+    Ok(Json(Value::Object(license.variables.as_map().clone())))
+}
+
+/// `PUT /v1/licenses/{key}/variables`: the body replaces every license variable.
+pub async fn put_variables(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(key): ApiPath<String>,
+    ApiJson(body): ApiJson<Map<String, Value>>,
+) -> Result<Json<Value>, ApiError> {
+    let license = owned_license(&state, &caller, &key)?;
+    let command = LicenseCommand::SetVariables(Variables::new(body)?);
+    let license = change(&state, &caller, &license, command).await?.ok_or(ApiError::Internal)?;
+    Ok(Json(Value::Object(license.variables.as_map().clone())))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MintFile {
+    /// The machine to bind, as the customer's SDK reports it.
+    hwid: Option<String>,
+    /// Or the customer's `.authforge-request` text (air-gapped machines).
+    activation_request: Option<String>,
+    /// Or explicitly any machine.
+    #[serde(default)]
+    any_machine: bool,
+}
+
+/// `POST /v1/licenses/{key}/offline-files`: the merchant mints a lifetime `.authforge` file.
+pub async fn mint_offline_file(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(key): ApiPath<String>,
+    ApiJson(body): ApiJson<MintFile>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let license = owned_license(&state, &caller, &key)?;
+    let app = state.hot.app(license.app_id).ok_or(ApiError::Internal)?;
+    let hwid = match (body.hwid, body.activation_request, body.any_machine) {
+        (Some(hwid), None, false) if !hwid.trim().is_empty() && hwid.chars().count() <= MAX_REQUEST_HWID_CHARS => {
+            Some(hwid.trim().to_string())
+        }
+        (None, Some(request), false) => {
+            let request = parse_activation_request(&request).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            if request.app_id != app.app_id.to_string() {
+                return Err(ApiError::BadRequest("the activation request is for another app".into()));
+            }
+            Some(request.hwid)
+        }
+        (None, None, true) => None,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give exactly one of hwid (1-256 characters), activationRequest or anyMachine: true".into(),
+            ))
+        }
+    };
+    let balance = state.hot.account(caller.account_id).map_or(0, |a| a.balance);
+    if balance < i64::from(OFFLINE_MINT_CREDITS) {
+        return Err(ApiError::NoCredits);
+    }
+    let jti = uuid::Uuid::new_v4().to_string();
+    let binding = match &hwid {
+        Some(hwid) => HwidBinding::Bound { hwids: vec![hwid.clone()] },
+        None => HwidBinding::Any,
+    };
+    let file = crate::auth::license_file(&state, &app, &license, binding, &jti, state.commands.now())
+        .map_err(|_| ApiError::Internal)?;
+    change(&state, &caller, &license, LicenseCommand::RecordMintedFile { hwid, jti: jti.clone() }).await?;
+    let file_name = format!("{}.authforge", license.key);
+    Ok((StatusCode::CREATED, Json(json!({ "file": file, "fileName": file_name, "jti": jti }))))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListQuery {
+    app_id: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Where a page ended: the last row's creation time and key (opaque to clients).
+#[derive(serde::Serialize, Deserialize)]
+struct Cursor {
+    c: String,
+    k: String,
+}
+
+/// `GET /v1/licenses?appId=&limit=&cursor=`: oldest first, `cursor: null` on the last page.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    let app_id = query.app_id.ok_or_else(|| ApiError::BadRequest("appId is required".into()))?;
+    let app = owned_app(&state, &caller, &app_id)?;
+    let limit = super::page_size(query.limit.as_deref())?;
+    let bad_cursor = || ApiError::BadRequest("cursor is not one this API returned".into());
+    let after = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
+        Some(text) => {
+            let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad_cursor())?;
+            serde_json::from_slice::<Cursor>(&bytes).map_err(|_| bad_cursor())?
+        }
+        None => Cursor { c: String::new(), k: String::new() },
+    };
+    // The listing reads the SQL read model; bring it up to date so a write just made shows.
+    state.refresh_sql(std::sync::Arc::new(licensd_projections::sql::Licenses)).await?;
+    let rows = state
+        .commands
+        .store()
+        .query_rows(
+            "SELECT license_key, created_at FROM rm_licenses
+             WHERE app_id = $1 AND (created_at > $2 OR (created_at = $2 AND license_key > $3))
+             ORDER BY created_at, license_key LIMIT $4",
+            &[app.app_id.to_string().into(), after.c.into(), after.k.into(), (limit + 1).into()],
+        )
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let more = rows.len() as i64 > limit;
+    let page: Vec<(String, String)> =
+        rows.into_iter().take(limit as usize).filter_map(|r| Some((r.first()?.clone()?, r.get(1)?.clone()?))).collect();
+    let licenses: Vec<Value> = page
+        .iter()
+        .filter_map(|(key, _)| LicenseKey::parse(key).ok().and_then(|k| state.hot.license(&k)))
+        .map(|l| license_json(&l))
+        .collect();
+    let cursor = match page.last() {
+        Some((key, created)) if more => {
+            let cursor = Cursor { c: created.clone(), k: key.clone() };
+            Some(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&cursor).unwrap_or_default()))
+        }
+        _ => None,
+    };
+    Ok(Json(json!({ "licenses": licenses, "cursor": cursor })))
+}
+
+#[derive(Deserialize)]
+pub struct EmailBody {
+    email: Option<String>,
+}
+
+/// `PUT /v1/licenses/{key}/email`: the buyer's email (personal data: sealed in the PII vault,
+/// never in events); `null` removes it.
+pub async fn put_email(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(key): ApiPath<String>,
+    ApiJson(body): ApiJson<EmailBody>,
+) -> Result<Json<Value>, ApiError> {
+    let license = owned_license(&state, &caller, &key)?;
+    let subject = licensd_domain::StreamCategory::License.stream_id(&license.key);
+    let vault = state.commands.pii();
+    match body.email {
+        Some(email) => {
+            let email = licensd_commands::normalize_email(&email)
+                .map_err(|_| ApiError::BadRequest("email is not a valid address".into()))?;
+            vault.put(&subject, "email", &email).await?;
+            Ok(Json(json!({ "ok": true, "email": email })))
+        }
+        None => {
+            vault.erase(&subject).await?;
+            Ok(Json(json!({ "ok": true, "email": null })))
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Component schemas of the OpenAPI document: the shapes the handlers emit and accept.
+
+use serde_json::{json, Value};
+
+fn string() -> Value {
+    json!({ "type": "string" })
+}
+
+fn nullable(kind: &str) -> Value {
+    json!({ "type": kind, "nullable": true })
+}
+
+fn strings() -> Value {
+    json!({ "type": "array", "items": { "type": "string" } })
+}
+
+pub fn all() -> Value {
+    let license = json!({
+        "type": "object",
+        "required": ["licenseKey", "appId", "status", "expiresAt", "maxHwidSlots", "hwidList", "createdAt"],
+        "properties": {
+            "licenseKey": string(), "appId": string(),
+            "status": { "type": "string", "enum": ["active", "revoked"] },
+            "expiresAt": nullable("string"), "maxHwidSlots": { "type": "integer" }, "hwidList": strings(),
+            "hwid": nullable("string"), "label": nullable("string"), "createdAt": string(),
+        },
+    });
+    let settings = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "offlineActivation": { "type": "boolean" },
+            "hourlyBurnCap": { "type": "integer", "minimum": 0, "nullable": true },
+            "dailyBurnCap": { "type": "integer", "minimum": 0, "nullable": true },
+        },
+    });
+    let app = json!({
+        "type": "object",
+        "required": ["appId", "name", "disabled", "publicKeys", "settings", "createdAt"],
+        "properties": {
+            "appId": string(), "name": string(), "disabled": { "type": "boolean" },
+            "publicKeys": { "type": "array", "items": {
+                "type": "object", "required": ["keyId", "publicKey"],
+                "properties": { "keyId": string(), "publicKey": string() } } },
+            "settings": settings, "createdAt": string(),
+        },
+    });
+    let webhook_events =
+        json!({ "type": "array", "items": { "type": "string", "enum": licensd_domain::app::WEBHOOK_EVENTS } });
+    let webhook = json!({
+        "type": "object",
+        "required": ["webhookId", "appId", "url", "events", "enabled", "createdAt"],
+        "properties": {
+            "webhookId": string(), "appId": string(), "url": string(), "events": webhook_events,
+            "enabled": { "type": "boolean" }, "createdAt": string(),
+            "lastDeliveryAt": nullable("string"), "lastDeliveryStatus": nullable("integer"),
+        },
+    });
+    let lists = json!({
+        "hwidBlacklist": strings(), "hwidWhitelist": strings(), "ipBlacklist": strings(), "ipWhitelist": strings(),
+    });
+    let credits = json!({
+        "type": "object", "required": ["balance", "lowBalanceThreshold", "belowThreshold"],
+        "properties": { "balance": { "type": "integer" }, "lowBalanceThreshold": nullable("integer"), "belowThreshold": { "type": "boolean" } },
+    });
+    let transactions = json!({ "type": "object", "required": ["transactions"], "properties": { "transactions": { "type": "array", "items": {
+            "type": "object", "required": ["delta", "kind", "at"],
+            "properties": { "delta": { "type": "integer" }, "kind": string(), "reason": nullable("string"), "licenseKey": nullable("string"), "at": string() } } } } });
+    let audit_log = json!({ "type": "object", "required": ["entries"], "properties": { "entries": { "type": "array", "items": {
+            "type": "object", "required": ["stream", "event", "actor", "at"],
+            "properties": { "stream": string(), "event": string(), "actor": string(), "at": string() } } } } });
+    let deliveries = json!({ "type": "object", "required": ["deliveries"], "properties": { "deliveries": { "type": "array", "items": {
+            "type": "object", "required": ["deliveryId", "event", "status", "attempts", "createdAt"],
+            "properties": {
+                "deliveryId": string(), "event": string(), "status": { "type": "string", "enum": ["pending", "delivered", "failed"] },
+                "attempts": { "type": "integer" }, "createdAt": string(), "lastAttemptAt": nullable("string"),
+                "lastStatus": nullable("integer"), "lastError": nullable("string"), "nextAttemptAt": nullable("string"),
+            } } } } });
+    json!({
+        "Ok": { "type": "object", "required": ["ok"], "properties": { "ok": { "type": "boolean" } } },
+        "Error": { "type": "object", "required": ["error", "message"], "properties": { "error": string(), "message": string() } },
+        "App": app,
+        "AppList": { "type": "object", "required": ["apps"], "properties": { "apps": { "type": "array", "items": { "$ref": "#/components/schemas/App" } } } },
+        "AppCreated": {
+            "type": "object",
+            "required": ["appId", "name", "appSecret", "publicKey", "keyId", "createdAt"],
+            "properties": { "appId": string(), "name": string(), "appSecret": string(), "publicKey": string(), "keyId": string(), "createdAt": string() },
+        },
+        "SigningKeys": { "type": "object", "required": ["signingKeys"], "properties": { "signingKeys": { "type": "array", "items": {
+            "type": "object", "required": ["keyId", "publicKey", "active"],
+            "properties": { "keyId": string(), "publicKey": string(), "active": { "type": "boolean" } } } } } },
+        "Settings": settings,
+        "Variables": {
+            "type": "object", "maxProperties": licensd_domain::MAX_VARIABLES,
+            "additionalProperties": { "oneOf": [{ "type": "string" }, { "type": "number" }, { "type": "boolean" }] },
+        },
+        "SecurityLists": { "type": "object", "required": ["hwidBlacklist", "hwidWhitelist", "ipBlacklist", "ipWhitelist"], "properties": lists },
+        "SecurityListsUpdate": { "type": "object", "additionalProperties": false, "properties": lists },
+        "ListEntry": {
+            "type": "object", "additionalProperties": false, "required": ["type", "value"],
+            "properties": { "type": { "type": "string", "enum": ["hwid", "ip"] }, "value": string() },
+        },
+        "WebhookCreate": {
+            "type": "object", "additionalProperties": false, "required": ["url", "events"],
+            "properties": { "url": string(), "events": webhook_events, "enabled": { "type": "boolean" } },
+        },
+        "WebhookUpdate": {
+            "type": "object", "additionalProperties": false,
+            "properties": { "url": string(), "events": webhook_events, "enabled": { "type": "boolean" } },
+        },
+        "Webhook": webhook,
+        "WebhookCreated": { "allOf": [{ "$ref": "#/components/schemas/Webhook" }, { "type": "object", "required": ["secret"], "properties": { "secret": string() } }] },
+        "WebhookList": { "type": "object", "required": ["webhooks"], "properties": { "webhooks": { "type": "array", "items": { "$ref": "#/components/schemas/Webhook" } } } },
+        "WebhookTest": { "type": "object", "required": ["ok", "status"], "properties": { "ok": { "type": "boolean" }, "status": nullable("integer"), "error": string() } },
+        "Deliveries": deliveries,
+        "LicenseCreate": {
+            "type": "object", "required": ["appId"],
+            "properties": {
+                "appId": string(), "quantity": { "type": "integer", "minimum": 1, "maximum": 100 },
+                "expiresAt": nullable("string"), "maxHwidSlots": { "type": "integer", "minimum": 1, "maximum": 16 },
+                "label": { "type": "string", "maxLength": 128 },
+            },
+        },
+        "License": license,
+        "LicensePage": { "type": "object", "required": ["licenses", "cursor"], "properties": {
+            "licenses": { "type": "array", "items": { "$ref": "#/components/schemas/License" } }, "cursor": nullable("string") } },
+        "LicenseAction": {
+            "type": "object", "required": ["action"],
+            "properties": { "action": { "type": "string", "enum": ["revoke", "activate", "extend", "reset-hwid"] }, "expiresAt": string() },
+        },
+        "MintFile": { "type": "object", "properties": { "hwid": nullable("string"), "activationRequest": nullable("string"), "anyMachine": { "type": "boolean" } } },
+        "ApiKeyCreated": {
+            "type": "object", "required": ["apiKeyId", "apiKey", "prefix", "scopes"],
+            "properties": { "apiKeyId": string(), "apiKey": string(), "prefix": string(), "scopes": strings() },
+        },
+        "ApiKeyList": { "type": "object", "required": ["apiKeys"], "properties": { "apiKeys": { "type": "array", "items": {
+            "type": "object", "required": ["apiKeyId", "prefix", "scopes", "createdAt"],
+            "properties": { "apiKeyId": string(), "prefix": string(), "scopes": strings(), "createdAt": string() } } } } },
+        "Credits": credits,
+        "Transactions": transactions,
+        "AuditLog": audit_log,
+    })
+}

@@ -1,0 +1,200 @@
+//! The Developer API as one table: each operation's route and its OpenAPI description side by
+//! side. The router and `/v1/openapi.json` are both built from it, so they cannot disagree.
+
+use super::{account, app_settings, apps, licenses, webhooks};
+use crate::AppState;
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::Router;
+use serde_json::{json, Map, Value};
+
+pub struct Operation {
+    method: &'static str,
+    path: &'static str,
+    route: MethodRouter<AppState>,
+    summary: &'static str,
+    request: Option<Value>,
+    status: u16,
+    response: Value,
+    query: &'static [(&'static str, &'static str, bool)],
+}
+
+fn op(method: &'static str, path: &'static str, route: MethodRouter<AppState>, summary: &'static str) -> Operation {
+    Operation { method, path, route, summary, request: None, status: 200, response: reference("Ok"), query: &[] }
+}
+
+impl Operation {
+    fn body(mut self, schema: Value) -> Self {
+        self.request = Some(schema);
+        self
+    }
+
+    fn returns(mut self, status: u16, schema: Value) -> Self {
+        self.status = status;
+        self.response = schema;
+        self
+    }
+
+    fn query(mut self, query: &'static [(&'static str, &'static str, bool)]) -> Self {
+        self.query = query;
+        self
+    }
+}
+
+fn reference(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn object(properties: Value, required: &[&str]) -> Value {
+    json!({ "type": "object", "properties": properties, "required": required })
+}
+
+fn nullable(mut schema: Value) -> Value {
+    schema["nullable"] = Value::Bool(true);
+    schema
+}
+
+fn array(items: Value) -> Value {
+    json!({ "type": "array", "items": items })
+}
+
+const GET: MethodFilter = MethodFilter::GET;
+const POST: MethodFilter = MethodFilter::POST;
+const PUT: MethodFilter = MethodFilter::PUT;
+const DELETE: MethodFilter = MethodFilter::DELETE;
+
+/// Every Developer API operation.
+pub fn operations() -> Vec<Operation> {
+    const LIMIT: &[(&str, &str, bool)] = &[("limit", "integer", false)];
+    const LIST: &[(&str, &str, bool)] =
+        &[("appId", "string", true), ("limit", "integer", false), ("cursor", "string", false)];
+    let string = json!({ "type": "string" });
+    let known_scopes: Vec<&str> = std::iter::once("*").chain(crate::extract::SCOPES).collect();
+    let scopes = json!({ "type": "array", "minItems": 1, "items": { "type": "string", "enum": known_scopes } });
+    vec![
+        op("post", "/apps", on(POST, apps::create), "Create an app (its secret is shown once)")
+            .body(object(json!({ "name": { "type": "string", "minLength": 1, "maxLength": 100, "pattern": "\\S" } }), &["name"]))
+            .returns(201, reference("AppCreated")),
+        op("get", "/apps", on(GET, apps::list), "List your apps").returns(200, reference("AppList")),
+        op("get", "/apps/{app_id}", on(GET, apps::get), "Get an app").returns(200, reference("App")),
+        op("put", "/apps/{app_id}", on(PUT, apps::update), "Rename, disable or enable an app")
+            .body(json!({ "type": "object", "properties": { "name": string, "disabled": { "type": "boolean" } }, "additionalProperties": false }))
+            .returns(200, reference("App")),
+        op("post", "/apps/{app_id}/secret", on(POST, app_settings::rotate_secret), "Rotate the app secret (shown once)")
+            .returns(200, object(json!({ "appId": string, "appSecret": string }), &["appId", "appSecret"])),
+        op("post", "/apps/{app_id}/signing-keys", on(POST, app_settings::rotate_signing_key), "Rotate the signing key")
+            .returns(201, reference("SigningKeys")),
+        op("get", "/apps/{app_id}/settings", on(GET, app_settings::get_settings), "Get app settings").returns(200, reference("Settings")),
+        op("put", "/apps/{app_id}/settings", on(PUT, app_settings::put_settings), "Change app settings (omitted fields stay)")
+            .body(reference("Settings"))
+            .returns(200, reference("Settings")),
+        op("get", "/apps/{app_id}/variables", on(GET, app_settings::get_variables), "Get app variables").returns(200, reference("Variables")),
+        op("put", "/apps/{app_id}/variables", on(PUT, app_settings::put_variables), "Replace app variables")
+            .body(reference("Variables"))
+            .returns(200, reference("Variables")),
+        op("get", "/apps/{app_id}/security", on(GET, app_settings::get_security), "Get security lists").returns(200, reference("SecurityLists")),
+        op("put", "/apps/{app_id}/security", on(PUT, app_settings::put_security), "Replace the security lists given")
+            .body(reference("SecurityListsUpdate"))
+            .returns(200, reference("SecurityLists")),
+        op("post", "/apps/{app_id}/security/{list}", on(POST, app_settings::add_entry), "Add a blacklist or whitelist entry")
+            .body(reference("ListEntry")),
+        op("delete", "/apps/{app_id}/security/{list}", on(DELETE, app_settings::remove_entry), "Remove a blacklist or whitelist entry")
+            .body(reference("ListEntry")),
+        op("post", "/apps/{app_id}/webhooks", on(POST, webhooks::create), "Create a webhook (its secret is shown once)")
+            .body(reference("WebhookCreate"))
+            .returns(201, reference("WebhookCreated")),
+        op("get", "/apps/{app_id}/webhooks", on(GET, webhooks::list), "List webhooks").returns(200, reference("WebhookList")),
+        op("put", "/apps/{app_id}/webhooks/{webhook_id}", on(PUT, webhooks::update), "Update a webhook")
+            .body(reference("WebhookUpdate")),
+        op("delete", "/apps/{app_id}/webhooks/{webhook_id}", on(DELETE, webhooks::delete), "Delete a webhook"),
+        op("post", "/apps/{app_id}/webhooks/{webhook_id}/test", on(POST, webhooks::test), "Send a signed test.ping")
+            .returns(200, reference("WebhookTest")),
+        op("get", "/apps/{app_id}/webhooks/{webhook_id}/deliveries", on(GET, webhooks::deliveries), "A webhook's delivery log")
+            .query(LIMIT)
+            .returns(200, reference("Deliveries")),
+        op("post", "/apps/{app_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", on(POST, webhooks::redeliver), "Queue a delivery again"),
+        op("post", "/licenses", on(POST, licenses::create), "Create 1 to 100 licenses")
+            .body(reference("LicenseCreate"))
+            .returns(201, object(json!({ "licenses": array(reference("License")) }), &["licenses"])),
+        op("get", "/licenses", on(GET, licenses::list), "List an app's licenses, oldest first")
+            .query(LIST)
+            .returns(200, reference("LicensePage")),
+        op("get", "/licenses/{key}", on(GET, licenses::get), "Get a license").returns(200, reference("License")),
+        op("put", "/licenses/{key}", on(PUT, licenses::update), "Revoke, activate, extend or reset HWIDs")
+            .body(reference("LicenseAction"))
+            .returns(200, object(json!({ "ok": { "type": "boolean" }, "license": reference("License") }), &["ok", "license"])),
+        op("delete", "/licenses/{key}", on(DELETE, licenses::delete), "Delete a license"),
+        op("get", "/licenses/{key}/variables", on(GET, licenses::get_variables), "Get license variables").returns(200, reference("Variables")),
+        op("put", "/licenses/{key}/variables", on(PUT, licenses::put_variables), "Replace license variables")
+            .body(reference("Variables"))
+            .returns(200, reference("Variables")),
+        op("put", "/licenses/{key}/email", on(PUT, licenses::put_email), "Set or remove the buyer's email")
+            .body(object(json!({ "email": nullable(string.clone()) }), &[]))
+            .returns(200, object(json!({ "ok": { "type": "boolean" }, "email": nullable(string.clone()) }), &["ok"])),
+        op("post", "/licenses/{key}/offline-files", on(POST, licenses::mint_offline_file), "Mint an offline license file")
+            .body(reference("MintFile"))
+            .returns(201, object(json!({ "file": string, "fileName": string, "jti": string }), &["file", "fileName", "jti"])),
+        op("post", "/api-keys", on(POST, account::create_key), "Create an API key (shown once)")
+            .body(object(json!({ "scopes": scopes }), &["scopes"]))
+            .returns(201, reference("ApiKeyCreated")),
+        op("get", "/api-keys", on(GET, account::list_keys), "List API keys").returns(200, reference("ApiKeyList")),
+        op("delete", "/api-keys/{key_id}", on(DELETE, account::revoke_key), "Revoke an API key"),
+        op("get", "/credits", on(GET, account::credits), "Credit balance and low-balance alert state")
+            .returns(200, reference("Credits")),
+        op("put", "/credits/settings", on(PUT, account::put_credit_settings), "Set the low-balance alert threshold")
+            .body(json!({ "type": "object", "additionalProperties": false,
+                          "properties": { "lowBalanceThreshold": { "type": "integer", "minimum": 0, "nullable": true } } }))
+            .returns(200, reference("Credits")),
+        op("get", "/credits/transactions", on(GET, account::transactions), "Credit movements, newest first")
+            .query(LIMIT)
+            .returns(200, reference("Transactions")),
+        op("get", "/audit-log", on(GET, account::audit_log), "Who changed what, newest first")
+            .query(LIMIT)
+            .returns(200, reference("AuditLog")),
+    ]
+}
+
+pub fn router(operations: &[Operation]) -> Router<AppState> {
+    operations.iter().fold(Router::new(), |router, op| router.route(op.path, op.route.clone()))
+}
+
+fn parameters(op: &Operation) -> Vec<Value> {
+    let in_path = op.path.split('/').filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'));
+    let path =
+        in_path.map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }));
+    let query = op.query.iter().map(|(name, kind, required)| {
+        json!({ "name": name, "in": "query", "required": required, "schema": { "type": kind } })
+    });
+    path.chain(query).collect()
+}
+
+/// The OpenAPI 3.0 document of `operations`.
+pub fn document(operations: &[Operation]) -> Value {
+    let mut paths = Map::new();
+    for op in operations {
+        let mut operation = json!({
+            "summary": op.summary,
+            "operationId": format!("{} {}", op.method, op.path),
+            "parameters": parameters(op),
+            "security": [{ "apiKey": [] }],
+            "responses": {
+                op.status.to_string(): { "description": "Success", "content": { "application/json": { "schema": op.response } } },
+                "default": { "description": "Error", "content": { "application/json": { "schema": reference("Error") } } },
+            },
+        });
+        if let Some(schema) = &op.request {
+            operation["requestBody"] =
+                json!({ "required": true, "content": { "application/json": { "schema": schema } } });
+        }
+        let item = paths.entry(format!("/v1{}", op.path)).or_insert_with(|| json!({}));
+        item[op.method] = operation;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "licensd Developer API", "version": env!("CARGO_PKG_VERSION") },
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "apiKey": { "type": "http", "scheme": "bearer" } },
+            "schemas": super::schemas::all(),
+        },
+    })
+}

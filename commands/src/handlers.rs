@@ -1,0 +1,433 @@
+//! Command handlers: load a stream, decide, append with the version that was read.
+
+use crate::{Actor, CommandError, MasterKey, PiiVault, WriterHandle};
+use base64::{engine::general_purpose::STANDARD, Engine};
+use chrono::{DateTime, Utc};
+use licensd_domain::account::{AccountCommand, AccountState};
+use licensd_domain::app::{AppCommand, AppState, SigningKey, Webhook};
+use licensd_domain::license::{LicenseCommand, LicenseState};
+use licensd_domain::{
+    decode_event, AccountId, Aggregate, ApiKeyId, AppId, Clock, DomainError, DomainEvent, EventData, LicenseKey,
+    StreamCategory,
+};
+use licensd_store::{AppendRequest, AppendResult, EventStore, ExpectedVersion, NewEvent, Store, StoreError};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Attempts of one command when another writer keeps changing its stream.
+const CONFLICT_RETRIES: usize = 5;
+/// Attempts to find an unused license key (80 random bits: a collision is already rare).
+const KEY_ATTEMPTS: usize = 5;
+pub const API_KEY_PREFIX: &str = "af_live_";
+
+/// The events a command produced and where they landed (`None` when it changed nothing).
+#[derive(Debug, Clone)]
+pub struct Executed<E> {
+    pub events: Vec<E>,
+    pub result: Option<AppendResult>,
+}
+
+impl<E> Executed<E> {
+    /// Where the command's last event landed, if it appended anything.
+    pub fn position(&self) -> Option<licensd_store::Position> {
+        self.result.map(|r| r.position)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AccountCreated {
+    pub account_id: AccountId,
+    pub key_id: ApiKeyId,
+    /// The Developer API key in clear: shown once, stored only as a hash.
+    pub api_key: String,
+    pub result: AppendResult,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppCreated {
+    pub app_id: AppId,
+    /// The app secret in clear: shown once.
+    pub app_secret: String,
+    pub key_id: String,
+    pub public_key: String,
+    pub result: AppendResult,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewLicense {
+    pub app_id: AppId,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub max_hwid_slots: u8,
+    pub label: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Commands {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    writer: WriterHandle,
+    clock: Arc<dyn Clock>,
+    key: MasterKey,
+    pii: PiiVault,
+}
+
+pub fn api_key_hash(api_key: &str) -> String {
+    hex::encode(Sha256::digest(api_key.as_bytes()))
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+fn app_secret_purpose(app_id: AppId) -> String {
+    format!("app-secret:{app_id}")
+}
+
+fn webhook_secret_purpose(webhook_id: &str) -> String {
+    format!("webhook-secret:{webhook_id}")
+}
+
+fn signing_key_purpose(app_id: AppId, key_id: &str) -> String {
+    format!("signing-key:{app_id}:{key_id}")
+}
+
+impl Commands {
+    pub fn new(store: Store, writer: WriterHandle, clock: Arc<dyn Clock>, key: MasterKey) -> Self {
+        let pii = PiiVault::new(store.clone(), key.clone());
+        Self { inner: Arc::new(Inner { store, writer, clock, key, pii }) }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn writer(&self) -> &WriterHandle {
+        &self.inner.writer
+    }
+
+    pub fn pii(&self) -> &PiiVault {
+        &self.inner.pii
+    }
+
+    pub fn master_key(&self) -> &MasterKey {
+        &self.inner.key
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    /// Folds a stream into its aggregate state; returns it with the stream's version.
+    pub async fn load<A: Aggregate>(&self, stream_id: &str) -> Result<(A, u64), CommandError> {
+        let recorded = self.inner.store.read_stream(stream_id, 1).await?;
+        let version = recorded.last().map_or(0, |e| e.version);
+        let events = recorded
+            .iter()
+            .map(|e| decode_event::<A::Event>(&e.event_type, e.schema_version, &e.payload))
+            .collect::<Result<Vec<_>, DomainError>>()?;
+        Ok((A::fold(&events), version))
+    }
+
+    /// Runs `command` against the stream: `guard` vets the loaded state (tenancy), the domain
+    /// decides, and the events are appended at the version read. Lost races are re-decided.
+    pub async fn execute<A>(
+        &self,
+        stream_id: &str,
+        command: A::Command,
+        actor: &Actor,
+        account_id: Option<AccountId>,
+        guard: impl Fn(&A) -> Result<(), CommandError>,
+    ) -> Result<Executed<A::Event>, CommandError>
+    where
+        A: Aggregate,
+        A::Command: Clone,
+    {
+        for _ in 0..CONFLICT_RETRIES {
+            let (state, version) = self.load::<A>(stream_id).await?;
+            guard(&state)?;
+            let events = state.decide(command.clone(), self.now())?;
+            if events.is_empty() {
+                return Ok(Executed { events, result: None });
+            }
+            let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+            match self.append(stream_id, expected, &events, actor, account_id).await {
+                Ok(result) => return Ok(Executed { events, result: Some(result) }),
+                Err(CommandError::Store(StoreError::WrongExpectedVersion { .. })) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(CommandError::Contention)
+    }
+
+    /// Appends already-decided events (the auth hot path decides against the in-memory model).
+    pub async fn append<E: DomainEvent>(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[E],
+        actor: &Actor,
+        account_id: Option<AccountId>,
+    ) -> Result<AppendResult, CommandError> {
+        let metadata = actor.metadata(account_id);
+        let events = events
+            .iter()
+            .map(|event| {
+                let data = EventData::encode(event);
+                NewEvent {
+                    event_id: Uuid::now_v7(),
+                    event_type: data.event_type.to_string(),
+                    schema_version: data.schema_version,
+                    payload: data.payload,
+                    metadata: metadata.clone(),
+                }
+            })
+            .collect();
+        self.inner.writer.append(AppendRequest { stream_id: stream_id.to_string(), expected, events }).await
+    }
+
+    /// A merchant account with its first Developer API key (all scopes).
+    pub async fn create_account(&self, email: &str, actor: &Actor) -> Result<AccountCreated, CommandError> {
+        let email = normalize_email(email)?;
+        let account_id = AccountId::new();
+        let stream = StreamCategory::Account.stream_id(account_id);
+        self.inner.pii.put(&stream, "email", &email).await?;
+        let (api_key, key_id, issue) = new_api_key(vec!["*".into()]);
+        let created = AccountState::default().decide(AccountCommand::Create { account_id }, self.now())?;
+        let state = AccountState::fold(&created);
+        let issued = state.decide(issue, self.now())?;
+        let events: Vec<_> = created.into_iter().chain(issued).collect();
+        let result = self.append(&stream, ExpectedVersion::NoStream, &events, actor, Some(account_id)).await?;
+        Ok(AccountCreated { account_id, key_id, api_key, result })
+    }
+
+    /// Issues another API key; returns its id and the key in clear (shown once).
+    pub async fn issue_api_key(
+        &self,
+        account_id: AccountId,
+        scopes: Vec<String>,
+        actor: &Actor,
+    ) -> Result<(ApiKeyId, String, AppendResult), CommandError> {
+        let (api_key, key_id, command) = new_api_key(scopes);
+        let stream = StreamCategory::Account.stream_id(account_id);
+        let executed = self.execute::<AccountState>(&stream, command, actor, Some(account_id), |_| Ok(())).await?;
+        let result = executed.result.ok_or(CommandError::Domain(DomainError::AlreadyExists("API key")))?;
+        Ok((key_id, api_key, result))
+    }
+
+    pub async fn account_command(
+        &self,
+        account_id: AccountId,
+        command: AccountCommand,
+        actor: &Actor,
+    ) -> Result<Executed<licensd_domain::account::AccountEvent>, CommandError> {
+        let stream = StreamCategory::Account.stream_id(account_id);
+        self.execute::<AccountState>(&stream, command, actor, Some(account_id), |_| Ok(())).await
+    }
+
+    /// An app with a fresh secret and Ed25519 signing key (both sealed in its events).
+    pub async fn create_app(
+        &self,
+        account_id: AccountId,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<AppCreated, CommandError> {
+        let (account, _) = self.load::<AccountState>(&StreamCategory::Account.stream_id(account_id)).await?;
+        if account.0.is_none() {
+            return Err(DomainError::NotFound("account").into());
+        }
+        let app_id = AppId::new();
+        let (app_secret, secret) = self.new_app_secret(app_id);
+        let signing_key = self.new_signing_key(app_id);
+        let (key_id, public_key) = (signing_key.key_id.clone(), signing_key.public_key.clone());
+        let command = AppCommand::Create { app_id, account_id, name: name.to_string(), secret, signing_key };
+        let stream = StreamCategory::App.stream_id(app_id);
+        let executed = self.execute::<AppState>(&stream, command, actor, Some(account_id), |_| Ok(())).await?;
+        let result = executed.result.ok_or(CommandError::Domain(DomainError::AlreadyExists("app")))?;
+        Ok(AppCreated { app_id, app_secret, key_id, public_key, result })
+    }
+
+    /// A fresh app secret (a UUID, as the SDKs expect): in clear and sealed.
+    pub fn new_app_secret(&self, app_id: AppId) -> (String, licensd_domain::Sealed) {
+        let secret = Uuid::new_v4().to_string();
+        let sealed = self.inner.key.seal(secret.as_bytes(), &app_secret_purpose(app_id));
+        (secret, sealed)
+    }
+
+    /// A fresh Ed25519 key for the app, its private half sealed.
+    pub fn new_signing_key(&self, app_id: AppId) -> SigningKey {
+        let key = ed25519_dalek::SigningKey::from_bytes(&random_bytes::<32>());
+        let key_id = format!("k{}", hex::encode(random_bytes::<6>()));
+        let private_key = self.inner.key.seal(key.as_bytes(), &signing_key_purpose(app_id, &key_id));
+        SigningKey { public_key: STANDARD.encode(key.verifying_key().as_bytes()), private_key, key_id }
+    }
+
+    /// A webhook with a fresh `whsec_` signing secret; returns the secret in clear (shown once).
+    pub async fn create_webhook(
+        &self,
+        account_id: AccountId,
+        app_id: AppId,
+        url: String,
+        events: Vec<String>,
+        enabled: bool,
+        actor: &Actor,
+    ) -> Result<(Webhook, String, AppendResult), CommandError> {
+        let webhook_id = format!("wh_{}", hex::encode(random_bytes::<6>()));
+        let secret = format!("whsec_{}", hex::encode(random_bytes::<16>()));
+        let sealed = self.inner.key.seal(secret.as_bytes(), &webhook_secret_purpose(&webhook_id));
+        let webhook = Webhook { webhook_id, url, events, enabled, secret: sealed, created_at: self.now() };
+        let executed = self.app_command(account_id, app_id, AppCommand::CreateWebhook(webhook.clone()), actor).await?;
+        let result = executed.result.ok_or(CommandError::Domain(DomainError::AlreadyExists("webhook")))?;
+        Ok((webhook, secret, result))
+    }
+
+    pub fn open_webhook_secret(
+        &self,
+        webhook_id: &str,
+        sealed: &licensd_domain::Sealed,
+    ) -> Result<String, CommandError> {
+        self.inner.key.open_string(sealed, &webhook_secret_purpose(webhook_id))
+    }
+
+    /// Opens an app's sealed secret (for constant-time comparison by the auth endpoints).
+    pub fn open_app_secret(&self, app_id: AppId, sealed: &licensd_domain::Sealed) -> Result<String, CommandError> {
+        self.inner.key.open_string(sealed, &app_secret_purpose(app_id))
+    }
+
+    /// Opens an app's sealed Ed25519 private key.
+    pub fn open_signing_key(&self, app_id: AppId, key: &SigningKey) -> Result<ed25519_dalek::SigningKey, CommandError> {
+        let bytes = self.inner.key.open(&key.private_key, &signing_key_purpose(app_id, &key.key_id))?;
+        let bytes: [u8; 32] =
+            bytes.try_into().map_err(|_| CommandError::Crypto("signing key is not 32 bytes".into()))?;
+        Ok(ed25519_dalek::SigningKey::from_bytes(&bytes))
+    }
+
+    /// Runs an app command for the account that owns the app.
+    pub async fn app_command(
+        &self,
+        account_id: AccountId,
+        app_id: AppId,
+        command: AppCommand,
+        actor: &Actor,
+    ) -> Result<Executed<licensd_domain::app::AppEvent>, CommandError> {
+        let stream = StreamCategory::App.stream_id(app_id);
+        self.execute::<AppState>(&stream, command, actor, Some(account_id), |state| app_owned_by(state, account_id))
+            .await
+    }
+
+    /// Creates `quantity` licenses for an app the account owns, on fresh random keys.
+    pub async fn create_licenses(
+        &self,
+        account_id: AccountId,
+        spec: NewLicense,
+        quantity: usize,
+        actor: &Actor,
+    ) -> Result<Vec<(LicenseKey, AppendResult)>, CommandError> {
+        let (app, _) = self.load::<AppState>(&StreamCategory::App.stream_id(spec.app_id)).await?;
+        app_owned_by(&app, account_id)?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in 0..quantity {
+            let (commands, spec, actor) = (self.clone(), spec.clone(), actor.clone());
+            tasks.spawn(async move { (index, commands.create_license(account_id, spec, &actor).await) });
+        }
+        let mut created = vec![None; quantity];
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((index, Ok(license))) => created[index] = Some(license),
+                Ok((_, Err(e))) => first_error = first_error.or(Some(e)),
+                Err(join) => first_error = first_error.or(Some(CommandError::Crypto(join.to_string()))),
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(created.into_iter().flatten().collect()),
+        }
+    }
+
+    async fn create_license(
+        &self,
+        account_id: AccountId,
+        spec: NewLicense,
+        actor: &Actor,
+    ) -> Result<(LicenseKey, AppendResult), CommandError> {
+        for _ in 0..KEY_ATTEMPTS {
+            let key = LicenseKey::from_random(random_bytes());
+            let command = LicenseCommand::Create {
+                key: key.clone(),
+                app_id: spec.app_id,
+                account_id,
+                expires_at: spec.expires_at,
+                max_hwid_slots: spec.max_hwid_slots,
+                label: spec.label.clone(),
+            };
+            let stream = StreamCategory::License.stream_id(&key);
+            match self.execute::<LicenseState>(&stream, command, actor, Some(account_id), |_| Ok(())).await {
+                Ok(Executed { result: Some(result), .. }) => return Ok((key, result)),
+                Ok(_) | Err(CommandError::Domain(DomainError::AlreadyExists(_) | DomainError::LicenseDeleted)) => {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(CommandError::Contention)
+    }
+
+    /// Runs a license command for the account that owns the license.
+    pub async fn license_command(
+        &self,
+        account_id: AccountId,
+        key: &LicenseKey,
+        command: LicenseCommand,
+        actor: &Actor,
+    ) -> Result<Executed<licensd_domain::license::LicenseEvent>, CommandError> {
+        let stream = StreamCategory::License.stream_id(key);
+        self.execute::<LicenseState>(&stream, command, actor, Some(account_id), |state| match state {
+            LicenseState::Live(license) if license.account_id != account_id => Err(CommandError::Forbidden("license")),
+            _ => Ok(()),
+        })
+        .await
+    }
+}
+
+fn app_owned_by(state: &AppState, account_id: AccountId) -> Result<(), CommandError> {
+    match &state.0 {
+        None => Err(DomainError::NotFound("app").into()),
+        Some(app) if app.account_id != account_id => Err(CommandError::Forbidden("app")),
+        Some(_) => Ok(()),
+    }
+}
+
+fn new_api_key(scopes: Vec<String>) -> (String, ApiKeyId, AccountCommand) {
+    let api_key = format!("{API_KEY_PREFIX}{}", hex::encode(random_bytes::<20>()));
+    let key_id = ApiKeyId::new();
+    let command = AccountCommand::IssueApiKey {
+        key_id,
+        key_hash: api_key_hash(&api_key),
+        prefix: api_key[..API_KEY_PREFIX.len() + 4].to_string(),
+        scopes,
+    };
+    (api_key, key_id, command)
+}
+
+/// A plausible address: one `@`, something on both sides, a dot in the domain, ≤254 characters.
+pub fn normalize_email(email: &str) -> Result<String, CommandError> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+        })
+        && email.matches('@').count() == 1
+        && !email.chars().any(char::is_whitespace);
+    if valid {
+        Ok(email)
+    } else {
+        Err(CommandError::Domain(DomainError::InvalidName))
+    }
+}

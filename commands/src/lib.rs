@@ -1,0 +1,20 @@
+//! Command side: turns requests into events. Loads a stream, folds it, lets the domain decide,
+//! and appends with the version it read (optimistic concurrency, retried on conflict) through a
+//! group-commit writer. Also owns the master key that seals secrets and personal data at rest.
+
+mod crypto;
+mod error;
+mod handlers;
+mod metadata;
+pub mod offline;
+mod pii;
+mod writer;
+
+pub use crypto::{MasterKey, MasterKeySource};
+pub use error::CommandError;
+pub use handlers::{
+    api_key_hash, normalize_email, AccountCreated, AppCreated, Commands, Executed, NewLicense, API_KEY_PREFIX,
+};
+pub use metadata::Actor;
+pub use pii::PiiVault;
+pub use writer::{Writer, WriterConfig, WriterHandle, WriterStats};

@@ -1,0 +1,49 @@
+//! Personal data (emails, provider customer ids) kept outside the event log, sealed with the
+//! master key, so erasure is a delete and a rebuild cannot resurrect it.
+
+use crate::{CommandError, MasterKey};
+use licensd_domain::Sealed;
+use licensd_store::{SqlValue, Statement, Store};
+
+#[derive(Clone, Debug)]
+pub struct PiiVault {
+    store: Store,
+    key: MasterKey,
+}
+
+impl PiiVault {
+    pub fn new(store: Store, key: MasterKey) -> Self {
+        Self { store, key }
+    }
+
+    fn purpose(subject: &str, field: &str) -> String {
+        format!("pii:{subject}:{field}")
+    }
+
+    pub async fn put(&self, subject: &str, field: &str, value: &str) -> Result<(), CommandError> {
+        let sealed = self.key.seal(value.as_bytes(), &Self::purpose(subject, field));
+        let upsert = Statement::new(
+            "INSERT INTO pii (subject, field, value) VALUES ($1, $2, $3)
+             ON CONFLICT (subject, field) DO UPDATE SET value = excluded.value",
+            [subject.into(), field.into(), SqlValue::from(sealed.0)],
+        );
+        self.store.execute(&[upsert]).await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, subject: &str, field: &str) -> Result<Option<String>, CommandError> {
+        let rows = self
+            .store
+            .query_text("SELECT value FROM pii WHERE subject = $1 AND field = $2", &[subject.into(), field.into()])
+            .await?;
+        match rows.into_iter().flatten().next() {
+            Some(sealed) => Ok(Some(self.key.open_string(&Sealed(sealed), &Self::purpose(subject, field))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes every field of a subject; returns how many were removed.
+    pub async fn erase(&self, subject: &str) -> Result<u64, CommandError> {
+        Ok(self.store.execute(&[Statement::new("DELETE FROM pii WHERE subject = $1", [subject.into()])]).await?)
+    }
+}

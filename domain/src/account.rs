@@ -1,0 +1,194 @@
+//! The account aggregate: one stream per merchant (`account-<uuid>`): API keys, credits, suspension.
+//!
+//! The merchant's email is personal data and lives in the PII vault, never in these events.
+
+use crate::{AccountId, Aggregate, ApiKeyId, DomainError, DomainEvent, StreamCategory};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum AccountEvent {
+    AccountCreated {
+        account_id: AccountId,
+        created_at: DateTime<Utc>,
+    },
+    ApiKeyIssued {
+        key_id: ApiKeyId,
+        /// SHA-256 (hex) of the full key; the key itself is shown once and never stored.
+        key_hash: String,
+        /// The first characters of the key, so a merchant can tell keys apart.
+        prefix: String,
+        scopes: Vec<String>,
+        at: DateTime<Utc>,
+    },
+    ApiKeyRevoked {
+        key_id: ApiKeyId,
+        at: DateTime<Utc>,
+    },
+    CreditsGranted {
+        amount: u64,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    CreditsDebited {
+        amount: u64,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    AccountSuspended {
+        at: DateTime<Utc>,
+    },
+    AccountReinstated {
+        at: DateTime<Utc>,
+    },
+    /// Alert when the balance falls below `threshold` credits; `None` turns the alert off.
+    LowBalanceAlertSet {
+        threshold: Option<u64>,
+        at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for AccountEvent {
+    const CATEGORY: StreamCategory = StreamCategory::Account;
+
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::AccountCreated { .. } => "AccountCreated",
+            Self::ApiKeyIssued { .. } => "ApiKeyIssued",
+            Self::ApiKeyRevoked { .. } => "ApiKeyRevoked",
+            Self::CreditsGranted { .. } => "CreditsGranted",
+            Self::CreditsDebited { .. } => "CreditsDebited",
+            Self::AccountSuspended { .. } => "AccountSuspended",
+            Self::AccountReinstated { .. } => "AccountReinstated",
+            Self::LowBalanceAlertSet { .. } => "LowBalanceAlertSet",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    pub account_id: AccountId,
+    pub suspended: bool,
+    pub low_balance_threshold: Option<u64>,
+    /// Ids of keys that are issued and not revoked.
+    pub live_keys: Vec<ApiKeyId>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccountState(pub Option<Account>);
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccountCommand {
+    Create { account_id: AccountId },
+    IssueApiKey { key_id: ApiKeyId, key_hash: String, prefix: String, scopes: Vec<String> },
+    RevokeApiKey { key_id: ApiKeyId },
+    GrantCredits { amount: u64, reason: String },
+    DebitCredits { amount: u64, reason: String },
+    Suspend,
+    Reinstate,
+    SetLowBalanceAlert { threshold: Option<u64> },
+}
+
+impl Aggregate for AccountState {
+    type Event = AccountEvent;
+    type Command = AccountCommand;
+
+    fn evolve(self, event: &AccountEvent) -> Self {
+        use AccountEvent as E;
+        if let E::AccountCreated { account_id, .. } = event {
+            return Self(Some(Account {
+                account_id: *account_id,
+                suspended: false,
+                low_balance_threshold: None,
+                live_keys: vec![],
+            }));
+        }
+        let Some(mut account) = self.0 else { return self };
+        match event {
+            E::ApiKeyIssued { key_id, .. } => account.live_keys.push(*key_id),
+            E::ApiKeyRevoked { key_id, .. } => account.live_keys.retain(|k| k != key_id),
+            E::AccountSuspended { .. } => account.suspended = true,
+            E::AccountReinstated { .. } => account.suspended = false,
+            E::LowBalanceAlertSet { threshold, .. } => account.low_balance_threshold = *threshold,
+            E::AccountCreated { .. } | E::CreditsGranted { .. } | E::CreditsDebited { .. } => {}
+        }
+        Self(Some(account))
+    }
+
+    fn decide(&self, command: AccountCommand, now: DateTime<Utc>) -> Result<Vec<AccountEvent>, DomainError> {
+        use AccountCommand as C;
+        use AccountEvent as E;
+        let at = now;
+        let (account, command) = match (&self.0, command) {
+            (None, C::Create { account_id }) => return Ok(vec![E::AccountCreated { account_id, created_at: now }]),
+            (None, _) => return Err(DomainError::NotFound("account")),
+            (Some(account), command) => (account, command),
+        };
+        let events = match command {
+            C::Create { .. } => return Err(DomainError::AlreadyExists("account")),
+            C::IssueApiKey { key_id, key_hash, prefix, scopes } => {
+                vec![E::ApiKeyIssued { key_id, key_hash, prefix, scopes, at }]
+            }
+            C::RevokeApiKey { key_id } if account.live_keys.contains(&key_id) => vec![E::ApiKeyRevoked { key_id, at }],
+            C::RevokeApiKey { .. } => return Err(DomainError::NotFound("API key")),
+            C::GrantCredits { amount, .. } | C::DebitCredits { amount, .. } if amount == 0 => {
+                return Err(DomainError::InvalidCreditAmount)
+            }
+            C::GrantCredits { amount, reason } => vec![E::CreditsGranted { amount, reason, at }],
+            C::DebitCredits { amount, reason } => vec![E::CreditsDebited { amount, reason, at }],
+            C::Suspend if account.suspended => vec![],
+            C::Suspend => vec![E::AccountSuspended { at }],
+            C::Reinstate if !account.suspended => vec![],
+            C::Reinstate => vec![E::AccountReinstated { at }],
+            C::SetLowBalanceAlert { threshold } if threshold == account.low_balance_threshold => vec![],
+            C::SetLowBalanceAlert { threshold } => vec![E::LowBalanceAlertSet { threshold, at }],
+        };
+        Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+    }
+
+    fn created() -> Vec<AccountEvent> {
+        vec![AccountEvent::AccountCreated { account_id: AccountId(uuid::Uuid::nil()), created_at: now() }]
+    }
+
+    #[test]
+    fn credits_must_be_positive() {
+        let state = AccountState::fold(&created());
+        let grant = |amount| AccountCommand::GrantCredits { amount, reason: "test".into() };
+        assert_eq!(state.decide(grant(0), now()), Err(DomainError::InvalidCreditAmount));
+        assert!(matches!(
+            &state.decide(grant(5), now()).unwrap()[..],
+            [AccountEvent::CreditsGranted { amount: 5, .. }]
+        ));
+    }
+
+    #[test]
+    fn only_live_keys_can_be_revoked() {
+        let mut events = created();
+        let key_id = ApiKeyId(uuid::Uuid::nil());
+        let issue =
+            AccountCommand::IssueApiKey { key_id, key_hash: "h".into(), prefix: "af_live_ab".into(), scopes: vec![] };
+        events.extend(AccountState::fold(&events).decide(issue, now()).unwrap());
+        let revoke = AccountCommand::RevokeApiKey { key_id };
+        events.extend(AccountState::fold(&events).decide(revoke.clone(), now()).unwrap());
+        assert_eq!(AccountState::fold(&events).decide(revoke, now()), Err(DomainError::NotFound("API key")));
+    }
+
+    #[test]
+    fn commands_need_an_existing_account() {
+        let grant = AccountCommand::GrantCredits { amount: 1, reason: "x".into() };
+        assert_eq!(AccountState::default().decide(grant, now()), Err(DomainError::NotFound("account")));
+        let create = AccountCommand::Create { account_id: AccountId(uuid::Uuid::nil()) };
+        assert_eq!(AccountState::fold(&created()).decide(create, now()), Err(DomainError::AlreadyExists("account")));
+    }
+}

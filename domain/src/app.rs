@@ -1,0 +1,481 @@
+//! The app aggregate: one stream per app (`app-<uuid>`): credentials, variables, security lists.
+
+use crate::{AccountId, Aggregate, AppId, DomainError, DomainEvent, Sealed, SecurityLists, StreamCategory, Variables};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub const MAX_APP_NAME_CHARS: usize = 100;
+
+/// An Ed25519 signing key: the public half in clear, the private half sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKey {
+    pub key_id: String,
+    /// Raw 32-byte public key, standard base64.
+    pub public_key: String,
+    pub private_key: Sealed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum AppEvent {
+    AppCreated {
+        app_id: AppId,
+        account_id: AccountId,
+        name: String,
+        secret: Sealed,
+        signing_key: SigningKey,
+        created_at: DateTime<Utc>,
+    },
+    AppRenamed {
+        name: String,
+        at: DateTime<Utc>,
+    },
+    AppDisabled {
+        at: DateTime<Utc>,
+    },
+    AppEnabled {
+        at: DateTime<Utc>,
+    },
+    AppSecretRotated {
+        secret: Sealed,
+        at: DateTime<Utc>,
+    },
+    /// The new key signs from now on; the previous one stays published for clients that trust both.
+    SigningKeyRotated {
+        signing_key: SigningKey,
+        at: DateTime<Utc>,
+    },
+    VariablesSet {
+        variables: Variables,
+        at: DateTime<Utc>,
+    },
+    SecurityListsChanged {
+        lists: SecurityLists,
+        at: DateTime<Utc>,
+    },
+    SettingsChanged {
+        settings: AppSettings,
+        at: DateTime<Utc>,
+    },
+    WebhookCreated {
+        webhook: Webhook,
+        at: DateTime<Utc>,
+    },
+    WebhookUpdated {
+        webhook: Webhook,
+        at: DateTime<Utc>,
+    },
+    WebhookDeleted {
+        webhook_id: String,
+        at: DateTime<Utc>,
+    },
+}
+
+/// Most webhooks one app may have.
+pub const MAX_WEBHOOKS: usize = 5;
+const MAX_WEBHOOK_URL_CHARS: usize = 2048;
+
+/// The license events a webhook can subscribe to.
+pub const WEBHOOK_EVENTS: [&str; 7] = [
+    "license.validated",
+    "license.created",
+    "license.revoked",
+    "license.activated",
+    "license.hwid_bound",
+    "license.hwid_reset",
+    "license.deleted",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    pub webhook_id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub enabled: bool,
+    /// The signing secret (`whsec_...`), sealed.
+    pub secret: Sealed,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Webhook {
+    /// Checks the URL length and the subscriptions (non-empty, known, no duplicates kept).
+    /// Whether a URL scheme is acceptable is a deployment decision, made by the caller.
+    fn validated(mut self) -> Result<Self, DomainError> {
+        let invalid = |why: &str| Err(DomainError::InvalidWebhook(why.to_string()));
+        if self.url.is_empty() || self.url.chars().count() > MAX_WEBHOOK_URL_CHARS {
+            return invalid("url must be 1 to 2048 characters");
+        }
+        if self.events.is_empty() {
+            return invalid("events must name at least one event");
+        }
+        if let Some(unknown) = self.events.iter().find(|e| !WEBHOOK_EVENTS.contains(&e.as_str())) {
+            return Err(DomainError::InvalidWebhook(format!("unknown event '{unknown}'")));
+        }
+        let mut seen = std::collections::HashSet::new();
+        self.events.retain(|e| seen.insert(e.clone()));
+        Ok(self)
+    }
+}
+
+/// Per-app switches and limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppSettings {
+    /// Self-serve offline activation (`POST /auth/offline/activate`) is opt-in.
+    pub offline_activation: bool,
+    /// Most credits the app may burn in any rolling hour / day; `None` means no cap.
+    pub hourly_burn_cap: Option<u64>,
+    pub daily_burn_cap: Option<u64>,
+}
+
+impl DomainEvent for AppEvent {
+    const CATEGORY: StreamCategory = StreamCategory::App;
+
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::AppCreated { .. } => "AppCreated",
+            Self::AppRenamed { .. } => "AppRenamed",
+            Self::AppDisabled { .. } => "AppDisabled",
+            Self::AppEnabled { .. } => "AppEnabled",
+            Self::AppSecretRotated { .. } => "AppSecretRotated",
+            Self::SigningKeyRotated { .. } => "SigningKeyRotated",
+            Self::VariablesSet { .. } => "VariablesSet",
+            Self::SecurityListsChanged { .. } => "SecurityListsChanged",
+            Self::SettingsChanged { .. } => "SettingsChanged",
+            Self::WebhookCreated { .. } => "WebhookCreated",
+            Self::WebhookUpdated { .. } => "WebhookUpdated",
+            Self::WebhookDeleted { .. } => "WebhookDeleted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    pub app_id: AppId,
+    pub account_id: AccountId,
+    pub name: String,
+    pub disabled: bool,
+    pub secret: Sealed,
+    /// Oldest first; the last one is the active signer.
+    pub signing_keys: Vec<SigningKey>,
+    pub variables: Variables,
+    pub lists: SecurityLists,
+    pub settings: AppSettings,
+    pub webhooks: Vec<Webhook>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl App {
+    pub fn webhook(&self, webhook_id: &str) -> Option<&Webhook> {
+        self.webhooks.iter().find(|w| w.webhook_id == webhook_id)
+    }
+
+    /// The key that signs from now on.
+    pub fn active_signing_key(&self) -> Option<&SigningKey> {
+        self.signing_keys.last()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppState(pub Option<App>);
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppCommand {
+    Create {
+        app_id: AppId,
+        account_id: AccountId,
+        name: String,
+        secret: Sealed,
+        signing_key: SigningKey,
+    },
+    Rename {
+        name: String,
+    },
+    Disable,
+    Enable,
+    RotateSecret {
+        secret: Sealed,
+    },
+    RotateSigningKey {
+        signing_key: SigningKey,
+    },
+    SetVariables(Variables),
+    SetSecurityLists(SecurityLists),
+    /// Adds entries to the blacklists (self-ban); entries already listed change nothing.
+    Blacklist {
+        hwid: Option<String>,
+        ip: Option<String>,
+    },
+    SetSettings(AppSettings),
+    CreateWebhook(Webhook),
+    /// Replaces the webhook with the same id (its secret and creation time are kept).
+    UpdateWebhook(Webhook),
+    DeleteWebhook {
+        webhook_id: String,
+    },
+}
+
+impl Aggregate for AppState {
+    type Event = AppEvent;
+    type Command = AppCommand;
+
+    fn evolve(self, event: &AppEvent) -> Self {
+        use AppEvent as E;
+        if let E::AppCreated { app_id, account_id, name, secret, signing_key, created_at } = event {
+            return Self(Some(App {
+                app_id: *app_id,
+                account_id: *account_id,
+                name: name.clone(),
+                disabled: false,
+                secret: secret.clone(),
+                signing_keys: vec![signing_key.clone()],
+                variables: Variables::default(),
+                lists: SecurityLists::default(),
+                settings: AppSettings::default(),
+                webhooks: Vec::new(),
+                created_at: *created_at,
+            }));
+        }
+        let Some(mut app) = self.0 else { return self };
+        match event {
+            E::AppCreated { .. } => {}
+            E::AppRenamed { name, .. } => app.name = name.clone(),
+            E::AppDisabled { .. } => app.disabled = true,
+            E::AppEnabled { .. } => app.disabled = false,
+            E::AppSecretRotated { secret, .. } => app.secret = secret.clone(),
+            E::SigningKeyRotated { signing_key, .. } => app.signing_keys.push(signing_key.clone()),
+            E::VariablesSet { variables, .. } => app.variables = variables.clone(),
+            E::SecurityListsChanged { lists, .. } => app.lists = lists.clone(),
+            E::SettingsChanged { settings, .. } => app.settings = settings.clone(),
+            E::WebhookCreated { webhook, .. } => app.webhooks.push(webhook.clone()),
+            E::WebhookUpdated { webhook, .. } => {
+                if let Some(existing) = app.webhooks.iter_mut().find(|w| w.webhook_id == webhook.webhook_id) {
+                    *existing = webhook.clone();
+                }
+            }
+            E::WebhookDeleted { webhook_id, .. } => app.webhooks.retain(|w| &w.webhook_id != webhook_id),
+        }
+        Self(Some(app))
+    }
+
+    fn decide(&self, command: AppCommand, now: DateTime<Utc>) -> Result<Vec<AppEvent>, DomainError> {
+        use AppCommand as C;
+        use AppEvent as E;
+        let at = now;
+        let (app, command) = match (&self.0, command) {
+            (None, C::Create { app_id, account_id, name, secret, signing_key }) => {
+                let name = check_name(name)?;
+                return Ok(vec![E::AppCreated { app_id, account_id, name, secret, signing_key, created_at: now }]);
+            }
+            (None, _) => return Err(DomainError::NotFound("app")),
+            (Some(app), command) => (app, command),
+        };
+        let events = match command {
+            C::Create { .. } => return Err(DomainError::AlreadyExists("app")),
+            C::Rename { name } => {
+                let name = check_name(name)?;
+                if name == app.name {
+                    vec![]
+                } else {
+                    vec![E::AppRenamed { name, at }]
+                }
+            }
+            C::Disable if app.disabled => vec![],
+            C::Disable => vec![E::AppDisabled { at }],
+            C::Enable if !app.disabled => vec![],
+            C::Enable => vec![E::AppEnabled { at }],
+            C::RotateSecret { secret } => vec![E::AppSecretRotated { secret, at }],
+            C::RotateSigningKey { signing_key } => {
+                if app.signing_keys.iter().any(|k| k.key_id == signing_key.key_id) {
+                    return Err(DomainError::AlreadyExists("signing key"));
+                }
+                vec![E::SigningKeyRotated { signing_key, at }]
+            }
+            C::SetVariables(variables) => vec![E::VariablesSet { variables, at }],
+            C::SetSecurityLists(lists) => vec![E::SecurityListsChanged { lists: lists.validated()?, at }],
+            C::Blacklist { hwid, ip } => {
+                let mut lists = app.lists.clone();
+                let mut changed = false;
+                for (entry, list) in [(hwid, &mut lists.hwid_blacklist), (ip, &mut lists.ip_blacklist)] {
+                    if let Some(entry) = entry.filter(|e| !list.contains(e)) {
+                        list.push(entry);
+                        changed = true;
+                    }
+                }
+                if changed {
+                    vec![E::SecurityListsChanged { lists: lists.validated()?, at }]
+                } else {
+                    vec![]
+                }
+            }
+            C::SetSettings(settings) if settings == app.settings => vec![],
+            C::SetSettings(settings) => vec![E::SettingsChanged { settings, at }],
+            C::CreateWebhook(webhook) => {
+                if app.webhooks.len() >= MAX_WEBHOOKS {
+                    return Err(DomainError::InvalidWebhook(format!("an app has at most {MAX_WEBHOOKS} webhooks")));
+                }
+                if app.webhook(&webhook.webhook_id).is_some() {
+                    return Err(DomainError::AlreadyExists("webhook"));
+                }
+                vec![E::WebhookCreated { webhook: webhook.validated()?, at }]
+            }
+            C::UpdateWebhook(update) => {
+                let current = app.webhook(&update.webhook_id).ok_or(DomainError::NotFound("webhook"))?;
+                let webhook = Webhook { secret: current.secret.clone(), created_at: current.created_at, ..update };
+                let webhook = webhook.validated()?;
+                if &webhook == current {
+                    vec![]
+                } else {
+                    vec![E::WebhookUpdated { webhook, at }]
+                }
+            }
+            C::DeleteWebhook { webhook_id } => {
+                app.webhook(&webhook_id).ok_or(DomainError::NotFound("webhook"))?;
+                vec![E::WebhookDeleted { webhook_id, at }]
+            }
+        };
+        Ok(events)
+    }
+}
+
+fn check_name(name: String) -> Result<String, DomainError> {
+    let name = name.trim().to_string();
+    if name.is_empty() || name.chars().count() > MAX_APP_NAME_CHARS {
+        Err(DomainError::InvalidName)
+    } else {
+        Ok(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+    }
+
+    fn key(id: &str) -> SigningKey {
+        SigningKey { key_id: id.into(), public_key: "pk".into(), private_key: Sealed("sealed".into()) }
+    }
+
+    fn create(name: &str) -> AppCommand {
+        AppCommand::Create {
+            app_id: AppId(uuid::Uuid::nil()),
+            account_id: AccountId(uuid::Uuid::nil()),
+            name: name.into(),
+            secret: Sealed("s".into()),
+            signing_key: key("k1"),
+        }
+    }
+
+    fn history() -> Vec<AppEvent> {
+        AppState::default().decide(create("My App"), now()).unwrap()
+    }
+
+    #[test]
+    fn create_trims_and_checks_the_name() {
+        assert_eq!(AppState::default().decide(create("   "), now()), Err(DomainError::InvalidName));
+        let events = AppState::default().decide(create("  Tool  "), now()).unwrap();
+        assert!(matches!(&events[..], [AppEvent::AppCreated { name, .. }] if name == "Tool"));
+        assert_eq!(AppState::fold(&events).decide(create("x"), now()), Err(DomainError::AlreadyExists("app")));
+    }
+
+    #[test]
+    fn rotated_signing_keys_keep_the_previous_one() {
+        let mut events = history();
+        let state = AppState::fold(&events);
+        events.extend(state.decide(AppCommand::RotateSigningKey { signing_key: key("k2") }, now()).unwrap());
+        let app = AppState::fold(&events).0.unwrap();
+        let ids: Vec<_> = app.signing_keys.iter().map(|k| k.key_id.as_str()).collect();
+        assert_eq!(ids, ["k1", "k2"]);
+        let again = AppState::fold(&events).decide(AppCommand::RotateSigningKey { signing_key: key("k2") }, now());
+        assert_eq!(again, Err(DomainError::AlreadyExists("signing key")));
+    }
+
+    #[test]
+    fn invalid_security_lists_change_nothing() {
+        let state = AppState::fold(&history());
+        let bad = SecurityLists { ip_blacklist: vec!["nope".into()], ..Default::default() };
+        assert!(matches!(
+            state.decide(AppCommand::SetSecurityLists(bad), now()),
+            Err(DomainError::InvalidSecurityList(_))
+        ));
+    }
+
+    #[test]
+    fn blacklisting_adds_each_entry_once() {
+        let mut events = history();
+        let ban = || AppCommand::Blacklist { hwid: Some("hw".into()), ip: Some("203.0.113.9".into()) };
+        events.extend(AppState::fold(&events).decide(ban(), now()).unwrap());
+        let lists = AppState::fold(&events).0.unwrap().lists;
+        assert_eq!((lists.hwid_blacklist.len(), lists.ip_blacklist.len()), (1, 1));
+        assert_eq!(AppState::fold(&events).decide(ban(), now()), Ok(vec![]));
+    }
+
+    fn webhook(id: &str, events: &[&str]) -> Webhook {
+        Webhook {
+            webhook_id: id.into(),
+            url: "https://example.com/hook".into(),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            enabled: true,
+            secret: Sealed("s".into()),
+            created_at: now(),
+        }
+    }
+
+    #[test]
+    fn an_app_has_at_most_five_webhooks_with_known_events() {
+        let mut events = history();
+        for i in 0..MAX_WEBHOOKS {
+            let create = AppCommand::CreateWebhook(webhook(&format!("wh_{i}"), &["license.created"]));
+            events.extend(AppState::fold(&events).decide(create, now()).unwrap());
+        }
+        let sixth = AppCommand::CreateWebhook(webhook("wh_x", &["license.created"]));
+        assert!(matches!(AppState::fold(&events).decide(sixth, now()), Err(DomainError::InvalidWebhook(_))));
+        let state = AppState::fold(&history());
+        for bad in [webhook("a", &[]), webhook("b", &["license.exploded"])] {
+            assert!(matches!(state.decide(AppCommand::CreateWebhook(bad), now()), Err(DomainError::InvalidWebhook(_))));
+        }
+    }
+
+    #[test]
+    fn updating_a_webhook_keeps_its_secret_and_deleting_removes_it() {
+        let mut events = history();
+        events.extend(
+            AppState::fold(&events)
+                .decide(AppCommand::CreateWebhook(webhook("wh", &["license.created"])), now())
+                .unwrap(),
+        );
+        let mut update = webhook("wh", &["license.revoked"]);
+        update.secret = Sealed("ignored".into());
+        events.extend(AppState::fold(&events).decide(AppCommand::UpdateWebhook(update), now()).unwrap());
+        let app = AppState::fold(&events).0.unwrap();
+        assert_eq!(
+            (app.webhooks[0].events.clone(), app.webhooks[0].secret.clone()),
+            (vec!["license.revoked".to_string()], Sealed("s".into()))
+        );
+        events.extend(
+            AppState::fold(&events).decide(AppCommand::DeleteWebhook { webhook_id: "wh".into() }, now()).unwrap(),
+        );
+        assert!(AppState::fold(&events).0.unwrap().webhooks.is_empty());
+        let missing = AppCommand::DeleteWebhook { webhook_id: "wh".into() };
+        assert_eq!(AppState::fold(&events).decide(missing, now()), Err(DomainError::NotFound("webhook")));
+    }
+
+    #[test]
+    fn disable_and_enable_toggle_once() {
+        let mut events = history();
+        events.extend(AppState::fold(&events).decide(AppCommand::Disable, now()).unwrap());
+        assert!(AppState::fold(&events).0.unwrap().disabled);
+        assert_eq!(AppState::fold(&events).decide(AppCommand::Disable, now()), Ok(vec![]));
+        events.extend(AppState::fold(&events).decide(AppCommand::Enable, now()).unwrap());
+        assert!(!AppState::fold(&events).0.unwrap().disabled);
+    }
+
+    #[test]
+    fn commands_on_a_missing_app_are_refused() {
+        assert_eq!(AppState::default().decide(AppCommand::Disable, now()), Err(DomainError::NotFound("app")));
+    }
+}

@@ -1,0 +1,162 @@
+use crate::DomainError;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use uuid::Uuid;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            pub fn new() -> Self {
+                Self(Uuid::new_v4())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s.trim()).map(Self)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A merchant account: owns apps, API keys and a credit balance.
+    AccountId
+);
+uuid_id!(
+    /// An application protected by licensd (public; embedded in the merchant's binary).
+    AppId
+);
+uuid_id!(
+    /// A Developer API key's public identifier (the secret part is never stored).
+    ApiKeyId
+);
+
+/// The 32 symbols a license key is written in: A–Z without I and O, digits 2–9.
+pub const LICENSE_KEY_ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+
+/// A license key in the form `XXXX-XXXX-XXXX-XXXX`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct LicenseKey(String);
+
+impl LicenseKey {
+    /// Parses user input; surrounding whitespace is ignored and lower case is accepted.
+    pub fn parse(input: &str) -> Result<Self, DomainError> {
+        let key = input.trim().to_ascii_uppercase();
+        let well_formed = key.len() == 19
+            && key.bytes().enumerate().all(
+                |(i, b)| {
+                    if i % 5 == 4 {
+                        b == b'-'
+                    } else {
+                        LICENSE_KEY_ALPHABET.contains(&b)
+                    }
+                },
+            );
+        if well_formed {
+            Ok(Self(key))
+        } else {
+            Err(DomainError::InvalidLicenseKey)
+        }
+    }
+
+    /// Builds a key from 16 random bytes (5 bits of each are used: 80 bits of entropy).
+    pub fn from_random(bytes: [u8; 16]) -> Self {
+        let mut key = String::with_capacity(19);
+        for (i, b) in bytes.iter().enumerate() {
+            if i > 0 && i % 4 == 0 {
+                key.push('-');
+            }
+            key.push(LICENSE_KEY_ALPHABET[(b & 31) as usize] as char);
+        }
+        Self(key)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LicenseKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for LicenseKey {
+    type Error = DomainError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<LicenseKey> for String {
+    fn from(k: LicenseKey) -> Self {
+        k.0
+    }
+}
+
+/// A secret encrypted with the deployment's master key. The domain only carries it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Sealed(pub String);
+
+impl fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Sealed(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_parse_back() {
+        for seed in 0u8..=255 {
+            let key = LicenseKey::from_random([seed.wrapping_mul(7); 16].map(|b| b ^ seed));
+            assert_eq!(LicenseKey::parse(key.as_str()), Ok(key));
+        }
+    }
+
+    #[test]
+    fn parse_accepts_lower_case_and_whitespace() {
+        let key = LicenseKey::parse("  a3k9-bfwx-7np2-qhdt ").unwrap();
+        assert_eq!(key.as_str(), "A3K9-BFWX-7NP2-QHDT");
+    }
+
+    #[test]
+    fn parse_rejects_ambiguous_symbols_and_bad_shapes() {
+        for bad in [
+            "A3K9-BFWX-7NP2-QHD",   // short
+            "A3K9-BFWX-7NP2-QHDTX", // long
+            "I3K9-BFWX-7NP2-QHDT",  // I is excluded
+            "O3K9-BFWX-7NP2-QHDT",  // O is excluded
+            "13K9-BFWX-7NP2-QHDT",  // 1 is excluded
+            "03K9-BFWX-7NP2-QHDT",  // 0 is excluded
+            "A3K9BBFWX-7NP2-QHDT",  // separator missing
+            "",
+        ] {
+            assert_eq!(LicenseKey::parse(bad), Err(DomainError::InvalidLicenseKey), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Pure domain model of licensd: aggregates as `decide`/`evolve` functions over typed events.
+//!
+//! Nothing here performs I/O or reads the clock; time and randomness are passed in, so every rule
+//! can be tested as given-events / when-command / then-events.
+
+pub mod account;
+pub mod app;
+mod clock;
+mod error;
+mod event;
+mod ids;
+pub mod license;
+mod security;
+mod variables;
+
+pub use clock::{Clock, FixedClock, SystemClock};
+pub use error::DomainError;
+pub use event::{decode_event, Aggregate, AnyEvent, DomainEvent, EventData, StreamCategory};
+pub use ids::{AccountId, ApiKeyId, AppId, LicenseKey, Sealed, LICENSE_KEY_ALPHABET};
+pub use security::{SecurityLists, MAX_HWID_LEN, MAX_LIST_ENTRIES};
+pub use variables::{Variables, MAX_VARIABLES, MAX_VARIABLES_BYTES, MAX_VARIABLE_KEY_LEN};

@@ -1,0 +1,555 @@
+//! The license aggregate: one stream per key (`license-<KEY>`).
+
+use crate::{
+    AccountId, Aggregate, AppId, DomainError, DomainEvent, LicenseKey, StreamCategory, Variables, MAX_HWID_LEN,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub const MIN_HWID_SLOTS: u8 = 1;
+pub const MAX_HWID_SLOTS: u8 = 16;
+pub const MAX_LABEL_CHARS: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum LicenseEvent {
+    LicenseCreated {
+        key: LicenseKey,
+        app_id: AppId,
+        account_id: AccountId,
+        expires_at: Option<DateTime<Utc>>,
+        max_hwid_slots: u8,
+        label: Option<String>,
+        created_at: DateTime<Utc>,
+    },
+    LicenseRevoked {
+        at: DateTime<Utc>,
+    },
+    LicenseActivated {
+        at: DateTime<Utc>,
+    },
+    LicenseExtended {
+        expires_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+    HwidBound {
+        hwid: String,
+        at: DateTime<Utc>,
+    },
+    HwidReset {
+        at: DateTime<Utc>,
+    },
+    LicenseDeleted {
+        at: DateTime<Utc>,
+    },
+    VariablesSet {
+        variables: Variables,
+        at: DateTime<Utc>,
+    },
+    /// A successful validation, billed to the owning account (named so ledgers need no lookup).
+    ValidationBilled {
+        account_id: AccountId,
+        credits: u32,
+        /// The request nonce, kept so replay protection survives a restart.
+        #[serde(default)]
+        nonce: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// Every 10th successful heartbeat bills one credit.
+    HeartbeatBilled {
+        account_id: AccountId,
+        heartbeats: u32,
+        credits: u32,
+        at: DateTime<Utc>,
+    },
+    /// A machine activated the license offline; `file` is kept so the same machine gets the
+    /// byte-identical file again.
+    OfflineActivated {
+        account_id: AccountId,
+        hwid: String,
+        jti: String,
+        file: String,
+        credits: u32,
+        at: DateTime<Utc>,
+    },
+    /// The merchant minted a license file (Developer API or dashboard).
+    OfflineFileMinted {
+        account_id: AccountId,
+        hwid: Option<String>,
+        jti: String,
+        credits: u32,
+        at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for LicenseEvent {
+    const CATEGORY: StreamCategory = StreamCategory::License;
+
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::LicenseCreated { .. } => "LicenseCreated",
+            Self::LicenseRevoked { .. } => "LicenseRevoked",
+            Self::LicenseActivated { .. } => "LicenseActivated",
+            Self::LicenseExtended { .. } => "LicenseExtended",
+            Self::HwidBound { .. } => "HwidBound",
+            Self::HwidReset { .. } => "HwidReset",
+            Self::LicenseDeleted { .. } => "LicenseDeleted",
+            Self::VariablesSet { .. } => "VariablesSet",
+            Self::ValidationBilled { .. } => "ValidationBilled",
+            Self::HeartbeatBilled { .. } => "HeartbeatBilled",
+            Self::OfflineActivated { .. } => "OfflineActivated",
+            Self::OfflineFileMinted { .. } => "OfflineFileMinted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LicenseStatus {
+    Active,
+    Revoked,
+}
+
+/// What a license is after its events, as far as the rules need to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct License {
+    pub key: LicenseKey,
+    pub app_id: AppId,
+    pub account_id: AccountId,
+    pub status: LicenseStatus,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub max_hwid_slots: u8,
+    pub hwids: Vec<String>,
+    pub label: Option<String>,
+    pub variables: Variables,
+    pub created_at: DateTime<Utc>,
+    /// Machines that ever activated offline (HWID resets do not free them), with their files.
+    pub offline_machines: Vec<OfflineMachine>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OfflineMachine {
+    pub hwid: String,
+    pub jti: String,
+    pub file: String,
+}
+
+impl License {
+    pub fn offline_machine(&self, hwid: &str) -> Option<&OfflineMachine> {
+        self.offline_machines.iter().find(|m| m.hwid == hwid)
+    }
+
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum LicenseState {
+    #[default]
+    Missing,
+    Live(License),
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LicenseCommand {
+    Create {
+        key: LicenseKey,
+        app_id: AppId,
+        account_id: AccountId,
+        expires_at: Option<DateTime<Utc>>,
+        max_hwid_slots: u8,
+        label: Option<String>,
+    },
+    Revoke,
+    Activate,
+    Extend {
+        expires_at: Option<DateTime<Utc>>,
+    },
+    ResetHwid,
+    Delete,
+    SetVariables(Variables),
+    /// An SDK login from `hwid`: checks status and expiry, binds a free slot if needed.
+    Authenticate {
+        hwid: String,
+    },
+    BillValidation {
+        nonce: Option<String>,
+    },
+    BillHeartbeats {
+        heartbeats: u32,
+    },
+    /// Self-serve offline activation of a perpetual license on `hwid` with a prepared file.
+    /// The caller checks for a replay (same machine) first and answers with the stored file.
+    ActivateOffline {
+        hwid: String,
+        jti: String,
+        file: String,
+    },
+    /// The merchant mints a file; it binds no seat.
+    RecordMintedFile {
+        hwid: Option<String>,
+        jti: String,
+    },
+}
+
+/// Credits for a self-serve offline activation of a new machine, and for a minted file.
+pub const OFFLINE_ACTIVATION_CREDITS: u32 = 2;
+pub const OFFLINE_MINT_CREDITS: u32 = 1;
+
+/// Heartbeats per billed credit.
+pub const HEARTBEATS_PER_CREDIT: u32 = 10;
+
+impl Aggregate for LicenseState {
+    type Event = LicenseEvent;
+    type Command = LicenseCommand;
+
+    fn evolve(self, event: &LicenseEvent) -> Self {
+        use LicenseEvent as E;
+        let mut license = match (self, event) {
+            (_, E::LicenseCreated { key, app_id, account_id, expires_at, max_hwid_slots, label, created_at }) => {
+                return Self::Live(License {
+                    key: key.clone(),
+                    app_id: *app_id,
+                    account_id: *account_id,
+                    status: LicenseStatus::Active,
+                    expires_at: *expires_at,
+                    max_hwid_slots: *max_hwid_slots,
+                    hwids: Vec::new(),
+                    label: label.clone(),
+                    variables: Variables::default(),
+                    created_at: *created_at,
+                    offline_machines: Vec::new(),
+                })
+            }
+            (_, E::LicenseDeleted { .. }) => return Self::Deleted,
+            (Self::Live(license), _) => license,
+            (other, _) => return other,
+        };
+        match event {
+            E::LicenseRevoked { .. } => license.status = LicenseStatus::Revoked,
+            E::LicenseActivated { .. } => license.status = LicenseStatus::Active,
+            E::LicenseExtended { expires_at, .. } => license.expires_at = *expires_at,
+            E::HwidBound { hwid, .. } => license.hwids.push(hwid.clone()),
+            E::HwidReset { .. } => license.hwids.clear(),
+            E::VariablesSet { variables, .. } => license.variables = variables.clone(),
+            E::OfflineActivated { hwid, jti, file, .. } => license.offline_machines.push(OfflineMachine {
+                hwid: hwid.clone(),
+                jti: jti.clone(),
+                file: file.clone(),
+            }),
+            E::LicenseCreated { .. }
+            | E::LicenseDeleted { .. }
+            | E::ValidationBilled { .. }
+            | E::HeartbeatBilled { .. }
+            | E::OfflineFileMinted { .. } => {}
+        }
+        Self::Live(license)
+    }
+
+    fn decide(&self, command: LicenseCommand, now: DateTime<Utc>) -> Result<Vec<LicenseEvent>, DomainError> {
+        use LicenseCommand as C;
+        use LicenseEvent as E;
+        if let C::Create { key, app_id, account_id, expires_at, max_hwid_slots, label } = command {
+            if *self != Self::Missing {
+                return Err(DomainError::AlreadyExists("license"));
+            }
+            check_slots(max_hwid_slots)?;
+            check_expiry(expires_at, now)?;
+            let label = normalize_label(label)?;
+            return Ok(vec![E::LicenseCreated {
+                key,
+                app_id,
+                account_id,
+                expires_at,
+                max_hwid_slots,
+                label,
+                created_at: now,
+            }]);
+        }
+        let license = match self {
+            Self::Live(license) => license,
+            Self::Missing => return Err(DomainError::NotFound("license")),
+            Self::Deleted => return Err(DomainError::LicenseDeleted),
+        };
+        let at = now;
+        let events = match command {
+            C::Create { .. } => return Err(DomainError::AlreadyExists("license")),
+            C::Revoke if license.status == LicenseStatus::Revoked => vec![],
+            C::Revoke => vec![E::LicenseRevoked { at }],
+            C::Activate if license.status == LicenseStatus::Active => vec![],
+            C::Activate => vec![E::LicenseActivated { at }],
+            C::Extend { expires_at } => {
+                check_expiry(expires_at, now)?;
+                vec![E::LicenseExtended { expires_at, at }]
+            }
+            C::ResetHwid if license.hwids.is_empty() => vec![],
+            C::ResetHwid => vec![E::HwidReset { at }],
+            C::Delete => vec![E::LicenseDeleted { at }],
+            C::SetVariables(variables) => vec![E::VariablesSet { variables, at }],
+            C::Authenticate { hwid } => authenticate(license, hwid, now)?,
+            C::BillValidation { nonce } => {
+                vec![E::ValidationBilled { account_id: license.account_id, credits: 1, nonce, at }]
+            }
+            C::ActivateOffline { hwid, jti, file } => activate_offline(license, hwid, jti, file, now)?,
+            C::RecordMintedFile { hwid, jti } => {
+                vec![E::OfflineFileMinted {
+                    account_id: license.account_id,
+                    hwid,
+                    jti,
+                    credits: OFFLINE_MINT_CREDITS,
+                    at,
+                }]
+            }
+            C::BillHeartbeats { heartbeats } => {
+                let credits = heartbeats / HEARTBEATS_PER_CREDIT;
+                if credits == 0 {
+                    vec![]
+                } else {
+                    let heartbeats = credits * HEARTBEATS_PER_CREDIT;
+                    vec![E::HeartbeatBilled { account_id: license.account_id, heartbeats, credits, at }]
+                }
+            }
+        };
+        Ok(events)
+    }
+}
+
+fn authenticate(license: &License, hwid: String, now: DateTime<Utc>) -> Result<Vec<LicenseEvent>, DomainError> {
+    if hwid.is_empty() || hwid.chars().count() > MAX_HWID_LEN {
+        return Err(DomainError::InvalidHwid { max: MAX_HWID_LEN });
+    }
+    if license.status == LicenseStatus::Revoked {
+        return Err(DomainError::LicenseRevoked);
+    }
+    if license.is_expired(now) {
+        return Err(DomainError::LicenseExpired);
+    }
+    if license.hwids.contains(&hwid) {
+        return Ok(vec![]);
+    }
+    if license.hwids.len() >= usize::from(license.max_hwid_slots) {
+        return Err(DomainError::HwidSlotsFull);
+    }
+    Ok(vec![LicenseEvent::HwidBound { hwid, at: now }])
+}
+
+/// Perpetual licenses only; at most `max_hwid_slots` machines ever; the machine also needs
+/// (or already has) an HWID slot.
+fn activate_offline(
+    license: &License,
+    hwid: String,
+    jti: String,
+    file: String,
+    now: DateTime<Utc>,
+) -> Result<Vec<LicenseEvent>, DomainError> {
+    if license.expires_at.is_some() {
+        // An expiring license is refused as such; an expired one says so first.
+        authenticate(license, hwid, now)?;
+        return Err(DomainError::OfflineActivationRequiresPerpetual);
+    }
+    if license.offline_machines.len() >= usize::from(license.max_hwid_slots) {
+        return Err(DomainError::OfflineActivationLimitReached);
+    }
+    let mut events = authenticate(license, hwid.clone(), now)?;
+    let (account_id, credits) = (license.account_id, OFFLINE_ACTIVATION_CREDITS);
+    events.push(LicenseEvent::OfflineActivated { account_id, hwid, jti, file, credits, at: now });
+    Ok(events)
+}
+
+fn check_slots(slots: u8) -> Result<(), DomainError> {
+    if (MIN_HWID_SLOTS..=MAX_HWID_SLOTS).contains(&slots) {
+        Ok(())
+    } else {
+        Err(DomainError::InvalidHwidSlots)
+    }
+}
+
+fn check_expiry(expires_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<(), DomainError> {
+    match expires_at {
+        Some(at) if at <= now => Err(DomainError::ExpiryInPast),
+        _ => Ok(()),
+    }
+}
+
+/// Blank labels are stored as none; longer than 128 characters is refused.
+fn normalize_label(label: Option<String>) -> Result<Option<String>, DomainError> {
+    match label {
+        Some(l) if l.chars().count() > MAX_LABEL_CHARS => Err(DomainError::LabelTooLong),
+        Some(l) if l.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap()
+    }
+
+    fn key() -> LicenseKey {
+        LicenseKey::parse("A3K9-BFWX-7NP2-QHDT").unwrap()
+    }
+
+    fn created(slots: u8, expires_at: Option<DateTime<Utc>>) -> LicenseEvent {
+        LicenseEvent::LicenseCreated {
+            key: key(),
+            app_id: AppId(uuid::Uuid::nil()),
+            account_id: AccountId(uuid::Uuid::nil()),
+            expires_at,
+            max_hwid_slots: slots,
+            label: None,
+            created_at: now(),
+        }
+    }
+
+    /// given `history`, when `command` at `now()`, then the result.
+    fn given_when(history: &[LicenseEvent], command: LicenseCommand) -> Result<Vec<LicenseEvent>, DomainError> {
+        LicenseState::fold(history).decide(command, now())
+    }
+
+    fn bind(hwid: &str) -> LicenseCommand {
+        LicenseCommand::Authenticate { hwid: hwid.into() }
+    }
+
+    #[test]
+    fn create_records_the_license_once() {
+        let cmd = LicenseCommand::Create {
+            key: key(),
+            app_id: AppId(uuid::Uuid::nil()),
+            account_id: AccountId(uuid::Uuid::nil()),
+            expires_at: None,
+            max_hwid_slots: 2,
+            label: Some("order #1".into()),
+        };
+        let events = given_when(&[], cmd.clone()).unwrap();
+        assert!(matches!(&events[..], [LicenseEvent::LicenseCreated { max_hwid_slots: 2, .. }]));
+        assert_eq!(given_when(&events, cmd), Err(DomainError::AlreadyExists("license")));
+    }
+
+    #[test]
+    fn create_enforces_slot_label_and_expiry_limits() {
+        let base = |slots, label: Option<String>, expires_at| LicenseCommand::Create {
+            key: key(),
+            app_id: AppId(uuid::Uuid::nil()),
+            account_id: AccountId(uuid::Uuid::nil()),
+            expires_at,
+            max_hwid_slots: slots,
+            label,
+        };
+        assert_eq!(given_when(&[], base(0, None, None)), Err(DomainError::InvalidHwidSlots));
+        assert_eq!(given_when(&[], base(17, None, None)), Err(DomainError::InvalidHwidSlots));
+        assert_eq!(given_when(&[], base(1, Some("x".repeat(129)), None)), Err(DomainError::LabelTooLong));
+        let past = now() - chrono::Duration::seconds(1);
+        assert_eq!(given_when(&[], base(1, None, Some(past))), Err(DomainError::ExpiryInPast));
+        assert!(given_when(&[], base(16, Some("x".repeat(128)), None)).is_ok());
+    }
+
+    #[test]
+    fn authenticate_binds_free_slots_then_refuses_new_machines() {
+        let history = vec![created(2, None)];
+        let first = given_when(&history, bind("hw-1")).unwrap();
+        assert!(matches!(&first[..], [LicenseEvent::HwidBound { hwid, .. }] if hwid == "hw-1"));
+        let history: Vec<_> = history.into_iter().chain(first).collect();
+        assert_eq!(given_when(&history, bind("hw-1")), Ok(vec![]), "a bound machine binds nothing new");
+        let second = given_when(&history, bind("hw-2")).unwrap();
+        let history: Vec<_> = history.into_iter().chain(second).collect();
+        assert_eq!(given_when(&history, bind("hw-3")), Err(DomainError::HwidSlotsFull));
+    }
+
+    #[test]
+    fn reset_frees_every_slot() {
+        let history = vec![created(1, None), LicenseEvent::HwidBound { hwid: "hw-1".into(), at: now() }];
+        assert_eq!(given_when(&history, bind("hw-2")), Err(DomainError::HwidSlotsFull));
+        let reset = given_when(&history, LicenseCommand::ResetHwid).unwrap();
+        let history: Vec<_> = history.into_iter().chain(reset).collect();
+        assert!(given_when(&history, bind("hw-2")).is_ok());
+        assert_eq!(given_when(&[created(1, None)], LicenseCommand::ResetHwid), Ok(vec![]));
+    }
+
+    #[test]
+    fn revoked_and_expired_licenses_refuse_authentication() {
+        let revoked = vec![created(1, None), LicenseEvent::LicenseRevoked { at: now() }];
+        assert_eq!(given_when(&revoked, bind("hw")), Err(DomainError::LicenseRevoked));
+        let reactivated: Vec<_> =
+            revoked.iter().cloned().chain([LicenseEvent::LicenseActivated { at: now() }]).collect();
+        assert!(given_when(&reactivated, bind("hw")).is_ok());
+
+        let expired = vec![created(1, Some(now()))];
+        assert_eq!(given_when(&expired, bind("hw")), Err(DomainError::LicenseExpired));
+        let later = now() + chrono::Duration::days(30);
+        let extended = given_when(&expired, LicenseCommand::Extend { expires_at: Some(later) }).unwrap();
+        let history: Vec<_> = expired.into_iter().chain(extended).collect();
+        assert!(given_when(&history, bind("hw")).is_ok());
+    }
+
+    #[test]
+    fn revoke_and_activate_are_idempotent() {
+        let revoked = vec![created(1, None), LicenseEvent::LicenseRevoked { at: now() }];
+        assert_eq!(given_when(&revoked, LicenseCommand::Revoke), Ok(vec![]));
+        assert_eq!(given_when(&[created(1, None)], LicenseCommand::Activate), Ok(vec![]));
+    }
+
+    #[test]
+    fn deleted_and_missing_licenses_refuse_every_command() {
+        let deleted = vec![created(1, None), LicenseEvent::LicenseDeleted { at: now() }];
+        assert_eq!(given_when(&deleted, LicenseCommand::Revoke), Err(DomainError::LicenseDeleted));
+        assert_eq!(given_when(&[], bind("hw")), Err(DomainError::NotFound("license")));
+    }
+
+    #[test]
+    fn heartbeats_bill_one_credit_per_ten() {
+        let history = vec![created(1, None)];
+        assert_eq!(given_when(&history, LicenseCommand::BillHeartbeats { heartbeats: 9 }), Ok(vec![]));
+        let billed = given_when(&history, LicenseCommand::BillHeartbeats { heartbeats: 25 }).unwrap();
+        assert!(matches!(&billed[..], [LicenseEvent::HeartbeatBilled { heartbeats: 20, credits: 2, .. }]));
+    }
+
+    fn activate(hwid: &str) -> LicenseCommand {
+        LicenseCommand::ActivateOffline { hwid: hwid.into(), jti: format!("jti-{hwid}"), file: format!("file-{hwid}") }
+    }
+
+    #[test]
+    fn offline_activation_needs_a_perpetual_license() {
+        let expiring = vec![created(2, Some(now() + chrono::Duration::days(1)))];
+        assert_eq!(given_when(&expiring, activate("m1")), Err(DomainError::OfflineActivationRequiresPerpetual));
+        let expired = vec![created(2, Some(now()))];
+        assert_eq!(given_when(&expired, activate("m1")), Err(DomainError::LicenseExpired));
+    }
+
+    #[test]
+    fn offline_machines_are_limited_for_ever_and_bind_a_slot() {
+        let mut history = vec![created(1, None)];
+        let first = given_when(&history, activate("m1")).unwrap();
+        assert!(matches!(
+            &first[..],
+            [LicenseEvent::HwidBound { .. }, LicenseEvent::OfflineActivated { credits: 2, .. }]
+        ));
+        history.extend(first);
+        let LicenseState::Live(license) = LicenseState::fold(&history) else { panic!("the license is live") };
+        assert_eq!(license.offline_machine("m1").map(|m| m.file.as_str()), Some("file-m1"));
+        history.extend(given_when(&history, LicenseCommand::ResetHwid).unwrap());
+        assert_eq!(given_when(&history, activate("m2")), Err(DomainError::OfflineActivationLimitReached));
+    }
+
+    #[test]
+    fn a_full_license_refuses_a_new_offline_machine() {
+        let history = vec![
+            created(2, None),
+            LicenseEvent::HwidBound { hwid: "a".into(), at: now() },
+            LicenseEvent::HwidBound { hwid: "b".into(), at: now() },
+        ];
+        assert_eq!(given_when(&history, activate("m1")), Err(DomainError::HwidSlotsFull));
+    }
+
+    #[test]
+    fn oversized_hwids_are_refused() {
+        let history = vec![created(1, None)];
+        assert!(matches!(given_when(&history, bind(&"h".repeat(257))), Err(DomainError::InvalidHwid { .. })));
+        assert!(matches!(given_when(&history, bind("")), Err(DomainError::InvalidHwid { .. })));
+    }
+}

@@ -1,0 +1,271 @@
+//! The auth hot path's read model: everything `/auth/*` needs, in memory, no SQL on a request.
+//! State changes reuse the domain's own `evolve`, so the read model cannot drift from the rules.
+
+use crate::ProjectionError;
+use dashmap::DashMap;
+use licensd_domain::account::AccountEvent;
+use licensd_domain::app::{App, AppState};
+use licensd_domain::license::{License, LicenseEvent, LicenseState};
+use licensd_domain::{AccountId, Aggregate, AnyEvent, ApiKeyId, AppId, LicenseKey, StreamCategory};
+use licensd_store::{Position, RecordedEvent};
+use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccountView {
+    pub exists: bool,
+    pub suspended: bool,
+    /// Granted minus debited minus billed; may dip below zero by in-flight billing.
+    pub balance: i64,
+    pub low_balance_threshold: Option<u64>,
+    pub api_keys: Vec<ApiKeyId>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyView {
+    pub key_id: ApiKeyId,
+    pub account_id: AccountId,
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Remembered nonces outlive a restart by this much at least (they are rebuilt from the log).
+pub const DEFAULT_NONCE_WINDOW: Duration = Duration::from_secs(3600);
+
+pub struct HotModel {
+    /// Each license with its stream version, so the hot path appends with `Exact(version)`.
+    licenses: DashMap<LicenseKey, (License, u64)>,
+    apps: DashMap<AppId, App>,
+    accounts: DashMap<AccountId, AccountView>,
+    /// By SHA-256 (hex) of the full key.
+    api_keys: DashMap<String, ApiKeyView>,
+    /// `<appId>:<nonce>` of successful validations in the replay window.
+    nonces: moka::sync::Cache<String, ()>,
+    nonce_window: Duration,
+    /// Credits each app burned, per minute, for the rolling burn caps (last 24 h).
+    burn: DashMap<AppId, VecDeque<(i64, u64)>>,
+    position: watch::Sender<Position>,
+}
+
+impl std::fmt::Debug for HotModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HotModel").field("licenses", &self.licenses.len()).field("position", &self.position()).finish()
+    }
+}
+
+impl Default for HotModel {
+    fn default() -> Self {
+        Self::with_nonce_window(DEFAULT_NONCE_WINDOW)
+    }
+}
+
+const MINUTES_PER_DAY: i64 = 24 * 60;
+
+impl HotModel {
+    pub fn with_nonce_window(nonce_window: Duration) -> Self {
+        Self {
+            licenses: DashMap::new(),
+            apps: DashMap::new(),
+            accounts: DashMap::new(),
+            api_keys: DashMap::new(),
+            nonces: moka::sync::Cache::builder().time_to_live(nonce_window).build(),
+            nonce_window,
+            burn: DashMap::new(),
+            position: watch::channel(Position::START).0,
+        }
+    }
+
+    pub fn license(&self, key: &LicenseKey) -> Option<License> {
+        self.licenses.get(key).map(|l| l.0.clone())
+    }
+
+    /// The license and the version of its stream.
+    pub fn license_versioned(&self, key: &LicenseKey) -> Option<(License, u64)> {
+        self.licenses.get(key).map(|l| l.clone())
+    }
+
+    /// Whether a successful validation of this app already used `nonce` in the replay window.
+    pub fn nonce_seen(&self, app_id: AppId, nonce: &str) -> bool {
+        self.nonces.contains_key(&format!("{app_id}:{nonce}"))
+    }
+
+    /// Credits the app burned in the last `minutes` minutes up to `now`.
+    pub fn burned(&self, app_id: AppId, now: chrono::DateTime<chrono::Utc>, minutes: i64) -> u64 {
+        let since = now.timestamp() / 60 - minutes;
+        self.burn.get(&app_id).map_or(0, |b| b.iter().filter(|(m, _)| *m > since).map(|(_, c)| c).sum())
+    }
+
+    pub fn app(&self, app_id: AppId) -> Option<App> {
+        self.apps.get(&app_id).map(|a| a.clone())
+    }
+
+    /// The account's apps (a scan: apps are few next to licenses).
+    pub fn apps_of(&self, account_id: AccountId) -> Vec<App> {
+        self.apps.iter().filter(|a| a.account_id == account_id).map(|a| a.clone()).collect()
+    }
+
+    pub fn account(&self, account_id: AccountId) -> Option<AccountView> {
+        self.accounts.get(&account_id).filter(|a| a.exists).map(|a| a.clone())
+    }
+
+    pub fn api_key(&self, key_hash: &str) -> Option<ApiKeyView> {
+        self.api_keys.get(key_hash).map(|k| k.clone())
+    }
+
+    /// The account's live API keys, oldest first.
+    pub fn api_keys_of(&self, account_id: AccountId) -> Vec<ApiKeyView> {
+        let mut keys: Vec<_> = self.api_keys.iter().filter(|k| k.account_id == account_id).map(|k| k.clone()).collect();
+        keys.sort_by_key(|k| (k.created_at, k.key_id));
+        keys
+    }
+
+    pub fn license_count(&self) -> usize {
+        self.licenses.len()
+    }
+
+    pub fn app_count(&self) -> usize {
+        self.apps.len()
+    }
+
+    pub fn position(&self) -> Position {
+        *self.position.borrow()
+    }
+
+    /// Waits until every event up to `position` is applied (read-your-writes after a command).
+    pub async fn wait_for(&self, position: Position, timeout: Duration) -> Result<(), ProjectionError> {
+        let mut seen = self.position.subscribe();
+        let reached = tokio::time::timeout(timeout, seen.wait_for(|p| *p >= position)).await.is_ok_and(|r| r.is_ok());
+        if reached {
+            Ok(())
+        } else {
+            Err(ProjectionError::Timeout(position))
+        }
+    }
+
+    pub fn apply(&self, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        let decoded = AnyEvent::decode(&event.stream_id, &event.event_type, event.schema_version, &event.payload)
+            .map_err(|source| ProjectionError::Decode { position: event.position, source })?;
+        let id = StreamCategory::parse(&event.stream_id).map(|(_, id)| id).unwrap_or_default();
+        match decoded {
+            Some(AnyEvent::License(e)) => self.apply_license(id, event.version, &e),
+            Some(AnyEvent::App(e)) => self.apply_app(id, &e),
+            Some(AnyEvent::Account(e)) => self.apply_account(id, &e),
+            None => {}
+        }
+        self.position.send_if_modified(|p| {
+            let advanced = event.position > *p;
+            if advanced {
+                *p = event.position;
+            }
+            advanced
+        });
+        Ok(())
+    }
+
+    fn apply_license(&self, id: &str, version: u64, event: &LicenseEvent) {
+        let Ok(key) = LicenseKey::parse(id) else { return };
+        match event {
+            LicenseEvent::ValidationBilled { account_id, credits, at, .. }
+            | LicenseEvent::HeartbeatBilled { account_id, credits, at, .. }
+            | LicenseEvent::OfflineActivated { account_id, credits, at, .. }
+            | LicenseEvent::OfflineFileMinted { account_id, credits, at, .. } => {
+                self.accounts.entry(*account_id).or_default().balance -= i64::from(*credits);
+                if let Some(license) = self.licenses.get(&key) {
+                    self.record_burn(license.0.app_id, *at, u64::from(*credits));
+                }
+            }
+            _ => {}
+        }
+        if let LicenseEvent::ValidationBilled { nonce: Some(nonce), at, .. } = event {
+            self.remember_nonce(&key, nonce, *at);
+        }
+        let state = match self.licenses.remove(&key) {
+            Some((_, (license, _))) => LicenseState::Live(license),
+            None => LicenseState::Missing,
+        };
+        if let LicenseState::Live(license) = state.evolve(event) {
+            self.licenses.insert(key, (license, version));
+        }
+    }
+
+    fn remember_nonce(&self, key: &LicenseKey, nonce: &str, at: chrono::DateTime<chrono::Utc>) {
+        let window = chrono::Duration::from_std(self.nonce_window).unwrap_or(chrono::Duration::MAX);
+        // Replaying an old log must not fill memory with nonces that can no longer matter.
+        if at + window > chrono::Utc::now() {
+            if let Some(license) = self.licenses.get(key) {
+                self.nonces.insert(format!("{}:{nonce}", license.0.app_id), ());
+            }
+        }
+    }
+
+    fn record_burn(&self, app_id: AppId, at: chrono::DateTime<chrono::Utc>, credits: u64) {
+        let minute = at.timestamp() / 60;
+        let mut buckets = self.burn.entry(app_id).or_default();
+        match buckets.back_mut() {
+            Some((m, c)) if *m == minute => *c += credits,
+            _ => buckets.push_back((minute, credits)),
+        }
+        while buckets.front().is_some_and(|(m, _)| *m <= minute - MINUTES_PER_DAY) {
+            buckets.pop_front();
+        }
+    }
+
+    fn apply_app(&self, id: &str, event: &licensd_domain::app::AppEvent) {
+        let Ok(app_id) = id.parse::<AppId>() else { return };
+        let state = AppState(self.apps.remove(&app_id).map(|(_, app)| app));
+        if let Some(app) = state.evolve(event).0 {
+            self.apps.insert(app_id, app);
+        }
+    }
+
+    fn apply_account(&self, id: &str, event: &AccountEvent) {
+        let Ok(account_id) = id.parse::<AccountId>() else { return };
+        let mut account = self.accounts.entry(account_id).or_default();
+        match event {
+            AccountEvent::AccountCreated { .. } => account.exists = true,
+            AccountEvent::ApiKeyIssued { key_id, key_hash, prefix, scopes, at } => {
+                account.api_keys.push(*key_id);
+                let (prefix, scopes) = (prefix.clone(), scopes.clone());
+                let view = ApiKeyView { key_id: *key_id, account_id, prefix, scopes, created_at: *at };
+                self.api_keys.insert(key_hash.clone(), view);
+            }
+            AccountEvent::ApiKeyRevoked { key_id, .. } => {
+                account.api_keys.retain(|k| k != key_id);
+                self.api_keys.retain(|_, view| view.key_id != *key_id);
+            }
+            AccountEvent::CreditsGranted { amount, .. } => account.balance += *amount as i64,
+            AccountEvent::CreditsDebited { amount, .. } => account.balance -= *amount as i64,
+            AccountEvent::AccountSuspended { .. } => account.suspended = true,
+            AccountEvent::AccountReinstated { .. } => account.suspended = false,
+            AccountEvent::LowBalanceAlertSet { threshold, .. } => account.low_balance_threshold = *threshold,
+        }
+    }
+
+    /// A digest of the whole model, independent of insertion order: equal digests mean equal
+    /// models (used to prove that a rebuild from zero matches live processing).
+    pub fn digest(&self) -> String {
+        fn lines<K, V>(map: &DashMap<K, V>) -> Vec<String>
+        where
+            K: Eq + std::hash::Hash + std::fmt::Debug,
+            V: std::fmt::Debug,
+        {
+            let mut lines: Vec<String> = map.iter().map(|e| format!("{:?}={:?}", e.key(), e.value())).collect();
+            lines.sort_unstable();
+            lines
+        }
+        let mut hasher = Sha256::new();
+        let sections =
+            [lines(&self.licenses), lines(&self.apps), lines(&self.accounts), lines(&self.api_keys), lines(&self.burn)];
+        for section in sections {
+            for line in section {
+                hasher.update(line.as_bytes());
+                hasher.update(b"\n");
+            }
+            hasher.update(b"--\n");
+        }
+        hex::encode(hasher.finalize())
+    }
+}

@@ -1,0 +1,187 @@
+//! Catch-up then live tail, for the in-memory model and for each SQL projection. Tailing polls
+//! with backoff; a commit signal from the writer is only a wake-up hint, never the source of truth.
+
+use crate::{HotModel, ProjectionError, SqlProjection};
+use licensd_domain::AnyEvent;
+use licensd_store::{EventStore, Store};
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy)]
+pub struct TailConfig {
+    /// Events read per step.
+    pub batch: usize,
+    /// First idle wait; doubles while idle up to `max_idle`.
+    pub min_idle: Duration,
+    pub max_idle: Duration,
+}
+
+impl Default for TailConfig {
+    fn default() -> Self {
+        Self { batch: 1000, min_idle: Duration::from_millis(5), max_idle: Duration::from_millis(250) }
+    }
+}
+
+/// Runs `step` until `stop` turns true: immediately again after progress, else after a wait
+/// that `wake` may cut short. Errors are logged and retried after the longest wait.
+async fn tail<F, Fut>(
+    name: &str,
+    mut step: F,
+    config: TailConfig,
+    mut wake: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<usize, ProjectionError>>,
+{
+    let mut idle = config.min_idle;
+    while !*stop.borrow() {
+        match step().await {
+            Ok(0) => {}
+            Ok(_) => {
+                idle = config.min_idle;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(projection = name, error = %e, "projection step failed; retrying");
+                idle = config.max_idle;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(idle) => idle = (idle * 2).min(config.max_idle),
+            _ = wake.changed() => idle = config.min_idle,
+            _ = stop.changed() => {}
+        }
+    }
+    tracing::debug!(projection = name, "projection stopped");
+}
+
+/// Repeats `step` until it reports no progress; returns the events processed.
+async fn drain<F, Fut>(mut step: F) -> Result<u64, ProjectionError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<usize, ProjectionError>>,
+{
+    let mut total = 0;
+    loop {
+        match step().await? {
+            0 => return Ok(total),
+            n => total += n as u64,
+        }
+    }
+}
+
+/// Feeds the in-memory [`HotModel`] from the log.
+#[derive(Clone)]
+pub struct HotRunner {
+    store: Store,
+    model: Arc<HotModel>,
+    config: TailConfig,
+}
+
+impl HotRunner {
+    pub fn new(store: Store, model: Arc<HotModel>, config: TailConfig) -> Self {
+        Self { store, model, config }
+    }
+
+    async fn step(&self) -> Result<usize, ProjectionError> {
+        let events = self.store.read_all(self.model.position(), self.config.batch).await?;
+        for event in &events {
+            self.model.apply(event)?;
+        }
+        Ok(events.len())
+    }
+
+    /// Applies everything currently readable; returns how many events that was.
+    pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
+        drain(|| self.step()).await
+    }
+
+    pub async fn run(self, wake: watch::Receiver<u64>, stop: watch::Receiver<bool>) {
+        tail("hot", || self.step(), self.config, wake, stop).await
+    }
+}
+
+/// Feeds one [`SqlProjection`] from its checkpoint.
+#[derive(Clone)]
+pub struct SqlRunner {
+    store: Store,
+    projection: Arc<dyn SqlProjection>,
+    config: TailConfig,
+}
+
+impl SqlRunner {
+    pub fn new(store: Store, projection: Arc<dyn SqlProjection>, config: TailConfig) -> Self {
+        Self { store, projection, config }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    /// Projects one batch. A checkpoint from another version of the projection means its
+    /// meaning changed: the tables are emptied and the log replayed from the start.
+    async fn step(&self) -> Result<usize, ProjectionError> {
+        let p = &self.projection;
+        let checkpoint = match self.store.load_checkpoint(p.name()).await? {
+            Some(c) if c.version == p.version() => c,
+            found => {
+                if found.is_some() {
+                    tracing::info!(
+                        projection = p.name(),
+                        version = p.version(),
+                        "projection version changed; rebuilding"
+                    );
+                }
+                self.store.reset_projection(p.name(), p.version(), p.tables()).await?;
+                return Ok(1);
+            }
+        };
+        let events = self.store.read_all(checkpoint.position, self.config.batch).await?;
+        let Some(last) = events.last() else { return Ok(0) };
+        let mut statements = Vec::new();
+        for event in &events {
+            let decoded = AnyEvent::decode(&event.stream_id, &event.event_type, event.schema_version, &event.payload)
+                .map_err(|source| ProjectionError::Decode { position: event.position, source })?;
+            if let Some(decoded) = decoded {
+                statements.extend(p.statements(event, &decoded));
+            }
+        }
+        let moved = self
+            .store
+            .commit_projection(p.name(), p.version(), checkpoint.position, last.position, &statements)
+            .await?;
+        // Not moved: someone else (a rebuild, another node) advanced it; the next step re-reads.
+        Ok(if moved { events.len() } else { 1 })
+    }
+
+    pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
+        drain(|| self.step()).await
+    }
+
+    pub async fn run(self, wake: watch::Receiver<u64>, stop: watch::Receiver<bool>) {
+        let name = self.name();
+        tail(name, || self.step(), self.config, wake, stop).await
+    }
+}
+
+/// Empties a SQL projection and replays the whole log into it.
+pub async fn rebuild_sql(store: &Store, projection: Arc<dyn SqlProjection>) -> Result<u64, ProjectionError> {
+    store.reset_projection(projection.name(), projection.version(), projection.tables()).await?;
+    SqlRunner::new(store.clone(), projection, TailConfig::default()).catch_up().await
+}
+
+/// SHA-256 over a SQL projection's canonical rows.
+pub async fn sql_projection_hash(store: &Store, projection: &dyn SqlProjection) -> Result<String, ProjectionError> {
+    let mut hasher = Sha256::new();
+    for query in projection.canonical_queries() {
+        for row in store.query_text(query, &[]).await? {
+            hasher.update(row.unwrap_or_default().as_bytes());
+            hasher.update(b"\n");
+        }
+    }
+    Ok(hex::encode(hasher.finalize()))
+}

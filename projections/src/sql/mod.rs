@@ -1,0 +1,36 @@
+//! SQL read models as pure functions from an event to the statements that project it.
+
+mod audit;
+mod credit_ledger;
+mod licenses;
+mod webhook_outbox;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use licensd_domain::AnyEvent;
+use licensd_store::{RecordedEvent, Statement};
+use std::sync::Arc;
+
+pub use audit::AuditLog;
+pub use credit_ledger::CreditLedger;
+pub use licenses::Licenses;
+pub use webhook_outbox::WebhookOutbox;
+
+/// A persisted read model. Bump `version` when `statements` change meaning: the runner then
+/// empties `tables` and replays the log from the start.
+pub trait SqlProjection: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn version(&self) -> i32;
+    fn tables(&self) -> &'static [&'static str];
+    fn statements(&self, event: &RecordedEvent, decoded: &AnyEvent) -> Vec<Statement>;
+    /// Queries yielding one text column per row in a fixed order: the model's canonical form.
+    fn canonical_queries(&self) -> &'static [&'static str];
+}
+
+pub fn all_sql_projections() -> Vec<Arc<dyn SqlProjection>> {
+    vec![Arc::new(Licenses), Arc::new(CreditLedger), Arc::new(AuditLog), Arc::new(WebhookOutbox)]
+}
+
+/// Timestamps in read models: RFC 3339, UTC, milliseconds, so text order is time order.
+pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}

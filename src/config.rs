@@ -1,0 +1,150 @@
+//! Deployment settings, from the environment (`LICENSD_*`) or the matching flags.
+
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Folder for the embedded database and the generated master key.
+    #[arg(long, env = "LICENSD_DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+
+    /// `sqlite://PATH` or `postgres://...`; default: `sqlite://<data dir>/licensd.db`.
+    #[arg(long, env = "LICENSD_DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// 32 bytes (64 hex characters or base64) sealing secrets at rest. Required with Postgres;
+    /// with SQLite it is generated into the data folder on first run when unset.
+    #[arg(long, env = "LICENSD_MASTER_KEY", global = true, hide_env_values = true)]
+    pub master_key: Option<String>,
+
+    /// Log filter (tracing's EnvFilter syntax).
+    #[arg(long, env = "LICENSD_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    /// `text` or `json`.
+    #[arg(long, env = "LICENSD_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: String,
+
+    /// Database connections (Postgres pool; SQLite readers).
+    #[arg(long, env = "LICENSD_DB_MAX_CONNECTIONS", default_value_t = 8, global = true)]
+    pub db_max_connections: u32,
+
+    /// SQLite durability: `full` (survives power loss) or `normal` (survives a process crash).
+    #[arg(long, env = "LICENSD_SQLITE_SYNCHRONOUS", default_value = "full", global = true)]
+    pub sqlite_synchronous: String,
+
+    /// Appends waiting for the writer beyond this are refused with 503.
+    #[arg(long, env = "LICENSD_WRITE_QUEUE", default_value_t = 4096, global = true)]
+    pub write_queue: usize,
+
+    /// Most appends committed in one transaction.
+    #[arg(long, env = "LICENSD_WRITE_BATCH", default_value_t = 256, global = true)]
+    pub write_batch: usize,
+}
+
+impl Config {
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("licensd.db").display()))
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database_url().starts_with("postgres")
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on (`127.0.0.1:0` picks a free port; the chosen one is printed).
+    #[arg(long, env = "LICENSD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "LICENSD_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Seconds in-flight requests get to finish after a shutdown signal.
+    #[arg(long, env = "LICENSD_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+
+    /// PEM certificate chain; with `LICENSD_TLS_KEY` the server speaks HTTPS only.
+    #[arg(long, env = "LICENSD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key for `LICENSD_TLS_CERT`.
+    #[arg(long, env = "LICENSD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Developer API requests a key may burst.
+    #[arg(long, env = "LICENSD_API_BURST", default_value_t = 100)]
+    pub api_burst: u32,
+
+    /// Developer API requests per second a key may sustain.
+    #[arg(long, env = "LICENSD_API_PER_SECOND", default_value_t = 50)]
+    pub api_per_second: u32,
+
+    /// Delivery attempts per webhook event before it is marked failed.
+    #[arg(long, env = "LICENSD_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8)]
+    pub webhook_max_attempts: u32,
+
+    /// Wait after a failed webhook delivery, in milliseconds; doubles with each further failure.
+    #[arg(long, env = "LICENSD_WEBHOOK_RETRY_BASE_MS", default_value_t = 5000)]
+    pub webhook_retry_base_ms: u64,
+
+    /// Allow webhooks to loopback receivers, over `http://` too (development only).
+    #[arg(long, env = "LICENSD_WEBHOOK_ALLOW_HTTP_LOOPBACK", default_value_t = false)]
+    pub webhook_allow_http_loopback: bool,
+
+    /// Allow webhooks to private, shared and link-local addresses (receivers inside your network).
+    #[arg(long, env = "LICENSD_WEBHOOK_ALLOW_PRIVATE", default_value_t = false)]
+    pub webhook_allow_private: bool,
+
+    /// `/auth/validate` (and offline activation) requests per minute per client IP.
+    #[arg(long, env = "LICENSD_VALIDATE_PER_IP", default_value_t = 30)]
+    pub validate_per_ip: u32,
+
+    /// `/auth/validate` requests per minute per license key.
+    #[arg(long, env = "LICENSD_VALIDATE_PER_KEY", default_value_t = 5)]
+    pub validate_per_key: u32,
+
+    /// `/auth/heartbeat` requests per minute per license key.
+    #[arg(long, env = "LICENSD_HEARTBEAT_PER_KEY", default_value_t = 6)]
+    pub heartbeat_per_key: u32,
+
+    /// `/auth/selfban` requests per minute per client IP.
+    #[arg(long, env = "LICENSD_SELFBAN_PER_IP", default_value_t = 10)]
+    pub selfban_per_ip: u32,
+
+    /// Pre-session `/auth/selfban` requests per minute per license key.
+    #[arg(long, env = "LICENSD_SELFBAN_PER_KEY", default_value_t = 3)]
+    pub selfban_per_key: u32,
+}
+
+impl ServeConfig {
+    pub fn webhooks(&self) -> licensd_workers::webhooks::WebhookConfig {
+        licensd_workers::webhooks::WebhookConfig {
+            max_attempts: self.webhook_max_attempts.max(1),
+            retry_base: std::time::Duration::from_millis(self.webhook_retry_base_ms),
+            destinations: self.webhook_destinations(),
+            ..Default::default()
+        }
+    }
+
+    pub fn webhook_destinations(&self) -> licensd_workers::destinations::DestinationPolicy {
+        licensd_workers::destinations::DestinationPolicy {
+            allow_loopback: self.webhook_allow_http_loopback,
+            allow_private: self.webhook_allow_private,
+        }
+    }
+
+    pub fn auth(&self) -> licensd_api::AuthConfig {
+        licensd_api::AuthConfig {
+            validate_per_ip: self.validate_per_ip,
+            validate_per_key: self.validate_per_key,
+            heartbeat_per_key: self.heartbeat_per_key,
+            selfban_per_ip: self.selfban_per_ip,
+            selfban_per_key: self.selfban_per_key,
+            ..licensd_api::AuthConfig::default()
+        }
+    }
+}

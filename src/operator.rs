@@ -1,0 +1,199 @@
+//! Operator commands: each prints one JSON document on stdout.
+
+use crate::config::Config;
+use crate::services::{open_store, Services};
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use licensd_commands::Actor;
+use licensd_domain::account::AccountCommand as DomainAccountCommand;
+use licensd_domain::AccountId;
+use licensd_projections::{
+    all_sql_projections, rebuild_sql, sql_projection_hash, HotModel, HotRunner, SqlProjection, SqlRunner, TailConfig,
+};
+use licensd_store::{EventStore, Position, Store};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Subcommand)]
+pub enum AccountCommand {
+    /// Create a merchant account; prints its id and a Developer API key (shown once).
+    Create {
+        #[arg(long)]
+        email: String,
+    },
+    /// Suspend an account: its apps answer `app_disabled` and its API keys are refused.
+    Suspend {
+        #[arg(long)]
+        account: String,
+    },
+    /// Lift a suspension.
+    Reinstate {
+        #[arg(long)]
+        account: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CreditsCommand {
+    /// Add credits to an account; prints the new balance.
+    Grant {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        amount: u64,
+        #[arg(long, default_value = "operator grant")]
+        reason: String,
+    },
+}
+
+fn print(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    print(&json!({ "migrated": true, "backend": store.backend() }));
+    store.close().await;
+    Ok(())
+}
+
+pub async fn account(config: &Config, command: AccountCommand) -> anyhow::Result<()> {
+    let (account, change, suspended) = match command {
+        AccountCommand::Create { email } => return create_account(config, &email).await,
+        AccountCommand::Suspend { account } => (account, DomainAccountCommand::Suspend, true),
+        AccountCommand::Reinstate { account } => (account, DomainAccountCommand::Reinstate, false),
+    };
+    let account_id: AccountId = account.parse().context("--account must be an account id (UUID)")?;
+    let services = Services::open(config).await?;
+    let result = services.commands.account_command(account_id, change, &Actor::Operator).await;
+    services.shutdown(None).await;
+    result.context("cannot change the account")?;
+    print(&json!({ "accountId": account_id, "suspended": suspended }));
+    Ok(())
+}
+
+async fn create_account(config: &Config, email: &str) -> anyhow::Result<()> {
+    let services = Services::open(config).await?;
+    let result = services.commands.create_account(email, &Actor::Operator).await;
+    services.shutdown(None).await;
+    let created = result.context("cannot create the account")?;
+    print(&json!({
+        "accountId": created.account_id,
+        "apiKeyId": created.key_id,
+        "apiKey": created.api_key,
+        "note": "the API key is shown only this once; store it safely",
+    }));
+    Ok(())
+}
+
+pub async fn credits(config: &Config, command: CreditsCommand) -> anyhow::Result<()> {
+    let CreditsCommand::Grant { account, amount, reason } = command;
+    let account_id: AccountId = account.parse().context("--account must be an account id (UUID)")?;
+    let services = Services::open(config).await?;
+    let grant = DomainAccountCommand::GrantCredits { amount, reason };
+    let result = services.commands.account_command(account_id, grant, &Actor::Operator).await;
+    let balance = match result {
+        Ok(_) => ledger_balance(&services.store, account_id).await,
+        Err(e) => Err(anyhow::Error::new(e).context("cannot grant credits")),
+    };
+    services.shutdown(None).await;
+    print(&json!({ "accountId": account_id, "granted": amount, "balance": balance? }));
+    Ok(())
+}
+
+/// The account's balance per the credit ledger, brought up to date first.
+async fn ledger_balance(store: &Store, account_id: AccountId) -> anyhow::Result<i64> {
+    let ledger = all_sql_projections().into_iter().find(|p| p.name() == "credit_ledger").context("no ledger")?;
+    SqlRunner::new(store.clone(), ledger, TailConfig::default()).catch_up().await?;
+    let sum = store
+        .query_text(
+            "SELECT CAST(COALESCE(SUM(delta), 0) AS TEXT) FROM rm_credit_ledger WHERE account_id = $1",
+            &[account_id.to_string().into()],
+        )
+        .await?;
+    Ok(sum.into_iter().flatten().next().unwrap_or_default().parse()?)
+}
+
+/// Replays the whole log into a fresh in-memory model.
+async fn replay_hot(store: &Store) -> anyhow::Result<(Arc<HotModel>, u64)> {
+    let model = Arc::new(HotModel::default());
+    let events = HotRunner::new(store.clone(), model.clone(), TailConfig::default()).catch_up().await?;
+    Ok((model, events))
+}
+
+fn selected(name: Option<&str>) -> anyhow::Result<(bool, Vec<Arc<dyn SqlProjection>>)> {
+    let sql = all_sql_projections();
+    match name {
+        None => Ok((true, sql)),
+        Some("hot") => Ok((true, vec![])),
+        Some(name) => {
+            let chosen: Vec<_> = sql.into_iter().filter(|p| p.name() == name).collect();
+            if chosen.is_empty() {
+                let known: Vec<_> = all_sql_projections().iter().map(|p| p.name()).collect();
+                bail!("unknown projection '{name}'; known: hot, {}", known.join(", "));
+            }
+            Ok((false, chosen))
+        }
+    }
+}
+
+pub async fn rebuild(config: &Config, name: Option<&str>) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let (hot, sql) = selected(name)?;
+    let mut report = Vec::new();
+    let rate = |events: u64, started: Instant| events as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    if hot {
+        let started = Instant::now();
+        let (model, events) = replay_hot(&store).await?;
+        report.push(json!({
+            "projection": "hot", "events": events, "seconds": started.elapsed().as_secs_f64(),
+            "eventsPerSecond": rate(events, started).round(), "hash": model.digest(),
+        }));
+    }
+    for projection in sql {
+        let started = Instant::now();
+        let events = rebuild_sql(&store, projection.clone()).await?;
+        report.push(json!({
+            "projection": projection.name(), "events": events, "seconds": started.elapsed().as_secs_f64(),
+            "eventsPerSecond": rate(events, started).round(),
+            "hash": sql_projection_hash(&store, projection.as_ref()).await?,
+        }));
+    }
+    store.close().await;
+    print(&json!({ "rebuilt": report }));
+    Ok(())
+}
+
+pub async fn projections(config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let head = last_position(&store).await?;
+    let (model, _) = replay_hot(&store).await?;
+    let mut report = vec![json!({ "projection": "hot", "inMemory": true, "caughtUp": true, "hash": model.digest() })];
+    for projection in all_sql_projections() {
+        let checkpoint = store.load_checkpoint(projection.name()).await?;
+        let position = checkpoint.map(|c| c.position).unwrap_or(Position::START);
+        report.push(json!({
+            "projection": projection.name(),
+            "version": projection.version(),
+            "position": position.to_string(),
+            "caughtUp": checkpoint.is_some_and(|c| c.version == projection.version()) && position >= head,
+            "hash": sql_projection_hash(&store, projection.as_ref()).await?,
+        }));
+    }
+    store.close().await;
+    print(&json!({ "head": head.to_string(), "projections": report }));
+    Ok(())
+}
+
+/// The position of the last readable event.
+async fn last_position(store: &Store) -> anyhow::Result<Position> {
+    let mut position = Position::START;
+    loop {
+        let page = store.read_all(position, 10_000).await?;
+        match page.last() {
+            Some(last) => position = last.position,
+            None => return Ok(position),
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! `licensd serve`: rebuild the hot read model, start the workers, serve HTTP, shut down cleanly.
+
+use crate::config::{Config, ServeConfig};
+use crate::services::Services;
+use anyhow::Context;
+use licensd_api::{router, tls_config, ApiConfig, AppState, PeerAddr, TlsListener};
+use licensd_projections::{HotModel, HotRunner, TailConfig};
+use licensd_workers::Workers;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
+    let services = Services::open(config).await?;
+    let hot = Arc::new(HotModel::default());
+    let started = Instant::now();
+    let hot_runner = HotRunner::new(services.store.clone(), hot.clone(), TailConfig::default());
+    let replayed = hot_runner.catch_up().await.context("cannot load the read model from the event log")?;
+    tracing::info!(
+        events = replayed,
+        licenses = hot.license_count(),
+        millis = started.elapsed().as_millis() as u64,
+        "in-memory read model rebuilt from the log"
+    );
+    let commits = services.commands.writer().subscribe_commits();
+    let workers = Workers::start(&services.commands, hot.clone(), commits, TailConfig::default(), serve.webhooks());
+
+    let tls = match (&serve.tls_cert, &serve.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+        _ => None,
+    };
+    let listener = tokio::net::TcpListener::bind(&serve.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", serve.listen))?;
+    let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, "licensd listening");
+    // One machine-readable line on stdout, so scripts and tests can find a port picked with :0.
+    println!("{}", serde_json::json!({ "listening": addr.to_string(), "scheme": scheme }));
+    let _ = std::io::stdout().flush();
+
+    let api_config = ApiConfig {
+        max_body_bytes: serve.max_body_bytes,
+        auth: serve.auth(),
+        webhook_allow_http_loopback: serve.webhook_allow_http_loopback,
+        webhook_destinations: serve.webhook_destinations(),
+        api_burst: serve.api_burst,
+        api_per_second: serve.api_per_second,
+        ..ApiConfig::default()
+    };
+    let app = router(AppState::new(services.commands.clone(), hot, hot_runner, api_config));
+    let (stopping, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested; finishing in-flight requests");
+        stopping.send_replace(true);
+    });
+    let mut graceful = stop.clone();
+    let stopped = async move {
+        let _ = graceful.wait_for(|s| *s).await;
+    };
+    let grace = Duration::from_secs(serve.shutdown_grace_secs);
+    let mut deadline = stop;
+    let served = async {
+        match tls {
+            Some(tls) => {
+                let service = app.into_make_service_with_connect_info::<PeerAddr>();
+                axum::serve(TlsListener::new(listener, tls)?, service).with_graceful_shutdown(stopped).await
+            }
+            None => {
+                let service = app.into_make_service_with_connect_info::<PeerAddr>();
+                axum::serve(listener, service).with_graceful_shutdown(stopped).await
+            }
+        }
+    };
+    tokio::select! {
+        served = served => served.context("HTTP server failed")?,
+        _ = async { let _ = deadline.wait_for(|s| *s).await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("grace period over; dropping remaining connections");
+        }
+    }
+    services.shutdown(Some(workers)).await;
+    tracing::info!("licensd stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,144 @@
+//! The append-only event log behind one trait, on SQLite (embedded default) or Postgres, plus the
+//! SQL plumbing the read models and the PII vault need.
+//!
+//! Concurrency control is optimistic: `UNIQUE(stream_id, version)` turns a lost race into
+//! [`StoreError::WrongExpectedVersion`]; `UNIQUE(event_id)` turns a retried append into a no-op.
+
+mod append;
+mod hot_path;
+mod postgres;
+mod read_model;
+mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod types;
+
+pub use hot_path::{hot_path_scope, hot_path_sql_reads};
+pub use postgres::PostgresStore;
+pub use read_model::{Checkpoint, SqlValue, Statement};
+pub use sqlite::SqliteStore;
+pub use types::*;
+
+use std::future::Future;
+
+/// The event log. Both backends pass the same contract suite (`store/tests/contract.rs`).
+pub trait EventStore: Send + Sync {
+    /// Appends one stream's events atomically.
+    fn append(&self, request: AppendRequest) -> impl Future<Output = Result<AppendResult, StoreError>> + Send {
+        async move {
+            let mut results = self.append_batch(vec![request]).await?;
+            results.pop().unwrap_or(Err(StoreError::Unavailable("empty batch result".into())))
+        }
+    }
+
+    /// Appends several requests in one transaction (group commit). Each request succeeds or
+    /// fails on its own; the outer error means nothing of the batch was committed.
+    fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> impl Future<Output = Result<Vec<Result<AppendResult, StoreError>>, StoreError>> + Send;
+
+    /// Events of one stream with `version >= from_version`, in version order.
+    fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// Up to `limit` events after `after` in global order. An event committed late is never
+    /// skipped: a reader only sees positions below which nothing can still appear.
+    fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+}
+
+/// A connected event store of either backend; what the rest of licensd holds.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+impl Store {
+    /// Connects to `sqlite://path` (created if missing) or `postgres://...`.
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(PostgresStore::connect(url, options).await?))
+        } else if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite(SqliteStore::connect(url, options).await?))
+        } else {
+            Err(StoreError::Config(format!(
+                "unsupported database URL scheme (expected sqlite: or postgres://): {}",
+                redact_url(url)
+            )))
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.migrate().await,
+            Self::Postgres(s) => s.migrate().await,
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Cheap liveness probe of the database connection.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.query_text("SELECT 'ok'", &[]).await.map(drop)
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(s) => s.close().await,
+            Self::Postgres(s) => s.close().await,
+        }
+    }
+}
+
+impl EventStore for Store {
+    async fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.append_batch(requests).await,
+            Self::Postgres(s) => s.append_batch(requests).await,
+        }
+    }
+
+    async fn read_stream(&self, stream_id: &str, from_version: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+        hot_path::note_read();
+        match self {
+            Self::Sqlite(s) => s.read_stream(stream_id, from_version).await,
+            Self::Postgres(s) => s.read_stream(stream_id, from_version).await,
+        }
+    }
+
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        hot_path::note_read();
+        match self {
+            Self::Sqlite(s) => s.read_all(after, limit).await,
+            Self::Postgres(s) => s.read_all(after, limit).await,
+        }
+    }
+}
+
+/// Strips the password from a URL before it reaches a log line or an error message.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{}:***@{}", &url[..scheme], user, &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}

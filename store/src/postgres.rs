@@ -1,0 +1,151 @@
+//! Postgres backend. Sequences hand out positions at insert time but transactions commit in any
+//! order, so a reader that trusted `position > checkpoint` could step over an event committed
+//! late. Each event records its writing transaction id; readers only take events of transactions
+//! older than the oldest still running (`pg_snapshot_xmin`), ordered by (tx, position).
+
+use crate::append::{append_all, insert_event_sql, AppendTx, StoredId, STREAM_VERSION_SQL};
+use crate::{AppendRequest, AppendResult, EventStore, NewEvent, Position, RecordedEvent, StoreError, StoreOptions};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pub(crate) pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("../migrations/postgres").run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Appends inside a caller-held transaction: lets tests hold a commit back to reproduce
+    /// out-of-order visibility.
+    pub async fn append_in(
+        tx: &mut Transaction<'static, Postgres>,
+        requests: Vec<AppendRequest>,
+    ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
+        append_all(&mut PgAppend(tx), requests).await
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+struct PgAppend<'t>(&'t mut Transaction<'static, Postgres>);
+
+impl AppendTx for PgAppend<'_> {
+    async fn stream_version(&mut self, stream_id: &str) -> Result<u64, sqlx::Error> {
+        let version: i64 = sqlx::query_scalar(STREAM_VERSION_SQL).bind(stream_id).fetch_one(&mut **self.0).await?;
+        Ok(version as u64)
+    }
+
+    async fn insert(
+        &mut self,
+        stream_id: &str,
+        version: u64,
+        event: &NewEvent,
+        at: DateTime<Utc>,
+    ) -> Result<Position, sqlx::Error> {
+        let row = sqlx::query(insert_event_sql!("tx_id, position"))
+            .bind(event.event_id)
+            .bind(stream_id)
+            .bind(version as i64)
+            .bind(&event.event_type)
+            .bind(event.schema_version)
+            .bind(&event.payload)
+            .bind(&event.metadata)
+            .bind(at)
+            .fetch_one(&mut **self.0)
+            .await?;
+        Ok(Position { tx: row.try_get("tx_id")?, seq: row.try_get("position")? })
+    }
+
+    async fn find(&mut self, event_ids: &[Uuid]) -> Result<Vec<StoredId>, sqlx::Error> {
+        let rows =
+            sqlx::query("SELECT event_id, stream_id, version, tx_id, position FROM events WHERE event_id = ANY($1)")
+                .bind(event_ids)
+                .fetch_all(&mut **self.0)
+                .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(StoredId {
+                    event_id: row.try_get("event_id")?,
+                    stream_id: row.try_get("stream_id")?,
+                    version: row.try_get::<i64, _>("version")? as u64,
+                    position: Position { tx: row.try_get("tx_id")?, seq: row.try_get("position")? },
+                })
+            })
+            .collect()
+    }
+
+    async fn exec(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
+        sqlx::query(sql).execute(&mut **self.0).await.map(drop)
+    }
+}
+
+const SELECT_EVENTS: &str = "SELECT tx_id, position, event_id, stream_id, version, event_type, schema_version, \
+                             payload, metadata, recorded_at FROM events";
+
+fn decode(row: PgRow) -> Result<RecordedEvent, StoreError> {
+    Ok(RecordedEvent {
+        position: Position { tx: row.try_get("tx_id")?, seq: row.try_get("position")? },
+        event_id: row.try_get("event_id")?,
+        stream_id: row.try_get("stream_id")?,
+        version: row.try_get::<i64, _>("version")? as u64,
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get("schema_version")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}
+
+impl EventStore for PostgresStore {
+    async fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let results = append_all(&mut PgAppend(&mut tx), requests).await?;
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    async fn read_stream(&self, stream_id: &str, from_version: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!("{SELECT_EVENTS} WHERE stream_id = $1 AND version >= $2 ORDER BY version");
+        let rows = sqlx::query(&sql).bind(stream_id).bind(from_version as i64).fetch_all(&self.pool).await?;
+        rows.into_iter().map(decode).collect()
+    }
+
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "{SELECT_EVENTS} WHERE (tx_id, position) > ($1, $2)
+               AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+             ORDER BY tx_id, position LIMIT $3"
+        );
+        let rows = sqlx::query(&sql).bind(after.tx).bind(after.seq).bind(limit as i64).fetch_all(&self.pool).await?;
+        rows.into_iter().map(decode).collect()
+    }
+}

@@ -1,0 +1,201 @@
+//! Portable SQL for read models: projections describe their writes as [`Statement`]s (same SQL on
+//! both backends: `$n` placeholders, TEXT and BIGINT columns), and the store executes them in the
+//! transaction that also moves the projection's checkpoint.
+
+use crate::{Position, Store, StoreError};
+use sqlx::{Database, Encode, Row, Type};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SqlValue {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl From<i64> for SqlValue {
+    fn from(v: i64) -> Self {
+        Self::Int(Some(v))
+    }
+}
+
+impl From<String> for SqlValue {
+    fn from(v: String) -> Self {
+        Self::Text(Some(v))
+    }
+}
+
+impl From<&str> for SqlValue {
+    fn from(v: &str) -> Self {
+        Self::Text(Some(v.to_string()))
+    }
+}
+
+impl From<Option<String>> for SqlValue {
+    fn from(v: Option<String>) -> Self {
+        Self::Text(v)
+    }
+}
+
+/// One parameterised write of a read model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    pub sql: &'static str,
+    pub args: Vec<SqlValue>,
+}
+
+impl Statement {
+    pub fn new(sql: &'static str, args: impl IntoIterator<Item = SqlValue>) -> Self {
+        Self { sql, args: args.into_iter().collect() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub version: i32,
+    pub position: Position,
+}
+
+fn bind<'q, DB: Database>(
+    mut query: sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>,
+    args: &'q [SqlValue],
+) -> sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>
+where
+    Option<i64>: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+{
+    for arg in args {
+        query = match arg {
+            SqlValue::Int(v) => query.bind(*v),
+            SqlValue::Text(v) => query.bind(v.as_deref()),
+        };
+    }
+    query
+}
+
+/// Runs `$body` inside a write transaction of whichever backend, committing when it yields.
+macro_rules! in_write_tx {
+    ($store:expr, |$tx:ident| $body:expr) => {
+        match $store {
+            Store::Sqlite(s) => {
+                let mut $tx = s.begin_write().await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            Store::Postgres(s) => {
+                let mut $tx = s.begin_write().await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    };
+}
+
+/// Runs `$body` with a read-side executor of whichever backend.
+macro_rules! with_reader {
+    ($store:expr, |$exec:ident| $body:expr) => {
+        match $store {
+            Store::Sqlite(s) => {
+                let $exec = &s.reader;
+                $body
+            }
+            Store::Postgres(s) => {
+                let $exec = &s.pool;
+                $body
+            }
+        }
+    };
+}
+
+impl Store {
+    pub async fn load_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>, StoreError> {
+        crate::hot_path::note_read();
+        let sql = "SELECT version, tx, seq FROM projection_checkpoints WHERE name = $1";
+        let row = with_reader!(self, |db| sqlx::query(sql).bind(name).fetch_optional(db).await?.map(|row| {
+            Ok::<_, sqlx::Error>(Checkpoint {
+                version: row.try_get::<i32, _>(0)?,
+                position: Position { tx: row.try_get(1)?, seq: row.try_get(2)? },
+            })
+        }));
+        Ok(row.transpose()?)
+    }
+
+    /// Empties a projection's tables and puts its checkpoint back to the start, atomically.
+    pub async fn reset_projection(&self, name: &str, version: i32, tables: &[&str]) -> Result<(), StoreError> {
+        const UPSERT: &str = "INSERT INTO projection_checkpoints (name, version, tx, seq) VALUES ($1, $2, 0, 0)
+             ON CONFLICT (name) DO UPDATE SET version = excluded.version, tx = 0, seq = 0";
+        in_write_tx!(self, |tx| {
+            for table in tables {
+                // Table names come from projection definitions, never from input.
+                sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+            }
+            sqlx::query(UPSERT).bind(name).bind(version).execute(&mut *tx).await?;
+        });
+        Ok(())
+    }
+
+    /// Applies `statements` and moves the checkpoint from `from` to `to` in one transaction.
+    /// Returns false (and changes nothing) when the checkpoint is no longer at `from`, e.g.
+    /// because a rebuild or another node got there first.
+    pub async fn commit_projection(
+        &self,
+        name: &str,
+        version: i32,
+        from: Position,
+        to: Position,
+        statements: &[Statement],
+    ) -> Result<bool, StoreError> {
+        const MOVE: &str = "UPDATE projection_checkpoints SET tx = $1, seq = $2
+             WHERE name = $3 AND version = $4 AND tx = $5 AND seq = $6";
+        let moved = in_write_tx!(self, |tx| {
+            let moved = sqlx::query(MOVE)
+                .bind(to.tx)
+                .bind(to.seq)
+                .bind(name)
+                .bind(version)
+                .bind(from.tx)
+                .bind(from.seq)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if moved != 1 {
+                return Ok(false);
+            }
+            for statement in statements {
+                bind(sqlx::query(statement.sql), &statement.args).execute(&mut *tx).await?;
+            }
+            true
+        });
+        Ok(moved)
+    }
+
+    /// Executes writes outside any projection (the PII vault), in one transaction.
+    pub async fn execute(&self, statements: &[Statement]) -> Result<u64, StoreError> {
+        let affected = in_write_tx!(self, |tx| {
+            let mut affected = 0;
+            for statement in statements {
+                affected += bind(sqlx::query(statement.sql), &statement.args).execute(&mut *tx).await?.rows_affected();
+            }
+            affected
+        });
+        Ok(affected)
+    }
+
+    /// The first column of every row, as text (NULL as none).
+    pub async fn query_text(&self, sql: &str, args: &[SqlValue]) -> Result<Vec<Option<String>>, StoreError> {
+        let rows = self.query_rows(sql, args).await?;
+        Ok(rows.into_iter().map(|row| row.into_iter().next().flatten()).collect())
+    }
+
+    /// Every column of every row, as text: the query casts non-text columns (`CAST(x AS TEXT)`).
+    pub async fn query_rows(&self, sql: &str, args: &[SqlValue]) -> Result<Vec<Vec<Option<String>>>, StoreError> {
+        crate::hot_path::note_read();
+        let rows = with_reader!(self, |db| {
+            let rows = bind(sqlx::query(sql), args).fetch_all(db).await?;
+            rows.iter()
+                .map(|row| (0..row.len()).map(|i| row.try_get::<Option<String>, _>(i)).collect::<Result<Vec<_>, _>>())
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+}

@@ -1,0 +1,154 @@
+//! SQLite backend: one file in WAL mode, a single writer connection and a pool of readers.
+//! One writer commits in sequence order, so plain `position` order is a safe global order.
+
+use crate::append::{append_all, insert_event_sql, AppendTx, StoredId, STREAM_VERSION_SQL};
+use crate::{AppendRequest, AppendResult, EventStore, NewEvent, Position, RecordedEvent, StoreError, StoreOptions};
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pub(crate) writer: SqlitePool,
+    pub(crate) reader: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let synchronous =
+            if options.sqlite_synchronous_full { SqliteSynchronous::Full } else { SqliteSynchronous::Normal };
+        let base = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("bad SQLite URL: {e}")))?
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(base.clone().create_if_missing(true))
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .connect_with(base.read_only(true))
+            .await?;
+        Ok(Self { writer, reader })
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("../migrations/sqlite").run(&self.writer).await?;
+        Ok(())
+    }
+
+    /// `BEGIN IMMEDIATE` takes the write lock up front, so a second process waits on
+    /// `busy_timeout` instead of failing on a lock upgrade.
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+struct SqliteAppend(Transaction<'static, Sqlite>);
+
+impl AppendTx for SqliteAppend {
+    async fn stream_version(&mut self, stream_id: &str) -> Result<u64, sqlx::Error> {
+        let version: i64 = sqlx::query_scalar(STREAM_VERSION_SQL).bind(stream_id).fetch_one(&mut *self.0).await?;
+        Ok(version as u64)
+    }
+
+    async fn insert(
+        &mut self,
+        stream_id: &str,
+        version: u64,
+        event: &NewEvent,
+        at: DateTime<Utc>,
+    ) -> Result<Position, sqlx::Error> {
+        let seq: i64 = sqlx::query_scalar(insert_event_sql!("position"))
+            .bind(event.event_id.to_string())
+            .bind(stream_id)
+            .bind(version as i64)
+            .bind(&event.event_type)
+            .bind(event.schema_version)
+            .bind(event.payload.to_string())
+            .bind(event.metadata.to_string())
+            .bind(at)
+            .fetch_one(&mut *self.0)
+            .await?;
+        Ok(Position { tx: 0, seq })
+    }
+
+    async fn find(&mut self, event_ids: &[Uuid]) -> Result<Vec<StoredId>, sqlx::Error> {
+        let mut found = Vec::new();
+        for id in event_ids {
+            let row = sqlx::query("SELECT stream_id, version, position FROM events WHERE event_id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&mut *self.0)
+                .await?;
+            if let Some(row) = row {
+                found.push(StoredId {
+                    event_id: *id,
+                    stream_id: row.try_get("stream_id")?,
+                    version: row.try_get::<i64, _>("version")? as u64,
+                    position: Position { tx: 0, seq: row.try_get("position")? },
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    async fn exec(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
+        sqlx::query(sql).execute(&mut *self.0).await.map(drop)
+    }
+}
+
+const SELECT_EVENTS: &str = "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
+                             metadata, recorded_at FROM events";
+
+fn decode(row: SqliteRow) -> Result<RecordedEvent, StoreError> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+    let event_id: String = row.try_get("event_id")?;
+    let payload: String = row.try_get("payload")?;
+    let metadata: String = row.try_get("metadata")?;
+    Ok(RecordedEvent {
+        position: Position { tx: 0, seq: row.try_get("position")? },
+        event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event_id", &e))?,
+        stream_id: row.try_get("stream_id")?,
+        version: row.try_get::<i64, _>("version")? as u64,
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get("schema_version")?,
+        payload: serde_json::from_str(&payload).map_err(|e| corrupt("payload", &e))?,
+        metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}
+
+impl EventStore for SqliteStore {
+    async fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
+        let mut tx = SqliteAppend(self.begin_write().await?);
+        let results = append_all(&mut tx, requests).await?;
+        tx.0.commit().await?;
+        Ok(results)
+    }
+
+    async fn read_stream(&self, stream_id: &str, from_version: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!("{SELECT_EVENTS} WHERE stream_id = $1 AND version >= $2 ORDER BY version");
+        let rows = sqlx::query(&sql).bind(stream_id).bind(from_version as i64).fetch_all(&self.reader).await?;
+        rows.into_iter().map(decode).collect()
+    }
+
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!("{SELECT_EVENTS} WHERE position > $1 ORDER BY position LIMIT $2");
+        let rows = sqlx::query(&sql).bind(after.seq).bind(limit as i64).fetch_all(&self.reader).await?;
+        rows.into_iter().map(decode).collect()
+    }
+}

@@ -1,0 +1,225 @@
+//! The event-store contract: every test runs on SQLite and on Postgres
+//! (`LICENSD_TEST_POSTGRES_URL`; CI sets it, so Postgres is never skipped there).
+
+use licensd_store::testing::TempDatabase;
+use licensd_store::{AppendRequest, EventStore, ExpectedVersion, NewEvent, Position, PostgresStore, Store, StoreError};
+use serde_json::json;
+use uuid::Uuid;
+
+fn event(n: i64) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::new_v4(),
+        event_type: "Tested".into(),
+        schema_version: 1,
+        payload: json!({ "n": n, "text": "héllo / + \"quoted\"" }),
+        metadata: json!({ "actor": "test" }),
+    }
+}
+
+fn request(stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> AppendRequest {
+    AppendRequest { stream_id: stream.into(), expected, events }
+}
+
+/// Pages through the global order until `expected` events were seen. On Postgres visibility
+/// waits for every older transaction on the server (other tests' too), so it may take a moment.
+async fn read_everything(store: &Store, expected: usize) -> Vec<licensd_store::RecordedEvent> {
+    let mut all = Vec::new();
+    let mut after = Position::START;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while all.len() < expected && std::time::Instant::now() < deadline {
+        let page = store.read_all(after, 3).await.unwrap();
+        match page.last() {
+            Some(last) => after = last.position,
+            None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+        all.extend(page);
+    }
+    all
+}
+
+/// Declares one test per backend for each contract function.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() {
+                let db = super::TempDatabase::sqlite();
+                super::$name(&db.open().await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() {
+                let Some(db) = super::TempDatabase::postgres().await else { return };
+                super::$name(&db.open().await).await;
+            })*
+        }
+    };
+}
+
+contract!(
+    appends_and_reads_back_a_stream,
+    no_stream_conflicts_once_the_stream_exists,
+    exact_version_conflict_reports_the_actual_version,
+    any_appends_at_the_end,
+    retried_append_is_idempotent,
+    duplicate_event_id_elsewhere_is_refused,
+    a_failing_request_leaves_the_rest_of_its_batch_intact,
+    read_all_pages_through_every_stream_in_commit_order,
+    racing_writers_with_the_same_expectation_have_one_winner,
+    empty_appends_are_refused,
+);
+
+async fn appends_and_reads_back_a_stream(store: &Store) {
+    let events = vec![event(1), event(2), event(3)];
+    let result = store.append(request("t-1", ExpectedVersion::NoStream, events.clone())).await.unwrap();
+    assert_eq!(result.version, 3);
+    assert!(!result.idempotent);
+    let read = store.read_stream("t-1", 1).await.unwrap();
+    assert_eq!(read.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2, 3]);
+    for (stored, sent) in read.iter().zip(&events) {
+        assert_eq!(stored.event_id, sent.event_id);
+        assert_eq!(stored.payload, sent.payload);
+        assert_eq!(stored.metadata, sent.metadata);
+        assert_eq!(stored.event_type, "Tested");
+    }
+    assert_eq!(read.last().unwrap().position, result.position);
+    assert_eq!(store.read_stream("t-1", 3).await.unwrap().len(), 1);
+    assert!(store.read_stream("t-missing", 1).await.unwrap().is_empty());
+}
+
+async fn no_stream_conflicts_once_the_stream_exists(store: &Store) {
+    store.append(request("t-2", ExpectedVersion::NoStream, vec![event(1)])).await.unwrap();
+    let err = store.append(request("t-2", ExpectedVersion::NoStream, vec![event(2)])).await.unwrap_err();
+    assert!(matches!(err, StoreError::WrongExpectedVersion { actual: 1, .. }), "{err:?}");
+    assert_eq!(store.read_stream("t-2", 1).await.unwrap().len(), 1, "nothing was added");
+}
+
+async fn exact_version_conflict_reports_the_actual_version(store: &Store) {
+    store.append(request("t-3", ExpectedVersion::NoStream, vec![event(1), event(2)])).await.unwrap();
+    let err = store.append(request("t-3", ExpectedVersion::Exact(1), vec![event(3)])).await.unwrap_err();
+    assert!(matches!(err, StoreError::WrongExpectedVersion { actual: 2, .. }), "{err:?}");
+    let ok = store.append(request("t-3", ExpectedVersion::Exact(2), vec![event(3)])).await.unwrap();
+    assert_eq!(ok.version, 3);
+    let err = store.append(request("t-none", ExpectedVersion::Exact(1), vec![event(1)])).await.unwrap_err();
+    assert!(matches!(err, StoreError::WrongExpectedVersion { actual: 0, .. }), "{err:?}");
+}
+
+async fn any_appends_at_the_end(store: &Store) {
+    assert_eq!(store.append(request("t-4", ExpectedVersion::Any, vec![event(1)])).await.unwrap().version, 1);
+    assert_eq!(store.append(request("t-4", ExpectedVersion::Any, vec![event(2)])).await.unwrap().version, 2);
+}
+
+async fn retried_append_is_idempotent(store: &Store) {
+    let events = vec![event(1), event(2)];
+    let first = store.append(request("t-5", ExpectedVersion::NoStream, events.clone())).await.unwrap();
+    // The same request again (a client retry after a lost acknowledgement) writes nothing.
+    let again = store.append(request("t-5", ExpectedVersion::NoStream, events.clone())).await.unwrap();
+    assert!(again.idempotent);
+    assert_eq!((again.version, again.position), (first.version, first.position));
+    let again_any = store.append(request("t-5", ExpectedVersion::Any, events)).await.unwrap();
+    assert!(again_any.idempotent);
+    assert_eq!(store.read_stream("t-5", 1).await.unwrap().len(), 2);
+}
+
+async fn duplicate_event_id_elsewhere_is_refused(store: &Store) {
+    let shared = event(1);
+    store.append(request("t-6a", ExpectedVersion::NoStream, vec![shared.clone()])).await.unwrap();
+    let err = store.append(request("t-6b", ExpectedVersion::NoStream, vec![shared.clone()])).await.unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateEventId { event_id } if event_id == shared.event_id), "{err:?}");
+    // Partly stored: the first event is known, the second is new.
+    let err = store.append(request("t-6a", ExpectedVersion::Any, vec![shared, event(2)])).await.unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateEventId { .. }), "{err:?}");
+    // Two events with one id in a single request.
+    let twin = event(3);
+    let err = store.append(request("t-6c", ExpectedVersion::NoStream, vec![twin.clone(), twin])).await.unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateEventId { .. }), "{err:?}");
+    assert!(store.read_stream("t-6b", 1).await.unwrap().is_empty());
+    assert!(store.read_stream("t-6c", 1).await.unwrap().is_empty());
+    assert_eq!(store.read_stream("t-6a", 1).await.unwrap().len(), 1);
+}
+
+async fn a_failing_request_leaves_the_rest_of_its_batch_intact(store: &Store) {
+    store.append(request("t-7b", ExpectedVersion::NoStream, vec![event(0)])).await.unwrap();
+    let results = store
+        .append_batch(vec![
+            request("t-7a", ExpectedVersion::NoStream, vec![event(1)]),
+            request("t-7b", ExpectedVersion::NoStream, vec![event(2)]),
+            request("t-7c", ExpectedVersion::NoStream, vec![event(3), event(4)]),
+        ])
+        .await
+        .unwrap();
+    assert!(results[0].is_ok());
+    assert!(matches!(results[1], Err(StoreError::WrongExpectedVersion { .. })));
+    assert_eq!(results[2].as_ref().unwrap().version, 2);
+    assert_eq!(store.read_stream("t-7a", 1).await.unwrap().len(), 1);
+    assert_eq!(store.read_stream("t-7b", 1).await.unwrap().len(), 1);
+    assert_eq!(store.read_stream("t-7c", 1).await.unwrap().len(), 2);
+}
+
+async fn read_all_pages_through_every_stream_in_commit_order(store: &Store) {
+    let mut sent = Vec::new();
+    for i in 0..7 {
+        let e = event(i);
+        sent.push(e.event_id);
+        store.append(request(&format!("t-8-{}", i % 3), ExpectedVersion::Any, vec![e])).await.unwrap();
+    }
+    let all = read_everything(store, sent.len()).await;
+    assert_eq!(all.iter().map(|e| e.event_id).collect::<Vec<_>>(), sent);
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+}
+
+async fn racing_writers_with_the_same_expectation_have_one_winner(store: &Store) {
+    store.append(request("t-9", ExpectedVersion::NoStream, vec![event(0)])).await.unwrap();
+    let racers = (0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move { store.append(request("t-9", ExpectedVersion::Exact(1), vec![event(i)])).await })
+    });
+    let mut wins = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(StoreError::WrongExpectedVersion { .. }) => {}
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(store.read_stream("t-9", 1).await.unwrap().len(), 2);
+}
+
+async fn empty_appends_are_refused(store: &Store) {
+    let err = store.append(request("t-10", ExpectedVersion::Any, vec![])).await.unwrap_err();
+    assert!(matches!(err, StoreError::Config(_)));
+}
+
+/// Two Postgres transactions commit in the opposite order of their positions: the global reader
+/// must not see either until both are settled, then both, in order, exactly once.
+#[tokio::test]
+async fn postgres_out_of_order_commits_are_seen_in_order_exactly_once() {
+    let Some(db) = TempDatabase::postgres().await else { return };
+    let Store::Postgres(pg) = db.open().await else { unreachable!("a Postgres URL opens a Postgres store") };
+    let store = Store::Postgres(pg.clone());
+
+    // A takes its transaction id first but inserts last; B inserts first and commits first.
+    let mut a = pg.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()").execute(&mut *a).await.unwrap();
+    let mut b = pg.pool().begin().await.unwrap();
+    let b_event = event(2);
+    PostgresStore::append_in(&mut b, vec![request("t-b", ExpectedVersion::NoStream, vec![b_event.clone()])])
+        .await
+        .unwrap();
+    let a_event = event(1);
+    PostgresStore::append_in(&mut a, vec![request("t-a", ExpectedVersion::NoStream, vec![a_event.clone()])])
+        .await
+        .unwrap();
+    b.commit().await.unwrap();
+
+    // B is committed, but A (older) is still running: a naive reader would now pass B's position.
+    assert!(store.read_all(Position::START, 100).await.unwrap().is_empty(), "nothing is safe to read yet");
+
+    a.commit().await.unwrap();
+    let seen = read_everything(&store, 2).await;
+    let ids: Vec<_> = seen.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids, [a_event.event_id, b_event.event_id], "ordered by transaction, each once");
+    assert!(seen[0].position.seq > seen[1].position.seq, "A's sequence number is the later one");
+    let after_last = store.read_all(seen[1].position, 100).await.unwrap();
+    assert!(after_last.is_empty());
+}

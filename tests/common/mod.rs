@@ -1,0 +1,277 @@
+//! Drives the real `licensd` binary: a server on 127.0.0.1:0 and the operator commands.
+
+#![allow(dead_code)] // each test file uses a different part of this harness
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_licensd");
+
+/// Where a test's licensd keeps its data: a temporary folder, and the database URL to use.
+pub struct Deployment {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub master_key: Option<String>,
+}
+
+impl Deployment {
+    pub fn sqlite(dir: &Path) -> Self {
+        Self {
+            data_dir: dir.to_path_buf(),
+            database_url: format!("sqlite://{}/licensd.db", dir.display()),
+            master_key: None,
+        }
+    }
+
+    pub fn postgres(dir: &Path, url: &str) -> Self {
+        Self { data_dir: dir.to_path_buf(), database_url: url.to_string(), master_key: Some("cd".repeat(32)) }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .env("LICENSD_DATA_DIR", &self.data_dir)
+            .env("LICENSD_DATABASE_URL", &self.database_url)
+            .env("LICENSD_LOG", "warn")
+            .env_remove("LICENSD_MASTER_KEY");
+        if let Some(key) = &self.master_key {
+            command.env("LICENSD_MASTER_KEY", key);
+        }
+        command
+    }
+
+    /// Runs an operator command and parses its JSON output; panics with stderr on failure.
+    pub fn cli(&self, args: &[&str]) -> Value {
+        let output = self.command(args).output().expect("run licensd");
+        assert!(output.status.success(), "licensd {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).expect("JSON output")
+    }
+
+    /// Runs an operator command expected to fail; returns its stderr.
+    pub fn cli_fails(&self, args: &[&str]) -> String {
+        let output = self.command(args).output().expect("run licensd");
+        assert!(!output.status.success(), "licensd {args:?} should have failed");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    pub fn start(&self) -> Server {
+        self.start_with(&[])
+    }
+
+    /// Starts the server with extra environment (e.g. raised rate limits).
+    pub fn start_with(&self, env: &[(&str, &str)]) -> Server {
+        let mut command = self.command(&["serve"]);
+        command.envs(env.iter().copied());
+        let mut child = command
+            .env("LICENSD_LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn licensd serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("licensd printed its address");
+        let listening: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("unexpected first line: {line:?}"));
+        let addr = listening["listening"].as_str().expect("listening address").to_string();
+        Server { child, base: format!("http://{addr}") }
+    }
+
+    /// Creates an account and an app, and returns (API key, app id).
+    pub fn merchant(&self, server: &Server, email: &str) -> (String, String) {
+        let merchant = self.merchant_with_credits(server, email, 0);
+        (merchant.api_key, merchant.app_id)
+    }
+
+    /// An account holding `credits`, with one app whose credentials are returned.
+    pub fn merchant_with_credits(&self, server: &Server, email: &str, credits: u64) -> Merchant {
+        let account = self.cli(&["account", "create", "--email", email]);
+        let api_key = account["apiKey"].as_str().unwrap().to_string();
+        let account_id = account["accountId"].as_str().unwrap().to_string();
+        if credits > 0 {
+            self.cli(&["credits", "grant", "--account", &account_id, "--amount", &credits.to_string()]);
+        }
+        let (status, app) = server.post(&api_key, "/v1/apps", &serde_json::json!({ "name": "Test app" }));
+        assert_eq!(status, 201, "{app}");
+        let text = |field: &str| app[field].as_str().unwrap().to_string();
+        Merchant {
+            account_id,
+            api_key,
+            app_id: text("appId"),
+            app_secret: text("appSecret"),
+            public_key: text("publicKey"),
+        }
+    }
+}
+
+/// A merchant's credentials for one app.
+#[derive(Debug, Clone)]
+pub struct Merchant {
+    pub account_id: String,
+    pub api_key: String,
+    pub app_id: String,
+    pub app_secret: String,
+    pub public_key: String,
+}
+
+impl Merchant {
+    /// Creates one license and returns its key.
+    pub fn license(&self, server: &Server, body: Value) -> String {
+        let mut body = body;
+        body["appId"] = Value::from(self.app_id.clone());
+        let (status, created) = server.post(&self.api_key, "/v1/licenses", &body);
+        assert_eq!(status, 201, "{created}");
+        created["licenses"][0]["licenseKey"].as_str().unwrap().to_string()
+    }
+
+    /// `PUT` on the Developer API, asserting success.
+    pub fn put(&self, server: &Server, path: &str, body: Value) -> Value {
+        let (status, answer) = server.send("PUT", &self.api_key, path, Some(&body));
+        assert!((200..300).contains(&status), "PUT {path}: {status} {answer}");
+        answer
+    }
+}
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client")
+}
+
+impl Server {
+    pub fn get(&self, api_key: &str, path: &str) -> (u16, Value) {
+        let response = client().get(format!("{}{path}", self.base)).bearer_auth(api_key).send().expect("GET");
+        (response.status().as_u16(), response.json().unwrap_or(Value::Null))
+    }
+
+    pub fn post(&self, api_key: &str, path: &str, body: &Value) -> (u16, Value) {
+        let response =
+            client().post(format!("{}{path}", self.base)).bearer_auth(api_key).json(body).send().expect("POST");
+        (response.status().as_u16(), response.json().unwrap_or(Value::Null))
+    }
+
+    pub fn send(&self, method: &str, api_key: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = client().request(method, format!("{}{path}", self.base)).bearer_auth(api_key);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().expect("request");
+        (response.status().as_u16(), response.json().unwrap_or(Value::Null))
+    }
+
+    /// A public auth call: raw JSON in, (status, JSON) out.
+    pub fn auth(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = client().post(format!("{}{path}", self.base)).json(body).send().expect("POST");
+        (response.status().as_u16(), response.json().unwrap_or(Value::Null))
+    }
+
+    pub fn get_text(&self, path: &str) -> (u16, String) {
+        let response = client().get(format!("{}{path}", self.base)).send().expect("GET");
+        (response.status().as_u16(), response.text().unwrap_or_default())
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the clean exit.
+    pub fn terminate(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let status = self.child.wait().expect("wait for licensd");
+        assert!(status.success(), "licensd exited with {status} after SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary folder removed at the end of the test.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("licensd-e2e-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temporary folder");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A throwaway Postgres database, or `None` when `LICENSD_TEST_POSTGRES_URL` is unset.
+pub fn temp_postgres() -> Option<licensd_store::testing::TempDatabase> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(licensd_store::testing::TempDatabase::postgres())
+}
+
+/// `(name, hash, caught up)` of every read model, from `licensd projections`.
+pub fn projection_hashes(deployment: &Deployment) -> Vec<(String, String, bool)> {
+    let report = deployment.cli(&["projections"]);
+    report["projections"]
+        .as_array()
+        .expect("projections")
+        .iter()
+        .map(|p| {
+            let name = p["projection"].as_str().unwrap().to_string();
+            (name, p["hash"].as_str().unwrap().to_string(), p["caughtUp"] == true)
+        })
+        .collect()
+}
+
+/// Like [`projection_hashes`], asserting every model is caught up with the log.
+pub fn caught_up_hashes(deployment: &Deployment) -> Vec<(String, String)> {
+    projection_hashes(deployment)
+        .into_iter()
+        .map(|(name, hash, caught_up)| {
+            assert!(caught_up, "projection {name} is not caught up");
+            (name, hash)
+        })
+        .collect()
+}
+
+/// A running deployment on SQLite with one merchant: the usual starting point of a test.
+pub struct World {
+    pub dir: TempDir,
+    pub deployment: Deployment,
+    /// `None` only while a test has stopped the server.
+    pub server: Option<Server>,
+    pub merchant: Merchant,
+}
+
+impl World {
+    /// A server started with `env`, and a merchant holding `credits` with one app.
+    pub fn new(env: &[(&str, &str)], credits: u64) -> Self {
+        let dir = TempDir::new();
+        let deployment = Deployment::sqlite(&dir.0);
+        let server = deployment.start_with(env);
+        let merchant = deployment.merchant_with_credits(&server, "merchant@example.com", credits);
+        Self { dir, deployment, server: Some(server), merchant }
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("the server is running")
+    }
+}

@@ -1,0 +1,52 @@
+//! Background workers, started together and stopped together on shutdown.
+
+pub mod destinations;
+pub mod webhooks;
+
+use licensd_commands::Commands;
+use licensd_projections::{all_sql_projections, HotModel, HotRunner, SqlRunner, TailConfig};
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use webhooks::{Dispatcher, WebhookConfig};
+
+/// The running workers; [`Workers::stop`] lets each finish its current step.
+pub struct Workers {
+    stop: watch::Sender<bool>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Workers {
+    /// Tails the log into the in-memory model and every SQL projection (`commits`, the writer's
+    /// commit signal, wakes them early) and delivers webhooks.
+    pub fn start(
+        commands: &Commands,
+        hot: Arc<HotModel>,
+        commits: watch::Receiver<u64>,
+        config: TailConfig,
+        webhooks: WebhookConfig,
+    ) -> Self {
+        let store = commands.store();
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let hot_runner = HotRunner::new(store.clone(), hot, config);
+        tasks.push(("hot", tokio::spawn(hot_runner.run(commits.clone(), stopped.clone()))));
+        for projection in all_sql_projections() {
+            let runner = SqlRunner::new(store.clone(), projection, config);
+            let name = runner.name();
+            tasks.push((name, tokio::spawn(runner.run(commits.clone(), stopped.clone()))));
+        }
+        let dispatcher = Dispatcher::new(store.clone(), commands.clone(), webhooks);
+        tasks.push(("webhooks", tokio::spawn(dispatcher.run(stopped.clone()))));
+        Self { stop, tasks }
+    }
+
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        for (name, task) in self.tasks {
+            if let Err(e) = task.await {
+                tracing::error!(worker = name, error = %e, "worker ended abnormally");
+            }
+        }
+    }
+}

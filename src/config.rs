@@ -118,9 +118,54 @@ pub struct ServeConfig {
     /// Pre-session `/auth/selfban` requests per minute per license key.
     #[arg(long, env = "LICENSD_SELFBAN_PER_KEY", default_value_t = 3)]
     pub selfban_per_key: u32,
+
+    /// SMTP server for buyer emails: `smtp://[user:pass@]host:port` (`?tls=required` for
+    /// STARTTLS) or `smtps://...`. Unset: no buyer emails.
+    #[arg(long, env = "LICENSD_SMTP_URL")]
+    pub smtp_url: Option<String>,
+
+    /// Sender of buyer emails.
+    #[arg(long, env = "LICENSD_SMTP_FROM", default_value = "licensd <no-reply@localhost>")]
+    pub smtp_from: String,
+
+    /// Self-service portal link put in buyer emails.
+    #[arg(long, env = "LICENSD_PORTAL_URL")]
+    pub portal_url: Option<String>,
+
+    /// Stripe API base URL (line items the webhook left out are read from it).
+    #[arg(long, env = "LICENSD_STRIPE_API_BASE", default_value = "https://api.stripe.com")]
+    pub stripe_api_base: String,
+
+    /// Lemon Squeezy API base URL.
+    #[arg(long, env = "LICENSD_LEMON_API_BASE", default_value = "https://api.lemonsqueezy.com")]
+    pub lemon_api_base: String,
+
+    /// Wait before the one automatic retry of a commerce event that failed transiently, in ms.
+    #[arg(long, env = "LICENSD_COMMERCE_RETRY_DELAY_MS", default_value_t = 60_000)]
+    pub commerce_retry_delay_ms: u64,
+
+    /// Accepted age of a `Stripe-Signature` timestamp, in seconds.
+    #[arg(long, env = "LICENSD_STRIPE_SIGNATURE_TOLERANCE_SECS", default_value_t = 300)]
+    pub stripe_signature_tolerance_secs: i64,
 }
 
 impl ServeConfig {
+    pub fn commerce(&self) -> anyhow::Result<licensd_workers::commerce::CommerceConfig> {
+        let mailer = match &self.smtp_url {
+            Some(url) => {
+                Some(licensd_workers::commerce::mailer::Mailer::new(url, &self.smtp_from, self.portal_url.clone())?)
+            }
+            None => None,
+        };
+        Ok(licensd_workers::commerce::CommerceConfig {
+            stripe_api_base: self.stripe_api_base.clone(),
+            lemon_api_base: self.lemon_api_base.clone(),
+            retry_delay: std::time::Duration::from_millis(self.commerce_retry_delay_ms),
+            mailer,
+            ..Default::default()
+        })
+    }
+
     pub fn webhooks(&self) -> licensd_workers::webhooks::WebhookConfig {
         licensd_workers::webhooks::WebhookConfig {
             max_attempts: self.webhook_max_attempts.max(1),

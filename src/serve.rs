@@ -24,7 +24,9 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         "in-memory read model rebuilt from the log"
     );
     let commits = services.commands.writer().subscribe_commits();
-    let workers = Workers::start(&services.commands, hot.clone(), commits, TailConfig::default(), serve.webhooks());
+    let commerce = serve.commerce()?;
+    let workers =
+        Workers::start(&services.commands, hot.clone(), commits, TailConfig::default(), serve.webhooks(), commerce);
 
     let tls = match (&serve.tls_cert, &serve.tls_key) {
         (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
@@ -47,6 +49,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         webhook_destinations: serve.webhook_destinations(),
         api_burst: serve.api_burst,
         api_per_second: serve.api_per_second,
+        stripe_signature_tolerance_secs: serve.stripe_signature_tolerance_secs,
         ..ApiConfig::default()
     };
     let app = router(AppState::new(services.commands.clone(), hot, hot_runner, api_config));

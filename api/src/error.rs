@@ -80,7 +80,10 @@ impl From<DomainError> for ApiError {
             | D::ApiKeyRevoked
             | D::OfflineActivationDisabled
             | D::OfflineActivationRequiresPerpetual
-            | D::OfflineActivationLimitReached => Self::Conflict(e.to_string()),
+            | D::OfflineActivationLimitReached
+            | D::MappingConflict(_)
+            | D::LedgerNotWorkable
+            | D::LedgerNotReplayable => Self::Conflict(e.to_string()),
             D::InvalidLicenseKey
             | D::InvalidHwidSlots
             | D::InvalidHwid { .. }
@@ -90,12 +93,19 @@ impl From<DomainError> for ApiError {
             | D::InvalidCreditAmount
             | D::InvalidVariables(_)
             | D::InvalidSecurityList(_)
-            | D::InvalidWebhook(_) => Self::BadRequest(e.to_string()),
+            | D::InvalidWebhook(_)
+            | D::InvalidMapping(_) => Self::BadRequest(e.to_string()),
             D::UndecodableEvent { .. } => {
                 tracing::error!(error = %e, "stored event cannot be decoded");
                 Self::Internal
             }
         }
+    }
+}
+
+impl From<licensd_store::StoreError> for ApiError {
+    fn from(e: licensd_store::StoreError) -> Self {
+        CommandError::Store(e).into()
     }
 }
 

@@ -58,7 +58,7 @@ pub struct Caller {
 }
 
 /// Every scope a key can hold; `*` stands for all of them.
-pub const SCOPES: [&str; 12] = [
+pub const SCOPES: [&str; 16] = [
     "read:apps",
     "write:apps",
     "read:licenses",
@@ -71,14 +71,20 @@ pub const SCOPES: [&str; 12] = [
     "write:audit",
     "read:api_keys",
     "write:api_keys",
+    "read:commerce",
+    "write:commerce",
+    "read:customers",
+    "write:customers",
 ];
 
 /// The scope a request needs, from its path under `/v1` and its method: one table for the API.
 fn required_scope(method: &axum::http::Method, path: &str) -> String {
-    let mut segments = path.trim_start_matches("/v1").trim_start_matches('/').split('/');
-    let resource = match segments.next().unwrap_or_default() {
-        "apps" if segments.any(|s| s == "webhooks") => "webhooks",
+    let segments: Vec<&str> = path.trim_start_matches("/v1").trim_start_matches('/').split('/').collect();
+    let resource = match segments[0] {
+        "apps" if segments.contains(&"webhooks") => "webhooks",
+        "apps" if segments.contains(&"customers") => "customers",
         "apps" => "apps",
+        "commerce" => "commerce",
         "licenses" => "licenses",
         "credits" => "credits",
         "audit-log" => "audit",

@@ -2,6 +2,7 @@
 //! commands and read from projections; errors become responses in one place ([`ApiError`]).
 
 pub mod auth;
+mod billing;
 mod error;
 mod extract;
 mod health;
@@ -27,6 +28,9 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .nest("/v1", v1::routes())
         .nest("/auth", auth::routes())
+        .nest("/billing", billing::routes())
+        // The documented (dashboard) path of GDPR erasure; the same operation as under /v1.
+        .route("/apps/{app_id}/customers/forget", axum::routing::post(v1::forget_customer))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_requests))
         .layer(DefaultBodyLimit::max(body_limit))

@@ -19,6 +19,8 @@ pub struct ApiConfig {
     /// Developer API requests per key: bursts of `api_burst`, `api_per_second` sustained.
     pub api_burst: u32,
     pub api_per_second: u32,
+    /// Oldest accepted `Stripe-Signature` timestamp, in seconds either side of now.
+    pub stripe_signature_tolerance_secs: i64,
 }
 
 impl Default for ApiConfig {
@@ -31,6 +33,7 @@ impl Default for ApiConfig {
             webhook_destinations: Default::default(),
             api_burst: 100,
             api_per_second: 50,
+            stripe_signature_tolerance_secs: 300,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! and appends with the version it read (optimistic concurrency, retried on conflict) through a
 //! group-commit writer. Also owns the master key that seals secrets and personal data at rest.
 
+pub mod commerce;
 mod crypto;
 mod error;
 mod handlers;

@@ -47,6 +47,16 @@ pub enum AccountEvent {
         threshold: Option<u64>,
         at: DateTime<Utc>,
     },
+    /// Connects (or, same provider, re-keys) a payment provider; the connection id, and so the
+    /// webhook URL, survives a re-key.
+    CommerceConnected {
+        connection: crate::commerce::Connection,
+        at: DateTime<Utc>,
+    },
+    CommerceDisconnected {
+        provider: crate::commerce::Provider,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for AccountEvent {
@@ -62,6 +72,8 @@ impl DomainEvent for AccountEvent {
             Self::AccountSuspended { .. } => "AccountSuspended",
             Self::AccountReinstated { .. } => "AccountReinstated",
             Self::LowBalanceAlertSet { .. } => "LowBalanceAlertSet",
+            Self::CommerceConnected { .. } => "CommerceConnected",
+            Self::CommerceDisconnected { .. } => "CommerceDisconnected",
         }
     }
 }
@@ -73,6 +85,7 @@ pub struct Account {
     pub low_balance_threshold: Option<u64>,
     /// Ids of keys that are issued and not revoked.
     pub live_keys: Vec<ApiKeyId>,
+    pub connections: Vec<crate::commerce::Connection>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -80,14 +93,36 @@ pub struct AccountState(pub Option<Account>);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AccountCommand {
-    Create { account_id: AccountId },
-    IssueApiKey { key_id: ApiKeyId, key_hash: String, prefix: String, scopes: Vec<String> },
-    RevokeApiKey { key_id: ApiKeyId },
-    GrantCredits { amount: u64, reason: String },
-    DebitCredits { amount: u64, reason: String },
+    Create {
+        account_id: AccountId,
+    },
+    IssueApiKey {
+        key_id: ApiKeyId,
+        key_hash: String,
+        prefix: String,
+        scopes: Vec<String>,
+    },
+    RevokeApiKey {
+        key_id: ApiKeyId,
+    },
+    GrantCredits {
+        amount: u64,
+        reason: String,
+    },
+    DebitCredits {
+        amount: u64,
+        reason: String,
+    },
     Suspend,
     Reinstate,
-    SetLowBalanceAlert { threshold: Option<u64> },
+    SetLowBalanceAlert {
+        threshold: Option<u64>,
+    },
+    /// Keeps the existing connection id for a provider already connected.
+    Connect(crate::commerce::Connection),
+    Disconnect {
+        provider: crate::commerce::Provider,
+    },
 }
 
 impl Aggregate for AccountState {
@@ -102,6 +137,7 @@ impl Aggregate for AccountState {
                 suspended: false,
                 low_balance_threshold: None,
                 live_keys: vec![],
+                connections: vec![],
             }));
         }
         let Some(mut account) = self.0 else { return self };
@@ -111,6 +147,11 @@ impl Aggregate for AccountState {
             E::AccountSuspended { .. } => account.suspended = true,
             E::AccountReinstated { .. } => account.suspended = false,
             E::LowBalanceAlertSet { threshold, .. } => account.low_balance_threshold = *threshold,
+            E::CommerceConnected { connection, .. } => {
+                account.connections.retain(|c| c.provider != connection.provider);
+                account.connections.push(connection.clone());
+            }
+            E::CommerceDisconnected { provider, .. } => account.connections.retain(|c| c.provider != *provider),
             E::AccountCreated { .. } | E::CreditsGranted { .. } | E::CreditsDebited { .. } => {}
         }
         Self(Some(account))
@@ -143,6 +184,18 @@ impl Aggregate for AccountState {
             C::Reinstate => vec![E::AccountReinstated { at }],
             C::SetLowBalanceAlert { threshold } if threshold == account.low_balance_threshold => vec![],
             C::SetLowBalanceAlert { threshold } => vec![E::LowBalanceAlertSet { threshold, at }],
+            C::Connect(mut connection) => {
+                if let Some(existing) = account.connections.iter().find(|c| c.provider == connection.provider) {
+                    connection.connection_id = existing.connection_id;
+                }
+                vec![E::CommerceConnected { connection, at }]
+            }
+            C::Disconnect { provider } => {
+                if !account.connections.iter().any(|c| c.provider == provider) {
+                    return Err(DomainError::NotFound("connection"));
+                }
+                vec![E::CommerceDisconnected { provider, at }]
+            }
         };
         Ok(events)
     }

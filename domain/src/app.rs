@@ -1,5 +1,6 @@
 //! The app aggregate: one stream per app (`app-<uuid>`): credentials, variables, security lists.
 
+use crate::commerce::ProductMapping;
 use crate::{AccountId, Aggregate, AppId, DomainError, DomainEvent, Sealed, SecurityLists, StreamCategory, Variables};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -69,7 +70,27 @@ pub enum AppEvent {
         webhook_id: String,
         at: DateTime<Utc>,
     },
+    /// Creates or replaces (same id) a commerce product mapping.
+    ProductMappingSet {
+        mapping: ProductMapping,
+        at: DateTime<Utc>,
+    },
+    ProductMappingDeleted {
+        mapping_id: uuid::Uuid,
+        at: DateTime<Utc>,
+    },
+    /// A GDPR erasure ran for this app: counts only, never the customer's identifiers.
+    CustomersForgotten {
+        licenses_redacted: u64,
+        ledger_rows_scanned: u64,
+        ledger_rows_redacted: u64,
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
 }
+
+/// Most product mappings one app may have.
+pub const MAX_MAPPINGS: usize = 200;
 
 /// Most webhooks one app may have.
 pub const MAX_WEBHOOKS: usize = 5;
@@ -126,6 +147,12 @@ pub struct AppSettings {
     /// Most credits the app may burn in any rolling hour / day; `None` means no cap.
     pub hourly_burn_cap: Option<u64>,
     pub daily_burn_cap: Option<u64>,
+    /// Commerce fulfilment: when set, buyers get no email (the merchant uses `license.created`).
+    #[serde(default)]
+    pub commerce_emails_disabled: bool,
+    /// Shown in buyer emails (an address or URL).
+    #[serde(default)]
+    pub support_contact: Option<String>,
 }
 
 impl DomainEvent for AppEvent {
@@ -145,6 +172,9 @@ impl DomainEvent for AppEvent {
             Self::WebhookCreated { .. } => "WebhookCreated",
             Self::WebhookUpdated { .. } => "WebhookUpdated",
             Self::WebhookDeleted { .. } => "WebhookDeleted",
+            Self::ProductMappingSet { .. } => "ProductMappingSet",
+            Self::ProductMappingDeleted { .. } => "ProductMappingDeleted",
+            Self::CustomersForgotten { .. } => "CustomersForgotten",
         }
     }
 }
@@ -162,6 +192,7 @@ pub struct App {
     pub lists: SecurityLists,
     pub settings: AppSettings,
     pub webhooks: Vec<Webhook>,
+    pub mappings: Vec<ProductMapping>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -213,6 +244,16 @@ pub enum AppCommand {
     DeleteWebhook {
         webhook_id: String,
     },
+    SetMapping(ProductMapping),
+    DeleteMapping {
+        mapping_id: uuid::Uuid,
+    },
+    RecordForget {
+        licenses_redacted: u64,
+        ledger_rows_scanned: u64,
+        ledger_rows_redacted: u64,
+        reason: Option<String>,
+    },
 }
 
 impl Aggregate for AppState {
@@ -233,6 +274,7 @@ impl Aggregate for AppState {
                 lists: SecurityLists::default(),
                 settings: AppSettings::default(),
                 webhooks: Vec::new(),
+                mappings: Vec::new(),
                 created_at: *created_at,
             }));
         }
@@ -254,6 +296,14 @@ impl Aggregate for AppState {
                 }
             }
             E::WebhookDeleted { webhook_id, .. } => app.webhooks.retain(|w| &w.webhook_id != webhook_id),
+            E::ProductMappingSet { mapping, .. } => {
+                match app.mappings.iter_mut().find(|m| m.mapping_id == mapping.mapping_id) {
+                    Some(existing) => *existing = mapping.clone(),
+                    None => app.mappings.push(mapping.clone()),
+                }
+            }
+            E::ProductMappingDeleted { mapping_id, .. } => app.mappings.retain(|m| &m.mapping_id != mapping_id),
+            E::CustomersForgotten { .. } => {}
         }
         Self(Some(app))
     }
@@ -332,6 +382,34 @@ impl Aggregate for AppState {
             C::DeleteWebhook { webhook_id } => {
                 app.webhook(&webhook_id).ok_or(DomainError::NotFound("webhook"))?;
                 vec![E::WebhookDeleted { webhook_id, at }]
+            }
+            C::SetMapping(mapping) => {
+                let mapping = mapping.validated()?;
+                let same_price = |m: &&ProductMapping| {
+                    m.mapping_id != mapping.mapping_id
+                        && m.provider == mapping.provider
+                        && m.price_id == mapping.price_id
+                };
+                if app.mappings.iter().find(same_price).is_some() {
+                    return Err(DomainError::MappingConflict(mapping.price_id));
+                }
+                match app.mappings.iter().find(|m| m.mapping_id == mapping.mapping_id) {
+                    Some(existing) if existing == &mapping => vec![],
+                    Some(_) => vec![E::ProductMappingSet { mapping, at }],
+                    None if app.mappings.len() >= MAX_MAPPINGS => {
+                        return Err(DomainError::InvalidMapping(format!("an app has at most {MAX_MAPPINGS} mappings")))
+                    }
+                    None => vec![E::ProductMappingSet { mapping, at }],
+                }
+            }
+            C::DeleteMapping { mapping_id } => {
+                if !app.mappings.iter().any(|m| m.mapping_id == mapping_id) {
+                    return Err(DomainError::NotFound("mapping"));
+                }
+                vec![E::ProductMappingDeleted { mapping_id, at }]
+            }
+            C::RecordForget { licenses_redacted, ledger_rows_scanned, ledger_rows_redacted, reason } => {
+                vec![E::CustomersForgotten { licenses_redacted, ledger_rows_scanned, ledger_rows_redacted, reason, at }]
             }
         };
         Ok(events)

@@ -45,6 +45,14 @@ pub enum DomainError {
     OfflineActivationRequiresPerpetual,
     #[error("every offline activation seat of this license has been used")]
     OfflineActivationLimitReached,
+    #[error("invalid product mapping: {0}")]
+    InvalidMapping(String),
+    #[error("price {0} is already mapped in this app")]
+    MappingConflict(String),
+    #[error("the ledger entry is not waiting to be processed")]
+    LedgerNotWorkable,
+    #[error("only skipped, failed or held ledger entries can be replayed")]
+    LedgerNotReplayable,
     #[error("an event of type {event_type} v{schema_version} could not be decoded: {reason}")]
     UndecodableEvent { event_type: String, schema_version: i32, reason: String },
 }

@@ -1,4 +1,4 @@
-use crate::{account::AccountEvent, app::AppEvent, license::LicenseEvent, DomainError};
+use crate::{account::AccountEvent, app::AppEvent, commerce::CommerceEvent, license::LicenseEvent, DomainError};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// The kind of stream an event lives in; the prefix of its stream id (`license-<key>`, ...).
@@ -7,6 +7,8 @@ pub enum StreamCategory {
     Account,
     App,
     License,
+    /// One inbound provider event (the commerce ledger).
+    Commerce,
 }
 
 impl StreamCategory {
@@ -15,6 +17,7 @@ impl StreamCategory {
             Self::Account => "account",
             Self::App => "app",
             Self::License => "license",
+            Self::Commerce => "commerce",
         }
     }
 
@@ -25,7 +28,8 @@ impl StreamCategory {
     /// Splits `category-id` into its category and id; unknown categories give `None`.
     pub fn parse(stream_id: &str) -> Option<(Self, &str)> {
         let (prefix, id) = stream_id.split_once('-')?;
-        let category = [Self::Account, Self::App, Self::License].into_iter().find(|c| c.prefix() == prefix)?;
+        let category =
+            [Self::Account, Self::App, Self::License, Self::Commerce].into_iter().find(|c| c.prefix() == prefix)?;
         Some((category, id))
     }
 }
@@ -102,6 +106,7 @@ pub enum AnyEvent {
     Account(AccountEvent),
     App(AppEvent),
     License(LicenseEvent),
+    Commerce(CommerceEvent),
 }
 
 impl AnyEvent {
@@ -118,6 +123,7 @@ impl AnyEvent {
             StreamCategory::Account => Self::Account(decode_event(event_type, schema_version, payload)?),
             StreamCategory::App => Self::App(decode_event(event_type, schema_version, payload)?),
             StreamCategory::License => Self::License(decode_event(event_type, schema_version, payload)?),
+            StreamCategory::Commerce => Self::Commerce(decode_event(event_type, schema_version, payload)?),
         }))
     }
 }

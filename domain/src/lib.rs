@@ -6,6 +6,7 @@
 pub mod account;
 pub mod app;
 mod clock;
+pub mod commerce;
 mod error;
 mod event;
 mod ids;

@@ -72,6 +72,20 @@ pub enum LicenseEvent {
         credits: u32,
         at: DateTime<Utc>,
     },
+    /// Commerce fulfilment tied the license to provider references (`sub:...`, `pay:...`,
+    /// `cus:<keyed digest>`), so renewals, refunds and add-ons find it.
+    CommerceLinked {
+        account_id: AccountId,
+        app_id: AppId,
+        provider: crate::commerce::Provider,
+        mapping_id: uuid::Uuid,
+        refs: Vec<String>,
+        at: DateTime<Utc>,
+    },
+    /// GDPR erasure dropped the license's provider references.
+    CommerceUnlinked {
+        at: DateTime<Utc>,
+    },
     /// The merchant minted a license file (Developer API or dashboard).
     OfflineFileMinted {
         account_id: AccountId,
@@ -99,6 +113,8 @@ impl DomainEvent for LicenseEvent {
             Self::HeartbeatBilled { .. } => "HeartbeatBilled",
             Self::OfflineActivated { .. } => "OfflineActivated",
             Self::OfflineFileMinted { .. } => "OfflineFileMinted",
+            Self::CommerceLinked { .. } => "CommerceLinked",
+            Self::CommerceUnlinked { .. } => "CommerceUnlinked",
         }
     }
 }
@@ -192,6 +208,12 @@ pub enum LicenseCommand {
         hwid: Option<String>,
         jti: String,
     },
+    LinkCommerce {
+        provider: crate::commerce::Provider,
+        mapping_id: uuid::Uuid,
+        refs: Vec<String>,
+    },
+    UnlinkCommerce,
 }
 
 /// Credits for a self-serve offline activation of a new machine, and for a minted file.
@@ -243,7 +265,9 @@ impl Aggregate for LicenseState {
             | E::LicenseDeleted { .. }
             | E::ValidationBilled { .. }
             | E::HeartbeatBilled { .. }
-            | E::OfflineFileMinted { .. } => {}
+            | E::OfflineFileMinted { .. }
+            | E::CommerceLinked { .. }
+            | E::CommerceUnlinked { .. } => {}
         }
         Self::Live(license)
     }
@@ -302,6 +326,16 @@ impl Aggregate for LicenseState {
                     at,
                 }]
             }
+            C::LinkCommerce { refs, .. } if refs.is_empty() => vec![],
+            C::LinkCommerce { provider, mapping_id, refs } => vec![E::CommerceLinked {
+                account_id: license.account_id,
+                app_id: license.app_id,
+                provider,
+                mapping_id,
+                refs,
+                at,
+            }],
+            C::UnlinkCommerce => vec![E::CommerceUnlinked { at }],
             C::BillHeartbeats { heartbeats } => {
                 let credits = heartbeats / HEARTBEATS_PER_CREDIT;
                 if credits == 0 {

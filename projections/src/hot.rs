@@ -5,6 +5,7 @@ use crate::ProjectionError;
 use dashmap::DashMap;
 use licensd_domain::account::AccountEvent;
 use licensd_domain::app::{App, AppState};
+use licensd_domain::commerce::Connection;
 use licensd_domain::license::{License, LicenseEvent, LicenseState};
 use licensd_domain::{AccountId, Aggregate, AnyEvent, ApiKeyId, AppId, LicenseKey, StreamCategory};
 use licensd_store::{Position, RecordedEvent};
@@ -47,6 +48,8 @@ pub struct HotModel {
     nonce_window: Duration,
     /// Credits each app burned, per minute, for the rolling burn caps (last 24 h).
     burn: DashMap<AppId, VecDeque<(i64, u64)>>,
+    /// Commerce connections by id (the id is in the provider's webhook URL).
+    connections: DashMap<uuid::Uuid, (AccountId, Connection)>,
     position: watch::Sender<Position>,
 }
 
@@ -74,6 +77,7 @@ impl HotModel {
             nonces: moka::sync::Cache::builder().time_to_live(nonce_window).build(),
             nonce_window,
             burn: DashMap::new(),
+            connections: DashMap::new(),
             position: watch::channel(Position::START).0,
         }
     }
@@ -116,6 +120,18 @@ impl HotModel {
     }
 
     /// The account's live API keys, oldest first.
+    /// A commerce connection and the account that owns it.
+    pub fn connection(&self, connection_id: uuid::Uuid) -> Option<(AccountId, Connection)> {
+        self.connections.get(&connection_id).map(|c| c.clone())
+    }
+
+    pub fn connections_of(&self, account_id: AccountId) -> Vec<Connection> {
+        let mut found: Vec<_> =
+            self.connections.iter().filter(|c| c.0 == account_id).map(|c| c.value().1.clone()).collect();
+        found.sort_by_key(|c| c.provider.as_str());
+        found
+    }
+
     pub fn api_keys_of(&self, account_id: AccountId) -> Vec<ApiKeyView> {
         let mut keys: Vec<_> = self.api_keys.iter().filter(|k| k.account_id == account_id).map(|k| k.clone()).collect();
         keys.sort_by_key(|k| (k.created_at, k.key_id));
@@ -153,7 +169,7 @@ impl HotModel {
             Some(AnyEvent::License(e)) => self.apply_license(id, event.version, &e),
             Some(AnyEvent::App(e)) => self.apply_app(id, &e),
             Some(AnyEvent::Account(e)) => self.apply_account(id, &e),
-            None => {}
+            Some(AnyEvent::Commerce(_)) | None => {}
         }
         self.position.send_if_modified(|p| {
             let advanced = event.position > *p;
@@ -241,6 +257,13 @@ impl HotModel {
             AccountEvent::AccountSuspended { .. } => account.suspended = true,
             AccountEvent::AccountReinstated { .. } => account.suspended = false,
             AccountEvent::LowBalanceAlertSet { threshold, .. } => account.low_balance_threshold = *threshold,
+            AccountEvent::CommerceConnected { connection, .. } => {
+                self.connections.retain(|_, (owner, c)| !(*owner == account_id && c.provider == connection.provider));
+                self.connections.insert(connection.connection_id, (account_id, connection.clone()));
+            }
+            AccountEvent::CommerceDisconnected { provider, .. } => {
+                self.connections.retain(|_, (owner, c)| !(*owner == account_id && c.provider == *provider));
+            }
         }
     }
 
@@ -259,6 +282,7 @@ impl HotModel {
         let mut hasher = Sha256::new();
         let sections =
             [lines(&self.licenses), lines(&self.apps), lines(&self.accounts), lines(&self.api_keys), lines(&self.burn)];
+        let sections = sections.into_iter().chain([lines(&self.connections)]);
         for section in sections {
             for line in section {
                 hasher.update(line.as_bytes());

@@ -2,8 +2,10 @@
 //! on SQLite and on Postgres.
 
 use chrono::Duration;
+use licensd_commands::commerce::InboundEvent;
 use licensd_commands::{Actor, Commands, MasterKey, NewLicense, Writer, WriterConfig};
 use licensd_domain::account::AccountCommand;
+use licensd_domain::commerce::{CommerceAction, NormalizedEvent, Provider};
 use licensd_domain::license::LicenseCommand;
 use licensd_domain::{SystemClock, Variables};
 use licensd_projections::{
@@ -46,6 +48,31 @@ async fn busy_day(commands: &Commands) {
                 }
             }
         }
+        // Commerce: a ledger entry, and a license linked to a subscription.
+        let normalized = NormalizedEvent {
+            action: CommerceAction::Purchase,
+            object_id: Some(format!("cs_{merchant}")),
+            line_items: None,
+            subscription_id: Some(format!("sub_{merchant}")),
+            payment_refs: vec![],
+        };
+        let inbound = InboundEvent {
+            connection_id: uuid::Uuid::new_v4(),
+            account_id: id,
+            provider: Provider::Stripe,
+            external_id: format!("evt_{merchant}"),
+            event_type: "checkout.session.completed".into(),
+            normalized,
+            email: None,
+            customer_id: None,
+        };
+        assert!(commands.receive_commerce_event(inbound).await.unwrap());
+        let link = LicenseCommand::LinkCommerce {
+            provider: Provider::Stripe,
+            mapping_id: uuid::Uuid::nil(),
+            refs: vec![format!("sub:sub_{merchant}")],
+        };
+        commands.license_command(id, &licenses[1].0, link, &op).await.unwrap();
     }
 }
 

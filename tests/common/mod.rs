@@ -64,12 +64,21 @@ impl Deployment {
 
     /// Starts the server with extra environment (e.g. raised rate limits).
     pub fn start_with(&self, env: &[(&str, &str)]) -> Server {
+        self.start_logging_to(env, None)
+    }
+
+    /// Starts the server with its log (stderr) written to `log`, for tests that read it.
+    pub fn start_logging_to(&self, env: &[(&str, &str)], log: Option<&Path>) -> Server {
         let mut command = self.command(&["serve"]);
         command.envs(env.iter().copied());
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+            None => Stdio::inherit(),
+        };
         let mut child = command
             .env("LICENSD_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn licensd serve");
         let stdout = child.stdout.take().expect("stdout");
@@ -274,4 +283,32 @@ impl World {
     pub fn server(&self) -> &Server {
         self.server.as_ref().expect("the server is running")
     }
+}
+
+/// The Python tools the suite drives (the official SDK, pytest, schemathesis, an SMTP server),
+/// installed at pinned versions into `target/sdk-python-venv` on first use; returns its python.
+pub fn python_venv() -> PathBuf {
+    const PACKAGES: [&str; 4] = ["authforge-sdk==2.0.0", "pytest==9.2.0", "schemathesis==4.32.5", "aiosmtpd==1.4.6"];
+    let run = |command: &mut Command| command.status().is_ok_and(|s| s.success());
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("sdk-python-venv");
+    let python = venv.join("bin").join("python");
+    let ready = venv.join(".installed");
+    let wanted = PACKAGES.join("\n");
+    if std::fs::read_to_string(&ready).ok().as_deref() != Some(wanted.as_str()) {
+        assert!(
+            run(Command::new("python3").args(["-m", "venv"]).arg(&venv)),
+            "python3 with the venv module is needed for the Python tests"
+        );
+        assert!(
+            run(Command::new(&python).args(["-m", "pip", "install", "--quiet"]).args(PACKAGES)),
+            "installing {PACKAGES:?} failed"
+        );
+        std::fs::write(&ready, wanted).unwrap();
+    }
+    python
+}
+
+/// A port that was free a moment ago, for servers that cannot report the one they bound.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -1,5 +1,6 @@
 //! Background workers, started together and stopped together on shutdown.
 
+pub mod commerce;
 pub mod destinations;
 pub mod webhooks;
 
@@ -25,11 +26,12 @@ impl Workers {
         commits: watch::Receiver<u64>,
         config: TailConfig,
         webhooks: WebhookConfig,
+        commerce: commerce::CommerceConfig,
     ) -> Self {
         let store = commands.store();
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
-        let hot_runner = HotRunner::new(store.clone(), hot, config);
+        let hot_runner = HotRunner::new(store.clone(), hot.clone(), config);
         tasks.push(("hot", tokio::spawn(hot_runner.run(commits.clone(), stopped.clone()))));
         for projection in all_sql_projections() {
             let runner = SqlRunner::new(store.clone(), projection, config);
@@ -38,6 +40,8 @@ impl Workers {
         }
         let dispatcher = Dispatcher::new(store.clone(), commands.clone(), webhooks);
         tasks.push(("webhooks", tokio::spawn(dispatcher.run(stopped.clone()))));
+        let fulfilment = commerce::CommerceWorker::new(commands.clone(), hot.clone(), commerce);
+        tasks.push(("commerce", tokio::spawn(fulfilment.run(stopped.clone()))));
         Self { stop, tasks }
     }
 

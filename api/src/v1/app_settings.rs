@@ -120,9 +120,17 @@ fn merge_settings(mut settings: AppSettings, body: &Map<String, Value>) -> Resul
                     settings.daily_burn_cap = cap;
                 }
             }
+            ("commerceEmailsDisabled", Value::Bool(off)) => settings.commerce_emails_disabled = *off,
+            ("commerceEmailsDisabled", _) => return bad("commerceEmailsDisabled must be a boolean"),
+            ("supportContact", Value::Null) => settings.support_contact = None,
+            ("supportContact", Value::String(contact)) if contact.chars().count() <= 200 => {
+                settings.support_contact = Some(contact.trim().to_string()).filter(|c| !c.is_empty());
+            }
+            ("supportContact", _) => return bad("supportContact must be null or at most 200 characters"),
             (other, _) => {
                 return Err(ApiError::BadRequest(format!(
-                    "unknown setting '{other}': use offlineActivation, hourlyBurnCap or dailyBurnCap"
+                    "unknown setting '{other}': use offlineActivation, hourlyBurnCap, dailyBurnCap, \
+                     commerceEmailsDisabled or supportContact"
                 )))
             }
         }

@@ -3,6 +3,7 @@
 mod account;
 mod app_settings;
 mod apps;
+mod commerce;
 mod licenses;
 mod schemas;
 mod spec;
@@ -12,6 +13,7 @@ use crate::{ApiError, AppState};
 use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, SecondsFormat, Utc};
+pub(crate) use commerce::forget_customer;
 use licensd_store::Position;
 
 /// The Developer API's routes and `GET /v1/openapi.json`, from one table of operations.

@@ -32,6 +32,8 @@ pub fn all() -> Value {
             "offlineActivation": { "type": "boolean" },
             "hourlyBurnCap": { "type": "integer", "minimum": 0, "nullable": true },
             "dailyBurnCap": { "type": "integer", "minimum": 0, "nullable": true },
+            "commerceEmailsDisabled": { "type": "boolean" },
+            "supportContact": { "type": "string", "maxLength": 200, "nullable": true },
         },
     });
     let app = json!({
@@ -139,5 +141,64 @@ pub fn all() -> Value {
         "Credits": credits,
         "Transactions": transactions,
         "AuditLog": audit_log,
+    })
+}
+
+/// The commerce operations' schemas (kept apart: one `json!` of everything outgrows its macro).
+pub fn commerce() -> Value {
+    json!({
+        "ConnectionUpdate": {
+            "type": "object", "additionalProperties": false, "required": ["signingSecret"],
+            "properties": { "signingSecret": { "type": "string", "minLength": 1, "maxLength": 512 }, "apiKey": nullable("string") },
+        },
+        "Connection": {
+            "type": "object", "required": ["connectionId", "provider", "webhookPath", "hasApiKey"],
+            "properties": { "connectionId": string(), "provider": { "type": "string", "enum": ["stripe", "lemon"] },
+                            "webhookPath": string(), "hasApiKey": { "type": "boolean" } },
+        },
+        "MappingCreate": {
+            "type": "object", "additionalProperties": false, "required": ["provider", "priceId", "kind"],
+            "properties": {
+                "appId": string(), "provider": { "type": "string", "enum": ["stripe", "lemon"] },
+                "priceId": { "type": "string", "minLength": 1, "maxLength": 128 }, "productId": nullable("string"),
+                "kind": { "type": "string", "enum": ["one_time", "subscription", "add_on", "revocation"] },
+                "days": { "type": "integer", "minimum": 1, "maximum": 36500, "nullable": true },
+                "hwidSlots": { "type": "integer", "minimum": 1, "maximum": 16 },
+                "label": { "type": "string", "maxLength": 128, "nullable": true },
+                "variables": { "$ref": "#/components/schemas/Variables" }, "respectQuantity": { "type": "boolean" },
+            },
+        },
+        "Mapping": {
+            "type": "object", "required": ["mappingId", "appId", "provider", "priceId", "kind", "hwidSlots", "respectQuantity"],
+            "properties": {
+                "mappingId": string(), "appId": string(), "provider": string(), "priceId": string(),
+                "productId": nullable("string"), "kind": string(), "days": nullable("integer"),
+                "hwidSlots": { "type": "integer" }, "label": nullable("string"), "variables": { "type": "object" },
+                "respectQuantity": { "type": "boolean" },
+            },
+        },
+        "CommerceEvent": {
+            "type": "object", "required": ["eventId", "provider", "type", "status", "attempts", "retryCount", "licenseKeys", "redacted", "receivedAt"],
+            "properties": {
+                "eventId": string(), "externalEventId": nullable("string"), "provider": string(), "type": string(),
+                "status": { "type": "string", "enum": ["pending", "processed", "skipped", "failed", "held"] },
+                "reason": nullable("string"), "error": nullable("string"), "attempts": { "type": "integer" },
+                "retryCount": { "type": "integer" }, "retryAt": nullable("string"), "licenseKeys": strings(),
+                "redacted": { "type": "boolean" }, "receivedAt": string(), "updatedAt": nullable("string"),
+            },
+        },
+        "EventFilter": {
+            "type": "object", "additionalProperties": false,
+            "properties": { "provider": string(), "type": string(), "status": string(), "licenseKey": string() },
+        },
+        "Forget": {
+            "type": "object", "additionalProperties": false,
+            "properties": { "customerEmail": nullable("string"), "providerCustomerId": nullable("string"), "reason": nullable("string") },
+        },
+        "Forgotten": {
+            "type": "object", "required": ["ok", "licensesRedacted", "ledgerRowsScanned", "ledgerRowsRedacted"],
+            "properties": { "ok": { "type": "boolean" }, "licensesRedacted": { "type": "integer" },
+                            "ledgerRowsScanned": { "type": "integer" }, "ledgerRowsRedacted": { "type": "integer" } },
+        },
     })
 }

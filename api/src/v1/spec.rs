@@ -1,7 +1,7 @@
 //! The Developer API as one table: each operation's route and its OpenAPI description side by
 //! side. The router and `/v1/openapi.json` are both built from it, so they cannot disagree.
 
-use super::{account, app_settings, apps, licenses, webhooks};
+use super::{account, app_settings, apps, commerce, licenses, webhooks};
 use crate::AppState;
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
@@ -65,6 +65,13 @@ const DELETE: MethodFilter = MethodFilter::DELETE;
 /// Every Developer API operation.
 pub fn operations() -> Vec<Operation> {
     const LIMIT: &[(&str, &str, bool)] = &[("limit", "integer", false)];
+    const EVENT_FILTER: &[(&str, &str, bool)] = &[
+        ("provider", "string", false),
+        ("type", "string", false),
+        ("status", "string", false),
+        ("licenseKey", "string", false),
+        ("limit", "integer", false),
+    ];
     const LIST: &[(&str, &str, bool)] =
         &[("appId", "string", true), ("limit", "integer", false), ("cursor", "string", false)];
     let string = json!({ "type": "string" });
@@ -150,6 +157,34 @@ pub fn operations() -> Vec<Operation> {
         op("get", "/audit-log", on(GET, account::audit_log), "Who changed what, newest first")
             .query(LIMIT)
             .returns(200, reference("AuditLog")),
+        op("put", "/commerce/connections/{provider}", on(PUT, commerce::put_connection), "Connect Stripe or Lemon Squeezy (re-keying keeps the webhook URL)")
+            .body(reference("ConnectionUpdate"))
+            .returns(200, reference("Connection")),
+        op("get", "/commerce/connections", on(GET, commerce::list_connections), "List provider connections")
+            .returns(200, object(json!({ "connections": array(reference("Connection")) }), &["connections"])),
+        op("delete", "/commerce/connections/{provider}", on(DELETE, commerce::delete_connection), "Disconnect a provider"),
+        op("post", "/commerce/mappings", on(POST, commerce::create_mapping), "Map a price or variant to an app's license template")
+            .body(reference("MappingCreate"))
+            .returns(201, reference("Mapping")),
+        op("get", "/commerce/mappings", on(GET, commerce::list_mappings), "List product mappings")
+            .returns(200, object(json!({ "mappings": array(reference("Mapping")) }), &["mappings"])),
+        op("put", "/commerce/mappings/{mapping_id}", on(PUT, commerce::update_mapping), "Replace a product mapping")
+            .body(reference("MappingCreate"))
+            .returns(200, reference("Mapping")),
+        op("delete", "/commerce/mappings/{mapping_id}", on(DELETE, commerce::delete_mapping), "Delete a product mapping"),
+        op("get", "/commerce/events", on(GET, commerce::list_events), "The commerce event ledger, newest first")
+            .query(EVENT_FILTER)
+            .returns(200, object(json!({ "events": array(reference("CommerceEvent")) }), &["events"])),
+        op("get", "/commerce/events/{event_id}", on(GET, commerce::get_event), "One ledger entry with its reason and retry metadata")
+            .returns(200, reference("CommerceEvent")),
+        op("post", "/commerce/events/{event_id}/replay", on(POST, commerce::replay_event), "Replay a skipped, failed or held entry")
+            .returns(202, object(json!({ "ok": { "type": "boolean" }, "eventId": string, "status": string }), &["ok"])),
+        op("post", "/commerce/events/replay", on(POST, commerce::replay_matching), "Replay every skipped, failed or held entry matching a filter")
+            .body(reference("EventFilter"))
+            .returns(200, object(json!({ "ok": { "type": "boolean" }, "replayed": { "type": "integer" } }), &["ok", "replayed"])),
+        op("post", "/apps/{app_id}/customers/forget", on(POST, commerce::forget_customer), "Erase a buyer's personal data (GDPR)")
+            .body(reference("Forget"))
+            .returns(200, reference("Forgotten")),
     ]
 }
 
@@ -188,13 +223,17 @@ pub fn document(operations: &[Operation]) -> Value {
         let item = paths.entry(format!("/v1{}", op.path)).or_insert_with(|| json!({}));
         item[op.method] = operation;
     }
+    let mut schemas = super::schemas::all();
+    if let (Some(all), Value::Object(commerce)) = (schemas.as_object_mut(), super::schemas::commerce()) {
+        all.extend(commerce);
+    }
     json!({
         "openapi": "3.0.3",
         "info": { "title": "licensd Developer API", "version": env!("CARGO_PKG_VERSION") },
         "paths": paths,
         "components": {
             "securitySchemes": { "apiKey": { "type": "http", "scheme": "bearer" } },
-            "schemas": super::schemas::all(),
+            "schemas": schemas,
         },
     })
 }

@@ -71,7 +71,9 @@ impl SqlProjection for Licenses {
             LicenseEvent::ValidationBilled { .. }
             | LicenseEvent::HeartbeatBilled { .. }
             | LicenseEvent::OfflineActivated { .. }
-            | LicenseEvent::OfflineFileMinted { .. } => return vec![],
+            | LicenseEvent::OfflineFileMinted { .. }
+            | LicenseEvent::CommerceLinked { .. }
+            | LicenseEvent::CommerceUnlinked { .. } => return vec![],
         };
         vec![statement]
     }

@@ -1,6 +1,7 @@
 //! SQL read models as pure functions from an event to the statements that project it.
 
 mod audit;
+mod commerce_ledger;
 mod credit_ledger;
 mod licenses;
 mod webhook_outbox;
@@ -11,6 +12,7 @@ use licensd_store::{RecordedEvent, Statement};
 use std::sync::Arc;
 
 pub use audit::AuditLog;
+pub use commerce_ledger::CommerceLedger;
 pub use credit_ledger::CreditLedger;
 pub use licenses::Licenses;
 pub use webhook_outbox::WebhookOutbox;
@@ -27,7 +29,13 @@ pub trait SqlProjection: Send + Sync + 'static {
 }
 
 pub fn all_sql_projections() -> Vec<Arc<dyn SqlProjection>> {
-    vec![Arc::new(Licenses), Arc::new(CreditLedger), Arc::new(AuditLog), Arc::new(WebhookOutbox)]
+    vec![
+        Arc::new(Licenses),
+        Arc::new(CreditLedger),
+        Arc::new(AuditLog),
+        Arc::new(WebhookOutbox),
+        Arc::new(CommerceLedger),
+    ]
 }
 
 /// Timestamps in read models: RFC 3339, UTC, milliseconds, so text order is time order.

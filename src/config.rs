@@ -147,16 +147,57 @@ pub struct ServeConfig {
     /// Accepted age of a `Stripe-Signature` timestamp, in seconds.
     #[arg(long, env = "LICENSD_STRIPE_SIGNATURE_TOLERANCE_SECS", default_value_t = 300)]
     pub stripe_signature_tolerance_secs: i64,
+
+    /// Mark the dashboard session cookie `Secure` (sent only over HTTPS, or to localhost). Turn
+    /// off only to use the dashboard over plain HTTP on another host during development.
+    #[arg(long, env = "LICENSD_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cookie_secure: bool,
+
+    /// Failed dashboard sign-ins per email before it is locked for the lockout period.
+    #[arg(long, env = "LICENSD_DASHBOARD_MAX_FAILURES", default_value_t = 5)]
+    pub dashboard_max_failures: u32,
+
+    /// Dashboard lockout period (and the window failures are counted in), in seconds.
+    #[arg(long, env = "LICENSD_DASHBOARD_LOCKOUT_SECS", default_value_t = 900)]
+    pub dashboard_lockout_secs: u64,
+
+    /// Portal sign-in codes requested per client IP per 15 minutes.
+    #[arg(long, env = "LICENSD_PORTAL_CHALLENGES_PER_IP", default_value_t = 10)]
+    pub portal_challenges_per_ip: u32,
+
+    /// Portal sign-in codes requested per license key per 15 minutes.
+    #[arg(long, env = "LICENSD_PORTAL_CHALLENGES_PER_KEY", default_value_t = 5)]
+    pub portal_challenges_per_key: u32,
 }
 
 impl ServeConfig {
+    pub fn mailer(&self) -> anyhow::Result<Option<licensd_workers::commerce::mailer::Mailer>> {
+        let url = self.smtp_url.as_deref();
+        Ok(url
+            .map(|url| licensd_workers::commerce::mailer::Mailer::new(url, &self.smtp_from, self.portal_url.clone()))
+            .transpose()?)
+    }
+
+    pub fn dashboard(&self) -> licensd_api::dashboard::DashboardConfig {
+        licensd_api::dashboard::DashboardConfig {
+            secure_cookie: self.cookie_secure,
+            max_failures: self.dashboard_max_failures.max(1),
+            lockout: std::time::Duration::from_secs(self.dashboard_lockout_secs.max(1)),
+            ..Default::default()
+        }
+    }
+
+    pub fn portal(&self) -> anyhow::Result<licensd_api::portal::PortalConfig> {
+        Ok(licensd_api::portal::PortalConfig {
+            challenges_per_ip: self.portal_challenges_per_ip,
+            challenges_per_key: self.portal_challenges_per_key,
+            mailer: self.mailer()?,
+            ..Default::default()
+        })
+    }
+
     pub fn commerce(&self) -> anyhow::Result<licensd_workers::commerce::CommerceConfig> {
-        let mailer = match &self.smtp_url {
-            Some(url) => {
-                Some(licensd_workers::commerce::mailer::Mailer::new(url, &self.smtp_from, self.portal_url.clone())?)
-            }
-            None => None,
-        };
+        let mailer = self.mailer()?;
         Ok(licensd_workers::commerce::CommerceConfig {
             stripe_api_base: self.stripe_api_base.clone(),
             lemon_api_base: self.lemon_api_base.clone(),

@@ -32,6 +32,12 @@ pub enum AccountCommand {
         #[arg(long)]
         account: String,
     },
+    /// Set the merchant's dashboard password (read from the first line of stdin, so it stays out
+    /// of the process list and shell history); ends their open dashboard sessions.
+    SetPassword {
+        #[arg(long)]
+        account: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -61,6 +67,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 pub async fn account(config: &Config, command: AccountCommand) -> anyhow::Result<()> {
     let (account, change, suspended) = match command {
         AccountCommand::Create { email } => return create_account(config, &email).await,
+        AccountCommand::SetPassword { account } => return set_password(config, &account).await,
         AccountCommand::Suspend { account } => (account, DomainAccountCommand::Suspend, true),
         AccountCommand::Reinstate { account } => (account, DomainAccountCommand::Reinstate, false),
     };
@@ -70,6 +77,19 @@ pub async fn account(config: &Config, command: AccountCommand) -> anyhow::Result
     services.shutdown(None).await;
     result.context("cannot change the account")?;
     print(&json!({ "accountId": account_id, "suspended": suspended }));
+    Ok(())
+}
+
+async fn set_password(config: &Config, account: &str) -> anyhow::Result<()> {
+    let account_id: AccountId = account.parse().context("--account must be an account id (UUID)")?;
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password).context("cannot read the password from stdin")?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    let services = Services::open(config).await?;
+    let result = services.commands.set_dashboard_password(account_id, password, &Actor::Operator).await;
+    services.shutdown(None).await;
+    result.context("cannot set the password")?;
+    print(&json!({ "accountId": account_id, "dashboardLogin": true }));
     Ok(())
 }
 

@@ -50,6 +50,8 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         api_burst: serve.api_burst,
         api_per_second: serve.api_per_second,
         stripe_signature_tolerance_secs: serve.stripe_signature_tolerance_secs,
+        dashboard: serve.dashboard(),
+        portal: serve.portal()?,
         ..ApiConfig::default()
     };
     let app = router(AppState::new(services.commands.clone(), hot, hot_runner, api_config));

@@ -5,106 +5,16 @@
 
 mod common;
 
-use common::{Deployment, Server, TempDir};
-use hmac::{Hmac, Mac};
+use common::{fake_stripe_api, hmac_hex, Deployment, MailSink, Server, TempDir};
 use serde_json::{json, Value};
-use sha2::Sha256;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
+
 use std::time::{Duration, Instant};
 
 const BUYER: &str = "erin.buyer@example.com";
-
-fn hmac_hex(secret: &str, data: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(data);
-    hex::encode(mac.finalize().into_bytes())
-}
-
-/// A real SMTP server writing each message into a Maildir.
-struct MailSink {
-    child: Child,
-    port: u16,
-    maildir: PathBuf,
-}
-
-impl MailSink {
-    fn start(dir: &Path) -> Self {
-        let python = common::python_venv();
-        let maildir = dir.join("maildir");
-        let port = common::free_port();
-        let child = Command::new(python)
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(&maildir)
-            .spawn()
-            .expect("start aiosmtpd");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the SMTP server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Self { child, port, maildir }
-    }
-
-    fn messages(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(self.maildir.join("new")) else { return vec![] };
-        entries.flatten().filter_map(|e| std::fs::read_to_string(e.path()).ok()).collect()
-    }
-}
-
-impl Drop for MailSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Answers `GET /v1/checkout/sessions/{id}/line_items` like Stripe: a list of line items whose
-/// price is `price_<id>`; session `cs_down` answers 503 (a Stripe outage).
-fn fake_stripe_api() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request_line = String::new();
-            let _ = reader.read_line(&mut request_line);
-            let mut authorized = false;
-            loop {
-                let mut header = String::new();
-                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
-                    break;
-                }
-                authorized |= header.to_ascii_lowercase().starts_with("authorization: bearer sk_test_");
-            }
-            let path = request_line.split_whitespace().nth(1).unwrap_or_default().to_string();
-            let session = path.split('/').nth(4).unwrap_or_default().to_string();
-            let (status, body) = if !authorized {
-                ("401 Unauthorized", json!({ "error": { "type": "invalid_request_error" } }))
-            } else if session == "cs_down" {
-                ("503 Service Unavailable", json!({ "error": { "type": "api_error" } }))
-            } else {
-                let price = session.trim_start_matches("cs_").to_string();
-                let item = json!({
-                    "id": format!("li_{price}"), "object": "item", "amount_total": 1900, "currency": "usd",
-                    "description": "Pro", "quantity": 1,
-                    "price": { "id": format!("price_{price}"), "object": "price", "product": "prod_1", "type": "one_time" },
-                });
-                ("200 OK", json!({ "object": "list", "data": [item], "has_more": false, "url": path }))
-            };
-            let body = body.to_string();
-            let mut stream = stream;
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    base
-}
 
 struct Shop {
     server: Server,
@@ -232,7 +142,7 @@ fn stripe_and_lemon_purchases_flow_through_the_ledger_and_erasure_leaves_no_trac
     let dir = TempDir::new();
     let deployment = Deployment::sqlite(&dir.0);
     let mail = MailSink::start(&dir.0);
-    let stripe_api = fake_stripe_api();
+    let stripe_api = fake_stripe_api(Default::default());
     let smtp = format!("smtp://127.0.0.1:{}", mail.port);
     let log = dir.0.join("server.log");
     let env = [

@@ -11,6 +11,8 @@ use licensd_projections::ProjectionError;
 pub enum ApiError {
     BadRequest(String),
     InvalidApiKey,
+    /// A browser session (portal) is missing, expired or wrong: its own code and message.
+    Unauthorized(&'static str, String),
     NoCredits,
     Forbidden(String),
     NotFound(String),
@@ -29,6 +31,7 @@ impl ApiError {
             Self::InvalidApiKey => {
                 (StatusCode::UNAUTHORIZED, "invalid_api_key", "Missing, malformed or revoked API key".into())
             }
+            Self::Unauthorized(code, m) => (StatusCode::UNAUTHORIZED, code, m.clone()),
             Self::NoCredits => (StatusCode::PAYMENT_REQUIRED, "no_credits", "Insufficient credits".into()),
             Self::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone()),
             Self::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
@@ -54,6 +57,7 @@ impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
         match e {
             CommandError::Domain(d) => d.into(),
+            CommandError::Invalid(message) => Self::BadRequest(message),
             CommandError::Forbidden(what) => Self::Forbidden(format!("The {what} doesn't belong to your account")),
             e if e.is_unavailable() => Self::Unavailable(e.to_string()),
             CommandError::Store(licensd_store::StoreError::WrongExpectedVersion { .. }) => {
@@ -83,7 +87,8 @@ impl From<DomainError> for ApiError {
             | D::OfflineActivationLimitReached
             | D::MappingConflict(_)
             | D::LedgerNotWorkable
-            | D::LedgerNotReplayable => Self::Conflict(e.to_string()),
+            | D::LedgerNotReplayable
+            | D::PortalResetRefused(_) => Self::Conflict(e.to_string()),
             D::InvalidLicenseKey
             | D::InvalidHwidSlots
             | D::InvalidHwid { .. }
@@ -94,7 +99,8 @@ impl From<DomainError> for ApiError {
             | D::InvalidVariables(_)
             | D::InvalidSecurityList(_)
             | D::InvalidWebhook(_)
-            | D::InvalidMapping(_) => Self::BadRequest(e.to_string()),
+            | D::InvalidMapping(_)
+            | D::InvalidPortalPolicy(_) => Self::BadRequest(e.to_string()),
             D::UndecodableEvent { .. } => {
                 tracing::error!(error = %e, "stored event cannot be decoded");
                 Self::Internal

@@ -4,7 +4,7 @@ use crate::{ApiError, AppState};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use licensd_domain::{AccountId, ApiKeyId};
+use licensd_domain::AccountId;
 use serde::de::DeserializeOwned;
 
 /// `axum::Json` with `bad_request` / `payload_too_large` instead of axum's plain-text rejections.
@@ -50,11 +50,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// The caller of a Developer API request, from `Authorization: Bearer af_live_...`.
+/// The caller of a Developer API request: `Authorization: Bearer af_live_...`, or a dashboard
+/// session cookie (all scopes; unsafe methods need the session's `X-CSRF-Token`).
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub account_id: AccountId,
-    pub key_id: ApiKeyId,
+    /// Recorded in the events the request causes.
+    pub actor: licensd_commands::Actor,
 }
 
 /// Every scope a key can hold; `*` stands for all of them.
@@ -98,9 +100,10 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
+        let Some(authorization) = parts.headers.get(header::AUTHORIZATION) else {
+            return dashboard_caller(parts, state);
+        };
+        let token = Some(authorization)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
@@ -126,8 +129,22 @@ impl FromRequestParts<AppState> for Caller {
         if !key.scopes.iter().any(|s| s == "*" || *s == scope) {
             return Err(ApiError::Forbidden(format!("This API key lacks the '{scope}' scope")));
         }
-        Ok(Self { account_id: key.account_id, key_id: key.key_id })
+        Ok(Self { account_id: key.account_id, actor: licensd_commands::Actor::ApiKey(key.key_id) })
     }
+}
+
+/// A request from the dashboard page, authenticated by its session cookie.
+fn dashboard_caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let (token, account_id) = crate::dashboard::session(state, &parts.headers).ok_or(ApiError::InvalidApiKey)?;
+    let safe = parts.method == axum::http::Method::GET || parts.method == axum::http::Method::HEAD;
+    let presented = parts.headers.get(crate::dashboard::session::CSRF_HEADER).and_then(|v| v.to_str().ok());
+    if !safe && (crate::web::cross_site(&parts.headers) || !state.dashboard.csrf_ok(&token, presented)) {
+        return Err(ApiError::Forbidden("Missing or wrong X-CSRF-Token for this dashboard session".into()));
+    }
+    if !state.api_limiter.allow(&format!("dashboard:{account_id}")) {
+        return Err(ApiError::RateLimited);
+    }
+    Ok(Caller { account_id, actor: licensd_commands::Actor::Dashboard(account_id) })
 }
 
 #[cfg(test)]

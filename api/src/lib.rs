@@ -3,14 +3,18 @@
 
 pub mod auth;
 mod billing;
+pub mod dashboard;
 mod error;
 mod extract;
 mod health;
 mod limits;
 pub mod listener;
 mod metrics;
+pub mod portal;
+mod signed;
 mod state;
 mod v1;
+mod web;
 
 pub use auth::AuthConfig;
 pub use error::ApiError;
@@ -29,6 +33,9 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1::routes())
         .nest("/auth", auth::routes())
         .nest("/billing", billing::routes())
+        .nest("/portal", portal::routes())
+        .nest("/dashboard", dashboard::routes())
+        .merge(web::routes())
         // The documented (dashboard) path of GDPR erasure; the same operation as under /v1.
         .route("/apps/{app_id}/customers/forget", axum::routing::post(v1::forget_customer))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })

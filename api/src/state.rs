@@ -21,6 +21,8 @@ pub struct ApiConfig {
     pub api_per_second: u32,
     /// Oldest accepted `Stripe-Signature` timestamp, in seconds either side of now.
     pub stripe_signature_tolerance_secs: i64,
+    pub dashboard: crate::dashboard::DashboardConfig,
+    pub portal: crate::portal::PortalConfig,
 }
 
 impl Default for ApiConfig {
@@ -34,6 +36,8 @@ impl Default for ApiConfig {
             api_burst: 100,
             api_per_second: 50,
             stripe_signature_tolerance_secs: 300,
+            dashboard: Default::default(),
+            portal: Default::default(),
         }
     }
 }
@@ -48,6 +52,8 @@ pub struct AppState {
     pub api_limiter: Arc<crate::limits::TokenBuckets>,
     /// Sends the `test.ping` of the webhook test endpoint.
     pub webhook_sender: licensd_workers::webhooks::WebhookSender,
+    pub dashboard: Arc<crate::dashboard::DashboardAuth>,
+    pub portal: Arc<crate::portal::Portal>,
     /// Catches the in-memory model up on demand, one caller at a time; with the time the last
     /// catch-up started, so callers that queued behind it can share its result.
     refresher: Arc<tokio::sync::Mutex<(HotRunner, Option<std::time::Instant>)>>,
@@ -61,6 +67,8 @@ impl AppState {
                 Duration::from_secs(10),
                 config.webhook_destinations,
             ),
+            dashboard: Arc::new(crate::dashboard::DashboardAuth::new(commands.master_key(), config.dashboard.clone())),
+            portal: Arc::new(crate::portal::Portal::new(commands.master_key(), config.portal.clone())),
             api_limiter: Arc::new(crate::limits::TokenBuckets::new(config.api_burst, config.api_per_second)),
             commands,
             hot,

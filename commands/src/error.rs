@@ -16,6 +16,9 @@ pub enum CommandError {
     ShuttingDown,
     #[error("the write queue is full")]
     Overloaded,
+    /// Input the command refuses, with the reason.
+    #[error("{0}")]
+    Invalid(String),
     #[error("secret could not be opened: {0}")]
     Crypto(String),
     #[error(transparent)]

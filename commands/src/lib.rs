@@ -8,6 +8,7 @@ mod error;
 mod handlers;
 mod metadata;
 pub mod offline;
+pub mod password;
 mod pii;
 mod writer;
 

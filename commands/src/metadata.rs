@@ -7,6 +7,10 @@ pub enum Actor {
     /// The `licensd` command line, run by whoever operates the deployment.
     Operator,
     ApiKey(ApiKeyId),
+    /// A merchant signed in to the dashboard.
+    Dashboard(AccountId),
+    /// An end user signed in to the self-service portal.
+    PortalUser,
     /// An SDK client calling the public auth endpoints.
     Client,
     /// licensd itself (workers, process managers).
@@ -18,6 +22,8 @@ impl Actor {
         match self {
             Self::Operator => "operator".into(),
             Self::ApiKey(id) => format!("api_key:{id}"),
+            Self::Dashboard(account) => format!("dashboard:{account}"),
+            Self::PortalUser => "portal".into(),
             Self::Client => "client".into(),
             Self::System => "system".into(),
         }

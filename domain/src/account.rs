@@ -57,6 +57,13 @@ pub enum AccountEvent {
         provider: crate::commerce::Provider,
         at: DateTime<Utc>,
     },
+    /// Dashboard sign-in: a keyed digest of the merchant's email (the address stays in the PII
+    /// vault) and an Argon2id PHC verifier of the password. A new one ends every older session.
+    DashboardLoginSet {
+        email_digest: String,
+        password_hash: String,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for AccountEvent {
@@ -74,6 +81,7 @@ impl DomainEvent for AccountEvent {
             Self::LowBalanceAlertSet { .. } => "LowBalanceAlertSet",
             Self::CommerceConnected { .. } => "CommerceConnected",
             Self::CommerceDisconnected { .. } => "CommerceDisconnected",
+            Self::DashboardLoginSet { .. } => "DashboardLoginSet",
         }
     }
 }
@@ -123,6 +131,10 @@ pub enum AccountCommand {
     Disconnect {
         provider: crate::commerce::Provider,
     },
+    SetDashboardLogin {
+        email_digest: String,
+        password_hash: String,
+    },
 }
 
 impl Aggregate for AccountState {
@@ -152,7 +164,10 @@ impl Aggregate for AccountState {
                 account.connections.push(connection.clone());
             }
             E::CommerceDisconnected { provider, .. } => account.connections.retain(|c| c.provider != *provider),
-            E::AccountCreated { .. } | E::CreditsGranted { .. } | E::CreditsDebited { .. } => {}
+            E::AccountCreated { .. }
+            | E::CreditsGranted { .. }
+            | E::CreditsDebited { .. }
+            | E::DashboardLoginSet { .. } => {}
         }
         Self(Some(account))
     }
@@ -195,6 +210,9 @@ impl Aggregate for AccountState {
                     return Err(DomainError::NotFound("connection"));
                 }
                 vec![E::CommerceDisconnected { provider, at }]
+            }
+            C::SetDashboardLogin { email_digest, password_hash } => {
+                vec![E::DashboardLoginSet { email_digest, password_hash, at }]
             }
         };
         Ok(events)

@@ -153,6 +153,9 @@ pub struct AppSettings {
     /// Shown in buyer emails (an address or URL).
     #[serde(default)]
     pub support_contact: Option<String>,
+    /// Self-service portal limits and branding.
+    #[serde(default)]
+    pub portal: crate::portal::PortalPolicy,
 }
 
 impl DomainEvent for AppEvent {

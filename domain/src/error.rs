@@ -53,6 +53,10 @@ pub enum DomainError {
     LedgerNotWorkable,
     #[error("only skipped, failed or held ledger entries can be replayed")]
     LedgerNotReplayable,
+    #[error("invalid portal policy: {0}")]
+    InvalidPortalPolicy(String),
+    #[error("portal reset refused: {}", .0.explanation())]
+    PortalResetRefused(crate::portal::ResetRefusal),
     #[error("an event of type {event_type} v{schema_version} could not be decoded: {reason}")]
     UndecodableEvent { event_type: String, schema_version: i32, reason: String },
 }

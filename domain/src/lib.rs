@@ -11,6 +11,7 @@ mod error;
 mod event;
 mod ids;
 pub mod license;
+pub mod portal;
 mod security;
 mod variables;
 

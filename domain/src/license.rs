@@ -39,6 +39,11 @@ pub enum LicenseEvent {
     HwidReset {
         at: DateTime<Utc>,
     },
+    /// The end user reset their machines in the self-service portal (after `HwidReset`, in the
+    /// same append); the policy counts these.
+    PortalResetRecorded {
+        at: DateTime<Utc>,
+    },
     LicenseDeleted {
         at: DateTime<Utc>,
     },
@@ -107,6 +112,7 @@ impl DomainEvent for LicenseEvent {
             Self::LicenseExtended { .. } => "LicenseExtended",
             Self::HwidBound { .. } => "HwidBound",
             Self::HwidReset { .. } => "HwidReset",
+            Self::PortalResetRecorded { .. } => "PortalResetRecorded",
             Self::LicenseDeleted { .. } => "LicenseDeleted",
             Self::VariablesSet { .. } => "VariablesSet",
             Self::ValidationBilled { .. } => "ValidationBilled",
@@ -141,6 +147,8 @@ pub struct License {
     pub created_at: DateTime<Utc>,
     /// Machines that ever activated offline (HWID resets do not free them), with their files.
     pub offline_machines: Vec<OfflineMachine>,
+    /// When the end user reset machines through the portal, oldest first.
+    pub portal_resets: Vec<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -160,6 +168,8 @@ impl License {
     }
 }
 
+// Boxing `Live` would add an allocation to every fold on the hot path; the state is short-lived.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum LicenseState {
     #[default]
@@ -184,6 +194,10 @@ pub enum LicenseCommand {
         expires_at: Option<DateTime<Utc>>,
     },
     ResetHwid,
+    /// An end user's reset from the portal, allowed only inside the app's policy.
+    PortalReset {
+        policy: crate::portal::PortalPolicy,
+    },
     Delete,
     SetVariables(Variables),
     /// An SDK login from `hwid`: checks status and expiry, binds a free slot if needed.
@@ -243,6 +257,7 @@ impl Aggregate for LicenseState {
                     variables: Variables::default(),
                     created_at: *created_at,
                     offline_machines: Vec::new(),
+                    portal_resets: Vec::new(),
                 })
             }
             (_, E::LicenseDeleted { .. }) => return Self::Deleted,
@@ -255,6 +270,7 @@ impl Aggregate for LicenseState {
             E::LicenseExtended { expires_at, .. } => license.expires_at = *expires_at,
             E::HwidBound { hwid, .. } => license.hwids.push(hwid.clone()),
             E::HwidReset { .. } => license.hwids.clear(),
+            E::PortalResetRecorded { at } => license.portal_resets.push(*at),
             E::VariablesSet { variables, .. } => license.variables = variables.clone(),
             E::OfflineActivated { hwid, jti, file, .. } => license.offline_machines.push(OfflineMachine {
                 hwid: hwid.clone(),
@@ -310,6 +326,11 @@ impl Aggregate for LicenseState {
             }
             C::ResetHwid if license.hwids.is_empty() => vec![],
             C::ResetHwid => vec![E::HwidReset { at }],
+            C::PortalReset { policy } => {
+                crate::portal::evaluate_reset(&policy, &license.portal_resets, license.hwids.len(), now)
+                    .map_err(DomainError::PortalResetRefused)?;
+                vec![E::HwidReset { at }, E::PortalResetRecorded { at }]
+            }
             C::Delete => vec![E::LicenseDeleted { at }],
             C::SetVariables(variables) => vec![E::VariablesSet { variables, at }],
             C::Authenticate { hwid } => authenticate(license, hwid, now)?,

@@ -22,6 +22,17 @@ pub struct AccountView {
     pub balance: i64,
     pub low_balance_threshold: Option<u64>,
     pub api_keys: Vec<ApiKeyId>,
+    /// Times dashboard credentials were set (0: never); dashboard sessions carry it.
+    pub login_generation: u32,
+}
+
+/// A merchant's dashboard credentials, found by the keyed digest of their email.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DashboardLogin {
+    pub account_id: AccountId,
+    pub password_hash: String,
+    /// How many times credentials were set; sessions carry it, so a new password ends them.
+    pub generation: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +61,8 @@ pub struct HotModel {
     burn: DashMap<AppId, VecDeque<(i64, u64)>>,
     /// Commerce connections by id (the id is in the provider's webhook URL).
     connections: DashMap<uuid::Uuid, (AccountId, Connection)>,
+    /// Dashboard logins by email digest.
+    logins: DashMap<String, DashboardLogin>,
     position: watch::Sender<Position>,
 }
 
@@ -78,6 +91,7 @@ impl HotModel {
             nonce_window,
             burn: DashMap::new(),
             connections: DashMap::new(),
+            logins: DashMap::new(),
             position: watch::channel(Position::START).0,
         }
     }
@@ -130,6 +144,10 @@ impl HotModel {
             self.connections.iter().filter(|c| c.0 == account_id).map(|c| c.value().1.clone()).collect();
         found.sort_by_key(|c| c.provider.as_str());
         found
+    }
+
+    pub fn dashboard_login(&self, email_digest: &str) -> Option<DashboardLogin> {
+        self.logins.get(email_digest).map(|l| l.clone())
     }
 
     pub fn api_keys_of(&self, account_id: AccountId) -> Vec<ApiKeyView> {
@@ -263,6 +281,13 @@ impl HotModel {
             }
             AccountEvent::CommerceDisconnected { provider, .. } => {
                 self.connections.retain(|_, (owner, c)| !(*owner == account_id && c.provider == *provider));
+            }
+            AccountEvent::DashboardLoginSet { email_digest, password_hash, .. } => {
+                account.login_generation += 1;
+                let generation = account.login_generation;
+                self.logins.retain(|_, login| login.account_id != account_id);
+                let login = DashboardLogin { account_id, password_hash: password_hash.clone(), generation };
+                self.logins.insert(email_digest.clone(), login);
             }
         }
     }

@@ -2,11 +2,19 @@
 
 #![allow(dead_code)] // each test file uses a different part of this harness
 
+use hmac::{Hmac, Mac};
+use serde_json::json;
 use serde_json::Value;
+use sha2::Sha256;
+use std::io::Write;
 use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_licensd");
 
@@ -49,6 +57,22 @@ impl Deployment {
         let output = self.command(args).output().expect("run licensd");
         assert!(output.status.success(), "licensd {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
         serde_json::from_slice(&output.stdout).expect("JSON output")
+    }
+
+    /// An operator command given `input` on stdin (e.g. `account set-password`).
+    pub fn cli_with_input(&self, args: &[&str], input: &str) -> Value {
+        use std::io::Write as _;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run licensd");
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "licensd {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).expect("the command prints JSON")
     }
 
     /// Runs an operator command expected to fail; returns its stderr.
@@ -311,4 +335,94 @@ pub fn python_venv() -> PathBuf {
 /// A port that was free a moment ago, for servers that cannot report the one they bound.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn hmac_hex(secret: &str, data: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(data);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// A real SMTP server writing each message into a Maildir.
+pub struct MailSink {
+    child: Child,
+    pub port: u16,
+    maildir: PathBuf,
+}
+
+impl MailSink {
+    pub fn start(dir: &Path) -> Self {
+        let python = python_venv();
+        let maildir = dir.join("maildir");
+        let port = free_port();
+        let child = Command::new(python)
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .spawn()
+            .expect("start aiosmtpd");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the SMTP server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, port, maildir }
+    }
+
+    pub fn messages(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.maildir.join("new")) else { return vec![] };
+        entries.flatten().filter_map(|e| std::fs::read_to_string(e.path()).ok()).collect()
+    }
+}
+
+impl Drop for MailSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Answers `GET /v1/checkout/sessions/{id}/line_items` like Stripe: a list of line items whose
+/// price is `price_<id>`; session `cs_down` answers 503 (a Stripe outage), and so does every
+/// session while `outage` is set.
+pub fn fake_stripe_api(outage: Arc<AtomicBool>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            let mut authorized = false;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                    break;
+                }
+                authorized |= header.to_ascii_lowercase().starts_with("authorization: bearer sk_test_");
+            }
+            let path = request_line.split_whitespace().nth(1).unwrap_or_default().to_string();
+            let session = path.split('/').nth(4).unwrap_or_default().to_string();
+            let (status, body) = if !authorized {
+                ("401 Unauthorized", json!({ "error": { "type": "invalid_request_error" } }))
+            } else if session == "cs_down" || outage.load(Ordering::SeqCst) {
+                ("503 Service Unavailable", json!({ "error": { "type": "api_error" } }))
+            } else {
+                let price = session.trim_start_matches("cs_").to_string();
+                let item = json!({
+                    "id": format!("li_{price}"), "object": "item", "amount_total": 1900, "currency": "usd",
+                    "description": "Pro", "quantity": 1,
+                    "price": { "id": format!("price_{price}"), "object": "price", "product": "prod_1", "type": "one_time" },
+                });
+                ("200 OK", json!({ "object": "list", "data": [item], "has_more": false, "url": path }))
+            };
+            let body = body.to_string();
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    base
 }

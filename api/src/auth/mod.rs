@@ -9,7 +9,7 @@ mod error;
 mod heartbeat;
 mod hotpath;
 mod keyring;
-mod limits;
+pub(crate) mod limits;
 mod selfban;
 mod session;
 mod token;
@@ -122,7 +122,7 @@ async fn in_hot_path_scope(request: axum::extract::Request, next: axum::middlewa
 pub struct ClientIp(pub Option<IpAddr>);
 
 impl ClientIp {
-    fn limit_key(self) -> String {
+    pub(crate) fn limit_key(self) -> String {
         self.0.map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
     }
 }

@@ -2,8 +2,6 @@
 //! The SDKs read `exp` (and Go `expiresIn`) from the first part; the rest is for licensd's own
 //! heartbeat and self-ban checks. Stateless: any unexpired token licensd issued is accepted.
 
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -26,38 +24,28 @@ pub fn hwid_digest(hwid: &str) -> String {
     hex::encode(&Sha256::digest(hwid.as_bytes())[..16])
 }
 
-pub struct TokenKey([u8; 32]);
+/// Same format as the browser sessions' tokens ([`crate::signed::Signer`]), under its own key.
+pub struct TokenKey(crate::signed::Signer);
 
 impl TokenKey {
     pub fn new(key: [u8; 32]) -> Self {
-        Self(key)
-    }
-
-    fn mac(&self) -> Hmac<Sha256> {
-        <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length")
+        Self(crate::signed::Signer::new(key))
     }
 
     pub fn mint(&self, claims: &Claims) -> String {
-        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
-        let mut mac = self.mac();
-        mac.update(body.as_bytes());
-        format!("{body}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+        self.0.sign(claims)
     }
 
     /// The claims of a token this key minted (the MAC is checked in constant time), expired or not.
     pub fn open(&self, token: &str) -> Option<Claims> {
-        let (body, tag) = token.split_once('.')?;
-        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-        let mut mac = self.mac();
-        mac.update(body.as_bytes());
-        mac.verify_slice(&tag).ok()?;
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).ok()?).ok()
+        self.0.verify(token)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 
     fn claims() -> Claims {
         Claims { exp: 10, expires_in: 10, app: "a".into(), lic: "L".into(), hw: hwid_digest("h"), ttl: 3600, iat: 1 }

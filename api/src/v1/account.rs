@@ -6,7 +6,6 @@ use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use licensd_commands::Actor;
 use licensd_domain::account::AccountCommand;
 use licensd_domain::ApiKeyId;
 use licensd_store::SqlValue;
@@ -32,7 +31,7 @@ pub async fn create_key(
     if let Some(unknown) = body.scopes.iter().find(|s| *s != "*" && !SCOPES.contains(&s.as_str())) {
         return Err(ApiError::BadRequest(format!("unknown scope '{unknown}'; known: *, {}", SCOPES.join(", "))));
     }
-    let actor = Actor::ApiKey(caller.key_id);
+    let actor = caller.actor.clone();
     let (key_id, api_key, result) =
         state.commands.issue_api_key(caller.account_id, body.scopes.clone(), &actor).await?;
     visible(&state, result.position).await?;
@@ -62,7 +61,7 @@ pub async fn revoke_key(
 ) -> Result<Json<Value>, ApiError> {
     let key_id: ApiKeyId = key_id.parse().map_err(|_| ApiError::NotFound("The API key doesn't exist".into()))?;
     let command = AccountCommand::RevokeApiKey { key_id };
-    let executed = state.commands.account_command(caller.account_id, command, &Actor::ApiKey(caller.key_id)).await?;
+    let executed = state.commands.account_command(caller.account_id, command, &caller.actor).await?;
     visible(&state, executed.position()).await?;
     Ok(Json(json!({ "ok": true })))
 }
@@ -95,7 +94,7 @@ pub async fn put_credit_settings(
     ApiJson(body): ApiJson<AlertSettings>,
 ) -> Result<Json<Value>, ApiError> {
     let command = AccountCommand::SetLowBalanceAlert { threshold: body.low_balance_threshold };
-    let executed = state.commands.account_command(caller.account_id, command, &Actor::ApiKey(caller.key_id)).await?;
+    let executed = state.commands.account_command(caller.account_id, command, &caller.actor).await?;
     visible(&state, executed.position()).await?;
     Ok(credits_json(&state, &caller))
 }

@@ -6,7 +6,6 @@ use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use licensd_commands::Actor;
 use licensd_domain::app::{App, AppCommand, AppSettings};
 use licensd_domain::{AppId, SecurityLists, Variables};
 use serde::Deserialize;
@@ -25,7 +24,7 @@ pub(crate) fn owned_app(state: &AppState, caller: &Caller, app_id: &str) -> Resu
 
 /// Runs an app command for the caller and returns the app as the read model then shows it.
 pub(crate) async fn change(state: &AppState, caller: &Caller, app: &App, command: AppCommand) -> Result<App, ApiError> {
-    let actor = Actor::ApiKey(caller.key_id);
+    let actor = caller.actor.clone();
     let executed = state.commands.app_command(caller.account_id, app.app_id, command, &actor).await?;
     visible(state, executed.position()).await?;
     state.hot.app(app.app_id).ok_or(ApiError::Internal)
@@ -98,7 +97,7 @@ pub async fn get_settings(
     ApiPath(app_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let app = owned_app(&state, &caller, &app_id)?;
-    Ok(Json(serde_json::to_value(&app.settings).unwrap_or_default()))
+    Ok(Json(settings_json(&app.settings)))
 }
 
 /// Applies the fields present in `body` to `settings`: a cap of `null` removes it.
@@ -149,7 +148,7 @@ pub async fn put_settings(
     let app = owned_app(&state, &caller, &app_id)?;
     let settings = merge_settings(app.settings.clone(), &body)?;
     let app = change(&state, &caller, &app, AppCommand::SetSettings(settings)).await?;
-    Ok(Json(serde_json::to_value(&app.settings).unwrap_or_default()))
+    Ok(Json(settings_json(&app.settings)))
 }
 
 /// `POST /v1/apps/{appId}/signing-keys` (beyond the docs): a new key signs from now on; the
@@ -238,4 +237,63 @@ pub async fn rotate_secret(
     let (secret, sealed) = state.commands.new_app_secret(app.app_id);
     change(&state, &caller, &app, AppCommand::RotateSecret { secret: sealed }).await?;
     Ok(Json(json!({ "appId": app.app_id, "appSecret": secret })))
+}
+
+/// Settings on the wire; the portal policy has its own resource (`/apps/{appId}/portal`).
+pub(crate) fn settings_json(settings: &AppSettings) -> Value {
+    let mut value = serde_json::to_value(settings).unwrap_or_default();
+    if let Some(fields) = value.as_object_mut() {
+        fields.remove("portal");
+    }
+    value
+}
+
+/// The portal policy on the wire, with the buyer-email switch of commerce fulfilment beside it.
+fn portal_json(settings: &AppSettings) -> Json<Value> {
+    let mut policy = serde_json::to_value(&settings.portal).unwrap_or_default();
+    if let Some(fields) = policy.as_object_mut() {
+        fields.insert("emailBuyers".into(), Value::Bool(!settings.commerce_emails_disabled));
+    }
+    Json(policy)
+}
+
+pub async fn get_portal(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(app_id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(portal_json(&owned_app(&state, &caller, &app_id)?.settings))
+}
+
+/// `PUT /v1/apps/{appId}/portal`: the fields given replace the app's portal policy fields.
+pub async fn put_portal(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(app_id): ApiPath<String>,
+    ApiJson(mut body): ApiJson<Map<String, Value>>,
+) -> Result<Json<Value>, ApiError> {
+    let app = owned_app(&state, &caller, &app_id)?;
+    let mut settings = app.settings.clone();
+    match body.remove("emailBuyers") {
+        Some(Value::Bool(on)) => settings.commerce_emails_disabled = !on,
+        Some(_) => return Err(ApiError::BadRequest("emailBuyers must be a boolean".into())),
+        None => {}
+    }
+    let mut merged = serde_json::to_value(&settings.portal).unwrap_or_default();
+    if let Some(fields) = merged.as_object_mut() {
+        for (field, value) in body {
+            if !fields.contains_key(&field) {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown field '{field}': use resetLimit, resetWindowDays, cooldownHours, supportUrl, \
+                     supportEmail, displayName, accentColor or emailBuyers"
+                )));
+            }
+            fields.insert(field, value);
+        }
+    }
+    let policy: licensd_domain::portal::PortalPolicy =
+        serde_json::from_value(merged).map_err(|e| ApiError::BadRequest(format!("invalid portal policy: {e}")))?;
+    settings.portal = policy.validated()?;
+    let app = change(&state, &caller, &app, AppCommand::SetSettings(settings)).await?;
+    Ok(portal_json(&app.settings))
 }

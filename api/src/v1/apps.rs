@@ -5,7 +5,6 @@ use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use licensd_commands::Actor;
 use licensd_domain::app::{App, AppCommand};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -21,7 +20,7 @@ pub async fn create(
     caller: Caller,
     ApiJson(body): ApiJson<CreateApp>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let actor = Actor::ApiKey(caller.key_id);
+    let actor = caller.actor.clone();
     let created = state.commands.create_app(caller.account_id, &body.name, &actor).await?;
     visible(&state, created.result.position).await?;
     let app = state.hot.app(created.app_id).ok_or(ApiError::Internal)?;
@@ -46,7 +45,7 @@ fn app_json(app: &App) -> Value {
         "publicKeys": app.signing_keys.iter().rev()
             .map(|k| json!({ "keyId": k.key_id, "publicKey": k.public_key }))
             .collect::<Vec<_>>(),
-        "settings": app.settings,
+        "settings": super::app_settings::settings_json(&app.settings),
         "createdAt": iso(app.created_at),
     })
 }

@@ -8,7 +8,6 @@ use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use licensd_commands::Actor;
 use licensd_domain::account::AccountCommand;
 use licensd_domain::app::{App, AppCommand};
 use licensd_domain::commerce::{Connection, LedgerCommand, LedgerState, MappingKind, ProductMapping, Provider};
@@ -67,7 +66,7 @@ pub async fn put_connection(
         signing_secret: key.seal(secret.as_bytes(), &connection_secret_purpose(connection_id)),
         api_key: api_key.map(|k| key.seal(k.as_bytes(), &connection_key_purpose(connection_id))),
     };
-    let actor = Actor::ApiKey(caller.key_id);
+    let actor = caller.actor.clone();
     let executed =
         state.commands.account_command(caller.account_id, AccountCommand::Connect(connection), &actor).await?;
     visible(&state, executed.position()).await?;
@@ -86,7 +85,7 @@ pub async fn delete_connection(
     ApiPath(provider_name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let provider = provider(&provider_name)?;
-    let actor = Actor::ApiKey(caller.key_id);
+    let actor = caller.actor.clone();
     let command = AccountCommand::Disconnect { provider };
     let executed = state.commands.account_command(caller.account_id, command, &actor).await?;
     visible(&state, executed.position()).await?;
@@ -303,7 +302,7 @@ pub async fn get_event(
 }
 
 async fn replay_stream(state: &AppState, caller: &Caller, stream: &str) -> Result<(), ApiError> {
-    let actor = Actor::ApiKey(caller.key_id);
+    let actor = caller.actor.clone();
     let account = Some(caller.account_id);
     state.commands.execute::<LedgerState>(stream, LedgerCommand::Replay, &actor, account, |_| Ok(())).await?;
     Ok(())
@@ -398,7 +397,7 @@ pub async fn forget_customer(
         return Err(ApiError::BadRequest("give customerEmail, providerCustomerId or both".into()));
     }
     let subject = Subject { email, customer_id };
-    let actor = Actor::ApiKey(caller.key_id);
+    let actor = caller.actor.clone();
     let vault = state.commands.pii();
 
     let mut licenses_redacted = 0u64;

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use licensd_commands::offline::{parse_activation_request, HwidBinding, MAX_REQUEST_HWID_CHARS};
-use licensd_commands::{Actor, NewLicense};
+use licensd_commands::NewLicense;
 use licensd_domain::license::{
     License, LicenseCommand, LicenseStatus, MAX_HWID_SLOTS, MIN_HWID_SLOTS, OFFLINE_MINT_CREDITS,
 };
@@ -73,7 +73,7 @@ pub async fn create(
         max_hwid_slots: slots as u8,
         label: body.label,
     };
-    let actor = Actor::ApiKey(caller.key_id);
+    let actor = caller.actor.clone();
     let created = state.commands.create_licenses(caller.account_id, spec, quantity as usize, &actor).await?;
     if let Some(last) = created.iter().map(|(_, r)| r.position).max() {
         visible(&state, last).await?;
@@ -95,7 +95,37 @@ pub async fn get(
     if license.account_id != caller.account_id {
         return Err(ApiError::Forbidden("The license's app doesn't belong to your account".into()));
     }
-    Ok(Json(license_json(&license)))
+    let subject = licensd_domain::StreamCategory::License.stream_id(&license.key);
+    let email = state.commands.pii().get(&subject, "email").await?;
+    let mut answer = license_json(&license);
+    answer["email"] = json!(email);
+    Ok(Json(answer))
+}
+
+/// `GET /v1/licenses/{key}/events`: every event of the license, as recorded (the audit trail of
+/// one key: creation, bindings, resets, billing, portal resets, commerce links).
+pub async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(key): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    use licensd_store::EventStore;
+    let license = owned_license(&state, &caller, &key)?;
+    let stream = licensd_domain::StreamCategory::License.stream_id(&license.key);
+    let events = state.commands.store().read_stream(&stream, 0).await?;
+    let events: Vec<Value> = events
+        .into_iter()
+        .map(|e| {
+            json!({
+                "version": e.version,
+                "type": e.event_type,
+                "at": iso(e.recorded_at),
+                "actor": e.metadata.get("actor").and_then(Value::as_str).unwrap_or("unknown"),
+                "data": e.payload,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "events": events })))
 }
 
 /// The caller's license, or 404/403.
@@ -116,7 +146,7 @@ async fn change(
     license: &License,
     command: LicenseCommand,
 ) -> Result<Option<License>, ApiError> {
-    let actor = Actor::ApiKey(caller.key_id);
+    let actor = caller.actor.clone();
     let executed = state.commands.license_command(caller.account_id, &license.key, command, &actor).await?;
     visible(state, executed.position()).await?;
     Ok(state.hot.license(&license.key))
@@ -248,6 +278,8 @@ pub async fn mint_offline_file(
 #[serde(rename_all = "camelCase")]
 pub struct ListQuery {
     app_id: Option<String>,
+    /// Part of a key or label, any case.
+    search: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
@@ -277,6 +309,12 @@ pub async fn list(
         }
         None => Cursor { c: String::new(), k: String::new() },
     };
+    let search = query.search.unwrap_or_default();
+    if search.chars().count() > 100 {
+        return Err(ApiError::BadRequest("search must be at most 100 characters".into()));
+    }
+    // LIKE wildcards in the search text match themselves only approximately; harmless for a filter.
+    let pattern = format!("%{}%", search.trim().to_uppercase());
     // The listing reads the SQL read model; bring it up to date so a write just made shows.
     state.refresh_sql(std::sync::Arc::new(licensd_projections::sql::Licenses)).await?;
     let rows = state
@@ -285,8 +323,9 @@ pub async fn list(
         .query_rows(
             "SELECT license_key, created_at FROM rm_licenses
              WHERE app_id = $1 AND (created_at > $2 OR (created_at = $2 AND license_key > $3))
+               AND (UPPER(license_key) LIKE $5 OR UPPER(COALESCE(label, '')) LIKE $5)
              ORDER BY created_at, license_key LIMIT $4",
-            &[app.app_id.to_string().into(), after.c.into(), after.k.into(), (limit + 1).into()],
+            &[app.app_id.to_string().into(), after.c.into(), after.k.into(), (limit + 1).into(), pattern.into()],
         )
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
@@ -314,7 +353,7 @@ pub struct EmailBody {
 }
 
 /// `PUT /v1/licenses/{key}/email`: the buyer's email (personal data: sealed in the PII vault,
-/// never in events); `null` removes it.
+/// never in events); `null` or `""` removes it.
 pub async fn put_email(
     State(state): State<AppState>,
     caller: Caller,
@@ -324,7 +363,7 @@ pub async fn put_email(
     let license = owned_license(&state, &caller, &key)?;
     let subject = licensd_domain::StreamCategory::License.stream_id(&license.key);
     let vault = state.commands.pii();
-    match body.email {
+    match body.email.filter(|e| !e.trim().is_empty()) {
         Some(email) => {
             let email = licensd_commands::normalize_email(&email)
                 .map_err(|_| ApiError::BadRequest("email is not a valid address".into()))?;

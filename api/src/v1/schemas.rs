@@ -36,6 +36,28 @@ pub fn all() -> Value {
             "supportContact": { "type": "string", "maxLength": 200, "nullable": true },
         },
     });
+    let portal_policy = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "resetLimit": { "type": "integer", "minimum": 0, "maximum": 100 },
+            "resetWindowDays": { "type": "integer", "minimum": 1, "maximum": 3650 },
+            "cooldownHours": { "type": "integer", "minimum": 0, "maximum": 8760 },
+            "supportUrl": { "type": "string", "maxLength": 500, "nullable": true },
+            "supportEmail": { "type": "string", "maxLength": 254, "nullable": true },
+            "displayName": { "type": "string", "maxLength": 80, "nullable": true },
+            "accentColor": { "type": "string", "pattern": "^#[0-9A-Fa-f]{6}$", "nullable": true },
+            "emailBuyers": { "type": "boolean" },
+        },
+    });
+    let history_event = json!({
+        "type": "object",
+        "required": ["version", "type", "at", "actor", "data"],
+        "properties": {
+            "version": { "type": "integer" }, "type": string(), "at": string(), "actor": string(),
+            "data": { "type": "object" },
+        },
+    });
     let app = json!({
         "type": "object",
         "required": ["appId", "name", "disabled", "publicKeys", "settings", "createdAt"],
@@ -92,6 +114,8 @@ pub fn all() -> Value {
             "type": "object", "required": ["keyId", "publicKey", "active"],
             "properties": { "keyId": string(), "publicKey": string(), "active": { "type": "boolean" } } } } } },
         "Settings": settings,
+        "PortalPolicy": portal_policy,
+        "HistoryEvent": history_event,
         "Variables": {
             "type": "object", "maxProperties": licensd_domain::MAX_VARIABLES,
             "additionalProperties": { "oneOf": [{ "type": "string" }, { "type": "number" }, { "type": "boolean" }] },

@@ -72,8 +72,12 @@ pub fn operations() -> Vec<Operation> {
         ("licenseKey", "string", false),
         ("limit", "integer", false),
     ];
-    const LIST: &[(&str, &str, bool)] =
-        &[("appId", "string", true), ("limit", "integer", false), ("cursor", "string", false)];
+    const LICENSE_LIST: &[(&str, &str, bool)] = &[
+        ("appId", "string", true),
+        ("search", "string", false),
+        ("limit", "integer", false),
+        ("cursor", "string", false),
+    ];
     let string = json!({ "type": "string" });
     let known_scopes: Vec<&str> = std::iter::once("*").chain(crate::extract::SCOPES).collect();
     let scopes = json!({ "type": "array", "minItems": 1, "items": { "type": "string", "enum": known_scopes } });
@@ -94,6 +98,11 @@ pub fn operations() -> Vec<Operation> {
         op("put", "/apps/{app_id}/settings", on(PUT, app_settings::put_settings), "Change app settings (omitted fields stay)")
             .body(reference("Settings"))
             .returns(200, reference("Settings")),
+        op("get", "/apps/{app_id}/portal", on(GET, app_settings::get_portal), "Get the self-service portal policy")
+            .returns(200, reference("PortalPolicy")),
+        op("put", "/apps/{app_id}/portal", on(PUT, app_settings::put_portal), "Change the portal policy (omitted fields stay)")
+            .body(reference("PortalPolicy"))
+            .returns(200, reference("PortalPolicy")),
         op("get", "/apps/{app_id}/variables", on(GET, app_settings::get_variables), "Get app variables").returns(200, reference("Variables")),
         op("put", "/apps/{app_id}/variables", on(PUT, app_settings::put_variables), "Replace app variables")
             .body(reference("Variables"))
@@ -122,10 +131,12 @@ pub fn operations() -> Vec<Operation> {
         op("post", "/licenses", on(POST, licenses::create), "Create 1 to 100 licenses")
             .body(reference("LicenseCreate"))
             .returns(201, object(json!({ "licenses": array(reference("License")) }), &["licenses"])),
-        op("get", "/licenses", on(GET, licenses::list), "List an app's licenses, oldest first")
-            .query(LIST)
+        op("get", "/licenses", on(GET, licenses::list), "List an app's licenses, oldest first (search: key or label)")
+            .query(LICENSE_LIST)
             .returns(200, reference("LicensePage")),
         op("get", "/licenses/{key}", on(GET, licenses::get), "Get a license").returns(200, reference("License")),
+        op("get", "/licenses/{key}/events", on(GET, licenses::history), "The license's event history, oldest first")
+            .returns(200, object(json!({ "events": array(reference("HistoryEvent")) }), &["events"])),
         op("put", "/licenses/{key}", on(PUT, licenses::update), "Revoke, activate, extend or reset HWIDs")
             .body(reference("LicenseAction"))
             .returns(200, object(json!({ "ok": { "type": "boolean" }, "license": reference("License") }), &["ok", "license"])),

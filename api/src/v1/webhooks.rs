@@ -9,7 +9,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
-use licensd_commands::Actor;
 use licensd_domain::app::{App, AppCommand, Webhook};
 use licensd_store::{SqlValue, Statement};
 use serde::Deserialize;
@@ -79,7 +78,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let app = owned_app(&state, &caller, &app_id)?;
     let url = check_url(&state, &body.url)?;
-    let actor = Actor::ApiKey(caller.key_id);
+    let actor = caller.actor.clone();
     let enabled = body.enabled.unwrap_or(true);
     let (webhook, secret, result) =
         state.commands.create_webhook(caller.account_id, app.app_id, url, body.events, enabled, &actor).await?;

@@ -73,7 +73,8 @@ impl SqlProjection for Licenses {
             | LicenseEvent::OfflineActivated { .. }
             | LicenseEvent::OfflineFileMinted { .. }
             | LicenseEvent::CommerceLinked { .. }
-            | LicenseEvent::CommerceUnlinked { .. } => return vec![],
+            | LicenseEvent::CommerceUnlinked { .. }
+            | LicenseEvent::PortalResetRecorded { .. } => return vec![],
         };
         vec![statement]
     }

@@ -62,13 +62,19 @@ impl Mailer {
     }
 
     pub async fn send(&self, delivery: &Delivery<'_>) -> Result<(), MailError> {
-        let to: Mailbox = delivery.to.parse().map_err(|_| MailError::Recipient)?;
+        let subject = format!("Your {} license", delivery.app_name);
+        self.send_text(delivery.to, &subject, self.body(delivery)).await
+    }
+
+    /// A plain-text message to one recipient.
+    pub async fn send_text(&self, to: &str, subject: &str, body: String) -> Result<(), MailError> {
+        let to: Mailbox = to.parse().map_err(|_| MailError::Recipient)?;
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(format!("Your {} license", delivery.app_name))
+            .subject(subject)
             .header(ContentType::TEXT_PLAIN)
-            .body(self.body(delivery))
+            .body(body)
             .map_err(|e| MailError::Config(e.to_string()))?;
         self.transport.send(message).await.map(drop).map_err(|e| MailError::Send(e.to_string()))
     }

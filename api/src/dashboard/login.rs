@@ -1,0 +1,94 @@
+//! Sign-in and sign-out forms.
+
+use crate::auth::ClientIp;
+use crate::web::{cross_site, page};
+use crate::AppState;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use serde::Deserialize;
+
+const LOGIN_PAGE: &str = include_str!("../../assets/login.html");
+
+pub async fn form(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if super::session(&state, &headers).is_some() {
+        return Redirect::to("/dashboard").into_response();
+    }
+    page(StatusCode::OK, LOGIN_PAGE, &[("error", ""), ("email", "")])
+}
+
+#[derive(Deserialize)]
+pub struct Credentials {
+    email: String,
+    password: String,
+}
+
+fn refused(status: StatusCode, message: &str, email: &str) -> Response {
+    page(status, LOGIN_PAGE, &[("error", message), ("email", email)])
+}
+
+pub async fn sign_in(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    Form(credentials): Form<Credentials>,
+) -> Response {
+    if cross_site(&headers) {
+        return refused(StatusCode::FORBIDDEN, "Sign in from this site's own page.", "");
+    }
+    let email = credentials.email.trim();
+    if !state.dashboard.allow_ip(&ip.limit_key()) {
+        return refused(StatusCode::TOO_MANY_REQUESTS, "Too many sign-in attempts. Try again later.", email);
+    }
+    let Ok(digest) = licensd_commands::password::email_digest(state.commands.master_key(), email) else {
+        return refused(StatusCode::UNAUTHORIZED, "The email or password is wrong.", email);
+    };
+    if state.dashboard.locked(&digest) {
+        tracing::warn!("dashboard sign-in refused: too many failures for this email");
+        let minutes = state.dashboard.config.lockout.as_secs().div_ceil(60);
+        let message = format!("Too many failed attempts. This sign-in is locked for up to {minutes} minutes.");
+        return refused(StatusCode::TOO_MANY_REQUESTS, &message, email);
+    }
+    let login = match state.hot.dashboard_login(&digest) {
+        Some(login) => Some(login),
+        None => state.refresh().await.ok().and_then(|_| state.hot.dashboard_login(&digest)),
+    };
+    let verifier = login.as_ref().map_or(state.dashboard.decoy_verifier(), |l| &l.password_hash).to_string();
+    let password = credentials.password;
+    let matches =
+        tokio::task::spawn_blocking(move || licensd_commands::password::verify_password(&password, &verifier))
+            .await
+            .unwrap_or(false);
+    let account = login.filter(|_| matches).and_then(|login| {
+        let view = state.hot.account(login.account_id)?;
+        (view.exists && !view.suspended).then_some((login.account_id, view.login_generation))
+    });
+    let Some((account_id, generation)) = account else {
+        state.dashboard.record_failure(&digest);
+        return refused(StatusCode::UNAUTHORIZED, "The email or password is wrong.", email);
+    };
+    state.dashboard.clear_failures(&digest);
+    tracing::info!(%account_id, "dashboard sign-in");
+    let token = state.dashboard.issue(account_id, generation, state.commands.now());
+    let mut response = Redirect::to("/dashboard").into_response();
+    response.headers_mut().insert(header::SET_COOKIE, state.dashboard.set_cookie(&token));
+    response
+}
+
+#[derive(Deserialize)]
+pub struct SignOut {
+    csrf: String,
+}
+
+pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<SignOut>) -> Response {
+    match super::session(&state, &headers) {
+        Some((token, _)) if state.dashboard.csrf_ok(&token, Some(&form.csrf)) => {
+            let mut response = Redirect::to("/dashboard/login").into_response();
+            response.headers_mut().insert(header::SET_COOKIE, state.dashboard.clear_cookie());
+            response
+        }
+        Some(_) => (StatusCode::FORBIDDEN, "stale form; reload the page").into_response(),
+        None => Redirect::to("/dashboard/login").into_response(),
+    }
+}

@@ -1,0 +1,373 @@
+//! The dashboard and the self-service portal in a real browser (headless Chromium driven over
+//! WebDriver), against the real binary, a real SMTP server and a local server speaking Stripe's
+//! line-items API. Screenshots of the main pages go to `target/screenshots/` (or
+//! `LICENSD_SCREENSHOT_DIR`), kept by CI as artifacts.
+//!
+//! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
+//! `chromium-driver`; `.ci/run` installs them). Without them the test fails, never skips, in CI.
+
+mod common;
+
+use common::{fake_stripe_api, hmac_hex, Deployment, MailSink, Server, TempDir};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MERCHANT: &str = "merchant@example.com";
+const PASSWORD: &str = "a long dashboard password";
+const BUYER: &str = "dana.buyer@example.com";
+const STRIPE_SECRET: &str = "whsec_browser_test";
+
+struct ChromeDriver(Child, u16);
+
+impl ChromeDriver {
+    fn start() -> Self {
+        let port = common::free_port();
+        let child = Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into()))
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is needed: install Debian's chromium and chromium-driver");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self(child, port)
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn browser(driver: &ChromeDriver, profile: &std::path::Path) -> Client {
+    let args = [
+        "--headless=new".to_string(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        "--disable-quic".into(),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--window-size=1280,1000".into(),
+        format!("--user-data-dir={}", profile.display()),
+    ];
+    let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert("goog:chromeOptions".into(), json!({ "binary": binary, "args": args }));
+    // Plain HTTP to the local driver: no TLS stack needed.
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{}", driver.1))
+        .await
+        .expect("connect to chromedriver")
+}
+
+struct Page {
+    client: Client,
+    base: String,
+    shots: PathBuf,
+}
+
+impl Page {
+    async fn open(&self, path: &str) {
+        self.client.goto(&format!("{}{path}", self.base)).await.expect("navigate");
+    }
+
+    async fn wait(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.wait(css).await.text().await.expect("text")
+    }
+
+    async fn fill(&self, css: &str, value: &str) {
+        let input = self.wait(css).await;
+        input.clear().await.expect("clear");
+        input.send_keys(value).await.expect("type");
+    }
+
+    async fn submit(&self, form_css: &str) {
+        self.wait(&format!("{form_css} button[type=submit]")).await.click().await.expect("submit");
+    }
+
+    async fn shot(&self, name: &str) {
+        let png = self.client.screenshot().await.expect("screenshot");
+        std::fs::write(self.shots.join(format!("{name}.png")), png).expect("write screenshot");
+    }
+
+    /// Waits until `css` holds text containing `needle`.
+    async fn until_text(&self, css: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(element) = self.client.find(Locator::Css(css)).await {
+                if let Ok(text) = element.text().await {
+                    if text.contains(needle) {
+                        return text;
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                self.shot("failure").await;
+                let source = self.client.source().await.unwrap_or_default();
+                panic!("{css} never showed {needle:?}; the page (screenshot failure.png):\n{source}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Runs the harness's blocking HTTP and process calls without stalling the async browser driver.
+fn blocking<T>(call: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(call)
+}
+
+/// The newest sign-in code mailed to `to`, waiting for it to arrive.
+fn code_for(mail: &MailSink, to: &str, seen: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let codes: Vec<String> = mail
+            .messages()
+            .iter()
+            .filter(|m| m.contains(to) && m.contains("sign-in code"))
+            .filter_map(|m| {
+                m.lines()
+                    .map(str::trim)
+                    .find(|l| l.len() == 6 && l.chars().all(|c| c.is_ascii_digit()))
+                    .map(String::from)
+            })
+            .collect();
+        if codes.len() > seen {
+            return codes.last().unwrap().clone();
+        }
+        assert!(Instant::now() < deadline, "no sign-in code arrived for {to}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn bind_machine(server: &Server, app_id: &str, secret: &str, key: &str, hwid: &str) {
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let body = json!({ "appId": app_id, "appSecret": secret, "licenseKey": key, "hwid": hwid, "nonce": nonce });
+    let (status, answer) = server.auth("/auth/validate", &body);
+    assert_eq!((status, answer["status"].as_str()), (200, Some("ok")), "{answer}");
+}
+
+/// A Stripe checkout whose line items cannot be read during an outage, so it ends up held.
+fn held_purchase(server: &Server, api_key: &str, app_id: &str) -> String {
+    let (status, connection) = server.send(
+        "PUT",
+        api_key,
+        "/v1/commerce/connections/stripe",
+        Some(&json!({ "signingSecret": STRIPE_SECRET, "apiKey": "sk_test_browser" })),
+    );
+    assert_eq!(status, 200, "{connection}");
+    let mapping = json!({ "provider": "stripe", "priceId": "price_pro", "appId": app_id, "kind": "one_time" });
+    let (status, answer) = server.post(api_key, "/v1/commerce/mappings", &mapping);
+    assert_eq!(status, 201, "{answer}");
+    let event = json!({ "id": "evt_browser_1", "object": "event", "type": "checkout.session.completed",
+        "created": 1_700_000_000, "data": { "object": {
+            "id": "cs_pro", "object": "checkout.session", "mode": "payment", "payment_status": "paid",
+            "customer": "cus_dana", "payment_intent": "pi_browser", "customer_details": { "email": BUYER } } } });
+    let body = event.to_string();
+    let t = chrono::Utc::now().timestamp();
+    let signature = format!("t={t},v1={}", hmac_hex(STRIPE_SECRET, format!("{t}.{body}").as_bytes()));
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}{}", server.base, connection["webhookPath"].as_str().unwrap()))
+        .header("Stripe-Signature", signature)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    ledger_status(server, api_key, "evt_browser_1", "held")
+}
+
+/// Waits for the ledger entry of `external_id` to reach `status`; returns its event id.
+fn ledger_status(server: &Server, api_key: &str, external_id: &str, status: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, page) = server.get(api_key, "/v1/commerce/events?limit=50");
+        let entry = page["events"].as_array().and_then(|events| {
+            events.iter().find(|e| e["externalEventId"] == external_id && e["status"] == status).cloned()
+        });
+        if let Some(entry) = entry {
+            return entry["eventId"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "{external_id} never became {status}: {page}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merchant_and_end_user_flows_work_in_a_real_browser() {
+    let dir = TempDir::new();
+    let shots = std::env::var("LICENSD_SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("screenshots"));
+    std::fs::create_dir_all(&shots).unwrap();
+    let _ = std::fs::remove_file(shots.join("failure.png"));
+    let mail = blocking(|| MailSink::start(&dir.0));
+    let outage = Arc::new(AtomicBool::new(true));
+    let stripe = fake_stripe_api(outage.clone());
+    let deployment = Deployment::sqlite(&dir.0);
+    let smtp = format!("smtp://127.0.0.1:{}", mail.port);
+    let server = blocking(|| {
+        deployment.start_with(&[
+            ("LICENSD_SMTP_URL", smtp.as_str()),
+            ("LICENSD_STRIPE_API_BASE", stripe.as_str()),
+            ("LICENSD_COMMERCE_RETRY_DELAY_MS", "200"),
+        ])
+    });
+    let account = blocking(|| deployment.cli(&["account", "create", "--email", MERCHANT]));
+    let account_id = account["accountId"].as_str().unwrap().to_string();
+    let api_key = account["apiKey"].as_str().unwrap().to_string();
+    blocking(|| deployment.cli(&["credits", "grant", "--account", &account_id, "--amount", "1000"]));
+    blocking(|| {
+        deployment.cli_with_input(&["account", "set-password", "--account", &account_id], &format!("{PASSWORD}\n"))
+    });
+
+    let driver = ChromeDriver::start();
+    let client = browser(&driver, &dir.0.join("chromium-profile")).await;
+    // `localhost` (not 127.0.0.1): browsers treat it as a secure context, so the Secure cookie works.
+    let base = server.base.replace("127.0.0.1", "localhost");
+    let page = Page { client, base, shots };
+
+    // Sign-in: a wrong password is refused, the right one lands on the apps page.
+    page.open("/dashboard").await;
+    page.fill("#email", MERCHANT).await;
+    page.fill("#password", "not the password").await;
+    page.submit("#login-form").await;
+    page.until_text("#login-error", "wrong").await;
+    page.shot("dashboard-login").await;
+    page.fill("#password", PASSWORD).await;
+    page.submit("#login-form").await;
+    page.wait("#new-app-name").await;
+
+    // Create an app; its credentials are shown once.
+    page.fill("#new-app-name", "Acme Editor").await;
+    page.submit("main form").await;
+    let app_id = page.text("#shown-once code[data-field='App ID']").await;
+    let app_secret = page.text("#shown-once code[data-field='App secret']").await;
+    page.shot("dashboard-app-created").await;
+    page.wait("#open-new-app").await.click().await.unwrap();
+
+    // Portal policy: 2 resets per 30 days, no cooldown, branded; the support URL gets https://.
+    page.fill("#policy-limit", "2").await;
+    page.fill("#policy-cooldown", "0").await;
+    page.fill("#policy-support-url", "help.acme.example/tickets").await;
+    page.fill("#policy-display-name", "Acme Licenses").await;
+    page.fill("#policy-accent", "#a78bfa").await;
+    page.submit("#portal-policy").await;
+    page.until_text("#flash", "Portal policy saved").await;
+    let (_, policy) = blocking(|| server.get(&api_key, &format!("/v1/apps/{app_id}/portal")));
+    assert_eq!(policy["supportUrl"], "https://help.acme.example/tickets", "{policy}");
+    assert_eq!((policy["resetLimit"].as_u64(), policy["accentColor"].as_str()), (Some(2), Some("#A78BFA")));
+
+    // Generate a license and attach the buyer's email.
+    page.fill("#gen-label", "browser test").await;
+    page.submit("form:has(#gen-quantity)").await;
+    let key = page.text("#generated-keys li a").await;
+    page.shot("dashboard-app").await;
+    page.wait("#generated-keys li a").await.click().await.unwrap();
+    page.fill("#portal-email", BUYER).await;
+    page.submit("#portal-email-form").await;
+    page.until_text("#license-email", BUYER).await;
+    let (_, license) = blocking(|| server.get(&api_key, &format!("/v1/licenses/{key}")));
+    assert_eq!(license["email"], BUYER, "{license}");
+
+    // The end user signs in through the portal with the code from the real mailbox.
+    blocking(|| bind_machine(&server, &app_id, &app_secret, &key, "machine-a"));
+    page.open("/portal").await;
+    assert_eq!(page.text("#portal-title").await, "License portal", "no branding before sign-in");
+    page.fill("#license-key", &key).await;
+    page.fill("#email", &BUYER.to_uppercase()).await;
+    page.shot("portal-sign-in").await;
+    page.submit("#challenge-form").await;
+    page.wait("#code").await;
+    let code = blocking(|| code_for(&mail, BUYER, 0));
+    page.fill("#code", &code).await;
+    page.submit("#code-form").await;
+    page.until_text("#devices", "1 bound").await;
+    assert_eq!(page.text("#portal-title").await, "Acme Licenses", "branding after sign-in");
+    assert!(!page.text("#masked-key").await.contains(&key[5..9]), "the key is shown masked");
+    page.shot("portal-home").await;
+
+    // Reset until the policy refuses: two resets, then the button is disabled with the reason.
+    for (round, machine) in ["machine-b", "machine-c"].iter().enumerate() {
+        page.wait("#reset-button:not([disabled])").await.click().await.unwrap();
+        page.until_text("#devices", "0 bound").await;
+        blocking(|| bind_machine(&server, &app_id, &app_secret, &key, machine));
+        page.open("/portal").await;
+        page.until_text("#devices", "1 bound").await;
+        let (_, history) = blocking(|| server.get(&api_key, &format!("/v1/licenses/{key}/events")));
+        let recorded =
+            history["events"].as_array().unwrap().iter().filter(|e| e["type"] == "PortalResetRecorded").count();
+        assert_eq!(recorded, round + 1, "{history}");
+    }
+    page.wait("#reset-button[disabled]").await;
+    let reason = page.text("#reset-reason").await;
+    assert!(reason.contains("all 2 device resets"), "{reason}");
+    let support = page.wait("#support-link").await.attr("href").await.unwrap();
+    assert_eq!(support.as_deref(), Some("https://help.acme.example/tickets"));
+    page.shot("portal-reset-refused").await;
+    // The API refuses as well: the policy is enforced server-side, not by the button.
+    let (status, answer) = blocking(|| server.get(&api_key, &format!("/v1/licenses/{key}")));
+    assert_eq!((status, answer["hwidList"].as_array().map(Vec::len)), (200, Some(1)));
+
+    // A purchase held by a Stripe outage is replayed from the dashboard once Stripe is back.
+    let event_id = blocking(|| held_purchase(&server, &api_key, &app_id));
+    outage.store(false, Ordering::SeqCst);
+    page.open("/dashboard#/commerce?status=held").await;
+    page.until_text(".event-status", "held").await;
+    page.shot("dashboard-commerce-held").await;
+    page.wait(&format!("button.replay[data-event='{event_id}']")).await.click().await.unwrap();
+    blocking(|| ledger_status(&server, &api_key, "evt_browser_1", "processed"));
+    page.open("/dashboard#/commerce").await;
+    page.until_text(".event-status", "processed").await;
+    page.shot("dashboard-commerce").await;
+    let (_, entry) = blocking(|| server.get(&api_key, &format!("/v1/commerce/events/{event_id}")));
+    assert_eq!(entry["licenseKeys"].as_array().map(Vec::len), Some(1), "{entry}");
+
+    // The other pages render for this account.
+    for (route, marker, name) in [
+        ("#/credits", "#balance", "dashboard-credits"),
+        ("#/api-keys", "main table", "dashboard-api-keys"),
+        ("#/audit", "main table", "dashboard-audit"),
+        (&format!("#/licenses/{key}") as &str, ".event-type", "dashboard-license"),
+    ] {
+        page.open(&format!("/dashboard{route}")).await;
+        page.wait(marker).await;
+        page.shot(name).await;
+    }
+    assert!(page.text("main").await.contains("PortalResetRecorded"), "the license history shows portal resets");
+
+    // A request from the page without its CSRF token is refused.
+    let forged: Value = page
+        .client
+        .execute(
+            "return fetch('/v1/apps', {method: 'POST', headers: {'Content-Type': 'application/json'}, \
+             body: JSON.stringify({name: 'forged'})}).then(r => r.status)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(forged, json!(403));
+    page.client.close().await.unwrap();
+}

@@ -372,8 +372,8 @@ const routes = [
 async function route() {
   const hash = location.hash || "#/apps";
   for (const link of document.querySelectorAll("header nav a")) {
-    link.toggleAttribute("aria-current", hash.startsWith(link.getAttribute("href")));
     if (hash.startsWith(link.getAttribute("href"))) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
   }
   for (const [pattern, render] of routes) {
     const match = hash.match(pattern);

@@ -35,13 +35,7 @@ async fn receive(
     let (Some(provider), Ok(connection_id)) = (Provider::parse(&provider), connection_id.parse::<Uuid>()) else {
         return Ok(not_found());
     };
-    let connection = match state.hot.connection(connection_id) {
-        Some(found) => Some(found),
-        None => {
-            state.refresh().await?;
-            state.hot.connection(connection_id)
-        }
-    };
+    let connection = state.lookup(|hot| hot.connection(connection_id)).await?;
     let Some((account_id, connection)) = connection.filter(|(_, c)| c.provider == provider) else {
         return Ok(not_found());
     };

@@ -111,13 +111,7 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or(ApiError::InvalidApiKey)?;
         // Keys are looked up by their SHA-256: the secret itself is never compared or stored.
         let hash = licensd_commands::api_key_hash(token);
-        let key = match state.hot.api_key(&hash) {
-            Some(key) => key,
-            None => {
-                state.refresh().await?;
-                state.hot.api_key(&hash).ok_or(ApiError::InvalidApiKey)?
-            }
-        };
+        let key = state.lookup(|hot| hot.api_key(&hash)).await?.ok_or(ApiError::InvalidApiKey)?;
         let account = state.hot.account(key.account_id).ok_or(ApiError::InvalidApiKey)?;
         if account.suspended {
             return Err(ApiError::Forbidden("The account is suspended".into()));

@@ -88,6 +88,16 @@ impl AppState {
         licensd_projections::SqlRunner::new(store, projection, Default::default()).catch_up().await.map(drop)
     }
 
+    /// Looks something up in the in-memory model, catching it up once on a miss (the thing may
+    /// have been written a moment ago by another process); `None` when it is still missing.
+    pub async fn lookup<T>(&self, find: impl Fn(&HotModel) -> Option<T>) -> Result<Option<T>, ProjectionError> {
+        if let Some(found) = find(&self.hot) {
+            return Ok(Some(found));
+        }
+        self.refresh().await?;
+        Ok(find(&self.hot))
+    }
+
     /// Reads the log up to now into the in-memory model. Used when a lookup misses: the missing
     /// thing may have been written a moment ago by another process (an operator command, another
     /// node) that the background tail has not polled yet.

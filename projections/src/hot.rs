@@ -31,8 +31,6 @@ pub struct AccountView {
 pub struct DashboardLogin {
     pub account_id: AccountId,
     pub password_hash: String,
-    /// How many times credentials were set; sessions carry it, so a new password ends them.
-    pub generation: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -284,9 +282,8 @@ impl HotModel {
             }
             AccountEvent::DashboardLoginSet { email_digest, password_hash, .. } => {
                 account.login_generation += 1;
-                let generation = account.login_generation;
                 self.logins.retain(|_, login| login.account_id != account_id);
-                let login = DashboardLogin { account_id, password_hash: password_hash.clone(), generation };
+                let login = DashboardLogin { account_id, password_hash: password_hash.clone() };
                 self.logins.insert(email_digest.clone(), login);
             }
         }

@@ -50,10 +50,7 @@ pub async fn sign_in(
         let message = format!("Too many failed attempts. This sign-in is locked for up to {minutes} minutes.");
         return refused(StatusCode::TOO_MANY_REQUESTS, &message, email);
     }
-    let login = match state.hot.dashboard_login(&digest) {
-        Some(login) => Some(login),
-        None => state.refresh().await.ok().and_then(|_| state.hot.dashboard_login(&digest)),
-    };
+    let login = state.lookup(|hot| hot.dashboard_login(&digest)).await.ok().flatten();
     let verifier = login.as_ref().map_or(state.dashboard.decoy_verifier(), |l| &l.password_hash).to_string();
     let password = credentials.password;
     let matches =

@@ -59,12 +59,8 @@ pub async fn challenge(
     Ok(Json(json!({ "ok": true, "challengeId": challenge_id, "message": GENERIC_ANSWER, "requestId": request_id })))
 }
 
-/// The license, looked up again after a catch-up when the in-memory model misses it.
 async fn find_license(state: &AppState, key: &LicenseKey) -> Option<License> {
-    match state.hot.license(key) {
-        Some(license) => Some(license),
-        None => state.refresh().await.ok().and_then(|_| state.hot.license(key)),
-    }
+    state.lookup(|hot| hot.license(key)).await.ok().flatten()
 }
 
 async fn license_email(state: &AppState, key: &LicenseKey) -> Result<Option<String>, CommandError> {

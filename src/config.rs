@@ -67,6 +67,14 @@ pub struct ServeConfig {
     #[arg(long, env = "LICENSD_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
+    /// Validations and heartbeats served at once; more are shed with 429 `rate_limited`.
+    #[arg(long, env = "LICENSD_AUTH_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub auth_max_in_flight: usize,
+
+    /// How long the SQL read models gather commits before projecting them in one transaction.
+    #[arg(long, env = "LICENSD_PROJECTION_PACE_MS", default_value_t = 100)]
+    pub projection_pace_ms: u64,
+
     /// PEM certificate chain; with `LICENSD_TLS_KEY` the server speaks HTTPS only.
     #[arg(long, env = "LICENSD_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,
@@ -207,6 +215,12 @@ impl ServeConfig {
         })
     }
 
+    /// How the SQL read models follow the log (the in-memory model follows every commit).
+    pub fn sql_tail(&self) -> licensd_projections::TailConfig {
+        let pace = std::time::Duration::from_millis(self.projection_pace_ms);
+        licensd_projections::TailConfig { pace, ..Default::default() }
+    }
+
     pub fn webhooks(&self) -> licensd_workers::webhooks::WebhookConfig {
         licensd_workers::webhooks::WebhookConfig {
             max_attempts: self.webhook_max_attempts.max(1),
@@ -230,6 +244,7 @@ impl ServeConfig {
             heartbeat_per_key: self.heartbeat_per_key,
             selfban_per_ip: self.selfban_per_ip,
             selfban_per_key: self.selfban_per_key,
+            max_in_flight: self.auth_max_in_flight,
             ..licensd_api::AuthConfig::default()
         }
     }

@@ -9,6 +9,11 @@ use clap::{Parser, Subcommand};
 use config::{Config, ServeConfig};
 use std::process::ExitCode;
 
+// Many small, short-lived allocations across threads per request: mimalloc spends a fraction
+// of the system allocator's time on them (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "licensd",

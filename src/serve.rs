@@ -25,8 +25,8 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     );
     let commits = services.commands.writer().subscribe_commits();
     let commerce = serve.commerce()?;
-    let workers =
-        Workers::start(&services.commands, hot.clone(), commits, TailConfig::default(), serve.webhooks(), commerce);
+    let tails = (TailConfig::default(), serve.sql_tail());
+    let workers = Workers::start(&services.commands, hot.clone(), commits, tails, serve.webhooks(), commerce);
 
     let tls = match (&serve.tls_cert, &serve.tls_key) {
         (Some(cert), Some(key)) => Some(tls_config(cert, key)?),

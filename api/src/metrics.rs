@@ -52,6 +52,12 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         "SQL reads issued by /auth/validate and /auth/heartbeat (served from memory: stays 0 unless another process wrote the same license concurrently).",
         &[("", licensd_store::hot_path_sql_reads())],
     );
+    metric(
+        "licensd_auth_shed_total",
+        "counter",
+        "Validations and heartbeats refused with 429 because LICENSD_AUTH_MAX_IN_FLIGHT were being served.",
+        &[("", state.auth.shed.load(Ordering::Relaxed))],
+    );
     let position = state.hot.position();
     metric(
         "licensd_read_model_position",

@@ -2,6 +2,7 @@
 //! State changes reuse the domain's own `evolve`, so the read model cannot drift from the rules.
 
 use crate::ProjectionError;
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use licensd_domain::account::AccountEvent;
 use licensd_domain::app::{App, AppState};
@@ -214,6 +215,10 @@ impl HotModel {
         if let LicenseEvent::ValidationBilled { nonce: Some(nonce), at, .. } = event {
             self.remember_nonce(&key, nonce, *at);
         }
+        // The entry may already show this event: the hot path records its own appends at once.
+        if self.licenses.get(&key).is_some_and(|entry| entry.1 >= version) {
+            return;
+        }
         let state = match self.licenses.remove(&key) {
             Some((_, (license, _))) => LicenseState::Live(license),
             None => LicenseState::Missing,
@@ -221,6 +226,27 @@ impl HotModel {
         if let LicenseState::Live(license) = state.evolve(event) {
             self.licenses.insert(key, (license, version));
         }
+    }
+
+    /// Records a license as it is after an append the caller just committed at `version`,
+    /// before the tail reads that append back from the log: the next decision about the license
+    /// then starts from it. Only the license entry moves (and only forward); balances, burn and
+    /// nonces follow when the tail applies the events, which then skips the entry.
+    pub fn record_license(&self, license: License, version: u64) {
+        match self.licenses.entry(license.key.clone()) {
+            Entry::Occupied(mut entry) if entry.get().1 < version => {
+                entry.insert((license, version));
+            }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(entry) => {
+                entry.insert((license, version));
+            }
+        }
+    }
+
+    /// Remembers a nonce used by a committed validation at once (the tail adds it again).
+    pub fn record_nonce(&self, app_id: AppId, nonce: &str) {
+        self.nonces.insert(format!("{app_id}:{nonce}"), ());
     }
 
     fn remember_nonce(&self, key: &LicenseKey, nonce: &str, at: chrono::DateTime<chrono::Utc>) {

@@ -17,11 +17,19 @@ pub struct TailConfig {
     /// First idle wait; doubles while idle up to `max_idle`.
     pub min_idle: Duration,
     pub max_idle: Duration,
+    /// After catching up, wait this long before the next step, so the commits of that time are
+    /// projected in one transaction (zero: follow every commit at once).
+    pub pace: Duration,
 }
 
 impl Default for TailConfig {
     fn default() -> Self {
-        Self { batch: 1000, min_idle: Duration::from_millis(5), max_idle: Duration::from_millis(250) }
+        Self {
+            batch: 1000,
+            min_idle: Duration::from_millis(5),
+            max_idle: Duration::from_millis(250),
+            pace: Duration::ZERO,
+        }
     }
 }
 
@@ -41,8 +49,14 @@ async fn tail<F, Fut>(
     while !*stop.borrow() {
         match step().await {
             Ok(0) => {}
-            Ok(_) => {
+            Ok(n) => {
                 idle = config.min_idle;
+                if n < config.batch && !config.pace.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(config.pace) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
                 continue;
             }
             Err(e) => {

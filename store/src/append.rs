@@ -2,6 +2,7 @@
 
 use crate::{AppendRequest, AppendResult, ExpectedVersion, NewEvent, Position, StoreError};
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 use std::future::Future;
 use uuid::Uuid;
 
@@ -26,9 +27,34 @@ pub(crate) struct StoredId {
     pub position: Position,
 }
 
+/// The head of a multi-row insert; rows follow as `VALUES (...), (...)` in column order.
+pub(crate) const INSERT_EVENTS: &str =
+    "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload, metadata, recorded_at) ";
+
+/// One event row of a multi-row insert.
+pub(crate) struct EventRow<'a> {
+    pub stream_id: &'a str,
+    pub version: u64,
+    pub event: &'a NewEvent,
+}
+
+/// Rows per multi-row `INSERT` (8 parameters each, well under either backend's limit).
+pub(crate) const ROWS_PER_INSERT: usize = 1000;
+
 /// The statements the append algorithm needs inside one open write transaction.
 pub(crate) trait AppendTx: Send {
     fn stream_version(&mut self, stream_id: &str) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+    /// The current version of each named stream that has events (absent ones are at 0).
+    fn stream_versions(
+        &mut self,
+        stream_ids: &[&str],
+    ) -> impl Future<Output = Result<HashMap<String, u64>, sqlx::Error>> + Send;
+    /// Inserts every row in one statement per [`ROWS_PER_INSERT`]; returns each event's position.
+    fn insert_rows(
+        &mut self,
+        rows: &[EventRow<'_>],
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<HashMap<Uuid, Position>, sqlx::Error>> + Send;
     fn insert(
         &mut self,
         stream_id: &str,
@@ -62,17 +88,81 @@ fn unique_violation(e: &sqlx::Error) -> Option<Violation> {
     }
 }
 
-/// Appends every request in its own savepoint of the caller's transaction.
+/// Appends a batch of requests inside the caller's transaction: all of them in a few
+/// statements when nothing stands in the way (the usual case), else one at a time, each in
+/// its own savepoint, so one request's conflict never fails another.
 pub(crate) async fn append_all<T: AppendTx>(
     tx: &mut T,
     requests: Vec<AppendRequest>,
 ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
     let now = Utc::now();
+    if let Some(results) = append_together(tx, &requests, now).await? {
+        return Ok(results);
+    }
     let mut results = Vec::with_capacity(requests.len());
     for request in &requests {
         results.push(append_one(tx, request, now).await?);
     }
     Ok(results)
+}
+
+/// Every request at once: one read of the streams' versions, one insert. `None`, with nothing
+/// changed, when any expectation fails or any event id is stored already (a retried append):
+/// those need the one-at-a-time path, which tells the cases apart.
+async fn append_together<T: AppendTx>(
+    tx: &mut T,
+    requests: &[AppendRequest],
+    now: DateTime<Utc>,
+) -> Result<Option<Vec<Result<AppendResult, StoreError>>>, StoreError> {
+    if requests.iter().any(|r| r.events.is_empty()) {
+        return Ok(None);
+    }
+    let mut streams: Vec<&str> = requests.iter().map(|r| r.stream_id.as_str()).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    let mut versions = tx.stream_versions(&streams).await?;
+    let mut rows = Vec::new();
+    let mut after = Vec::with_capacity(requests.len());
+    for request in requests {
+        let current = versions.entry(request.stream_id.clone()).or_insert(0);
+        let holds = match request.expected {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => *current == 0,
+            ExpectedVersion::Exact(n) => *current == n,
+        };
+        if !holds {
+            return Ok(None);
+        }
+        for (offset, event) in (1..).zip(&request.events) {
+            rows.push(EventRow { stream_id: &request.stream_id, version: *current + offset, event });
+        }
+        *current += request.events.len() as u64;
+        after.push(*current);
+    }
+    tx.exec("SAVEPOINT licensd_batch").await?;
+    let positions = match tx.insert_rows(&rows, now).await {
+        Ok(positions) => positions,
+        Err(e) if unique_violation(&e).is_some() => {
+            tx.exec("ROLLBACK TO SAVEPOINT licensd_batch").await?;
+            tx.exec("RELEASE SAVEPOINT licensd_batch").await?;
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tx.exec("RELEASE SAVEPOINT licensd_batch").await?;
+    let results = requests
+        .iter()
+        .zip(after)
+        .map(|(request, version)| {
+            let last = request.events.last().map(|e| e.event_id).unwrap_or_default();
+            let position = positions
+                .get(&last)
+                .copied()
+                .ok_or_else(|| StoreError::Corrupt(format!("the insert returned no position for event {last}")))?;
+            Ok(AppendResult { version, position, idempotent: false })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Some(results.into_iter().map(Ok).collect()))
 }
 
 /// Races with a concurrent writer on an `Any` append are retried this often.

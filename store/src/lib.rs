@@ -95,6 +95,15 @@ impl Store {
         self.query_text("SELECT 'ok'", &[]).await.map(drop)
     }
 
+    /// Background upkeep a server runs every second: the SQLite WAL checkpoint (Postgres
+    /// checkpoints by itself).
+    pub async fn maintain(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.checkpoint().await.map(drop),
+            Self::Postgres(_) => Ok(()),
+        }
+    }
+
     pub async fn close(&self) {
         match self {
             Self::Sqlite(s) => s.close().await,

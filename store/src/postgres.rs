@@ -3,11 +3,14 @@
 //! late. Each event records its writing transaction id; readers only take events of transactions
 //! older than the oldest still running (`pg_snapshot_xmin`), ordered by (tx, position).
 
-use crate::append::{append_all, insert_event_sql, AppendTx, StoredId, STREAM_VERSION_SQL};
+use crate::append::{
+    append_all, insert_event_sql, AppendTx, EventRow, StoredId, INSERT_EVENTS, ROWS_PER_INSERT, STREAM_VERSION_SQL,
+};
 use crate::{AppendRequest, AppendResult, EventStore, NewEvent, Position, RecordedEvent, StoreError, StoreOptions};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
+use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -59,6 +62,42 @@ impl AppendTx for PgAppend<'_> {
     async fn stream_version(&mut self, stream_id: &str) -> Result<u64, sqlx::Error> {
         let version: i64 = sqlx::query_scalar(STREAM_VERSION_SQL).bind(stream_id).fetch_one(&mut **self.0).await?;
         Ok(version as u64)
+    }
+
+    async fn stream_versions(&mut self, stream_ids: &[&str]) -> Result<HashMap<String, u64>, sqlx::Error> {
+        let rows =
+            sqlx::query("SELECT stream_id, MAX(version) FROM events WHERE stream_id = ANY($1) GROUP BY stream_id")
+                .bind(stream_ids)
+                .fetch_all(&mut **self.0)
+                .await?;
+        rows.into_iter().map(|row| Ok((row.try_get(0)?, row.try_get::<i64, _>(1)? as u64))).collect()
+    }
+
+    async fn insert_rows(
+        &mut self,
+        rows: &[EventRow<'_>],
+        at: DateTime<Utc>,
+    ) -> Result<HashMap<Uuid, Position>, sqlx::Error> {
+        let mut positions = HashMap::with_capacity(rows.len());
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut query = QueryBuilder::<Postgres>::new(INSERT_EVENTS);
+            query.push_values(chunk, |mut values, row| {
+                values
+                    .push_bind(row.event.event_id)
+                    .push_bind(row.stream_id)
+                    .push_bind(row.version as i64)
+                    .push_bind(&row.event.event_type)
+                    .push_bind(row.event.schema_version)
+                    .push_bind(&row.event.payload)
+                    .push_bind(&row.event.metadata)
+                    .push_bind(at);
+            });
+            query.push(" RETURNING event_id, tx_id, position");
+            for row in query.build().fetch_all(&mut **self.0).await? {
+                positions.insert(row.try_get(0)?, Position { tx: row.try_get(1)?, seq: row.try_get(2)? });
+            }
+        }
+        Ok(positions)
     }
 
     async fn insert(

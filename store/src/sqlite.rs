@@ -1,11 +1,14 @@
 //! SQLite backend: one file in WAL mode, a single writer connection and a pool of readers.
 //! One writer commits in sequence order, so plain `position` order is a safe global order.
 
-use crate::append::{append_all, insert_event_sql, AppendTx, StoredId, STREAM_VERSION_SQL};
+use crate::append::{
+    append_all, insert_event_sql, AppendTx, EventRow, StoredId, INSERT_EVENTS, ROWS_PER_INSERT, STREAM_VERSION_SQL,
+};
 use crate::{AppendRequest, AppendResult, EventStore, NewEvent, Position, RecordedEvent, StoreError, StoreOptions};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 use uuid::Uuid;
@@ -14,6 +17,8 @@ use uuid::Uuid;
 pub struct SqliteStore {
     pub(crate) writer: SqlitePool,
     pub(crate) reader: SqlitePool,
+    /// Copies the WAL back into the database file, so the group-commit writer never does.
+    checkpointer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -26,16 +31,19 @@ impl SqliteStore {
             .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // A commit that crosses the auto-checkpoint threshold would copy the WAL into the
+        // database file inside the writer's commit, stalling every append queued behind it.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(base.clone().create_if_missing(true))
+            .connect_with(base.clone().create_if_missing(true).pragma("wal_autocheckpoint", "0"))
             .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
-            .connect_with(base.read_only(true))
+            .connect_with(base.clone().read_only(true))
             .await?;
-        Ok(Self { writer, reader })
+        let checkpointer = SqlitePoolOptions::new().max_connections(1).connect_with(base).await?;
+        Ok(Self { writer, reader, checkpointer })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -49,8 +57,16 @@ impl SqliteStore {
         self.writer.begin_with("BEGIN IMMEDIATE").await
     }
 
+    /// Copies committed WAL frames into the database file without blocking the writer
+    /// (`PASSIVE`); returns the frames then in the WAL and how many of them are checkpointed.
+    pub async fn checkpoint(&self) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&self.checkpointer).await?;
+        Ok((row.try_get(1)?, row.try_get(2)?))
+    }
+
     pub async fn close(&self) {
         self.reader.close().await;
+        self.checkpointer.close().await;
         self.writer.close().await;
     }
 }
@@ -61,6 +77,52 @@ impl AppendTx for SqliteAppend {
     async fn stream_version(&mut self, stream_id: &str) -> Result<u64, sqlx::Error> {
         let version: i64 = sqlx::query_scalar(STREAM_VERSION_SQL).bind(stream_id).fetch_one(&mut *self.0).await?;
         Ok(version as u64)
+    }
+
+    async fn stream_versions(&mut self, stream_ids: &[&str]) -> Result<HashMap<String, u64>, sqlx::Error> {
+        let mut versions = HashMap::with_capacity(stream_ids.len());
+        for chunk in stream_ids.chunks(ROWS_PER_INSERT) {
+            let mut query =
+                QueryBuilder::<Sqlite>::new("SELECT stream_id, MAX(version) FROM events WHERE stream_id IN (");
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            query.push(") GROUP BY stream_id");
+            for row in query.build().fetch_all(&mut *self.0).await? {
+                versions.insert(row.try_get(0)?, row.try_get::<i64, _>(1)? as u64);
+            }
+        }
+        Ok(versions)
+    }
+
+    async fn insert_rows(
+        &mut self,
+        rows: &[EventRow<'_>],
+        at: DateTime<Utc>,
+    ) -> Result<HashMap<Uuid, Position>, sqlx::Error> {
+        let mut positions = HashMap::with_capacity(rows.len());
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut query = QueryBuilder::<Sqlite>::new(INSERT_EVENTS);
+            query.push_values(chunk, |mut values, row| {
+                values
+                    .push_bind(row.event.event_id.to_string())
+                    .push_bind(row.stream_id)
+                    .push_bind(row.version as i64)
+                    .push_bind(&row.event.event_type)
+                    .push_bind(row.event.schema_version)
+                    .push_bind(row.event.payload.to_string())
+                    .push_bind(row.event.metadata.to_string())
+                    .push_bind(at);
+            });
+            query.push(" RETURNING event_id, position");
+            for row in query.build().fetch_all(&mut *self.0).await? {
+                let id: String = row.try_get(0)?;
+                let id = Uuid::parse_str(&id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                positions.insert(id, Position { tx: 0, seq: row.try_get(1)? });
+            }
+        }
+        Ok(positions)
     }
 
     async fn insert(

@@ -19,25 +19,27 @@ pub struct Workers {
 
 impl Workers {
     /// Tails the log into the in-memory model and every SQL projection (`commits`, the writer's
-    /// commit signal, wakes them early) and delivers webhooks.
+    /// commit signal, wakes them early; `tails` configures the two kinds), keeps the database
+    /// (SQLite's WAL checkpoint) and delivers webhooks.
     pub fn start(
         commands: &Commands,
         hot: Arc<HotModel>,
         commits: watch::Receiver<u64>,
-        config: TailConfig,
+        (hot_tail, sql_tail): (TailConfig, TailConfig),
         webhooks: WebhookConfig,
         commerce: commerce::CommerceConfig,
     ) -> Self {
         let store = commands.store();
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
-        let hot_runner = HotRunner::new(store.clone(), hot.clone(), config);
+        let hot_runner = HotRunner::new(store.clone(), hot.clone(), hot_tail);
         tasks.push(("hot", tokio::spawn(hot_runner.run(commits.clone(), stopped.clone()))));
         for projection in all_sql_projections() {
-            let runner = SqlRunner::new(store.clone(), projection, config);
+            let runner = SqlRunner::new(store.clone(), projection, sql_tail);
             let name = runner.name();
             tasks.push((name, tokio::spawn(runner.run(commits.clone(), stopped.clone()))));
         }
+        tasks.push(("maintenance", tokio::spawn(maintain(store.clone(), stopped.clone()))));
         let dispatcher = Dispatcher::new(store.clone(), commands.clone(), webhooks);
         tasks.push(("webhooks", tokio::spawn(dispatcher.run(stopped.clone()))));
         let fulfilment = commerce::CommerceWorker::new(commands.clone(), hot.clone(), commerce);
@@ -51,6 +53,19 @@ impl Workers {
             if let Err(e) = task.await {
                 tracing::error!(worker = name, error = %e, "worker ended abnormally");
             }
+        }
+    }
+}
+
+/// Database upkeep every second until `stop`.
+async fn maintain(store: licensd_store::Store, mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if let Err(e) = store.maintain().await {
+            tracing::warn!(error = %e, "database maintenance failed; retrying");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = stop.changed() => {}
         }
     }
 }

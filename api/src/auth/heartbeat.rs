@@ -4,7 +4,7 @@
 use super::body::{Fields, RawBody};
 use super::session::Session;
 use super::token::hwid_digest;
-use super::{ensure_credits, ensure_enabled, hotpath, AuthError, ClientIp, Refusal};
+use super::{admitted, ensure_credits, ensure_enabled, hotpath, AuthError, ClientIp, Refusal};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -13,7 +13,7 @@ use licensd_domain::license::{LicenseCommand, LicenseState, LicenseStatus, HEART
 use licensd_domain::{Aggregate, LicenseKey};
 
 pub async fn heartbeat(State(state): State<AppState>, ip: ClientIp, RawBody(body): RawBody) -> Response {
-    run(&state, ip, &body).await.unwrap_or_else(IntoResponse::into_response)
+    admitted(&state, async { run(&state, ip, &body).await.unwrap_or_else(IntoResponse::into_response) }).await
 }
 
 async fn run(state: &AppState, ip: ClientIp, body: &Bytes) -> Result<Response, Refusal> {

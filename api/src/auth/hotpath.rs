@@ -3,13 +3,14 @@
 //! Decisions about one license are serialised in-process by a striped lock, so 50 machines racing
 //! for its last slot see each other's bindings. The append expects the stream version the
 //! in-memory model holds; if another process wrote meanwhile, the model is caught up from the log
-//! and the decision is taken again.
+//! and the decision is taken again. A committed append is recorded in the model at once (the
+//! license entry moves forward by stream version), so the answer never waits for the tail.
 
 use super::AuthError;
 use crate::AppState;
 use licensd_commands::{Actor, CommandError};
-use licensd_domain::license::{License, LicenseEvent};
-use licensd_domain::{LicenseKey, StreamCategory};
+use licensd_domain::license::{License, LicenseEvent, LicenseState};
+use licensd_domain::{Aggregate, LicenseKey, StreamCategory};
 use licensd_store::{ExpectedVersion, StoreError};
 use std::hash::BuildHasher;
 use tokio::sync::{Mutex, MutexGuard};
@@ -32,8 +33,8 @@ impl LicenseLocks {
     }
 }
 
-/// With the license's lock held: decides, appends at the version the model holds, and waits
-/// until the model shows the result. Returns the license as it is afterwards.
+/// With the license's lock held: decides, appends at the version the model holds, and records
+/// the outcome in the model. Returns the license as it is afterwards.
 pub async fn commit(
     state: &AppState,
     key: &LicenseKey,
@@ -52,11 +53,12 @@ pub async fn commit(
             .await;
         match appended {
             Ok(result) => {
-                state.hot.wait_for(result.position, state.config.read_your_writes_timeout).await.map_err(|e| {
-                    tracing::warn!(error = %e, "committed auth event not yet visible");
-                    AuthError::SystemError
-                })?;
-                return state.hot.license(key).ok_or(AuthError::InvalidKey);
+                // The append is durable; the model records its outcome now instead of waiting
+                // for the tail to read it back (which then only adds balances and nonces).
+                let after = events.iter().fold(LicenseState::Live(license), LicenseState::evolve);
+                let LicenseState::Live(after) = after else { return Err(AuthError::InvalidKey) };
+                state.hot.record_license(after.clone(), result.version);
+                return Ok(after);
             }
             Err(CommandError::Store(StoreError::WrongExpectedVersion { .. })) => {
                 state.refresh().await.map_err(|_| AuthError::SystemError)?;

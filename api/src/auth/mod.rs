@@ -29,7 +29,10 @@ use licensd_commands::Commands;
 use licensd_domain::app::App;
 use licensd_domain::LicenseKey;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Limits and session lifetimes of the auth endpoints. The defaults are the documented ones.
 #[derive(Debug, Clone)]
@@ -39,6 +42,9 @@ pub struct AuthConfig {
     pub heartbeat_per_key: u32,
     pub selfban_per_ip: u32,
     pub selfban_per_key: u32,
+    /// Validations and heartbeats being served at once; beyond it they are shed at once with
+    /// 429 `rate_limited` (the SDKs retry those after 2 s and 5 s) instead of queueing.
+    pub max_in_flight: usize,
     pub limit_window: Duration,
     pub default_ttl: i64,
     pub min_ttl: i64,
@@ -53,6 +59,7 @@ impl Default for AuthConfig {
             heartbeat_per_key: 6,
             selfban_per_ip: 10,
             selfban_per_key: 3,
+            max_in_flight: 256,
             limit_window: Duration::from_secs(60),
             default_ttl: 86_400,
             min_ttl: 3_600,
@@ -81,6 +88,9 @@ pub struct AuthRuntime {
     /// Successful heartbeats per license since its last billing (lost on restart: at most
     /// nine unbilled heartbeats per license and restart).
     heartbeats: DashMap<LicenseKey, u32>,
+    in_flight: Arc<Semaphore>,
+    /// Requests shed because `max_in_flight` were being served.
+    pub shed: AtomicU64,
 }
 
 impl AuthRuntime {
@@ -96,7 +106,36 @@ impl AuthRuntime {
             tokens: token::TokenKey::new(commands.master_key().derive("licensd session token v1")),
             locks: hotpath::LicenseLocks::new(),
             heartbeats: DashMap::new(),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            shed: AtomicU64::new(0),
             config,
+        }
+    }
+}
+
+impl AuthRuntime {
+    /// A slot among the requests served at once, or `None` (counted) when all are taken.
+    fn admit_request(&self) -> Option<OwnedSemaphorePermit> {
+        let permit = self.in_flight.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            self.shed.fetch_add(1, Ordering::Relaxed);
+        }
+        permit
+    }
+}
+
+/// Serves `request` if a slot is free; otherwise sheds it at once (overload must not queue).
+async fn admitted(
+    state: &AppState,
+    serve: impl std::future::Future<Output = axum::response::Response>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match state.auth.admit_request() {
+        Some(_slot) => serve.await,
+        None => {
+            let mut response = AuthError::RateLimited.into_response();
+            response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
+            response
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use super::body::{Fields, RawBody};
 use super::session::Session;
-use super::{admit, ensure_credits, hotpath, AuthError, ClientIp, LicenseRequest, Refusal};
+use super::{admit, admitted, ensure_credits, hotpath, AuthError, ClientIp, LicenseRequest, Refusal};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -12,7 +12,7 @@ use licensd_domain::license::{LicenseCommand, LicenseState};
 use licensd_domain::Aggregate;
 
 pub async fn validate(State(state): State<AppState>, ip: ClientIp, RawBody(body): RawBody) -> Response {
-    run(&state, ip, &body).await.unwrap_or_else(IntoResponse::into_response)
+    admitted(&state, async { run(&state, ip, &body).await.unwrap_or_else(IntoResponse::into_response) }).await
 }
 
 async fn run(state: &AppState, ip: ClientIp, body: &Bytes) -> Result<Response, Refusal> {
@@ -38,6 +38,7 @@ async fn run(state: &AppState, ip: ClientIp, body: &Bytes) -> Result<Response, R
         Ok(events)
     })
     .await?;
+    state.hot.record_nonce(app.app_id, &nonce);
 
     let ttl = auth.config.clamp_ttl(ttl);
     let session = Session { app: &app, license: &license, hwid: &hwid, nonce: &nonce, ttl, now };

@@ -1,0 +1,12 @@
+//! Measuring instruments for licensd: a load generator that speaks the SDK protocol and checks
+//! every answer, the floor server the figures are compared with, and the suite that writes
+//! BENCHMARKS.md.
+
+pub mod deployment;
+pub mod fixture;
+pub mod floor;
+pub mod load;
+pub mod protocol;
+pub mod report;
+pub mod stats;
+pub mod suite;

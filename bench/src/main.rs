@@ -1,0 +1,223 @@
+//! `licensd-bench`: `suite` runs everything and writes BENCHMARKS.md; `load` points the load
+//! generator at a running server; `floor` serves the floor endpoint.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use licensd_bench::deployment::Backend;
+use licensd_bench::load::{self, LoadSpec, Mode, Target};
+use licensd_bench::protocol::{AppCredentials, Call};
+use licensd_bench::suite::{self, SuiteOptions};
+use licensd_bench::{fixture, report};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+// The same allocator as licensd, so the floor is measured on equal terms.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "licensd-bench", about = "Benchmarks for licensd")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build licensd, run the floor and every scenario on SQLite and Postgres, write BENCHMARKS.md.
+    Suite(SuiteArgs),
+    /// Load a running licensd: makes an app and licenses with the API key, then sends load.
+    Load(LoadArgs),
+    /// Serve the floor endpoint (prints {"listening": addr}).
+    Floor {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct SuiteArgs {
+    /// Use this licensd binary instead of building target/release/licensd.
+    #[arg(long)]
+    licensd: Option<PathBuf>,
+    #[arg(long, env = "LICENSD_BENCH_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres_url: String,
+    #[arg(long, default_value_t = 1000)]
+    licenses: usize,
+    #[arg(long, default_value_t = 2)]
+    machines: usize,
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 2.0)]
+    warmup_secs: f64,
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Licenses for the rebuild, start-up and memory run (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_licenses: usize,
+    /// Run only on SQLite.
+    #[arg(long)]
+    sqlite_only: bool,
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    output: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CallArg {
+    Validate,
+    Heartbeat,
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// A Developer API key of an account with credits.
+    #[arg(long, env = "LICENSD_BENCH_API_KEY")]
+    api_key: String,
+    #[arg(long, value_enum, default_value = "validate")]
+    call: CallArg,
+    /// Requests per second (open loop); without it, a closed loop of `concurrency` clients.
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 100)]
+    licenses: usize,
+    #[arg(long, default_value_t = 2)]
+    machines: usize,
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Cmd::Floor { listen } => {
+                let listener = tokio::net::TcpListener::bind(&listen).await?;
+                println!("{}", serde_json::json!({ "listening": listener.local_addr()?.to_string() }));
+                std::io::stdout().flush()?;
+                Ok(licensd_bench::floor::serve(listener).await?)
+            }
+            Cmd::Load(args) => run_load(args).await,
+            Cmd::Suite(args) => run_suite(args).await,
+        }
+    })
+}
+
+async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let app: serde_json::Value = client
+        .post(format!("{}/v1/apps", args.url))
+        .bearer_auth(&args.api_key)
+        .json(&serde_json::json!({ "name": "load generator" }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let text = |f: &str| app[f].as_str().map(str::to_string).context("app field missing");
+    let merchant = fixture::Merchant {
+        api_key: args.api_key.clone(),
+        app: AppCredentials::new(&text("appId")?, &text("appSecret")?, &text("publicKey")?)?,
+    };
+    let slots = u8::try_from(args.machines)?;
+    let keys = fixture::licenses(&args.url, &merchant, args.licenses, slots, 4).await?;
+    let target = Target {
+        base_url: args.url.clone(),
+        app: merchant.app,
+        machines: Arc::new(fixture::machines(&keys, args.machines)),
+    };
+    let target = Target { machines: Arc::new(load::log_in_all(&target, 16).await?), ..target };
+    let mode = match args.rate {
+        Some(rate) => Mode::Open { rate, max_outstanding: 8192 },
+        None => Mode::Closed { concurrency: args.concurrency },
+    };
+    let call = match args.call {
+        CallArg::Validate => Call::Validate,
+        CallArg::Heartbeat => Call::Heartbeat,
+    };
+    let spec = LoadSpec {
+        call,
+        mode,
+        warmup: Duration::from_secs(1),
+        duration: Duration::from_secs_f64(args.seconds),
+        timeout: Duration::from_secs(10),
+    };
+    let report = load::run(&target, spec).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+async fn run_suite(args: SuiteArgs) -> anyhow::Result<()> {
+    let licensd = match args.licensd {
+        Some(path) => path,
+        None => build_licensd()?,
+    };
+    let options = SuiteOptions {
+        licensd,
+        postgres_url: args.postgres_url,
+        licenses: args.licenses,
+        machines_per_license: args.machines,
+        concurrency: args.concurrency,
+        warmup: Duration::from_secs_f64(args.warmup_secs),
+        duration: Duration::from_secs_f64(args.seconds),
+        scale_licenses: args.scale_licenses,
+        backends: if args.sqlite_only { vec![Backend::Sqlite] } else { vec![Backend::Sqlite, Backend::Postgres] },
+    };
+    let results = suite::run(&options).await?;
+    let command = "cargo run --release -p licensd-bench -- suite";
+    let markdown = report::markdown(&results, &options, &machine_description(), command);
+    std::fs::write(&args.output, markdown)?;
+    let json_path = args.output.with_extension("json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&results)?)?;
+    eprintln!("wrote {} and {}", args.output.display(), json_path.display());
+    Ok(())
+}
+
+/// `cargo build --release --bin licensd` in this workspace; returns the binary's path.
+fn build_licensd() -> anyhow::Result<PathBuf> {
+    eprintln!("== building licensd (release)");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--bin", "licensd"])
+        .status()?;
+    anyhow::ensure!(status.success(), "cargo build failed");
+    let exe = std::env::current_exe()?;
+    Ok(exe.with_file_name("licensd"))
+}
+
+fn machine_description() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map_or("unknown", |m| m.trim_start_matches([' ', '\t', ':']));
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_kb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let output = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "- CPU: {model}, {cores} cores available\n- Memory: {:.1} GiB\n- Kernel: {}\n- Postgres: {}\n- Date: {}\n- Commit: {}",
+        memory_kb as f64 / (1024.0 * 1024.0),
+        output("uname", &["-sr"]),
+        output("psql", &["--version"]),
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        output("git", &["rev-parse", "--short", "HEAD"]),
+    )
+}

@@ -1,0 +1,240 @@
+//! The whole benchmark: floor and endpoints on SQLite and Postgres, overload and recovery, and
+//! the 1M-license scale run (rebuild, start-up, memory). Results go to BENCHMARKS.md.
+
+use crate::deployment::{postgres_reachable, Backend, Deployment, Server};
+use crate::fixture;
+use crate::load::{self, LoadSpec, Mode, Report, Target};
+use crate::protocol::{AppCredentials, Call};
+use anyhow::Context;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct SuiteOptions {
+    pub licensd: PathBuf,
+    pub postgres_url: String,
+    pub licenses: usize,
+    pub machines_per_license: usize,
+    pub concurrency: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub scale_licenses: usize,
+    pub backends: Vec<Backend>,
+}
+
+/// The floor's and licensd's figures for one endpoint on one backend.
+#[derive(Debug, Serialize)]
+pub struct EndpointResult {
+    pub backend: &'static str,
+    pub floor: Report,
+    pub licensd: Report,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Degradation {
+    pub sustainable: f64,
+    pub overload: Report,
+    pub recovery: Report,
+    pub rss_before: u64,
+    pub rss_peak: u64,
+    pub rss_after: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Scale {
+    pub licenses: usize,
+    pub seed_seconds: f64,
+    pub events: u64,
+    pub rebuild_events_per_second: f64,
+    pub startup_seconds: f64,
+    pub rss_empty: u64,
+    pub rss_loaded: u64,
+    pub heap: Value,
+}
+
+use serde_json::Value;
+
+#[derive(Debug, Serialize)]
+pub struct Results {
+    pub endpoints: Vec<EndpointResult>,
+    pub degradation: Option<Degradation>,
+    pub scale: Option<Scale>,
+    pub skipped: Vec<String>,
+}
+
+/// Rate limits out of the way: the benchmark measures the work, not the limiter's refusals.
+fn unlimited() -> Vec<(&'static str, String)> {
+    let many = "1000000000".to_string();
+    vec![
+        ("LICENSD_VALIDATE_PER_IP", many.clone()),
+        ("LICENSD_VALIDATE_PER_KEY", many.clone()),
+        ("LICENSD_HEARTBEAT_PER_KEY", many.clone()),
+        ("LICENSD_API_BURST", many.clone()),
+        ("LICENSD_API_PER_SECOND", many),
+    ]
+}
+
+const CREDITS: u64 = 1_000_000_000_000;
+
+pub async fn run(options: &SuiteOptions) -> anyhow::Result<Results> {
+    let floor = Server::floor()?;
+    let mut results = Results { endpoints: Vec::new(), degradation: None, scale: None, skipped: Vec::new() };
+    for &backend in &options.backends {
+        if backend == Backend::Postgres && !postgres_reachable(&options.postgres_url) {
+            results.skipped.push(format!("Postgres: nothing answers at {}", options.postgres_url));
+            continue;
+        }
+        eprintln!("== {}: endpoints", backend.name());
+        let deployment = Deployment::create(backend, &options.licensd, &options.postgres_url, "auth")?;
+        let server = deployment.start(&unlimited())?;
+        let target = prepare(&deployment, &server, options).await?;
+        let floor_target = Target { base_url: floor.base_url.clone(), app: floor_app(), ..target.clone() };
+        let mut validate_rate = 0.0;
+        for call in [Call::Heartbeat, Call::Validate] {
+            let spec = LoadSpec {
+                call,
+                mode: Mode::Closed { concurrency: options.concurrency },
+                warmup: options.warmup,
+                duration: options.duration,
+                timeout: Duration::from_secs(10),
+            };
+            let floor_report = load::run(&floor_target, spec).await?;
+            let licensd_report = load::run(&target, spec).await?;
+            eprintln!(
+                "   {:9} floor {:>7.0}/s p99 {:>6} µs | licensd {:>7.0}/s p99 {:>6} µs",
+                call.name(),
+                floor_report.throughput,
+                floor_report.latency_verified.p99,
+                licensd_report.throughput,
+                licensd_report.latency_verified.p99
+            );
+            if call == Call::Validate {
+                validate_rate = licensd_report.throughput;
+            }
+            results.endpoints.push(EndpointResult {
+                backend: backend.name(),
+                floor: floor_report,
+                licensd: licensd_report,
+            });
+        }
+        if backend == Backend::Sqlite && validate_rate > 0.0 {
+            eprintln!("== {}: overload at twice the sustainable validate rate, then recovery", backend.name());
+            results.degradation = Some(degradation(&server, &target, validate_rate, options).await?);
+        }
+        server.stop();
+    }
+    if options.scale_licenses > 0 {
+        results.scale = Some(scale(options).await?);
+    }
+    floor.stop();
+    Ok(results)
+}
+
+/// A merchant, licenses and machines, every machine logged in once (its slot bound).
+async fn prepare(deployment: &Deployment, server: &Server, options: &SuiteOptions) -> anyhow::Result<Target> {
+    let merchant = fixture::merchant(deployment, &server.base_url, CREDITS).await?;
+    let slots = u8::try_from(options.machines_per_license).context("at most 16 machines per license")?;
+    let keys = fixture::licenses(&server.base_url, &merchant, options.licenses, slots, 4).await?;
+    let target = Target {
+        base_url: server.base_url.clone(),
+        app: merchant.app,
+        machines: Arc::new(fixture::machines(&keys, options.machines_per_license)),
+    };
+    let machines = load::log_in_all(&target, 16).await?;
+    Ok(Target { machines: Arc::new(machines), ..target })
+}
+
+fn floor_app() -> AppCredentials {
+    use base64::Engine;
+    let public = crate::floor::signing_key().verifying_key();
+    let public = base64::engine::general_purpose::STANDARD.encode(public.as_bytes());
+    AppCredentials::new(&uuid::Uuid::nil().to_string(), "floor-secret", &public).expect("floor key")
+}
+
+/// Open loop at twice `sustainable` validations per second, then at half of it.
+async fn degradation(
+    server: &Server,
+    target: &Target,
+    sustainable: f64,
+    options: &SuiteOptions,
+) -> anyhow::Result<Degradation> {
+    let rss_before = server.rss_bytes();
+    let peak = Arc::new(AtomicU64::new(rss_before));
+    let stop = Arc::new(AtomicBool::new(false));
+    let pid = server.pid();
+    let sampler = {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(crate::deployment::rss_of(pid), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let phase = |rate: f64, warmup| LoadSpec {
+        call: Call::Validate,
+        mode: Mode::Open { rate, max_outstanding: 8192 },
+        warmup,
+        duration: options.duration,
+        timeout: Duration::from_secs(10),
+    };
+    let overload = load::run(target, phase(2.0 * sustainable, Duration::from_secs(1))).await?;
+    let recovery = load::run(target, phase(0.5 * sustainable, Duration::from_secs(1))).await?;
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.await;
+    Ok(Degradation {
+        sustainable,
+        overload,
+        recovery,
+        rss_before,
+        rss_peak: peak.load(Ordering::Relaxed),
+        rss_after: server.rss_bytes(),
+    })
+}
+
+/// Seeds `scale_licenses` licenses through the API, then measures the hot-model rebuild,
+/// start-up and memory with all of them.
+async fn scale(options: &SuiteOptions) -> anyhow::Result<Scale> {
+    let licenses = options.scale_licenses;
+    eprintln!("== SQLite: {licenses} licenses (seeding through the Developer API)");
+    let deployment = Deployment::create(Backend::Sqlite, &options.licensd, &options.postgres_url, "scale")?;
+    let server = deployment.start(&unlimited())?;
+    let merchant = fixture::merchant(&deployment, &server.base_url, CREDITS).await?;
+    let rss_empty = server.rss_bytes();
+    let seeding = Instant::now();
+    fixture::licenses(&server.base_url, &merchant, licenses, 2, 8).await?;
+    let seed_seconds = seeding.elapsed().as_secs_f64();
+    server.stop();
+
+    eprintln!("   rebuild");
+    let rebuilt = deployment.cli(&["rebuild", "--projection", "hot"])?;
+    let hot = &rebuilt["rebuilt"][0];
+    eprintln!("   start-up");
+    let server = deployment.start(&unlimited())?;
+    let startup_seconds = server.startup.as_secs_f64();
+    let rss_loaded = server.rss_bytes();
+    server.stop();
+    eprintln!("   heap of the read model");
+    let heap = hot_model_heap(&deployment)?;
+    Ok(Scale {
+        licenses,
+        seed_seconds,
+        events: hot["events"].as_u64().unwrap_or(0),
+        rebuild_events_per_second: hot["eventsPerSecond"].as_f64().unwrap_or(0.0),
+        startup_seconds,
+        rss_empty,
+        rss_loaded,
+        heap,
+    })
+}
+
+/// Runs `licensd-bench-heap` (a binary with a counting allocator) on the deployment's log.
+fn hot_model_heap(deployment: &Deployment) -> anyhow::Result<Value> {
+    let bin = std::env::current_exe()?.with_file_name("licensd-bench-heap");
+    let output = std::process::Command::new(&bin).arg(deployment.database_url()).output()?;
+    anyhow::ensure!(output.status.success(), "{} failed: {}", bin.display(), String::from_utf8_lossy(&output.stderr));
+    Ok(serde_json::from_slice(&output.stdout)?)
+}

@@ -53,52 +53,58 @@ uuid_id!(
 /// The 32 symbols a license key is written in: A–Z without I and O, digits 2–9.
 pub const LICENSE_KEY_ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 
-/// A license key in the form `XXXX-XXXX-XXXX-XXXX`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// Characters in a license key.
+const LICENSE_KEY_LEN: usize = 19;
+
+/// A license key in the form `XXXX-XXXX-XXXX-XXXX`. Kept inline (no heap allocation): the
+/// in-memory model holds one per license, twice.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct LicenseKey(String);
+pub struct LicenseKey([u8; LICENSE_KEY_LEN]);
 
 impl LicenseKey {
     /// Parses user input; surrounding whitespace is ignored and lower case is accepted.
     pub fn parse(input: &str) -> Result<Self, DomainError> {
-        let key = input.trim().to_ascii_uppercase();
-        let well_formed = key.len() == 19
-            && key.bytes().enumerate().all(
-                |(i, b)| {
-                    if i % 5 == 4 {
-                        b == b'-'
-                    } else {
-                        LICENSE_KEY_ALPHABET.contains(&b)
-                    }
-                },
-            );
-        if well_formed {
-            Ok(Self(key))
-        } else {
-            Err(DomainError::InvalidLicenseKey)
+        let trimmed = input.trim().as_bytes();
+        let mut key = [0u8; LICENSE_KEY_LEN];
+        if trimmed.len() != LICENSE_KEY_LEN {
+            return Err(DomainError::InvalidLicenseKey);
         }
+        for (i, (slot, b)) in key.iter_mut().zip(trimmed).enumerate() {
+            let b = b.to_ascii_uppercase();
+            let valid = if i % 5 == 4 { b == b'-' } else { LICENSE_KEY_ALPHABET.contains(&b) };
+            if !valid {
+                return Err(DomainError::InvalidLicenseKey);
+            }
+            *slot = b;
+        }
+        Ok(Self(key))
     }
 
     /// Builds a key from 16 random bytes (5 bits of each are used: 80 bits of entropy).
     pub fn from_random(bytes: [u8; 16]) -> Self {
-        let mut key = String::with_capacity(19);
+        let mut key = [b'-'; LICENSE_KEY_LEN];
         for (i, b) in bytes.iter().enumerate() {
-            if i > 0 && i % 4 == 0 {
-                key.push('-');
-            }
-            key.push(LICENSE_KEY_ALPHABET[(b & 31) as usize] as char);
+            key[i + i / 4] = LICENSE_KEY_ALPHABET[(b & 31) as usize];
         }
         Self(key)
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII from the alphabet and '-' is ever stored.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for LicenseKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("LicenseKey").field(&self.as_str()).finish()
     }
 }
 
 impl fmt::Display for LicenseKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -111,7 +117,7 @@ impl TryFrom<String> for LicenseKey {
 
 impl From<LicenseKey> for String {
     fn from(k: LicenseKey) -> Self {
-        k.0
+        k.as_str().to_string()
     }
 }
 

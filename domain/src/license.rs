@@ -268,7 +268,11 @@ impl Aggregate for LicenseState {
             E::LicenseRevoked { .. } => license.status = LicenseStatus::Revoked,
             E::LicenseActivated { .. } => license.status = LicenseStatus::Active,
             E::LicenseExtended { expires_at, .. } => license.expires_at = *expires_at,
-            E::HwidBound { hwid, .. } => license.hwids.push(hwid.clone()),
+            E::HwidBound { hwid, .. } => {
+                // Exactly one more: a million licenses in memory each keep this vector.
+                license.hwids.reserve_exact(1);
+                license.hwids.push(hwid.clone());
+            }
             E::HwidReset { .. } => license.hwids.clear(),
             E::PortalResetRecorded { at } => license.portal_resets.push(*at),
             E::VariablesSet { variables, .. } => license.variables = variables.clone(),

@@ -12,4 +12,6 @@ pub enum ProjectionError {
     UnknownProjection(String),
     #[error("timed out waiting for the read model to reach {0}")]
     Timeout(licensd_store::Position),
+    #[error("the log reader stopped: {0}")]
+    Task(String),
 }

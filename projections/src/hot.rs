@@ -46,9 +46,13 @@ pub struct ApiKeyView {
 /// Remembered nonces outlive a restart by this much at least (they are rebuilt from the log).
 pub const DEFAULT_NONCE_WINDOW: Duration = Duration::from_secs(3600);
 
+/// A license with its stream version, boxed: the map's table is sized in powers of two, so
+/// licenses stored inline would pay for its empty slots too (see BENCHMARKS.md, memory).
+type LicenseEntry = Box<(License, u64)>;
+
 pub struct HotModel {
     /// Each license with its stream version, so the hot path appends with `Exact(version)`.
-    licenses: DashMap<LicenseKey, (License, u64)>,
+    licenses: DashMap<LicenseKey, LicenseEntry>,
     apps: DashMap<AppId, App>,
     accounts: DashMap<AccountId, AccountView>,
     /// By SHA-256 (hex) of the full key.
@@ -63,6 +67,8 @@ pub struct HotModel {
     /// Dashboard logins by email digest.
     logins: DashMap<String, DashboardLogin>,
     position: watch::Sender<Position>,
+    /// One event is applied at a time, so two readers of the log never apply one twice.
+    applying: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for HotModel {
@@ -92,6 +98,7 @@ impl HotModel {
             connections: DashMap::new(),
             logins: DashMap::new(),
             position: watch::channel(Position::START).0,
+            applying: std::sync::Mutex::new(()),
         }
     }
 
@@ -101,7 +108,10 @@ impl HotModel {
 
     /// The license and the version of its stream.
     pub fn license_versioned(&self, key: &LicenseKey) -> Option<(License, u64)> {
-        self.licenses.get(key).map(|l| l.clone())
+        self.licenses.get(key).map(|entry| {
+            let (license, version) = &**entry;
+            (license.clone(), *version)
+        })
     }
 
     /// Whether a successful validation of this app already used `nonce` in the replay window.
@@ -178,9 +188,16 @@ impl HotModel {
         }
     }
 
+    /// Applies one event of the log, read in log order. An event at or before the model's
+    /// position was applied already (the background tail and an on-demand catch-up may read
+    /// the same events) and changes nothing.
     pub fn apply(&self, event: &RecordedEvent) -> Result<(), ProjectionError> {
         let decoded = AnyEvent::decode(&event.stream_id, &event.event_type, event.schema_version, &event.payload)
             .map_err(|source| ProjectionError::Decode { position: event.position, source })?;
+        let _applying = self.applying.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if event.position <= self.position() {
+            return Ok(());
+        }
         let id = StreamCategory::parse(&event.stream_id).map(|(_, id)| id).unwrap_or_default();
         match decoded {
             Some(AnyEvent::License(e)) => self.apply_license(id, event.version, &e),
@@ -220,11 +237,11 @@ impl HotModel {
             return;
         }
         let state = match self.licenses.remove(&key) {
-            Some((_, (license, _))) => LicenseState::Live(license),
+            Some((_, entry)) => LicenseState::Live(entry.0),
             None => LicenseState::Missing,
         };
         if let LicenseState::Live(license) = state.evolve(event) {
-            self.licenses.insert(key, (license, version));
+            self.licenses.insert(key, Box::new((license, version)));
         }
     }
 
@@ -235,11 +252,11 @@ impl HotModel {
     pub fn record_license(&self, license: License, version: u64) {
         match self.licenses.entry(license.key.clone()) {
             Entry::Occupied(mut entry) if entry.get().1 < version => {
-                entry.insert((license, version));
+                entry.insert(Box::new((license, version)));
             }
             Entry::Occupied(_) => {}
             Entry::Vacant(entry) => {
-                entry.insert((license, version));
+                entry.insert(Box::new((license, version)));
             }
         }
     }
@@ -339,5 +356,75 @@ impl HotModel {
             hasher.update(b"--\n");
         }
         hex::encode(hasher.finalize())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use licensd_domain::{DomainEvent, EventData};
+
+    fn recorded(seq: i64, stream_id: String, version: u64, event: &impl DomainEvent) -> RecordedEvent {
+        let data = EventData::encode(event);
+        RecordedEvent {
+            position: Position { tx: 0, seq },
+            event_id: uuid::Uuid::now_v7(),
+            stream_id,
+            version,
+            event_type: data.event_type.to_string(),
+            schema_version: data.schema_version,
+            payload: data.payload,
+            metadata: serde_json::json!({}),
+            recorded_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn an_append_recorded_ahead_is_applied_once_and_still_billed() {
+        let model = HotModel::default();
+        let (account_id, app_id, now) = (AccountId::new(), AppId::new(), Utc::now());
+        let key = LicenseKey::from_random([7; 16]);
+        let account = StreamCategory::Account.stream_id(account_id);
+        let stream = StreamCategory::License.stream_id(&key);
+        model
+            .apply(&recorded(1, account.clone(), 1, &AccountEvent::AccountCreated { account_id, created_at: now }))
+            .unwrap();
+        let grant = AccountEvent::CreditsGranted { amount: 10, reason: "t".into(), at: now };
+        model.apply(&recorded(2, account, 2, &grant)).unwrap();
+        let created = LicenseEvent::LicenseCreated {
+            key: key.clone(),
+            app_id,
+            account_id,
+            expires_at: None,
+            max_hwid_slots: 2,
+            label: None,
+            created_at: now,
+        };
+        model.apply(&recorded(3, stream.clone(), 1, &created)).unwrap();
+
+        // The hot path commits a binding and a bill, and records the outcome at once.
+        let bound = LicenseEvent::HwidBound { hwid: "hw".into(), at: now };
+        let billed = LicenseEvent::ValidationBilled { account_id, credits: 1, nonce: Some("n".into()), at: now };
+        let ahead =
+            [&bound, &billed].into_iter().fold(LicenseState::Live(model.license(&key).unwrap()), |s, e| s.evolve(e));
+        let LicenseState::Live(ahead) = ahead else { panic!("live") };
+        model.record_license(ahead.clone(), 3);
+        assert_eq!(model.license_versioned(&key), Some((ahead.clone(), 3)));
+        assert!(model.license(&key).unwrap().hwids.capacity() == 1, "no spare slots kept in memory");
+
+        // The tail reads both back: the license is not bound twice, the bill is counted once.
+        let (bound, billed) = (recorded(4, stream.clone(), 2, &bound), recorded(5, stream, 3, &billed));
+        for event in [&bound, &billed, &billed, &bound] {
+            model.apply(event).unwrap();
+        }
+        assert_eq!(model.license_versioned(&key), Some((ahead, 3)));
+        assert_eq!(model.account(account_id).unwrap().balance, 9);
+        assert!(model.nonce_seen(app_id, "n"));
+        // An older outcome never overwrites a newer one.
+        let mut stale = model.license(&key).unwrap();
+        stale.hwids.clear();
+        model.record_license(stale, 2);
+        assert_eq!(model.license(&key).unwrap().hwids, vec!["hw".to_string()]);
     }
 }

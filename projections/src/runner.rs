@@ -3,7 +3,7 @@
 
 use crate::{HotModel, ProjectionError, SqlProjection};
 use licensd_domain::AnyEvent;
-use licensd_store::{EventStore, Store};
+use licensd_store::{EventStore, RecordedEvent, Store};
 use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::sync::Arc;
@@ -109,9 +109,32 @@ impl HotRunner {
         Ok(events.len())
     }
 
-    /// Applies everything currently readable; returns how many events that was.
+    /// Applies everything currently readable; returns how many events that was. The next page
+    /// is read (and its JSON parsed) while this one is applied, so a start-up or rebuild keeps
+    /// two cores busy.
     pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
-        drain(|| self.step()).await
+        let (pages_in, mut pages) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(2);
+        let (store, batch, from) = (self.store.clone(), self.config.batch, self.model.position());
+        let reader = tokio::spawn(async move {
+            let mut position = from;
+            loop {
+                let page = store.read_all(position, batch).await?;
+                let Some(last) = page.last() else { return Ok::<_, ProjectionError>(()) };
+                position = last.position;
+                if pages_in.send(page).await.is_err() {
+                    return Ok(());
+                }
+            }
+        });
+        let mut applied = 0;
+        while let Some(page) = pages.recv().await {
+            for event in &page {
+                self.model.apply(event)?;
+            }
+            applied += page.len() as u64;
+        }
+        reader.await.map_err(|e| ProjectionError::Task(e.to_string()))??;
+        Ok(applied)
     }
 
     pub async fn run(self, wake: watch::Receiver<u64>, stop: watch::Receiver<bool>) {

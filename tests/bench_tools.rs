@@ -1,0 +1,103 @@
+//! The benchmark instruments against the real binary: the load generator speaks the SDK
+//! protocol and counts an answer only when it passes the SDKs' checks, the floor answers in
+//! the same format, and overload is shed with 429 instead of queueing.
+
+mod common;
+
+use common::World;
+use licensd_bench::fixture::{self, Merchant};
+use licensd_bench::load::{self, LoadSpec, Mode, Report, Target};
+use licensd_bench::protocol::{AppCredentials, Call};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn unlimited() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("LICENSD_VALIDATE_PER_IP", "1000000000"),
+        ("LICENSD_VALIDATE_PER_KEY", "1000000000"),
+        ("LICENSD_HEARTBEAT_PER_KEY", "1000000000"),
+    ]
+}
+
+fn spec(call: Call, concurrency: usize) -> LoadSpec {
+    LoadSpec {
+        call,
+        mode: Mode::Closed { concurrency },
+        warmup: Duration::from_millis(200),
+        duration: Duration::from_millis(800),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+/// Licenses and logged-in machines of the world's merchant (logged in `logins` at a time).
+async fn target(world: &World, logins: usize) -> Target {
+    let m = &world.merchant;
+    let merchant = Merchant {
+        api_key: m.api_key.clone(),
+        app: AppCredentials::new(&m.app_id, &m.app_secret, &m.public_key).unwrap(),
+    };
+    let base_url = world.server().base.clone();
+    let keys = fixture::licenses(&base_url, &merchant, 20, 2, 2).await.unwrap();
+    let target = Target { base_url, app: merchant.app, machines: Arc::new(fixture::machines(&keys, 2)) };
+    let machines = load::log_in_all(&target, logins).await.unwrap();
+    assert!(machines.iter().all(|m| m.session_token.is_some()));
+    Target { machines: Arc::new(machines), ..target }
+}
+
+fn assert_all_verified(report: &Report) {
+    assert!(report.verified > 0, "{report:?}");
+    assert_eq!(report.failed_checks, 0, "{report:?}");
+    assert_eq!(report.verified, report.sent, "{report:?}");
+    assert_eq!(report.outcomes.keys().collect::<Vec<_>>(), vec!["200"], "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_generator_counts_only_answers_that_pass_the_sdk_checks() {
+    let world = tokio::task::block_in_place(|| World::new(&unlimited(), 1_000_000));
+    let target = target(&world, 4).await;
+    for call in [Call::Validate, Call::Heartbeat] {
+        let report = load::run(&target, spec(call, 4)).await.unwrap();
+        assert_all_verified(&report);
+        assert!(report.latency_verified.p50 <= report.latency_verified.p99);
+    }
+
+    // Answers signed by another key are fast and well-formed, and every one is a failure.
+    let other_key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key();
+    let other_key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, other_key.as_bytes());
+    let other = AppCredentials::new(&target.app.app_id, &target.app.app_secret, &other_key).unwrap();
+    let wrong = Target { app: other, ..target.clone() };
+    let report = load::run(&wrong, spec(Call::Validate, 2)).await.unwrap();
+    assert_eq!(report.verified, 0, "{report:?}");
+    assert!(report.failed_checks > 0 && report.failed_checks == report.sent, "{report:?}");
+    assert_eq!(report.first_failure.as_deref(), Some("200: bad signature"));
+
+    // The floor answers in the same format, verifiably.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let floor_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(licensd_bench::floor::serve(listener));
+    let floor_key = licensd_bench::floor::signing_key().verifying_key();
+    let floor_key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, floor_key.as_bytes());
+    let floor_app = AppCredentials::new(&target.app.app_id, "x", &floor_key).unwrap();
+    let floor = Target { base_url: floor_url, app: floor_app, ..target };
+    assert_all_verified(&load::run(&floor, spec(Call::Validate, 4)).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_requests_than_the_in_flight_limit_are_shed_with_429() {
+    let mut env = unlimited();
+    env.push(("LICENSD_AUTH_MAX_IN_FLIGHT", "1"));
+    let world = tokio::task::block_in_place(|| World::new(&env, 1_000_000));
+    let target = target(&world, 1).await;
+    let report = load::run(&target, spec(Call::Validate, 32)).await.unwrap();
+    let shed = report.outcomes.get("429 rate_limited").copied().unwrap_or(0);
+    assert!(shed > 0, "{report:?}");
+    assert!(report.verified > 0, "the one slot keeps serving: {report:?}");
+    assert_eq!(report.failed_checks, 0);
+    let (_, metrics) = tokio::task::block_in_place(|| world.server().get_text("/metrics"));
+    let counted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("licensd_auth_shed_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("shed counter");
+    assert!(counted >= shed, "{counted} < {shed}");
+}

@@ -6,7 +6,7 @@ mod common;
 
 use common::World;
 use licensd_bench::fixture::{self, Merchant};
-use licensd_bench::load::{self, LoadSpec, Mode, Report, Target};
+use licensd_bench::load::{self, LoadSpec, Mode, Report, Target, Workload};
 use licensd_bench::protocol::{AppCredentials, Call};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ fn unlimited() -> Vec<(&'static str, &'static str)> {
 
 fn spec(call: Call, concurrency: usize) -> LoadSpec {
     LoadSpec {
-        call,
+        workload: Workload::Only(call),
         mode: Mode::Closed { concurrency },
         warmup: Duration::from_millis(200),
         duration: Duration::from_millis(800),
@@ -74,7 +74,7 @@ async fn load_generator_counts_only_answers_that_pass_the_sdk_checks() {
     // The floor answers in the same format, verifiably.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let floor_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(licensd_bench::floor::serve(listener));
+    tokio::spawn(licensd_bench::floor::serve(listener, None));
     let floor_key = licensd_bench::floor::signing_key().verifying_key();
     let floor_key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, floor_key.as_bytes());
     let floor_app = AppCredentials::new(&target.app.app_id, "x", &floor_key).unwrap();

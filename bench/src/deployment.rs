@@ -123,14 +123,15 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts this benchmark binary's own floor server.
-    pub fn floor() -> anyhow::Result<Self> {
+    /// Starts this benchmark binary's own floor server; with `durable_url`, the durable floor.
+    pub fn floor(durable_url: Option<&str>) -> anyhow::Result<Self> {
         let started = Instant::now();
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["floor", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+        let mut command = Command::new(std::env::current_exe()?);
+        command.args(["floor", "--listen", "127.0.0.1:0"]);
+        if let Some(url) = durable_url {
+            command.args(["--durable", url]);
+        }
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
         let line = first_line(&mut child, Duration::from_secs(30))?;
         let listening: Value = serde_json::from_str(&line)?;
         let addr = listening["listening"].as_str().context("floor printed no address")?;

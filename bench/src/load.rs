@@ -40,9 +40,33 @@ impl Mode {
     }
 }
 
+/// What the requests are: one endpoint, or SDK-like traffic mixing logins into heartbeats.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Workload {
+    Only(Call),
+    Mix { validate_percent: u32 },
+}
+
+impl Workload {
+    pub fn name(&self) -> String {
+        match self {
+            Workload::Only(call) => call.name().to_string(),
+            Workload::Mix { validate_percent } => format!("mix: {validate_percent} % validate, heartbeat otherwise"),
+        }
+    }
+
+    fn pick(&self) -> Call {
+        match *self {
+            Workload::Only(call) => call,
+            Workload::Mix { validate_percent } if rand::random::<u32>() % 100 < validate_percent => Call::Validate,
+            Workload::Mix { .. } => Call::Heartbeat,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct LoadSpec {
-    pub call: Call,
+    pub workload: Workload,
     pub mode: Mode,
     /// Sent but not counted: connections open, caches warm.
     pub warmup: Duration,
@@ -53,7 +77,7 @@ pub struct LoadSpec {
 /// What one run measured. Latencies in microseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub call: &'static str,
+    pub call: String,
     pub mode: String,
     pub seconds: f64,
     pub sent: u64,
@@ -95,11 +119,11 @@ pub async fn run(target: &Target, spec: LoadSpec) -> anyhow::Result<Report> {
     let end = measured_from + spec.duration;
     let not_sent = match spec.mode {
         Mode::Closed { concurrency } => {
-            closed_loop(&client, target, spec.call, concurrency, end, &samples).await;
+            closed_loop(&client, target, spec.workload, concurrency, end, &samples).await;
             0
         }
         Mode::Open { rate, max_outstanding } => {
-            open_loop(&client, target, spec.call, rate, max_outstanding, measured_from, end, &samples).await
+            open_loop(&client, target, spec.workload, rate, max_outstanding, measured_from, end, &samples).await
         }
     };
     let samples = std::mem::take(&mut *samples.lock().expect("samples lock"));
@@ -110,7 +134,7 @@ pub async fn run(target: &Target, spec: LoadSpec) -> anyhow::Result<Report> {
 async fn closed_loop(
     client: &reqwest::Client,
     target: &Target,
-    call: Call,
+    workload: Workload,
     concurrency: usize,
     end: Instant,
     samples: &Arc<Mutex<Vec<Sample>>>,
@@ -125,7 +149,7 @@ async fn closed_loop(
                 let machine = &target.machines[next % target.machines.len()];
                 next += concurrency;
                 let started = Instant::now();
-                if let Some(sample) = send(&client, &target, call, machine, started).await {
+                if let Some(sample) = send(&client, &target, workload.pick(), machine, started).await {
                     mine.push(sample);
                 }
             }
@@ -139,7 +163,7 @@ async fn closed_loop(
 async fn open_loop(
     client: &reqwest::Client,
     target: &Target,
-    call: Call,
+    workload: Workload,
     rate: f64,
     max_outstanding: usize,
     measured_from: Instant,
@@ -167,7 +191,7 @@ async fn open_loop(
             let (client, target, samples, outstanding) =
                 (client.clone(), target.clone(), samples.clone(), outstanding.clone());
             tasks.spawn(async move {
-                if let Some(sample) = send(&client, &target, call, &machine, scheduled).await {
+                if let Some(sample) = send(&client, &target, workload.pick(), &machine, scheduled).await {
                     samples.lock().expect("samples lock").push(sample);
                 }
                 outstanding.fetch_sub(1, Ordering::Relaxed);
@@ -247,7 +271,7 @@ fn summarize(spec: LoadSpec, app: &AppCredentials, samples: Vec<Sample>, not_sen
     }
     let seconds = spec.duration.as_secs_f64();
     Report {
-        call: spec.call.name(),
+        call: spec.workload.name(),
         mode: spec.mode.describe(),
         seconds,
         sent: samples.len() as u64,

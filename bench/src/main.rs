@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use licensd_bench::deployment::Backend;
-use licensd_bench::load::{self, LoadSpec, Mode, Target};
+use licensd_bench::load::{self, LoadSpec, Mode, Target, Workload};
 use licensd_bench::protocol::{AppCredentials, Call};
 use licensd_bench::suite::{self, SuiteOptions};
 use licensd_bench::{fixture, report};
@@ -35,6 +35,9 @@ enum Cmd {
     Floor {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
+        /// The durable floor: append one event per request to this database first.
+        #[arg(long)]
+        durable: Option<String>,
     },
 }
 
@@ -69,6 +72,8 @@ struct SuiteArgs {
 enum CallArg {
     Validate,
     Heartbeat,
+    /// 10 % validate, heartbeat otherwise.
+    Mix,
 }
 
 #[derive(clap::Args)]
@@ -98,11 +103,11 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match cli.command {
-            Cmd::Floor { listen } => {
+            Cmd::Floor { listen, durable } => {
                 let listener = tokio::net::TcpListener::bind(&listen).await?;
                 println!("{}", serde_json::json!({ "listening": listener.local_addr()?.to_string() }));
                 std::io::stdout().flush()?;
-                Ok(licensd_bench::floor::serve(listener).await?)
+                licensd_bench::floor::serve(listener, durable.as_deref()).await
             }
             Cmd::Load(args) => run_load(args).await,
             Cmd::Suite(args) => run_suite(args).await,
@@ -138,12 +143,13 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
         Some(rate) => Mode::Open { rate, max_outstanding: 8192 },
         None => Mode::Closed { concurrency: args.concurrency },
     };
-    let call = match args.call {
-        CallArg::Validate => Call::Validate,
-        CallArg::Heartbeat => Call::Heartbeat,
+    let workload = match args.call {
+        CallArg::Validate => Workload::Only(Call::Validate),
+        CallArg::Heartbeat => Workload::Only(Call::Heartbeat),
+        CallArg::Mix => Workload::Mix { validate_percent: 10 },
     };
     let spec = LoadSpec {
-        call,
+        workload,
         mode,
         warmup: Duration::from_secs(1),
         duration: Duration::from_secs_f64(args.seconds),

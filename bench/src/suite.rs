@@ -3,7 +3,7 @@
 
 use crate::deployment::{postgres_reachable, Backend, Deployment, Server};
 use crate::fixture;
-use crate::load::{self, LoadSpec, Mode, Report, Target};
+use crate::load::{self, LoadSpec, Mode, Report, Target, Workload};
 use crate::protocol::{AppCredentials, Call};
 use anyhow::Context;
 use serde::Serialize;
@@ -30,6 +30,8 @@ pub struct SuiteOptions {
 pub struct EndpointResult {
     pub backend: &'static str,
     pub floor: Report,
+    /// Validate only: the floor plus one durable append per request on the same backend.
+    pub durable_floor: Option<Report>,
     pub licensd: Report,
 }
 
@@ -80,7 +82,7 @@ fn unlimited() -> Vec<(&'static str, String)> {
 const CREDITS: u64 = 1_000_000_000_000;
 
 pub async fn run(options: &SuiteOptions) -> anyhow::Result<Results> {
-    let floor = Server::floor()?;
+    let floor = Server::floor(None)?;
     let mut results = Results { endpoints: Vec::new(), degradation: None, scale: None, skipped: Vec::new() };
     for &backend in &options.backends {
         if backend == Backend::Postgres && !postgres_reachable(&options.postgres_url) {
@@ -92,31 +94,41 @@ pub async fn run(options: &SuiteOptions) -> anyhow::Result<Results> {
         let server = deployment.start(&unlimited())?;
         let target = prepare(&deployment, &server, options).await?;
         let floor_target = Target { base_url: floor.base_url.clone(), app: floor_app(), ..target.clone() };
+        let durable_log = Deployment::create(backend, &options.licensd, &options.postgres_url, "floor")?;
+        let durable = Server::floor(Some(durable_log.database_url()))?;
+        let durable_target = Target { base_url: durable.base_url.clone(), ..floor_target.clone() };
         let mut validate_rate = 0.0;
-        for call in [Call::Heartbeat, Call::Validate] {
+        let workloads =
+            [Workload::Only(Call::Heartbeat), Workload::Only(Call::Validate), Workload::Mix { validate_percent: 10 }];
+        for workload in workloads {
             let spec = LoadSpec {
-                call,
+                workload,
                 mode: Mode::Closed { concurrency: options.concurrency },
                 warmup: options.warmup,
                 duration: options.duration,
                 timeout: Duration::from_secs(10),
             };
             let floor_report = load::run(&floor_target, spec).await?;
+            let durable_floor = match workload {
+                Workload::Only(Call::Validate) => Some(load::run(&durable_target, spec).await?),
+                _ => None,
+            };
             let licensd_report = load::run(&target, spec).await?;
             eprintln!(
                 "   {:9} floor {:>7.0}/s p99 {:>6} µs | licensd {:>7.0}/s p99 {:>6} µs",
-                call.name(),
+                workload.name(),
                 floor_report.throughput,
                 floor_report.latency_verified.p99,
                 licensd_report.throughput,
                 licensd_report.latency_verified.p99
             );
-            if call == Call::Validate {
+            if workload == Workload::Only(Call::Validate) {
                 validate_rate = licensd_report.throughput;
             }
             results.endpoints.push(EndpointResult {
                 backend: backend.name(),
                 floor: floor_report,
+                durable_floor,
                 licensd: licensd_report,
             });
         }
@@ -125,6 +137,7 @@ pub async fn run(options: &SuiteOptions) -> anyhow::Result<Results> {
             results.degradation = Some(degradation(&server, &target, validate_rate, options).await?);
         }
         server.stop();
+        durable.stop();
     }
     if options.scale_licenses > 0 {
         results.scale = Some(scale(options).await?);
@@ -175,7 +188,7 @@ async fn degradation(
         })
     };
     let phase = |rate: f64, warmup| LoadSpec {
-        call: Call::Validate,
+        workload: Workload::Only(Call::Validate),
         mode: Mode::Open { rate, max_outstanding: 8192 },
         warmup,
         duration: options.duration,

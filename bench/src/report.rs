@@ -202,7 +202,7 @@ fn degradation(md: &mut String, d: &Degradation) {
     let _ = writeln!(
         md,
         "\nResident memory: {} before, {} at the peak of the overload, {} after recovery. Recovery: {:.2} % \
-         of the requests sent after the first second at half the rate were answered ok {}.\n",
+         of the requests sent after the first second at half the rate were answered ok (target: all but 1 %: {}).\n",
         mib(d.rss_before),
         mib(d.rss_peak),
         mib(d.rss_after),

@@ -13,6 +13,12 @@ use std::str::FromStr;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// WAL frames (pages) beyond which the WAL file is started over: about 16 MiB.
+const WAL_RESTART_FRAMES: i64 = 4096;
+
+/// Rows buffered between SQLite's thread and the reader (a typical `read_all` page).
+const READ_PAGE_ROWS: usize = 1024;
+
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pub(crate) writer: SqlitePool,
@@ -38,9 +44,11 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(base.clone().create_if_missing(true).pragma("wal_autocheckpoint", "0"))
             .await?;
+        // Rows cross from SQLite's thread one message each; a buffer the size of a log page lets
+        // a whole page through without a thread hand-off per row (start-up reads millions).
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
-            .connect_with(base.clone().read_only(true))
+            .connect_with(base.clone().read_only(true).row_buffer_size(READ_PAGE_ROWS))
             .await?;
         let checkpointer = SqlitePoolOptions::new().max_connections(1).connect_with(base).await?;
         Ok(Self { writer, reader, checkpointer })
@@ -58,10 +66,17 @@ impl SqliteStore {
     }
 
     /// Copies committed WAL frames into the database file without blocking the writer
-    /// (`PASSIVE`); returns the frames then in the WAL and how many of them are checkpointed.
-    pub async fn checkpoint(&self) -> Result<(i64, i64), StoreError> {
+    /// (`PASSIVE`). Under steady reads the WAL file is never started over by itself, so once it
+    /// passes [`WAL_RESTART_FRAMES`] a `RESTART` checkpoint (which briefly holds new writes while
+    /// the last frames are copied) starts it over. Returns the frames left in the WAL.
+    pub async fn checkpoint(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&self.checkpointer).await?;
-        Ok((row.try_get(1)?, row.try_get(2)?))
+        let frames: i64 = row.try_get(1)?;
+        if frames < WAL_RESTART_FRAMES {
+            return Ok(frames);
+        }
+        let row = sqlx::query("PRAGMA wal_checkpoint(RESTART)").fetch_one(&self.checkpointer).await?;
+        Ok(row.try_get(1)?)
     }
 
     pub async fn close(&self) {

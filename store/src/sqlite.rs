@@ -16,6 +16,9 @@ use uuid::Uuid;
 /// WAL frames (pages) beyond which the WAL file is started over: about 16 MiB.
 const WAL_RESTART_FRAMES: i64 = 4096;
 
+/// How long a RESTART checkpoint may hold new writes while it waits for readers.
+const RESTART_WAIT_MS: u64 = 50;
+
 /// Rows buffered between SQLite's thread and the reader (a typical `read_all` page).
 const READ_PAGE_ROWS: usize = 1024;
 
@@ -50,7 +53,12 @@ impl SqliteStore {
             .max_connections(options.max_connections.max(1))
             .connect_with(base.clone().read_only(true).row_buffer_size(READ_PAGE_ROWS))
             .await?;
-        let checkpointer = SqlitePoolOptions::new().max_connections(1).connect_with(base).await?;
+        // A RESTART checkpoint holds new writes while it waits for readers: wait only briefly,
+        // and try again a second later rather than stall the writer behind a slow reader.
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(base.busy_timeout(Duration::from_millis(RESTART_WAIT_MS)))
+            .await?;
         Ok(Self { writer, reader, checkpointer })
     }
 
@@ -67,16 +75,19 @@ impl SqliteStore {
 
     /// Copies committed WAL frames into the database file without blocking the writer
     /// (`PASSIVE`). Under steady reads the WAL file is never started over by itself, so once it
-    /// passes [`WAL_RESTART_FRAMES`] a `RESTART` checkpoint (which briefly holds new writes while
-    /// the last frames are copied) starts it over. Returns the frames left in the WAL.
+    /// passes [`WAL_RESTART_FRAMES`] a `RESTART` checkpoint starts it over when readers allow
+    /// within [`RESTART_WAIT_MS`] (new writes wait at most that long), else on a later call.
+    /// Returns the frames in the WAL.
     pub async fn checkpoint(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&self.checkpointer).await?;
         let frames: i64 = row.try_get(1)?;
-        if frames < WAL_RESTART_FRAMES {
-            return Ok(frames);
+        if frames >= WAL_RESTART_FRAMES {
+            // Busy (a reader on an old snapshot) is not a failure: the next call tries again.
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(RESTART)").fetch_one(&self.checkpointer).await {
+                tracing::debug!(error = %e, "WAL restart postponed");
+            }
         }
-        let row = sqlx::query("PRAGMA wal_checkpoint(RESTART)").fetch_one(&self.checkpointer).await?;
-        Ok(row.try_get(1)?)
+        Ok(frames)
     }
 
     pub async fn close(&self) {

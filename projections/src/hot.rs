@@ -85,6 +85,25 @@ impl Default for HotModel {
 
 const MINUTES_PER_DAY: i64 = 24 * 60;
 
+/// An allocation-free stand-in, so a license can be moved out of its map slot for `evolve`
+/// while the slot stays locked; it is overwritten before the lock is released.
+fn vacated(license: &License) -> License {
+    License {
+        key: license.key.clone(),
+        app_id: license.app_id,
+        account_id: license.account_id,
+        status: license.status,
+        expires_at: None,
+        max_hwid_slots: 0,
+        hwids: Vec::new(),
+        label: None,
+        variables: Default::default(),
+        created_at: license.created_at,
+        offline_machines: Vec::new(),
+        portal_resets: Vec::new(),
+    }
+}
+
 impl HotModel {
     pub fn with_nonce_window(nonce_window: Duration) -> Self {
         Self {
@@ -232,16 +251,25 @@ impl HotModel {
         if let LicenseEvent::ValidationBilled { nonce: Some(nonce), at, .. } = event {
             self.remember_nonce(&key, nonce, *at);
         }
-        // The entry may already show this event: the hot path records its own appends at once.
-        if self.licenses.get(&key).is_some_and(|entry| entry.1 >= version) {
-            return;
-        }
-        let state = match self.licenses.remove(&key) {
-            Some((_, entry)) => LicenseState::Live(entry.0),
-            None => LicenseState::Missing,
-        };
-        if let LicenseState::Live(license) = state.evolve(event) {
-            self.licenses.insert(key, Box::new((license, version)));
+        // Under the entry's lock, so a concurrent `record_license` or reader never sees the
+        // license missing or moving backwards.
+        match self.licenses.entry(key) {
+            // The entry may already show this event: the hot path records its own appends at once.
+            Entry::Occupied(slot) if slot.get().1 >= version => {}
+            Entry::Occupied(mut slot) => {
+                let entry = slot.get_mut();
+                let stand_in = vacated(&entry.0);
+                let current = std::mem::replace(&mut entry.0, stand_in);
+                match LicenseState::Live(current).evolve(event) {
+                    LicenseState::Live(license) => **entry = (license, version),
+                    _ => drop(slot.remove()),
+                }
+            }
+            Entry::Vacant(slot) => {
+                if let LicenseState::Live(license) = LicenseState::Missing.evolve(event) {
+                    slot.insert(Box::new((license, version)));
+                }
+            }
         }
     }
 

@@ -7,6 +7,7 @@ use crate::load::{self, LoadSpec, Mode, Report, Target, Workload};
 use crate::protocol::{AppCredentials, Call};
 use anyhow::Context;
 use serde::Serialize;
+use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -56,8 +57,6 @@ pub struct Scale {
     pub rss_loaded: u64,
     pub heap: Value,
 }
-
-use serde_json::Value;
 
 #[derive(Debug, Serialize)]
 pub struct Results {

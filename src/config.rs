@@ -99,6 +99,16 @@ pub struct ServeConfig {
     #[arg(long, env = "LICENSD_WEBHOOK_RETRY_BASE_MS", default_value_t = 5000)]
     pub webhook_retry_base_ms: u64,
 
+    /// How long one webhook delivery may take before it counts as failed, in milliseconds.
+    #[arg(long, env = "LICENSD_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+
+    /// Webhook deliveries in flight at once, and at most to any one webhook.
+    #[arg(long, env = "LICENSD_WEBHOOK_CONCURRENCY", default_value_t = 16)]
+    pub webhook_concurrency: usize,
+    #[arg(long, env = "LICENSD_WEBHOOK_PER_RECEIVER", default_value_t = 4)]
+    pub webhook_per_receiver: usize,
+
     /// Allow webhooks to loopback receivers, over `http://` too (development only).
     #[arg(long, env = "LICENSD_WEBHOOK_ALLOW_HTTP_LOOPBACK", default_value_t = false)]
     pub webhook_allow_http_loopback: bool,
@@ -225,6 +235,9 @@ impl ServeConfig {
         licensd_workers::webhooks::WebhookConfig {
             max_attempts: self.webhook_max_attempts.max(1),
             retry_base: std::time::Duration::from_millis(self.webhook_retry_base_ms),
+            timeout: std::time::Duration::from_millis(self.webhook_timeout_ms.max(1)),
+            concurrency: self.webhook_concurrency.max(1),
+            per_webhook: self.webhook_per_receiver.max(1),
             destinations: self.webhook_destinations(),
             ..Default::default()
         }

@@ -20,6 +20,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     if !config.is_postgres() {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create the data folder {}", config.data_dir.display()))?;
+        ensure_writable(&config.data_dir)?;
     }
     let options = StoreOptions {
         max_connections: config.db_max_connections,
@@ -29,6 +30,16 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     store.migrate().await.context("database migration failed")?;
     tracing::info!(backend = store.backend(), database = %redact_url(&url), "database ready");
     Ok(store)
+}
+
+/// SQLite keeps its database, WAL and master key in the data folder: say so plainly when the
+/// folder cannot be written (a read-only mount, a full disk, wrong owner) instead of SQLite's
+/// "unable to open database file".
+fn ensure_writable(dir: &std::path::Path) -> anyhow::Result<()> {
+    let probe = dir.join(".licensd-write-check");
+    std::fs::write(&probe, b"ok")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .with_context(|| format!("the data folder {} is not writable (read-only or full?)", dir.display()))
 }
 
 fn master_key(config: &Config) -> anyhow::Result<MasterKey> {

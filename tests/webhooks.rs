@@ -246,3 +246,115 @@ fn a_delivery_interrupted_by_a_kill_completes_after_the_restart() {
     assert_eq!(got.len(), 2, "delivered again after the restart (at least once)");
     assert!(got[1].signature_valid);
 }
+
+/// How a hostile receiver treats each connection.
+#[derive(Clone, Copy)]
+enum Hostile {
+    /// Accepts and never answers (the delivery times out).
+    Hang,
+    /// Closes at once without reading the request: the kernel resets the connection.
+    Reset,
+    /// Answers 500, every time.
+    Fail,
+}
+
+/// A receiver that misbehaves on every connection; counts the connections it got.
+fn hostile_receiver(behaviour: Hostile) -> (String, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let count = Arc::new(Mutex::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            *seen.lock().unwrap() += 1;
+            match behaviour {
+                Hostile::Hang => held.push(stream),
+                Hostile::Reset => {
+                    std::thread::sleep(Duration::from_millis(20)); // let the request arrive unread
+                    drop(stream);
+                }
+                Hostile::Fail => {
+                    let mut stream = stream;
+                    let mut request = [0u8; 65536];
+                    let _ = stream.read(&mut request);
+                    let _ = stream.write_all(b"HTTP/1.1 500 Oops\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                }
+            }
+        }
+    });
+    (url, count)
+}
+
+/// Receivers that hang, reset and fail for ever next to a healthy one: the healthy one gets
+/// every event promptly, each hostile one gets exactly `max attempts` per event and no more, and
+/// the delivery log records each failure as what it was.
+#[test]
+fn hanging_resetting_and_failing_receivers_starve_no_one_and_are_retried_a_bounded_number_of_times() {
+    const ATTEMPTS: usize = 3;
+    const EVENTS: usize = 8;
+    let env = [
+        ("LICENSD_WEBHOOK_ALLOW_HTTP_LOOPBACK", "true"),
+        ("LICENSD_WEBHOOK_RETRY_BASE_MS", "100"),
+        ("LICENSD_WEBHOOK_MAX_ATTEMPTS", "3"),
+        ("LICENSD_WEBHOOK_TIMEOUT_MS", "3000"),
+    ];
+    let w = World::new(&env, 100);
+    let mut hostile = Vec::new();
+    for (behaviour, name) in [(Hostile::Hang, "hang"), (Hostile::Reset, "reset"), (Hostile::Fail, "fail")] {
+        let (url, count) = hostile_receiver(behaviour);
+        let (status, created) =
+            w.server().post(&w.merchant.api_key, &w.hooks(), &json!({ "url": url, "events": ["license.created"] }));
+        assert_eq!(status, 201, "{created}");
+        hostile.push((name, created["webhookId"].as_str().unwrap().to_string(), count));
+    }
+    let secret = Arc::new(Mutex::new(String::new()));
+    let healthy = Receiver::start(secret.clone(), vec![]);
+    w.subscribe(&healthy, &secret, &["license.created"]);
+
+    let started = Instant::now();
+    for _ in 0..EVENTS {
+        w.merchant.license(w.server(), json!({}));
+    }
+    let got = healthy.wait_for(EVENTS, |r| r.event == "license.created" && r.signature_valid);
+    let healthy_took = started.elapsed();
+    assert_eq!(got.len(), EVENTS, "the healthy receiver got every event while the others misbehaved");
+    // Not merely eventually: before any hanging attempt had even timed out.
+    let (_, hanging) = w.server().get(&w.merchant.api_key, &format!("{}/{}/deliveries", w.hooks(), hostile[0].1));
+    let finished = hanging["deliveries"].as_array().unwrap().iter().filter(|d| d["attempts"] != 0).count();
+    assert_eq!(finished, 0, "the healthy receiver waited for hanging deliveries: {hanging}");
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for (name, webhook, count) in &hostile {
+        let log = format!("{}/{webhook}/deliveries?limit=100", w.hooks());
+        let deliveries = loop {
+            let (_, answer) = w.server().get(&w.merchant.api_key, &log);
+            let deliveries = answer["deliveries"].as_array().cloned().unwrap_or_default();
+            let settled = deliveries.len() == EVENTS && deliveries.iter().all(|d| d["status"] == "failed");
+            if settled || Instant::now() > deadline {
+                break deliveries;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(deliveries.len(), EVENTS, "{name}: one delivery per event");
+        for delivery in &deliveries {
+            assert_eq!(delivery["status"], "failed", "{name}: {delivery}");
+            assert_eq!(delivery["attempts"], ATTEMPTS, "{name}: {delivery}");
+            let error = delivery["lastError"].as_str().unwrap_or_default().to_string();
+            let truthful = match *name {
+                "hang" => error == "timeout",
+                "reset" => error.starts_with("connection failed"),
+                _ => delivery["lastStatus"] == 500 && error.contains("500"),
+            };
+            assert!(truthful, "{name}: the log says {delivery}");
+        }
+        std::thread::sleep(Duration::from_millis(500)); // nothing more arrives once failed
+        assert_eq!(*count.lock().unwrap(), EVENTS * ATTEMPTS, "{name}: exactly {ATTEMPTS} attempts per event");
+    }
+    eprintln!(
+        "healthy receiver: {EVENTS} events in {:.2} s beside hanging, resetting and failing receivers \
+         ({} attempts each, all recorded as failed)",
+        healthy_took.as_secs_f64(),
+        EVENTS * ATTEMPTS
+    );
+}

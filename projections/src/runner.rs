@@ -70,6 +70,11 @@ async fn tail<F, Fut>(
             _ = stop.changed() => {}
         }
     }
+    // The writer has committed its last batch before the workers are stopped: follow it to the
+    // end, so a graceful restart begins with every read model caught up.
+    if let Err(e) = drain(step).await {
+        tracing::warn!(projection = name, error = %e, "projection not caught up at shutdown; it resumes on start");
+    }
     tracing::debug!(projection = name, "projection stopped");
 }
 

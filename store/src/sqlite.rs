@@ -30,6 +30,22 @@ pub struct SqliteStore {
     checkpointer: SqlitePool,
 }
 
+/// Whether the writer connection can start a transaction. A statement or `COMMIT` failing with
+/// SQLITE_FULL or an I/O error makes SQLite roll the transaction back by itself; sqlx still counts
+/// it as open and would refuse every later `BEGIN` ("non-zero transaction depth"), so writes would
+/// never recover once the disk had room again. Such a connection is closed and replaced.
+async fn can_begin(connection: &mut sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection;
+    // `begin_with`, not `begin`: at a miscounted depth `begin` quietly opens a savepoint instead.
+    match connection.begin_with("BEGIN").await {
+        Ok(probe) => probe.rollback().await.is_ok(),
+        Err(e) => {
+            tracing::warn!(error = %e, "replacing the SQLite writer connection after a failed transaction");
+            false
+        }
+    }
+}
+
 impl SqliteStore {
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
         let synchronous =
@@ -45,6 +61,7 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
+            .after_release(|connection, _| Box::pin(async move { Ok(can_begin(connection).await) }))
             .connect_with(base.clone().create_if_missing(true).pragma("wal_autocheckpoint", "0"))
             .await?;
         // Rows cross from SQLite's thread one message each; a buffer the size of a log page lets

@@ -121,10 +121,46 @@ impl StoreError {
         match self {
             Self::Unavailable(_) => true,
             Self::Database(sqlx::Error::Database(db)) => {
-                // SQLite busy/locked, Postgres serialization failure / deadlock / admin shutdown.
-                matches!(db.code().as_deref(), Some("5" | "6" | "517" | "40001" | "40P01" | "57P01" | "57P03"))
+                let postgres = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some();
+                db.code().is_some_and(|code| if postgres { postgres_transient(&code) } else { sqlite_transient(&code) })
             }
             _ => false,
+        }
+    }
+}
+
+// Error codes that say "not now" rather than "never": contention, and storage that is full,
+// read-only or failing (writes work again once an operator frees space or remounts).
+
+/// SQLite: BUSY, LOCKED, READONLY, IOERR, FULL, in any extended variant.
+fn sqlite_transient(code: &str) -> bool {
+    code.parse::<i32>().is_ok_and(|extended| matches!(extended & 0xff, 5 | 6 | 8 | 10 | 13))
+}
+
+/// Postgres SQLSTATE: connection exceptions (08), insufficient resources such as a full disk
+/// (53), operator intervention such as a shutdown (57P), read-only transaction, serialization
+/// failure, deadlock.
+fn postgres_transient(code: &str) -> bool {
+    ["08", "53", "57P"].iter().any(|class| code.starts_with(class)) || matches!(code, "25006" | "40001" | "40P01")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{postgres_transient, sqlite_transient};
+
+    #[test]
+    fn full_read_only_and_failing_storage_is_transient_but_bad_sql_is_not() {
+        for code in ["5", "517", "13", "8", "1032", "778"] {
+            assert!(sqlite_transient(code), "SQLite {code}");
+        }
+        for code in ["1", "19", "2067"] {
+            assert!(!sqlite_transient(code), "SQLite {code}");
+        }
+        for code in ["53100", "57P01", "08006", "25006", "40001", "40P01"] {
+            assert!(postgres_transient(code), "Postgres {code}");
+        }
+        for code in ["23505", "42P01", "22P02"] {
+            assert!(!postgres_transient(code), "Postgres {code}");
         }
     }
 }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of this harness
 
+pub mod mixed;
+
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use serde_json::Value;
@@ -73,6 +75,33 @@ impl Deployment {
         let output = child.wait_with_output().unwrap();
         assert!(output.status.success(), "licensd {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
         serde_json::from_slice(&output.stdout).expect("the command prints JSON")
+    }
+
+    /// `licensd serve` expected to refuse to start: returns its stderr once it exited (failing if
+    /// it is still running after 60 s, or exited 0).
+    pub fn serve_fails(&self) -> String {
+        let mut child = self
+            .command(&["serve"])
+            .env("LICENSD_LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn licensd serve");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("licensd serve kept running where it should have refused to start");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(!status.success(), "licensd serve exited 0 where it should have failed");
+        let mut stderr = String::new();
+        let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr);
+        stderr
     }
 
     /// Runs an operator command expected to fail; returns its stderr.
@@ -214,6 +243,10 @@ impl Server {
     pub fn get_text(&self, path: &str) -> (u16, String) {
         let response = client().get(format!("{}{path}", self.base)).send().expect("GET");
         (response.status().as_u16(), response.text().unwrap_or_default())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL: no chance to flush anything.

@@ -28,6 +28,8 @@ pub struct WebhookConfig {
     pub retry_base: Duration,
     /// Deliveries in flight at once.
     pub concurrency: usize,
+    /// Deliveries in flight at once to any one webhook.
+    pub per_webhook: usize,
     /// How often due deliveries are looked for.
     pub poll: Duration,
     pub destinations: DestinationPolicy,
@@ -40,6 +42,7 @@ impl Default for WebhookConfig {
             max_attempts: 8,
             retry_base: Duration::from_secs(5),
             concurrency: 16,
+            per_webhook: 4,
             poll: Duration::from_millis(250),
             destinations: DestinationPolicy::default(),
         }
@@ -98,10 +101,15 @@ struct Due {
     secret: Sealed,
 }
 
+/// Due deliveries, oldest first, at most `$3` per webhook: a receiver that hangs holds at most
+/// that many of the dispatcher's slots, so the others keep being served.
 const DUE: &str = "SELECT d.delivery_id, d.webhook_id, d.event, d.body, d.created_at, CAST(d.attempts AS TEXT), w.url,
         w.secret
-     FROM webhook_deliveries d JOIN wh_webhooks w ON w.webhook_id = d.webhook_id
-     WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND w.enabled = 1
+     FROM (SELECT delivery_id, webhook_id, event, body, created_at, attempts, next_attempt_at,
+                  ROW_NUMBER() OVER (PARTITION BY webhook_id ORDER BY next_attempt_at) AS rank
+           FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1) d
+     JOIN wh_webhooks w ON w.webhook_id = d.webhook_id
+     WHERE d.rank <= $3 AND w.enabled = 1
      ORDER BY d.next_attempt_at LIMIT $2";
 
 const RECORD: &str = "UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1, last_attempt_at = $2,
@@ -121,7 +129,11 @@ impl Dispatcher {
     }
 
     async fn due(&self, now: DateTime<Utc>) -> Result<Vec<Due>, StoreError> {
-        let args = [iso(now).into(), SqlValue::from(self.config.concurrency as i64)];
+        let args = [
+            iso(now).into(),
+            SqlValue::from(self.config.concurrency as i64),
+            SqlValue::from(self.config.per_webhook as i64),
+        ];
         let rows = self.store.query_rows(DUE, &args).await?;
         Ok(rows
             .into_iter()
@@ -177,27 +189,56 @@ impl Dispatcher {
         self.store.execute(&[record]).await.map(drop)
     }
 
-    /// Delivers whatever is due, round after round, until `stop`.
+    /// Delivers whatever is due until `stop`, keeping up to `concurrency` attempts in flight:
+    /// each finished attempt frees its slot at once, so a receiver that hangs until the timeout
+    /// delays no one else's deliveries. In-flight attempts finish (bounded by the timeout) on stop.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let this = std::sync::Arc::new(self);
+        let mut in_flight = tokio::task::JoinSet::new();
+        // The delivery each running attempt is for (by task id, so even a panicked one is freed).
+        let mut busy = std::collections::HashMap::new();
         while !*stop.borrow() {
-            match self.due(Utc::now()).await {
-                Ok(due) if !due.is_empty() => {
-                    let attempts = due.into_iter().map(|d| self.deliver(d));
-                    for result in futures::future::join_all(attempts).await {
-                        if let Err(e) = result {
-                            tracing::warn!(error = %e, "cannot record a webhook attempt");
+            if in_flight.len() < this.config.concurrency {
+                match this.due(Utc::now()).await {
+                    Ok(due) => {
+                        for due in due {
+                            if in_flight.len() >= this.config.concurrency {
+                                break;
+                            }
+                            if busy.values().any(|id| *id == due.delivery_id) {
+                                continue;
+                            }
+                            let id = due.delivery_id.clone();
+                            let dispatcher = this.clone();
+                            busy.insert(in_flight.spawn(async move { dispatcher.deliver(due).await }).id(), id);
                         }
                     }
-                    continue;
+                    Err(e) => tracing::warn!(error = %e, "cannot read due webhook deliveries"),
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot read due webhook deliveries"),
             }
             tokio::select! {
-                _ = tokio::time::sleep(self.config.poll) => {}
+                Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => record_done(&mut busy, done),
+                _ = tokio::time::sleep(this.config.poll) => {}
                 _ = stop.changed() => {}
             }
         }
+        while let Some(done) = in_flight.join_next_with_id().await {
+            record_done(&mut busy, done);
+        }
+    }
+}
+
+fn record_done(
+    busy: &mut std::collections::HashMap<tokio::task::Id, String>,
+    done: Result<(tokio::task::Id, Result<(), StoreError>), tokio::task::JoinError>,
+) {
+    let (task, result) = match done {
+        Ok((task, result)) => (task, result.map_err(|e| format!("cannot record a webhook attempt: {e}"))),
+        Err(e) => (e.id(), Err(format!("a webhook attempt ended abnormally: {e}"))),
+    };
+    busy.remove(&task);
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "webhook attempt not recorded; it stays due");
     }
 }
 

@@ -12,7 +12,7 @@ mod keyring;
 pub(crate) mod limits;
 mod selfban;
 mod session;
-mod token;
+pub mod token;
 mod validate;
 
 pub(crate) use activate::license_file;

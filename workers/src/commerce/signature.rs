@@ -53,7 +53,10 @@ pub fn verify_stripe(
     if !candidates.iter().any(|c| same(c, &expected)) {
         return Err(SignatureError::Mismatch);
     }
-    if (now_unix - timestamp).abs() > tolerance_secs {
+    // Checked: a signed timestamp near i64::MIN or MAX must be stale, not an overflow (which
+    // would panic in a debug build and, wrapped in a release build, pass as fresh).
+    let age = now_unix.checked_sub(timestamp).map(i64::unsigned_abs);
+    if age.is_none_or(|age| age > tolerance_secs.unsigned_abs()) {
         return Err(SignatureError::Stale);
     }
     Ok(())
@@ -97,6 +100,16 @@ mod tests {
         assert_eq!(verify_stripe("v1=00", body, "whsec_abc", 1_000, 300), Err(SignatureError::Malformed));
         let rolled = format!("t=1000,v1={},{}", "0".repeat(64), header.split(',').nth(1).unwrap());
         assert_eq!(verify_stripe(&rolled, body, "whsec_abc", 1_000, 300), Ok(()));
+    }
+
+    /// Found by the `provider_webhook` fuzz target: `now - t` overflowed for extreme timestamps.
+    #[test]
+    fn extreme_signed_timestamps_are_stale_not_an_overflow() {
+        let body = b"{}";
+        for t in [i64::MIN, i64::MIN + 1_000, i64::MAX] {
+            let header = stripe_signature_header(body, "whsec_abc", t);
+            assert_eq!(verify_stripe(&header, body, "whsec_abc", 1_000, 300), Err(SignatureError::Stale), "t={t}");
+        }
     }
 
     #[test]

@@ -185,8 +185,7 @@ fn another_tenant_gets_nothing_from_any_developer_api_operation() {
                 .replace("{event_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{list}", "blacklist")
                 .replace("{provider}", "stripe");
-            let path =
-                if template == "/licenses" { format!("/v1{path}?appId={}", a.app_id) } else { format!("/v1{path}") };
+            let path = if template == "/v1/licenses" { format!("{path}?appId={}", a.app_id) } else { path };
             // Bodies that would act on A's app or license if ownership were not checked.
             let body = json!({
                 "appId": a.app_id, "licenseKey": key_a, "name": "taken", "action": "revoke", "quantity": 1,
@@ -204,7 +203,7 @@ fn another_tenant_gets_nothing_from_any_developer_api_operation() {
                 assert!(!text.contains(secret), "{method} {path} showed B something of A's ({secret}): {text}");
             }
             let addresses_a = template.contains("{app_id}") || template.contains("{key}") || template.contains("_id}");
-            let acts_on_a = with_body || template == "/licenses";
+            let acts_on_a = with_body || template == "/v1/licenses";
             if addresses_a || (acts_on_a && !own_scoped(method, template)) {
                 assert!(!(200..300).contains(&status), "{method} {path} let B act on A: {status} {answer}");
             }
@@ -228,11 +227,11 @@ fn another_tenant_gets_nothing_from_any_developer_api_operation() {
 fn own_scoped(method: &str, template: &str) -> bool {
     matches!(
         (method, template),
-        ("post", "/apps")
-            | ("post", "/api-keys")
-            | ("put", "/credits/settings")
-            | ("put", "/commerce/connections/{provider}")
-            | ("post", "/commerce/events/replay")
+        ("post", "/v1/apps")
+            | ("post", "/v1/api-keys")
+            | ("put", "/v1/credits/settings")
+            | ("put", "/v1/commerce/connections/{provider}")
+            | ("post", "/v1/commerce/events/replay")
     )
 }
 

@@ -303,23 +303,24 @@ fn hostile_http_is_refused_without_harm() {
         format!(r#"{{"appId":"{}","label":{}{}}}"#, t.a.app_id, "[".repeat(depth), "]".repeat(depth)).into_bytes()
     };
     let invalid_utf8 = [br#"{"appId":""#.as_slice(), &[0xff, 0xfe, 0xc3], br#"","quantity":1}"#].concat();
-    let cases: Vec<(&str, &str, Vec<u8>, &[u16])> = vec![
-        ("/auth/validate", "", nested(20_000), &[400]),
-        ("/auth/validate", "", nested_field(5_000), &[400]),
-        ("/auth/validate", "", invalid_utf8.clone(), &[400]),
-        ("/auth/heartbeat", "", nested(20_000), &[400]),
-        ("/v1/licenses", &bearer, nested_field(5_000), &[400]),
-        ("/v1/licenses", &bearer, invalid_utf8.clone(), &[400]),
-        ("/v1/licenses", &bearer, nested(20_000), &[400]),
-        ("/portal/challenges", "", invalid_utf8, &[400]),
-        ("/auth/validate", "", vec![b'a'; 10 * 1024 * 1024], &[413]),
+    // Bodies within the size limit get a clear answer, never a dropped connection.
+    let cases: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("/auth/validate", "", nested(20_000)),
+        ("/auth/validate", "", nested_field(5_000)),
+        ("/auth/validate", "", invalid_utf8.clone()),
+        ("/auth/heartbeat", "", nested(20_000)),
+        ("/v1/licenses", &bearer, nested_field(5_000)),
+        ("/v1/licenses", &bearer, invalid_utf8.clone()),
+        ("/v1/licenses", &bearer, nested(20_000)),
+        ("/portal/challenges", "", invalid_utf8),
     ];
-    for (path, headers, body, expected) in &cases {
-        let status = post_raw(&t.server, path, headers, body);
-        assert!(status.is_none_or(|s| expected.contains(&s)), "{path} with {} bytes: {status:?}", body.len());
+    for (path, headers, body) in &cases {
+        assert_eq!(post_raw(&t.server, path, headers, body), Some(400), "{path} with {} bytes", body.len());
     }
-    // A body that lies about its length is cut off, not waited on for ever (the read times out
-    // on the client side only if the server hangs; hyper answers or closes).
+    // Past the limits the server may answer or just close (it stops reading either way); what
+    // it must never do is accept.
+    let status = post_raw(&t.server, "/auth/validate", "", &vec![b'a'; 10 * 1024 * 1024]);
+    assert!(status.is_none_or(|s| s == 413), "a 10 MiB body: {status:?}");
     let huge_header = format!("X-Filler: {}\r\n", "a".repeat(1024 * 1024));
     let status = post_raw(&t.server, "/auth/validate", &huge_header, b"{}");
     assert!(status.is_none_or(|s| s == 431 || s == 400), "a 1 MiB header: {status:?}");

@@ -11,6 +11,7 @@ use axum::Router;
 use licensd_api::{ApiConfig, AppState, AuthConfig};
 use licensd_commands::{Actor, Commands, MasterKey, Writer, WriterConfig};
 use licensd_domain::account::AccountCommand;
+use licensd_domain::commerce::Provider;
 use licensd_domain::SystemClock;
 use licensd_projections::{HotModel, HotRunner, TailConfig};
 use licensd_store::{Store, StoreOptions};
@@ -26,7 +27,7 @@ pub struct Route {
     pub method: &'static str,
     pub path: &'static str,
     pub bearer: bool,
-    pub sign: Option<&'static str>,
+    pub sign: Option<Provider>,
 }
 
 const fn route(method: &'static str, path: &'static str, bearer: bool) -> Route {
@@ -41,8 +42,8 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/auth/heartbeat", false),
     route("POST", "/auth/selfban", false),
     route("POST", "/auth/offline/activate", false),
-    Route { method: "POST", path: "/billing/webhook/stripe/@STRIPE@", bearer: false, sign: Some("stripe") },
-    Route { method: "POST", path: "/billing/webhook/lemon/@LEMON@", bearer: false, sign: Some("lemon") },
+    Route { method: "POST", path: "/billing/webhook/stripe/@STRIPE@", bearer: false, sign: Some(Provider::Stripe) },
+    Route { method: "POST", path: "/billing/webhook/lemon/@LEMON@", bearer: false, sign: Some(Provider::Lemon) },
     route("POST", "/billing/webhook/stripe/@STRIPE@", false),
     route("POST", "/v1/licenses", true),
     route("PUT", "/v1/licenses/@OTHER@", true),
@@ -91,6 +92,8 @@ pub struct Harness {
     runtime: Runtime,
     router: Router,
     credentials: Credentials,
+    /// Keeps the in-memory model's tail running for the life of the process.
+    _tail: tokio::sync::watch::Sender<bool>,
     _dir: TempDir,
 }
 
@@ -127,6 +130,7 @@ impl Harness {
         std::fs::create_dir_all(&dir.0)?;
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         let url = format!("sqlite://{}/licensd.db", dir.0.display());
+        let (tail_stop, tail_stopped) = tokio::sync::watch::channel(false);
         let (router, credentials) = runtime.block_on(async {
             let options = StoreOptions { max_connections: 4, sqlite_synchronous_full: false };
             let store = Store::connect(&url, &options).await?;
@@ -135,10 +139,8 @@ impl Harness {
             let commands =
                 Commands::new(store.clone(), writer, Arc::new(SystemClock), MasterKey::parse(&"ab".repeat(32))?);
             let hot = Arc::new(HotModel::default());
-            let (_stop, stopped) = tokio::sync::watch::channel(false);
             let tail = HotRunner::new(store.clone(), hot.clone(), TailConfig::default());
-            tokio::spawn(tail.run(commands.writer().subscribe_commits(), stopped));
-            std::mem::forget(_stop); // the tail runs for the life of the process
+            tokio::spawn(tail.run(commands.writer().subscribe_commits(), tail_stopped));
             let runner = HotRunner::new(store, hot.clone(), TailConfig::default());
             let created = commands.create_account("fuzz@example.com", &Actor::Operator).await?;
             // Enough credits that validations are never refused for want of them.
@@ -148,7 +150,7 @@ impl Harness {
             let credentials = provision(&router, created.api_key).await?;
             Ok::<_, Box<dyn std::error::Error>>((router, credentials))
         })?;
-        Ok(Self { runtime, router, credentials, _dir: dir })
+        Ok(Self { runtime, router, credentials, _tail: tail_stop, _dir: dir })
     }
 
     /// Replaces the placeholders of `text` with the merchant's credentials.
@@ -183,14 +185,14 @@ impl Harness {
             request = request.header("authorization", format!("Bearer {}", self.credentials.api_key));
         }
         match route.sign {
-            Some("stripe") => {
+            Some(Provider::Stripe) => {
                 let now = chrono_now();
                 request = request.header(
                     "stripe-signature",
                     signature::stripe_signature_header(&body, &self.credentials.stripe.1, now),
                 );
             }
-            Some(_) => {
+            Some(Provider::Lemon) => {
                 request =
                     request.header("x-signature", signature::lemon_signature_header(&body, &self.credentials.lemon.1));
             }

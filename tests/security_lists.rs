@@ -39,15 +39,43 @@ fn on_each_backend(env: &[(&str, &str)], test: impl Fn(&Setup)) {
 
 fn run_on(dir: TempDir, deployment: Deployment, env: &[(&str, &str)], test: &impl Fn(&Setup)) {
     let server = deployment.start_with(env);
-    let m = deployment.merchant_with_credits(&server, "lists@example.com", 1000);
+    let m = merchant(&deployment, &server);
     test(&Setup { _dir: dir, deployment, server, m });
+}
+
+/// An account with credits and one app. The account is created by the CLI (another process),
+/// so the server may learn of its API key a moment later: creating the app is retried until then.
+fn merchant(deployment: &Deployment, server: &Server) -> Merchant {
+    let account = deployment.cli(&["account", "create", "--email", "lists@example.com"]);
+    let api_key = account["apiKey"].as_str().unwrap().to_string();
+    let account_id = account["accountId"].as_str().unwrap().to_string();
+    deployment.cli(&["credits", "grant", "--account", &account_id, "--amount", "1000"]);
+    let mut attempts = 0;
+    let app = loop {
+        let (status, app) = server.post(&api_key, "/v1/apps", &json!({ "name": "Lists app" }));
+        attempts += 1;
+        if status == 401 && attempts < 100 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            continue;
+        }
+        assert_eq!(status, 201, "{app}");
+        break app;
+    };
+    let text = |field: &str| app[field].as_str().unwrap().to_string();
+    Merchant {
+        account_id,
+        api_key,
+        app_id: text("appId"),
+        app_secret: text("appSecret"),
+        public_key: text("publicKey"),
+    }
 }
 
 fn sqlite(env: &[(&str, &str)]) -> Setup {
     let dir = TempDir::new();
     let deployment = Deployment::sqlite(&dir.0);
     let server = deployment.start_with(env);
-    let m = deployment.merchant_with_credits(&server, "lists@example.com", 1000);
+    let m = merchant(&deployment, &server);
     Setup { _dir: dir, deployment, server, m }
 }
 

@@ -210,7 +210,13 @@ fn mask(prefix: u8) -> u128 {
 /// The network an IP entry names, as `(masked bits, (is IPv6, prefix))`; `None` for non-IP entries.
 fn parse_network(entry: &str) -> Option<(u128, (bool, u8))> {
     let (addr, prefix) = entry.split_once('/').map_or((entry, None), |(a, p)| (a, Some(p)));
-    let (v6, bits, width) = match addr.parse::<IpAddr>().ok()? {
+    // An IPv4-mapped address (::ffff:a.b.c.d, how a dual-stack socket reports IPv4 clients)
+    // names the IPv4 address, as a client's is read in `matches_ip`.
+    let addr = match (addr.parse::<IpAddr>().ok()?, prefix) {
+        (IpAddr::V6(v6), None) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        (ip, _) => ip,
+    };
+    let (v6, bits, width) = match addr {
         IpAddr::V4(v4) => (false, u128::from(u32::from(v4)) << 96, 32u8),
         IpAddr::V6(v6) => (true, u128::from(v6), 128u8),
     };
@@ -389,6 +395,11 @@ mod tests {
         assert!(!lists.allows(Some("2001:db8:1::9".parse().unwrap()), "h"));
         assert!(lists.allows(Some("2001:db9::1".parse().unwrap()), "h"));
         assert!(!lists.allows(Some("::ffff:192.0.2.5".parse().unwrap()), "h"));
+        let mapped = SecurityLists { ip_blacklist: vec!["::ffff:192.0.2.9".into()], ..Default::default() };
+        assert!(!mapped.allows(Some("192.0.2.9".parse().unwrap()), "h"), "a mapped entry names the IPv4 address");
+        assert!(!mapped.allows(Some("::ffff:192.0.2.9".parse().unwrap()), "h"));
+        let range = SecurityLists { ip_blacklist: vec!["192.0.2.0/24".into()], ..Default::default() };
+        assert!(!range.allows(Some("::ffff:192.0.2.77".parse().unwrap()), "h"), "IPv4 ranges hold mapped clients");
     }
 
     #[test]

@@ -174,6 +174,13 @@ fn a_merchant_edit_made_from_an_older_read_does_not_undo_a_self_ban() {
         let (status, _) =
             s.server.send("DELETE", &s.m.api_key, &format!("/v1/apps/{}/security/blacklist", s.m.app_id), Some(&entry));
         assert_eq!(status, 200);
+        // The same removal with the entry in the path (a range's '/' percent-encoded).
+        let path = format!("/v1/apps/{}/security/blacklist/ip/198.51.100.0%2F24", s.m.app_id);
+        let range = json!({ "type": "ip", "value": "198.51.100.0/24" });
+        assert_eq!(s.server.post(&s.m.api_key, &format!("/v1/apps/{}/security/blacklist", s.m.app_id), &range).0, 200);
+        assert!(listed(&lists(s), "ipBlacklist").contains(&"198.51.100.0/24".to_string()));
+        assert_eq!(s.server.send("DELETE", &s.m.api_key, &path, None).0, 200);
+        assert!(!listed(&lists(s), "ipBlacklist").contains(&"198.51.100.0/24".to_string()), "removed by path");
         assert_eq!(validate(s, &key, "tampered-machine").0, 200, "the lifted self-ban no longer blocks");
     });
 }

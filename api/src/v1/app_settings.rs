@@ -226,6 +226,16 @@ pub async fn remove_entry(
     edit_list(&state, &caller, &app_id, &list, entry, false).await
 }
 
+/// `DELETE /v1/apps/{appId}/security/{blacklist|whitelist}/{hwid|ip}/{value}` (beyond the docs):
+/// the same removal with the entry in the path, for clients that cannot send a DELETE body.
+pub async fn remove_entry_named(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((app_id, list, kind, value)): ApiPath<(String, String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    edit_list(&state, &caller, &app_id, &list, ListEntry { kind, value }, false).await
+}
+
 /// `POST /v1/apps/{appId}/secret` (beyond the docs): a new app secret, shown in this response only.
 pub async fn rotate_secret(
     State(state): State<AppState>,

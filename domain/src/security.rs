@@ -403,6 +403,17 @@ mod tests {
     }
 
     #[test]
+    fn a_range_named_by_two_entries_stays_matched_until_both_are_removed() {
+        let mut list = List::default();
+        assert!(list.insert("10.0.0.1/24".into()) && list.insert("10.0.0.0/24".into()));
+        assert!(!list.insert("10.0.0.0/24".into()), "an entry is listed once");
+        let ip = "10.0.0.77".parse().unwrap();
+        assert!(list.remove("10.0.0.1/24") && list.matches_ip(ip), "the other entry still names the range");
+        assert!(list.remove("10.0.0.0/24") && !list.matches_ip(ip));
+        assert!(!list.remove("10.0.0.0/24") && list.is_empty());
+    }
+
+    #[test]
     fn more_than_a_thousand_entries_are_refused() {
         let l = SecurityLists { hwid_blacklist: (0..1001).map(|i| format!("hw{i}")).collect(), ..Default::default() };
         assert!(l.validated().is_err());

@@ -125,8 +125,9 @@ pub struct ServeConfig {
     #[arg(long, env = "LICENSD_VALIDATE_PER_KEY", default_value_t = 5)]
     pub validate_per_key: u32,
 
-    /// `/auth/heartbeat` requests per minute per license key.
-    #[arg(long, env = "LICENSD_HEARTBEAT_PER_KEY", default_value_t = 6)]
+    /// `/auth/heartbeat` requests per minute per license key; 0 (the default) means no limit,
+    /// as documented (heartbeats are not rate-limited at the application layer).
+    #[arg(long, env = "LICENSD_HEARTBEAT_PER_KEY", default_value_t = 0)]
     pub heartbeat_per_key: u32,
 
     /// `/auth/selfban` requests per minute per client IP.
@@ -136,6 +137,11 @@ pub struct ServeConfig {
     /// Pre-session `/auth/selfban` requests per minute per license key.
     #[arg(long, env = "LICENSD_SELFBAN_PER_KEY", default_value_t = 3)]
     pub selfban_per_key: u32,
+
+    /// Most entries `/auth/selfban` may add to one app's blacklists, apart from the merchant's
+    /// own entries (so a leaked app secret cannot fill the merchant's lists).
+    #[arg(long, env = "LICENSD_SELFBAN_MAX_ENTRIES", default_value_t = 5_000)]
+    pub selfban_max_entries: usize,
 
     /// SMTP server for buyer emails: `smtp://[user:pass@]host:port` (`?tls=required` for
     /// STARTTLS) or `smtps://...`. Unset: no buyer emails.
@@ -257,6 +263,7 @@ impl ServeConfig {
             heartbeat_per_key: self.heartbeat_per_key,
             selfban_per_ip: self.selfban_per_ip,
             selfban_per_key: self.selfban_per_key,
+            selfban_max_entries: self.selfban_max_entries,
             max_in_flight: self.auth_max_in_flight,
             ..licensd_api::AuthConfig::default()
         }

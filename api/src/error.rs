@@ -88,7 +88,8 @@ impl From<DomainError> for ApiError {
             | D::MappingConflict(_)
             | D::LedgerNotWorkable
             | D::LedgerNotReplayable
-            | D::PortalResetRefused(_) => Self::Conflict(e.to_string()),
+            | D::PortalResetRefused(_)
+            | D::SelfBanLimitReached => Self::Conflict(e.to_string()),
             D::InvalidLicenseKey
             | D::InvalidHwidSlots
             | D::InvalidHwid { .. }

@@ -74,7 +74,13 @@ struct Inner {
     clock: Arc<dyn Clock>,
     key: MasterKey,
     pii: PiiVault,
+    /// App commands of this process queue per app (striped by app id) instead of racing: many
+    /// concurrent list edits or self-bans on one app would otherwise exhaust the conflict retries.
+    app_stripes: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// Stripes of [`Inner::app_stripes`]: apps sharing one only queue behind each other.
+const APP_STRIPES: usize = 64;
 
 pub fn api_key_hash(api_key: &str) -> String {
     hex::encode(Sha256::digest(api_key.as_bytes()))
@@ -101,7 +107,8 @@ fn signing_key_purpose(app_id: AppId, key_id: &str) -> String {
 impl Commands {
     pub fn new(store: Store, writer: WriterHandle, clock: Arc<dyn Clock>, key: MasterKey) -> Self {
         let pii = PiiVault::new(store.clone(), key.clone());
-        Self { inner: Arc::new(Inner { store, writer, clock, key, pii }) }
+        let app_stripes = (0..APP_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
+        Self { inner: Arc::new(Inner { store, writer, clock, key, pii, app_stripes }) }
     }
 
     pub fn store(&self) -> &Store {
@@ -317,6 +324,8 @@ impl Commands {
         actor: &Actor,
     ) -> Result<Executed<licensd_domain::app::AppEvent>, CommandError> {
         let stream = StreamCategory::App.stream_id(app_id);
+        let stripe = app_id.0.as_u128() as usize % APP_STRIPES;
+        let _queued = self.inner.app_stripes[stripe].lock().await;
         self.execute::<AppState>(&stream, command, actor, Some(account_id), |state| app_owned_by(state, account_id))
             .await
     }

@@ -127,6 +127,8 @@ impl From<DomainError> for AuthError {
             DomainError::InvalidHwid { .. } => Self::BadRequest,
             DomainError::NotFound(_) | DomainError::LicenseDeleted | DomainError::InvalidLicenseKey => Self::InvalidKey,
             DomainError::AppDisabled => Self::AppDisabled,
+            // The app's self-ban capacity is spent: a documented, retryable refusal, never a 500.
+            DomainError::SelfBanLimitReached => Self::RateLimited,
             DomainError::OfflineActivationDisabled => Self::OfflineActivationDisabled,
             DomainError::OfflineActivationLimitReached => Self::OfflineActivationLimitReached,
             DomainError::OfflineActivationRequiresPerpetual => Self::OfflineActivationRequiresPerpetual,

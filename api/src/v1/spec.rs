@@ -115,6 +115,7 @@ pub fn operations() -> Vec<Operation> {
             .body(reference("ListEntry")),
         op("delete", "/apps/{app_id}/security/{list}", on(DELETE, app_settings::remove_entry), "Remove a blacklist or whitelist entry")
             .body(reference("ListEntry")),
+        op("delete", "/apps/{app_id}/security/{list}/{entry_type}/{value}", on(DELETE, app_settings::remove_entry_named), "Remove one entry named in the path (type hwid or ip; percent-encode a range's '/')"),
         op("post", "/apps/{app_id}/webhooks", on(POST, webhooks::create), "Create a webhook (its secret is shown once)")
             .body(reference("WebhookCreate"))
             .returns(201, reference("WebhookCreated")),

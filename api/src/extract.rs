@@ -100,6 +100,10 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // Already authenticated (and rate-counted) by the idempotency middleware.
+        if let Some(caller) = parts.extensions.get::<Self>() {
+            return Ok(caller.clone());
+        }
         let Some(authorization) = parts.headers.get(header::AUTHORIZATION) else {
             return dashboard_caller(parts, state);
         };

@@ -68,10 +68,10 @@ pub async fn put_connection(
     };
     let actor = caller.actor.clone();
     let executed =
-        state.commands.account_command(caller.account_id, AccountCommand::Connect(connection), &actor).await?;
-    visible(&state, executed.position()).await?;
-    let connection = state.hot.connections_of(caller.account_id).into_iter().find(|c| c.provider == provider);
-    Ok(Json(connection_json(&connection.ok_or(ApiError::Internal)?)))
+        state.commands.account_command(caller.account_id, AccountCommand::Connect(connection.clone()), &actor).await?;
+    visible(&state, executed.position()).await;
+    // The connection as written: the answer does not depend on the read model having caught up.
+    Ok(Json(connection_json(&connection)))
 }
 
 pub async fn list_connections(State(state): State<AppState>, caller: Caller) -> Json<Value> {
@@ -88,7 +88,7 @@ pub async fn delete_connection(
     let actor = caller.actor.clone();
     let command = AccountCommand::Disconnect { provider };
     let executed = state.commands.account_command(caller.account_id, command, &actor).await?;
-    visible(&state, executed.position()).await?;
+    visible(&state, executed.position()).await;
     Ok(Json(json!({ "ok": true })))
 }
 

@@ -167,3 +167,20 @@ fn a_committed_write_answers_2xx_even_when_the_read_model_lags() {
         assert_eq!(stored_licenses(server, merchant), 40);
     });
 }
+
+#[test]
+fn the_openapi_document_offers_the_header_on_every_write() {
+    let w = common::World::new(&[], 0);
+    let (status, document) = w.server().get(&w.merchant.api_key, "/v1/openapi.json");
+    assert_eq!(status, 200);
+    let mut writes = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let parameters = operation["parameters"].as_array().unwrap();
+            let offered = parameters.iter().any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header");
+            assert_eq!(offered, method != "get", "{method} {path}");
+            writes += usize::from(method != "get");
+        }
+    }
+    assert!(writes > 20, "every write operation was checked ({writes})");
+}

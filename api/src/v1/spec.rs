@@ -210,7 +210,15 @@ fn parameters(op: &Operation) -> Vec<Value> {
     let query = op.query.iter().map(|(name, kind, required)| {
         json!({ "name": name, "in": "query", "required": required, "schema": { "type": kind } })
     });
-    path.chain(query).collect()
+    // Every write honours an Idempotency-Key (see `super::idempotency`).
+    let idempotency = (op.method != "get").then(|| {
+        json!({
+            "name": "Idempotency-Key", "in": "header", "required": false,
+            "description": "Retry-safe writes: the first answer to a key is replayed for 24 h; another request under the key is a 409.",
+            "schema": { "type": "string", "minLength": 1, "maxLength": super::idempotency::MAX_KEY_CHARS, "pattern": "^[!-~]+$" },
+        })
+    });
+    path.chain(query).chain(idempotency).collect()
 }
 
 /// The OpenAPI 3.0 document of `operations`.

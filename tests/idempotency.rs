@@ -184,3 +184,16 @@ fn the_openapi_document_offers_the_header_on_every_write() {
     }
     assert!(writes > 20, "every write operation was checked ({writes})");
 }
+
+#[test]
+fn an_undeclared_method_is_a_405_and_claims_no_key() {
+    let w = common::World::new(&[], 0);
+    let (server, merchant) = (w.server(), &w.merchant);
+    let path = format!("/v1/apps/{}/settings", merchant.app_id);
+    let wrong = send(server, "POST", &merchant.api_key, &path, Some("settings-1"), &json!({}));
+    assert_eq!(wrong.status, 405, "{}", wrong.body);
+    let right = send(server, "PUT", &merchant.api_key, &path, Some("settings-1"), &json!({}));
+    assert_eq!(right.status, 200, "the key is still free: {}", right.body);
+    let spaced = send(server, "PUT", &merchant.api_key, &path, Some("two words"), &json!({}));
+    assert_eq!(spaced.status, 400, "keys are visible ASCII without spaces: {}", spaced.body);
+}

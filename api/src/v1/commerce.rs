@@ -188,7 +188,7 @@ pub async fn update_mapping(
 ) -> Result<Json<Value>, ApiError> {
     let (app, id) = mapping_owner(&state, &caller, &mapping_id)?;
     if body.app_id.as_ref().is_some_and(|a| *a != app.app_id.to_string()) {
-        return Err(ApiError::BadRequest("a mapping cannot move to another app".into()));
+        return Err(ApiError::Conflict("a mapping cannot move to another app".into()));
     }
     let mapping = mapping_from(body, id)?;
     let app = change(&state, &caller, &app, AppCommand::SetMapping(mapping.clone())).await?;

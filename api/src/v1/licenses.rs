@@ -349,6 +349,7 @@ pub async fn list(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EmailBody {
     email: Option<String>,
 }

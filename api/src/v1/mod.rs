@@ -25,8 +25,9 @@ use licensd_store::Position;
 pub fn routes(state: &AppState) -> Router<AppState> {
     let operations = spec::operations();
     let document = std::sync::Arc::new(spec::document(&operations));
-    spec::router(&operations)
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::guard))
+    // Per operation, so a method the path does not offer is a plain 405 and claims no key.
+    let guard = axum::middleware::from_fn_with_state(state.clone(), idempotency::guard);
+    spec::router(&operations, |route| route.route_layer(guard.clone()))
         .route("/openapi.json", get(move || async move { axum::Json((*document).clone()) }))
 }
 

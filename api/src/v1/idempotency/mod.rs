@@ -36,10 +36,9 @@ async fn once(state: AppState, request: Request, next: Next) -> Result<Response,
     let Some(key) = request.headers().get(KEY_HEADER).filter(|_| is_write(request.method())) else {
         return Ok(next.run(request).await);
     };
-    let key =
-        key.to_str().ok().filter(|k| (1..=MAX_KEY_CHARS).contains(&k.len())).map(str::to_string).ok_or_else(|| {
-            ApiError::BadRequest(format!("Idempotency-Key must be 1 to {MAX_KEY_CHARS} visible ASCII characters"))
-        })?;
+    let key = key.to_str().ok().filter(|k| valid_key(k)).map(str::to_string).ok_or_else(|| {
+        ApiError::BadRequest(format!("Idempotency-Key must be 1 to {MAX_KEY_CHARS} visible ASCII characters"))
+    })?;
     let (mut parts, body) = request.into_parts();
     // Keys belong to the account; the handler reuses this caller rather than authenticating again.
     let caller = Caller::from_request_parts(&mut parts, &state).await?;
@@ -79,6 +78,11 @@ async fn once(state: AppState, request: Request, next: Next) -> Result<Response,
     Ok(Response::from_parts(parts, Body::from(body)))
 }
 
+/// 1 to 255 visible ASCII characters (no spaces), as the document's `^[!-~]+$` says.
+fn valid_key(key: &str) -> bool {
+    (1..=MAX_KEY_CHARS).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// Which answers are final: everything but 429 and 5xx (nothing, or not surely, committed).
 fn keeps(status: StatusCode) -> bool {
     status != StatusCode::TOO_MANY_REQUESTS && !status.is_server_error()
@@ -114,6 +118,12 @@ mod tests {
         assert_ne!(base, request_hash(&Method::PUT, "/v1/licenses", b"{}"));
         assert_ne!(base, request_hash(&Method::POST, "/v1/apps", b"{}"));
         assert_ne!(base, request_hash(&Method::POST, "/v1/licenses", b"{ }"));
+    }
+
+    #[test]
+    fn keys_are_visible_ascii_up_to_255_characters() {
+        assert!(valid_key("order-1234") && valid_key(&"k".repeat(255)) && valid_key("~!"));
+        assert!(!valid_key("") && !valid_key(&"k".repeat(256)) && !valid_key("a b") && !valid_key("é"));
     }
 
     #[test]

@@ -192,6 +192,15 @@ pub struct ServeConfig {
     /// Portal sign-in codes requested per license key per 15 minutes.
     #[arg(long, env = "LICENSD_PORTAL_CHALLENGES_PER_KEY", default_value_t = 5)]
     pub portal_challenges_per_key: u32,
+
+    /// How long a Developer API write waits for the read models to show it, in ms. A write that
+    /// committed answers 2xx either way; the wait only makes the caller's next read see it.
+    #[arg(long, env = "LICENSD_READ_YOUR_WRITES_TIMEOUT_MS", default_value_t = 5_000)]
+    pub read_your_writes_timeout_ms: u64,
+
+    /// How long the answer to a request with an `Idempotency-Key` is kept for replay, in seconds.
+    #[arg(long, env = "LICENSD_IDEMPOTENCY_TTL_SECS", default_value_t = 86_400)]
+    pub idempotency_ttl_secs: u64,
 }
 
 impl ServeConfig {

@@ -42,7 +42,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     println!("{}", serde_json::json!({ "listening": addr.to_string(), "scheme": scheme }));
     let _ = std::io::stdout().flush();
 
-    let api_config = ApiConfig {
+    let mut api_config = ApiConfig {
         max_body_bytes: serve.max_body_bytes,
         auth: serve.auth(),
         webhook_allow_http_loopback: serve.webhook_allow_http_loopback,
@@ -54,6 +54,8 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         portal: serve.portal()?,
         ..ApiConfig::default()
     };
+    api_config.read_your_writes_timeout = std::time::Duration::from_millis(serve.read_your_writes_timeout_ms);
+    api_config.idempotency_ttl = std::time::Duration::from_secs(serve.idempotency_ttl_secs.max(1));
     let app = router(AppState::new(services.commands.clone(), hot, hot_runner, api_config));
     let (stopping, stop) = watch::channel(false);
     tokio::spawn(async move {

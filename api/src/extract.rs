@@ -8,14 +8,20 @@ use licensd_domain::AccountId;
 use serde::de::DeserializeOwned;
 
 /// `axum::Json` with `bad_request` / `payload_too_large` instead of axum's plain-text rejections.
+/// Every body is a JSON object: serde would otherwise read a struct from an array of its fields.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
+        match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(value)) if !value.is_object() => {
+                Err(ApiError::BadRequest("The request body must be a JSON object".into()))
+            }
+            Ok(axum::Json(value)) => serde_json::from_value(value)
+                .map(Self)
+                .map_err(|e| ApiError::BadRequest(format!("Invalid request body: {e}"))),
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge),
             Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
         }
@@ -100,6 +106,10 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // Already authenticated (and rate-counted) by the idempotency middleware.
+        if let Some(caller) = parts.extensions.get::<Self>() {
+            return Ok(caller.clone());
+        }
         let Some(authorization) = parts.headers.get(header::AUTHORIZATION) else {
             return dashboard_caller(parts, state);
         };

@@ -30,7 +30,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     Router::new()
         .merge(health::routes())
-        .nest("/v1", v1::routes())
+        .nest("/v1", v1::routes(&state))
         .nest("/auth", auth::routes())
         .nest("/billing", billing::routes())
         .nest("/portal", portal::routes())

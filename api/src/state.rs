@@ -23,6 +23,8 @@ pub struct ApiConfig {
     pub stripe_signature_tolerance_secs: i64,
     pub dashboard: crate::dashboard::DashboardConfig,
     pub portal: crate::portal::PortalConfig,
+    /// How long the answer to a request with an `Idempotency-Key` is kept for replay.
+    pub idempotency_ttl: Duration,
 }
 
 impl Default for ApiConfig {
@@ -38,6 +40,7 @@ impl Default for ApiConfig {
             stripe_signature_tolerance_secs: 300,
             dashboard: Default::default(),
             portal: Default::default(),
+            idempotency_ttl: Duration::from_secs(24 * 60 * 60),
         }
     }
 }

@@ -34,7 +34,7 @@ pub async fn create_key(
     let actor = caller.actor.clone();
     let (key_id, api_key, result) =
         state.commands.issue_api_key(caller.account_id, body.scopes.clone(), &actor).await?;
-    visible(&state, result.position).await?;
+    visible(&state, result.position).await;
     let prefix = &api_key[..licensd_commands::API_KEY_PREFIX.len() + 4];
     let answer = json!({ "apiKeyId": key_id, "apiKey": api_key, "prefix": prefix, "scopes": body.scopes });
     Ok((StatusCode::CREATED, Json(answer)))
@@ -62,7 +62,7 @@ pub async fn revoke_key(
     let key_id: ApiKeyId = key_id.parse().map_err(|_| ApiError::NotFound("The API key doesn't exist".into()))?;
     let command = AccountCommand::RevokeApiKey { key_id };
     let executed = state.commands.account_command(caller.account_id, command, &caller.actor).await?;
-    visible(&state, executed.position()).await?;
+    visible(&state, executed.position()).await;
     Ok(Json(json!({ "ok": true })))
 }
 
@@ -95,7 +95,7 @@ pub async fn put_credit_settings(
 ) -> Result<Json<Value>, ApiError> {
     let command = AccountCommand::SetLowBalanceAlert { threshold: body.low_balance_threshold };
     let executed = state.commands.account_command(caller.account_id, command, &caller.actor).await?;
-    visible(&state, executed.position()).await?;
+    visible(&state, executed.position()).await;
     Ok(credits_json(&state, &caller))
 }
 

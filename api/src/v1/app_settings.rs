@@ -1,6 +1,6 @@
 //! App-scoped settings: variables, security lists, switches and limits, signing-key rotation.
 
-use super::visible;
+use super::{current_app, visible};
 use crate::extract::{ApiJson, ApiPath, Caller};
 use crate::{ApiError, AppState};
 use axum::extract::State;
@@ -26,8 +26,8 @@ pub(crate) fn owned_app(state: &AppState, caller: &Caller, app_id: &str) -> Resu
 pub(crate) async fn change(state: &AppState, caller: &Caller, app: &App, command: AppCommand) -> Result<App, ApiError> {
     let actor = caller.actor.clone();
     let executed = state.commands.app_command(caller.account_id, app.app_id, command, &actor).await?;
-    visible(state, executed.position()).await?;
-    state.hot.app(app.app_id).ok_or(ApiError::Internal)
+    let shown = visible(state, executed.position()).await;
+    current_app(state, shown, app.app_id).await?.ok_or(ApiError::Internal)
 }
 
 /// The lists as enforced: each blacklist shows the self-ban entries after the merchant's own.

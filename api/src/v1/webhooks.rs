@@ -82,7 +82,7 @@ pub async fn create(
     let enabled = body.enabled.unwrap_or(true);
     let (webhook, secret, result) =
         state.commands.create_webhook(caller.account_id, app.app_id, url, body.events, enabled, &actor).await?;
-    visible(&state, result.position).await?;
+    visible(&state, result.position).await;
     let mut answer = webhook_json(&app, &webhook);
     answer["secret"] = Value::from(secret);
     Ok((StatusCode::CREATED, Json(answer)))

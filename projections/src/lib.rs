@@ -11,6 +11,6 @@ mod runner;
 pub mod sql;
 
 pub use error::ProjectionError;
-pub use hot::{AccountView, ApiKeyView, DashboardLogin, HotModel};
+pub use hot::{AccountView, ApiKeyView, CreditHold, CreditRefusal, DashboardLogin, HotModel};
 pub use runner::{rebuild_sql, sql_projection_hash, HotRunner, SqlRunner, TailConfig};
 pub use sql::{all_sql_projections, CommerceLedger, SqlProjection};

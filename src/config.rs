@@ -186,6 +186,10 @@ pub struct ServeConfig {
     /// Portal sign-in codes requested per license key per 15 minutes.
     #[arg(long, env = "LICENSD_PORTAL_CHALLENGES_PER_KEY", default_value_t = 5)]
     pub portal_challenges_per_key: u32,
+
+    /// Seconds a read model may keep failing on the same event before `/healthz` answers 503.
+    #[arg(long, env = "LICENSD_PROJECTION_STUCK_SECS", default_value_t = 60)]
+    pub projection_stuck_secs: u64,
 }
 
 impl ServeConfig {

@@ -52,6 +52,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         stripe_signature_tolerance_secs: serve.stripe_signature_tolerance_secs,
         dashboard: serve.dashboard(),
         portal: serve.portal()?,
+        projection_stuck: std::time::Duration::from_secs(serve.projection_stuck_secs),
         ..ApiConfig::default()
     };
     let app = router(AppState::new(services.commands.clone(), hot, hot_runner, api_config));

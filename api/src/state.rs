@@ -23,6 +23,8 @@ pub struct ApiConfig {
     pub stripe_signature_tolerance_secs: i64,
     pub dashboard: crate::dashboard::DashboardConfig,
     pub portal: crate::portal::PortalConfig,
+    /// How long a read model may keep failing before `/healthz` answers 503.
+    pub projection_stuck: Duration,
 }
 
 impl Default for ApiConfig {
@@ -38,6 +40,7 @@ impl Default for ApiConfig {
             stripe_signature_tolerance_secs: 300,
             dashboard: Default::default(),
             portal: Default::default(),
+            projection_stuck: Duration::from_secs(60),
         }
     }
 }

@@ -265,6 +265,10 @@ impl HotModel {
             return Ok(());
         }
         let id = StreamCategory::parse(&event.stream_id).map(|(_, id)| id).unwrap_or_default();
+        if decoded.is_none() {
+            // Written by a later version: skipped (and counted) rather than stopping the model.
+            crate::status::skipped(crate::runner::HOT, 1);
+        }
         match decoded {
             Some(AnyEvent::License(e)) => self.apply_license(id, event.version, &e),
             Some(AnyEvent::App(e)) => self.apply_app(id, &e),

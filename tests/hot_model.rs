@@ -59,6 +59,7 @@ fn concurrent_validations_cannot_overdraw_the_account() {
         });
         let ok = answers.iter().filter(|(status, _)| *status == 200).count();
         let refused: Vec<_> = answers.iter().filter(|(status, _)| *status != 200).map(|(_, a)| &a["error"]).collect();
+        eprintln!("{ok} of {REQUESTS} concurrent validations succeeded on {CREDITS} credits");
         assert!(ok <= CREDITS as usize, "{ok} validations succeeded on {CREDITS} credits");
         assert!(ok >= 1, "some validation succeeded: {refused:?}");
         assert!(refused.iter().all(|e| *e == "no_credits"), "{refused:?}");
@@ -106,6 +107,7 @@ fn self_bans_never_make_the_app_look_missing_to_other_clients() {
             answers.len(),
             refused.first()
         );
+        eprintln!("{} validations, {} refused, during {bans} self-bans", answers.len(), refused.len());
         assert!(bans >= 10, "the app stream was busy: {bans} self-bans");
     });
 }

@@ -7,6 +7,9 @@
 //! old version to the next, turning the old JSON into the new. The variant's
 //! [`crate::DomainEvent::schema_version`] follows from the registry, so new events are stored
 //! under the new version.
+//!
+//! A payload stored under a version newer than this build knows (a later licensd wrote it) is
+//! decoded as it is; if its shape no longer fits, decoding fails and the reader reports it.
 
 use crate::StreamCategory;
 use serde_json::Value;

@@ -201,6 +201,9 @@ pub struct ServeConfig {
     /// How long the answer to a request with an `Idempotency-Key` is kept for replay, in seconds.
     #[arg(long, env = "LICENSD_IDEMPOTENCY_TTL_SECS", default_value_t = 86_400)]
     pub idempotency_ttl_secs: u64,
+    /// Seconds a read model may keep failing on the same event before `/healthz` answers 503.
+    #[arg(long, env = "LICENSD_PROJECTION_STUCK_SECS", default_value_t = 60)]
+    pub projection_stuck_secs: u64,
 }
 
 impl ServeConfig {

@@ -52,6 +52,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         stripe_signature_tolerance_secs: serve.stripe_signature_tolerance_secs,
         dashboard: serve.dashboard(),
         portal: serve.portal()?,
+        projection_stuck: std::time::Duration::from_secs(serve.projection_stuck_secs),
         ..ApiConfig::default()
     };
     api_config.read_your_writes_timeout = std::time::Duration::from_millis(serve.read_your_writes_timeout_ms);

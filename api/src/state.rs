@@ -25,6 +25,8 @@ pub struct ApiConfig {
     pub portal: crate::portal::PortalConfig,
     /// How long the answer to a request with an `Idempotency-Key` is kept for replay.
     pub idempotency_ttl: Duration,
+    /// How long a read model may keep failing before `/healthz` answers 503.
+    pub projection_stuck: Duration,
 }
 
 impl Default for ApiConfig {
@@ -41,6 +43,7 @@ impl Default for ApiConfig {
             dashboard: Default::default(),
             portal: Default::default(),
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
+            projection_stuck: Duration::from_secs(60),
         }
     }
 }

@@ -229,22 +229,20 @@ fn ensure_enabled(state: &AppState, app: &App) -> Result<(), AuthError> {
     }
 }
 
-/// The owner has at least `credits` left and the app stays under its burn caps.
+/// The owner has at least `credits` left (less what in-flight requests hold) and the app stays
+/// under its burn caps. `hotpath::commit` holds the credits before appending.
 fn ensure_credits(
     state: &AppState,
     app: &App,
     credits: u64,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), AuthError> {
-    let balance = state.hot.account(app.account_id).map_or(0, |a| a.balance);
-    if balance < credits as i64 {
-        return Err(AuthError::NoCredits);
+    state.hot.check_credits(app.account_id, app.app_id, credits, now).map_err(refused_credits)
+}
+
+fn refused_credits(refusal: licensd_projections::CreditRefusal) -> AuthError {
+    match refusal {
+        licensd_projections::CreditRefusal::NoCredits => AuthError::NoCredits,
+        licensd_projections::CreditRefusal::BurnCapReached => AuthError::AppBurnCapReached,
     }
-    let caps = [(app.settings.hourly_burn_cap, 60), (app.settings.daily_burn_cap, 24 * 60)];
-    for (cap, minutes) in caps {
-        if cap.is_some_and(|cap| state.hot.burned(app.app_id, now, minutes) + credits > cap) {
-            return Err(AuthError::AppBurnCapReached);
-        }
-    }
-    Ok(())
 }

@@ -65,6 +65,9 @@ pub struct AppState {
     refresher: Arc<tokio::sync::Mutex<(HotRunner, Option<std::time::Instant>)>>,
 }
 
+/// The longest a lookup miss waits for other processes' commits to become readable.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl AppState {
     pub fn new(commands: Commands, hot: Arc<HotModel>, runner: HotRunner, config: ApiConfig) -> Self {
         Self {
@@ -120,6 +123,9 @@ impl AppState {
             return Ok(());
         }
         let started = std::time::Instant::now();
+        // On Postgres, what another process committed just now can sit above the readers'
+        // visibility horizon for a moment; without this wait a fresh key could be turned away.
+        self.commands.store().settle(SETTLE_TIMEOUT).await?;
         runner.catch_up().await?;
         *last_started = Some(started);
         Ok(())

@@ -104,6 +104,16 @@ impl Store {
         }
     }
 
+    /// Waits until what other processes committed before this call is readable by `read_all`
+    /// (Postgres: the visibility horizon has passed it; SQLite: at once, one writer commits in
+    /// order). Gives up after `timeout` and lets the caller read what is visible.
+    pub async fn settle(&self, timeout: std::time::Duration) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(_) => Ok(()),
+            Self::Postgres(s) => s.settle(timeout).await,
+        }
+    }
+
     pub async fn close(&self) {
         match self {
             Self::Sqlite(s) => s.close().await,

@@ -42,6 +42,27 @@ impl PostgresStore {
         self.pool.close().await;
     }
 
+    /// Waits (at most `timeout`) until every transaction that had committed when this was called
+    /// is below the reader's horizon, so `read_all` returns it. The horizon is the oldest
+    /// transaction still running anywhere in the cluster: a short write elsewhere (another node's
+    /// batch, another database's) holds it back for a moment, and a caller that looks for what
+    /// another process has just written (an operator command, another node) must wait that moment
+    /// out rather than conclude that the thing does not exist.
+    pub async fn settle(&self, timeout: Duration) -> Result<(), StoreError> {
+        const HORIZON: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+        let target: i64 = sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+            .fetch_one(&self.pool)
+            .await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let horizon: i64 = sqlx::query_scalar(HORIZON).fetch_one(&self.pool).await?;
+            if horizon >= target || tokio::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// Appends inside a caller-held transaction: lets tests hold a commit back to reproduce
     /// out-of-order visibility.
     pub async fn append_in(

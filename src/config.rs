@@ -186,6 +186,23 @@ pub struct ServeConfig {
     /// Portal sign-in codes requested per license key per 15 minutes.
     #[arg(long, env = "LICENSD_PORTAL_CHALLENGES_PER_KEY", default_value_t = 5)]
     pub portal_challenges_per_key: u32,
+
+    /// Connections served at once; past it the connection idle the longest is closed first.
+    #[arg(long, env = "LICENSD_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Time a client has to send a request's headers (also the longest wait for the next
+    /// request on a kept-alive connection), in milliseconds.
+    #[arg(long, env = "LICENSD_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+
+    /// Time a client has to send a request's body, in milliseconds.
+    #[arg(long, env = "LICENSD_BODY_READ_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_read_timeout_ms: u64,
+
+    /// A connection that moves no byte for this long is closed, in milliseconds.
+    #[arg(long, env = "LICENSD_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
 }
 
 impl ServeConfig {
@@ -247,6 +264,14 @@ impl ServeConfig {
         licensd_workers::destinations::DestinationPolicy {
             allow_loopback: self.webhook_allow_http_loopback,
             allow_private: self.webhook_allow_private,
+        }
+    }
+
+    pub fn connection_limits(&self) -> licensd_api::ConnectionLimits {
+        licensd_api::ConnectionLimits {
+            max_connections: self.max_connections.max(1),
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms.max(1)),
+            idle_timeout: std::time::Duration::from_millis(self.idle_timeout_ms.max(1)),
         }
     }
 

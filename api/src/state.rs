@@ -23,6 +23,8 @@ pub struct ApiConfig {
     pub stripe_signature_tolerance_secs: i64,
     pub dashboard: crate::dashboard::DashboardConfig,
     pub portal: crate::portal::PortalConfig,
+    /// Time a client has to send a request's whole body.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -38,6 +40,7 @@ impl Default for ApiConfig {
             stripe_signature_tolerance_secs: 300,
             dashboard: Default::default(),
             portal: Default::default(),
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -60,13 +63,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(commands: Commands, hot: Arc<HotModel>, runner: HotRunner, config: ApiConfig) -> Self {
-        Self {
+    pub fn new(
+        commands: Commands,
+        hot: Arc<HotModel>,
+        runner: HotRunner,
+        config: ApiConfig,
+    ) -> Result<Self, licensd_workers::outbound::ClientError> {
+        Ok(Self {
             auth: Arc::new(AuthRuntime::new(&commands, config.auth.clone())),
             webhook_sender: licensd_workers::webhooks::WebhookSender::new(
                 Duration::from_secs(10),
                 config.webhook_destinations,
-            ),
+            )?,
             dashboard: Arc::new(crate::dashboard::DashboardAuth::new(commands.master_key(), config.dashboard.clone())),
             portal: Arc::new(crate::portal::Portal::new(commands.master_key(), config.portal.clone())),
             api_limiter: Arc::new(crate::limits::TokenBuckets::new(config.api_burst, config.api_per_second)),
@@ -75,7 +83,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             config: Arc::new(config),
             refresher: Arc::new(tokio::sync::Mutex::new((runner, None))),
-        }
+        })
     }
 
     /// Brings one SQL read model up to the log's end before it is queried (read-your-writes for

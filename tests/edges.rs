@@ -20,6 +20,8 @@ const RELAXED: &[(&str, &str)] = &[
     ("LICENSD_WEBHOOK_ALLOW_HTTP_LOOPBACK", "true"),
 ];
 
+const STRIPE_SECRET: &str = "whsec_edges_test";
+
 fn nonce() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
@@ -57,6 +59,8 @@ fn control_characters_are_refused_at_every_edge(deployment: &Deployment) {
     let server = deployment.start_with(RELAXED);
     let m = deployment.merchant_with_credits(&server, "nul@example.com", 1000);
     let key = m.license(&server, json!({ "label": "clean" }));
+    let connection = m.put(&server, "/v1/commerce/connections/stripe", json!({ "signingSecret": STRIPE_SECRET }));
+    let ingress = format!("{}/billing/webhook/stripe/{}", server.base, connection["connectionId"].as_str().unwrap());
     let before = events(&server);
 
     // SDK auth endpoints: the documented body, with a `details` entry naming the field.
@@ -104,6 +108,21 @@ fn control_characters_are_refused_at_every_edge(deployment: &Deployment) {
         ),
     );
     assert_eq!(status, 400, "dashboard sign-in");
+    // Commerce ingress, correctly signed.
+    let object = json!({ "id": "cs_nul", "customer_email": "buyer\u{0}@example.com", "payment_intent": "pi_nul" });
+    let event = json!({ "id": "evt_nul", "type": "checkout.session.completed", "data": { "object": object } });
+    let event = event.to_string();
+    let t = chrono::Utc::now().timestamp();
+    let signature = format!("t={t},v1={}", common::hmac_hex(STRIPE_SECRET, format!("{t}.{event}").as_bytes()));
+    let response = reqwest::blocking::Client::new()
+        .post(&ingress)
+        .header("Stripe-Signature", signature)
+        .header("Content-Type", "application/json")
+        .body(event)
+        .send()
+        .expect("POST to commerce ingress");
+    let status = response.status().as_u16();
+    assert_bad_request_naming("commerce ingress", (status, response.json().unwrap_or(Value::Null)), "customer_email");
 
     // Tab, line feed and carriage return remain fine in free text.
     let fine = server.send("PUT", &m.api_key, &variables, Some(&json!({ "motd": "line 1\r\n\tline 2" })));

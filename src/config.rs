@@ -204,6 +204,22 @@ pub struct ServeConfig {
     /// Seconds a read model may keep failing on the same event before `/healthz` answers 503.
     #[arg(long, env = "LICENSD_PROJECTION_STUCK_SECS", default_value_t = 60)]
     pub projection_stuck_secs: u64,
+    /// Connections served at once; past it the connection idle the longest is closed first.
+    #[arg(long, env = "LICENSD_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Time a client has to send a request's headers (also the longest wait for the next
+    /// request on a kept-alive connection), in milliseconds.
+    #[arg(long, env = "LICENSD_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+
+    /// Time a client has to send a request's body, in milliseconds.
+    #[arg(long, env = "LICENSD_BODY_READ_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_read_timeout_ms: u64,
+
+    /// A connection that moves no byte for this long is closed, in milliseconds.
+    #[arg(long, env = "LICENSD_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
 }
 
 impl ServeConfig {
@@ -265,6 +281,14 @@ impl ServeConfig {
         licensd_workers::destinations::DestinationPolicy {
             allow_loopback: self.webhook_allow_http_loopback,
             allow_private: self.webhook_allow_private,
+        }
+    }
+
+    pub fn connection_limits(&self) -> licensd_api::ConnectionLimits {
+        licensd_api::ConnectionLimits {
+            max_connections: self.max_connections.max(1),
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms.max(1)),
+            idle_timeout: std::time::Duration::from_millis(self.idle_timeout_ms.max(1)),
         }
     }
 

@@ -22,6 +22,8 @@ pub enum ApiError {
     /// Our infrastructure is overloaded, shutting down or cannot reach the database.
     Unavailable(String),
     Internal,
+    MethodNotAllowed,
+    UnsupportedMediaType,
 }
 
 impl ApiError {
@@ -42,6 +44,30 @@ impl ApiError {
             Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests".into()),
             Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m.clone()),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Unexpected server error".into()),
+            Self::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This endpoint does not take this method".into())
+            }
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "The request body must be sent as Content-Type: application/json".into(),
+            ),
+        }
+    }
+}
+
+impl ApiError {
+    /// The documented error for a status that a layer below the handlers chose (a rejection
+    /// explained by `message`); statuses without a code of their own are `bad_request`.
+    pub fn for_status(status: StatusCode, message: String) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => Self::NotFound("no such endpoint".into()),
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            StatusCode::TOO_MANY_REQUESTS => Self::RateLimited,
+            s if s.is_server_error() => Self::Internal,
+            _ => Self::BadRequest(message),
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct ApiConfig {
     pub idempotency_ttl: Duration,
     /// How long a read model may keep failing before `/healthz` answers 503.
     pub projection_stuck: Duration,
+    /// Time a client has to send a request's whole body.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -44,6 +46,7 @@ impl Default for ApiConfig {
             portal: Default::default(),
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
             projection_stuck: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -69,13 +72,18 @@ pub struct AppState {
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl AppState {
-    pub fn new(commands: Commands, hot: Arc<HotModel>, runner: HotRunner, config: ApiConfig) -> Self {
-        Self {
+    pub fn new(
+        commands: Commands,
+        hot: Arc<HotModel>,
+        runner: HotRunner,
+        config: ApiConfig,
+    ) -> Result<Self, licensd_workers::outbound::ClientError> {
+        Ok(Self {
             auth: Arc::new(AuthRuntime::new(&commands, config.auth.clone())),
             webhook_sender: licensd_workers::webhooks::WebhookSender::new(
                 Duration::from_secs(10),
                 config.webhook_destinations,
-            ),
+            )?,
             dashboard: Arc::new(crate::dashboard::DashboardAuth::new(commands.master_key(), config.dashboard.clone())),
             portal: Arc::new(crate::portal::Portal::new(commands.master_key(), config.portal.clone())),
             api_limiter: Arc::new(crate::limits::TokenBuckets::new(config.api_burst, config.api_per_second)),
@@ -84,7 +92,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             config: Arc::new(config),
             refresher: Arc::new(tokio::sync::Mutex::new((runner, None))),
-        }
+        })
     }
 
     /// Brings one SQL read model up to the log's end before it is queried (read-your-writes for

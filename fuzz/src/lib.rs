@@ -146,7 +146,7 @@ impl Harness {
             // Enough credits that validations are never refused for want of them.
             let grant = AccountCommand::GrantCredits { amount: 1 << 40, reason: "fuzzing".into() };
             commands.account_command(created.account_id, grant, &Actor::Operator).await?;
-            let router = licensd_api::router(AppState::new(commands, hot, runner, unlimited()));
+            let router = licensd_api::router(AppState::new(commands, hot, runner, unlimited())?);
             let credentials = provision(&router, created.api_key).await?;
             Ok::<_, Box<dyn std::error::Error>>((router, credentials))
         })?;

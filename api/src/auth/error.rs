@@ -27,6 +27,8 @@ pub enum AuthError {
     OfflineActivationLimitReached,
     OfflineActivationRequiresPerpetual,
     SystemError,
+    MethodNotAllowed,
+    UnsupportedMediaType,
 }
 
 impl AuthError {
@@ -52,6 +54,8 @@ impl AuthError {
             Self::OfflineActivationLimitReached => "offline_activation_limit_reached",
             Self::OfflineActivationRequiresPerpetual => "offline_activation_requires_perpetual",
             Self::SystemError => "system_error",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::UnsupportedMediaType => "unsupported_media_type",
         }
     }
 
@@ -72,6 +76,20 @@ impl AuthError {
             Self::Expired | Self::Revoked => StatusCode::GONE,
             Self::RateLimited | Self::NoCredits | Self::AppBurnCapReached => StatusCode::TOO_MANY_REQUESTS,
             Self::SystemError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        }
+    }
+
+    /// The documented error for a status that a layer below the handlers chose.
+    pub fn for_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            StatusCode::TOO_MANY_REQUESTS => Self::RateLimited,
+            s if s.is_server_error() => Self::SystemError,
+            _ => Self::BadRequest,
         }
     }
 }

@@ -31,6 +31,10 @@ pub async fn create_key(
     if let Some(unknown) = body.scopes.iter().find(|s| *s != "*" && !SCOPES.contains(&s.as_str())) {
         return Err(ApiError::BadRequest(format!("unknown scope '{unknown}'; known: *, {}", SCOPES.join(", "))));
     }
+    // No escalation: a key with `write:api_keys` mints keys with at most its own scopes.
+    if let Some(beyond) = body.scopes.iter().find(|s| !caller.holds(s)) {
+        return Err(ApiError::Forbidden(format!("This API key cannot grant the '{beyond}' scope it does not hold")));
+    }
     let actor = caller.actor.clone();
     let (key_id, api_key, result) =
         state.commands.issue_api_key(caller.account_id, body.scopes.clone(), &actor).await?;

@@ -81,10 +81,14 @@ fn failure(e: CommandError) -> Fulfilment {
 }
 
 impl CommerceWorker {
-    pub fn new(commands: Commands, hot: Arc<HotModel>, config: CommerceConfig) -> Self {
+    pub fn new(
+        commands: Commands,
+        hot: Arc<HotModel>,
+        config: CommerceConfig,
+    ) -> Result<Self, crate::outbound::ClientError> {
         let ledger = SqlRunner::new(commands.store().clone(), Arc::new(CommerceLedger), TailConfig::default());
-        let api = ProviderApi::new(&config.stripe_api_base, &config.lemon_api_base);
-        Self { commands, hot, ledger, api, config }
+        let api = ProviderApi::new(&config.stripe_api_base, &config.lemon_api_base)?;
+        Ok(Self { commands, hot, ledger, api, config })
     }
 
     pub async fn run(self, mut stop: watch::Receiver<bool>) {

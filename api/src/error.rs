@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use licensd_commands::CommandError;
 use licensd_domain::DomainError;
 use licensd_projections::ProjectionError;
+use licensd_store::StoreError;
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -53,12 +54,32 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Public text for store failures; the database's own text is only logged.
+const REFUSED_VALUE: &str =
+    "A value in the request cannot be stored (for example a NUL character); nothing was changed";
+const COMMIT_UNKNOWN: &str = "The database connection was lost while committing, so the outcome is unknown; \
+                              retry with the same Idempotency-Key";
+const DATABASE_UNAVAILABLE: &str = "The database is unavailable; retry later";
+
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
         match e {
             CommandError::Domain(d) => d.into(),
             CommandError::Invalid(message) => Self::BadRequest(message),
             CommandError::Forbidden(what) => Self::Forbidden(format!("The {what} doesn't belong to your account")),
+            // The database's own text stays in the log: it may quote the refused value.
+            CommandError::Store(StoreError::InvalidData(detail)) => {
+                tracing::warn!(%detail, "the database refused a value of a request");
+                Self::BadRequest(REFUSED_VALUE.into())
+            }
+            CommandError::Store(StoreError::CommitUnknown(detail)) => {
+                tracing::error!(%detail, "commit outcome unknown");
+                Self::Unavailable(COMMIT_UNKNOWN.into())
+            }
+            CommandError::Store(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::Unavailable(DATABASE_UNAVAILABLE.into())
+            }
             e if e.is_unavailable() => Self::Unavailable(e.to_string()),
             CommandError::Store(licensd_store::StoreError::WrongExpectedVersion { .. }) => {
                 Self::Conflict("the resource changed concurrently; retry".into())

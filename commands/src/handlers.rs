@@ -189,7 +189,7 @@ impl Commands {
                 }
             })
             .collect();
-        self.inner.writer.append(AppendRequest { stream_id: stream_id.to_string(), expected, events }).await
+        self.inner.writer.append(AppendRequest::new(stream_id, expected, events)).await
     }
 
     /// A merchant account with its first Developer API key (all scopes).

@@ -137,3 +137,22 @@ impl From<DomainError> for AuthError {
         }
     }
 }
+
+/// A command's failure on the auth path: a value the database refuses is the request's fault;
+/// any other failure is ours.
+impl From<licensd_commands::CommandError> for AuthError {
+    fn from(e: licensd_commands::CommandError) -> Self {
+        use licensd_commands::CommandError;
+        match e {
+            CommandError::Domain(d) => d.into(),
+            CommandError::Store(licensd_store::StoreError::InvalidData(detail)) => {
+                tracing::warn!(%detail, "the database refused a value of an auth request");
+                Self::BadRequest
+            }
+            other => {
+                tracing::warn!(error = %other, "auth command failed");
+                Self::SystemError
+            }
+        }
+    }
+}

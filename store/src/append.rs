@@ -39,7 +39,7 @@ pub(crate) struct EventRow<'a> {
 }
 
 /// Writes one sealed PII field (both backends share the SQL).
-pub(crate) const UPSERT_PII: &str = "INSERT INTO pii (subject, field, value) VALUES ($1, $2, $3) \
+pub const UPSERT_PII: &str = "INSERT INTO pii (subject, field, value) VALUES ($1, $2, $3) \
                                      ON CONFLICT (subject, field) DO UPDATE SET value = excluded.value";
 
 /// Rows per multi-row `INSERT` (8 parameters each, well under either backend's limit).

@@ -69,7 +69,7 @@ impl From<CommandError> for ApiError {
             CommandError::Forbidden(what) => Self::Forbidden(format!("The {what} doesn't belong to your account")),
             // The database's own text stays in the log: it may quote the refused value.
             CommandError::Store(StoreError::InvalidData(detail)) => {
-                tracing::warn!(%detail, "the database refused a value of a request");
+                tracing::debug!(%detail, "the database refused a value of a request");
                 Self::BadRequest(REFUSED_VALUE.into())
             }
             CommandError::Store(StoreError::CommitUnknown(detail)) => {
@@ -139,5 +139,29 @@ impl From<licensd_store::StoreError> for ApiError {
 impl From<ProjectionError> for ApiError {
     fn from(e: ProjectionError) -> Self {
         Self::Unavailable(format!("read model is behind: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ApiError, COMMIT_UNKNOWN, DATABASE_UNAVAILABLE, REFUSED_VALUE};
+    use axum::http::StatusCode;
+    use licensd_commands::CommandError;
+    use licensd_store::StoreError;
+
+    fn parts(e: StoreError) -> (StatusCode, &'static str, String) {
+        ApiError::from(CommandError::Store(e)).parts()
+    }
+
+    #[test]
+    fn store_failures_map_to_fixed_text_never_the_database_s() {
+        let secret = "invalid byte sequence for encoding \"UTF8\": 0x00 near 'hunter2'";
+        let refused = parts(StoreError::InvalidData(secret.into()));
+        assert_eq!(refused, (StatusCode::BAD_REQUEST, "bad_request", REFUSED_VALUE.into()));
+        let unknown = parts(StoreError::CommitUnknown(secret.into()));
+        assert_eq!(unknown, (StatusCode::SERVICE_UNAVAILABLE, "unavailable", COMMIT_UNKNOWN.into()));
+        assert!(COMMIT_UNKNOWN.contains("Idempotency-Key"));
+        let down = parts(StoreError::Unavailable(secret.into()));
+        assert_eq!(down, (StatusCode::SERVICE_UNAVAILABLE, "unavailable", DATABASE_UNAVAILABLE.into()));
     }
 }

@@ -1,5 +1,9 @@
 //! The event-store contract: every test runs on SQLite and on Postgres
 //! (`LICENSD_TEST_POSTGRES_URL`; CI sets it, so Postgres is never skipped there).
+//!
+//! Batch isolation is part of the contract: within one `append_batch`, a request that fails (a
+//! version conflict, a duplicate event id, a value the database refuses) fails alone, and its
+//! personal data with it; every other request commits.
 
 use licensd_store::testing::TempDatabase;
 use licensd_store::{

@@ -55,6 +55,10 @@ fn postgres_a_refused_value_fails_only_its_own_request() {
     }
     assert_eq!((refused, created), (REQUESTS_PER_TENANT / 2, REQUESTS_PER_TENANT * 5 / 2));
     eprintln!("refused {refused} NUL requests with 400; {created} clean requests of 3 tenants created");
+    // A NUL in a read's parameter (the license search) is the request's fault too.
+    let path = format!("/v1/licenses?appId={}&search=a%00b", tenants[1].app_id);
+    let (status, body) = server.get(&tenants[1].api_key, &path);
+    assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")), "NUL in a search: {body}");
     // The server is still healthy and the refused labels are nowhere.
     for tenant in &tenants {
         let (status, list) = server.get(&tenant.api_key, &format!("/v1/licenses?appId={}&limit=100", tenant.app_id));

@@ -246,7 +246,7 @@ async fn append_one<T: AppendTx>(
                 Some(violation) => (violation, None),
                 None => {
                     // This request's statement failed; undone, it fails this request only.
-                    let error = StoreError::of_statement(e);
+                    let error = StoreError::from(e);
                     if roll_back_to(tx, ONE).await.is_err() {
                         return Err(error);
                     }

@@ -148,22 +148,14 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
                 Self::Unavailable(e.to_string())
             }
+            // A value the database refuses is the caller's fault on any path (reads too).
+            other if is_data_error(&other) => Self::InvalidData(other.to_string()),
             other => Self::Database(other),
         }
     }
 }
 
 impl StoreError {
-    /// The error a statement of one request failed with, told apart: a value the database
-    /// refuses is the request's fault ([`Self::InvalidData`]); anything else keeps its kind.
-    pub(crate) fn of_statement(e: sqlx::Error) -> Self {
-        if is_data_error(&e) {
-            Self::InvalidData(e.to_string())
-        } else {
-            e.into()
-        }
-    }
-
     /// Whether retrying the same operation later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {

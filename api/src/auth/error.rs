@@ -156,3 +156,19 @@ impl From<licensd_commands::CommandError> for AuthError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::AuthError;
+    use licensd_commands::CommandError;
+    use licensd_store::StoreError;
+
+    #[test]
+    fn a_refused_value_is_bad_request_and_an_outage_a_system_error() {
+        let refused = CommandError::Store(StoreError::InvalidData("0x00".into()));
+        assert_eq!(AuthError::from(refused), AuthError::BadRequest);
+        let unknown = CommandError::Store(StoreError::CommitUnknown("lost".into()));
+        assert_eq!(AuthError::from(unknown), AuthError::SystemError);
+        assert_eq!(AuthError::from(CommandError::Overloaded), AuthError::SystemError);
+    }
+}

@@ -41,6 +41,11 @@ pub struct Config {
     /// Most appends committed in one transaction.
     #[arg(long, env = "LICENSD_WRITE_BATCH", default_value_t = 256, global = true)]
     pub write_batch: usize,
+
+    /// Postgres: milliseconds spent finding out whether a commit whose connection broke took
+    /// effect, before the append is answered "outcome unknown" (503).
+    #[arg(long, env = "LICENSD_COMMIT_SETTLE_MS", default_value_t = 5000, global = true)]
+    pub commit_settle_ms: u64,
 }
 
 impl Config {

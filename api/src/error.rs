@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use licensd_commands::CommandError;
 use licensd_domain::DomainError;
 use licensd_projections::ProjectionError;
+use licensd_store::StoreError;
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -79,12 +80,32 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Public text for store failures; the database's own text is only logged.
+const REFUSED_VALUE: &str =
+    "A value in the request cannot be stored (for example a NUL character); nothing was changed";
+const COMMIT_UNKNOWN: &str = "The database connection was lost while committing, so the outcome is unknown; \
+                              retry with the same Idempotency-Key";
+const DATABASE_UNAVAILABLE: &str = "The database is unavailable; retry later";
+
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
         match e {
             CommandError::Domain(d) => d.into(),
             CommandError::Invalid(message) => Self::BadRequest(message),
             CommandError::Forbidden(what) => Self::Forbidden(format!("The {what} doesn't belong to your account")),
+            // The database's own text stays in the log: it may quote the refused value.
+            CommandError::Store(StoreError::InvalidData(detail)) => {
+                tracing::debug!(%detail, "the database refused a value of a request");
+                Self::BadRequest(REFUSED_VALUE.into())
+            }
+            CommandError::Store(StoreError::CommitUnknown(detail)) => {
+                tracing::error!(%detail, "commit outcome unknown");
+                Self::Unavailable(COMMIT_UNKNOWN.into())
+            }
+            CommandError::Store(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::Unavailable(DATABASE_UNAVAILABLE.into())
+            }
             e if e.is_unavailable() => Self::Unavailable(e.to_string()),
             CommandError::Store(licensd_store::StoreError::WrongExpectedVersion { .. }) => {
                 Self::Conflict("the resource changed concurrently; retry".into())
@@ -145,5 +166,29 @@ impl From<licensd_store::StoreError> for ApiError {
 impl From<ProjectionError> for ApiError {
     fn from(e: ProjectionError) -> Self {
         Self::Unavailable(format!("read model is behind: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ApiError, COMMIT_UNKNOWN, DATABASE_UNAVAILABLE, REFUSED_VALUE};
+    use axum::http::StatusCode;
+    use licensd_commands::CommandError;
+    use licensd_store::StoreError;
+
+    fn parts(e: StoreError) -> (StatusCode, &'static str, String) {
+        ApiError::from(CommandError::Store(e)).parts()
+    }
+
+    #[test]
+    fn store_failures_map_to_fixed_text_never_the_database_s() {
+        let secret = "invalid byte sequence for encoding \"UTF8\": 0x00 near 'hunter2'";
+        let refused = parts(StoreError::InvalidData(secret.into()));
+        assert_eq!(refused, (StatusCode::BAD_REQUEST, "bad_request", REFUSED_VALUE.into()));
+        let unknown = parts(StoreError::CommitUnknown(secret.into()));
+        assert_eq!(unknown, (StatusCode::SERVICE_UNAVAILABLE, "unavailable", COMMIT_UNKNOWN.into()));
+        assert!(COMMIT_UNKNOWN.contains("Idempotency-Key"));
+        let down = parts(StoreError::Unavailable(secret.into()));
+        assert_eq!(down, (StatusCode::SERVICE_UNAVAILABLE, "unavailable", DATABASE_UNAVAILABLE.into()));
     }
 }

@@ -10,7 +10,7 @@ use licensd_domain::{
     decode_event, AccountId, Aggregate, ApiKeyId, AppId, Clock, DomainError, DomainEvent, EventData, LicenseKey,
     StreamCategory,
 };
-use licensd_store::{AppendRequest, AppendResult, EventStore, ExpectedVersion, NewEvent, Store, StoreError};
+use licensd_store::{AppendRequest, AppendResult, EventStore, ExpectedVersion, NewEvent, PiiRow, Store, StoreError};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -182,6 +182,20 @@ impl Commands {
         actor: &Actor,
         account_id: Option<AccountId>,
     ) -> Result<AppendResult, CommandError> {
+        self.append_with_pii(stream_id, expected, events, actor, account_id, Vec::new()).await
+    }
+
+    /// [`Self::append`], writing the personal data the events refer to (sealed by
+    /// [`PiiVault::row`]) in the same transaction: both are stored, or neither.
+    pub async fn append_with_pii<E: DomainEvent>(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[E],
+        actor: &Actor,
+        account_id: Option<AccountId>,
+        pii: Vec<PiiRow>,
+    ) -> Result<AppendResult, CommandError> {
         let metadata = actor.metadata(account_id);
         let events = events
             .iter()
@@ -196,7 +210,7 @@ impl Commands {
                 }
             })
             .collect();
-        self.inner.writer.append(AppendRequest { stream_id: stream_id.to_string(), expected, events }).await
+        self.inner.writer.append(AppendRequest::new(stream_id, expected, events).with_pii(pii)).await
     }
 
     /// A merchant account with its first Developer API key (all scopes).
@@ -204,13 +218,14 @@ impl Commands {
         let email = normalize_email(email)?;
         let account_id = AccountId::new();
         let stream = StreamCategory::Account.stream_id(account_id);
-        self.inner.pii.put(&stream, "email", &email).await?;
+        let pii = vec![self.inner.pii.row(&stream, "email", &email)];
         let (api_key, key_id, issue) = new_api_key(vec!["*".into()]);
         let created = AccountState::default().decide(AccountCommand::Create { account_id }, self.now())?;
         let state = AccountState::fold(&created);
         let issued = state.decide(issue, self.now())?;
         let events: Vec<_> = created.into_iter().chain(issued).collect();
-        let result = self.append(&stream, ExpectedVersion::NoStream, &events, actor, Some(account_id)).await?;
+        let result =
+            self.append_with_pii(&stream, ExpectedVersion::NoStream, &events, actor, Some(account_id), pii).await?;
         Ok(AccountCreated { account_id, key_id, api_key, result })
     }
 

@@ -132,7 +132,8 @@ impl Harness {
         let url = format!("sqlite://{}/licensd.db", dir.0.display());
         let (tail_stop, tail_stopped) = tokio::sync::watch::channel(false);
         let (router, credentials) = runtime.block_on(async {
-            let options = StoreOptions { max_connections: 4, sqlite_synchronous_full: false };
+            let options =
+                StoreOptions { max_connections: 4, sqlite_synchronous_full: false, ..StoreOptions::durable() };
             let store = Store::connect(&url, &options).await?;
             store.migrate().await?;
             let (writer, _task) = Writer::spawn(store.clone(), WriterConfig::default());

@@ -13,6 +13,7 @@ mod sqlite;
 pub mod testing;
 mod types;
 
+pub use append::UPSERT_PII;
 pub use hot_path::{hot_path_scope, hot_path_sql_reads};
 pub use postgres::PostgresStore;
 pub use read_model::{Checkpoint, SqlValue, Statement};

@@ -157,3 +157,38 @@ impl From<DomainError> for AuthError {
         }
     }
 }
+
+/// A command's failure on the auth path: a value the database refuses is the request's fault;
+/// any other failure is ours.
+impl From<licensd_commands::CommandError> for AuthError {
+    fn from(e: licensd_commands::CommandError) -> Self {
+        use licensd_commands::CommandError;
+        match e {
+            CommandError::Domain(d) => d.into(),
+            CommandError::Store(licensd_store::StoreError::InvalidData(detail)) => {
+                tracing::warn!(%detail, "the database refused a value of an auth request");
+                Self::BadRequest
+            }
+            other => {
+                tracing::warn!(error = %other, "auth command failed");
+                Self::SystemError
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AuthError;
+    use licensd_commands::CommandError;
+    use licensd_store::StoreError;
+
+    #[test]
+    fn a_refused_value_is_bad_request_and_an_outage_a_system_error() {
+        let refused = CommandError::Store(StoreError::InvalidData("0x00".into()));
+        assert_eq!(AuthError::from(refused), AuthError::BadRequest);
+        let unknown = CommandError::Store(StoreError::CommitUnknown("lost".into()));
+        assert_eq!(AuthError::from(unknown), AuthError::SystemError);
+        assert_eq!(AuthError::from(CommandError::Overloaded), AuthError::SystemError);
+    }
+}

@@ -68,10 +68,7 @@ pub async fn commit(
             Err(CommandError::Store(StoreError::WrongExpectedVersion { .. })) => {
                 state.refresh().await.map_err(|_| AuthError::SystemError)?;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "auth event could not be committed");
-                return Err(AuthError::SystemError);
-            }
+            Err(e) => return Err(e.into()),
         }
     }
     Err(AuthError::SystemError)

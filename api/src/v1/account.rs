@@ -118,7 +118,7 @@ async fn recent(
 ) -> Result<Vec<Vec<Option<String>>>, ApiError> {
     state.refresh_sql(projection).await?;
     let args = [caller.account_id.to_string().into(), SqlValue::from(limit)];
-    state.commands.store().query_rows(sql, &args).await.map_err(|e| ApiError::Unavailable(e.to_string()))
+    state.commands.store().query_rows(sql, &args).await.map_err(ApiError::from)
 }
 
 /// `GET /v1/credits/transactions?limit=N`: grants, debits and billed calls, newest first.

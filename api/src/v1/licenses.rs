@@ -329,7 +329,7 @@ pub async fn list(
             &[app.app_id.to_string().into(), after.c.into(), after.k.into(), (limit + 1).into(), pattern.into()],
         )
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(ApiError::from)?;
     let more = rows.len() as i64 > limit;
     let page: Vec<(String, String)> =
         rows.into_iter().take(limit as usize).filter_map(|r| Some((r.first()?.clone()?, r.get(1)?.clone()?))).collect();

@@ -341,13 +341,15 @@ impl CommerceWorker {
             events.extend(decided);
         }
         let subject = StreamCategory::License.stream_id(key);
+        let mut pii = Vec::new();
         for field in ["email", "customer_id"] {
             if let Some(value) = self.commands.pii().get(stream, field).await? {
-                self.commands.pii().put(&subject, field, &value).await?;
+                pii.push(self.commands.pii().row(&subject, field, &value));
             }
         }
+        let account = Some(entry.account_id);
         let appended =
-            self.commands.append(&subject, ExpectedVersion::NoStream, &events, &Actor::System, Some(entry.account_id));
+            self.commands.append_with_pii(&subject, ExpectedVersion::NoStream, &events, &Actor::System, account, pii);
         match appended.await {
             Ok(_) => Ok(true),
             Err(CommandError::Store(StoreError::WrongExpectedVersion { .. })) => Ok(false),

@@ -16,7 +16,7 @@ const ENV: &[(&str, &str)] = &[("LICENSD_PROJECTION_STUCK_SECS", "1")];
 fn append_raw(deployment: &Deployment, stream_id: &str, event_type: &str, payload: Value) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let options = StoreOptions { max_connections: 1, sqlite_synchronous_full: true };
+        let options = StoreOptions { max_connections: 1, ..StoreOptions::durable() };
         let store = Store::connect(&deployment.database_url, &options).await.expect("store");
         let event = NewEvent {
             event_id: uuid::Uuid::now_v7(),
@@ -25,8 +25,7 @@ fn append_raw(deployment: &Deployment, stream_id: &str, event_type: &str, payloa
             payload,
             metadata: json!({}),
         };
-        let request =
-            AppendRequest { stream_id: stream_id.into(), expected: ExpectedVersion::Any, events: vec![event] };
+        let request = AppendRequest::new(stream_id, ExpectedVersion::Any, vec![event]);
         store.append(request).await.expect("append");
     });
 }

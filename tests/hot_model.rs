@@ -77,12 +77,14 @@ fn self_bans_never_make_the_app_look_missing_to_other_clients() {
         let (answers, bans) = std::thread::scope(|scope| {
             let merchant = &merchant;
             let banning = scope.spawn(|| {
-                let mut bans = 0;
+                let mut bans = 0u32;
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
                     // A tampered client bans its own machine (not the shared IP): an app-stream append.
                     let body = json!({
                         "appId": merchant.app_id, "appSecret": merchant.app_secret, "licenseKey": tampered,
                         "hwid": format!("tampered-{bans}"), "revokeLicense": false, "blacklistIp": false,
+                        // Pre-session self-bans carry a fresh nonce (a reused one is `replay_detected`).
+                        "nonce": format!("{:032x}", u128::from(bans) + (1 << 100)),
                     });
                     let (status, answer) = server.auth("/auth/selfban", &body);
                     assert_eq!(status, 200, "{answer}");

@@ -192,12 +192,27 @@ impl Commands {
         self.inner.writer.append(AppendRequest { stream_id: stream_id.to_string(), expected, events }).await
     }
 
-    /// A merchant account with its first Developer API key (all scopes).
+    /// A merchant account with its first Developer API key (all scopes); refused when another
+    /// account already has the email.
     pub async fn create_account(&self, email: &str, actor: &Actor) -> Result<AccountCreated, CommandError> {
         let email = normalize_email(email)?;
         let account_id = AccountId::new();
+        self.reserve_email(&email, account_id, actor).await?;
+        let created = self.create_reserved_account(&email, account_id, actor).await;
+        if created.is_err() {
+            self.release_email(&email, account_id, actor).await;
+        }
+        created
+    }
+
+    async fn create_reserved_account(
+        &self,
+        email: &str,
+        account_id: AccountId,
+        actor: &Actor,
+    ) -> Result<AccountCreated, CommandError> {
         let stream = StreamCategory::Account.stream_id(account_id);
-        self.inner.pii.put(&stream, "email", &email).await?;
+        self.inner.pii.put(&stream, "email", email).await?;
         let (api_key, key_id, issue) = new_api_key(vec!["*".into()]);
         let created = AccountState::default().decide(AccountCommand::Create { account_id }, self.now())?;
         let state = AccountState::fold(&created);

@@ -223,8 +223,10 @@ fn event_json(row: &[Option<String>]) -> Value {
     })
 }
 
+/// Unknown fields are refused (400 naming the field): a misspelt filter on the bulk replay would
+/// otherwise match, and replay, everything.
 #[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventFilter {
     provider: Option<String>,
     #[serde(rename = "type")]

@@ -363,16 +363,20 @@ pub async fn put_email(
     let license = owned_license(&state, &caller, &key)?;
     let subject = licensd_domain::StreamCategory::License.stream_id(&license.key);
     let vault = state.commands.pii();
-    match body.email.filter(|e| !e.trim().is_empty()) {
+    let email = match body.email.filter(|e| !e.trim().is_empty()) {
         Some(email) => {
             let email = licensd_commands::normalize_email(&email)
                 .map_err(|_| ApiError::BadRequest("email is not a valid address".into()))?;
             vault.put(&subject, "email", &email).await?;
-            Ok(Json(json!({ "ok": true, "email": email })))
+            Some(email)
         }
         None => {
             vault.erase(&subject).await?;
-            Ok(Json(json!({ "ok": true, "email": null })))
+            None
         }
-    }
+    };
+    // The change is an action on the license: audited by an event that holds no address.
+    let record = licensd_domain::license::LicenseCommand::RecordBuyerEmail { present: email.is_some() };
+    state.commands.license_command(caller.account_id, &license.key, record, &caller.actor).await?;
+    Ok(Json(json!({ "ok": true, "email": email })))
 }

@@ -245,6 +245,10 @@ fn bulk_replay_refuses_unknown_filter_fields() {
     let (status, answer) = server.post(&api_key, "/v1/commerce/events/replay", &json!({ "stauts": "failed" }));
     assert_eq!(status, 400, "{answer}");
     assert!(answer.to_string().contains("stauts"), "the error names the field: {answer}");
+    let (status, answer) = server.post(&api_key, "/v1/commerce/events/replay", &json!({ "limit": "5" }));
+    assert_eq!(status, 400, "the replay takes no limit (it would replay up to 200): {answer}");
+    let (status, answer) = server.get(&api_key, "/v1/commerce/events?stauts=failed");
+    assert_eq!(status, 400, "the listing refuses an unknown filter too: {answer}");
     let (status, answer) = server.post(&api_key, "/v1/commerce/events/replay", &json!({ "status": "failed" }));
     assert_eq!((status, answer["replayed"].clone()), (200, Value::from(0)), "{answer}");
 }

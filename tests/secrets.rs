@@ -99,6 +99,55 @@ fn password_verifiers_stay_out_of_the_event_log_and_still_sign_in() {
     });
 }
 
+/// Appends a `DashboardLoginSet` as written before verifiers left the log (with the Argon2id
+/// `password_hash` of `password`), for the account whose newest such event is in the log.
+fn append_legacy_login_event(deployment: &Deployment, account_id: &str, password: &str) {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    use licensd_store::EventStore;
+    let salt = SaltString::generate(&mut OsRng);
+    let hash = argon2::Argon2::default().hash_password(password.as_bytes(), &salt).unwrap().to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let store = licensd_store::Store::connect(&deployment.database_url, &licensd_store::StoreOptions::durable())
+            .await
+            .unwrap();
+        let stream = format!("account-{account_id}");
+        let events = store.read_stream(&stream, 1).await.unwrap();
+        let last = events.last().unwrap();
+        let digest =
+            events.iter().rev().find(|e| e.event_type == "DashboardLoginSet").unwrap().payload["email_digest"].clone();
+        let payload = json!({
+            "type": "DashboardLoginSet", "email_digest": digest, "password_hash": hash, "at": "2026-01-01T00:00:00Z",
+        });
+        let event = licensd_store::NewEvent {
+            event_id: uuid::Uuid::now_v7(),
+            event_type: "DashboardLoginSet".into(),
+            schema_version: 1,
+            payload,
+            metadata: json!({ "actor": "operator", "account_id": account_id }),
+        };
+        let expected = licensd_store::ExpectedVersion::Exact(last.version);
+        store.append(licensd_store::AppendRequest { stream_id: stream, expected, events: vec![event] }).await.unwrap();
+        store.close().await;
+    });
+}
+
+#[test]
+fn a_verifier_in_an_old_event_still_signs_in() {
+    on_both_backends(|deployment| {
+        let (account_id, _) = account_with_password(deployment, "legacy@example.com");
+        append_legacy_login_event(deployment, &account_id, "the password of an older release");
+        let server = deployment.start();
+        assert_eq!(sign_in(&server.base, "legacy@example.com", "the password of an older release"), 303);
+        assert_eq!(sign_in(&server.base, "legacy@example.com", PASSWORD), 401, "the newest event decides");
+        server.kill();
+        // A password set afterwards (sealed, no verifier in its event) takes over again.
+        deployment.cli_with_input(&["account", "set-password", "--account", &account_id], &format!("{PASSWORD}\n"));
+        let server = deployment.start();
+        assert_eq!(sign_in(&server.base, "legacy@example.com", PASSWORD), 303);
+    });
+}
+
 #[test]
 fn serve_refuses_a_master_key_that_cannot_open_the_database() {
     on_both_backends(|deployment| {

@@ -56,7 +56,12 @@ pub enum Attempt {
 pub struct Lockout {
     store: Store,
     policy: LockoutPolicy,
+    attempts: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// Every this many attempts, rows that would start over anyway are deleted, so guesses at many
+/// made-up emails cannot grow the table without bound.
+const PRUNE_EVERY: u64 = 256;
 
 /// Counts the attempt; a running lock leaves the row as it is, an expired lock or a stale round
 /// starts a new round, and a long quiet period drops the escalation level.
@@ -84,6 +89,11 @@ const LOCK: &str = "UPDATE dashboard_lockouts SET locked_until = $2, lockouts = 
 
 const CLEAR: &str = "DELETE FROM dashboard_lockouts WHERE subject = $1";
 
+/// Rows quiet for the whole quiet period and not locked: their next attempt would start from
+/// nothing anyway. $1 now (ms), $2 quiet period (ms).
+const PRUNE: &str = "DELETE FROM dashboard_lockouts
+     WHERE last_attempt + $2 <= $1 AND locked_until + $2 <= $1";
+
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 4)
 }
@@ -98,7 +108,7 @@ fn instant(ms: i64) -> DateTime<Utc> {
 
 impl Lockout {
     pub fn new(store: Store, policy: LockoutPolicy) -> Self {
-        Self { store, policy }
+        Self { store, policy, attempts: Default::default() }
     }
 
     pub fn policy(&self) -> &LockoutPolicy {
@@ -108,6 +118,9 @@ impl Lockout {
     /// Counts an attempt on `subject` (a keyed digest, never an address) and says whether to
     /// verify it.
     pub async fn attempt(&self, subject: &str, now: DateTime<Utc>) -> Result<Attempt, CommandError> {
+        if self.attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            self.prune(now).await?;
+        }
         let now_ms = now.timestamp_millis();
         let count = Statement::new(
             COUNT,
@@ -131,6 +144,15 @@ impl Lockout {
         } else {
             Ok(Attempt::Locked { until: instant(until) })
         }
+    }
+
+    /// Deletes the rows of subjects quiet for the quiet period (and the failure window); returns
+    /// how many.
+    pub async fn prune(&self, now: DateTime<Utc>) -> Result<u64, CommandError> {
+        // Never before the failures themselves are forgotten, whatever the settings.
+        let quiet = self.policy.max.max(self.policy.window);
+        let prune = Statement::new(PRUNE, [now.timestamp_millis().into(), millis(quiet).into()]);
+        Ok(self.store.execute(&[prune]).await?)
     }
 
     /// A correct password: forget the subject's failures and lockouts.
@@ -191,6 +213,16 @@ mod tests {
         assert_eq!(attempt(702).await.unwrap(), Attempt::Locked { until: at(711) });
     }
 
+    async fn quiet_rows_are_pruned(store: Store) {
+        let lockout = Lockout::new(store, LockoutPolicy { window: Duration::from_secs(20), ..policy() });
+        lockout.attempt("quiet", at(0)).await.unwrap();
+        lockout.attempt("recent", at(30)).await.unwrap();
+        assert_eq!(lockout.prune(at(34)).await.unwrap(), 0, "nothing quiet for 35 s yet");
+        assert_eq!(lockout.prune(at(35)).await.unwrap(), 1, "only the row quiet for 35 s");
+        assert_eq!(lockout.attempt("recent", at(36)).await.unwrap(), Attempt::Verify);
+        assert_eq!(lockout.attempt("recent", at(37)).await.unwrap(), Attempt::Locked { until: at(46) }, "kept");
+    }
+
     async fn a_burst_gets_at_most_the_limit_checked(store: Store) {
         let lockout = Lockout::new(store, LockoutPolicy { max_failures: 5, ..policy() });
         let attempts = (0..40).map(|_| {
@@ -220,6 +252,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn lockout_forgets_old_failures_and_long_quiet() {
         on_both_backends(old_failures_and_long_quiet_are_forgotten).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn lockout_prunes_quiet_rows() {
+        on_both_backends(quiet_rows_are_pruned).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

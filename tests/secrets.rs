@@ -278,6 +278,44 @@ fn setting_and_clearing_a_license_email_is_audited_without_the_address() {
     });
 }
 
+/// Runs one SQL statement against the deployment's database (the server may be running).
+fn sql(deployment: &Deployment, statement: &'static str, args: Vec<licensd_store::SqlValue>) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let store = licensd_store::Store::connect(&deployment.database_url, &licensd_store::StoreOptions::durable())
+            .await
+            .unwrap();
+        let rows = if statement.starts_with("SELECT") {
+            store.query_text(statement, &args).await.unwrap().into_iter().flatten().collect()
+        } else {
+            store.execute(&[licensd_store::Statement::new(statement, args)]).await.unwrap();
+            vec![]
+        };
+        store.close().await;
+        rows
+    })
+}
+
+#[test]
+fn removing_a_license_email_keeps_its_other_personal_data() {
+    on_both_backends(|deployment| {
+        let server = deployment.start();
+        let (api_key, app_id) = deployment.merchant(&server, "fields@example.com");
+        let (_, created) = server.post(&api_key, "/v1/licenses", &json!({ "appId": app_id }));
+        let key = created["licenses"][0]["licenseKey"].as_str().unwrap().to_string();
+        let email_path = format!("/v1/licenses/{key}/email");
+        assert_eq!(server.send("PUT", &api_key, &email_path, Some(&json!({ "email": "b@example.com" }))).0, 200);
+        // The provider customer id a purchase leaves next to the email (its sealed value is not
+        // opened here; only whether the row survives matters).
+        let subject = format!("license-{key}");
+        let insert = "INSERT INTO pii (subject, field, value) VALUES ($1, 'customer_id', 'v1.sealed')";
+        sql(deployment, insert, vec![subject.clone().into()]);
+        assert_eq!(server.send("PUT", &api_key, &email_path, Some(&json!({ "email": null }))).0, 200);
+        let fields = sql(deployment, "SELECT field FROM pii WHERE subject = $1", vec![subject.into()]);
+        assert_eq!(fields, vec!["customer_id".to_string()], "only the email is removed");
+    });
+}
+
 fn history_types(server: &Server, api_key: &str, key: &str) -> Vec<(String, String)> {
     let (status, history) = server.get(api_key, &format!("/v1/licenses/{key}/events"));
     assert_eq!(status, 200, "{history}");

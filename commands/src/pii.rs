@@ -53,6 +53,13 @@ impl PiiVault {
         Ok(self.key.open(&Sealed(sealed.clone()), &Self::purpose(subject, field)).is_ok())
     }
 
+    /// Deletes one field of a subject; returns whether it was there.
+    pub async fn remove(&self, subject: &str, field: &str) -> Result<bool, CommandError> {
+        let delete =
+            Statement::new("DELETE FROM pii WHERE subject = $1 AND field = $2", [subject.into(), field.into()]);
+        Ok(self.store.execute(&[delete]).await? > 0)
+    }
+
     /// Deletes every field of a subject; returns how many were removed.
     pub async fn erase(&self, subject: &str) -> Result<u64, CommandError> {
         Ok(self.store.execute(&[Statement::new("DELETE FROM pii WHERE subject = $1", [subject.into()])]).await?)

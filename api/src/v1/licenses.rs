@@ -371,7 +371,9 @@ pub async fn put_email(
             Some(email)
         }
         None => {
-            vault.erase(&subject).await?;
+            // Only the email: a purchase's customer id under the same subject stays (erasure of
+            // a buyer is `customers/forget`).
+            vault.remove(&subject, "email").await?;
             None
         }
     };

@@ -42,6 +42,11 @@ pub struct Config {
     /// Most appends committed in one transaction.
     #[arg(long, env = "LICENSD_WRITE_BATCH", default_value_t = 256, global = true)]
     pub write_batch: usize,
+
+    /// Postgres: milliseconds spent finding out whether a commit whose connection broke took
+    /// effect, before the append is answered "outcome unknown" (503).
+    #[arg(long, env = "LICENSD_COMMIT_SETTLE_MS", default_value_t = 5000, global = true)]
+    pub commit_settle_ms: u64,
 }
 
 impl Config {
@@ -126,8 +131,9 @@ pub struct ServeConfig {
     #[arg(long, env = "LICENSD_VALIDATE_PER_KEY", default_value_t = 5)]
     pub validate_per_key: u32,
 
-    /// `/auth/heartbeat` requests per minute per license key.
-    #[arg(long, env = "LICENSD_HEARTBEAT_PER_KEY", default_value_t = 6)]
+    /// `/auth/heartbeat` requests per minute per license key; 0 (the default) means no limit,
+    /// as documented (heartbeats are not rate-limited at the application layer).
+    #[arg(long, env = "LICENSD_HEARTBEAT_PER_KEY", default_value_t = 0)]
     pub heartbeat_per_key: u32,
 
     /// `/auth/selfban` requests per minute per client IP.
@@ -137,6 +143,11 @@ pub struct ServeConfig {
     /// Pre-session `/auth/selfban` requests per minute per license key.
     #[arg(long, env = "LICENSD_SELFBAN_PER_KEY", default_value_t = 3)]
     pub selfban_per_key: u32,
+
+    /// Most entries `/auth/selfban` may add to one app's blacklists, apart from the merchant's
+    /// own entries (so a leaked app secret cannot fill the merchant's lists).
+    #[arg(long, env = "LICENSD_SELFBAN_MAX_ENTRIES", default_value_t = 5_000)]
+    pub selfban_max_entries: usize,
 
     /// SMTP server for buyer emails: `smtp://[user:pass@]host:port` (`?tls=required` for
     /// STARTTLS) or `smtps://...`. Unset: no buyer emails.
@@ -197,6 +208,34 @@ pub struct ServeConfig {
     /// Portal sign-in codes requested per license key per 15 minutes.
     #[arg(long, env = "LICENSD_PORTAL_CHALLENGES_PER_KEY", default_value_t = 5)]
     pub portal_challenges_per_key: u32,
+
+    /// How long a Developer API write waits for the read models to show it, in ms. A write that
+    /// committed answers 2xx either way; the wait only makes the caller's next read see it.
+    #[arg(long, env = "LICENSD_READ_YOUR_WRITES_TIMEOUT_MS", default_value_t = 5_000)]
+    pub read_your_writes_timeout_ms: u64,
+
+    /// How long the answer to a request with an `Idempotency-Key` is kept for replay, in seconds.
+    #[arg(long, env = "LICENSD_IDEMPOTENCY_TTL_SECS", default_value_t = 86_400)]
+    pub idempotency_ttl_secs: u64,
+    /// Seconds a read model may keep failing on the same event before `/healthz` answers 503.
+    #[arg(long, env = "LICENSD_PROJECTION_STUCK_SECS", default_value_t = 60)]
+    pub projection_stuck_secs: u64,
+    /// Connections served at once; past it the connection idle the longest is closed first.
+    #[arg(long, env = "LICENSD_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Time a client has to send a request's headers (also the longest wait for the next
+    /// request on a kept-alive connection), in milliseconds.
+    #[arg(long, env = "LICENSD_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+
+    /// Time a client has to send a request's body, in milliseconds.
+    #[arg(long, env = "LICENSD_BODY_READ_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_read_timeout_ms: u64,
+
+    /// A connection that moves no byte for this long is closed, in milliseconds.
+    #[arg(long, env = "LICENSD_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
 }
 
 impl ServeConfig {
@@ -263,6 +302,14 @@ impl ServeConfig {
         }
     }
 
+    pub fn connection_limits(&self) -> licensd_api::ConnectionLimits {
+        licensd_api::ConnectionLimits {
+            max_connections: self.max_connections.max(1),
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms.max(1)),
+            idle_timeout: std::time::Duration::from_millis(self.idle_timeout_ms.max(1)),
+        }
+    }
+
     pub fn auth(&self) -> licensd_api::AuthConfig {
         licensd_api::AuthConfig {
             validate_per_ip: self.validate_per_ip,
@@ -270,6 +317,7 @@ impl ServeConfig {
             heartbeat_per_key: self.heartbeat_per_key,
             selfban_per_ip: self.selfban_per_ip,
             selfban_per_key: self.selfban_per_key,
+            selfban_max_entries: self.selfban_max_entries,
             max_in_flight: self.auth_max_in_flight,
             ..licensd_api::AuthConfig::default()
         }

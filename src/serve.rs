@@ -3,7 +3,7 @@
 use crate::config::{Config, ServeConfig};
 use crate::services::Services;
 use anyhow::Context;
-use licensd_api::{router, tls_config, ApiConfig, AppState, PeerAddr, TlsListener};
+use licensd_api::{router, tls_config, ApiConfig, AppState, TlsListener};
 use licensd_projections::{HotModel, HotRunner, TailConfig};
 use licensd_workers::Workers;
 use std::io::Write;
@@ -32,7 +32,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     );
     let commits = services.commands.writer().subscribe_commits();
     let tails = (TailConfig::default(), serve.sql_tail());
-    let workers = Workers::start(&services.commands, hot.clone(), commits, tails, serve.webhooks(), commerce);
+    let workers = Workers::start(&services.commands, hot.clone(), commits, tails, serve.webhooks(), commerce)?;
 
     let listener = tokio::net::TcpListener::bind(&serve.listen)
         .await
@@ -44,7 +44,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     println!("{}", serde_json::json!({ "listening": addr.to_string(), "scheme": scheme }));
     let _ = std::io::stdout().flush();
 
-    let api_config = ApiConfig {
+    let mut api_config = ApiConfig {
         max_body_bytes: serve.max_body_bytes,
         auth: serve.auth(),
         webhook_allow_http_loopback: serve.webhook_allow_http_loopback,
@@ -54,9 +54,13 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         stripe_signature_tolerance_secs: serve.stripe_signature_tolerance_secs,
         dashboard: serve.dashboard(),
         portal,
+        projection_stuck: std::time::Duration::from_secs(serve.projection_stuck_secs),
+        body_read_timeout: Duration::from_millis(serve.body_read_timeout_ms.max(1)),
         ..ApiConfig::default()
     };
-    let app = router(AppState::new(services.commands.clone(), hot, hot_runner, api_config));
+    api_config.read_your_writes_timeout = std::time::Duration::from_millis(serve.read_your_writes_timeout_ms);
+    api_config.idempotency_ttl = std::time::Duration::from_secs(serve.idempotency_ttl_secs.max(1));
+    let app = router(AppState::new(services.commands.clone(), hot, hot_runner, api_config)?);
     let (stopping, stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -69,17 +73,13 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     };
     let grace = Duration::from_secs(serve.shutdown_grace_secs);
     let mut deadline = stop;
+    let limits = serve.connection_limits();
     let served = async {
         match tls {
-            Some(tls) => {
-                let service = app.into_make_service_with_connect_info::<PeerAddr>();
-                axum::serve(TlsListener::new(listener, tls)?, service).with_graceful_shutdown(stopped).await
-            }
-            None => {
-                let service = app.into_make_service_with_connect_info::<PeerAddr>();
-                axum::serve(listener, service).with_graceful_shutdown(stopped).await
-            }
+            Some(tls) => licensd_api::serve(TlsListener::new(listener, tls)?, app, limits, stopped).await,
+            None => licensd_api::serve(listener, app, limits, stopped).await,
         }
+        Ok::<_, std::io::Error>(())
     };
     tokio::select! {
         served = served => served.context("HTTP server failed")?,

@@ -36,6 +36,7 @@ async fn connect(config: &Config) -> anyhow::Result<Store> {
     let options = StoreOptions {
         max_connections: config.db_max_connections,
         sqlite_synchronous_full: !config.sqlite_synchronous.eq_ignore_ascii_case("normal"),
+        commit_settle: std::time::Duration::from_millis(config.commit_settle_ms),
     };
     Store::connect(&url, &options).await.with_context(|| format!("cannot open {}", redact_url(&url)))
 }

@@ -199,3 +199,14 @@ fn tenant_isolation_matrix() {
     let (_, license) = w.server().get(&a.api_key, &lic);
     assert_eq!(license["status"], "active");
 }
+
+#[test]
+fn json_arrays_are_refused_where_the_document_says_object() {
+    let w = World::new(&[], 0);
+    let (status, error) = w.server().post(&w.merchant.api_key, "/v1/apps", &json!(["Array app"]));
+    assert_eq!((status, error["error"].as_str()), (400, Some("bad_request")), "{error}");
+    let (status, error) = w.server().post(&w.merchant.api_key, "/v1/licenses", &json!([w.merchant.app_id, 3]));
+    assert_eq!((status, error["error"].as_str()), (400, Some("bad_request")), "{error}");
+    let (_, apps) = w.server().get(&w.merchant.api_key, "/v1/apps");
+    assert_eq!(apps["apps"].as_array().unwrap().len(), 1, "nothing was created");
+}

@@ -192,10 +192,20 @@ async function settingsCard(app) {
 async function securityCard(appId) {
   const lists = await api("GET", "/apps/" + appId + "/security");
   const names = ["hwidBlacklist", "hwidWhitelist", "ipBlacklist", "ipWhitelist"];
+  // Saving sends only what was changed here, one entry at a time, so entries added meanwhile
+  // (a self-ban, another editor) are kept, and removing a self-ban entry lifts it.
   return card("Security lists (one entry per line)", form(names.map(n => [n, n, { textarea: true, value: (lists[n] || []).join("\n") }]), "Save lists", async (v) => {
-    const body = {};
-    for (const n of names) body[n] = v[n].split("\n").map(x => x.trim()).filter(Boolean);
-    await act(() => api("PUT", "/apps/" + appId + "/security", body), "Lists saved");
+    const edits = [];
+    for (const n of names) {
+      const before = new Set(lists[n] || []);
+      const after = new Set(v[n].split("\n").map(x => x.trim()).filter(Boolean));
+      const path = "/apps/" + appId + "/security/" + (n.endsWith("Blacklist") ? "blacklist" : "whitelist");
+      const type = n.startsWith("hwid") ? "hwid" : "ip";
+      for (const value of before) if (!after.has(value)) edits.push(["DELETE", path, { type, value }]);
+      for (const value of after) if (!before.has(value)) edits.push(["POST", path, { type, value }]);
+    }
+    await act(async () => { for (const [method, path, body] of edits) await api(method, path, body); }, "Lists saved");
+    route();
   }), h("p", {}, h("a", { href: "#/apps/" + appId + "/variables" }, "App variables")));
 }
 

@@ -58,6 +58,11 @@ async fn receive(
     if let Err(e) = verified {
         return Ok(refused(StatusCode::BAD_REQUEST, "invalid_signature", &e.to_string()));
     }
+    let parsed = serde_json::from_slice::<serde_json::Value>(&body).ok();
+    if let Some(field) = parsed.as_ref().and_then(crate::control_chars::first_in) {
+        let message = format!("'{field}' must not contain control characters");
+        return Ok(refused(StatusCode::BAD_REQUEST, "bad_request", &message));
+    }
     let inbound = match normalize::normalize(provider, &body) {
         Ok(inbound) => inbound,
         Err(e) => return Ok(refused(StatusCode::BAD_REQUEST, "bad_request", &e.to_string())),

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use licensd_commands::CommandError;
 use licensd_domain::DomainError;
 use licensd_projections::ProjectionError;
+use licensd_store::StoreError;
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -22,6 +23,8 @@ pub enum ApiError {
     /// Our infrastructure is overloaded, shutting down or cannot reach the database.
     Unavailable(String),
     Internal,
+    MethodNotAllowed,
+    UnsupportedMediaType,
 }
 
 impl ApiError {
@@ -42,6 +45,30 @@ impl ApiError {
             Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests".into()),
             Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m.clone()),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Unexpected server error".into()),
+            Self::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This endpoint does not take this method".into())
+            }
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "The request body must be sent as Content-Type: application/json".into(),
+            ),
+        }
+    }
+}
+
+impl ApiError {
+    /// The documented error for a status that a layer below the handlers chose (a rejection
+    /// explained by `message`); statuses without a code of their own are `bad_request`.
+    pub fn for_status(status: StatusCode, message: String) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => Self::NotFound("no such endpoint".into()),
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            StatusCode::TOO_MANY_REQUESTS => Self::RateLimited,
+            s if s.is_server_error() => Self::Internal,
+            _ => Self::BadRequest(message),
         }
     }
 }
@@ -53,12 +80,32 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Public text for store failures; the database's own text is only logged.
+const REFUSED_VALUE: &str =
+    "A value in the request cannot be stored (for example a NUL character); nothing was changed";
+const COMMIT_UNKNOWN: &str = "The database connection was lost while committing, so the outcome is unknown; \
+                              retry with the same Idempotency-Key";
+const DATABASE_UNAVAILABLE: &str = "The database is unavailable; retry later";
+
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
         match e {
             CommandError::Domain(d) => d.into(),
             CommandError::Invalid(message) => Self::BadRequest(message),
             CommandError::Forbidden(what) => Self::Forbidden(format!("The {what} doesn't belong to your account")),
+            // The database's own text stays in the log: it may quote the refused value.
+            CommandError::Store(StoreError::InvalidData(detail)) => {
+                tracing::debug!(%detail, "the database refused a value of a request");
+                Self::BadRequest(REFUSED_VALUE.into())
+            }
+            CommandError::Store(StoreError::CommitUnknown(detail)) => {
+                tracing::error!(%detail, "commit outcome unknown");
+                Self::Unavailable(COMMIT_UNKNOWN.into())
+            }
+            CommandError::Store(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::Unavailable(DATABASE_UNAVAILABLE.into())
+            }
             e if e.is_unavailable() => Self::Unavailable(e.to_string()),
             CommandError::Store(licensd_store::StoreError::WrongExpectedVersion { .. }) => {
                 Self::Conflict("the resource changed concurrently; retry".into())
@@ -88,7 +135,8 @@ impl From<DomainError> for ApiError {
             | D::MappingConflict(_)
             | D::LedgerNotWorkable
             | D::LedgerNotReplayable
-            | D::PortalResetRefused(_) => Self::Conflict(e.to_string()),
+            | D::PortalResetRefused(_)
+            | D::SelfBanLimitReached => Self::Conflict(e.to_string()),
             D::InvalidLicenseKey
             | D::InvalidHwidSlots
             | D::InvalidHwid { .. }
@@ -118,5 +166,29 @@ impl From<licensd_store::StoreError> for ApiError {
 impl From<ProjectionError> for ApiError {
     fn from(e: ProjectionError) -> Self {
         Self::Unavailable(format!("read model is behind: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ApiError, COMMIT_UNKNOWN, DATABASE_UNAVAILABLE, REFUSED_VALUE};
+    use axum::http::StatusCode;
+    use licensd_commands::CommandError;
+    use licensd_store::StoreError;
+
+    fn parts(e: StoreError) -> (StatusCode, &'static str, String) {
+        ApiError::from(CommandError::Store(e)).parts()
+    }
+
+    #[test]
+    fn store_failures_map_to_fixed_text_never_the_database_s() {
+        let secret = "invalid byte sequence for encoding \"UTF8\": 0x00 near 'hunter2'";
+        let refused = parts(StoreError::InvalidData(secret.into()));
+        assert_eq!(refused, (StatusCode::BAD_REQUEST, "bad_request", REFUSED_VALUE.into()));
+        let unknown = parts(StoreError::CommitUnknown(secret.into()));
+        assert_eq!(unknown, (StatusCode::SERVICE_UNAVAILABLE, "unavailable", COMMIT_UNKNOWN.into()));
+        assert!(COMMIT_UNKNOWN.contains("Idempotency-Key"));
+        let down = parts(StoreError::Unavailable(secret.into()));
+        assert_eq!(down, (StatusCode::SERVICE_UNAVAILABLE, "unavailable", DATABASE_UNAVAILABLE.into()));
     }
 }

@@ -8,17 +8,31 @@ use licensd_domain::AccountId;
 use serde::de::DeserializeOwned;
 
 /// `axum::Json` with `bad_request` / `payload_too_large` instead of axum's plain-text rejections.
+/// Every body is a JSON object (serde would take an array for a struct, field by position), and
+/// no string or key in it holds a control character ([`crate::control_chars`]): the first one
+/// found is named in the `bad_request`.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge),
-            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(value)) => value,
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::PayloadTooLarge)
+            }
+            Err(rejection) => return Err(ApiError::BadRequest(rejection.body_text())),
+        };
+        if !value.is_object() {
+            return Err(ApiError::BadRequest("The request body must be a JSON object".into()));
         }
+        if let Some(field) = crate::control_chars::first_in(&value) {
+            return Err(ApiError::BadRequest(format!("'{field}' must not contain control characters")));
+        }
+        serde_json::from_value(value)
+            .map(Self)
+            .map_err(|e| ApiError::BadRequest(format!("Failed to deserialize the JSON body into the target type: {e}")))
     }
 }
 
@@ -57,6 +71,15 @@ pub struct Caller {
     pub account_id: AccountId,
     /// Recorded in the events the request causes.
     pub actor: licensd_commands::Actor,
+    /// What the caller may do (`*`: everything; a dashboard session holds every scope).
+    pub scopes: Vec<String>,
+}
+
+impl Caller {
+    /// Whether the caller holds `scope` itself: a key may only hand out what it has.
+    pub fn holds(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == "*" || s == scope)
+    }
 }
 
 /// Every scope a key can hold; `*` stands for all of them.
@@ -100,6 +123,10 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // Already authenticated (and rate-counted) by the idempotency middleware.
+        if let Some(caller) = parts.extensions.get::<Self>() {
+            return Ok(caller.clone());
+        }
         let Some(authorization) = parts.headers.get(header::AUTHORIZATION) else {
             return dashboard_caller(parts, state);
         };
@@ -119,11 +146,16 @@ impl FromRequestParts<AppState> for Caller {
         if !state.api_limiter.allow(&key.key_id.to_string()) {
             return Err(ApiError::RateLimited);
         }
+        let caller = Self {
+            account_id: key.account_id,
+            actor: licensd_commands::Actor::ApiKey(key.key_id),
+            scopes: key.scopes.clone(),
+        };
         let scope = required_scope(&parts.method, parts.uri.path());
-        if !key.scopes.iter().any(|s| s == "*" || *s == scope) {
+        if !caller.holds(&scope) {
             return Err(ApiError::Forbidden(format!("This API key lacks the '{scope}' scope")));
         }
-        Ok(Self { account_id: key.account_id, actor: licensd_commands::Actor::ApiKey(key.key_id) })
+        Ok(caller)
     }
 }
 
@@ -138,7 +170,7 @@ fn dashboard_caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError>
     if !state.api_limiter.allow(&format!("dashboard:{account_id}")) {
         return Err(ApiError::RateLimited);
     }
-    Ok(Caller { account_id, actor: licensd_commands::Actor::Dashboard(account_id) })
+    Ok(Caller { account_id, actor: licensd_commands::Actor::Dashboard(account_id), scopes: vec!["*".into()] })
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 
 pub mod auth;
 mod billing;
+mod control_chars;
 pub mod dashboard;
+mod edge;
 mod error;
 mod extract;
 mod health;
@@ -11,6 +13,7 @@ mod limits;
 pub mod listener;
 mod metrics;
 pub mod portal;
+pub mod server;
 mod signed;
 mod state;
 mod v1;
@@ -20,6 +23,7 @@ pub use auth::AuthConfig;
 pub use error::ApiError;
 pub use listener::{tls_config, PeerAddr, TlsListener};
 pub use metrics::Metrics;
+pub use server::{serve, ConnectionLimits};
 pub use state::{ApiConfig, AppState};
 
 use axum::extract::DefaultBodyLimit;
@@ -30,7 +34,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     Router::new()
         .merge(health::routes())
-        .nest("/v1", v1::routes())
+        .nest("/v1", v1::routes(&state))
         .nest("/auth", auth::routes())
         .nest("/billing", billing::routes())
         .nest("/portal", portal::routes())
@@ -39,6 +43,9 @@ pub fn router(state: AppState) -> Router {
         // The documented (dashboard) path of GDPR erasure; the same operation as under /v1.
         .route("/apps/{app_id}/customers/forget", axum::routing::post(v1::forget_customer))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(axum::middleware::from_fn(edge::refuse_control_characters))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), edge::read_body_in_time))
+        .layer(axum::middleware::from_fn(edge::documented_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_requests))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)

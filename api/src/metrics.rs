@@ -72,5 +72,23 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         &[("", state.hot.license_count() as u64)],
     );
     metric("licensd_apps", "gauge", "Apps in the in-memory read model.", &[("", state.hot.app_count() as u64)]);
+    let projections = licensd_projections::status::statuses();
+    let per_projection = |value: fn(&licensd_projections::status::ProjectionStatus) -> u64| -> Vec<(String, u64)> {
+        projections.iter().map(|p| (format!("{{projection=\"{}\"}}", p.name), value(p))).collect()
+    };
+    let skipped = per_projection(|p| p.skipped);
+    metric(
+        "licensd_events_skipped_total",
+        "counter",
+        "Events of types or streams a read model does not know (written by a later version), skipped.",
+        &skipped.iter().map(|(l, v)| (l.as_str(), *v)).collect::<Vec<_>>(),
+    );
+    let failing = per_projection(|p| u64::from(p.failing.is_some()));
+    metric(
+        "licensd_projection_failing",
+        "gauge",
+        "1 while a read model's last step failed (see /healthz for the error).",
+        &failing.iter().map(|(l, v)| (l.as_str(), *v)).collect::<Vec<_>>(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -23,6 +23,12 @@ pub struct ApiConfig {
     pub stripe_signature_tolerance_secs: i64,
     pub dashboard: crate::dashboard::DashboardConfig,
     pub portal: crate::portal::PortalConfig,
+    /// How long the answer to a request with an `Idempotency-Key` is kept for replay.
+    pub idempotency_ttl: Duration,
+    /// How long a read model may keep failing before `/healthz` answers 503.
+    pub projection_stuck: Duration,
+    /// Time a client has to send a request's whole body.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -38,6 +44,9 @@ impl Default for ApiConfig {
             stripe_signature_tolerance_secs: 300,
             dashboard: Default::default(),
             portal: Default::default(),
+            idempotency_ttl: Duration::from_secs(24 * 60 * 60),
+            projection_stuck: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -59,14 +68,22 @@ pub struct AppState {
     refresher: Arc<tokio::sync::Mutex<(HotRunner, Option<std::time::Instant>)>>,
 }
 
+/// The longest a lookup miss waits for other processes' commits to become readable.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl AppState {
-    pub fn new(commands: Commands, hot: Arc<HotModel>, runner: HotRunner, config: ApiConfig) -> Self {
-        Self {
+    pub fn new(
+        commands: Commands,
+        hot: Arc<HotModel>,
+        runner: HotRunner,
+        config: ApiConfig,
+    ) -> Result<Self, licensd_workers::outbound::ClientError> {
+        Ok(Self {
             auth: Arc::new(AuthRuntime::new(&commands, config.auth.clone())),
             webhook_sender: licensd_workers::webhooks::WebhookSender::new(
                 Duration::from_secs(10),
                 config.webhook_destinations,
-            ),
+            )?,
             dashboard: Arc::new(crate::dashboard::DashboardAuth::new(
                 commands.master_key(),
                 commands.store().clone(),
@@ -79,7 +96,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             config: Arc::new(config),
             refresher: Arc::new(tokio::sync::Mutex::new((runner, None))),
-        }
+        })
     }
 
     /// Brings one SQL read model up to the log's end before it is queried (read-your-writes for
@@ -118,6 +135,9 @@ impl AppState {
             return Ok(());
         }
         let started = std::time::Instant::now();
+        // On Postgres, what another process committed just now can sit above the readers'
+        // visibility horizon for a moment; without this wait a fresh key could be turned away.
+        self.commands.store().settle(SETTLE_TIMEOUT).await?;
         runner.catch_up().await?;
         *last_started = Some(started);
         Ok(())

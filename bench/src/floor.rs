@@ -84,8 +84,7 @@ async fn answer(floor: &Floor, body: &Bytes) -> Response {
         // One stream per license (or machine), as licensd keeps: the same index locality.
         let owner =
             ["licenseKey", "hwid"].iter().find_map(|f| request.get(*f).and_then(Value::as_str)).unwrap_or(nonce);
-        let append =
-            AppendRequest { stream_id: format!("floor-{owner}"), expected: ExpectedVersion::Any, events: vec![event] };
+        let append = AppendRequest::new(format!("floor-{owner}"), ExpectedVersion::Any, vec![event]);
         if log.append(append).await.is_err() {
             return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "status": "failed", "error": "system_error" })))
                 .into_response();

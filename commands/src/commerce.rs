@@ -55,18 +55,18 @@ impl Commands {
     }
 
     /// Records an inbound event once: `Ok(false)` for a duplicate delivery (nothing changes).
-    /// Personal data goes to the vault first, so an acknowledged event always finds it.
+    /// Personal data goes to the vault in the same transaction, so an acknowledged event always
+    /// finds it and a failed one leaves none.
     pub async fn receive_commerce_event(&self, inbound: InboundEvent) -> Result<bool, CommandError> {
         let stream = ledger_stream(inbound.provider, inbound.connection_id, &inbound.external_id);
         let (state, _) = self.load::<LedgerState>(&stream).await?;
         if state.0.is_some() {
             return Ok(false);
         }
-        for (field, value) in [("email", &inbound.email), ("customer_id", &inbound.customer_id)] {
-            if let Some(value) = value {
-                self.pii().put(&stream, field, value).await?;
-            }
-        }
+        let pii = [("email", &inbound.email), ("customer_id", &inbound.customer_id)]
+            .into_iter()
+            .filter_map(|(field, value)| value.as_deref().map(|value| self.pii().row(&stream, field, value)))
+            .collect();
         let receive = LedgerCommand::Receive {
             connection_id: inbound.connection_id,
             account_id: inbound.account_id,
@@ -76,8 +76,9 @@ impl Commands {
             normalized: inbound.normalized,
         };
         let events = LedgerState::default().decide(receive, self.now())?;
+        let account = Some(inbound.account_id);
         let appended =
-            self.append(&stream, ExpectedVersion::NoStream, &events, &Actor::System, Some(inbound.account_id)).await;
+            self.append_with_pii(&stream, ExpectedVersion::NoStream, &events, &Actor::System, account, pii).await;
         match appended {
             Ok(_) => Ok(true),
             Err(CommandError::Store(StoreError::WrongExpectedVersion { .. })) => Ok(false),

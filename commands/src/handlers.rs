@@ -10,7 +10,7 @@ use licensd_domain::{
     decode_event, AccountId, Aggregate, ApiKeyId, AppId, Clock, DomainError, DomainEvent, EventData, LicenseKey,
     StreamCategory,
 };
-use licensd_store::{AppendRequest, AppendResult, EventStore, ExpectedVersion, NewEvent, Store, StoreError};
+use licensd_store::{AppendRequest, AppendResult, EventStore, ExpectedVersion, NewEvent, PiiRow, Store, StoreError};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -74,7 +74,13 @@ struct Inner {
     clock: Arc<dyn Clock>,
     key: MasterKey,
     pii: PiiVault,
+    /// App commands of this process queue per app (striped by app id) instead of racing: many
+    /// concurrent list edits or self-bans on one app would otherwise exhaust the conflict retries.
+    app_stripes: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// Stripes of [`Inner::app_stripes`]: apps sharing one only queue behind each other.
+const APP_STRIPES: usize = 64;
 
 pub fn api_key_hash(api_key: &str) -> String {
     hex::encode(Sha256::digest(api_key.as_bytes()))
@@ -101,7 +107,8 @@ fn signing_key_purpose(app_id: AppId, key_id: &str) -> String {
 impl Commands {
     pub fn new(store: Store, writer: WriterHandle, clock: Arc<dyn Clock>, key: MasterKey) -> Self {
         let pii = PiiVault::new(store.clone(), key.clone());
-        Self { inner: Arc::new(Inner { store, writer, clock, key, pii }) }
+        let app_stripes = (0..APP_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
+        Self { inner: Arc::new(Inner { store, writer, clock, key, pii, app_stripes }) }
     }
 
     pub fn store(&self) -> &Store {
@@ -175,6 +182,20 @@ impl Commands {
         actor: &Actor,
         account_id: Option<AccountId>,
     ) -> Result<AppendResult, CommandError> {
+        self.append_with_pii(stream_id, expected, events, actor, account_id, Vec::new()).await
+    }
+
+    /// [`Self::append`], writing the personal data the events refer to (sealed by
+    /// [`PiiVault::row`]) in the same transaction: both are stored, or neither.
+    pub async fn append_with_pii<E: DomainEvent>(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[E],
+        actor: &Actor,
+        account_id: Option<AccountId>,
+        pii: Vec<PiiRow>,
+    ) -> Result<AppendResult, CommandError> {
         let metadata = actor.metadata(account_id);
         let events = events
             .iter()
@@ -189,7 +210,7 @@ impl Commands {
                 }
             })
             .collect();
-        self.inner.writer.append(AppendRequest { stream_id: stream_id.to_string(), expected, events }).await
+        self.inner.writer.append(AppendRequest::new(stream_id, expected, events).with_pii(pii)).await
     }
 
     /// A merchant account with its first Developer API key (all scopes); refused when another
@@ -212,13 +233,14 @@ impl Commands {
         actor: &Actor,
     ) -> Result<AccountCreated, CommandError> {
         let stream = StreamCategory::Account.stream_id(account_id);
-        self.inner.pii.put(&stream, "email", email).await?;
+        let pii = vec![self.inner.pii.row(&stream, "email", email)];
         let (api_key, key_id, issue) = new_api_key(vec!["*".into()]);
         let created = AccountState::default().decide(AccountCommand::Create { account_id }, self.now())?;
         let state = AccountState::fold(&created);
         let issued = state.decide(issue, self.now())?;
         let events: Vec<_> = created.into_iter().chain(issued).collect();
-        let result = self.append(&stream, ExpectedVersion::NoStream, &events, actor, Some(account_id)).await?;
+        let result =
+            self.append_with_pii(&stream, ExpectedVersion::NoStream, &events, actor, Some(account_id), pii).await?;
         Ok(AccountCreated { account_id, key_id, api_key, result })
     }
 
@@ -332,6 +354,8 @@ impl Commands {
         actor: &Actor,
     ) -> Result<Executed<licensd_domain::app::AppEvent>, CommandError> {
         let stream = StreamCategory::App.stream_id(app_id);
+        let stripe = app_id.0.as_u128() as usize % APP_STRIPES;
+        let _queued = self.inner.app_stripes[stripe].lock().await;
         self.execute::<AppState>(&stream, command, actor, Some(account_id), |state| app_owned_by(state, account_id))
             .await
     }

@@ -3,7 +3,7 @@
 
 use crate::{CommandError, MasterKey};
 use licensd_domain::Sealed;
-use licensd_store::{SqlValue, Statement, Store};
+use licensd_store::{PiiRow, SqlValue, Statement, Store, UPSERT_PII};
 
 #[derive(Clone, Debug)]
 pub struct PiiVault {
@@ -20,13 +20,17 @@ impl PiiVault {
         format!("pii:{subject}:{field}")
     }
 
-    pub async fn put(&self, subject: &str, field: &str, value: &str) -> Result<(), CommandError> {
+    /// A field sealed for writing in the same transaction as the events that refer to it
+    /// ([`licensd_store::AppendRequest::with_pii`]): an append that fails leaves no orphan.
+    pub fn row(&self, subject: &str, field: &str, value: &str) -> PiiRow {
         let sealed = self.key.seal(value.as_bytes(), &Self::purpose(subject, field));
-        let upsert = Statement::new(
-            "INSERT INTO pii (subject, field, value) VALUES ($1, $2, $3)
-             ON CONFLICT (subject, field) DO UPDATE SET value = excluded.value",
-            [subject.into(), field.into(), SqlValue::from(sealed.0)],
-        );
+        PiiRow { subject: subject.into(), field: field.into(), sealed: sealed.0 }
+    }
+
+    /// Writes a field on its own, for personal data that no event refers to.
+    pub async fn put(&self, subject: &str, field: &str, value: &str) -> Result<(), CommandError> {
+        let PiiRow { subject, field, sealed } = self.row(subject, field, value);
+        let upsert = Statement::new(UPSERT_PII, [subject.into(), field.into(), SqlValue::from(sealed)]);
         self.store.execute(&[upsert]).await?;
         Ok(())
     }

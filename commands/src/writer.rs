@@ -146,10 +146,20 @@ async fn commit(store: &Store, batch: &mut Vec<Job>, stats: &WriterStats) {
         }
         Err(e) => {
             stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "append batch failed; nothing of it was committed");
+            tracing::warn!(error = %e, "append batch failed as a whole");
             for reply in replies {
-                let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+                let _ = reply.send(Err(batch_error(&e)));
             }
         }
+    }
+}
+
+/// What each request of a batch learns when the batch failed as a whole: the outcome is unknown
+/// when the commit's was, else nothing of it was committed (a database that failed, not the
+/// request: a value the database refuses fails only its own request, inside the batch).
+fn batch_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::CommitUnknown(why) => StoreError::CommitUnknown(why.clone()),
+        other => StoreError::Unavailable(other.to_string()),
     }
 }

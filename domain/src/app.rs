@@ -1,9 +1,11 @@
 //! The app aggregate: one stream per app (`app-<uuid>`): credentials, variables, security lists.
 
 use crate::commerce::ProductMapping;
+use crate::security::{AccessLists, ListName, SecurityListsUpdate, MAX_HWID_LEN, MAX_LIST_ENTRIES};
 use crate::{AccountId, Aggregate, AppId, DomainError, DomainEvent, Sealed, SecurityLists, StreamCategory, Variables};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 pub const MAX_APP_NAME_CHARS: usize = 100;
 
@@ -50,8 +52,33 @@ pub enum AppEvent {
         variables: Variables,
         at: DateTime<Utc>,
     },
+    /// The whole-list form older versions wrote: it replaces the merchant's lists (kept so
+    /// existing logs replay; new changes are written as the deltas below).
     SecurityListsChanged {
         lists: SecurityLists,
+        at: DateTime<Utc>,
+    },
+    /// Entries added to and removed from one of the merchant's lists.
+    SecurityListEdited {
+        list: ListName,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        added: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removed: Vec<String>,
+        at: DateTime<Utc>,
+    },
+    /// A tampered client banned its HWID and/or IP (`/auth/selfban`): only the new entries.
+    SelfBanned {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hwid: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// The merchant removed a self-ban entry from a blacklist.
+    SelfBanLifted {
+        list: ListName,
+        entry: String,
         at: DateTime<Utc>,
     },
     SettingsChanged {
@@ -171,6 +198,9 @@ impl DomainEvent for AppEvent {
             Self::SigningKeyRotated { .. } => "SigningKeyRotated",
             Self::VariablesSet { .. } => "VariablesSet",
             Self::SecurityListsChanged { .. } => "SecurityListsChanged",
+            Self::SecurityListEdited { .. } => "SecurityListEdited",
+            Self::SelfBanned { .. } => "SelfBanned",
+            Self::SelfBanLifted { .. } => "SelfBanLifted",
             Self::SettingsChanged { .. } => "SettingsChanged",
             Self::WebhookCreated { .. } => "WebhookCreated",
             Self::WebhookUpdated { .. } => "WebhookUpdated",
@@ -192,7 +222,8 @@ pub struct App {
     /// Oldest first; the last one is the active signer.
     pub signing_keys: Vec<SigningKey>,
     pub variables: Variables,
-    pub lists: SecurityLists,
+    /// Compiled when events are applied; shared, so cloning an app does not copy its lists.
+    pub lists: Arc<AccessLists>,
     pub settings: AppSettings,
     pub webhooks: Vec<Webhook>,
     pub mappings: Vec<ProductMapping>,
@@ -234,11 +265,24 @@ pub enum AppCommand {
         signing_key: SigningKey,
     },
     SetVariables(Variables),
-    SetSecurityLists(SecurityLists),
-    /// Adds entries to the blacklists (self-ban); entries already listed change nothing.
-    Blacklist {
+    /// Sets the lists given to exactly these entries, as deltas against the current lists.
+    SetSecurityLists(SecurityListsUpdate),
+    /// Adds one entry to one of the merchant's lists (already listed: nothing changes).
+    AddListEntry {
+        list: ListName,
+        entry: String,
+    },
+    /// Removes one entry from a list, a self-ban entry included (not listed: nothing changes).
+    RemoveListEntry {
+        list: ListName,
+        entry: String,
+    },
+    /// Adds self-ban entries to the blacklists; entries already self-banned change nothing.
+    /// `max_entries` caps the self-ban entries of the app (the merchant's lists do not count).
+    SelfBan {
         hwid: Option<String>,
         ip: Option<String>,
+        max_entries: usize,
     },
     SetSettings(AppSettings),
     CreateWebhook(Webhook),
@@ -274,7 +318,7 @@ impl Aggregate for AppState {
                 secret: secret.clone(),
                 signing_keys: vec![signing_key.clone()],
                 variables: Variables::default(),
-                lists: SecurityLists::default(),
+                lists: Arc::default(),
                 settings: AppSettings::default(),
                 webhooks: Vec::new(),
                 mappings: Vec::new(),
@@ -290,7 +334,33 @@ impl Aggregate for AppState {
             E::AppSecretRotated { secret, .. } => app.secret = secret.clone(),
             E::SigningKeyRotated { signing_key, .. } => app.signing_keys.push(signing_key.clone()),
             E::VariablesSet { variables, .. } => app.variables = variables.clone(),
-            E::SecurityListsChanged { lists, .. } => app.lists = lists.clone(),
+            E::SecurityListsChanged { lists, .. } => Arc::make_mut(&mut app.lists).replace_merchant_lists(lists),
+            E::SecurityListEdited { list, added, removed, .. } => {
+                let target = Arc::make_mut(&mut app.lists).list_mut(*list);
+                for entry in removed {
+                    target.remove(entry);
+                }
+                for entry in added {
+                    target.insert(entry.clone());
+                }
+            }
+            E::SelfBanned { hwid, ip, .. } => {
+                let lists = Arc::make_mut(&mut app.lists);
+                if let Some(hwid) = hwid {
+                    lists.self_banned_hwids.insert(hwid.clone());
+                }
+                if let Some(ip) = ip {
+                    lists.self_banned_ips.insert(ip.clone());
+                }
+            }
+            E::SelfBanLifted { list, entry, .. } => {
+                let lists = Arc::make_mut(&mut app.lists);
+                match list {
+                    ListName::HwidBlacklist => lists.self_banned_hwids.remove(entry),
+                    ListName::IpBlacklist => lists.self_banned_ips.remove(entry),
+                    ListName::HwidWhitelist | ListName::IpWhitelist => false,
+                };
+            }
             E::SettingsChanged { settings, .. } => app.settings = settings.clone(),
             E::WebhookCreated { webhook, .. } => app.webhooks.push(webhook.clone()),
             E::WebhookUpdated { webhook, .. } => {
@@ -345,20 +415,42 @@ impl Aggregate for AppState {
                 vec![E::SigningKeyRotated { signing_key, at }]
             }
             C::SetVariables(variables) => vec![E::VariablesSet { variables, at }],
-            C::SetSecurityLists(lists) => vec![E::SecurityListsChanged { lists: lists.validated()?, at }],
-            C::Blacklist { hwid, ip } => {
-                let mut lists = app.lists.clone();
-                let mut changed = false;
-                for (entry, list) in [(hwid, &mut lists.hwid_blacklist), (ip, &mut lists.ip_blacklist)] {
-                    if let Some(entry) = entry.filter(|e| !list.contains(e)) {
-                        list.push(entry);
-                        changed = true;
-                    }
-                }
-                if changed {
-                    vec![E::SecurityListsChanged { lists: lists.validated()?, at }]
-                } else {
+            C::SetSecurityLists(update) => set_lists(&app.lists, &update, at)?,
+            C::AddListEntry { list, entry } => {
+                let entry = list.checked_entry(&entry)?;
+                let current = app.lists.list(list);
+                if current.contains(&entry) {
                     vec![]
+                } else if current.len() >= MAX_LIST_ENTRIES {
+                    return Err(full(list));
+                } else {
+                    vec![E::SecurityListEdited { list, added: vec![entry], removed: vec![], at }]
+                }
+            }
+            C::RemoveListEntry { list, entry } => {
+                let entry = entry.trim().to_string();
+                let mut events = Vec::new();
+                if app.lists.list(list).contains(&entry) {
+                    events.push(E::SecurityListEdited { list, added: vec![], removed: vec![entry.clone()], at });
+                }
+                if app.lists.self_banned(list).is_some_and(|banned| banned.contains(&entry)) {
+                    events.push(E::SelfBanLifted { list, entry, at });
+                }
+                events
+            }
+            C::SelfBan { hwid, ip, max_entries } => {
+                if hwid.as_ref().is_some_and(|h| h.is_empty() || h.chars().count() > MAX_HWID_LEN) {
+                    return Err(DomainError::InvalidHwid { max: MAX_HWID_LEN });
+                }
+                let hwid = hwid.filter(|h| !app.lists.self_banned_hwids.contains(h));
+                let ip = ip.filter(|i| !app.lists.self_banned_ips.contains(i));
+                let new = usize::from(hwid.is_some()) + usize::from(ip.is_some());
+                if new == 0 {
+                    vec![]
+                } else if app.lists.self_ban_count() + new > max_entries {
+                    return Err(DomainError::SelfBanLimitReached);
+                } else {
+                    vec![E::SelfBanned { hwid, ip, at }]
                 }
             }
             C::SetSettings(settings) if settings == app.settings => vec![],
@@ -417,6 +509,44 @@ impl Aggregate for AppState {
         };
         Ok(events)
     }
+}
+
+fn full(list: ListName) -> DomainError {
+    DomainError::InvalidSecurityList(format!("{} holds more than {MAX_LIST_ENTRIES} entries", list.wire_name()))
+}
+
+/// A whole-list update turned into the deltas that make each list given equal to its entries,
+/// decided against the lists as they are now (not as the caller last read them).
+fn set_lists(
+    current: &AccessLists,
+    update: &SecurityListsUpdate,
+    at: DateTime<Utc>,
+) -> Result<Vec<AppEvent>, DomainError> {
+    let mut events = Vec::new();
+    for list in ListName::ALL {
+        let Some(wanted) = update.get(list) else { continue };
+        let now = current.list(list);
+        // A list read back from GET shows the self-ban entries too: sending it back must not
+        // copy them into the merchant's own list (they stay self-ban entries).
+        let self_banned = |entry: &String| current.self_banned(list).is_some_and(|b| b.contains(entry));
+        let mut seen = std::collections::HashSet::new();
+        let mut wanted_entries = Vec::new();
+        for entry in wanted {
+            let entry = list.checked_entry(entry)?;
+            if (now.contains(&entry) || !self_banned(&entry)) && seen.insert(entry.clone()) {
+                wanted_entries.push(entry);
+            }
+        }
+        if wanted_entries.len() > MAX_LIST_ENTRIES {
+            return Err(full(list));
+        }
+        let removed: Vec<String> = now.entries().iter().filter(|e| !seen.contains(*e)).cloned().collect();
+        let added: Vec<String> = wanted_entries.into_iter().filter(|e| !now.contains(e)).collect();
+        if !added.is_empty() || !removed.is_empty() {
+            events.push(AppEvent::SecurityListEdited { list, added, removed, at });
+        }
+    }
+    Ok(events)
 }
 
 fn check_name(name: String) -> Result<String, DomainError> {
@@ -478,7 +608,7 @@ mod tests {
     #[test]
     fn invalid_security_lists_change_nothing() {
         let state = AppState::fold(&history());
-        let bad = SecurityLists { ip_blacklist: vec!["nope".into()], ..Default::default() };
+        let bad = SecurityListsUpdate { ip_blacklist: Some(vec!["nope".into()]), ..Default::default() };
         assert!(matches!(
             state.decide(AppCommand::SetSecurityLists(bad), now()),
             Err(DomainError::InvalidSecurityList(_))
@@ -486,13 +616,56 @@ mod tests {
     }
 
     #[test]
-    fn blacklisting_adds_each_entry_once() {
+    fn self_bans_add_each_entry_once_up_to_their_own_cap() {
         let mut events = history();
-        let ban = || AppCommand::Blacklist { hwid: Some("hw".into()), ip: Some("203.0.113.9".into()) };
-        events.extend(AppState::fold(&events).decide(ban(), now()).unwrap());
+        let ban = |hwid: &str| AppCommand::SelfBan {
+            hwid: Some(hwid.into()),
+            ip: Some("203.0.113.9".into()),
+            max_entries: 3,
+        };
+        events.extend(AppState::fold(&events).decide(ban("hw"), now()).unwrap());
         let lists = AppState::fold(&events).0.unwrap().lists;
-        assert_eq!((lists.hwid_blacklist.len(), lists.ip_blacklist.len()), (1, 1));
-        assert_eq!(AppState::fold(&events).decide(ban(), now()), Ok(vec![]));
+        assert_eq!((lists.self_banned_hwids.len(), lists.self_banned_ips.len()), (1, 1));
+        assert!(!lists.allows(None, "hw"));
+        assert_eq!(AppState::fold(&events).decide(ban("hw"), now()), Ok(vec![]));
+        events.extend(AppState::fold(&events).decide(ban("hw2"), now()).unwrap());
+        assert_eq!(AppState::fold(&events).decide(ban("hw3"), now()), Err(DomainError::SelfBanLimitReached));
+        let own = AppCommand::AddListEntry { list: ListName::HwidBlacklist, entry: "merchant".into() };
+        assert_eq!(AppState::fold(&events).decide(own, now()).unwrap().len(), 1, "the merchant's lists are apart");
+    }
+
+    #[test]
+    fn a_whole_list_update_is_decided_as_deltas_against_the_current_lists() {
+        let mut events = history();
+        let add = |entry: &str| AppCommand::AddListEntry { list: ListName::HwidBlacklist, entry: entry.into() };
+        events.extend(AppState::fold(&events).decide(add("a"), now()).unwrap());
+        events.extend(AppState::fold(&events).decide(add("b"), now()).unwrap());
+        let ban = AppCommand::SelfBan { hwid: Some("tampered".into()), ip: None, max_entries: 10 };
+        events.extend(AppState::fold(&events).decide(ban, now()).unwrap());
+        let update = SecurityListsUpdate { hwid_blacklist: Some(vec!["b".into(), "c".into()]), ..Default::default() };
+        let edit = AppState::fold(&events).decide(AppCommand::SetSecurityLists(update), now()).unwrap();
+        assert!(matches!(&edit[..], [AppEvent::SecurityListEdited { added, removed, .. }]
+            if added == &["c".to_string()] && removed == &["a".to_string()]));
+        events.extend(edit);
+        let shown = AppState::fold(&events).0.unwrap().lists.effective();
+        assert_eq!(shown.hwid_blacklist, ["b", "c", "tampered"], "the self-ban survives the whole-list update");
+        let round_trip = SecurityListsUpdate { hwid_blacklist: Some(shown.hwid_blacklist), ..Default::default() };
+        let unchanged = AppState::fold(&events).decide(AppCommand::SetSecurityLists(round_trip), now());
+        assert_eq!(unchanged, Ok(vec![]), "sending back what GET showed copies no self-ban into the merchant's list");
+        let lift = AppCommand::RemoveListEntry { list: ListName::HwidBlacklist, entry: "tampered".into() };
+        events.extend(AppState::fold(&events).decide(lift, now()).unwrap());
+        assert!(AppState::fold(&events).0.unwrap().lists.allows(None, "tampered"));
+    }
+
+    #[test]
+    fn old_whole_list_events_still_replay() {
+        let old = serde_json::json!({ "type": "SecurityListsChanged", "lists": { "hwidBlacklist": ["x"],
+            "hwidWhitelist": [], "ipBlacklist": ["10.0.0.0/8"], "ipWhitelist": [] }, "at": "2026-01-01T00:00:00Z" });
+        let mut events = history();
+        events.push(serde_json::from_value(old).unwrap());
+        let app = AppState::fold(&events).0.unwrap();
+        assert!(!app.lists.allows(Some("10.1.2.3".parse().unwrap()), "y"));
+        assert!(!app.lists.allows(None, "x"));
     }
 
     fn webhook(id: &str, events: &[&str]) -> Webhook {

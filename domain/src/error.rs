@@ -33,6 +33,8 @@ pub enum DomainError {
     InvalidVariables(String),
     #[error("invalid security list: {0}")]
     InvalidSecurityList(String),
+    #[error("the app's self-ban entries reached their limit")]
+    SelfBanLimitReached,
     #[error("the app is disabled")]
     AppDisabled,
     #[error("the API key is revoked")]

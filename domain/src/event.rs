@@ -41,9 +41,10 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug {
     /// The `type` tag under which the variant is stored.
     fn event_type(&self) -> &'static str;
 
-    /// Version of the variant's payload schema; bumped when a variant changes shape.
+    /// Version of the variant's payload schema: one past its last step in
+    /// [`crate::upcast::UPCASTERS`], so registering a step bumps it.
     fn schema_version(&self) -> i32 {
-        1
+        crate::upcast::current_version(crate::upcast::UPCASTERS, Self::CATEGORY, self.event_type())
     }
 }
 
@@ -66,17 +67,49 @@ impl EventData {
     }
 }
 
-/// Decodes a stored payload back into its event enum.
+/// Decodes a stored payload back into its event enum, upcast to today's shape first.
 pub fn decode_event<E: DomainEvent>(
     event_type: &str,
     schema_version: i32,
     payload: &serde_json::Value,
 ) -> Result<E, DomainError> {
-    E::deserialize(payload).map_err(|e| DomainError::UndecodableEvent {
+    decode_event_with(crate::upcast::UPCASTERS, event_type, schema_version, payload)
+}
+
+/// [`decode_event`] with a given upcaster registry (tests register test-only shape changes).
+pub fn decode_event_with<E: DomainEvent>(
+    registry: &[crate::upcast::Upcaster],
+    event_type: &str,
+    schema_version: i32,
+    payload: &serde_json::Value,
+) -> Result<E, DomainError> {
+    let (payload, _) = crate::upcast::upcast(registry, E::CATEGORY, event_type, schema_version, payload);
+    E::deserialize(&*payload).map_err(|e| DomainError::UndecodableEvent {
         event_type: event_type.to_string(),
         schema_version,
         reason: e.to_string(),
     })
+}
+
+/// Whether `E` has no variant tagged `event_type` (one written by a later version of licensd).
+/// Asked of serde itself, so no second list of variant names can fall out of step with the
+/// enum: a tag it does not know fails as an unknown variant, a known one on its missing fields.
+pub fn is_unknown_type<E: DomainEvent>(event_type: &str) -> bool {
+    E::deserialize(serde_json::json!({ "type": event_type }))
+        .is_err_and(|e| e.to_string().starts_with("unknown variant"))
+}
+
+/// Decodes for a reader of the whole log: `Ok(None)` for a type `E` does not know.
+fn decode_known<E: DomainEvent>(
+    event_type: &str,
+    schema_version: i32,
+    payload: &serde_json::Value,
+) -> Result<Option<E>, DomainError> {
+    match decode_event(event_type, schema_version, payload) {
+        Ok(event) => Ok(Some(event)),
+        Err(_) if is_unknown_type::<E>(event_type) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// A consistency boundary: state is a left fold of its events, commands are decided against it.
@@ -110,8 +143,10 @@ pub enum AnyEvent {
 }
 
 impl AnyEvent {
-    /// Decodes by the stream's category; `Ok(None)` for categories this version does not know
-    /// (streams added by later features are skipped by older readers, not fatal).
+    /// Decodes by the stream's category, upcast to today's shape; `Ok(None)` for categories and
+    /// event types this version does not know (streams and events added by later versions are
+    /// skipped by older readers, not fatal). A payload of a known type that does not decode is
+    /// an error: skipping it would silently lose a fact.
     pub fn decode(
         stream_id: &str,
         event_type: &str,
@@ -119,11 +154,12 @@ impl AnyEvent {
         payload: &serde_json::Value,
     ) -> Result<Option<Self>, DomainError> {
         let Some((category, _)) = StreamCategory::parse(stream_id) else { return Ok(None) };
-        Ok(Some(match category {
-            StreamCategory::Account => Self::Account(decode_event(event_type, schema_version, payload)?),
-            StreamCategory::App => Self::App(decode_event(event_type, schema_version, payload)?),
-            StreamCategory::License => Self::License(decode_event(event_type, schema_version, payload)?),
-            StreamCategory::Commerce => Self::Commerce(decode_event(event_type, schema_version, payload)?),
-        }))
+        let (t, v, p) = (event_type, schema_version, payload);
+        Ok(match category {
+            StreamCategory::Account => decode_known(t, v, p)?.map(Self::Account),
+            StreamCategory::App => decode_known(t, v, p)?.map(Self::App),
+            StreamCategory::License => decode_known(t, v, p)?.map(Self::License),
+            StreamCategory::Commerce => decode_known(t, v, p)?.map(Self::Commerce),
+        })
     }
 }

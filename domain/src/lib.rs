@@ -13,11 +13,14 @@ mod ids;
 pub mod license;
 pub mod portal;
 mod security;
+pub mod upcast;
 mod variables;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::DomainError;
-pub use event::{decode_event, Aggregate, AnyEvent, DomainEvent, EventData, StreamCategory};
+pub use event::{
+    decode_event, decode_event_with, is_unknown_type, Aggregate, AnyEvent, DomainEvent, EventData, StreamCategory,
+};
 pub use ids::{AccountId, ApiKeyId, AppId, LicenseKey, Sealed, LICENSE_KEY_ALPHABET};
-pub use security::{SecurityLists, MAX_HWID_LEN, MAX_LIST_ENTRIES};
+pub use security::{AccessLists, ListName, SecurityLists, SecurityListsUpdate, MAX_HWID_LEN, MAX_LIST_ENTRIES};
 pub use variables::{Variables, MAX_VARIABLES, MAX_VARIABLES_BYTES, MAX_VARIABLE_KEY_LEN};

@@ -1,5 +1,6 @@
 use crate::DomainError;
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 pub const MAX_LIST_ENTRIES: usize = 1000;
@@ -42,37 +43,287 @@ impl SecurityLists {
     }
 }
 
-impl SecurityLists {
-    /// The documented order: IP blacklist, IP whitelist, HWID blacklist, HWID whitelist. A
-    /// blacklist entry wins over a whitelist entry. `false` means the caller is blocked.
-    pub fn allows(&self, ip: Option<IpAddr>, hwid: &str) -> bool {
-        let ip_listed = |list: &[String]| ip.is_some_and(|ip| list.iter().any(|entry| ip_matches(entry, ip)));
-        let hwid_listed = |list: &[String]| list.iter().any(|entry| entry == hwid);
-        !(ip_listed(&self.ip_blacklist)
-            || (!self.ip_whitelist.is_empty() && !ip_listed(&self.ip_whitelist))
-            || hwid_listed(&self.hwid_blacklist)
-            || (!self.hwid_whitelist.is_empty() && !hwid_listed(&self.hwid_whitelist)))
+/// One of an app's four lists, as the Developer API names them (`blacklist`/`whitelist` × `hwid`/`ip`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ListName {
+    HwidBlacklist,
+    HwidWhitelist,
+    IpBlacklist,
+    IpWhitelist,
+}
+
+impl ListName {
+    pub const ALL: [Self; 4] = [Self::HwidBlacklist, Self::HwidWhitelist, Self::IpBlacklist, Self::IpWhitelist];
+
+    /// `("blacklist" | "whitelist", "hwid" | "ip")` from the API's path and body.
+    pub fn from_api(list: &str, kind: &str) -> Option<Self> {
+        match (list, kind) {
+            ("blacklist", "hwid") => Some(Self::HwidBlacklist),
+            ("whitelist", "hwid") => Some(Self::HwidWhitelist),
+            ("blacklist", "ip") => Some(Self::IpBlacklist),
+            ("whitelist", "ip") => Some(Self::IpWhitelist),
+            _ => None,
+        }
+    }
+
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            Self::HwidBlacklist => "hwidBlacklist",
+            Self::HwidWhitelist => "hwidWhitelist",
+            Self::IpBlacklist => "ipBlacklist",
+            Self::IpWhitelist => "ipWhitelist",
+        }
+    }
+
+    fn holds_ips(self) -> bool {
+        matches!(self, Self::IpBlacklist | Self::IpWhitelist)
+    }
+
+    /// A merchant's entry for this list, trimmed, or why it is refused.
+    pub fn checked_entry(self, entry: &str) -> Result<String, DomainError> {
+        let entry = entry.trim();
+        let valid = if self.holds_ips() { check_ip(entry) } else { check_hwid(entry) };
+        if valid {
+            Ok(entry.to_string())
+        } else {
+            Err(DomainError::InvalidSecurityList(format!("{}: invalid entry '{entry}'", self.wire_name())))
+        }
     }
 }
 
-/// Whether `ip` is the address, or lies in the CIDR range, an entry names.
-fn ip_matches(entry: &str, ip: IpAddr) -> bool {
-    let (addr, prefix) = entry.split_once('/').map_or((entry, None), |(a, p)| (a, p.parse::<u32>().ok()));
-    let Ok(network) = addr.parse::<IpAddr>() else { return false };
-    let (network, ip, width) = match (network, ip) {
-        (IpAddr::V4(n), IpAddr::V4(i)) => (u128::from(u32::from(n)) << 96, u128::from(u32::from(i)) << 96, 32),
-        (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
-        (IpAddr::V6(n), IpAddr::V4(i)) | (IpAddr::V4(i), IpAddr::V6(n)) => {
-            // An IPv4 client seen through an IPv6 socket (::ffff:a.b.c.d) still matches IPv4 entries.
-            return match (n.to_ipv4_mapped(), prefix) {
-                (Some(mapped), None) => mapped == i,
-                _ => false,
-            };
+/// The lists as the Developer API sets them: `None` leaves a list as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecurityListsUpdate {
+    pub hwid_blacklist: Option<Vec<String>>,
+    pub hwid_whitelist: Option<Vec<String>>,
+    pub ip_blacklist: Option<Vec<String>>,
+    pub ip_whitelist: Option<Vec<String>>,
+}
+
+impl SecurityListsUpdate {
+    pub fn get(&self, list: ListName) -> Option<&Vec<String>> {
+        match list {
+            ListName::HwidBlacklist => self.hwid_blacklist.as_ref(),
+            ListName::HwidWhitelist => self.hwid_whitelist.as_ref(),
+            ListName::IpBlacklist => self.ip_blacklist.as_ref(),
+            ListName::IpWhitelist => self.ip_whitelist.as_ref(),
         }
+    }
+}
+
+/// One list in insertion order, with its entries compiled for lookup when they are applied:
+/// a request checks a hash set (HWIDs) or one hash probe per prefix length in use (IPs), never
+/// parses the entries again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct List {
+    entries: Vec<String>,
+    members: HashSet<String>,
+    /// `(is IPv6, prefix length)` → networks (masked, IPv4 in the high bits) → how many entries name it.
+    networks: HashMap<(bool, u8), HashMap<u128, u32>>,
+}
+
+impl List {
+    pub fn entries(&self) -> &[String] {
+        &self.entries
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn contains(&self, entry: &str) -> bool {
+        self.members.contains(entry)
+    }
+
+    /// Adds an entry not yet listed (`false` when it already was).
+    pub fn insert(&mut self, entry: String) -> bool {
+        if self.members.contains(&entry) {
+            return false;
+        }
+        if let Some((network, key)) = parse_network(&entry) {
+            *self.networks.entry(key).or_default().entry(network).or_default() += 1;
+        }
+        self.members.insert(entry.clone());
+        self.entries.push(entry);
+        true
+    }
+
+    /// Removes a listed entry (`false` when it was not listed).
+    pub fn remove(&mut self, entry: &str) -> bool {
+        if !self.members.remove(entry) {
+            return false;
+        }
+        if let Some((network, key)) = parse_network(entry) {
+            if let Some(networks) = self.networks.get_mut(&key) {
+                if let Some(count) = networks.get_mut(&network) {
+                    *count -= 1;
+                    if *count == 0 {
+                        networks.remove(&network);
+                    }
+                }
+                if networks.is_empty() {
+                    self.networks.remove(&key);
+                }
+            }
+        }
+        self.entries.retain(|e| e != entry);
+        true
+    }
+
+    fn from_entries(entries: &[String]) -> Self {
+        let mut list = Self::default();
+        for entry in entries {
+            list.insert(entry.clone());
+        }
+        list
+    }
+
+    /// Whether the address, or a range holding it, is listed.
+    pub fn matches_ip(&self, ip: IpAddr) -> bool {
+        // An IPv4 client seen through an IPv6 socket (::ffff:a.b.c.d) matches IPv4 entries.
+        let (v6, bits) = match ip {
+            IpAddr::V4(v4) => (false, u128::from(u32::from(v4)) << 96),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => (false, u128::from(u32::from(v4)) << 96),
+                None => (true, u128::from(v6)),
+            },
+        };
+        self.networks
+            .iter()
+            .any(|(&(family, prefix), networks)| family == v6 && networks.contains_key(&(bits & mask(prefix))))
+    }
+}
+
+fn mask(prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(prefix.min(128)))
+    }
+}
+
+/// The network an IP entry names, as `(masked bits, (is IPv6, prefix))`; `None` for non-IP entries.
+fn parse_network(entry: &str) -> Option<(u128, (bool, u8))> {
+    let (addr, prefix) = entry.split_once('/').map_or((entry, None), |(a, p)| (a, Some(p)));
+    // An IPv4-mapped address (::ffff:a.b.c.d, how a dual-stack socket reports IPv4 clients)
+    // names the IPv4 address, as a client's is read in `matches_ip`.
+    let addr = match (addr.parse::<IpAddr>().ok()?, prefix) {
+        (IpAddr::V6(v6), None) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        (ip, _) => ip,
     };
-    let prefix = prefix.unwrap_or(width).min(width);
-    let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
-    network & mask == ip & mask
+    let (v6, bits, width) = match addr {
+        IpAddr::V4(v4) => (false, u128::from(u32::from(v4)) << 96, 32u8),
+        IpAddr::V6(v6) => (true, u128::from(v6), 128u8),
+    };
+    let prefix = match prefix {
+        Some(p) => p.parse::<u8>().ok()?.min(width),
+        None => width,
+    };
+    // IPv4 prefixes count from the top of the 128 bits, where the address sits.
+    Some((bits & mask(prefix), (v6, prefix)))
+}
+
+/// An app's lists as enforced: the merchant's four lists, and the entries self-bans added
+/// (kept apart so they have their own cap and a merchant's whole-list edit cannot undo them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessLists {
+    pub hwid_blacklist: List,
+    pub hwid_whitelist: List,
+    pub ip_blacklist: List,
+    pub ip_whitelist: List,
+    pub self_banned_hwids: List,
+    pub self_banned_ips: List,
+}
+
+impl AccessLists {
+    pub fn from_lists(lists: &SecurityLists) -> Self {
+        Self {
+            hwid_blacklist: List::from_entries(&lists.hwid_blacklist),
+            hwid_whitelist: List::from_entries(&lists.hwid_whitelist),
+            ip_blacklist: List::from_entries(&lists.ip_blacklist),
+            ip_whitelist: List::from_entries(&lists.ip_whitelist),
+            ..Self::default()
+        }
+    }
+
+    /// Replaces the merchant's lists; self-ban entries stay.
+    pub fn replace_merchant_lists(&mut self, lists: &SecurityLists) {
+        let self_banned_hwids = std::mem::take(&mut self.self_banned_hwids);
+        let self_banned_ips = std::mem::take(&mut self.self_banned_ips);
+        *self = Self { self_banned_hwids, self_banned_ips, ..Self::from_lists(lists) };
+    }
+
+    pub fn list(&self, name: ListName) -> &List {
+        match name {
+            ListName::HwidBlacklist => &self.hwid_blacklist,
+            ListName::HwidWhitelist => &self.hwid_whitelist,
+            ListName::IpBlacklist => &self.ip_blacklist,
+            ListName::IpWhitelist => &self.ip_whitelist,
+        }
+    }
+
+    pub fn list_mut(&mut self, name: ListName) -> &mut List {
+        match name {
+            ListName::HwidBlacklist => &mut self.hwid_blacklist,
+            ListName::HwidWhitelist => &mut self.hwid_whitelist,
+            ListName::IpBlacklist => &mut self.ip_blacklist,
+            ListName::IpWhitelist => &mut self.ip_whitelist,
+        }
+    }
+
+    /// The self-ban entries of the blacklist `name` (whitelists have none).
+    pub fn self_banned(&self, name: ListName) -> Option<&List> {
+        match name {
+            ListName::HwidBlacklist => Some(&self.self_banned_hwids),
+            ListName::IpBlacklist => Some(&self.self_banned_ips),
+            ListName::HwidWhitelist | ListName::IpWhitelist => None,
+        }
+    }
+
+    /// How many entries self-bans hold, both blacklists together.
+    pub fn self_ban_count(&self) -> usize {
+        self.self_banned_hwids.len() + self.self_banned_ips.len()
+    }
+
+    /// What the Developer API shows: each blacklist with the self-ban entries after the merchant's.
+    pub fn effective(&self) -> SecurityLists {
+        let joined = |own: &List, banned: &List| {
+            let mut all = own.entries().to_vec();
+            all.extend(banned.entries().iter().filter(|e| !own.contains(e)).cloned());
+            all
+        };
+        SecurityLists {
+            hwid_blacklist: joined(&self.hwid_blacklist, &self.self_banned_hwids),
+            hwid_whitelist: self.hwid_whitelist.entries().to_vec(),
+            ip_blacklist: joined(&self.ip_blacklist, &self.self_banned_ips),
+            ip_whitelist: self.ip_whitelist.entries().to_vec(),
+        }
+    }
+
+    /// The documented order: IP blacklist, IP whitelist, HWID blacklist, HWID whitelist. A
+    /// blacklist entry wins over a whitelist entry. `false` means the caller is blocked.
+    pub fn allows(&self, ip: Option<IpAddr>, hwid: &str) -> bool {
+        let ip_listed = |list: &List| ip.is_some_and(|ip| list.matches_ip(ip));
+        !(ip_listed(&self.ip_blacklist)
+            || ip_listed(&self.self_banned_ips)
+            || (!self.ip_whitelist.is_empty() && !ip_listed(&self.ip_whitelist))
+            || self.hwid_blacklist.contains(hwid)
+            || self.self_banned_hwids.contains(hwid)
+            || (!self.hwid_whitelist.is_empty() && !self.hwid_whitelist.contains(hwid)))
+    }
+}
+
+impl SecurityLists {
+    /// Compiles the lists and checks a caller against them (tests and one-off checks; the
+    /// request path keeps [`AccessLists`] compiled in the app).
+    pub fn allows(&self, ip: Option<IpAddr>, hwid: &str) -> bool {
+        AccessLists::from_lists(self).allows(ip, hwid)
+    }
 }
 
 fn check_hwid(hwid: &str) -> bool {
@@ -144,6 +395,22 @@ mod tests {
         assert!(!lists.allows(Some("2001:db8:1::9".parse().unwrap()), "h"));
         assert!(lists.allows(Some("2001:db9::1".parse().unwrap()), "h"));
         assert!(!lists.allows(Some("::ffff:192.0.2.5".parse().unwrap()), "h"));
+        let mapped = SecurityLists { ip_blacklist: vec!["::ffff:192.0.2.9".into()], ..Default::default() };
+        assert!(!mapped.allows(Some("192.0.2.9".parse().unwrap()), "h"), "a mapped entry names the IPv4 address");
+        assert!(!mapped.allows(Some("::ffff:192.0.2.9".parse().unwrap()), "h"));
+        let range = SecurityLists { ip_blacklist: vec!["192.0.2.0/24".into()], ..Default::default() };
+        assert!(!range.allows(Some("::ffff:192.0.2.77".parse().unwrap()), "h"), "IPv4 ranges hold mapped clients");
+    }
+
+    #[test]
+    fn a_range_named_by_two_entries_stays_matched_until_both_are_removed() {
+        let mut list = List::default();
+        assert!(list.insert("10.0.0.1/24".into()) && list.insert("10.0.0.0/24".into()));
+        assert!(!list.insert("10.0.0.0/24".into()), "an entry is listed once");
+        let ip = "10.0.0.77".parse().unwrap();
+        assert!(list.remove("10.0.0.1/24") && list.matches_ip(ip), "the other entry still names the range");
+        assert!(list.remove("10.0.0.0/24") && !list.matches_ip(ip));
+        assert!(!list.remove("10.0.0.0/24") && list.is_empty());
     }
 
     #[test]

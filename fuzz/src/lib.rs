@@ -132,7 +132,8 @@ impl Harness {
         let url = format!("sqlite://{}/licensd.db", dir.0.display());
         let (tail_stop, tail_stopped) = tokio::sync::watch::channel(false);
         let (router, credentials) = runtime.block_on(async {
-            let options = StoreOptions { max_connections: 4, sqlite_synchronous_full: false };
+            let options =
+                StoreOptions { max_connections: 4, sqlite_synchronous_full: false, ..StoreOptions::durable() };
             let store = Store::connect(&url, &options).await?;
             store.migrate().await?;
             let (writer, _task) = Writer::spawn(store.clone(), WriterConfig::default());
@@ -146,7 +147,7 @@ impl Harness {
             // Enough credits that validations are never refused for want of them.
             let grant = AccountCommand::GrantCredits { amount: 1 << 40, reason: "fuzzing".into() };
             commands.account_command(created.account_id, grant, &Actor::Operator).await?;
-            let router = licensd_api::router(AppState::new(commands, hot, runner, unlimited()));
+            let router = licensd_api::router(AppState::new(commands, hot, runner, unlimited())?);
             let credentials = provision(&router, created.api_key).await?;
             Ok::<_, Box<dyn std::error::Error>>((router, credentials))
         })?;

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 pub struct AccountView {
     pub exists: bool,
     pub suspended: bool,
-    /// Granted minus debited minus billed; may dip below zero by in-flight billing.
+    /// Granted minus debited minus billed, counting the hot path's own bills at once.
     pub balance: i64,
     pub low_balance_threshold: Option<u64>,
     pub api_keys: Vec<ApiKeyId>,
@@ -67,6 +67,9 @@ pub struct HotModel {
     connections: DashMap<uuid::Uuid, (AccountId, Connection)>,
     /// Dashboard logins by email digest.
     logins: DashMap<String, DashboardLogin>,
+    /// Credits of bills decided but not yet recorded, by account and by app (see [`CreditHold`]).
+    held_by_account: DashMap<AccountId, u64>,
+    held_by_app: DashMap<AppId, u64>,
     position: watch::Sender<Position>,
     /// One event is applied at a time, so two readers of the log never apply one twice.
     applying: std::sync::Mutex<()>,
@@ -85,6 +88,48 @@ impl Default for HotModel {
 }
 
 const MINUTES_PER_DAY: i64 = 24 * 60;
+
+/// Why credits could not be held for a bill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditRefusal {
+    NoCredits,
+    BurnCapReached,
+}
+
+/// Credits set aside for a bill between deciding it and recording its append; see
+/// [`HotModel::hold_credits`]. Dropping it gives the credits back.
+#[must_use = "a hold is given back when dropped"]
+pub struct CreditHold<'a> {
+    model: &'a HotModel,
+    account_id: AccountId,
+    app_id: AppId,
+    credits: u64,
+}
+
+impl std::fmt::Debug for CreditHold<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreditHold").field("account_id", &self.account_id).field("credits", &self.credits).finish()
+    }
+}
+
+impl Drop for CreditHold<'_> {
+    fn drop(&mut self) {
+        self.model.release(self.account_id, self.app_id, self.credits);
+    }
+}
+
+/// The account, credits and time of a billing event.
+fn billed(event: &LicenseEvent) -> Option<(AccountId, u64, chrono::DateTime<chrono::Utc>)> {
+    match event {
+        LicenseEvent::ValidationBilled { account_id, credits, at, .. }
+        | LicenseEvent::HeartbeatBilled { account_id, credits, at, .. }
+        | LicenseEvent::OfflineActivated { account_id, credits, at, .. }
+        | LicenseEvent::OfflineFileMinted { account_id, credits, at, .. } => {
+            Some((*account_id, u64::from(*credits), *at))
+        }
+        _ => None,
+    }
+}
 
 /// An allocation-free stand-in, so a license can be moved out of its map slot for `evolve`
 /// while the slot stays locked; it is overwritten before the lock is released.
@@ -117,6 +162,8 @@ impl HotModel {
             burn: DashMap::new(),
             connections: DashMap::new(),
             logins: DashMap::new(),
+            held_by_account: DashMap::new(),
+            held_by_app: DashMap::new(),
             position: watch::channel(Position::START).0,
             applying: std::sync::Mutex::new(()),
         }
@@ -219,6 +266,10 @@ impl HotModel {
             return Ok(());
         }
         let id = StreamCategory::parse(&event.stream_id).map(|(_, id)| id).unwrap_or_default();
+        if decoded.is_none() {
+            // Written by a later version: skipped (and counted) rather than stopping the model.
+            crate::status::skipped(crate::runner::HOT, 1);
+        }
         match decoded {
             Some(AnyEvent::License(e)) => self.apply_license(id, event.version, &e),
             Some(AnyEvent::App(e)) => self.apply_app(id, &e),
@@ -237,27 +288,16 @@ impl HotModel {
 
     fn apply_license(&self, id: &str, version: u64, event: &LicenseEvent) {
         let Ok(key) = LicenseKey::parse(id) else { return };
-        match event {
-            LicenseEvent::ValidationBilled { account_id, credits, at, .. }
-            | LicenseEvent::HeartbeatBilled { account_id, credits, at, .. }
-            | LicenseEvent::OfflineActivated { account_id, credits, at, .. }
-            | LicenseEvent::OfflineFileMinted { account_id, credits, at, .. } => {
-                self.accounts.entry(*account_id).or_default().balance -= i64::from(*credits);
-                if let Some(license) = self.licenses.get(&key) {
-                    self.record_burn(license.0.app_id, *at, u64::from(*credits));
-                }
-            }
-            _ => {}
-        }
-        if let LicenseEvent::ValidationBilled { nonce: Some(nonce), at, .. } = event {
-            self.remember_nonce(&key, nonce, *at);
-        }
-        // Under the entry's lock, so a concurrent `record_license` or reader never sees the
-        // license missing or moving backwards.
+        // Under the entry's lock, so a concurrent `record_append` or reader never sees the
+        // license missing or moving backwards, and a bill is counted by exactly one of them.
         match self.licenses.entry(key) {
-            // The entry may already show this event: the hot path records its own appends at once.
-            Entry::Occupied(slot) if slot.get().1 >= version => {}
+            // The entry shows this event already: the hot path recorded its own append at once
+            // and counted its bills then.
+            Entry::Occupied(slot) if slot.get().1 >= version => self.remember_nonce(slot.get().0.app_id, event),
             Entry::Occupied(mut slot) => {
+                let app_id = slot.get().0.app_id;
+                self.count_bill(Some(app_id), event, None);
+                self.remember_nonce(app_id, event);
                 let entry = slot.get_mut();
                 let stand_in = vacated(&entry.0);
                 let current = std::mem::replace(&mut entry.0, stand_in);
@@ -267,6 +307,7 @@ impl HotModel {
                 }
             }
             Entry::Vacant(slot) => {
+                self.count_bill(None, event, None);
                 if let LicenseState::Live(license) = LicenseState::Missing.evolve(event) {
                     slot.insert(Box::new((license, version)));
                 }
@@ -274,20 +315,138 @@ impl HotModel {
         }
     }
 
-    /// Records a license as it is after an append the caller just committed at `version`,
-    /// before the tail reads that append back from the log: the next decision about the license
-    /// then starts from it. Only the license entry moves (and only forward); balances, burn and
-    /// nonces follow when the tail applies the events, which then skips the entry.
-    pub fn record_license(&self, license: License, version: u64) {
-        match self.licenses.entry(license.key.clone()) {
-            Entry::Occupied(mut entry) if entry.get().1 < version => {
-                entry.insert(Box::new((license, version)));
-            }
-            Entry::Occupied(_) => {}
-            Entry::Vacant(entry) => {
-                entry.insert(Box::new((license, version)));
+    /// Debits the balance (and the app's burn) by the credits `event` bills, if it is a bill,
+    /// and gives back as much of `hold` under the same lock of the account, so those credits
+    /// are never counted twice (spent and held) by a concurrent `hold_credits`.
+    fn count_bill(&self, app_id: Option<AppId>, event: &LicenseEvent, hold: Option<&mut CreditHold<'_>>) {
+        let Some((account_id, credits, at)) = billed(event) else { return };
+        let mut account = self.accounts.entry(account_id).or_default();
+        account.balance -= credits as i64;
+        if let Some(app_id) = app_id {
+            self.record_burn(app_id, at, credits);
+        }
+        if let Some(hold) = hold.filter(|h| h.account_id == account_id) {
+            let released = credits.min(hold.credits);
+            hold.credits -= released;
+            self.release_locked(account_id, hold.app_id, released);
+        }
+        drop(account);
+    }
+
+    /// Whether the account can pay `credits` (its balance less what other requests hold) and
+    /// the app stays under its burn caps (counting what its requests hold).
+    pub fn check_credits(
+        &self,
+        account_id: AccountId,
+        app_id: AppId,
+        credits: u64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), CreditRefusal> {
+        let caps = self.apps.get(&app_id).map(|a| (a.settings.hourly_burn_cap, a.settings.daily_burn_cap));
+        let balance = self.accounts.get(&account_id).filter(|a| a.exists).map_or(0, |a| a.balance);
+        self.check_locked(account_id, app_id, balance, caps, credits, now)
+    }
+
+    /// The check of [`Self::check_credits`], for a caller that read the balance (and holds the
+    /// account's lock when it is about to hold credits).
+    fn check_locked(
+        &self,
+        account_id: AccountId,
+        app_id: AppId,
+        balance: i64,
+        caps: Option<(Option<u64>, Option<u64>)>,
+        credits: u64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), CreditRefusal> {
+        let held = self.held_by_account.get(&account_id).map_or(0, |h| *h);
+        if balance - (held as i64) < credits as i64 {
+            return Err(CreditRefusal::NoCredits);
+        }
+        let app_held = self.held_by_app.get(&app_id).map_or(0, |h| *h);
+        let (hourly, daily) = caps.unwrap_or_default();
+        for (cap, minutes) in [(hourly, 60), (daily, MINUTES_PER_DAY)] {
+            if cap.is_some_and(|cap| self.burned(app_id, now, minutes) + app_held + credits > cap) {
+                return Err(CreditRefusal::BurnCapReached);
             }
         }
+        Ok(())
+    }
+
+    /// Holds `credits` of the account for a bill about to be appended, if [`Self::check_credits`]
+    /// allows them. Checking and holding happen under the account's lock, so concurrent requests
+    /// (even for different licenses) cannot together spend more than the balance or the caps
+    /// while the tail lags. The hold is given back when dropped (a failed append), or when
+    /// [`Self::record_append`] has counted its bills.
+    pub fn hold_credits(
+        &self,
+        account_id: AccountId,
+        app_id: AppId,
+        credits: u64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<CreditHold<'_>, CreditRefusal> {
+        if credits > 0 {
+            let caps = self.apps.get(&app_id).map(|a| (a.settings.hourly_burn_cap, a.settings.daily_burn_cap));
+            let account = self.accounts.get_mut(&account_id).filter(|a| a.exists).ok_or(CreditRefusal::NoCredits)?;
+            self.check_locked(account_id, app_id, account.balance, caps, credits, now)?;
+            *self.held_by_account.entry(account_id).or_default() += credits;
+            *self.held_by_app.entry(app_id).or_default() += credits;
+        }
+        Ok(CreditHold { model: self, account_id, app_id, credits })
+    }
+
+    /// Holds what `events` about `license` bill (see [`Self::hold_credits`]).
+    pub fn hold_bills(
+        &self,
+        license: &License,
+        events: &[LicenseEvent],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<CreditHold<'_>, CreditRefusal> {
+        let credits = events.iter().filter_map(billed).map(|(_, credits, _)| credits).sum();
+        self.hold_credits(license.account_id, license.app_id, credits, now)
+    }
+
+    fn release(&self, account_id: AccountId, app_id: AppId, credits: u64) {
+        if credits > 0 {
+            // Under the account's lock, like the check in `hold_credits`.
+            let account = self.accounts.get_mut(&account_id);
+            self.release_locked(account_id, app_id, credits);
+            drop(account);
+        }
+    }
+
+    /// Gives back held credits; the caller holds the account's lock.
+    fn release_locked(&self, account_id: AccountId, app_id: AppId, credits: u64) {
+        if let Some(mut held) = self.held_by_account.get_mut(&account_id) {
+            *held = held.saturating_sub(credits);
+        }
+        if let Some(mut held) = self.held_by_app.get_mut(&app_id) {
+            *held = held.saturating_sub(credits);
+        }
+    }
+
+    /// Records an append the caller just committed (`appended`, ending at stream `version`) and
+    /// its outcome `after`, before the tail reads it back from the log: the next decision about
+    /// the license starts from it, and the balance and burn show its bills at once. The entry
+    /// only moves forward, and only events it did not show yet are counted, so the tail (which
+    /// skips what the entry shows) never counts a bill twice. A license the tail deleted
+    /// meanwhile stays deleted. The hold is released as its bills are counted; what the tail
+    /// counted first is released at the end.
+    pub fn record_append(&self, after: License, version: u64, appended: &[LicenseEvent], mut hold: CreditHold<'_>) {
+        let first = (version + 1).saturating_sub(appended.len() as u64);
+        if let Entry::Occupied(mut slot) = self.licenses.entry(after.key.clone()) {
+            let shown = slot.get().1;
+            if shown < version {
+                let app_id = slot.get().0.app_id;
+                for (event, event_version) in appended.iter().zip(first..) {
+                    if event_version > shown {
+                        self.count_bill(Some(app_id), event, Some(&mut hold));
+                        self.remember_nonce(app_id, event);
+                    }
+                }
+                **slot.get_mut() = (after, version);
+            }
+        }
+        drop(hold);
     }
 
     /// Remembers a nonce used by a committed validation at once (the tail adds it again).
@@ -295,13 +454,12 @@ impl HotModel {
         self.nonces.insert(format!("{app_id}:{nonce}"), ());
     }
 
-    fn remember_nonce(&self, key: &LicenseKey, nonce: &str, at: chrono::DateTime<chrono::Utc>) {
+    fn remember_nonce(&self, app_id: AppId, event: &LicenseEvent) {
+        let LicenseEvent::ValidationBilled { nonce: Some(nonce), at, .. } = event else { return };
         let window = chrono::Duration::from_std(self.nonce_window).unwrap_or(chrono::Duration::MAX);
         // Replaying an old log must not fill memory with nonces that can no longer matter.
-        if at + window > chrono::Utc::now() {
-            if let Some(license) = self.licenses.get(key) {
-                self.nonces.insert(format!("{}:{nonce}", license.0.app_id), ());
-            }
+        if *at + window > chrono::Utc::now() {
+            self.nonces.insert(format!("{app_id}:{nonce}"), ());
         }
     }
 
@@ -319,9 +477,18 @@ impl HotModel {
 
     fn apply_app(&self, id: &str, event: &licensd_domain::app::AppEvent) {
         let Ok(app_id) = id.parse::<AppId>() else { return };
-        let state = AppState(self.apps.remove(&app_id).map(|(_, app)| app));
-        if let Some(app) = state.evolve(event).0 {
-            self.apps.insert(app_id, app);
+        // Evolved under the entry's lock: a reader waits for the new app instead of finding
+        // none (which SDKs take as `invalid_app`, final).
+        match self.apps.entry(app_id) {
+            Entry::Occupied(mut slot) => match AppState(Some(slot.get().clone())).evolve(event).0 {
+                Some(app) => *slot.get_mut() = app,
+                None => drop(slot.remove()),
+            },
+            Entry::Vacant(slot) => {
+                if let Some(app) = AppState(None).evolve(event).0 {
+                    slot.insert(app);
+                }
+            }
         }
     }
 
@@ -346,17 +513,23 @@ impl HotModel {
             AccountEvent::AccountReinstated { .. } => account.suspended = false,
             AccountEvent::LowBalanceAlertSet { threshold, .. } => account.low_balance_threshold = *threshold,
             AccountEvent::CommerceConnected { connection, .. } => {
-                self.connections.retain(|_, (owner, c)| !(*owner == account_id && c.provider == connection.provider));
-                self.connections.insert(connection.connection_id, (account_id, connection.clone()));
+                // Insert before removing the one it replaces: a reconnection under the same id
+                // must never look disconnected in between.
+                let id = connection.connection_id;
+                self.connections.insert(id, (account_id, connection.clone()));
+                self.connections.retain(|other, (owner, c)| {
+                    *other == id || !(*owner == account_id && c.provider == connection.provider)
+                });
             }
             AccountEvent::CommerceDisconnected { provider, .. } => {
                 self.connections.retain(|_, (owner, c)| !(*owner == account_id && c.provider == *provider));
             }
             AccountEvent::DashboardLoginSet { email_digest, password_hash, .. } => {
                 account.login_generation += 1;
-                self.logins.retain(|_, login| login.account_id != account_id);
+                // Insert before removing the old email's entry, so the same email never vanishes.
                 let login = DashboardLogin { account_id, password_hash: password_hash.clone() };
                 self.logins.insert(email_digest.clone(), login);
+                self.logins.retain(|digest, login| digest == email_digest || login.account_id != account_id);
             }
         }
     }
@@ -438,7 +611,9 @@ mod tests {
         let ahead =
             [&bound, &billed].into_iter().fold(LicenseState::Live(model.license(&key).unwrap()), |s, e| s.evolve(e));
         let LicenseState::Live(ahead) = ahead else { panic!("live") };
-        model.record_license(ahead.clone(), 3);
+        let hold = model.hold_bills(&ahead, std::slice::from_ref(&billed), now).unwrap();
+        model.record_append(ahead.clone(), 3, &[bound.clone(), billed.clone()], hold);
+        assert_eq!(model.account(account_id).unwrap().balance, 9, "the bill shows at once");
         assert_eq!(model.license_versioned(&key), Some((ahead.clone(), 3)));
         assert!(model.license(&key).unwrap().hwids.capacity() == 1, "no spare slots kept in memory");
 
@@ -453,7 +628,7 @@ mod tests {
         // An older outcome never overwrites a newer one.
         let mut stale = model.license(&key).unwrap();
         stale.hwids.clear();
-        model.record_license(stale, 2);
+        model.record_append(stale, 2, &[], model.hold_credits(account_id, app_id, 0, now).unwrap());
         assert_eq!(model.license(&key).unwrap().hwids, vec!["hw".to_string()]);
     }
 }

@@ -9,8 +9,9 @@ mod error;
 mod hot;
 mod runner;
 pub mod sql;
+pub mod status;
 
 pub use error::ProjectionError;
-pub use hot::{AccountView, ApiKeyView, DashboardLogin, HotModel};
-pub use runner::{rebuild_sql, sql_projection_hash, HotRunner, SqlRunner, TailConfig};
+pub use hot::{AccountView, ApiKeyView, CreditHold, CreditRefusal, DashboardLogin, HotModel};
+pub use runner::{rebuild_sql, sql_projection_hash, HotRunner, SqlRunner, TailConfig, HOT};
 pub use sql::{all_sql_projections, CommerceLedger, SqlProjection};

@@ -1,7 +1,7 @@
 //! Catch-up then live tail, for the in-memory model and for each SQL projection. Tailing polls
 //! with backoff; a commit signal from the writer is only a wake-up hint, never the source of truth.
 
-use crate::{HotModel, ProjectionError, SqlProjection};
+use crate::{status, HotModel, ProjectionError, SqlProjection};
 use licensd_domain::AnyEvent;
 use licensd_store::{EventStore, RecordedEvent, Store};
 use sha2::{Digest, Sha256};
@@ -9,6 +9,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// The in-memory model's name in status reports.
+pub const HOT: &str = "hot";
 
 #[derive(Debug, Clone, Copy)]
 pub struct TailConfig {
@@ -107,17 +110,34 @@ impl HotRunner {
     }
 
     async fn step(&self) -> Result<usize, ProjectionError> {
-        let events = self.store.read_all(self.model.position(), self.config.batch).await?;
-        for event in &events {
-            self.model.apply(event)?;
+        let stepped = async {
+            let events = self.store.read_all(self.model.position(), self.config.batch).await?;
+            for event in &events {
+                self.model.apply(event)?;
+            }
+            Ok(events.len())
+        };
+        let stepped = stepped.await;
+        match &stepped {
+            Ok(n) => status::stepped(HOT, self.model.position(), *n < self.config.batch),
+            Err(e) => status::failed(HOT, e),
         }
-        Ok(events.len())
+        stepped
     }
 
     /// Applies everything currently readable; returns how many events that was. The next page
     /// is read (and its JSON parsed) while this one is applied, so a start-up or rebuild keeps
     /// two cores busy.
     pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
+        let caught_up = self.read_ahead().await;
+        match &caught_up {
+            Ok(_) => status::stepped(HOT, self.model.position(), true),
+            Err(e) => status::failed(HOT, e),
+        }
+        caught_up
+    }
+
+    async fn read_ahead(&self) -> Result<u64, ProjectionError> {
         let (pages_in, mut pages) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(2);
         let (store, batch, from) = (self.store.clone(), self.config.batch, self.model.position());
         let reader = tokio::spawn(async move {
@@ -143,7 +163,7 @@ impl HotRunner {
     }
 
     pub async fn run(self, wake: watch::Receiver<u64>, stop: watch::Receiver<bool>) {
-        tail("hot", || self.step(), self.config, wake, stop).await
+        tail(HOT, || self.step(), self.config, wake, stop).await
     }
 }
 
@@ -167,6 +187,14 @@ impl SqlRunner {
     /// Projects one batch. A checkpoint from another version of the projection means its
     /// meaning changed: the tables are emptied and the log replayed from the start.
     async fn step(&self) -> Result<usize, ProjectionError> {
+        let stepped = self.project_batch().await;
+        if let Err(e) = &stepped {
+            status::failed(self.name(), e);
+        }
+        stepped
+    }
+
+    async fn project_batch(&self) -> Result<usize, ProjectionError> {
         let p = &self.projection;
         let checkpoint = match self.store.load_checkpoint(p.name()).await? {
             Some(c) if c.version == p.version() => c,
@@ -183,19 +211,27 @@ impl SqlRunner {
             }
         };
         let events = self.store.read_all(checkpoint.position, self.config.batch).await?;
-        let Some(last) = events.last() else { return Ok(0) };
-        let mut statements = Vec::new();
+        let Some(last) = events.last() else {
+            status::stepped(p.name(), checkpoint.position, true);
+            return Ok(0);
+        };
+        let (mut statements, mut skipped) = (Vec::new(), 0);
         for event in &events {
             let decoded = AnyEvent::decode(&event.stream_id, &event.event_type, event.schema_version, &event.payload)
                 .map_err(|source| ProjectionError::Decode { position: event.position, source })?;
-            if let Some(decoded) = decoded {
-                statements.extend(p.statements(event, &decoded));
+            match decoded {
+                Some(decoded) => statements.extend(p.statements(event, &decoded)),
+                None => skipped += 1,
             }
         }
         let moved = self
             .store
             .commit_projection(p.name(), p.version(), checkpoint.position, last.position, &statements)
             .await?;
+        if moved {
+            status::skipped(p.name(), skipped);
+            status::stepped(p.name(), last.position, events.len() < self.config.batch);
+        }
         // Not moved: someone else (a rebuild, another node) advanced it; the next step re-reads.
         Ok(if moved { events.len() } else { 1 })
     }

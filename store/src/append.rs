@@ -1,6 +1,6 @@
 //! The append algorithm, written once over a small transaction trait both backends implement.
 
-use crate::{AppendRequest, AppendResult, ExpectedVersion, NewEvent, Position, StoreError};
+use crate::{AppendRequest, AppendResult, ExpectedVersion, NewEvent, PiiRow, Position, StoreError};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::future::Future;
@@ -38,6 +38,10 @@ pub(crate) struct EventRow<'a> {
     pub event: &'a NewEvent,
 }
 
+/// Writes one sealed PII field (both backends share the SQL).
+pub const UPSERT_PII: &str = "INSERT INTO pii (subject, field, value) VALUES ($1, $2, $3) \
+                                     ON CONFLICT (subject, field) DO UPDATE SET value = excluded.value";
+
 /// Rows per multi-row `INSERT` (8 parameters each, well under either backend's limit).
 pub(crate) const ROWS_PER_INSERT: usize = 1000;
 
@@ -62,6 +66,7 @@ pub(crate) trait AppendTx: Send {
         event: &NewEvent,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<Position, sqlx::Error>> + Send;
+    fn put_pii(&mut self, row: &PiiRow) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
     fn find(&mut self, event_ids: &[Uuid]) -> impl Future<Output = Result<Vec<StoredId>, sqlx::Error>> + Send;
     fn exec(&mut self, sql: &'static str) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
@@ -90,25 +95,53 @@ fn unique_violation(e: &sqlx::Error) -> Option<Violation> {
 
 /// Appends a batch of requests inside the caller's transaction: all of them in a few
 /// statements when nothing stands in the way (the usual case), else one at a time, each in
-/// its own savepoint, so one request's conflict never fails another.
+/// its own savepoint, so one request's conflict or refused value never fails another.
+/// The outer error means the transaction itself is lost (connection, disk): nothing of the
+/// batch can be committed.
 pub(crate) async fn append_all<T: AppendTx>(
     tx: &mut T,
-    requests: Vec<AppendRequest>,
+    requests: &[AppendRequest],
 ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
     let now = Utc::now();
-    if let Some(results) = append_together(tx, &requests, now).await? {
+    if let Some(results) = append_together(tx, requests, now).await? {
         return Ok(results);
     }
     let mut results = Vec::with_capacity(requests.len());
-    for request in &requests {
+    for request in requests {
         results.push(append_one(tx, request, now).await?);
     }
     Ok(results)
 }
 
+/// Undoes the statements since `savepoint`; an error means the transaction itself is gone.
+async fn roll_back_to<T: AppendTx>(tx: &mut T, savepoint: Savepoint) -> Result<(), sqlx::Error> {
+    tx.exec(savepoint.rollback).await?;
+    tx.exec(savepoint.release).await
+}
+
+#[derive(Clone, Copy)]
+struct Savepoint {
+    open: &'static str,
+    release: &'static str,
+    rollback: &'static str,
+}
+
+const BATCH: Savepoint = Savepoint {
+    open: "SAVEPOINT licensd_batch",
+    release: "RELEASE SAVEPOINT licensd_batch",
+    rollback: "ROLLBACK TO SAVEPOINT licensd_batch",
+};
+
+const ONE: Savepoint = Savepoint {
+    open: "SAVEPOINT licensd_append",
+    release: "RELEASE SAVEPOINT licensd_append",
+    rollback: "ROLLBACK TO SAVEPOINT licensd_append",
+};
+
 /// Every request at once: one read of the streams' versions, one insert. `None`, with nothing
-/// changed, when any expectation fails or any event id is stored already (a retried append):
-/// those need the one-at-a-time path, which tells the cases apart.
+/// changed, when any expectation fails, any event id is stored already (a retried append) or
+/// any statement fails (a value the database refuses): those need the one-at-a-time path,
+/// which tells the cases apart and pins a failure on its own request.
 async fn append_together<T: AppendTx>(
     tx: &mut T,
     requests: &[AppendRequest],
@@ -117,6 +150,50 @@ async fn append_together<T: AppendTx>(
     if requests.iter().any(|r| r.events.is_empty()) {
         return Ok(None);
     }
+    // Even the version read sits inside the savepoint: on Postgres a stream id the database
+    // refuses fails that read, and a failed statement outside a savepoint ends the batch.
+    tx.exec(BATCH.open).await?;
+    let (after, positions) = match insert_together(tx, requests, now).await {
+        Ok(Some(inserted)) => inserted,
+        Ok(None) => {
+            roll_back_to(tx, BATCH).await?;
+            return Ok(None);
+        }
+        Err(e) => {
+            if unique_violation(&e).is_none() {
+                tracing::debug!(error = %e, "a batch statement failed; appending one request at a time");
+            }
+            // When even the rollback fails the transaction is gone, and `e` is why.
+            return match roll_back_to(tx, BATCH).await {
+                Ok(()) => Ok(None),
+                Err(_) => Err(e.into()),
+            };
+        }
+    };
+    tx.exec(BATCH.release).await?;
+    let results = requests
+        .iter()
+        .zip(after)
+        .map(|(request, version)| {
+            let last = request.events.last().map(|e| e.event_id).unwrap_or_default();
+            let position = positions
+                .get(&last)
+                .copied()
+                .ok_or_else(|| StoreError::Corrupt(format!("the insert returned no position for event {last}")))?;
+            Ok(AppendResult { version, position, idempotent: false })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Some(results.into_iter().map(Ok).collect()))
+}
+
+/// The statements of [`append_together`]: each request's version after the append and every
+/// event's position, or `None` when an expectation fails.
+#[allow(clippy::type_complexity)]
+async fn insert_together<T: AppendTx>(
+    tx: &mut T,
+    requests: &[AppendRequest],
+    now: DateTime<Utc>,
+) -> Result<Option<(Vec<u64>, HashMap<Uuid, Position>)>, sqlx::Error> {
     let mut streams: Vec<&str> = requests.iter().map(|r| r.stream_id.as_str()).collect();
     streams.sort_unstable();
     streams.dedup();
@@ -139,30 +216,11 @@ async fn append_together<T: AppendTx>(
         *current += request.events.len() as u64;
         after.push(*current);
     }
-    tx.exec("SAVEPOINT licensd_batch").await?;
-    let positions = match tx.insert_rows(&rows, now).await {
-        Ok(positions) => positions,
-        Err(e) if unique_violation(&e).is_some() => {
-            tx.exec("ROLLBACK TO SAVEPOINT licensd_batch").await?;
-            tx.exec("RELEASE SAVEPOINT licensd_batch").await?;
-            return Ok(None);
-        }
-        Err(e) => return Err(e.into()),
-    };
-    tx.exec("RELEASE SAVEPOINT licensd_batch").await?;
-    let results = requests
-        .iter()
-        .zip(after)
-        .map(|(request, version)| {
-            let last = request.events.last().map(|e| e.event_id).unwrap_or_default();
-            let position = positions
-                .get(&last)
-                .copied()
-                .ok_or_else(|| StoreError::Corrupt(format!("the insert returned no position for event {last}")))?;
-            Ok(AppendResult { version, position, idempotent: false })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok(Some(results.into_iter().map(Ok).collect()))
+    let positions = tx.insert_rows(&rows, now).await?;
+    for row in requests.iter().flat_map(|r| &r.pii) {
+        tx.put_pii(row).await?;
+    }
+    Ok(Some((after, positions)))
 }
 
 /// Races with a concurrent writer on an `Any` append are retried this often.
@@ -177,20 +235,27 @@ async fn append_one<T: AppendTx>(
         return Ok(Err(StoreError::Config("an append needs at least one event".into())));
     }
     for _ in 0..ANY_RETRIES {
-        tx.exec("SAVEPOINT licensd_append").await?;
+        tx.exec(ONE.open).await?;
         let (violation, actual) = match insert_all(tx, request, now).await {
             Ok(Ok(result)) => {
-                tx.exec("RELEASE SAVEPOINT licensd_append").await?;
+                tx.exec(ONE.release).await?;
                 return Ok(Ok(result));
             }
             Ok(Err(actual)) => (Violation::StreamVersion, Some(actual)),
             Err(e) => match unique_violation(&e) {
                 Some(violation) => (violation, None),
-                None => return Err(e.into()),
+                None => {
+                    // This request's statement failed; undone, it fails this request only.
+                    let error = StoreError::from(e);
+                    if roll_back_to(tx, ONE).await.is_err() {
+                        return Err(error);
+                    }
+                    tracing::warn!(stream_id = %request.stream_id, %error, "one append of a batch failed");
+                    return Ok(Err(error));
+                }
             },
         };
-        tx.exec("ROLLBACK TO SAVEPOINT licensd_append").await?;
-        tx.exec("RELEASE SAVEPOINT licensd_append").await?;
+        roll_back_to(tx, ONE).await?;
         // A retried append whose events are all stored already is a success, not a conflict.
         if let Some(stored) = already_stored(tx, request).await? {
             return Ok(stored);
@@ -232,6 +297,9 @@ async fn insert_all<T: AppendTx>(
     let mut position = Position::START;
     for (offset, event) in (1..).zip(&request.events) {
         position = tx.insert(&request.stream_id, actual + offset, event, now).await?;
+    }
+    for row in &request.pii {
+        tx.put_pii(row).await?;
     }
     let version = actual + request.events.len() as u64;
     Ok(Ok(AppendResult { version, position, idempotent: false }))

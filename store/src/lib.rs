@@ -13,6 +13,7 @@ mod sqlite;
 pub mod testing;
 mod types;
 
+pub use append::UPSERT_PII;
 pub use hot_path::{hot_path_scope, hot_path_sql_reads};
 pub use postgres::PostgresStore;
 pub use read_model::{Checkpoint, SqlValue, Statement};
@@ -101,6 +102,16 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.checkpoint().await.map(drop),
             Self::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// Waits until what other processes committed before this call is readable by `read_all`
+    /// (Postgres: the visibility horizon has passed it; SQLite: at once, one writer commits in
+    /// order). Gives up after `timeout` and lets the caller read what is visible.
+    pub async fn settle(&self, timeout: std::time::Duration) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(_) => Ok(()),
+            Self::Postgres(s) => s.settle(timeout).await,
         }
     }
 

@@ -5,8 +5,11 @@
 
 use crate::append::{
     append_all, insert_event_sql, AppendTx, EventRow, StoredId, INSERT_EVENTS, ROWS_PER_INSERT, STREAM_VERSION_SQL,
+    UPSERT_PII,
 };
-use crate::{AppendRequest, AppendResult, EventStore, NewEvent, Position, RecordedEvent, StoreError, StoreOptions};
+use crate::{
+    AppendRequest, AppendResult, EventStore, NewEvent, PiiRow, Position, RecordedEvent, StoreError, StoreOptions,
+};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
@@ -17,7 +20,12 @@ use uuid::Uuid;
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pub(crate) pool: PgPool,
+    /// How long a commit whose acknowledgement was lost is looked up before it counts as unknown.
+    commit_settle: Duration,
 }
+
+/// Pause between two looks at a transaction whose commit is still being settled.
+const SETTLE_POLL: Duration = Duration::from_millis(50);
 
 impl PostgresStore {
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
@@ -26,7 +34,7 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, commit_settle: options.commit_settle })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -42,18 +50,85 @@ impl PostgresStore {
         self.pool.close().await;
     }
 
+    /// Waits (at most `timeout`) until every transaction that had committed when this was called
+    /// is below the reader's horizon, so `read_all` returns it. The horizon is the oldest
+    /// transaction still running anywhere in the cluster: a short write elsewhere (another node's
+    /// batch, another database's) holds it back for a moment, and a caller that looks for what
+    /// another process has just written (an operator command, another node) must wait that moment
+    /// out rather than conclude that the thing does not exist.
+    pub async fn settle(&self, timeout: Duration) -> Result<(), StoreError> {
+        const HORIZON: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+        let target: i64 = sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+            .fetch_one(&self.pool)
+            .await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let horizon: i64 = sqlx::query_scalar(HORIZON).fetch_one(&self.pool).await?;
+            if horizon >= target || tokio::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// Appends inside a caller-held transaction: lets tests hold a commit back to reproduce
     /// out-of-order visibility.
     pub async fn append_in(
         tx: &mut Transaction<'static, Postgres>,
         requests: Vec<AppendRequest>,
     ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
-        append_all(&mut PgAppend(tx), requests).await
+        append_all(&mut PgAppend(tx), &requests).await
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// The connection broke while `COMMIT` was in flight, so the batch may or may not be stored.
+    /// Postgres knows the fate of a transaction by its id (`pg_xact_status`); every event a
+    /// batch appended carries that id. Committed: the results stand. Aborted: nothing was
+    /// written, a plain failure the caller may retry. Still running, or the server out of reach
+    /// for [`Self::commit_settle`]: [`StoreError::CommitUnknown`], never "failed".
+    async fn settle_commit(
+        &self,
+        results: Vec<Result<AppendResult, StoreError>>,
+        lost: sqlx::Error,
+    ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
+        // Without a successful request the batch wrote nothing; its answers are final already.
+        let Some(tx) = results.iter().find_map(|r| r.as_ref().ok()).map(|r| r.position.tx) else {
+            return Ok(results);
+        };
+        let deadline = tokio::time::Instant::now() + self.commit_settle;
+        let mut last = format!("the connection was lost during COMMIT ({lost})");
+        loop {
+            let status = sqlx::query_scalar::<_, Option<String>>("SELECT pg_xact_status($1::text::xid8)")
+                .bind(tx)
+                .fetch_one(&self.pool);
+            match tokio::time::timeout_at(deadline, status).await {
+                Ok(Ok(Some(status))) if status == "committed" => {
+                    tracing::warn!(tx, "commit acknowledgement lost; the transaction committed");
+                    return Ok(results);
+                }
+                Ok(Ok(Some(status))) if status == "aborted" => {
+                    return Err(StoreError::Unavailable(format!("{last}; the transaction was rolled back")));
+                }
+                Ok(Ok(status)) => last = format!("transaction {tx} is {}", status.as_deref().unwrap_or("unknown")),
+                Ok(Err(e)) => last = format!("the outcome cannot be looked up: {e}"),
+                Err(_) => {}
+            }
+            if tokio::time::Instant::now() + SETTLE_POLL >= deadline {
+                tracing::error!(tx, outcome = %last, "commit outcome unknown");
+                return Err(StoreError::CommitUnknown(last));
+            }
+            tokio::time::sleep(SETTLE_POLL).await;
+        }
+    }
+}
+
+/// A commit failure the server did not answer (connection lost, broken protocol): the
+/// `COMMIT` may have taken effect. A database error is the server's definite "no".
+fn commit_outcome_unknown(e: &sqlx::Error) -> bool {
+    !matches!(e, sqlx::Error::Database(_))
 }
 
 struct PgAppend<'t>(&'t mut Transaction<'static, Postgres>);
@@ -121,6 +196,11 @@ impl AppendTx for PgAppend<'_> {
         Ok(Position { tx: row.try_get("tx_id")?, seq: row.try_get("position")? })
     }
 
+    async fn put_pii(&mut self, row: &PiiRow) -> Result<(), sqlx::Error> {
+        let query = sqlx::query(UPSERT_PII).bind(&row.subject).bind(&row.field).bind(&row.sealed);
+        query.execute(&mut **self.0).await.map(drop)
+    }
+
     async fn find(&mut self, event_ids: &[Uuid]) -> Result<Vec<StoredId>, sqlx::Error> {
         let rows =
             sqlx::query("SELECT event_id, stream_id, version, tx_id, position FROM events WHERE event_id = ANY($1)")
@@ -167,9 +247,12 @@ impl EventStore for PostgresStore {
         requests: Vec<AppendRequest>,
     ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let results = append_all(&mut PgAppend(&mut tx), requests).await?;
-        tx.commit().await?;
-        Ok(results)
+        let results = append_all(&mut PgAppend(&mut tx), &requests).await?;
+        match tx.commit().await {
+            Ok(()) => Ok(results),
+            Err(e) if commit_outcome_unknown(&e) => self.settle_commit(results, e).await,
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn read_stream(&self, stream_id: &str, from_version: u64) -> Result<Vec<RecordedEvent>, StoreError> {

@@ -3,8 +3,11 @@
 
 use crate::append::{
     append_all, insert_event_sql, AppendTx, EventRow, StoredId, INSERT_EVENTS, ROWS_PER_INSERT, STREAM_VERSION_SQL,
+    UPSERT_PII,
 };
-use crate::{AppendRequest, AppendResult, EventStore, NewEvent, Position, RecordedEvent, StoreError, StoreOptions};
+use crate::{
+    AppendRequest, AppendResult, EventStore, NewEvent, PiiRow, Position, RecordedEvent, StoreError, StoreOptions,
+};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
@@ -189,6 +192,11 @@ impl AppendTx for SqliteAppend {
         Ok(Position { tx: 0, seq })
     }
 
+    async fn put_pii(&mut self, row: &PiiRow) -> Result<(), sqlx::Error> {
+        let query = sqlx::query(UPSERT_PII).bind(&row.subject).bind(&row.field).bind(&row.sealed);
+        query.execute(&mut *self.0).await.map(drop)
+    }
+
     async fn find(&mut self, event_ids: &[Uuid]) -> Result<Vec<StoredId>, sqlx::Error> {
         let mut found = Vec::new();
         for id in event_ids {
@@ -240,7 +248,7 @@ impl EventStore for SqliteStore {
         requests: Vec<AppendRequest>,
     ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
         let mut tx = SqliteAppend(self.begin_write().await?);
-        let results = append_all(&mut tx, requests).await?;
+        let results = append_all(&mut tx, &requests).await?;
         tx.0.commit().await?;
         Ok(results)
     }

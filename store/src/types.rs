@@ -29,6 +29,29 @@ pub struct AppendRequest {
     pub stream_id: String,
     pub expected: ExpectedVersion,
     pub events: Vec<NewEvent>,
+    /// Personal data the events refer to, written in the same transaction (and savepoint) as
+    /// the events: an append that fails leaves none of it behind.
+    pub pii: Vec<PiiRow>,
+}
+
+impl AppendRequest {
+    pub fn new(stream_id: impl Into<String>, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+        Self { stream_id: stream_id.into(), expected, events, pii: Vec::new() }
+    }
+
+    pub fn with_pii(mut self, pii: Vec<PiiRow>) -> Self {
+        self.pii = pii;
+        self
+    }
+}
+
+/// One field of the PII vault (`pii` table), already sealed by the caller; an existing value of
+/// the same subject and field is replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PiiRow {
+    pub subject: String,
+    pub field: String,
+    pub sealed: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,11 +101,17 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// SQLite `synchronous` level: FULL (default) survives power loss, NORMAL survives a crash.
     pub sqlite_synchronous_full: bool,
+    /// Postgres: how long the outcome of a commit whose connection broke is looked up before
+    /// the append is answered [`StoreError::CommitUnknown`].
+    pub commit_settle: std::time::Duration,
 }
 
 impl StoreOptions {
+    /// Default of [`Self::commit_settle`].
+    pub const COMMIT_SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+
     pub fn durable() -> Self {
-        Self { max_connections: 8, sqlite_synchronous_full: true }
+        Self { max_connections: 8, sqlite_synchronous_full: true, commit_settle: Self::COMMIT_SETTLE }
     }
 }
 
@@ -100,6 +129,15 @@ pub enum StoreError {
     Unavailable(String),
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    /// The database refused a value of this request (Postgres SQLSTATE class 22 or 23, SQLite
+    /// constraint or size errors), e.g. a NUL character. The request's own fault: retrying the
+    /// same values fails the same way. The text is the database's, for logs only.
+    #[error("the database refused a value of the request: {0}")]
+    InvalidData(String),
+    /// The connection was lost while the commit was in flight and the store could not find out
+    /// whether it took effect. Retrying with the same event ids is safe (`UNIQUE(event_id)`).
+    #[error("the connection was lost during commit and the outcome is unknown: {0}")]
+    CommitUnknown(String),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
 }
@@ -110,6 +148,8 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
                 Self::Unavailable(e.to_string())
             }
+            // A value the database refuses is the caller's fault on any path (reads too).
+            other if is_data_error(&other) => Self::InvalidData(other.to_string()),
             other => Self::Database(other),
         }
     }
@@ -129,6 +169,32 @@ impl StoreError {
     }
 }
 
+/// Whether the database refused a value rather than failed: retrying cannot help, and the
+/// rest of a batch is unaffected. Unique violations of the event log are not data errors:
+/// the append algorithm turns them into version conflicts or idempotent retries.
+fn is_data_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Encode(_) => true,
+        sqlx::Error::Database(db) => {
+            let postgres = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some();
+            db.code().is_some_and(|code| if postgres { postgres_data_error(&code) } else { sqlite_data_error(&code) })
+        }
+        _ => false,
+    }
+}
+
+/// Postgres SQLSTATE class 22 (data exception: 22P05 untranslatable character, 22021 bad byte
+/// sequence, 22001 too long, ...) and class 23 (integrity constraint violation).
+fn postgres_data_error(code: &str) -> bool {
+    code.starts_with("22") || code.starts_with("23")
+}
+
+/// SQLite: CONSTRAINT (19, any extended variant, the `events_refuse_nul` trigger's included),
+/// TOOBIG (18), MISMATCH (20), RANGE (25).
+fn sqlite_data_error(code: &str) -> bool {
+    code.parse::<i32>().is_ok_and(|extended| matches!(extended & 0xff, 18 | 19 | 20 | 25))
+}
+
 // Error codes that say "not now" rather than "never": contention, and storage that is full,
 // read-only or failing (writes work again once an operator frees space or remounts).
 
@@ -146,7 +212,23 @@ fn postgres_transient(code: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{postgres_transient, sqlite_transient};
+    use super::{postgres_data_error, postgres_transient, sqlite_data_error, sqlite_transient};
+
+    #[test]
+    fn refused_values_are_data_errors_but_outages_and_bad_sql_are_not() {
+        for code in ["22P05", "22021", "22001", "23502", "23514", "23505"] {
+            assert!(postgres_data_error(code), "Postgres {code}");
+        }
+        for code in ["08006", "57P01", "42P01", "40001", "53100"] {
+            assert!(!postgres_data_error(code), "Postgres {code}");
+        }
+        for code in ["19", "1811", "2067", "275", "18", "20", "25"] {
+            assert!(sqlite_data_error(code), "SQLite {code}");
+        }
+        for code in ["1", "5", "13", "778", "8"] {
+            assert!(!sqlite_data_error(code), "SQLite {code}");
+        }
+    }
 
     #[test]
     fn full_read_only_and_failing_storage_is_transient_but_bad_sql_is_not() {

@@ -1,8 +1,14 @@
 //! The event-store contract: every test runs on SQLite and on Postgres
 //! (`LICENSD_TEST_POSTGRES_URL`; CI sets it, so Postgres is never skipped there).
+//!
+//! Batch isolation is part of the contract: within one `append_batch`, a request that fails (a
+//! version conflict, a duplicate event id, a value the database refuses) fails alone, and its
+//! personal data with it; every other request commits.
 
 use licensd_store::testing::TempDatabase;
-use licensd_store::{AppendRequest, EventStore, ExpectedVersion, NewEvent, Position, PostgresStore, Store, StoreError};
+use licensd_store::{
+    AppendRequest, EventStore, ExpectedVersion, NewEvent, PiiRow, Position, PostgresStore, Store, StoreError,
+};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -17,7 +23,15 @@ fn event(n: i64) -> NewEvent {
 }
 
 fn request(stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> AppendRequest {
-    AppendRequest { stream_id: stream.into(), expected, events }
+    AppendRequest::new(stream, expected, events)
+}
+
+fn pii(subject: &str, field: &str, sealed: &str) -> PiiRow {
+    PiiRow { subject: subject.into(), field: field.into(), sealed: sealed.into() }
+}
+
+async fn pii_of(store: &Store, subject: &str) -> Vec<Option<String>> {
+    store.query_text("SELECT value FROM pii WHERE subject = $1 ORDER BY field", &[subject.into()]).await.unwrap()
 }
 
 /// Pages through the global order until `expected` events were seen. On Postgres visibility
@@ -66,6 +80,9 @@ contract!(
     read_all_pages_through_every_stream_in_commit_order,
     racing_writers_with_the_same_expectation_have_one_winner,
     empty_appends_are_refused,
+    a_refused_value_fails_only_its_own_request,
+    a_refused_value_fails_only_its_own_request_when_appended_one_by_one,
+    personal_data_is_written_with_its_events_or_not_at_all,
 );
 
 async fn appends_and_reads_back_a_stream(store: &Store) {
@@ -188,6 +205,97 @@ async fn racing_writers_with_the_same_expectation_have_one_winner(store: &Store)
 async fn empty_appends_are_refused(store: &Store) {
     let err = store.append(request("t-10", ExpectedVersion::Any, vec![])).await.unwrap_err();
     assert!(matches!(err, StoreError::Config(_)));
+}
+
+/// A request carrying NUL: in its stream id (both backends refuse it), in a JSON string of its
+/// payload or metadata (Postgres' jsonb refuses it; SQLite stores it escaped and reads it back).
+fn nul_requests() -> Vec<AppendRequest> {
+    let mut in_payload = event(2);
+    in_payload.payload = json!({ "hwid": "a\u{0}b" });
+    let mut in_metadata = event(3);
+    in_metadata.metadata = json!({ "actor": "x\u{0}" });
+    vec![
+        request("t-11-ok-a", ExpectedVersion::NoStream, vec![event(1)]),
+        request("t-11-\u{0}", ExpectedVersion::NoStream, vec![event(1)]),
+        request("t-11-payload", ExpectedVersion::NoStream, vec![in_payload]),
+        request("t-11-metadata", ExpectedVersion::Any, vec![in_metadata]),
+        request("t-11-ok-b", ExpectedVersion::NoStream, vec![event(4), event(5)]).with_pii(vec![pii(
+            "t-11-ok-b",
+            "email",
+            "sealed-b",
+        )]),
+    ]
+}
+
+/// Checks a batch's answers to [`nul_requests`]: only the refused requests fail, each with a data
+/// error and nothing stored, and every other request (and its personal data) commits.
+async fn only_refused_values_failed(
+    store: &Store,
+    sent: &[AppendRequest],
+    results: &[Result<licensd_store::AppendResult, StoreError>],
+) {
+    assert_eq!(results.len(), sent.len());
+    assert_eq!(results[0].as_ref().unwrap().version, 1, "{:?}", results[0]);
+    assert!(matches!(results[1], Err(StoreError::InvalidData(_))), "NUL in a stream id: {:?}", results[1]);
+    for (request, result) in sent.iter().zip(results).skip(2).take(2) {
+        let stored = store.read_stream(&request.stream_id, 1).await.unwrap();
+        match (store.backend(), result) {
+            ("postgres", Err(StoreError::InvalidData(_))) => assert!(stored.is_empty(), "{}", request.stream_id),
+            ("sqlite", Ok(_)) => {
+                assert_eq!(stored.len(), 1);
+                assert_eq!(stored[0].payload, request.events[0].payload, "read back intact");
+                assert_eq!(stored[0].metadata, request.events[0].metadata, "read back intact");
+            }
+            (backend, other) => panic!("{backend}: NUL in {}: {other:?}", request.stream_id),
+        }
+    }
+    assert_eq!(results[4].as_ref().unwrap().version, 2, "{:?}", results[4]);
+    assert_eq!(store.read_stream("t-11-ok-a", 1).await.unwrap().len(), 1);
+    assert_eq!(store.read_stream("t-11-ok-b", 1).await.unwrap().len(), 2);
+    assert_eq!(pii_of(store, "t-11-ok-b").await, [Some("sealed-b".to_string())]);
+}
+
+async fn a_refused_value_fails_only_its_own_request(store: &Store) {
+    let sent = nul_requests();
+    let results = store.append_batch(sent.clone()).await.expect("the batch as a whole commits");
+    only_refused_values_failed(store, &sent, &results).await;
+}
+
+/// The same, when the batch takes the one-at-a-time path anyway (a version conflict in it).
+async fn a_refused_value_fails_only_its_own_request_when_appended_one_by_one(store: &Store) {
+    store.append(request("t-11-conflict", ExpectedVersion::NoStream, vec![event(0)])).await.unwrap();
+    let mut sent = nul_requests();
+    sent.push(request("t-11-conflict", ExpectedVersion::NoStream, vec![event(9)]));
+    let results = store.append_batch(sent.clone()).await.expect("the batch as a whole commits");
+    assert!(matches!(results[5], Err(StoreError::WrongExpectedVersion { actual: 1, .. })), "{:?}", results[5]);
+    only_refused_values_failed(store, &sent[..5], &results[..5]).await;
+}
+
+async fn personal_data_is_written_with_its_events_or_not_at_all(store: &Store) {
+    store.append(request("t-12", ExpectedVersion::NoStream, vec![event(0)])).await.unwrap();
+    // A lost race: the append fails, and so does the write of its personal data.
+    let conflicting =
+        request("t-12", ExpectedVersion::NoStream, vec![event(1)]).with_pii(vec![pii("t-12", "email", "sealed-1")]);
+    let err = store.append(conflicting).await.unwrap_err();
+    assert!(matches!(err, StoreError::WrongExpectedVersion { .. }), "{err:?}");
+    assert!(pii_of(store, "t-12").await.is_empty(), "no orphan personal data");
+    // In a batch with others: the failing request's personal data is rolled back alone.
+    let results = store
+        .append_batch(vec![
+            request("t-12", ExpectedVersion::Exact(5), vec![event(2)]).with_pii(vec![pii("t-12", "email", "x")]),
+            request("t-12b", ExpectedVersion::NoStream, vec![event(3)])
+                .with_pii(vec![pii("t-12b", "customer_id", "c"), pii("t-12b", "email", "e")]),
+        ])
+        .await
+        .unwrap();
+    assert!(results[0].is_err() && results[1].is_ok(), "{results:?}");
+    assert!(pii_of(store, "t-12").await.is_empty());
+    assert_eq!(pii_of(store, "t-12b").await, [Some("c".to_string()), Some("e".to_string())]);
+    // A later append replaces a field's value.
+    let replace =
+        request("t-12b", ExpectedVersion::Exact(1), vec![event(4)]).with_pii(vec![pii("t-12b", "email", "f")]);
+    store.append(replace).await.unwrap();
+    assert_eq!(pii_of(store, "t-12b").await, [Some("c".to_string()), Some("f".to_string())]);
 }
 
 /// Two Postgres transactions commit in the opposite order of their positions: the global reader

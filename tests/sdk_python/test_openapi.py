@@ -1,5 +1,8 @@
-"""schemathesis against /v1/openapi.json on the live server: no 5xx, and every status code, content
-type and body as documented.
+"""schemathesis against /v1/openapi.json on the live server with its default checks: no 5xx, every
+status code, content type, header and body as documented, schema-valid data accepted and invalid
+data refused. The few operations whose rules OpenAPI 3.0 cannot state (a cursor is valid only if
+the API returned it, an expiry must lie in the future, ...) may answer valid data with 400; see
+schemathesis.toml next to this file.
 
 Webhook operations are left out on purpose: fuzzing them would make licensd send requests to
 whatever hosts the generator invents, and this project's machines may only contact their own
@@ -14,9 +17,9 @@ def test_the_openapi_document_matches_the_server(licensd):
     schemathesis = os.path.join(os.path.dirname(sys.executable), "st")
     result = subprocess.run(
         [
-            schemathesis, "run", licensd.base + "/v1/openapi.json",
+            schemathesis, "--config-file", os.path.join(os.path.dirname(__file__), "schemathesis.toml"),
+            "run", licensd.base + "/v1/openapi.json",
             "--header", "Authorization: Bearer " + licensd.api_key,
-            "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
             "--exclude-path-regex", ".*/webhooks.*",
             "--max-examples", "15",
             "--seed", "20261123",

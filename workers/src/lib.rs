@@ -2,6 +2,7 @@
 
 pub mod commerce;
 pub mod destinations;
+pub mod outbound;
 pub mod webhooks;
 
 use licensd_commands::Commands;
@@ -28,8 +29,11 @@ impl Workers {
         (hot_tail, sql_tail): (TailConfig, TailConfig),
         webhooks: WebhookConfig,
         commerce: commerce::CommerceConfig,
-    ) -> Self {
+    ) -> Result<Self, outbound::ClientError> {
         let store = commands.store();
+        // The outbound clients first: a failure stops the start before any task runs.
+        let dispatcher = Dispatcher::new(store.clone(), commands.clone(), webhooks)?;
+        let fulfilment = commerce::CommerceWorker::new(commands.clone(), hot.clone(), commerce)?;
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
         let hot_runner = HotRunner::new(store.clone(), hot.clone(), hot_tail);
@@ -40,11 +44,9 @@ impl Workers {
             tasks.push((name, tokio::spawn(runner.run(commits.clone(), stopped.clone()))));
         }
         tasks.push(("maintenance", tokio::spawn(maintain(store.clone(), stopped.clone()))));
-        let dispatcher = Dispatcher::new(store.clone(), commands.clone(), webhooks);
         tasks.push(("webhooks", tokio::spawn(dispatcher.run(stopped.clone()))));
-        let fulfilment = commerce::CommerceWorker::new(commands.clone(), hot.clone(), commerce);
         tasks.push(("commerce", tokio::spawn(fulfilment.run(stopped.clone()))));
-        Self { stop, tasks }
+        Ok(Self { stop, tasks })
     }
 
     pub async fn stop(self) {

@@ -57,15 +57,13 @@ pub struct WebhookSender {
 }
 
 impl WebhookSender {
-    pub fn new(timeout: Duration, policy: DestinationPolicy) -> Self {
-        let client = reqwest::Client::builder()
+    pub fn new(timeout: Duration, policy: DestinationPolicy) -> Result<Self, crate::outbound::ClientError> {
+        let builder = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("licensd/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(std::sync::Arc::new(GuardedResolver(policy)))
-            .build()
-            .unwrap_or_default();
-        Self { client, policy }
+            .dns_resolver(std::sync::Arc::new(GuardedResolver(policy)));
+        Ok(Self { client: crate::outbound::client("webhooks", builder)?, policy })
     }
 
     /// The receiver's status code, or why there was none.
@@ -124,8 +122,8 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(store: Store, commands: Commands, config: WebhookConfig) -> Self {
-        Self { sender: WebhookSender::new(config.timeout, config.destinations), store, commands, config }
+    pub fn new(store: Store, commands: Commands, config: WebhookConfig) -> Result<Self, crate::outbound::ClientError> {
+        Ok(Self { sender: WebhookSender::new(config.timeout, config.destinations)?, store, commands, config })
     }
 
     async fn due(&self, now: DateTime<Utc>) -> Result<Vec<Due>, StoreError> {

@@ -54,6 +54,9 @@ impl Fields {
         match self.object.get(field) {
             Some(Value::String(s)) if s.trim().is_empty() => self.problem(field, "must not be empty"),
             Some(Value::String(s)) if s.chars().count() > MAX_FIELD_CHARS => self.problem(field, "is too long"),
+            Some(Value::String(s)) if crate::control_chars::in_identifier(s) => {
+                self.problem(field, "must not contain control characters")
+            }
             Some(Value::String(s)) => return s.trim().to_string(),
             Some(_) => self.problem(field, "must be a string"),
             None => self.problem(field, "is required"),

@@ -27,6 +27,8 @@ pub enum AuthError {
     OfflineActivationLimitReached,
     OfflineActivationRequiresPerpetual,
     SystemError,
+    MethodNotAllowed,
+    UnsupportedMediaType,
 }
 
 impl AuthError {
@@ -52,6 +54,8 @@ impl AuthError {
             Self::OfflineActivationLimitReached => "offline_activation_limit_reached",
             Self::OfflineActivationRequiresPerpetual => "offline_activation_requires_perpetual",
             Self::SystemError => "system_error",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::UnsupportedMediaType => "unsupported_media_type",
         }
     }
 
@@ -72,6 +76,20 @@ impl AuthError {
             Self::Expired | Self::Revoked => StatusCode::GONE,
             Self::RateLimited | Self::NoCredits | Self::AppBurnCapReached => StatusCode::TOO_MANY_REQUESTS,
             Self::SystemError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        }
+    }
+
+    /// The documented error for a status that a layer below the handlers chose.
+    pub fn for_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            StatusCode::TOO_MANY_REQUESTS => Self::RateLimited,
+            s if s.is_server_error() => Self::SystemError,
+            _ => Self::BadRequest,
         }
     }
 }
@@ -127,6 +145,8 @@ impl From<DomainError> for AuthError {
             DomainError::InvalidHwid { .. } => Self::BadRequest,
             DomainError::NotFound(_) | DomainError::LicenseDeleted | DomainError::InvalidLicenseKey => Self::InvalidKey,
             DomainError::AppDisabled => Self::AppDisabled,
+            // The app's self-ban capacity is spent: a documented, retryable refusal, never a 500.
+            DomainError::SelfBanLimitReached => Self::RateLimited,
             DomainError::OfflineActivationDisabled => Self::OfflineActivationDisabled,
             DomainError::OfflineActivationLimitReached => Self::OfflineActivationLimitReached,
             DomainError::OfflineActivationRequiresPerpetual => Self::OfflineActivationRequiresPerpetual,
@@ -135,5 +155,40 @@ impl From<DomainError> for AuthError {
                 Self::SystemError
             }
         }
+    }
+}
+
+/// A command's failure on the auth path: a value the database refuses is the request's fault;
+/// any other failure is ours.
+impl From<licensd_commands::CommandError> for AuthError {
+    fn from(e: licensd_commands::CommandError) -> Self {
+        use licensd_commands::CommandError;
+        match e {
+            CommandError::Domain(d) => d.into(),
+            CommandError::Store(licensd_store::StoreError::InvalidData(detail)) => {
+                tracing::warn!(%detail, "the database refused a value of an auth request");
+                Self::BadRequest
+            }
+            other => {
+                tracing::warn!(error = %other, "auth command failed");
+                Self::SystemError
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AuthError;
+    use licensd_commands::CommandError;
+    use licensd_store::StoreError;
+
+    #[test]
+    fn a_refused_value_is_bad_request_and_an_outage_a_system_error() {
+        let refused = CommandError::Store(StoreError::InvalidData("0x00".into()));
+        assert_eq!(AuthError::from(refused), AuthError::BadRequest);
+        let unknown = CommandError::Store(StoreError::CommitUnknown("lost".into()));
+        assert_eq!(AuthError::from(unknown), AuthError::SystemError);
+        assert_eq!(AuthError::from(CommandError::Overloaded), AuthError::SystemError);
     }
 }

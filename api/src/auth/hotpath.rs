@@ -4,7 +4,9 @@
 //! for its last slot see each other's bindings. The append expects the stream version the
 //! in-memory model holds; if another process wrote meanwhile, the model is caught up from the log
 //! and the decision is taken again. A committed append is recorded in the model at once (the
-//! license entry moves forward by stream version), so the answer never waits for the tail.
+//! license entry moves forward by stream version, its bills are counted once), so the answer never
+//! waits for the tail. Credits are held from the decision to that record, so concurrent requests
+//! for different licenses of one account cannot overdraw it while the tail lags.
 
 use super::AuthError;
 use crate::AppState;
@@ -47,26 +49,26 @@ pub async fn commit(
         if events.is_empty() {
             return Ok(license);
         }
+        // The decision checked the balance; holding what it bills makes that check stand
+        // against every other request until this one is recorded or fails.
+        let hold = state.hot.hold_bills(&license, &events, state.commands.now()).map_err(super::refused_credits)?;
         let appended = state
             .commands
             .append(&stream, ExpectedVersion::Exact(version), &events, &Actor::Client, Some(license.account_id))
             .await;
         match appended {
             Ok(result) => {
-                // The append is durable; the model records its outcome now instead of waiting
-                // for the tail to read it back (which then only adds balances and nonces).
+                // The append is durable; the model records its outcome and bills now instead of
+                // waiting for the tail to read them back (which then skips them).
                 let after = events.iter().fold(LicenseState::Live(license), LicenseState::evolve);
                 let LicenseState::Live(after) = after else { return Err(AuthError::InvalidKey) };
-                state.hot.record_license(after.clone(), result.version);
+                state.hot.record_append(after.clone(), result.version, &events, hold);
                 return Ok(after);
             }
             Err(CommandError::Store(StoreError::WrongExpectedVersion { .. })) => {
                 state.refresh().await.map_err(|_| AuthError::SystemError)?;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "auth event could not be committed");
-                return Err(AuthError::SystemError);
-            }
+            Err(e) => return Err(e.into()),
         }
     }
     Err(AuthError::SystemError)

@@ -39,9 +39,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct AuthConfig {
     pub validate_per_ip: u32,
     pub validate_per_key: u32,
+    /// `0` (the default) means heartbeats are not limited per key: the docs say
+    /// `/auth/heartbeat` is never rate-limited at the application layer.
     pub heartbeat_per_key: u32,
     pub selfban_per_ip: u32,
     pub selfban_per_key: u32,
+    /// Most entries self-bans may add to one app's blacklists (the merchant's lists apart).
+    pub selfban_max_entries: usize,
     /// Validations and heartbeats being served at once; beyond it they are shed at once with
     /// 429 `rate_limited` (the SDKs retry those after 2 s and 5 s) instead of queueing.
     pub max_in_flight: usize,
@@ -56,9 +60,10 @@ impl Default for AuthConfig {
         Self {
             validate_per_ip: 30,
             validate_per_key: 5,
-            heartbeat_per_key: 6,
+            heartbeat_per_key: 0,
             selfban_per_ip: 10,
             selfban_per_key: 3,
+            selfban_max_entries: 5_000,
             max_in_flight: 256,
             limit_window: Duration::from_secs(60),
             default_ttl: 86_400,
@@ -79,7 +84,8 @@ pub struct AuthRuntime {
     pub config: AuthConfig,
     validate_ip: RateLimiter,
     validate_key: RateLimiter,
-    heartbeat_key: RateLimiter,
+    /// `None` unless an operator opted in to a per-key heartbeat limit.
+    heartbeat_key: Option<RateLimiter>,
     selfban_ip: RateLimiter,
     selfban_key: RateLimiter,
     keyring: keyring::Keyring,
@@ -99,7 +105,7 @@ impl AuthRuntime {
         Self {
             validate_ip: limiter(config.validate_per_ip),
             validate_key: limiter(config.validate_per_key),
-            heartbeat_key: limiter(config.heartbeat_per_key),
+            heartbeat_key: (config.heartbeat_per_key > 0).then(|| limiter(config.heartbeat_per_key)),
             selfban_ip: limiter(config.selfban_per_ip),
             selfban_key: limiter(config.selfban_per_key),
             keyring: keyring::Keyring::new(commands.clone()),
@@ -193,8 +199,9 @@ fn admit(state: &AppState, ip: ClientIp, fields: &mut body::Fields) -> Result<(A
     fields.check()?;
     let auth = &state.auth;
     let ip_left = auth.validate_ip.check(&ip.limit_key()).ok_or(AuthError::RateLimited)?;
-    let key_left = auth.validate_key.check(&key.to_ascii_uppercase()).ok_or(AuthError::RateLimited)?;
+    // The app first: a caller without the app's credentials must not spend a license's budget.
     let app = authenticate_app(state, &app_id, &secret)?;
+    let key_left = auth.validate_key.check(&key.to_ascii_uppercase()).ok_or(AuthError::RateLimited)?;
     ensure_enabled(state, &app)?;
     if !app.lists.allows(ip.0, &hwid) {
         return Err(AuthError::Blocked.into());
@@ -222,22 +229,20 @@ fn ensure_enabled(state: &AppState, app: &App) -> Result<(), AuthError> {
     }
 }
 
-/// The owner has at least `credits` left and the app stays under its burn caps.
+/// The owner has at least `credits` left (less what in-flight requests hold) and the app stays
+/// under its burn caps. `hotpath::commit` holds the credits before appending.
 fn ensure_credits(
     state: &AppState,
     app: &App,
     credits: u64,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), AuthError> {
-    let balance = state.hot.account(app.account_id).map_or(0, |a| a.balance);
-    if balance < credits as i64 {
-        return Err(AuthError::NoCredits);
+    state.hot.check_credits(app.account_id, app.app_id, credits, now).map_err(refused_credits)
+}
+
+fn refused_credits(refusal: licensd_projections::CreditRefusal) -> AuthError {
+    match refusal {
+        licensd_projections::CreditRefusal::NoCredits => AuthError::NoCredits,
+        licensd_projections::CreditRefusal::BurnCapReached => AuthError::AppBurnCapReached,
     }
-    let caps = [(app.settings.hourly_burn_cap, 60), (app.settings.daily_burn_cap, 24 * 60)];
-    for (cap, minutes) in caps {
-        if cap.is_some_and(|cap| state.hot.burned(app.app_id, now, minutes) + credits > cap) {
-            return Err(AuthError::AppBurnCapReached);
-        }
-    }
-    Ok(())
 }

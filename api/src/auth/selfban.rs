@@ -1,18 +1,20 @@
 //! `POST /auth/selfban`: a tampered client bans itself. With a session token it may also revoke
-//! its license; without one (app secret + license key) it may only blacklist.
+//! its license; without one (app secret + license key + nonce) it may only blacklist. Refusals
+//! follow the docs' table: `replay_detected`, `revoked`, `expired`, `app_disabled`, ...; the
+//! entries go to the app's self-ban lists, which have their own cap (`rate_limited` when full).
 
 use super::body::{Fields, RawBody};
 use super::token::hwid_digest;
-use super::{authenticate_app, AuthError, ClientIp, Refusal};
+use super::{authenticate_app, ensure_enabled, AuthError, ClientIp, Refusal};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use licensd_commands::Actor;
+use licensd_commands::{Actor, CommandError};
 use licensd_domain::app::{App, AppCommand};
-use licensd_domain::license::LicenseCommand;
-use licensd_domain::LicenseKey;
+use licensd_domain::license::{LicenseCommand, LicenseStatus};
+use licensd_domain::{LicenseKey, MAX_HWID_LEN};
 use serde_json::json;
 
 pub async fn selfban(State(state): State<AppState>, ip: ClientIp, RawBody(body): RawBody) -> Response {
@@ -23,16 +25,23 @@ async fn run(state: &AppState, ip: ClientIp, body: &Bytes) -> Result<Response, R
     let mut fields = Fields::parse(body)?;
     let app_id = fields.string("appId");
     let hwid = fields.string("hwid");
-    let revoke = fields.bool_or("revokeLicense", true);
+    let with_session = fields.has("sessionToken");
+    // The documented defaults: revoke post-session only (a pre-session revoke is refused).
+    let revoke = fields.bool_or("revokeLicense", with_session);
     let ban_hwid = fields.bool_or("blacklistHwid", true);
     let ban_ip = fields.bool_or("blacklistIp", true);
-    let with_session = fields.has("sessionToken");
-    let (token, secret, key) = if with_session {
-        (fields.string("sessionToken"), String::new(), String::new())
+    let (token, secret, key, nonce) = if with_session {
+        // The SDKs send no nonce after a session; one that is sent is held to the replay rule.
+        let nonce = fields.has("nonce").then(|| fields.string("nonce"));
+        (fields.string("sessionToken"), String::new(), String::new(), nonce)
     } else {
-        (String::new(), fields.string("appSecret"), fields.string("licenseKey"))
+        (String::new(), fields.string("appSecret"), fields.string("licenseKey"), Some(fields.string("nonce")))
     };
     fields.check()?;
+    if hwid.chars().count() > MAX_HWID_LEN {
+        let details = vec![json!({ "field": "hwid", "issue": format!("must be at most {MAX_HWID_LEN} characters") })];
+        return Err(Refusal::with_details(AuthError::BadRequest, details));
+    }
 
     let auth = &state.auth;
     auth.selfban_ip.check(&ip.limit_key()).ok_or(AuthError::RateLimited)?;
@@ -45,20 +54,37 @@ async fn run(state: &AppState, ip: ClientIp, body: &Bytes) -> Result<Response, R
         let app = app_id.parse().ok().and_then(|id| state.hot.app(id)).ok_or(AuthError::InvalidApp)?;
         (app, LicenseKey::parse(&claims.lic).map_err(|_| AuthError::SessionExpired)?)
     } else {
-        auth.selfban_key.check(&key.to_ascii_uppercase()).ok_or(AuthError::RateLimited)?;
+        // The app first: a caller without its credentials must not spend a key's budget.
         let app = authenticate_app(state, &app_id, &secret)?;
+        auth.selfban_key.check(&key.to_ascii_uppercase()).ok_or(AuthError::RateLimited)?;
         if revoke {
             return Err(AuthError::RevokeRequiresSession.into());
         }
         (app, LicenseKey::parse(&key).map_err(|_| AuthError::InvalidKey)?)
     };
+    ensure_enabled(state, &app)?;
     let license = state.hot.license(&key).filter(|l| l.app_id == app.app_id).ok_or(AuthError::InvalidKey)?;
+    if nonce.as_ref().is_some_and(|n| state.hot.nonce_seen(app.app_id, n)) {
+        return Err(AuthError::ReplayDetected.into());
+    }
+    if license.status == LicenseStatus::Revoked {
+        return Err(AuthError::Revoked.into());
+    }
+    if license.is_expired(now) {
+        return Err(AuthError::Expired.into());
+    }
 
-    let ban = AppCommand::Blacklist {
+    let ban = AppCommand::SelfBan {
         hwid: ban_hwid.then(|| hwid.clone()),
-        ip: ban_ip.then_some(ip.0).flatten().map(|ip| ip.to_string()),
+        ip: ban_ip.then_some(ip.0).flatten().map(|ip| ip.to_canonical().to_string()),
+        max_entries: auth.config.selfban_max_entries,
     };
-    apply(state, &app, ban, revoke.then_some((key, license.account_id))).await?;
+    let outcome = apply(state, &app, ban, revoke.then_some((key, license.account_id))).await;
+    if let Some(nonce) = &nonce {
+        // Whatever the outcome, the request was authenticated and acted on: its nonce is spent.
+        state.hot.record_nonce(app.app_id, nonce);
+    }
+    outcome?;
     Ok(Json(json!({ "status": "success" })).into_response())
 }
 
@@ -69,13 +95,15 @@ async fn apply(
     ban: AppCommand,
     revoke: Option<(LicenseKey, licensd_domain::AccountId)>,
 ) -> Result<(), AuthError> {
-    let failed = |e| {
-        tracing::warn!(error = %e, "self-ban could not be recorded");
-        AuthError::SystemError
+    let failed = |e: CommandError| match e {
+        CommandError::Domain(refusal) => AuthError::from(refusal),
+        e => {
+            tracing::warn!(error = %e, "self-ban could not be recorded");
+            AuthError::SystemError
+        }
     };
     let mut positions = Vec::new();
-    let banned = state.commands.app_command(app.account_id, app.app_id, ban, &Actor::Client).await.map_err(failed)?;
-    positions.extend(banned.result.map(|r| r.position));
+    // The revocation first: a self-ban list at its cap must not keep a license usable.
     if let Some((key, account_id)) = revoke {
         let revoked = state
             .commands
@@ -84,8 +112,12 @@ async fn apply(
             .map_err(failed)?;
         positions.extend(revoked.result.map(|r| r.position));
     }
+    let banned = state.commands.app_command(app.account_id, app.app_id, ban, &Actor::Client).await.map_err(failed);
+    if let Ok(banned) = &banned {
+        positions.extend(banned.result.map(|r| r.position));
+    }
     if let Some(last) = positions.into_iter().max() {
         state.hot.wait_for(last, state.config.read_your_writes_timeout).await.map_err(|_| AuthError::SystemError)?;
     }
-    Ok(())
+    banned.map(|_| ())
 }

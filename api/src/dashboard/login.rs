@@ -45,6 +45,10 @@ pub async fn sign_in(
         return refused(StatusCode::FORBIDDEN, "Sign in from this site's own page.", "");
     }
     let email = credentials.email.trim();
+    let control = crate::control_chars::in_identifier;
+    if control(email) || control(&credentials.password) {
+        return refused(StatusCode::BAD_REQUEST, "The email or password contains a control character.", "");
+    }
     if !state.dashboard.allow_ip(&ip.limit_key()) {
         return refused(StatusCode::TOO_MANY_REQUESTS, "Too many sign-in attempts. Try again later.", email);
     }

@@ -238,8 +238,8 @@ pub async fn reset(State(state): State<AppState>, headers: HeaderMap) -> Result<
     match state.commands.license_command(license.account_id, &license.key, command, &Actor::PortalUser).await {
         Ok(executed) => {
             tracing::info!(%request_id, "portal.reset done");
-            crate::v1::visible(&state, executed.position()).await?;
-            let license = state.hot.license(&license.key).ok_or(ApiError::Internal)?;
+            let shown = crate::v1::visible(&state, executed.position()).await;
+            let license = crate::v1::current_license(&state, shown, &license.key).await?.ok_or(ApiError::Internal)?;
             Ok(Json(json!({ "ok": true, "me": me_json(&state, &license, &email) })).into_response())
         }
         Err(CommandError::Domain(DomainError::PortalResetRefused(refusal))) => {

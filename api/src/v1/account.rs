@@ -31,10 +31,14 @@ pub async fn create_key(
     if let Some(unknown) = body.scopes.iter().find(|s| *s != "*" && !SCOPES.contains(&s.as_str())) {
         return Err(ApiError::BadRequest(format!("unknown scope '{unknown}'; known: *, {}", SCOPES.join(", "))));
     }
+    // No escalation: a key with `write:api_keys` mints keys with at most its own scopes.
+    if let Some(beyond) = body.scopes.iter().find(|s| !caller.holds(s)) {
+        return Err(ApiError::Forbidden(format!("This API key cannot grant the '{beyond}' scope it does not hold")));
+    }
     let actor = caller.actor.clone();
     let (key_id, api_key, result) =
         state.commands.issue_api_key(caller.account_id, body.scopes.clone(), &actor).await?;
-    visible(&state, result.position).await?;
+    visible(&state, result.position).await;
     let prefix = &api_key[..licensd_commands::API_KEY_PREFIX.len() + 4];
     let answer = json!({ "apiKeyId": key_id, "apiKey": api_key, "prefix": prefix, "scopes": body.scopes });
     Ok((StatusCode::CREATED, Json(answer)))
@@ -62,7 +66,7 @@ pub async fn revoke_key(
     let key_id: ApiKeyId = key_id.parse().map_err(|_| ApiError::NotFound("The API key doesn't exist".into()))?;
     let command = AccountCommand::RevokeApiKey { key_id };
     let executed = state.commands.account_command(caller.account_id, command, &caller.actor).await?;
-    visible(&state, executed.position()).await?;
+    visible(&state, executed.position()).await;
     Ok(Json(json!({ "ok": true })))
 }
 
@@ -95,7 +99,7 @@ pub async fn put_credit_settings(
 ) -> Result<Json<Value>, ApiError> {
     let command = AccountCommand::SetLowBalanceAlert { threshold: body.low_balance_threshold };
     let executed = state.commands.account_command(caller.account_id, command, &caller.actor).await?;
-    visible(&state, executed.position()).await?;
+    visible(&state, executed.position()).await;
     Ok(credits_json(&state, &caller))
 }
 
@@ -114,7 +118,7 @@ async fn recent(
 ) -> Result<Vec<Vec<Option<String>>>, ApiError> {
     state.refresh_sql(projection).await?;
     let args = [caller.account_id.to_string().into(), SqlValue::from(limit)];
-    state.commands.store().query_rows(sql, &args).await.map_err(|e| ApiError::Unavailable(e.to_string()))
+    state.commands.store().query_rows(sql, &args).await.map_err(ApiError::from)
 }
 
 /// `GET /v1/credits/transactions?limit=N`: grants, debits and billed calls, newest first.

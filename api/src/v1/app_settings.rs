@@ -1,13 +1,13 @@
 //! App-scoped settings: variables, security lists, switches and limits, signing-key rotation.
 
-use super::visible;
+use super::{current_app, visible};
 use crate::extract::{ApiJson, ApiPath, Caller};
 use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use licensd_domain::app::{App, AppCommand, AppSettings};
-use licensd_domain::{AppId, SecurityLists, Variables};
+use licensd_domain::{AccessLists, AppId, ListName, SecurityListsUpdate, Variables};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -26,12 +26,13 @@ pub(crate) fn owned_app(state: &AppState, caller: &Caller, app_id: &str) -> Resu
 pub(crate) async fn change(state: &AppState, caller: &Caller, app: &App, command: AppCommand) -> Result<App, ApiError> {
     let actor = caller.actor.clone();
     let executed = state.commands.app_command(caller.account_id, app.app_id, command, &actor).await?;
-    visible(state, executed.position()).await?;
-    state.hot.app(app.app_id).ok_or(ApiError::Internal)
+    let shown = visible(state, executed.position()).await;
+    current_app(state, shown, app.app_id).await?.ok_or(ApiError::Internal)
 }
 
-fn security_json(lists: &SecurityLists) -> Json<Value> {
-    Json(serde_json::to_value(lists).unwrap_or_default())
+/// The lists as enforced: each blacklist shows the self-ban entries after the merchant's own.
+fn security_json(lists: &AccessLists) -> Json<Value> {
+    Json(serde_json::to_value(lists.effective()).unwrap_or_default())
 }
 
 pub async fn get_variables(
@@ -72,7 +73,11 @@ pub struct SecurityUpdate {
     ip_whitelist: Option<Vec<String>>,
 }
 
-/// `PUT /v1/apps/{appId}/security`: replaces the lists given; omitted lists stay as they are.
+/// `PUT /v1/apps/{appId}/security`: each list given is set to exactly its entries; omitted
+/// lists stay as they are. The app aggregate turns it into add/remove deltas against the lists
+/// as they are when it is decided, so entries added concurrently by others (a self-ban, another
+/// edit) are not undone by an edit built from an older read. Self-ban entries are removed only
+/// by naming them (`DELETE .../security/blacklist`).
 pub async fn put_security(
     State(state): State<AppState>,
     caller: Caller,
@@ -80,14 +85,13 @@ pub async fn put_security(
     ApiJson(body): ApiJson<SecurityUpdate>,
 ) -> Result<Json<Value>, ApiError> {
     let app = owned_app(&state, &caller, &app_id)?;
-    let current = app.lists.clone();
-    let lists = SecurityLists {
-        hwid_blacklist: body.hwid_blacklist.unwrap_or(current.hwid_blacklist),
-        hwid_whitelist: body.hwid_whitelist.unwrap_or(current.hwid_whitelist),
-        ip_blacklist: body.ip_blacklist.unwrap_or(current.ip_blacklist),
-        ip_whitelist: body.ip_whitelist.unwrap_or(current.ip_whitelist),
+    let update = SecurityListsUpdate {
+        hwid_blacklist: body.hwid_blacklist,
+        hwid_whitelist: body.hwid_whitelist,
+        ip_blacklist: body.ip_blacklist,
+        ip_whitelist: body.ip_whitelist,
     };
-    let app = change(&state, &caller, &app, AppCommand::SetSecurityLists(lists)).await?;
+    let app = change(&state, &caller, &app, AppCommand::SetSecurityLists(update)).await?;
     Ok(security_json(&app.lists))
 }
 
@@ -179,7 +183,8 @@ pub struct ListEntry {
     value: String,
 }
 
-/// Adds (`add`) or removes an entry of the blacklists or whitelists named by `list`.
+/// Adds or removes one entry of the list named by `list` and the entry's type: a delta decided
+/// by the app aggregate against its current lists, so concurrent edits all take effect.
 async fn edit_list(
     state: &AppState,
     caller: &Caller,
@@ -189,21 +194,15 @@ async fn edit_list(
     add: bool,
 ) -> Result<Json<Value>, ApiError> {
     let app = owned_app(state, caller, app_id)?;
-    let mut lists = app.lists.clone();
-    let target = match (list, entry.kind.as_str()) {
-        ("blacklist", "hwid") => &mut lists.hwid_blacklist,
-        ("blacklist", "ip") => &mut lists.ip_blacklist,
-        ("whitelist", "hwid") => &mut lists.hwid_whitelist,
-        ("whitelist", "ip") => &mut lists.ip_whitelist,
-        _ => return Err(ApiError::BadRequest("type must be 'hwid' or 'ip'".into())),
-    };
-    let value = entry.value.trim().to_string();
-    if add {
-        target.push(value);
+    let list = ListName::from_api(list, &entry.kind).ok_or_else(|| {
+        ApiError::BadRequest("the list must be 'blacklist' or 'whitelist' and type 'hwid' or 'ip'".into())
+    })?;
+    let command = if add {
+        AppCommand::AddListEntry { list, entry: entry.value }
     } else {
-        target.retain(|e| *e != value);
-    }
-    change(state, caller, &app, AppCommand::SetSecurityLists(lists)).await?;
+        AppCommand::RemoveListEntry { list, entry: entry.value }
+    };
+    change(state, caller, &app, command).await?;
     Ok(Json(json!({ "ok": true })))
 }
 
@@ -225,6 +224,16 @@ pub async fn remove_entry(
     ApiJson(entry): ApiJson<ListEntry>,
 ) -> Result<Json<Value>, ApiError> {
     edit_list(&state, &caller, &app_id, &list, entry, false).await
+}
+
+/// `DELETE /v1/apps/{appId}/security/{blacklist|whitelist}/{hwid|ip}/{value}` (beyond the docs):
+/// the same removal with the entry in the path, for clients that cannot send a DELETE body.
+pub async fn remove_entry_named(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((app_id, list, kind, value)): ApiPath<(String, String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    edit_list(&state, &caller, &app_id, &list, ListEntry { kind, value }, false).await
 }
 
 /// `POST /v1/apps/{appId}/secret` (beyond the docs): a new app secret, shown in this response only.

@@ -1,5 +1,5 @@
 use super::app_settings::{change, owned_app};
-use super::{iso, visible};
+use super::{current_app, iso, visible};
 use crate::extract::{ApiJson, ApiPath, Caller};
 use crate::{ApiError, AppState};
 use axum::extract::State;
@@ -22,8 +22,8 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let actor = caller.actor.clone();
     let created = state.commands.create_app(caller.account_id, &body.name, &actor).await?;
-    visible(&state, created.result.position).await?;
-    let app = state.hot.app(created.app_id).ok_or(ApiError::Internal)?;
+    let shown = visible(&state, created.result.position).await;
+    let app = current_app(&state, shown, created.app_id).await?.ok_or(ApiError::Internal)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({

@@ -68,10 +68,10 @@ pub async fn put_connection(
     };
     let actor = caller.actor.clone();
     let executed =
-        state.commands.account_command(caller.account_id, AccountCommand::Connect(connection), &actor).await?;
-    visible(&state, executed.position()).await?;
-    let connection = state.hot.connections_of(caller.account_id).into_iter().find(|c| c.provider == provider);
-    Ok(Json(connection_json(&connection.ok_or(ApiError::Internal)?)))
+        state.commands.account_command(caller.account_id, AccountCommand::Connect(connection.clone()), &actor).await?;
+    visible(&state, executed.position()).await;
+    // The connection as written: the answer does not depend on the read model having caught up.
+    Ok(Json(connection_json(&connection)))
 }
 
 pub async fn list_connections(State(state): State<AppState>, caller: Caller) -> Json<Value> {
@@ -88,7 +88,7 @@ pub async fn delete_connection(
     let actor = caller.actor.clone();
     let command = AccountCommand::Disconnect { provider };
     let executed = state.commands.account_command(caller.account_id, command, &actor).await?;
-    visible(&state, executed.position()).await?;
+    visible(&state, executed.position()).await;
     Ok(Json(json!({ "ok": true })))
 }
 
@@ -188,7 +188,7 @@ pub async fn update_mapping(
 ) -> Result<Json<Value>, ApiError> {
     let (app, id) = mapping_owner(&state, &caller, &mapping_id)?;
     if body.app_id.as_ref().is_some_and(|a| *a != app.app_id.to_string()) {
-        return Err(ApiError::BadRequest("a mapping cannot move to another app".into()));
+        return Err(ApiError::Conflict("a mapping cannot move to another app".into()));
     }
     let mapping = mapping_from(body, id)?;
     let app = change(&state, &caller, &app, AppCommand::SetMapping(mapping.clone())).await?;

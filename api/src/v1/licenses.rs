@@ -1,5 +1,5 @@
 use super::app_settings::owned_app;
-use super::{iso, visible};
+use super::{current_license, iso, visible};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
 use crate::{ApiError, AppState};
 use axum::extract::State;
@@ -75,11 +75,12 @@ pub async fn create(
     };
     let actor = caller.actor.clone();
     let created = state.commands.create_licenses(caller.account_id, spec, quantity as usize, &actor).await?;
-    if let Some(last) = created.iter().map(|(_, r)| r.position).max() {
-        visible(&state, last).await?;
+    let shown = visible(&state, created.iter().map(|(_, r)| r.position).max()).await;
+    let mut licenses = Vec::with_capacity(created.len());
+    for (key, _) in &created {
+        let license = current_license(&state, shown, key).await?.ok_or(ApiError::Internal)?;
+        licenses.push(license_json(&license));
     }
-    let licenses: Vec<Value> =
-        created.iter().filter_map(|(key, _)| state.hot.license(key)).map(|l| license_json(&l)).collect();
     Ok((StatusCode::CREATED, Json(json!({ "licenses": licenses }))))
 }
 
@@ -148,8 +149,8 @@ async fn change(
 ) -> Result<Option<License>, ApiError> {
     let actor = caller.actor.clone();
     let executed = state.commands.license_command(caller.account_id, &license.key, command, &actor).await?;
-    visible(state, executed.position()).await?;
-    Ok(state.hot.license(&license.key))
+    let shown = visible(state, executed.position()).await;
+    current_license(state, shown, &license.key).await
 }
 
 #[derive(Deserialize)]
@@ -328,7 +329,7 @@ pub async fn list(
             &[app.app_id.to_string().into(), after.c.into(), after.k.into(), (limit + 1).into(), pattern.into()],
         )
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(ApiError::from)?;
     let more = rows.len() as i64 > limit;
     let page: Vec<(String, String)> =
         rows.into_iter().take(limit as usize).filter_map(|r| Some((r.first()?.clone()?, r.get(1)?.clone()?))).collect();
@@ -348,6 +349,7 @@ pub async fn list(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EmailBody {
     email: Option<String>,
 }

@@ -4,6 +4,7 @@ mod account;
 mod app_settings;
 mod apps;
 mod commerce;
+mod idempotency;
 mod licenses;
 mod schemas;
 mod spec;
@@ -14,13 +15,20 @@ use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, SecondsFormat, Utc};
 pub(crate) use commerce::forget_customer;
+use licensd_domain::app::{App, AppState as AppStream};
+use licensd_domain::license::{License, LicenseState};
+use licensd_domain::{AppId, LicenseKey, StreamCategory};
 use licensd_store::Position;
 
-/// The Developer API's routes and `GET /v1/openapi.json`, from one table of operations.
-pub fn routes() -> Router<AppState> {
+/// The Developer API's routes and `GET /v1/openapi.json`, from one table of operations; every
+/// write honours an `Idempotency-Key`.
+pub fn routes(state: &AppState) -> Router<AppState> {
     let operations = spec::operations();
     let document = std::sync::Arc::new(spec::document(&operations));
-    spec::router(&operations).route("/openapi.json", get(move || async move { axum::Json((*document).clone()) }))
+    // Per operation, so a method the path does not offer is a plain 405 and claims no key.
+    let guard = axum::middleware::from_fn_with_state(state.clone(), idempotency::guard);
+    spec::router(&operations, |route| route.route_layer(guard.clone()))
+        .route("/openapi.json", get(move || async move { axum::Json((*document).clone()) }))
 }
 
 /// Timestamps on the wire: ISO 8601 UTC with milliseconds, as the docs show.
@@ -38,11 +46,41 @@ pub(crate) fn page_size(limit: Option<&str>) -> Result<i64, ApiError> {
     }
 }
 
-/// A write is acknowledged only once the read models show it, so the caller's next read does.
-/// `None` (a command that changed nothing) has nothing to wait for.
-pub(crate) async fn visible(state: &AppState, position: impl Into<Option<Position>>) -> Result<(), ApiError> {
-    match position.into() {
-        Some(position) => Ok(state.hot.wait_for(position, state.config.read_your_writes_timeout).await?),
-        None => Ok(()),
+/// A write is acknowledged once the read models show it, so the caller's next read does; `None`
+/// (a command that changed nothing) has nothing to wait for. The write is durable already, so a
+/// model still behind after `LICENSD_READ_YOUR_WRITES_TIMEOUT_MS` never fails the request: the
+/// answer is then built from the event stream itself (`false`, see [`current_app`]).
+pub(crate) async fn visible(state: &AppState, position: impl Into<Option<Position>>) -> bool {
+    let Some(position) = position.into() else { return true };
+    match state.hot.wait_for(position, state.config.read_your_writes_timeout).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "answering a committed write before the read model shows it");
+            false
+        }
+    }
+}
+
+/// The app after a write: from the read model when it shows the write, else folded from its stream.
+pub(crate) async fn current_app(state: &AppState, shown: bool, app_id: AppId) -> Result<Option<App>, ApiError> {
+    if shown {
+        return Ok(state.hot.app(app_id));
+    }
+    let (app, _) = state.commands.load::<AppStream>(&StreamCategory::App.stream_id(app_id)).await?;
+    Ok(app.0)
+}
+
+/// The license after a write, like [`current_app`].
+pub(crate) async fn current_license(
+    state: &AppState,
+    shown: bool,
+    key: &LicenseKey,
+) -> Result<Option<License>, ApiError> {
+    if shown {
+        return Ok(state.hot.license(key));
+    }
+    match state.commands.load::<LicenseState>(&StreamCategory::License.stream_id(key)).await?.0 {
+        LicenseState::Live(license) => Ok(Some(license)),
+        LicenseState::Missing | LicenseState::Deleted => Ok(None),
     }
 }

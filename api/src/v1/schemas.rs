@@ -14,6 +14,31 @@ fn strings() -> Value {
     json!({ "type": "array", "items": { "type": "string" } })
 }
 
+/// An IPv4 or IPv6 address of 7 to 45 characters, as the security lists accept (a CIDR range
+/// such as `203.0.113.0/24` is accepted too).
+fn ip_address() -> Value {
+    json!({ "type": "string", "minLength": 7, "maxLength": 45, "anyOf": [{ "format": "ipv4" }, { "format": "ipv6" }] })
+}
+
+/// A machine id, as the security lists accept.
+fn hwid() -> Value {
+    json!({ "type": "string", "minLength": 1, "maxLength": 128 })
+}
+
+/// An email address as the server reads one: one `@`, no spaces, a dot inside the domain.
+fn email() -> Value {
+    json!({ "type": "string", "maxLength": 254, "pattern": "^[^@\\s]+@[^@\\s.][^@\\s]*\\.[^@\\s]*[^@\\s.]$" })
+}
+
+/// Variables: at most 50 scalar values under keys of 1 to 64 characters.
+fn variables() -> Value {
+    json!({
+        "type": "object", "maxProperties": licensd_domain::MAX_VARIABLES,
+        "propertyNames": { "minLength": 1, "maxLength": licensd_domain::MAX_VARIABLE_KEY_LEN },
+        "additionalProperties": { "oneOf": [{ "type": "string" }, { "type": "number" }, { "type": "boolean" }] },
+    })
+}
+
 pub fn all() -> Value {
     let license = json!({
         "type": "object",
@@ -43,8 +68,8 @@ pub fn all() -> Value {
             "resetLimit": { "type": "integer", "minimum": 0, "maximum": 100 },
             "resetWindowDays": { "type": "integer", "minimum": 1, "maximum": 3650 },
             "cooldownHours": { "type": "integer", "minimum": 0, "maximum": 8760 },
-            "supportUrl": { "type": "string", "maxLength": 500, "nullable": true },
-            "supportEmail": { "type": "string", "maxLength": 254, "nullable": true },
+            "supportUrl": { "type": "string", "maxLength": 500, "pattern": "^https?://[!-~]+$", "nullable": true },
+            "supportEmail": { "type": "string", "maxLength": 254, "format": "email", "nullable": true },
             "displayName": { "type": "string", "maxLength": 80, "nullable": true },
             "accentColor": { "type": "string", "pattern": "^#[0-9A-Fa-f]{6}$", "nullable": true },
             "emailBuyers": { "type": "boolean" },
@@ -83,6 +108,10 @@ pub fn all() -> Value {
     let lists = json!({
         "hwidBlacklist": strings(), "hwidWhitelist": strings(), "ipBlacklist": strings(), "ipWhitelist": strings(),
     });
+    let hwids = json!({ "type": "array", "items": hwid() });
+    let ips = json!({ "type": "array", "items": ip_address() });
+    let list_updates =
+        json!({ "hwidBlacklist": hwids, "hwidWhitelist": hwids, "ipBlacklist": ips, "ipWhitelist": ips });
     let credits = json!({
         "type": "object", "required": ["balance", "lowBalanceThreshold", "belowThreshold"],
         "properties": { "balance": { "type": "integer" }, "lowBalanceThreshold": nullable("integer"), "belowThreshold": { "type": "boolean" } },
@@ -116,16 +145,15 @@ pub fn all() -> Value {
         "Settings": settings,
         "PortalPolicy": portal_policy,
         "HistoryEvent": history_event,
-        "Variables": {
-            "type": "object", "maxProperties": licensd_domain::MAX_VARIABLES,
-            "additionalProperties": { "oneOf": [{ "type": "string" }, { "type": "number" }, { "type": "boolean" }] },
-        },
+        "Variables": variables(),
         "SecurityLists": { "type": "object", "required": ["hwidBlacklist", "hwidWhitelist", "ipBlacklist", "ipWhitelist"], "properties": lists },
-        "SecurityListsUpdate": { "type": "object", "additionalProperties": false, "properties": lists },
-        "ListEntry": {
-            "type": "object", "additionalProperties": false, "required": ["type", "value"],
-            "properties": { "type": { "type": "string", "enum": ["hwid", "ip"] }, "value": string() },
-        },
+        "SecurityListsUpdate": { "type": "object", "additionalProperties": false, "properties": list_updates },
+        "ListEntry": { "oneOf": [
+            { "type": "object", "additionalProperties": false, "required": ["type", "value"],
+              "properties": { "type": { "type": "string", "enum": ["hwid"] }, "value": hwid() } },
+            { "type": "object", "additionalProperties": false, "required": ["type", "value"],
+              "properties": { "type": { "type": "string", "enum": ["ip"] }, "value": ip_address() } },
+        ] },
         "WebhookCreate": {
             "type": "object", "additionalProperties": false, "required": ["url", "events"],
             "properties": { "url": string(), "events": webhook_events, "enabled": { "type": "boolean" } },
@@ -142,19 +170,28 @@ pub fn all() -> Value {
         "LicenseCreate": {
             "type": "object", "required": ["appId"],
             "properties": {
-                "appId": string(), "quantity": { "type": "integer", "minimum": 1, "maximum": 100 },
-                "expiresAt": nullable("string"), "maxHwidSlots": { "type": "integer", "minimum": 1, "maximum": 16 },
+                "appId": { "type": "string", "format": "uuid" }, "quantity": { "type": "integer", "minimum": 1, "maximum": 100 },
+                "expiresAt": { "type": "string", "format": "date-time", "nullable": true }, "maxHwidSlots": { "type": "integer", "minimum": 1, "maximum": 16 },
                 "label": { "type": "string", "maxLength": 128 },
             },
         },
         "License": license,
         "LicensePage": { "type": "object", "required": ["licenses", "cursor"], "properties": {
             "licenses": { "type": "array", "items": { "$ref": "#/components/schemas/License" } }, "cursor": nullable("string") } },
-        "LicenseAction": {
-            "type": "object", "required": ["action"],
-            "properties": { "action": { "type": "string", "enum": ["revoke", "activate", "extend", "reset-hwid"] }, "expiresAt": string() },
-        },
-        "MintFile": { "type": "object", "properties": { "hwid": nullable("string"), "activationRequest": nullable("string"), "anyMachine": { "type": "boolean" } } },
+        "LicenseAction": { "oneOf": [
+            { "type": "object", "required": ["action"],
+              "properties": { "action": { "type": "string", "enum": ["revoke", "activate", "reset-hwid"] } } },
+            { "type": "object", "required": ["action", "expiresAt"],
+              "properties": { "action": { "type": "string", "enum": ["extend"] }, "expiresAt": { "type": "string", "format": "date-time" } } },
+        ] },
+        "MintFile": {
+          "type": "object",
+          "properties": { "hwid": nullable("string"), "activationRequest": nullable("string"), "anyMachine": { "type": "boolean" } },
+          "oneOf": [
+            { "type": "object", "required": ["hwid"], "properties": { "hwid": { "type": "string", "minLength": 1, "maxLength": 256 } } },
+            { "type": "object", "required": ["activationRequest"], "properties": { "activationRequest": { "type": "string", "minLength": 1 } } },
+            { "type": "object", "required": ["anyMachine"], "properties": { "anyMachine": { "type": "boolean", "enum": [true] } } },
+        ] },
         "ApiKeyCreated": {
             "type": "object", "required": ["apiKeyId", "apiKey", "prefix", "scopes"],
             "properties": { "apiKeyId": string(), "apiKey": string(), "prefix": string(), "scopes": strings() },
@@ -181,9 +218,14 @@ pub fn commerce() -> Value {
                             "webhookPath": string(), "hasApiKey": { "type": "boolean" } },
         },
         "MappingCreate": {
-            "type": "object", "additionalProperties": false, "required": ["provider", "priceId", "kind"],
+            "type": "object", "additionalProperties": false, "required": ["appId", "provider", "priceId", "kind"],
+            // Subscriptions and add-ons extend by a number of days, so they need it.
+            "anyOf": [
+                { "properties": { "kind": { "enum": ["one_time", "revocation"] } } },
+                { "required": ["days"], "properties": { "days": { "type": "integer" } } },
+            ],
             "properties": {
-                "appId": string(), "provider": { "type": "string", "enum": ["stripe", "lemon"] },
+                "appId": { "type": "string", "format": "uuid" }, "provider": { "type": "string", "enum": ["stripe", "lemon"] },
                 "priceId": { "type": "string", "minLength": 1, "maxLength": 128 }, "productId": nullable("string"),
                 "kind": { "type": "string", "enum": ["one_time", "subscription", "add_on", "revocation"] },
                 "days": { "type": "integer", "minimum": 1, "maximum": 36500, "nullable": true },
@@ -213,11 +255,18 @@ pub fn commerce() -> Value {
         },
         "EventFilter": {
             "type": "object", "additionalProperties": false,
-            "properties": { "provider": string(), "type": string(), "status": string(), "licenseKey": string() },
+            "properties": {
+                "provider": { "type": "string", "enum": ["stripe", "lemon"] }, "type": string(),
+                "status": { "type": "string", "enum": ["pending", "processed", "skipped", "failed", "held"] }, "licenseKey": string(),
+            },
         },
         "Forget": {
             "type": "object", "additionalProperties": false,
             "properties": { "customerEmail": nullable("string"), "providerCustomerId": nullable("string"), "reason": nullable("string") },
+            "anyOf": [
+                { "required": ["customerEmail"], "properties": { "customerEmail": email() } },
+                { "required": ["providerCustomerId"], "properties": { "providerCustomerId": { "type": "string", "minLength": 1 } } },
+            ],
         },
         "Forgotten": {
             "type": "object", "required": ["ok", "licensesRedacted", "ledgerRowsScanned", "ledgerRowsRedacted"],

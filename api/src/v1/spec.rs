@@ -48,6 +48,12 @@ fn object(properties: Value, required: &[&str]) -> Value {
     json!({ "type": "object", "properties": properties, "required": required })
 }
 
+/// An object that refuses fields it does not list (the handler's `deny_unknown_fields`).
+fn closed(mut schema: Value) -> Value {
+    schema["additionalProperties"] = Value::Bool(false);
+    schema
+}
+
 fn nullable(mut schema: Value) -> Value {
     schema["nullable"] = Value::Bool(true);
     schema
@@ -79,16 +85,17 @@ pub fn operations() -> Vec<Operation> {
         ("cursor", "string", false),
     ];
     let string = json!({ "type": "string" });
+    let app_name = json!({ "type": "string", "minLength": 1, "maxLength": 100, "pattern": "\\S" });
     let known_scopes: Vec<&str> = std::iter::once("*").chain(crate::extract::SCOPES).collect();
     let scopes = json!({ "type": "array", "minItems": 1, "items": { "type": "string", "enum": known_scopes } });
     vec![
         op("post", "/apps", on(POST, apps::create), "Create an app (its secret is shown once)")
-            .body(object(json!({ "name": { "type": "string", "minLength": 1, "maxLength": 100, "pattern": "\\S" } }), &["name"]))
+            .body(object(json!({ "name": app_name.clone() }), &["name"]))
             .returns(201, reference("AppCreated")),
         op("get", "/apps", on(GET, apps::list), "List your apps").returns(200, reference("AppList")),
         op("get", "/apps/{app_id}", on(GET, apps::get), "Get an app").returns(200, reference("App")),
         op("put", "/apps/{app_id}", on(PUT, apps::update), "Rename, disable or enable an app")
-            .body(json!({ "type": "object", "properties": { "name": string, "disabled": { "type": "boolean" } }, "additionalProperties": false }))
+            .body(json!({ "type": "object", "properties": { "name": nullable(app_name.clone()), "disabled": { "type": "boolean" } }, "additionalProperties": false }))
             .returns(200, reference("App")),
         op("post", "/apps/{app_id}/secret", on(POST, app_settings::rotate_secret), "Rotate the app secret (shown once)")
             .returns(200, object(json!({ "appId": string, "appSecret": string }), &["appId", "appSecret"])),
@@ -115,6 +122,7 @@ pub fn operations() -> Vec<Operation> {
             .body(reference("ListEntry")),
         op("delete", "/apps/{app_id}/security/{list}", on(DELETE, app_settings::remove_entry), "Remove a blacklist or whitelist entry")
             .body(reference("ListEntry")),
+        op("delete", "/apps/{app_id}/security/{list}/{entry_type}/{value}", on(DELETE, app_settings::remove_entry_named), "Remove one entry named in the path (type hwid or ip; percent-encode a range's '/')"),
         op("post", "/apps/{app_id}/webhooks", on(POST, webhooks::create), "Create a webhook (its secret is shown once)")
             .body(reference("WebhookCreate"))
             .returns(201, reference("WebhookCreated")),
@@ -146,13 +154,13 @@ pub fn operations() -> Vec<Operation> {
             .body(reference("Variables"))
             .returns(200, reference("Variables")),
         op("put", "/licenses/{key}/email", on(PUT, licenses::put_email), "Set or remove the buyer's email")
-            .body(object(json!({ "email": nullable(string.clone()) }), &[]))
+            .body(closed(object(json!({ "email": { "type": "string", "format": "email", "nullable": true } }), &[])))
             .returns(200, object(json!({ "ok": { "type": "boolean" }, "email": nullable(string.clone()) }), &["ok"])),
         op("post", "/licenses/{key}/offline-files", on(POST, licenses::mint_offline_file), "Mint an offline license file")
             .body(reference("MintFile"))
             .returns(201, object(json!({ "file": string, "fileName": string, "jti": string }), &["file", "fileName", "jti"])),
         op("post", "/api-keys", on(POST, account::create_key), "Create an API key (shown once)")
-            .body(object(json!({ "scopes": scopes }), &["scopes"]))
+            .body(closed(object(json!({ "scopes": scopes }), &["scopes"])))
             .returns(201, reference("ApiKeyCreated")),
         op("get", "/api-keys", on(GET, account::list_keys), "List API keys").returns(200, reference("ApiKeyList")),
         op("delete", "/api-keys/{key_id}", on(DELETE, account::revoke_key), "Revoke an API key"),
@@ -160,7 +168,7 @@ pub fn operations() -> Vec<Operation> {
             .returns(200, reference("Credits")),
         op("put", "/credits/settings", on(PUT, account::put_credit_settings), "Set the low-balance alert threshold")
             .body(json!({ "type": "object", "additionalProperties": false,
-                          "properties": { "lowBalanceThreshold": { "type": "integer", "minimum": 0, "nullable": true } } }))
+                          "properties": { "lowBalanceThreshold": { "type": "integer", "minimum": 0, "maximum": u64::MAX, "nullable": true } } }))
             .returns(200, reference("Credits")),
         op("get", "/credits/transactions", on(GET, account::transactions), "Credit movements, newest first")
             .query(LIMIT)
@@ -199,18 +207,42 @@ pub fn operations() -> Vec<Operation> {
     ]
 }
 
-pub fn router(operations: &[Operation]) -> Router<AppState> {
-    operations.iter().fold(Router::new(), |router, op| router.route(op.path, op.route.clone()))
+/// The router of `operations`, each wrapped by `wrap` (the idempotency middleware).
+pub fn router(
+    operations: &[Operation],
+    wrap: impl Fn(MethodRouter<AppState>) -> MethodRouter<AppState>,
+) -> Router<AppState> {
+    operations.iter().fold(Router::new(), |router, op| router.route(op.path, wrap(op.route.clone())))
 }
 
 fn parameters(op: &Operation) -> Vec<Value> {
     let in_path = op.path.split('/').filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'));
-    let path =
-        in_path.map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }));
-    let query = op.query.iter().map(|(name, kind, required)| {
-        json!({ "name": name, "in": "query", "required": required, "schema": { "type": kind } })
+    let path = in_path.map(|name| {
+        let schema = match name {
+            "list" => json!({ "type": "string", "enum": ["blacklist", "whitelist"] }),
+            "provider" => json!({ "type": "string", "enum": ["stripe", "lemon"] }),
+            _ => json!({ "type": "string" }),
+        };
+        json!({ "name": name, "in": "path", "required": true, "schema": schema })
     });
-    path.chain(query).collect()
+    let query = op.query.iter().map(|(name, kind, required)| {
+        let schema = match *name {
+            "limit" => json!({ "type": "integer", "minimum": 1, "maximum": 200 }),
+            "provider" => json!({ "type": "string", "enum": ["stripe", "lemon"] }),
+            "status" => json!({ "type": "string", "enum": ["pending", "processed", "skipped", "failed", "held"] }),
+            _ => json!({ "type": kind }),
+        };
+        json!({ "name": name, "in": "query", "required": required, "schema": schema })
+    });
+    // Every write honours an Idempotency-Key (see `super::idempotency`).
+    let idempotency = (op.method != "get").then(|| {
+        json!({
+            "name": "Idempotency-Key", "in": "header", "required": false,
+            "description": "Retry-safe writes: the first answer to a key is replayed for 24 h; another request under the key is a 409.",
+            "schema": { "type": "string", "minLength": 1, "maxLength": super::idempotency::MAX_KEY_CHARS, "pattern": "^[!-~]+$" },
+        })
+    });
+    path.chain(query).chain(idempotency).collect()
 }
 
 /// The OpenAPI 3.0 document of `operations`.

@@ -82,7 +82,7 @@ pub async fn create(
     let enabled = body.enabled.unwrap_or(true);
     let (webhook, secret, result) =
         state.commands.create_webhook(caller.account_id, app.app_id, url, body.events, enabled, &actor).await?;
-    visible(&state, result.position).await?;
+    visible(&state, result.position).await;
     let mut answer = webhook_json(&app, &webhook);
     answer["secret"] = Value::from(secret);
     Ok((StatusCode::CREATED, Json(answer)))
@@ -106,7 +106,7 @@ pub async fn list(
                 &[webhook.webhook_id.as_str().into()],
             )
             .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            .map_err(ApiError::from)?;
         let (at, status) = last.into_iter().next().map(|r| (r[0].clone(), r[1].clone())).unwrap_or_default();
         let mut entry = webhook_json(&app, webhook);
         entry["lastDeliveryAt"] = json!(at);
@@ -194,7 +194,7 @@ pub async fn deliveries(
             &[webhook_id.as_str().into(), SqlValue::from(limit)],
         )
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(ApiError::from)?;
     let deliveries: Vec<Value> = rows
         .into_iter()
         .map(|r| {
@@ -224,6 +224,6 @@ pub async fn redeliver(
     match state.commands.store().execute(&[requeue]).await {
         Ok(0) => Err(ApiError::NotFound("The delivery doesn't exist".into())),
         Ok(_) => Ok(Json(json!({ "ok": true }))),
-        Err(e) => Err(ApiError::Unavailable(e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }

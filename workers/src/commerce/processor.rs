@@ -81,10 +81,14 @@ fn failure(e: CommandError) -> Fulfilment {
 }
 
 impl CommerceWorker {
-    pub fn new(commands: Commands, hot: Arc<HotModel>, config: CommerceConfig) -> Self {
+    pub fn new(
+        commands: Commands,
+        hot: Arc<HotModel>,
+        config: CommerceConfig,
+    ) -> Result<Self, crate::outbound::ClientError> {
         let ledger = SqlRunner::new(commands.store().clone(), Arc::new(CommerceLedger), TailConfig::default());
-        let api = ProviderApi::new(&config.stripe_api_base, &config.lemon_api_base);
-        Self { commands, hot, ledger, api, config }
+        let api = ProviderApi::new(&config.stripe_api_base, &config.lemon_api_base)?;
+        Ok(Self { commands, hot, ledger, api, config })
     }
 
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
@@ -337,13 +341,15 @@ impl CommerceWorker {
             events.extend(decided);
         }
         let subject = StreamCategory::License.stream_id(key);
+        let mut pii = Vec::new();
         for field in ["email", "customer_id"] {
             if let Some(value) = self.commands.pii().get(stream, field).await? {
-                self.commands.pii().put(&subject, field, &value).await?;
+                pii.push(self.commands.pii().row(&subject, field, &value));
             }
         }
+        let account = Some(entry.account_id);
         let appended =
-            self.commands.append(&subject, ExpectedVersion::NoStream, &events, &Actor::System, Some(entry.account_id));
+            self.commands.append_with_pii(&subject, ExpectedVersion::NoStream, &events, &Actor::System, account, pii);
         match appended.await {
             Ok(_) => Ok(true),
             Err(CommandError::Store(StoreError::WrongExpectedVersion { .. })) => Ok(false),

@@ -22,14 +22,12 @@ pub struct ProviderApi {
 }
 
 impl ProviderApi {
-    pub fn new(stripe_base: &str, lemon_base: &str) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+    pub fn new(stripe_base: &str, lemon_base: &str) -> Result<Self, crate::outbound::ClientError> {
+        let builder =
+            reqwest::Client::builder().timeout(Duration::from_secs(15)).redirect(reqwest::redirect::Policy::none());
+        let client = crate::outbound::client("commerce provider API", builder)?;
         let trim = |base: &str| base.trim_end_matches('/').to_string();
-        Self { client, stripe_base: trim(stripe_base), lemon_base: trim(lemon_base) }
+        Ok(Self { client, stripe_base: trim(stripe_base), lemon_base: trim(lemon_base) })
     }
 
     async fn get(&self, url: String, key: &str, accept: &str) -> Result<Value, ProviderError> {

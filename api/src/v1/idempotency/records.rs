@@ -1,0 +1,104 @@
+//! The `idempotency_keys` table: one row per (account, key), claimed before the request runs and
+//! completed with its answer afterwards. Same SQL on both backends.
+
+use licensd_domain::AccountId;
+use licensd_store::{SqlValue, Statement, Store, StoreError};
+use std::time::Duration;
+
+/// A kept answer, replayed byte for byte.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: String,
+}
+
+/// What a claim found.
+#[derive(Debug, PartialEq)]
+pub enum Claim {
+    /// The key was free: this request runs.
+    Fresh,
+    /// Another request holds the key: its hash, and its answer once it finished.
+    Taken { request_hash: String, answer: Option<Answer> },
+}
+
+pub struct Records {
+    store: Store,
+    ttl: Duration,
+}
+
+impl Records {
+    pub fn new(store: Store, ttl: Duration) -> Self {
+        Self { store, ttl }
+    }
+
+    /// Takes `key` for a request with `request_hash`, or reports who holds it. The primary key
+    /// makes two concurrent claims of one key end with exactly one `Fresh`.
+    pub async fn claim(
+        &self,
+        account: AccountId,
+        key: &str,
+        request_hash: &str,
+        now_ms: i64,
+    ) -> Result<Claim, StoreError> {
+        let expired_before = now_ms.saturating_sub(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX));
+        // Expired answers are purged on the way (the index on created_at keeps this cheap), so
+        // a key is free again once its answer is older than the TTL.
+        self.store
+            .execute(&[Statement::new("DELETE FROM idempotency_keys WHERE created_at < $1", [expired_before.into()])])
+            .await?;
+        let insert = Statement::new(
+            "INSERT INTO idempotency_keys (account_id, idem_key, request_hash, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (account_id, idem_key) DO NOTHING",
+            [account.to_string().into(), key.into(), request_hash.into(), now_ms.into()],
+        );
+        if self.store.execute(&[insert]).await? == 1 {
+            return Ok(Claim::Fresh);
+        }
+        let rows = self
+            .store
+            .query_rows(
+                "SELECT request_hash, CAST(status AS TEXT), content_type, body FROM idempotency_keys
+                 WHERE account_id = $1 AND idem_key = $2",
+                &[account.to_string().into(), key.into()],
+            )
+            .await?;
+        let Some(mut row) = rows.into_iter().next() else {
+            // Released between our insert and this read: report it as still in flight.
+            return Ok(Claim::Taken { request_hash: request_hash.to_string(), answer: None });
+        };
+        row.resize(4, None);
+        let status = row[1].as_deref().and_then(|s| s.parse::<u16>().ok());
+        let answer = status.map(|status| Answer {
+            status,
+            content_type: row[2].take(),
+            body: row[3].take().unwrap_or_default(),
+        });
+        Ok(Claim::Taken { request_hash: row[0].take().unwrap_or_default(), answer })
+    }
+
+    /// Keeps the answer of the request that claimed `key`.
+    pub async fn complete(&self, account: AccountId, key: &str, answer: &Answer) -> Result<(), StoreError> {
+        let update = Statement::new(
+            "UPDATE idempotency_keys SET status = $1, content_type = $2, body = $3
+             WHERE account_id = $4 AND idem_key = $5",
+            [
+                i64::from(answer.status).into(),
+                SqlValue::from(answer.content_type.clone()),
+                answer.body.as_str().into(),
+                account.to_string().into(),
+                key.into(),
+            ],
+        );
+        self.store.execute(&[update]).await.map(drop)
+    }
+
+    /// Frees `key` after a request whose outcome should not be replayed (a retry runs again).
+    pub async fn release(&self, account: AccountId, key: &str) -> Result<(), StoreError> {
+        let delete = Statement::new(
+            "DELETE FROM idempotency_keys WHERE account_id = $1 AND idem_key = $2 AND status IS NULL",
+            [account.to_string().into(), key.into()],
+        );
+        self.store.execute(&[delete]).await.map(drop)
+    }
+}

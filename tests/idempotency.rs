@@ -1,0 +1,199 @@
+//! `Idempotency-Key` on Developer API writes (Stripe's semantics), and writes that committed
+//! answering 2xx even when the read models lag. Every scenario runs on SQLite and, when
+//! `LICENSD_TEST_POSTGRES_URL` is set, on Postgres.
+
+mod common;
+
+use common::{Deployment, Merchant, Server, TempDir};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// A running server on each backend available, with one merchant.
+fn on_each_backend(env: &[(&str, &str)], scenario: impl Fn(&Deployment, &Server, &Merchant)) {
+    let dir = TempDir::new();
+    let sqlite = Deployment::sqlite(&dir.0);
+    let server = sqlite.start_with(env);
+    let merchant = sqlite.merchant_with_credits(&server, "merchant@example.com", 0);
+    scenario(&sqlite, &server, &merchant);
+    drop(server);
+    if let Some(db) = common::temp_postgres() {
+        let dir = TempDir::new();
+        let postgres = Deployment::postgres(&dir.0, &db.url);
+        let server = postgres.start_with(env);
+        let merchant = postgres.merchant_with_credits(&server, "merchant@example.com", 0);
+        scenario(&postgres, &server, &merchant);
+    }
+}
+
+struct Answer {
+    status: u16,
+    body: Value,
+    replayed: bool,
+}
+
+fn send(server: &Server, method: &str, api_key: &str, path: &str, key: Option<&str>, body: &Value) -> Answer {
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = client.request(method, format!("{}{path}", server.base)).bearer_auth(api_key).json(body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().expect("request");
+    let replayed = response.headers().get("idempotent-replayed").is_some_and(|v| v == "true");
+    Answer { status: response.status().as_u16(), replayed, body: response.json().unwrap_or(Value::Null) }
+}
+
+fn license_keys(answer: &Value) -> Vec<String> {
+    let licenses = answer["licenses"].as_array().unwrap_or_else(|| panic!("no licenses in {answer}"));
+    licenses.iter().map(|l| l["licenseKey"].as_str().unwrap().to_string()).collect()
+}
+
+/// Every license of the merchant's app, as the listing shows them.
+fn stored_licenses(server: &Server, merchant: &Merchant) -> usize {
+    let (status, page) = server.get(&merchant.api_key, &format!("/v1/licenses?appId={}&limit=200", merchant.app_id));
+    assert_eq!(status, 200, "{page}");
+    page["licenses"].as_array().unwrap().len()
+}
+
+#[test]
+fn a_retried_post_replays_the_first_answer_and_creates_nothing_new() {
+    on_each_backend(&[], |deployment, server, merchant| {
+        let body = json!({ "appId": merchant.app_id, "quantity": 3 });
+        let key = Some("order-1234");
+        let first = send(server, "POST", &merchant.api_key, "/v1/licenses", key, &body);
+        assert_eq!(first.status, 201, "{}", first.body);
+        assert!(!first.replayed, "the first answer is not a replay");
+        assert_eq!(license_keys(&first.body).len(), 3);
+
+        let again = send(server, "POST", &merchant.api_key, "/v1/licenses", key, &body);
+        assert_eq!((again.status, &again.body), (201, &first.body), "the first answer, replayed");
+        assert!(again.replayed, "a replay says so in Idempotent-Replayed");
+        assert_eq!(stored_licenses(server, merchant), 3, "the retry created nothing");
+
+        let other = send(server, "POST", &merchant.api_key, "/v1/licenses", key, &json!({ "appId": merchant.app_id }));
+        assert_eq!((other.status, other.body["error"].as_str()), (409, Some("conflict")), "{}", other.body);
+        assert_eq!(stored_licenses(server, merchant), 3, "a conflicting reuse changes nothing");
+
+        // The same key on another path is another request: a conflict, not a replay.
+        let elsewhere = send(server, "PUT", &merchant.api_key, "/v1/credits/settings", key, &json!({}));
+        assert_eq!(elsewhere.status, 409, "{}", elsewhere.body);
+
+        // Keys are scoped per account: another merchant's identical key is its own request.
+        let stranger = deployment.merchant_with_credits(server, "other@example.com", 0);
+        let theirs = json!({ "appId": stranger.app_id, "quantity": 3 });
+        let answer = send(server, "POST", &stranger.api_key, "/v1/licenses", key, &theirs);
+        assert_eq!(answer.status, 201, "{}", answer.body);
+        assert_eq!(stored_licenses(server, &stranger), 3);
+
+        let long = "k".repeat(256);
+        let refused = send(server, "POST", &merchant.api_key, "/v1/licenses", Some(&long), &body);
+        assert_eq!((refused.status, refused.body["error"].as_str()), (400, Some("bad_request")), "{}", refused.body);
+        let empty = send(server, "POST", &merchant.api_key, "/v1/licenses", Some(""), &body);
+        assert_eq!(empty.status, 400, "{}", empty.body);
+        let longest = "k".repeat(255);
+        assert_eq!(send(server, "POST", &merchant.api_key, "/v1/licenses", Some(&longest), &body).status, 201);
+        assert_eq!(stored_licenses(server, merchant), 6, "only the 255-character key ran");
+
+        // Without a key nothing changes: every request runs.
+        for _ in 0..2 {
+            assert_eq!(send(server, "POST", &merchant.api_key, "/v1/licenses", None, &body).status, 201);
+        }
+        assert_eq!(stored_licenses(server, merchant), 12);
+    });
+}
+
+#[test]
+fn replays_cover_put_and_delete_and_errors_are_replayed_too() {
+    on_each_backend(&[], |_, server, merchant| {
+        let license = merchant.license(server, json!({}));
+        let path = format!("/v1/licenses/{license}");
+        let revoke = json!({ "action": "revoke" });
+        let first = send(server, "PUT", &merchant.api_key, &path, Some("revoke-1"), &revoke);
+        assert_eq!(first.status, 200, "{}", first.body);
+        let again = send(server, "PUT", &merchant.api_key, &path, Some("revoke-1"), &revoke);
+        assert_eq!((again.status, &again.body, again.replayed), (200, &first.body, true));
+
+        let deleted = send(server, "DELETE", &merchant.api_key, &path, Some("delete-1"), &json!({}));
+        assert_eq!(deleted.status, 200, "{}", deleted.body);
+        let again = send(server, "DELETE", &merchant.api_key, &path, Some("delete-1"), &json!({}));
+        assert_eq!((again.status, &again.body, again.replayed), (200, &deleted.body, true));
+
+        // A refused request's answer is kept as well: the retry gets the same 4xx.
+        let bad = json!({ "appId": merchant.app_id, "quantity": 1000 });
+        let refused = send(server, "POST", &merchant.api_key, "/v1/licenses", Some("bad-1"), &bad);
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        let again = send(server, "POST", &merchant.api_key, "/v1/licenses", Some("bad-1"), &bad);
+        assert_eq!((again.status, &again.body, again.replayed), (400, &refused.body, true));
+    });
+}
+
+#[test]
+fn concurrent_requests_with_one_key_have_exactly_one_effect() {
+    on_each_backend(&[], |_, server, merchant| {
+        let body = json!({ "appId": merchant.app_id, "quantity": 3 });
+        let answers: Vec<Answer> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    let body = &body;
+                    scope.spawn(move || send(server, "POST", &merchant.api_key, "/v1/licenses", Some("race-1"), body))
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let created: Vec<&Answer> = answers.iter().filter(|a| a.status == 201).collect();
+        assert!(!created.is_empty(), "one of them ran");
+        assert!(created.iter().all(|a| a.body == created[0].body), "every 201 is the same answer");
+        assert_eq!(created.iter().filter(|a| !a.replayed).count(), 1, "exactly one ran; the others replayed");
+        for answer in answers.iter().filter(|a| a.status != 201) {
+            assert_eq!((answer.status, answer.body["error"].as_str()), (409, Some("conflict")), "{}", answer.body);
+        }
+        assert_eq!(stored_licenses(server, merchant), 3, "exactly one effect");
+    });
+}
+
+#[test]
+fn a_committed_write_answers_2xx_even_when_the_read_model_lags() {
+    // A zero wait: the in-memory model almost never shows a write the instant it commits.
+    on_each_backend(&[("LICENSD_READ_YOUR_WRITES_TIMEOUT_MS", "0")], |_, server, merchant| {
+        let body = json!({ "appId": merchant.app_id, "quantity": 2 });
+        for round in 0..20 {
+            let answer = send(server, "POST", &merchant.api_key, "/v1/licenses", None, &body);
+            assert_eq!(answer.status, 201, "round {round}: {}", answer.body);
+            assert_eq!(license_keys(&answer.body).len(), 2, "round {round}: every created license is answered");
+            let app = send(server, "POST", &merchant.api_key, "/v1/apps", None, &json!({ "name": "Lagging" }));
+            assert_eq!(app.status, 201, "round {round}: {}", app.body);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(stored_licenses(server, merchant), 40);
+    });
+}
+
+#[test]
+fn the_openapi_document_offers_the_header_on_every_write() {
+    let w = common::World::new(&[], 0);
+    let (status, document) = w.server().get(&w.merchant.api_key, "/v1/openapi.json");
+    assert_eq!(status, 200);
+    let mut writes = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let parameters = operation["parameters"].as_array().unwrap();
+            let offered = parameters.iter().any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header");
+            assert_eq!(offered, method != "get", "{method} {path}");
+            writes += usize::from(method != "get");
+        }
+    }
+    assert!(writes > 20, "every write operation was checked ({writes})");
+}
+
+#[test]
+fn an_undeclared_method_is_a_405_and_claims_no_key() {
+    let w = common::World::new(&[], 0);
+    let (server, merchant) = (w.server(), &w.merchant);
+    let path = format!("/v1/apps/{}/settings", merchant.app_id);
+    let wrong = send(server, "POST", &merchant.api_key, &path, Some("settings-1"), &json!({}));
+    assert_eq!(wrong.status, 405, "{}", wrong.body);
+    let right = send(server, "PUT", &merchant.api_key, &path, Some("settings-1"), &json!({}));
+    assert_eq!(right.status, 200, "the key is still free: {}", right.body);
+    let spaced = send(server, "PUT", &merchant.api_key, &path, Some("two words"), &json!({}));
+    assert_eq!(spaced.status, 400, "keys are visible ASCII without spaces: {}", spaced.body);
+}

@@ -127,7 +127,7 @@ fn append_legacy_login_event(deployment: &Deployment, account_id: &str, password
             metadata: json!({ "actor": "operator", "account_id": account_id }),
         };
         let expected = licensd_store::ExpectedVersion::Exact(last.version);
-        store.append(licensd_store::AppendRequest { stream_id: stream, expected, events: vec![event] }).await.unwrap();
+        store.append(licensd_store::AppendRequest::new(stream, expected, vec![event])).await.unwrap();
         store.close().await;
     });
 }

@@ -76,7 +76,7 @@ impl crate::Commands {
             payload: json!({ "type": event_type, "account_id": account_id, "at": self.now() }),
             metadata: actor.metadata(Some(account_id)),
         };
-        let request = AppendRequest { stream_id: stream.to_string(), expected, events: vec![event] };
+        let request = AppendRequest::new(stream, expected, vec![event]);
         self.writer().append(request).await.map(drop)
     }
 }

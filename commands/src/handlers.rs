@@ -156,6 +156,24 @@ impl Commands {
         A: Aggregate,
         A::Command: Clone,
     {
+        self.execute_with_pii(stream_id, command, actor, account_id, guard, Vec::new()).await
+    }
+
+    /// [`Self::execute`], writing `pii` (sealed by [`PiiVault::row`]) in the transaction of the
+    /// events it decides: the personal data is stored only if the action is, and never without it.
+    pub async fn execute_with_pii<A>(
+        &self,
+        stream_id: &str,
+        command: A::Command,
+        actor: &Actor,
+        account_id: Option<AccountId>,
+        guard: impl Fn(&A) -> Result<(), CommandError>,
+        pii: Vec<PiiRow>,
+    ) -> Result<Executed<A::Event>, CommandError>
+    where
+        A: Aggregate,
+        A::Command: Clone,
+    {
         for _ in 0..CONFLICT_RETRIES {
             let (state, version) = self.load::<A>(stream_id).await?;
             guard(&state)?;
@@ -164,7 +182,7 @@ impl Commands {
                 return Ok(Executed { events, result: None });
             }
             let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
-            match self.append(stream_id, expected, &events, actor, account_id).await {
+            match self.append_with_pii(stream_id, expected, &events, actor, account_id, pii.clone()).await {
                 Ok(result) => return Ok(Executed { events, result: Some(result) }),
                 Err(CommandError::Store(StoreError::WrongExpectedVersion { .. })) => continue,
                 Err(e) => return Err(e),
@@ -426,12 +444,24 @@ impl Commands {
         command: LicenseCommand,
         actor: &Actor,
     ) -> Result<Executed<licensd_domain::license::LicenseEvent>, CommandError> {
+        self.license_command_with_pii(account_id, key, command, actor, Vec::new()).await
+    }
+
+    /// [`Self::license_command`], storing the personal data it records in the same transaction.
+    pub async fn license_command_with_pii(
+        &self,
+        account_id: AccountId,
+        key: &LicenseKey,
+        command: LicenseCommand,
+        actor: &Actor,
+        pii: Vec<PiiRow>,
+    ) -> Result<Executed<licensd_domain::license::LicenseEvent>, CommandError> {
         let stream = StreamCategory::License.stream_id(key);
-        self.execute::<LicenseState>(&stream, command, actor, Some(account_id), |state| match state {
+        let guard = |state: &LicenseState| match state {
             LicenseState::Live(license) if license.account_id != account_id => Err(CommandError::Forbidden("license")),
             _ => Ok(()),
-        })
-        .await
+        };
+        self.execute_with_pii::<LicenseState>(&stream, command, actor, Some(account_id), guard, pii).await
     }
 }
 

@@ -66,9 +66,18 @@ impl crate::Commands {
         .map_err(|e| CommandError::Crypto(e.to_string()))??;
         // The verifier is sealed in the deletable vault; the event only records that a password
         // was set (it ends older sessions and is the audit trail).
-        self.pii().put(&stream, VERIFIER_FIELD, &password_hash).await?;
+        let verifier = vec![self.pii().row(&stream, VERIFIER_FIELD, &password_hash)];
         let command = licensd_domain::account::AccountCommand::SetDashboardLogin { email_digest };
-        self.account_command(account_id, command, actor).await.map(drop)
+        self.execute_with_pii::<licensd_domain::account::AccountState>(
+            &stream,
+            command,
+            actor,
+            Some(account_id),
+            |_| Ok(()),
+            verifier,
+        )
+        .await
+        .map(drop)
     }
 
     /// The account's sealed dashboard password verifier, if one was set since verifiers left

@@ -1,5 +1,6 @@
 //! Deployment settings, from the environment (`LICENSD_*`) or the matching flags.
 
+use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -182,13 +183,23 @@ pub struct ServeConfig {
     #[arg(long, env = "LICENSD_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
     pub cookie_secure: bool,
 
-    /// Failed dashboard sign-ins per email before it is locked for the lockout period.
+    /// Dashboard sign-ins checked per email before it is locked (counted before each check, in
+    /// the database, so concurrent guesses and restarts do not get more).
     #[arg(long, env = "LICENSD_DASHBOARD_MAX_FAILURES", default_value_t = 5)]
     pub dashboard_max_failures: u32,
 
-    /// Dashboard lockout period (and the window failures are counted in), in seconds.
+    /// The first dashboard lockout of an email, in seconds; each further one doubles it.
     #[arg(long, env = "LICENSD_DASHBOARD_LOCKOUT_SECS", default_value_t = 900)]
     pub dashboard_lockout_secs: u64,
+
+    /// How long a failed dashboard sign-in counts towards a lock, in seconds.
+    #[arg(long, env = "LICENSD_DASHBOARD_FAILURE_WINDOW_SECS", default_value_t = 900)]
+    pub dashboard_failure_window_secs: u64,
+
+    /// The longest dashboard lockout, in seconds (also the quiet time after which lockouts of an
+    /// email start again from `LICENSD_DASHBOARD_LOCKOUT_SECS`).
+    #[arg(long, env = "LICENSD_DASHBOARD_MAX_LOCKOUT_SECS", default_value_t = 86_400)]
+    pub dashboard_max_lockout_secs: u64,
 
     /// Portal sign-in codes requested per client IP per 15 minutes.
     #[arg(long, env = "LICENSD_PORTAL_CHALLENGES_PER_IP", default_value_t = 10)]
@@ -230,9 +241,9 @@ pub struct ServeConfig {
 impl ServeConfig {
     pub fn mailer(&self) -> anyhow::Result<Option<licensd_workers::commerce::mailer::Mailer>> {
         let url = self.smtp_url.as_deref();
-        Ok(url
-            .map(|url| licensd_workers::commerce::mailer::Mailer::new(url, &self.smtp_from, self.portal_url.clone()))
-            .transpose()?)
+        url.map(|url| licensd_workers::commerce::mailer::Mailer::new(url, &self.smtp_from, self.portal_url.clone()))
+            .transpose()
+            .context("LICENSD_SMTP_URL or LICENSD_SMTP_FROM is invalid")
     }
 
     pub fn dashboard(&self) -> licensd_api::dashboard::DashboardConfig {
@@ -240,6 +251,8 @@ impl ServeConfig {
             secure_cookie: self.cookie_secure,
             max_failures: self.dashboard_max_failures.max(1),
             lockout: std::time::Duration::from_secs(self.dashboard_lockout_secs.max(1)),
+            failure_window: std::time::Duration::from_secs(self.dashboard_failure_window_secs.max(1)),
+            max_lockout: std::time::Duration::from_secs(self.dashboard_max_lockout_secs.max(1)),
             ..Default::default()
         }
     }

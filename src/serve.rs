@@ -12,6 +12,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
+    // Every setting is checked before the database is opened, created or migrated.
+    let commerce = serve.commerce()?;
+    let portal = serve.portal()?;
+    let tls = match (&serve.tls_cert, &serve.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+        _ => None,
+    };
     let services = Services::open(config).await?;
     let hot = Arc::new(HotModel::default());
     let started = Instant::now();
@@ -24,14 +31,9 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         "in-memory read model rebuilt from the log"
     );
     let commits = services.commands.writer().subscribe_commits();
-    let commerce = serve.commerce()?;
     let tails = (TailConfig::default(), serve.sql_tail());
     let workers = Workers::start(&services.commands, hot.clone(), commits, tails, serve.webhooks(), commerce)?;
 
-    let tls = match (&serve.tls_cert, &serve.tls_key) {
-        (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
-        _ => None,
-    };
     let listener = tokio::net::TcpListener::bind(&serve.listen)
         .await
         .with_context(|| format!("cannot listen on {}", serve.listen))?;
@@ -51,7 +53,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         api_per_second: serve.api_per_second,
         stripe_signature_tolerance_secs: serve.stripe_signature_tolerance_secs,
         dashboard: serve.dashboard(),
-        portal: serve.portal()?,
+        portal,
         projection_stuck: std::time::Duration::from_secs(serve.projection_stuck_secs),
         body_read_timeout: Duration::from_millis(serve.body_read_timeout_ms.max(1)),
         ..ApiConfig::default()

@@ -16,21 +16,60 @@ pub struct Services {
 }
 
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let url = config.database_url();
+    prepare_data_dir(config)?;
+    let store = connect(config).await?;
+    migrate(config, &store).await?;
+    Ok(store)
+}
+
+fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
     if !config.is_postgres() {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create the data folder {}", config.data_dir.display()))?;
         ensure_writable(&config.data_dir)?;
     }
+    Ok(())
+}
+
+async fn connect(config: &Config) -> anyhow::Result<Store> {
+    let url = config.database_url();
     let options = StoreOptions {
         max_connections: config.db_max_connections,
         sqlite_synchronous_full: !config.sqlite_synchronous.eq_ignore_ascii_case("normal"),
         commit_settle: std::time::Duration::from_millis(config.commit_settle_ms),
     };
-    let store = Store::connect(&url, &options).await.with_context(|| format!("cannot open {}", redact_url(&url)))?;
+    Store::connect(&url, &options).await.with_context(|| format!("cannot open {}", redact_url(&url)))
+}
+
+async fn migrate(config: &Config, store: &Store) -> anyhow::Result<()> {
     store.migrate().await.context("database migration failed")?;
-    tracing::info!(backend = store.backend(), database = %redact_url(&url), "database ready");
-    Ok(store)
+    tracing::info!(backend = store.backend(), database = %redact_url(&config.database_url()), "database ready");
+    Ok(())
+}
+
+/// Refuses a key that cannot open a sealed value the database already holds (a database copied
+/// without its key, or the wrong key): running on would fail every request needing a secret and
+/// seal new values under a key the old ones do not share. Runs before migrations, so a refused
+/// start leaves the database as it was.
+async fn check_master_key(config: &Config, store: &Store, key: &MasterKey) -> anyhow::Result<()> {
+    let probe = match store.backend() {
+        "postgres" => "SELECT CAST(to_regclass('pii') AS TEXT)",
+        _ => "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'pii'",
+    };
+    let vault_exists = store.query_text(probe, &[]).await?.into_iter().flatten().next().is_some();
+    if !vault_exists {
+        return Ok(()); // a new database: nothing sealed yet
+    }
+    let vault = licensd_commands::PiiVault::new(store.clone(), key.clone());
+    if !vault.key_opens_stored_values().await.context("cannot read the sealed values to check the master key")? {
+        bail!(
+            "the master key cannot open the sealed values already in this database (a database copied \
+             without its key, or the wrong key); set LICENSD_MASTER_KEY, or {}, to the key this \
+             database was created with. Refusing to start; nothing was changed",
+            config.data_dir.join("master.key").display()
+        );
+    }
+    Ok(())
 }
 
 /// SQLite keeps its database, WAL and master key in the data folder: say so plainly when the
@@ -62,8 +101,15 @@ fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
 
 impl Services {
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
-        let store = open_store(config).await?;
+        prepare_data_dir(config)?;
+        // Settings first: a bad key stops the start before the database is created or migrated.
         let key = master_key(config)?;
+        let store = connect(config).await?;
+        if let Err(e) = check_master_key(config, &store, &key).await {
+            store.close().await;
+            return Err(e);
+        }
+        migrate(config, &store).await?;
         let writer_config = WriterConfig { queue_capacity: config.write_queue, max_batch: config.write_batch };
         let (writer, writer_task) = Writer::spawn(store.clone(), writer_config);
         let commands = Commands::new(store.clone(), writer, Arc::new(SystemClock), key);

@@ -84,7 +84,11 @@ impl AppState {
                 Duration::from_secs(10),
                 config.webhook_destinations,
             )?,
-            dashboard: Arc::new(crate::dashboard::DashboardAuth::new(commands.master_key(), config.dashboard.clone())),
+            dashboard: Arc::new(crate::dashboard::DashboardAuth::new(
+                commands.master_key(),
+                commands.store().clone(),
+                config.dashboard.clone(),
+            )),
             portal: Arc::new(crate::portal::Portal::new(commands.master_key(), config.portal.clone())),
             api_limiter: Arc::new(crate::limits::TokenBuckets::new(config.api_burst, config.api_per_second)),
             commands,

@@ -156,6 +156,24 @@ impl Commands {
         A: Aggregate,
         A::Command: Clone,
     {
+        self.execute_with_pii(stream_id, command, actor, account_id, guard, Vec::new()).await
+    }
+
+    /// [`Self::execute`], writing `pii` (sealed by [`PiiVault::row`]) in the transaction of the
+    /// events it decides: the personal data is stored only if the action is, and never without it.
+    pub async fn execute_with_pii<A>(
+        &self,
+        stream_id: &str,
+        command: A::Command,
+        actor: &Actor,
+        account_id: Option<AccountId>,
+        guard: impl Fn(&A) -> Result<(), CommandError>,
+        pii: Vec<PiiRow>,
+    ) -> Result<Executed<A::Event>, CommandError>
+    where
+        A: Aggregate,
+        A::Command: Clone,
+    {
         for _ in 0..CONFLICT_RETRIES {
             let (state, version) = self.load::<A>(stream_id).await?;
             guard(&state)?;
@@ -164,7 +182,7 @@ impl Commands {
                 return Ok(Executed { events, result: None });
             }
             let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
-            match self.append(stream_id, expected, &events, actor, account_id).await {
+            match self.append_with_pii(stream_id, expected, &events, actor, account_id, pii.clone()).await {
                 Ok(result) => return Ok(Executed { events, result: Some(result) }),
                 Err(CommandError::Store(StoreError::WrongExpectedVersion { .. })) => continue,
                 Err(e) => return Err(e),
@@ -213,12 +231,27 @@ impl Commands {
         self.inner.writer.append(AppendRequest::new(stream_id, expected, events).with_pii(pii)).await
     }
 
-    /// A merchant account with its first Developer API key (all scopes).
+    /// A merchant account with its first Developer API key (all scopes); refused when another
+    /// account already has the email.
     pub async fn create_account(&self, email: &str, actor: &Actor) -> Result<AccountCreated, CommandError> {
         let email = normalize_email(email)?;
         let account_id = AccountId::new();
+        self.reserve_email(&email, account_id, actor).await?;
+        let created = self.create_reserved_account(&email, account_id, actor).await;
+        if created.is_err() {
+            self.release_email(&email, account_id, actor).await;
+        }
+        created
+    }
+
+    async fn create_reserved_account(
+        &self,
+        email: &str,
+        account_id: AccountId,
+        actor: &Actor,
+    ) -> Result<AccountCreated, CommandError> {
         let stream = StreamCategory::Account.stream_id(account_id);
-        let pii = vec![self.inner.pii.row(&stream, "email", &email)];
+        let pii = vec![self.inner.pii.row(&stream, "email", email)];
         let (api_key, key_id, issue) = new_api_key(vec!["*".into()]);
         let created = AccountState::default().decide(AccountCommand::Create { account_id }, self.now())?;
         let state = AccountState::fold(&created);
@@ -411,12 +444,24 @@ impl Commands {
         command: LicenseCommand,
         actor: &Actor,
     ) -> Result<Executed<licensd_domain::license::LicenseEvent>, CommandError> {
+        self.license_command_with_pii(account_id, key, command, actor, Vec::new()).await
+    }
+
+    /// [`Self::license_command`], storing the personal data it records in the same transaction.
+    pub async fn license_command_with_pii(
+        &self,
+        account_id: AccountId,
+        key: &LicenseKey,
+        command: LicenseCommand,
+        actor: &Actor,
+        pii: Vec<PiiRow>,
+    ) -> Result<Executed<licensd_domain::license::LicenseEvent>, CommandError> {
         let stream = StreamCategory::License.stream_id(key);
-        self.execute::<LicenseState>(&stream, command, actor, Some(account_id), |state| match state {
+        let guard = |state: &LicenseState| match state {
             LicenseState::Live(license) if license.account_id != account_id => Err(CommandError::Forbidden("license")),
             _ => Ok(()),
-        })
-        .await
+        };
+        self.execute_with_pii::<LicenseState>(&stream, command, actor, Some(account_id), guard, pii).await
     }
 }
 

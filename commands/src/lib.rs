@@ -2,10 +2,12 @@
 //! and appends with the version it read (optimistic concurrency, retried on conflict) through a
 //! group-commit writer. Also owns the master key that seals secrets and personal data at rest.
 
+mod account_email;
 pub mod commerce;
 mod crypto;
 mod error;
 mod handlers;
+pub mod lockout;
 mod metadata;
 pub mod offline;
 pub mod password;

@@ -7,6 +7,8 @@ use argon2::Argon2;
 
 pub const MIN_PASSWORD_CHARS: usize = 10;
 pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// The vault field holding an account's sealed Argon2id verifier.
+const VERIFIER_FIELD: &str = "dashboard_password";
 
 /// An Argon2id PHC string (parameters and salt inside), for a password of acceptable length.
 pub fn hash_password(password: &str) -> Result<String, CommandError> {
@@ -62,8 +64,30 @@ impl crate::Commands {
         })
         .await
         .map_err(|e| CommandError::Crypto(e.to_string()))??;
-        let command = licensd_domain::account::AccountCommand::SetDashboardLogin { email_digest, password_hash };
-        self.account_command(account_id, command, actor).await.map(drop)
+        // The verifier is sealed in the deletable vault; the event only records that a password
+        // was set (it ends older sessions and is the audit trail).
+        let verifier = vec![self.pii().row(&stream, VERIFIER_FIELD, &password_hash)];
+        let command = licensd_domain::account::AccountCommand::SetDashboardLogin { email_digest };
+        self.execute_with_pii::<licensd_domain::account::AccountState>(
+            &stream,
+            command,
+            actor,
+            Some(account_id),
+            |_| Ok(()),
+            verifier,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The account's sealed dashboard password verifier, if one was set since verifiers left
+    /// the event log.
+    pub async fn dashboard_verifier(
+        &self,
+        account_id: licensd_domain::AccountId,
+    ) -> Result<Option<String>, CommandError> {
+        let stream = licensd_domain::StreamCategory::Account.stream_id(account_id);
+        self.pii().get(&stream, VERIFIER_FIELD).await
     }
 }
 

@@ -46,6 +46,24 @@ impl PiiVault {
         }
     }
 
+    /// Whether this vault's key opens a value the database already holds (true when it holds
+    /// none): a copied database without its key, or the wrong key, fails here instead of on the
+    /// first request that needs a secret.
+    pub async fn key_opens_stored_values(&self) -> Result<bool, CommandError> {
+        let rows = self.store.query_rows("SELECT subject, field, value FROM pii LIMIT 1", &[]).await?;
+        let Some([Some(subject), Some(field), Some(sealed)]) = rows.first().map(Vec::as_slice) else {
+            return Ok(true);
+        };
+        Ok(self.key.open(&Sealed(sealed.clone()), &Self::purpose(subject, field)).is_ok())
+    }
+
+    /// Deletes one field of a subject; returns whether it was there.
+    pub async fn remove(&self, subject: &str, field: &str) -> Result<bool, CommandError> {
+        let delete =
+            Statement::new("DELETE FROM pii WHERE subject = $1 AND field = $2", [subject.into(), field.into()]);
+        Ok(self.store.execute(&[delete]).await? > 0)
+    }
+
     /// Deletes every field of a subject; returns how many were removed.
     pub async fn erase(&self, subject: &str) -> Result<u64, CommandError> {
         Ok(self.store.execute(&[Statement::new("DELETE FROM pii WHERE subject = $1", [subject.into()])]).await?)

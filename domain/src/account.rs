@@ -58,10 +58,13 @@ pub enum AccountEvent {
         at: DateTime<Utc>,
     },
     /// Dashboard sign-in: a keyed digest of the merchant's email (the address stays in the PII
-    /// vault) and an Argon2id PHC verifier of the password. A new one ends every older session.
+    /// vault); a password was set, and ends every older session. The Argon2id verifier is sealed
+    /// in a deletable table, never here: `password_hash` is only read from events written before
+    /// that (the log cannot be rewritten) and is never written again.
     DashboardLoginSet {
         email_digest: String,
-        password_hash: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password_hash: Option<String>,
         at: DateTime<Utc>,
     },
 }
@@ -131,9 +134,9 @@ pub enum AccountCommand {
     Disconnect {
         provider: crate::commerce::Provider,
     },
+    /// Records a new dashboard password (its verifier is sealed outside the log first).
     SetDashboardLogin {
         email_digest: String,
-        password_hash: String,
     },
 }
 
@@ -211,8 +214,8 @@ impl Aggregate for AccountState {
                 }
                 vec![E::CommerceDisconnected { provider, at }]
             }
-            C::SetDashboardLogin { email_digest, password_hash } => {
-                vec![E::DashboardLoginSet { email_digest, password_hash, at }]
+            C::SetDashboardLogin { email_digest } => {
+                vec![E::DashboardLoginSet { email_digest, password_hash: None, at }]
             }
         };
         Ok(events)
@@ -253,6 +256,21 @@ mod tests {
         let revoke = AccountCommand::RevokeApiKey { key_id };
         events.extend(AccountState::fold(&events).decide(revoke.clone(), now()).unwrap());
         assert_eq!(AccountState::fold(&events).decide(revoke, now()), Err(DomainError::NotFound("API key")));
+    }
+
+    #[test]
+    fn login_events_carry_no_verifier_and_old_ones_still_decode() {
+        let state = AccountState::fold(&created());
+        let set = AccountCommand::SetDashboardLogin { email_digest: "d".into() };
+        let events = state.decide(set, now()).unwrap();
+        let payload = serde_json::to_value(&events[0]).unwrap();
+        assert!(payload.get("password_hash").is_none(), "{payload}");
+        let old = serde_json::json!({
+            "type": "DashboardLoginSet", "email_digest": "d", "password_hash": "$argon2id$v=19$x",
+            "at": "2026-01-01T00:00:00Z",
+        });
+        let decoded: AccountEvent = serde_json::from_value(old).unwrap();
+        assert!(matches!(decoded, AccountEvent::DashboardLoginSet { password_hash: Some(_), .. }));
     }
 
     #[test]

@@ -99,6 +99,15 @@ pub enum LicenseEvent {
         credits: u32,
         at: DateTime<Utc>,
     },
+    /// The buyer's email was set or replaced. The address is personal data and lives only in
+    /// the PII vault; the event records that the change happened, for the audit trail.
+    BuyerEmailSet {
+        at: DateTime<Utc>,
+    },
+    /// The buyer's email was removed.
+    BuyerEmailRemoved {
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for LicenseEvent {
@@ -121,6 +130,8 @@ impl DomainEvent for LicenseEvent {
             Self::OfflineFileMinted { .. } => "OfflineFileMinted",
             Self::CommerceLinked { .. } => "CommerceLinked",
             Self::CommerceUnlinked { .. } => "CommerceUnlinked",
+            Self::BuyerEmailSet { .. } => "BuyerEmailSet",
+            Self::BuyerEmailRemoved { .. } => "BuyerEmailRemoved",
         }
     }
 }
@@ -228,6 +239,10 @@ pub enum LicenseCommand {
         refs: Vec<String>,
     },
     UnlinkCommerce,
+    /// Records that the buyer's email (kept in the PII vault) was set (`true`) or removed.
+    RecordBuyerEmail {
+        present: bool,
+    },
 }
 
 /// Credits for a self-serve offline activation of a new machine, and for a minted file.
@@ -287,7 +302,9 @@ impl Aggregate for LicenseState {
             | E::HeartbeatBilled { .. }
             | E::OfflineFileMinted { .. }
             | E::CommerceLinked { .. }
-            | E::CommerceUnlinked { .. } => {}
+            | E::CommerceUnlinked { .. }
+            | E::BuyerEmailSet { .. }
+            | E::BuyerEmailRemoved { .. } => {}
         }
         Self::Live(license)
     }
@@ -361,6 +378,8 @@ impl Aggregate for LicenseState {
                 at,
             }],
             C::UnlinkCommerce => vec![E::CommerceUnlinked { at }],
+            C::RecordBuyerEmail { present: true } => vec![E::BuyerEmailSet { at }],
+            C::RecordBuyerEmail { present: false } => vec![E::BuyerEmailRemoved { at }],
             C::BillHeartbeats { heartbeats } => {
                 let credits = heartbeats / HEARTBEATS_PER_CREDIT;
                 if credits == 0 {

@@ -31,7 +31,8 @@ pub struct AccountView {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DashboardLogin {
     pub account_id: AccountId,
-    pub password_hash: String,
+    /// Only from events written before verifiers moved to the sealed table (see `DashboardLoginSet`).
+    pub password_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

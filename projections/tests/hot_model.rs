@@ -94,7 +94,10 @@ fn populated(log: &mut Log, credits: u64) -> Fixture {
     log.apply(&f.account(), &AccountEvent::ApiKeyIssued { key_id: ApiKeyId::new(), key_hash, prefix, scopes, at: now });
     log.apply(&f.account(), &AccountEvent::CommerceConnected { connection: f.connection.clone(), at: now });
     let (email_digest, password_hash) = (f.email_digest.clone(), "$argon2id$x".to_string());
-    log.apply(&f.account(), &AccountEvent::DashboardLoginSet { email_digest, password_hash, at: now });
+    log.apply(
+        &f.account(),
+        &AccountEvent::DashboardLoginSet { email_digest, password_hash: Some(password_hash), at: now },
+    );
     let signing_key = SigningKey { key_id: "k1".into(), public_key: "pk".into(), private_key: Sealed("sealed".into()) };
     let (app_id, name, secret) = (f.app_id, "App".to_string(), Sealed("s".into()));
     log.apply(&f.app(), &AppEvent::AppCreated { app_id, account_id, name, secret, signing_key, created_at: now });
@@ -174,7 +177,10 @@ fn no_reader_ever_sees_an_entry_vanish_while_its_events_apply() {
         log.apply(&f.account(), &issued);
         log.apply(&f.account(), &AccountEvent::CommerceConnected { connection: f.connection.clone(), at: now });
         let (email_digest, password_hash) = (f.email_digest.clone(), format!("$argon2id${round}"));
-        log.apply(&f.account(), &AccountEvent::DashboardLoginSet { email_digest, password_hash, at: now });
+        log.apply(
+            &f.account(),
+            &AccountEvent::DashboardLoginSet { email_digest, password_hash: Some(password_hash), at: now },
+        );
     }
     done.store(true, Ordering::Relaxed);
     for reader in readers {
@@ -185,7 +191,11 @@ fn no_reader_ever_sees_an_entry_vanish_while_its_events_apply() {
     assert!(lookups > 0, "the readers ran");
     eprintln!("{lookups} lookups during 18000 events, {} found an entry missing", misses.len());
     assert!(misses.is_empty(), "{} of {lookups} lookups found an entry missing: {:?}", misses.len(), dedup(&misses));
-    assert_eq!(model.app(f.app_id).unwrap().lists.hwid_blacklist.entries(), ["hw-2999".to_string()], "the writes landed");
+    assert_eq!(
+        model.app(f.app_id).unwrap().lists.hwid_blacklist.entries(),
+        ["hw-2999".to_string()],
+        "the writes landed"
+    );
     assert_eq!(model.connections_of(f.account_id).len(), 1, "a re-key replaces the connection");
 }
 

@@ -181,6 +181,18 @@ impl Store {
         Ok(affected)
     }
 
+    /// One write outside any projection whose `RETURNING` rows the caller needs (an atomic
+    /// counter), every column as text like [`Store::query_rows`].
+    pub async fn execute_returning(&self, statement: &Statement) -> Result<Vec<Vec<Option<String>>>, StoreError> {
+        let rows = in_write_tx!(self, |tx| {
+            let rows = bind(sqlx::query(statement.sql), &statement.args).fetch_all(&mut *tx).await?;
+            rows.iter()
+                .map(|row| (0..row.len()).map(|i| row.try_get::<Option<String>, _>(i)).collect::<Result<Vec<_>, _>>())
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
     /// The first column of every row, as text (NULL as none).
     pub async fn query_text(&self, sql: &str, args: &[SqlValue]) -> Result<Vec<Option<String>>, StoreError> {
         let rows = self.query_rows(sql, args).await?;

@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
+use licensd_commands::lockout::Attempt;
 use serde::Deserialize;
 
 const LOGIN_PAGE: &str = include_str!("../../assets/login.html");
@@ -26,6 +27,12 @@ pub struct Credentials {
 
 fn refused(status: StatusCode, message: &str, email: &str) -> Response {
     page(status, LOGIN_PAGE, &[("error", message), ("email", email)])
+}
+
+/// The database behind the lockout or the verifiers failed: the error goes to the log only.
+fn unavailable(error: &licensd_commands::CommandError, email: &str) -> Response {
+    tracing::error!(%error, "dashboard sign-in cannot reach its records");
+    refused(StatusCode::SERVICE_UNAVAILABLE, "Sign-in is unavailable right now. Try again shortly.", email)
 }
 
 pub async fn sign_in(
@@ -48,14 +55,32 @@ pub async fn sign_in(
     let Ok(digest) = licensd_commands::password::email_digest(state.commands.master_key(), email) else {
         return refused(StatusCode::UNAUTHORIZED, "The email or password is wrong.", email);
     };
-    if state.dashboard.locked(&digest) {
-        tracing::warn!("dashboard sign-in refused: too many failures for this email");
-        let minutes = state.dashboard.config.lockout.as_secs().div_ceil(60);
-        let message = format!("Too many failed attempts. This sign-in is locked for up to {minutes} minutes.");
-        return refused(StatusCode::TOO_MANY_REQUESTS, &message, email);
+    // Counted before the check, atomically and in the database: concurrent guesses beyond the
+    // limit are refused without a verification, and a restart does not reset the count.
+    let now = state.commands.now();
+    match state.dashboard.lockout.attempt(&digest, now).await {
+        Ok(Attempt::Verify) => {}
+        Ok(Attempt::Locked { until }) => {
+            tracing::warn!("dashboard sign-in refused: this email is locked after repeated failures");
+            let minutes = (until - now).num_seconds().max(1).unsigned_abs().div_ceil(60);
+            let message = format!("Too many failed attempts. This sign-in is locked for {minutes} more minute(s).");
+            return refused(StatusCode::TOO_MANY_REQUESTS, &message, email);
+        }
+        Err(e) => return unavailable(&e, email),
     }
     let login = state.lookup(|hot| hot.dashboard_login(&digest)).await.ok().flatten();
-    let verifier = login.as_ref().map_or(state.dashboard.decoy_verifier(), |l| &l.password_hash).to_string();
+    let verifier = match &login {
+        // An event written before verifiers left the log still carries its verifier.
+        Some(login) => match login.password_hash.clone() {
+            Some(legacy) => Some(legacy),
+            None => match state.commands.dashboard_verifier(login.account_id).await {
+                Ok(sealed) => sealed,
+                Err(e) => return unavailable(&e, email),
+            },
+        },
+        None => None,
+    };
+    let verifier = verifier.unwrap_or_else(|| state.dashboard.decoy_verifier().to_string());
     let password = credentials.password;
     let matches =
         tokio::task::spawn_blocking(move || licensd_commands::password::verify_password(&password, &verifier))
@@ -66,10 +91,12 @@ pub async fn sign_in(
         (view.exists && !view.suspended).then_some((login.account_id, view.login_generation))
     });
     let Some((account_id, generation)) = account else {
-        state.dashboard.record_failure(&digest);
+        // Already counted by `attempt`.
         return refused(StatusCode::UNAUTHORIZED, "The email or password is wrong.", email);
     };
-    state.dashboard.clear_failures(&digest);
+    if let Err(e) = state.dashboard.lockout.succeeded(&digest).await {
+        tracing::error!(error = %e, "cannot clear the dashboard lockout after a successful sign-in");
+    }
     tracing::info!(%account_id, "dashboard sign-in");
     let token = state.dashboard.issue(account_id, generation, state.commands.now());
     let mut response = Redirect::to("/dashboard").into_response();

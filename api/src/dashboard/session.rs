@@ -1,10 +1,12 @@
 //! Dashboard sessions: a signed cookie (`HttpOnly`, `SameSite=Strict`, `Secure` unless turned
-//! off for plain-HTTP development), a CSRF token derived from it, and brute-force lockout.
+//! off for plain-HTTP development), a CSRF token derived from it, and brute-force lockout (kept
+//! in the database: `licensd_commands::lockout`).
 
 use crate::auth::limits::RateLimiter;
 use crate::signed::{same, Signer};
 use axum::http::HeaderValue;
 use chrono::{DateTime, Utc};
+use licensd_commands::lockout::{Lockout, LockoutPolicy};
 use licensd_domain::AccountId;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -17,11 +19,15 @@ pub struct DashboardConfig {
     pub session_ttl: Duration,
     /// Mark the cookie `Secure` (browsers then send it only over HTTPS, or to localhost).
     pub secure_cookie: bool,
-    /// Failed sign-ins per email inside `lockout` before the email is locked for `lockout`.
+    /// Sign-ins checked per email (inside `failure_window`) before the email is locked.
     pub max_failures: u32,
+    /// The first lock's length; each further lock of the email doubles it, up to `max_lockout`.
     pub lockout: Duration,
     /// Sign-in attempts per client IP per `lockout`.
     pub attempts_per_ip: u32,
+    /// How long a failure counts towards a lock.
+    pub failure_window: Duration,
+    pub max_lockout: Duration,
 }
 
 impl Default for DashboardConfig {
@@ -32,6 +38,8 @@ impl Default for DashboardConfig {
             max_failures: 5,
             lockout: Duration::from_secs(15 * 60),
             attempts_per_ip: 30,
+            failure_window: Duration::from_secs(15 * 60),
+            max_lockout: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -50,18 +58,25 @@ pub struct DashboardAuth {
     sessions: Signer,
     csrf: Signer,
     pub config: DashboardConfig,
-    failures: moka::sync::Cache<String, u32>,
+    /// Counts every attempt per email digest before the password is checked.
+    pub lockout: Lockout,
     per_ip: RateLimiter,
     /// Verified when the email is unknown, so a miss costs what a wrong password costs.
     decoy_verifier: String,
 }
 
 impl DashboardAuth {
-    pub fn new(master_key: &licensd_commands::MasterKey, config: DashboardConfig) -> Self {
+    pub fn new(master_key: &licensd_commands::MasterKey, store: licensd_store::Store, config: DashboardConfig) -> Self {
+        let policy = LockoutPolicy {
+            max_failures: config.max_failures.max(1),
+            window: config.failure_window,
+            base: config.lockout,
+            max: config.max_lockout.max(config.lockout),
+        };
         Self {
             sessions: Signer::new(master_key.derive("dashboard-session")),
             csrf: Signer::new(master_key.derive("dashboard-csrf")),
-            failures: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(config.lockout).build(),
+            lockout: Lockout::new(store, policy),
             per_ip: RateLimiter::new(config.attempts_per_ip.max(1), config.lockout),
             decoy_verifier: licensd_commands::password::hash_password("decoy password, never matches")
                 .unwrap_or_default(),
@@ -106,19 +121,6 @@ impl DashboardAuth {
         HeaderValue::from_static("licensd_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
     }
 
-    pub fn locked(&self, email_digest: &str) -> bool {
-        self.failures.get(email_digest).is_some_and(|n| n >= self.config.max_failures)
-    }
-
-    pub fn record_failure(&self, email_digest: &str) {
-        let count = self.failures.get(email_digest).unwrap_or(0) + 1;
-        self.failures.insert(email_digest.to_string(), count);
-    }
-
-    pub fn clear_failures(&self, email_digest: &str) {
-        self.failures.invalidate(email_digest);
-    }
-
     pub fn allow_ip(&self, ip: &str) -> bool {
         self.per_ip.check(ip).is_some()
     }
@@ -132,14 +134,17 @@ impl DashboardAuth {
 mod tests {
     use super::*;
 
-    fn auth() -> DashboardAuth {
+    async fn auth() -> DashboardAuth {
         let key = licensd_commands::MasterKey::parse(&"22".repeat(32)).unwrap();
-        DashboardAuth::new(&key, DashboardConfig { max_failures: 2, ..Default::default() })
+        let path = std::env::temp_dir().join(format!("licensd-session-{}.db", uuid::Uuid::new_v4().simple()));
+        let url = format!("sqlite://{}", path.display());
+        let store = licensd_store::Store::connect(&url, &licensd_store::StoreOptions::durable()).await.unwrap();
+        DashboardAuth::new(&key, store, DashboardConfig::default())
     }
 
-    #[test]
-    fn sessions_end_at_expiry_and_with_a_new_password() {
-        let auth = auth();
+    #[tokio::test]
+    async fn sessions_end_at_expiry_and_with_a_new_password() {
+        let auth = auth().await;
         let account = AccountId::new();
         let now = Utc::now();
         let token = auth.issue(account, 1, now);
@@ -148,16 +153,5 @@ mod tests {
         assert_eq!(auth.verify(&token, now + chrono::Duration::hours(13), |_| Some(1)), None);
         assert!(auth.csrf_ok(&token, Some(&auth.csrf_token(&token))));
         assert!(!auth.csrf_ok(&token, Some("guess")) && !auth.csrf_ok(&token, None));
-    }
-
-    #[test]
-    fn repeated_failures_lock_the_email() {
-        let auth = auth();
-        auth.record_failure("d");
-        assert!(!auth.locked("d"));
-        auth.record_failure("d");
-        assert!(auth.locked("d") && !auth.locked("other"));
-        auth.clear_failures("d");
-        assert!(!auth.locked("d"));
     }
 }

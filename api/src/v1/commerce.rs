@@ -223,8 +223,10 @@ fn event_json(row: &[Option<String>]) -> Value {
     })
 }
 
+/// Unknown fields are refused (400 naming the field): a misspelt filter on the bulk replay would
+/// otherwise match, and replay, everything.
 #[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventFilter {
     provider: Option<String>,
     #[serde(rename = "type")]
@@ -327,6 +329,10 @@ pub async fn replay_matching(
     caller: Caller,
     ApiJson(filter): ApiJson<EventFilter>,
 ) -> Result<Json<Value>, ApiError> {
+    // A client sending `limit` would expect fewer replays than the fixed 200 it would get.
+    if filter.limit.is_some() {
+        return Err(ApiError::BadRequest("unknown field `limit`: the bulk replay takes at most 200 per call".into()));
+    }
     let rows = matching_events(&state, &caller, &filter, 200).await?;
     let mut replayed = 0;
     for row in rows {

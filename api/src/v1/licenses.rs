@@ -365,16 +365,24 @@ pub async fn put_email(
     let license = owned_license(&state, &caller, &key)?;
     let subject = licensd_domain::StreamCategory::License.stream_id(&license.key);
     let vault = state.commands.pii();
-    match body.email.filter(|e| !e.trim().is_empty()) {
+    let (email, pii) = match body.email.filter(|e| !e.trim().is_empty()) {
         Some(email) => {
             let email = licensd_commands::normalize_email(&email)
                 .map_err(|_| ApiError::BadRequest("email is not a valid address".into()))?;
-            vault.put(&subject, "email", &email).await?;
-            Ok(Json(json!({ "ok": true, "email": email })))
+            // Sealed and stored in the transaction of the event below: both or neither.
+            let row = vault.row(&subject, "email", &email);
+            (Some(email), vec![row])
         }
         None => {
-            vault.erase(&subject).await?;
-            Ok(Json(json!({ "ok": true, "email": null })))
+            // Only the email: a purchase's customer id under the same subject stays (erasure of
+            // a buyer is `customers/forget`). Erased first: a failed audit event must never
+            // leave the address behind; the caller's retry records the removal.
+            vault.remove(&subject, "email").await?;
+            (None, Vec::new())
         }
-    }
+    };
+    // The change is an action on the license: audited by an event that holds no address.
+    let record = licensd_domain::license::LicenseCommand::RecordBuyerEmail { present: email.is_some() };
+    state.commands.license_command_with_pii(caller.account_id, &license.key, record, &caller.actor, pii).await?;
+    Ok(Json(json!({ "ok": true, "email": email })))
 }

@@ -74,7 +74,9 @@ impl SqlProjection for Licenses {
             | LicenseEvent::OfflineFileMinted { .. }
             | LicenseEvent::CommerceLinked { .. }
             | LicenseEvent::CommerceUnlinked { .. }
-            | LicenseEvent::PortalResetRecorded { .. } => return vec![],
+            | LicenseEvent::PortalResetRecorded { .. }
+            | LicenseEvent::BuyerEmailSet { .. }
+            | LicenseEvent::BuyerEmailRemoved { .. } => return vec![],
         };
         vec![statement]
     }

@@ -1,22 +1,17 @@
-//! One account per email, decided by the event store itself: an account's creation first appends
-//! a reservation to a stream named by the keyed digest of its normalized email, expecting that
-//! stream not to exist (or to end in a release). Of concurrent creations with one address exactly
-//! one append wins; a check-then-insert could let both through.
-//!
-//! The stream's category (`email`) is unknown to `StreamCategory`, so every projection skips it;
-//! the payloads name only the account, and the digest reveals nothing without the master key.
+//! One account per email, decided by the event store itself (see
+//! [`licensd_domain::email_reservation`]): the reservation is appended before the account is
+//! created and released if the creation fails.
 
 use crate::{Actor, CommandError};
-use licensd_domain::{AccountId, DomainError};
-use licensd_store::{AppendRequest, EventStore, ExpectedVersion, NewEvent, StoreError};
-use serde_json::json;
-use uuid::Uuid;
+use licensd_domain::email_reservation::EmailReservationEvent;
+use licensd_domain::{decode_event, AccountId, DomainError, StreamCategory};
+use licensd_store::{EventStore, ExpectedVersion, RecordedEvent, StoreError};
 
-const RESERVED: &str = "AccountEmailReserved";
-const RELEASED: &str = "AccountEmailReleased";
-
-fn stream(email_digest: &str) -> String {
-    format!("email-{email_digest}")
+/// The last event of a reservation stream, and the version to append after it.
+fn last_of(recorded: &[RecordedEvent]) -> Result<Option<(EmailReservationEvent, u64)>, CommandError> {
+    let Some(last) = recorded.last() else { return Ok(None) };
+    let event = decode_event::<EmailReservationEvent>(&last.event_type, last.schema_version, &last.payload)?;
+    Ok(Some((event, last.version)))
 }
 
 impl crate::Commands {
@@ -29,54 +24,39 @@ impl crate::Commands {
         actor: &Actor,
     ) -> Result<(), CommandError> {
         let taken = || CommandError::Domain(DomainError::AlreadyExists("account for this email"));
-        let stream = stream(&crate::password::email_digest(self.master_key(), email)?);
-        let recorded = self.store().read_stream(&stream, 1).await?;
-        let expected = match recorded.last() {
+        let stream = self.email_stream(email)?;
+        let expected = match last_of(&self.store().read_stream(&stream, 1).await?)? {
             None => ExpectedVersion::NoStream,
-            Some(last) if last.event_type == RELEASED => ExpectedVersion::Exact(last.version),
+            Some((last, version)) if !last.holds() => ExpectedVersion::Exact(version),
             Some(_) => return Err(taken()),
         };
-        match self.append_marker(&stream, expected, RESERVED, account_id, actor).await {
+        let reserved = EmailReservationEvent::AccountEmailReserved { account_id, at: self.now() };
+        match self.append(&stream, expected, &[reserved], actor, Some(account_id)).await {
             Err(CommandError::Store(StoreError::WrongExpectedVersion { .. })) => Err(taken()),
-            other => other,
+            other => other.map(drop),
         }
     }
 
     /// Gives the email back after the account it was reserved for could not be created.
     pub(crate) async fn release_email(&self, email: &str, account_id: AccountId, actor: &Actor) {
-        let Ok(digest) = crate::password::email_digest(self.master_key(), email) else { return };
-        let stream = stream(&digest);
-        let released = match self.store().read_stream(&stream, 1).await {
-            Ok(recorded) => match recorded.last() {
-                Some(last) if last.event_type == RESERVED => {
-                    let expected = ExpectedVersion::Exact(last.version);
-                    self.append_marker(&stream, expected, RELEASED, account_id, actor).await
+        let released = async {
+            let stream = self.email_stream(email)?;
+            match last_of(&self.store().read_stream(&stream, 1).await?)? {
+                Some((last, version)) if last.holds() => {
+                    let released = EmailReservationEvent::AccountEmailReleased { account_id, at: self.now() };
+                    let expected = ExpectedVersion::Exact(version);
+                    self.append(&stream, expected, &[released], actor, Some(account_id)).await.map(drop)
                 }
                 _ => Ok(()),
-            },
-            Err(e) => Err(e.into()),
+            }
         };
-        if let Err(e) = released {
+        if let Err(e) = released.await {
             tracing::error!(%account_id, error = %e, "cannot release the email of an account that was not created");
         }
     }
 
-    async fn append_marker(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-        event_type: &str,
-        account_id: AccountId,
-        actor: &Actor,
-    ) -> Result<(), CommandError> {
-        let event = NewEvent {
-            event_id: Uuid::now_v7(),
-            event_type: event_type.to_string(),
-            schema_version: 1,
-            payload: json!({ "type": event_type, "account_id": account_id, "at": self.now() }),
-            metadata: actor.metadata(Some(account_id)),
-        };
-        let request = AppendRequest::new(stream, expected, vec![event]);
-        self.writer().append(request).await.map(drop)
+    fn email_stream(&self, email: &str) -> Result<String, CommandError> {
+        let digest = crate::password::email_digest(self.master_key(), email)?;
+        Ok(StreamCategory::EmailReservation.stream_id(digest))
     }
 }

@@ -1,4 +1,7 @@
-use crate::{account::AccountEvent, app::AppEvent, commerce::CommerceEvent, license::LicenseEvent, DomainError};
+use crate::{
+    account::AccountEvent, app::AppEvent, commerce::CommerceEvent, email_reservation::EmailReservationEvent,
+    license::LicenseEvent, DomainError,
+};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// The kind of stream an event lives in; the prefix of its stream id (`license-<key>`, ...).
@@ -9,6 +12,8 @@ pub enum StreamCategory {
     License,
     /// One inbound provider event (the commerce ledger).
     Commerce,
+    /// One merchant email, reserved for the account that holds it.
+    EmailReservation,
 }
 
 impl StreamCategory {
@@ -18,6 +23,7 @@ impl StreamCategory {
             Self::App => "app",
             Self::License => "license",
             Self::Commerce => "commerce",
+            Self::EmailReservation => "email",
         }
     }
 
@@ -28,8 +34,9 @@ impl StreamCategory {
     /// Splits `category-id` into its category and id; unknown categories give `None`.
     pub fn parse(stream_id: &str) -> Option<(Self, &str)> {
         let (prefix, id) = stream_id.split_once('-')?;
-        let category =
-            [Self::Account, Self::App, Self::License, Self::Commerce].into_iter().find(|c| c.prefix() == prefix)?;
+        let category = [Self::Account, Self::App, Self::License, Self::Commerce, Self::EmailReservation]
+            .into_iter()
+            .find(|c| c.prefix() == prefix)?;
         Some((category, id))
     }
 }
@@ -140,6 +147,7 @@ pub enum AnyEvent {
     App(AppEvent),
     License(LicenseEvent),
     Commerce(CommerceEvent),
+    EmailReservation(EmailReservationEvent),
 }
 
 impl AnyEvent {
@@ -160,6 +168,7 @@ impl AnyEvent {
             StreamCategory::App => decode_known(t, v, p)?.map(Self::App),
             StreamCategory::License => decode_known(t, v, p)?.map(Self::License),
             StreamCategory::Commerce => decode_known(t, v, p)?.map(Self::Commerce),
+            StreamCategory::EmailReservation => decode_known(t, v, p)?.map(Self::EmailReservation),
         })
     }
 }

@@ -7,6 +7,7 @@ pub mod account;
 pub mod app;
 mod clock;
 pub mod commerce;
+pub mod email_reservation;
 mod error;
 mod event;
 mod ids;

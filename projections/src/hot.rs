@@ -274,7 +274,7 @@ impl HotModel {
             Some(AnyEvent::License(e)) => self.apply_license(id, event.version, &e),
             Some(AnyEvent::App(e)) => self.apply_app(id, &e),
             Some(AnyEvent::Account(e)) => self.apply_account(id, &e),
-            Some(AnyEvent::Commerce(_)) | None => {}
+            Some(AnyEvent::Commerce(_) | AnyEvent::EmailReservation(_)) | None => {}
         }
         self.position.send_if_modified(|p| {
             let advanced = event.position > *p;

@@ -197,3 +197,106 @@ fn an_undeclared_method_is_a_405_and_claims_no_key() {
     let spaced = send(server, "PUT", &merchant.api_key, &path, Some("two words"), &json!({}));
     assert_eq!(spaced.status, 400, "keys are visible ASCII without spaces: {}", spaced.body);
 }
+
+/// Runs `sql` on the deployment's database, as an operator would by hand: the state a crash
+/// leaves behind is made directly rather than by hoping a kill lands at the right instant.
+fn run_sql(deployment: &Deployment, sql: &str) -> u64 {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let options = licensd_store::StoreOptions::durable();
+        let store = licensd_store::Store::connect(&deployment.database_url, &options).await.expect("connect");
+        let sql: &'static str = Box::leak(sql.to_string().into_boxed_str()); // a test's few statements
+        let changed = store.execute(&[licensd_store::Statement::new(sql, [])]).await.expect("sql");
+        store.close().await;
+        changed
+    })
+}
+
+/// Exactly what a process that died after its append committed, but before it stored the
+/// answer, leaves behind: the claim with no answer.
+fn forget_the_answer(deployment: &Deployment, key: &str, claimed_ms_ago: i64) {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let sql = format!(
+        "UPDATE idempotency_keys SET status = NULL, content_type = NULL, body = NULL, created_at = {}
+         WHERE idem_key = '{key}'",
+        now_ms - claimed_ms_ago
+    );
+    assert_eq!(run_sql(deployment, &sql), 1, "the claim row of {key}");
+}
+
+#[test]
+fn a_retry_after_a_crash_between_commit_and_answer_rebuilds_the_same_answer() {
+    on_each_backend(&[], |deployment, server, merchant| {
+        let body = json!({ "appId": merchant.app_id, "quantity": 3 });
+        let first = send(server, "POST", &merchant.api_key, "/v1/licenses", Some("crash-1"), &body);
+        assert_eq!(first.status, 201, "{}", first.body);
+        assert_eq!(stored_licenses(server, merchant), 3);
+
+        // A claim younger than the lease, held by this very process, may still be running.
+        forget_the_answer(deployment, "crash-1", 0);
+        let early = send(server, "POST", &merchant.api_key, "/v1/licenses", Some("crash-1"), &body);
+        assert_eq!(early.status, 409, "{}", early.body);
+
+        // Older than the lease (30 s by default): its request is taken as dead and re-run.
+        forget_the_answer(deployment, "crash-1", 120_000);
+        let retry = send(server, "POST", &merchant.api_key, "/v1/licenses", Some("crash-1"), &body);
+        assert_eq!(retry.status, 201, "{}", retry.body);
+        assert_eq!(license_keys(&retry.body), license_keys(&first.body), "the same three licenses");
+        assert_eq!(retry.body, first.body, "the answer the first run would have given");
+        assert_eq!(stored_licenses(server, merchant), 3, "the re-run minted nothing new");
+
+        // The rebuilt answer is kept: the next retry is a plain replay.
+        let again = send(server, "POST", &merchant.api_key, "/v1/licenses", Some("crash-1"), &body);
+        assert_eq!((again.status, again.replayed, &again.body), (201, true, &first.body));
+
+        // An app (generated id, secret and signing key) is rebuilt the same way.
+        let app = json!({ "name": "Crash app" });
+        let created = send(server, "POST", &merchant.api_key, "/v1/apps", Some("crash-app"), &app);
+        assert_eq!(created.status, 201, "{}", created.body);
+        forget_the_answer(deployment, "crash-app", 120_000);
+        let rebuilt = send(server, "POST", &merchant.api_key, "/v1/apps", Some("crash-app"), &app);
+        assert_eq!((rebuilt.status, &rebuilt.body), (201, &created.body), "same app id, secret and key");
+        let (status, apps) = server.get(&merchant.api_key, "/v1/apps");
+        assert_eq!(status, 200, "{apps}");
+        let named = apps["apps"].as_array().unwrap().iter().filter(|a| a["name"] == "Crash app").count();
+        assert_eq!(named, 1, "one app, not two: {apps}");
+
+        // A webhook (generated id and signing secret) too.
+        let path = format!("/v1/apps/{}/webhooks", merchant.app_id);
+        let hook = json!({ "url": "https://example.com/hook", "events": ["license.created"] });
+        let created = send(server, "POST", &merchant.api_key, &path, Some("crash-hook"), &hook);
+        assert_eq!(created.status, 201, "{}", created.body);
+        forget_the_answer(deployment, "crash-hook", 120_000);
+        std::thread::sleep(Duration::from_millis(5)); // a re-decision would carry a later timestamp
+        let rebuilt = send(server, "POST", &merchant.api_key, &path, Some("crash-hook"), &hook);
+        assert_eq!((rebuilt.status, &rebuilt.body), (201, &created.body), "same id, secret and time");
+        let (status, hooks) = server.get(&merchant.api_key, &path);
+        assert_eq!(status, 200, "{hooks}");
+        assert_eq!(hooks["webhooks"].as_array().map(Vec::len), Some(1), "one webhook: {hooks}");
+    });
+}
+
+#[test]
+fn a_claim_left_by_a_previous_run_is_taken_over_at_once_after_a_restart() {
+    let dir = TempDir::new();
+    let postgres = common::temp_postgres();
+    let mut deployments = vec![(Deployment::sqlite(&dir.0), None)];
+    let pg_dir = TempDir::new();
+    if let Some(db) = &postgres {
+        deployments.push((Deployment::postgres(&pg_dir.0, &db.url), Some(())));
+    }
+    for (deployment, _) in deployments {
+        let server = deployment.start();
+        let merchant = deployment.merchant_with_credits(&server, "merchant@example.com", 0);
+        let body = json!({ "appId": merchant.app_id, "quantity": 2 });
+        let first = send(&server, "POST", &merchant.api_key, "/v1/licenses", Some("restart-1"), &body);
+        assert_eq!(first.status, 201, "{}", first.body);
+        server.kill();
+        // A fresh claim, but the process that held it is gone.
+        forget_the_answer(&deployment, "restart-1", 0);
+        let server = deployment.start();
+        let retry = send(&server, "POST", &merchant.api_key, "/v1/licenses", Some("restart-1"), &body);
+        assert_eq!((retry.status, &retry.body), (201, &first.body));
+        assert_eq!(stored_licenses(&server, &merchant), 2);
+    }
+}

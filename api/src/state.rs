@@ -25,6 +25,8 @@ pub struct ApiConfig {
     pub portal: crate::portal::PortalConfig,
     /// How long the answer to a request with an `Idempotency-Key` is kept for replay.
     pub idempotency_ttl: Duration,
+    /// After how long an unanswered claim of this process may be taken over by a retry.
+    pub idempotency_lease: Duration,
 }
 
 impl Default for ApiConfig {
@@ -41,6 +43,7 @@ impl Default for ApiConfig {
             dashboard: Default::default(),
             portal: Default::default(),
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
+            idempotency_lease: Duration::from_secs(30),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod commerce;
 mod crypto;
+mod entropy;
 mod error;
 mod handlers;
 mod metadata;
@@ -13,6 +14,7 @@ mod pii;
 mod writer;
 
 pub use crypto::{MasterKey, MasterKeySource};
+pub use entropy::Entropy;
 pub use error::CommandError;
 pub use handlers::{
     api_key_hash, normalize_email, AccountCreated, AppCreated, Commands, Executed, NewLicense, API_KEY_PREFIX,

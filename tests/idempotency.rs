@@ -300,3 +300,106 @@ fn a_claim_left_by_a_previous_run_is_taken_over_at_once_after_a_restart() {
         assert_eq!(stored_licenses(&server, &merchant), 2);
     }
 }
+
+/// The request a client sends under idempotency key `key`: its quantity is a function of the key,
+/// and its label is the key, so the listing tells how many licenses each key made.
+fn keyed_create(app_id: &str, client: usize, n: usize) -> (String, Value) {
+    let key = format!("kill-{client}-{n}");
+    let body = json!({ "appId": app_id, "quantity": 1 + (client + n) % 3, "label": key });
+    (key, body)
+}
+
+/// Every license of the app, paged through, counted per label.
+fn licenses_per_label(server: &Server, merchant: &Merchant) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    let mut cursor = String::new();
+    loop {
+        let path = format!("/v1/licenses?appId={}&limit=100&cursor={cursor}", merchant.app_id);
+        let (status, page) = server.get(&merchant.api_key, &path);
+        assert_eq!(status, 200, "{page}");
+        for license in page["licenses"].as_array().unwrap() {
+            *counts.entry(license["label"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+        }
+        match page["cursor"].as_str() {
+            Some(next) => cursor = next.to_string(),
+            None => return counts,
+        }
+    }
+}
+
+/// SIGKILL while keyed creates are in flight; after a restart every key is retried. Each key's
+/// licenses exist exactly once, and a key that was answered before the kill answers the same.
+fn keyed_creates_survive_sigkill(deployment: &Deployment) {
+    const CLIENTS: usize = 4;
+    let unlimited = [("LICENSD_API_BURST", "1000000"), ("LICENSD_API_PER_SECOND", "1000000")];
+    let server = deployment.start_with(&unlimited);
+    let merchant = deployment.merchant_with_credits(&server, "kill@example.com", 0);
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Value)>::new()));
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let (base, api_key, app_id) = (server.base.clone(), merchant.api_key.clone(), merchant.app_id.clone());
+            let (sent, answered) = (sent.clone(), answered.clone());
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+                for n in 0.. {
+                    let (key, body) = keyed_create(&app_id, client, n);
+                    sent.lock().unwrap().push((key.clone(), body.clone()));
+                    let request = http.post(format!("{base}/v1/licenses")).bearer_auth(&api_key).json(&body);
+                    let Ok(response) = request.header("Idempotency-Key", &key).send() else { return };
+                    let status = response.status().as_u16();
+                    let Ok(created) = response.json::<Value>() else { return };
+                    assert_eq!(status, 201, "{created}");
+                    answered.lock().unwrap().insert(key, created);
+                }
+            })
+        })
+        .collect();
+    // Kill at a random moment once writes are flowing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while answered.lock().unwrap().len() < CLIENTS && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(rand::random::<u64>() % 500 + 100));
+    server.kill();
+    for client in clients {
+        client.join().unwrap();
+    }
+    let (sent, answered) = (sent.lock().unwrap().clone(), answered.lock().unwrap().clone());
+    assert!(!answered.is_empty(), "some creates were answered before the kill");
+
+    let server = deployment.start_with(&unlimited);
+    let mut expected = std::collections::BTreeMap::new();
+    for (key, body) in &sent {
+        let retry = send(&server, "POST", &merchant.api_key, "/v1/licenses", Some(key), body);
+        assert_eq!(retry.status, 201, "retry of {key}: {}", retry.body);
+        if let Some(first) = answered.get(key) {
+            assert_eq!(license_keys(&retry.body), license_keys(first), "{key} answers its first licenses");
+        }
+        expected.insert(key.clone(), body["quantity"].as_u64().unwrap() as usize);
+    }
+    // The listing is a read model that catches up after the restart: wait for it, then compare.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut counts = licenses_per_label(&server, &merchant);
+    while counts != expected && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        counts = licenses_per_label(&server, &merchant);
+    }
+    assert_eq!(counts, expected, "every key's licenses exist exactly once");
+    eprintln!(
+        "{} keyed creates ({} answered before the SIGKILL, {} licenses) each took effect exactly once",
+        sent.len(),
+        answered.len(),
+        expected.values().sum::<usize>()
+    );
+}
+
+#[test]
+fn keyed_creates_in_flight_at_a_sigkill_take_effect_exactly_once_when_retried() {
+    let dir = TempDir::new();
+    keyed_creates_survive_sigkill(&Deployment::sqlite(&dir.0));
+    if let Some(db) = common::temp_postgres() {
+        let dir = TempDir::new();
+        keyed_creates_survive_sigkill(&Deployment::postgres(&dir.0, &db.url));
+    }
+}

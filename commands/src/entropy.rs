@@ -26,12 +26,22 @@ tokio::task_local! {
 /// The label of the server secret the keyed seeds are made with (never the master key itself).
 const SEED_KEY_LABEL: &str = "idempotency-entropy";
 
-#[derive(Clone, Debug, Default)]
-pub struct Entropy {
-    /// `None`: OS randomness.
-    seed: Option<[u8; 32]>,
-    /// Steps drawn so far with [`next`](Self::next): a handler's sequential draws are numbered.
+/// `None` (the default) is OS randomness, and costs nothing on unkeyed requests.
+#[derive(Clone, Default)]
+pub struct Entropy(Option<Keyed>);
+
+#[derive(Clone)]
+struct Keyed {
+    seed: [u8; 32],
+    /// Steps taken so far with [`Entropy::next_step`]: a handler's sequential draws are numbered.
     steps: Arc<AtomicU64>,
+}
+
+/// The seed predicts the request's secrets: it never reaches a log.
+impl std::fmt::Debug for Entropy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_keyed() { "Entropy(keyed)" } else { "Entropy(os)" })
+    }
 }
 
 /// HMAC-SHA256 over length-prefixed parts, so no two part lists hash alike.
@@ -59,7 +69,7 @@ impl Entropy {
     }
 
     fn seeded(seed: [u8; 32]) -> Self {
-        Self { seed: Some(seed), steps: Arc::default() }
+        Self(Some(Keyed { seed, steps: Arc::default() }))
     }
 
     /// The entropy of the running request, or OS randomness outside one.
@@ -74,33 +84,37 @@ impl Entropy {
 
     /// Derived from a keyed request (so a re-run repeats every draw).
     pub fn is_keyed(&self) -> bool {
-        self.seed.is_some()
+        self.0.is_some()
     }
 
     /// An independent child for a named part of the work (e.g. the n-th license of a batch).
     pub fn fork(&self, label: &str) -> Self {
-        match &self.seed {
+        match &self.0 {
             None => Self::os(),
-            Some(seed) => Self::seeded(mac(seed, &[b"fork", label.as_bytes()])),
+            Some(keyed) => Self::seeded(mac(&keyed.seed, &[b"fork", label.as_bytes()])),
         }
     }
 
     /// The child for the next step of the current request: steps are numbered in the order a
     /// handler takes them, which is the same on a re-run of the same request.
     pub fn next_step() -> Self {
-        let current = Self::current();
-        let step = current.steps.fetch_add(1, Ordering::Relaxed);
-        current.fork(&format!("step:{step}"))
+        match CURRENT.try_with(|current| current.0.clone()).ok().flatten() {
+            None => Self::os(),
+            Some(keyed) => {
+                let step = keyed.steps.fetch_add(1, Ordering::Relaxed);
+                Self(Some(keyed)).fork(&format!("step:{step}"))
+            }
+        }
     }
 
     /// `N` bytes for `label`: HMAC in counter mode when keyed.
     pub fn bytes<const N: usize>(&self, label: &str) -> [u8; N] {
         let mut bytes = [0u8; N];
-        match &self.seed {
+        match &self.0 {
             None => rand::rngs::OsRng.fill_bytes(&mut bytes),
-            Some(seed) => {
+            Some(keyed) => {
                 for (block, chunk) in (0u64..).zip(bytes.chunks_mut(32)) {
-                    let out = mac(seed, &[b"bytes", label.as_bytes(), &block.to_be_bytes()]);
+                    let out = mac(&keyed.seed, &[b"bytes", label.as_bytes(), &block.to_be_bytes()]);
                     chunk.copy_from_slice(&out[..chunk.len()]);
                 }
             }
@@ -115,7 +129,7 @@ impl Entropy {
 
     /// The id of the `n`-th event an append writes: time-ordered from the OS, derived when keyed.
     pub fn event_id(&self, n: usize) -> Uuid {
-        match self.seed {
+        match self.0 {
             None => Uuid::now_v7(),
             Some(_) => self.uuid(&format!("event:{n}")),
         }
@@ -149,5 +163,6 @@ mod tests {
         assert_eq!((a1, a2), (b1, b2), "a re-run draws the same values");
         assert_ne!(a1, a2, "two steps draw different values");
         assert!(!Entropy::current().is_keyed());
+        assert_eq!(format!("{:?}", keyed("k")), "Entropy(keyed)", "the seed is never printed");
     }
 }

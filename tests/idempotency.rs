@@ -403,3 +403,32 @@ fn keyed_creates_in_flight_at_a_sigkill_take_effect_exactly_once_when_retried() 
         keyed_creates_survive_sigkill(&Deployment::postgres(&dir.0, &db.url));
     }
 }
+
+/// A re-run decides at the time of the first claim, so even an answer computed from the clock
+/// (a signed offline file with its issue time) and a charge come out as the first run's.
+#[test]
+fn a_rerun_mint_answers_the_same_signed_file_and_charges_once() {
+    let dir = TempDir::new();
+    let postgres = common::temp_postgres();
+    let pg_dir = TempDir::new();
+    let mut deployments = vec![Deployment::sqlite(&dir.0)];
+    deployments.extend(postgres.as_ref().map(|db| Deployment::postgres(&pg_dir.0, &db.url)));
+    for deployment in deployments {
+        // A short lease, waited out for real: the claim keeps its true time, as after a crash.
+        let server = deployment.start_with(&[("LICENSD_IDEMPOTENCY_LEASE_SECS", "1")]);
+        let merchant = deployment.merchant_with_credits(&server, "mint@example.com", 5);
+        let license = merchant.license(&server, json!({}));
+        let path = format!("/v1/licenses/{license}/offline-files");
+        let body = json!({ "anyMachine": true });
+        let first = send(&server, "POST", &merchant.api_key, &path, Some("mint-1"), &body);
+        assert_eq!(first.status, 201, "{}", first.body);
+        let sql =
+            "UPDATE idempotency_keys SET status = NULL, content_type = NULL, body = NULL WHERE idem_key = 'mint-1'";
+        assert_eq!(run_sql(&deployment, sql), 1);
+        std::thread::sleep(Duration::from_millis(1500)); // past the lease; a later clock would show in the file
+        let retry = send(&server, "POST", &merchant.api_key, &path, Some("mint-1"), &body);
+        assert_eq!((retry.status, &retry.body), (201, &first.body), "the same jti and signed file");
+        let (status, credits) = server.get(&merchant.api_key, "/v1/credits");
+        assert_eq!((status, &credits["balance"]), (200, &json!(4)), "charged once: {credits}");
+    }
+}

@@ -1,8 +1,9 @@
-//! Where a command's randomness comes from: the OS, or — for a request sent with an
-//! `Idempotency-Key` — a keyed hash of (account, key, request hash). In the keyed case every
-//! event id, generated id, license key, secret and sealing nonce of the command is derived, so
-//! re-running the command after a crash yields byte-identical events under the same event ids,
-//! and the store recognises them as already appended instead of minting new ones.
+//! Where a command's randomness (and time) comes from: the OS and the clock, or — for a request
+//! sent with an `Idempotency-Key` — a keyed hash of (account, key, request hash) and the time the
+//! key was first claimed. In the keyed case every event id, generated id, license key, secret,
+//! sealing nonce and timestamp of the command is derived, so re-running the command after a
+//! crash yields byte-identical events under the same event ids, and the store recognises them
+//! as already appended instead of minting new ones.
 //!
 //! The entropy is the context of one request: the Idempotency-Key middleware runs the handler
 //! inside [`Entropy::scope`], and the command handlers take it from [`Entropy::current`]
@@ -10,6 +11,7 @@
 //! [`fork`](Entropy::fork) of it, so what each task draws does not depend on scheduling.
 
 use crate::MasterKey;
+use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use licensd_domain::AccountId;
 use rand::RngCore;
@@ -33,6 +35,8 @@ pub struct Entropy(Option<Keyed>);
 #[derive(Clone)]
 struct Keyed {
     seed: [u8; 32],
+    /// When the request was first received: the time every run of it decides at.
+    at: DateTime<Utc>,
     /// Steps taken so far with [`Entropy::next_step`]: a handler's sequential draws are numbered.
     steps: Arc<AtomicU64>,
 }
@@ -62,14 +66,26 @@ impl Entropy {
 
     /// The entropy of one keyed request. The seed is secret (keyed by the master key), so
     /// nobody can predict a license key or secret from the key and body they send.
-    pub fn keyed(master: &MasterKey, account: AccountId, idempotency_key: &str, request_hash: &str) -> Self {
+    pub fn keyed(
+        master: &MasterKey,
+        account: AccountId,
+        idempotency_key: &str,
+        request_hash: &str,
+        at: DateTime<Utc>,
+    ) -> Self {
         let secret = master.derive(SEED_KEY_LABEL);
         let account = account.to_string();
-        Self::seeded(mac(&secret, &[account.as_bytes(), idempotency_key.as_bytes(), request_hash.as_bytes()]))
+        let seed = mac(&secret, &[account.as_bytes(), idempotency_key.as_bytes(), request_hash.as_bytes()]);
+        Self(Some(Keyed { seed, at, steps: Arc::default() }))
     }
 
-    fn seeded(seed: [u8; 32]) -> Self {
-        Self(Some(Keyed { seed, steps: Arc::default() }))
+    fn seeded(&self, seed: [u8; 32]) -> Self {
+        Self(self.0.as_ref().map(|keyed| Keyed { seed, at: keyed.at, steps: Arc::default() }))
+    }
+
+    /// The time a keyed request decides at (`None`: the clock's).
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        self.0.as_ref().map(|keyed| keyed.at)
     }
 
     /// The entropy of the running request, or OS randomness outside one.
@@ -91,7 +107,7 @@ impl Entropy {
     pub fn fork(&self, label: &str) -> Self {
         match &self.0 {
             None => Self::os(),
-            Some(keyed) => Self::seeded(mac(&keyed.seed, &[b"fork", label.as_bytes()])),
+            Some(keyed) => self.seeded(mac(&keyed.seed, &[b"fork", label.as_bytes()])),
         }
     }
 
@@ -142,7 +158,7 @@ mod tests {
 
     fn keyed(key: &str) -> Entropy {
         let master = MasterKey::parse(&"11".repeat(32)).unwrap();
-        Entropy::keyed(&master, AccountId(Uuid::nil()), key, "hash")
+        Entropy::keyed(&master, AccountId(Uuid::nil()), key, "hash", DateTime::UNIX_EPOCH)
     }
 
     #[test]
@@ -152,6 +168,8 @@ mod tests {
         assert_ne!(keyed("k").bytes::<16>("a"), keyed("k").bytes::<16>("b"));
         assert_ne!(keyed("k").fork("1").uuid("a"), keyed("k").fork("2").uuid("a"));
         assert_eq!(keyed("k").event_id(3), keyed("k").event_id(3));
+        assert_eq!(keyed("k").fork("1").time(), Some(DateTime::UNIX_EPOCH));
+        assert_eq!(Entropy::os().time(), None);
         assert_ne!(Entropy::os().bytes::<16>("a"), Entropy::os().bytes::<16>("a"));
     }
 

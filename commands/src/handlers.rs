@@ -126,8 +126,10 @@ impl Commands {
         &self.inner.key
     }
 
+    /// The clock; inside a keyed request, the time it was first received, so a re-run after a
+    /// crash decides at the same instant and writes the same timestamps.
     pub fn now(&self) -> DateTime<Utc> {
-        self.inner.clock.now()
+        Entropy::current().time().unwrap_or_else(|| self.inner.clock.now())
     }
 
     /// Folds a stream into its aggregate state; returns it with the stream's version.

@@ -56,9 +56,13 @@ async fn once(state: AppState, request: Request, next: Next) -> Result<Response,
     let records =
         Records::new(state.commands.store().clone(), state.config.idempotency_ttl, state.config.idempotency_lease);
     let account = caller.account_id;
-    match records.claim(account, &key, &hash, state.commands.now().timestamp_millis()).await? {
-        Claim::Fresh => {}
-        Claim::Resumed => tracing::info!("re-running an idempotent request whose first run left no answer"),
+    let now_ms = state.commands.now().timestamp_millis();
+    let received_ms = match records.claim(account, &key, &hash, now_ms).await? {
+        Claim::Fresh => now_ms,
+        Claim::Resumed { claimed_at_ms } => {
+            tracing::info!("re-running an idempotent request whose first run left no answer");
+            claimed_at_ms
+        }
         Claim::Taken { request_hash, .. } if request_hash != hash => {
             return Err(ApiError::Conflict("This Idempotency-Key was used for another request".into()));
         }
@@ -66,9 +70,10 @@ async fn once(state: AppState, request: Request, next: Next) -> Result<Response,
         Claim::Taken { answer: None, .. } => {
             return Err(ApiError::Conflict("A request with this Idempotency-Key is still in progress".into()));
         }
-    }
+    };
 
-    let entropy = Entropy::keyed(state.commands.master_key(), account, &key, &hash);
+    let received = chrono::DateTime::from_timestamp_millis(received_ms).unwrap_or_else(|| state.commands.now());
+    let entropy = Entropy::keyed(state.commands.master_key(), account, &key, &hash, received);
     let response = entropy.scope(next.run(Request::from_parts(parts, Body::from(body)))).await;
     let (parts, body) = response.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();

@@ -30,8 +30,9 @@ pub struct Answer {
 pub enum Claim {
     /// The key was free: this request runs.
     Fresh,
-    /// The same request's claim was abandoned unanswered: this request runs it again.
-    Resumed,
+    /// The same request's claim was abandoned unanswered: this request runs it again, at the
+    /// time of that first claim (Unix ms).
+    Resumed { claimed_at_ms: i64 },
     /// Another request holds the key: its hash, and its answer once it finished.
     Taken { request_hash: String, answer: Option<Answer> },
 }
@@ -73,9 +74,9 @@ impl Records {
         // One statement decides a takeover, so of two concurrent retries exactly one resumes.
         let stale_before = now_ms.saturating_sub(millis(self.lease));
         let take_over = Statement::new(
-            "UPDATE idempotency_keys SET run_id = $1, created_at = $2
+            "UPDATE idempotency_keys SET run_id = $1, leased_at = $2
              WHERE account_id = $3 AND idem_key = $4 AND request_hash = $5 AND status IS NULL
-               AND (run_id IS NULL OR run_id <> $1 OR created_at < $6)",
+               AND (run_id IS NULL OR run_id <> $1 OR COALESCE(leased_at, created_at) < $6)",
             [
                 RUN_ID.as_str().into(),
                 now_ms.into(),
@@ -85,14 +86,12 @@ impl Records {
                 stale_before.into(),
             ],
         );
-        if self.store.execute(&[take_over]).await? == 1 {
-            return Ok(Claim::Resumed);
-        }
+        let resumed = self.store.execute(&[take_over]).await? == 1;
         let rows = self
             .store
             .query_rows(
-                "SELECT request_hash, CAST(status AS TEXT), content_type, body FROM idempotency_keys
-                 WHERE account_id = $1 AND idem_key = $2",
+                "SELECT request_hash, CAST(status AS TEXT), content_type, body, CAST(created_at AS TEXT)
+                 FROM idempotency_keys WHERE account_id = $1 AND idem_key = $2",
                 &[account.to_string().into(), key.into()],
             )
             .await?;
@@ -100,7 +99,11 @@ impl Records {
             // Released between our insert and this read: report it as still in flight.
             return Ok(Claim::Taken { request_hash: request_hash.to_string(), answer: None });
         };
-        row.resize(4, None);
+        row.resize(5, None);
+        if resumed {
+            let claimed_at_ms = row[4].as_deref().and_then(|at| at.parse().ok()).unwrap_or(now_ms);
+            return Ok(Claim::Resumed { claimed_at_ms });
+        }
         let status = row[1].as_deref().and_then(|s| s.parse::<u16>().ok());
         let answer = status.map(|status| Answer {
             status,

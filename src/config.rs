@@ -236,6 +236,13 @@ pub struct ServeConfig {
     /// A connection that moves no byte for this long is closed, in milliseconds.
     #[arg(long, env = "LICENSD_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
     pub idle_timeout_ms: u64,
+
+    /// After how many seconds an unanswered `Idempotency-Key` claim of this process counts as
+    /// abandoned, so a retry may take it over (a claim of an earlier process run is taken over at
+    /// once). A takeover re-runs the request with the same derived randomness: it is safe even if
+    /// the first run is alive after all, so this only bounds how long a retry answers 409.
+    #[arg(long, env = "LICENSD_IDEMPOTENCY_LEASE_SECS", default_value_t = 30)]
+    pub idempotency_lease_secs: u64,
 }
 
 impl ServeConfig {

@@ -29,6 +29,8 @@ pub struct ApiConfig {
     pub projection_stuck: Duration,
     /// Time a client has to send a request's whole body.
     pub body_read_timeout: Duration,
+    /// After how long an unanswered claim of this process may be taken over by a retry.
+    pub idempotency_lease: Duration,
 }
 
 impl Default for ApiConfig {
@@ -47,6 +49,7 @@ impl Default for ApiConfig {
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
             projection_stuck: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(30),
+            idempotency_lease: Duration::from_secs(30),
         }
     }
 }

@@ -28,6 +28,12 @@ impl crate::Commands {
         let expected = match last_of(&self.store().read_stream(&stream, 1).await?)? {
             None => ExpectedVersion::NoStream,
             Some((last, version)) if !last.holds() => ExpectedVersion::Exact(version),
+            // A keyed re-run of this very creation (its account id is derived from the key).
+            Some((EmailReservationEvent::AccountEmailReserved { account_id: holder, .. }, _))
+                if holder == account_id =>
+            {
+                return Ok(())
+            }
             Some(_) => return Err(taken()),
         };
         let reserved = EmailReservationEvent::AccountEmailReserved { account_id, at: self.now() };

@@ -11,7 +11,7 @@ use rand::RngCore;
 use std::path::Path;
 
 const PREFIX: &str = "v1.";
-const NONCE_LEN: usize = 24;
+pub(crate) const NONCE_LEN: usize = 24;
 
 #[derive(Clone)]
 pub struct MasterKey {
@@ -71,6 +71,12 @@ impl MasterKey {
     pub fn seal(&self, plaintext: &[u8], purpose: &str) -> Sealed {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
+        self.seal_with_nonce(plaintext, purpose, nonce)
+    }
+
+    /// Seals with a nonce drawn from a command's [`Entropy`](crate::Entropy). A keyed re-run
+    /// reuses a nonce only with the same plaintext and purpose, which reveals nothing new.
+    pub fn seal_with_nonce(&self, plaintext: &[u8], purpose: &str, nonce: [u8; NONCE_LEN]) -> Sealed {
         let ciphertext = self
             .cipher
             .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: purpose.as_bytes() })

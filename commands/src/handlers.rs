@@ -1,6 +1,6 @@
 //! Command handlers: load a stream, decide, append with the version that was read.
 
-use crate::{Actor, CommandError, MasterKey, PiiVault, WriterHandle};
+use crate::{Actor, CommandError, Entropy, MasterKey, PiiVault, WriterHandle};
 use base64::{engine::general_purpose::STANDARD, Engine};
 use chrono::{DateTime, Utc};
 use licensd_domain::account::{AccountCommand, AccountState};
@@ -10,8 +10,9 @@ use licensd_domain::{
     decode_event, AccountId, Aggregate, ApiKeyId, AppId, Clock, DomainError, DomainEvent, EventData, LicenseKey,
     StreamCategory,
 };
-use licensd_store::{AppendRequest, AppendResult, EventStore, ExpectedVersion, NewEvent, PiiRow, Store, StoreError};
-use rand::RngCore;
+use licensd_store::{
+    AppendRequest, AppendResult, EventStore, ExpectedVersion, NewEvent, PiiRow, RecordedEvent, Store, StoreError,
+};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -86,10 +87,8 @@ pub fn api_key_hash(api_key: &str) -> String {
     hex::encode(Sha256::digest(api_key.as_bytes()))
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    bytes
+fn decode_all<A: Aggregate>(recorded: &[RecordedEvent]) -> Result<Vec<A::Event>, DomainError> {
+    recorded.iter().map(|e| decode_event::<A::Event>(&e.event_type, e.schema_version, &e.payload)).collect()
 }
 
 fn app_secret_purpose(app_id: AppId) -> String {
@@ -127,19 +126,17 @@ impl Commands {
         &self.inner.key
     }
 
+    /// The clock; inside a keyed request, the time it was first received, so a re-run after a
+    /// crash decides at the same instant and writes the same timestamps.
     pub fn now(&self) -> DateTime<Utc> {
-        self.inner.clock.now()
+        Entropy::current().time().unwrap_or_else(|| self.inner.clock.now())
     }
 
     /// Folds a stream into its aggregate state; returns it with the stream's version.
     pub async fn load<A: Aggregate>(&self, stream_id: &str) -> Result<(A, u64), CommandError> {
         let recorded = self.inner.store.read_stream(stream_id, 1).await?;
         let version = recorded.last().map_or(0, |e| e.version);
-        let events = recorded
-            .iter()
-            .map(|e| decode_event::<A::Event>(&e.event_type, e.schema_version, &e.payload))
-            .collect::<Result<Vec<_>, DomainError>>()?;
-        Ok((A::fold(&events), version))
+        Ok((A::fold(&decode_all::<A>(&recorded)?), version))
     }
 
     /// Runs `command` against the stream: `guard` vets the loaded state (tenancy), the domain
@@ -174,21 +171,50 @@ impl Commands {
         A: Aggregate,
         A::Command: Clone,
     {
+        let entropy = Entropy::next_step();
         for _ in 0..CONFLICT_RETRIES {
-            let (state, version) = self.load::<A>(stream_id).await?;
+            let recorded = self.inner.store.read_stream(stream_id, 1).await?;
+            // A keyed re-run of a command whose events committed before its process died is
+            // decided against the state those events were decided on: its append then meets
+            // the same event ids, and the store answers "already appended" at their positions.
+            let committed = match entropy.is_keyed() {
+                true => recorded.iter().position(|e| e.event_id == entropy.event_id(0)),
+                false => None,
+            };
+            let prior = &recorded[..committed.unwrap_or(recorded.len())];
+            let version = prior.last().map_or(0, |e| e.version);
+            let state = A::fold(&decode_all::<A>(prior)?);
             guard(&state)?;
             let events = state.decide(command.clone(), self.now())?;
             if events.is_empty() {
                 return Ok(Executed { events, result: None });
             }
             let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
-            match self.append_with_pii(stream_id, expected, &events, actor, account_id, pii.clone()).await {
+            match self.append_with(&entropy, stream_id, expected, &events, actor, account_id, pii.clone()).await {
+                Ok(result) if result.idempotent => {
+                    // What the first run committed (its timestamps), not this run's re-decision.
+                    let events = self.committed_events::<A>(stream_id, &entropy, events.len()).await?;
+                    return Ok(Executed { events, result: Some(result) });
+                }
                 Ok(result) => return Ok(Executed { events, result: Some(result) }),
                 Err(CommandError::Store(StoreError::WrongExpectedVersion { .. })) => continue,
                 Err(e) => return Err(e),
             }
         }
         Err(CommandError::Contention)
+    }
+
+    /// The events of `stream_id` a keyed command appended: those carrying its first `count` ids.
+    async fn committed_events<A: Aggregate>(
+        &self,
+        stream_id: &str,
+        entropy: &Entropy,
+        count: usize,
+    ) -> Result<Vec<A::Event>, CommandError> {
+        let ids: Vec<Uuid> = (0..count).map(|n| entropy.event_id(n)).collect();
+        let recorded = self.inner.store.read_stream(stream_id, 1).await?;
+        let ours: Vec<RecordedEvent> = recorded.into_iter().filter(|e| ids.contains(&e.event_id)).collect();
+        Ok(decode_all::<A>(&ours)?)
     }
 
     /// Appends already-decided events (the auth hot path decides against the in-memory model).
@@ -200,7 +226,7 @@ impl Commands {
         actor: &Actor,
         account_id: Option<AccountId>,
     ) -> Result<AppendResult, CommandError> {
-        self.append_with_pii(stream_id, expected, events, actor, account_id, Vec::new()).await
+        self.append_with(&Entropy::next_step(), stream_id, expected, events, actor, account_id, Vec::new()).await
     }
 
     /// [`Self::append`], writing the personal data the events refer to (sealed by
@@ -214,13 +240,29 @@ impl Commands {
         account_id: Option<AccountId>,
         pii: Vec<PiiRow>,
     ) -> Result<AppendResult, CommandError> {
+        self.append_with(&Entropy::next_step(), stream_id, expected, events, actor, account_id, pii).await
+    }
+
+    /// Appends with event ids drawn from `entropy` (derived ones on a keyed request).
+    #[allow(clippy::too_many_arguments)] // the append's parts, each used once
+    async fn append_with<E: DomainEvent>(
+        &self,
+        entropy: &Entropy,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[E],
+        actor: &Actor,
+        account_id: Option<AccountId>,
+        pii: Vec<PiiRow>,
+    ) -> Result<AppendResult, CommandError> {
         let metadata = actor.metadata(account_id);
         let events = events
             .iter()
-            .map(|event| {
+            .enumerate()
+            .map(|(n, event)| {
                 let data = EventData::encode(event);
                 NewEvent {
-                    event_id: Uuid::now_v7(),
+                    event_id: entropy.event_id(n),
                     event_type: data.event_type.to_string(),
                     schema_version: data.schema_version,
                     payload: data.payload,
@@ -235,9 +277,10 @@ impl Commands {
     /// account already has the email.
     pub async fn create_account(&self, email: &str, actor: &Actor) -> Result<AccountCreated, CommandError> {
         let email = normalize_email(email)?;
-        let account_id = AccountId::new();
+        let entropy = Entropy::next_step();
+        let account_id = AccountId(entropy.uuid("account-id"));
         self.reserve_email(&email, account_id, actor).await?;
-        let created = self.create_reserved_account(&email, account_id, actor).await;
+        let created = self.create_reserved_account(&email, account_id, &entropy, actor).await;
         if created.is_err() {
             self.release_email(&email, account_id, actor).await;
         }
@@ -248,11 +291,12 @@ impl Commands {
         &self,
         email: &str,
         account_id: AccountId,
+        entropy: &Entropy,
         actor: &Actor,
     ) -> Result<AccountCreated, CommandError> {
         let stream = StreamCategory::Account.stream_id(account_id);
         let pii = vec![self.inner.pii.row(&stream, "email", email)];
-        let (api_key, key_id, issue) = new_api_key(vec!["*".into()]);
+        let (api_key, key_id, issue) = new_api_key(&entropy.fork("api-key"), vec!["*".into()]);
         let created = AccountState::default().decide(AccountCommand::Create { account_id }, self.now())?;
         let state = AccountState::fold(&created);
         let issued = state.decide(issue, self.now())?;
@@ -269,7 +313,7 @@ impl Commands {
         scopes: Vec<String>,
         actor: &Actor,
     ) -> Result<(ApiKeyId, String, AppendResult), CommandError> {
-        let (api_key, key_id, command) = new_api_key(scopes);
+        let (api_key, key_id, command) = new_api_key(&Entropy::next_step(), scopes);
         let stream = StreamCategory::Account.stream_id(account_id);
         let executed = self.execute::<AccountState>(&stream, command, actor, Some(account_id), |_| Ok(())).await?;
         let result = executed.result.ok_or(CommandError::Domain(DomainError::AlreadyExists("API key")))?;
@@ -297,7 +341,7 @@ impl Commands {
         if account.0.is_none() {
             return Err(DomainError::NotFound("account").into());
         }
-        let app_id = AppId::new();
+        let app_id = AppId(Entropy::next_step().uuid("app-id"));
         let (app_secret, secret) = self.new_app_secret(app_id);
         let signing_key = self.new_signing_key(app_id);
         let (key_id, public_key) = (signing_key.key_id.clone(), signing_key.public_key.clone());
@@ -310,16 +354,20 @@ impl Commands {
 
     /// A fresh app secret (a UUID, as the SDKs expect): in clear and sealed.
     pub fn new_app_secret(&self, app_id: AppId) -> (String, licensd_domain::Sealed) {
-        let secret = Uuid::new_v4().to_string();
-        let sealed = self.inner.key.seal(secret.as_bytes(), &app_secret_purpose(app_id));
+        let entropy = Entropy::next_step();
+        let secret = entropy.uuid("app-secret").to_string();
+        let sealed =
+            self.inner.key.seal_with_nonce(secret.as_bytes(), &app_secret_purpose(app_id), entropy.bytes("nonce"));
         (secret, sealed)
     }
 
     /// A fresh Ed25519 key for the app, its private half sealed.
     pub fn new_signing_key(&self, app_id: AppId) -> SigningKey {
-        let key = ed25519_dalek::SigningKey::from_bytes(&random_bytes::<32>());
-        let key_id = format!("k{}", hex::encode(random_bytes::<6>()));
-        let private_key = self.inner.key.seal(key.as_bytes(), &signing_key_purpose(app_id, &key_id));
+        let entropy = Entropy::next_step();
+        let key = ed25519_dalek::SigningKey::from_bytes(&entropy.bytes::<32>("signing-key"));
+        let key_id = format!("k{}", hex::encode(entropy.bytes::<6>("key-id")));
+        let purpose = signing_key_purpose(app_id, &key_id);
+        let private_key = self.inner.key.seal_with_nonce(key.as_bytes(), &purpose, entropy.bytes("nonce"));
         SigningKey { public_key: STANDARD.encode(key.verifying_key().as_bytes()), private_key, key_id }
     }
 
@@ -333,12 +381,23 @@ impl Commands {
         enabled: bool,
         actor: &Actor,
     ) -> Result<(Webhook, String, AppendResult), CommandError> {
-        let webhook_id = format!("wh_{}", hex::encode(random_bytes::<6>()));
-        let secret = format!("whsec_{}", hex::encode(random_bytes::<16>()));
-        let sealed = self.inner.key.seal(secret.as_bytes(), &webhook_secret_purpose(&webhook_id));
+        let entropy = Entropy::next_step();
+        let webhook_id = format!("wh_{}", hex::encode(entropy.bytes::<6>("webhook-id")));
+        let secret = format!("whsec_{}", hex::encode(entropy.bytes::<16>("webhook-secret")));
+        let purpose = webhook_secret_purpose(&webhook_id);
+        let sealed = self.inner.key.seal_with_nonce(secret.as_bytes(), &purpose, entropy.bytes("nonce"));
         let webhook = Webhook { webhook_id, url, events, enabled, secret: sealed, created_at: self.now() };
-        let executed = self.app_command(account_id, app_id, AppCommand::CreateWebhook(webhook.clone()), actor).await?;
+        let executed = self.app_command(account_id, app_id, AppCommand::CreateWebhook(webhook), actor).await?;
         let result = executed.result.ok_or(CommandError::Domain(DomainError::AlreadyExists("webhook")))?;
+        // The webhook as committed (on a keyed re-run, with the first run's timestamp).
+        let webhook = executed
+            .events
+            .into_iter()
+            .find_map(|event| match event {
+                licensd_domain::app::AppEvent::WebhookCreated { webhook, .. } => Some(webhook),
+                _ => None,
+            })
+            .ok_or_else(|| StoreError::Corrupt("a created webhook without its event".into()))?;
         Ok((webhook, secret, result))
     }
 
@@ -388,10 +447,13 @@ impl Commands {
     ) -> Result<Vec<(LicenseKey, AppendResult)>, CommandError> {
         let (app, _) = self.load::<AppState>(&StreamCategory::App.stream_id(spec.app_id)).await?;
         app_owned_by(&app, account_id)?;
+        let batch = Entropy::next_step();
         let mut tasks = tokio::task::JoinSet::new();
         for index in 0..quantity {
             let (commands, spec, actor) = (self.clone(), spec.clone(), actor.clone());
-            tasks.spawn(async move { (index, commands.create_license(account_id, spec, &actor).await) });
+            // Each license draws from its own fork: the same on a re-run, whatever the scheduling.
+            let entropy = batch.fork(&format!("license:{index}"));
+            tasks.spawn(entropy.scope(async move { (index, commands.create_license(account_id, spec, &actor).await) }));
         }
         let mut created = vec![None; quantity];
         let mut first_error = None;
@@ -415,7 +477,7 @@ impl Commands {
         actor: &Actor,
     ) -> Result<(LicenseKey, AppendResult), CommandError> {
         for _ in 0..KEY_ATTEMPTS {
-            let key = LicenseKey::from_random(random_bytes());
+            let key = LicenseKey::from_random(Entropy::next_step().bytes("license-key"));
             let command = LicenseCommand::Create {
                 key: key.clone(),
                 app_id: spec.app_id,
@@ -473,9 +535,9 @@ fn app_owned_by(state: &AppState, account_id: AccountId) -> Result<(), CommandEr
     }
 }
 
-fn new_api_key(scopes: Vec<String>) -> (String, ApiKeyId, AccountCommand) {
-    let api_key = format!("{API_KEY_PREFIX}{}", hex::encode(random_bytes::<20>()));
-    let key_id = ApiKeyId::new();
+fn new_api_key(entropy: &Entropy, scopes: Vec<String>) -> (String, ApiKeyId, AccountCommand) {
+    let api_key = format!("{API_KEY_PREFIX}{}", hex::encode(entropy.bytes::<20>("api-key")));
+    let key_id = ApiKeyId(entropy.uuid("key-id"));
     let command = AccountCommand::IssueApiKey {
         key_id,
         key_hash: api_key_hash(&api_key),

@@ -5,6 +5,7 @@
 mod account_email;
 pub mod commerce;
 mod crypto;
+mod entropy;
 mod error;
 mod handlers;
 pub mod lockout;
@@ -15,6 +16,7 @@ mod pii;
 mod writer;
 
 pub use crypto::{MasterKey, MasterKeySource};
+pub use entropy::Entropy;
 pub use error::CommandError;
 pub use handlers::{
     api_key_hash, normalize_email, AccountCreated, AppCreated, Commands, Executed, NewLicense, API_KEY_PREFIX,

@@ -83,6 +83,7 @@ contract!(
     a_refused_value_fails_only_its_own_request,
     a_refused_value_fails_only_its_own_request_when_appended_one_by_one,
     personal_data_is_written_with_its_events_or_not_at_all,
+    a_rerun_batch_across_streams_is_recognised_after_the_streams_moved_on,
 );
 
 async fn appends_and_reads_back_a_stream(store: &Store) {
@@ -330,4 +331,27 @@ async fn postgres_out_of_order_commits_are_seen_in_order_exactly_once() {
     assert!(seen[0].position.seq > seen[1].position.seq, "A's sequence number is the later one");
     let after_last = store.read_all(seen[1].position, 100).await.unwrap();
     assert!(after_last.is_empty());
+}
+
+/// What a keyed command re-run after a crash sends: the same events under the same ids, at the
+/// versions it decided on, while its streams have moved on since. Every request of the batch
+/// is "already appended" at its original positions, and nothing is written twice.
+async fn a_rerun_batch_across_streams_is_recognised_after_the_streams_moved_on(store: &Store) {
+    let (a, b) = (vec![event(1), event(2)], vec![event(3)]);
+    let batch = || {
+        vec![
+            request("t-rerun-a", ExpectedVersion::NoStream, a.clone()),
+            request("t-rerun-b", ExpectedVersion::NoStream, b.clone()),
+        ]
+    };
+    let first: Vec<_> = store.append_batch(batch()).await.unwrap().into_iter().map(Result::unwrap).collect();
+    store.append(request("t-rerun-a", ExpectedVersion::Exact(2), vec![event(4)])).await.unwrap();
+    store.append(request("t-rerun-b", ExpectedVersion::Exact(1), vec![event(5)])).await.unwrap();
+    let again: Vec<_> = store.append_batch(batch()).await.unwrap().into_iter().map(Result::unwrap).collect();
+    for (again, first) in again.iter().zip(&first) {
+        assert!(again.idempotent, "{again:?}");
+        assert_eq!((again.version, again.position), (first.version, first.position));
+    }
+    assert_eq!(store.read_stream("t-rerun-a", 1).await.unwrap().len(), 3);
+    assert_eq!(store.read_stream("t-rerun-b", 1).await.unwrap().len(), 2);
 }

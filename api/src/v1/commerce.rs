@@ -8,6 +8,7 @@ use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use licensd_commands::Entropy;
 use licensd_domain::account::AccountCommand;
 use licensd_domain::app::{App, AppCommand};
 use licensd_domain::commerce::{Connection, LedgerCommand, LedgerState, MappingKind, ProductMapping, Provider};
@@ -58,7 +59,7 @@ pub async fn put_connection(
         return Err(ApiError::BadRequest("apiKey must be at most 512 characters".into()));
     }
     let existing = state.hot.connections_of(caller.account_id).into_iter().find(|c| c.provider == provider);
-    let connection_id = existing.map_or_else(Uuid::new_v4, |c| c.connection_id);
+    let connection_id = existing.map_or_else(|| Entropy::next_step().uuid("connection-id"), |c| c.connection_id);
     let key = state.commands.master_key();
     let connection = Connection {
         connection_id,
@@ -151,7 +152,7 @@ pub async fn create_mapping(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let app_id = body.app_id.clone().ok_or_else(|| ApiError::BadRequest("appId is required".into()))?;
     let app = owned_app(&state, &caller, &app_id)?;
-    let mapping = mapping_from(body, Uuid::new_v4())?;
+    let mapping = mapping_from(body, Entropy::next_step().uuid("mapping-id"))?;
     let app = change(&state, &caller, &app, AppCommand::SetMapping(mapping.clone())).await?;
     Ok((StatusCode::CREATED, Json(mapping_json(&app, &mapping))))
 }

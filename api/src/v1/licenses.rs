@@ -263,7 +263,7 @@ pub async fn mint_offline_file(
     if balance < i64::from(OFFLINE_MINT_CREDITS) {
         return Err(ApiError::NoCredits);
     }
-    let jti = uuid::Uuid::new_v4().to_string();
+    let jti = licensd_commands::Entropy::next_step().uuid("jti").to_string();
     let binding = match &hwid {
         Some(hwid) => HwidBinding::Bound { hwids: vec![hwid.clone()] },
         None => HwidBinding::Any,

@@ -2,6 +2,12 @@
 //! key is kept (per account, for `LICENSD_IDEMPOTENCY_TTL_SECS`) and replayed to a retry of the
 //! same request; the key reused for another method, path or body is a 409 `conflict`, and so is a
 //! retry that arrives while the first request is still running (it is not queued behind it).
+//!
+//! The request runs inside an [`Entropy`] derived from (account, key, request hash): every event
+//! id, generated id and secret of its command is a function of the request. A claim abandoned
+//! unanswered (its process died after the commit, or it is older than the lease) is resumed by a
+//! retry: the command re-runs, produces the same events under the same ids, the store answers
+//! "already appended", and the answer is rebuilt from what the first run committed.
 
 mod records;
 
@@ -12,6 +18,7 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use licensd_commands::Entropy;
 use records::{Answer, Claim, Records};
 use sha2::{Digest, Sha256};
 
@@ -46,10 +53,16 @@ async fn once(state: AppState, request: Request, next: Next) -> Result<Response,
     let body = axum::body::to_bytes(body, state.config.max_body_bytes).await.map_err(|_| ApiError::PayloadTooLarge)?;
     let hash = request_hash(&parts.method, parts.uri.path_and_query().map_or("", |p| p.as_str()), &body);
 
-    let records = Records::new(state.commands.store().clone(), state.config.idempotency_ttl);
+    let records =
+        Records::new(state.commands.store().clone(), state.config.idempotency_ttl, state.config.idempotency_lease);
     let account = caller.account_id;
-    match records.claim(account, &key, &hash, state.commands.now().timestamp_millis()).await? {
-        Claim::Fresh => {}
+    let now_ms = state.commands.now().timestamp_millis();
+    let received_ms = match records.claim(account, &key, &hash, now_ms).await? {
+        Claim::Fresh => now_ms,
+        Claim::Resumed { claimed_at_ms } => {
+            tracing::info!("re-running an idempotent request whose first run left no answer");
+            claimed_at_ms
+        }
         Claim::Taken { request_hash, .. } if request_hash != hash => {
             return Err(ApiError::Conflict("This Idempotency-Key was used for another request".into()));
         }
@@ -57,9 +70,11 @@ async fn once(state: AppState, request: Request, next: Next) -> Result<Response,
         Claim::Taken { answer: None, .. } => {
             return Err(ApiError::Conflict("A request with this Idempotency-Key is still in progress".into()));
         }
-    }
+    };
 
-    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let received = chrono::DateTime::from_timestamp_millis(received_ms).unwrap_or_else(|| state.commands.now());
+    let entropy = Entropy::keyed(state.commands.master_key(), account, &key, &hash, received);
+    let response = entropy.scope(next.run(Request::from_parts(parts, Body::from(body)))).await;
     let (parts, body) = response.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
     let kept = match String::from_utf8(body.to_vec()) {

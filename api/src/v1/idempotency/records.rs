@@ -1,9 +1,21 @@
 //! The `idempotency_keys` table: one row per (account, key), claimed before the request runs and
 //! completed with its answer afterwards. Same SQL on both backends.
+//!
+//! A claim records the process run that made it. A claim left unanswered by a run that is gone
+//! (it died between its commit and storing the answer), or older than the lease, is taken over
+//! by a retry of the same request.
 
 use licensd_domain::AccountId;
 use licensd_store::{SqlValue, Statement, Store, StoreError};
+use std::sync::LazyLock;
 use std::time::Duration;
+
+/// This process run: claims made by any other run whose answer is missing are abandoned.
+static RUN_ID: LazyLock<String> = LazyLock::new(|| uuid::Uuid::new_v4().to_string());
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
 
 /// A kept answer, replayed byte for byte.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +30,9 @@ pub struct Answer {
 pub enum Claim {
     /// The key was free: this request runs.
     Fresh,
+    /// The same request's claim was abandoned unanswered: this request runs it again, at the
+    /// time of that first claim (Unix ms).
+    Resumed { claimed_at_ms: i64 },
     /// Another request holds the key: its hash, and its answer once it finished.
     Taken { request_hash: String, answer: Option<Answer> },
 }
@@ -25,11 +40,12 @@ pub enum Claim {
 pub struct Records {
     store: Store,
     ttl: Duration,
+    lease: Duration,
 }
 
 impl Records {
-    pub fn new(store: Store, ttl: Duration) -> Self {
-        Self { store, ttl }
+    pub fn new(store: Store, ttl: Duration, lease: Duration) -> Self {
+        Self { store, ttl, lease }
     }
 
     /// Takes `key` for a request with `request_hash`, or reports who holds it. The primary key
@@ -41,25 +57,41 @@ impl Records {
         request_hash: &str,
         now_ms: i64,
     ) -> Result<Claim, StoreError> {
-        let expired_before = now_ms.saturating_sub(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX));
+        let expired_before = now_ms.saturating_sub(millis(self.ttl));
         // Expired answers are purged on the way (the index on created_at keeps this cheap), so
         // a key is free again once its answer is older than the TTL.
         self.store
             .execute(&[Statement::new("DELETE FROM idempotency_keys WHERE created_at < $1", [expired_before.into()])])
             .await?;
         let insert = Statement::new(
-            "INSERT INTO idempotency_keys (account_id, idem_key, request_hash, created_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (account_id, idem_key) DO NOTHING",
-            [account.to_string().into(), key.into(), request_hash.into(), now_ms.into()],
+            "INSERT INTO idempotency_keys (account_id, idem_key, request_hash, created_at, run_id)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id, idem_key) DO NOTHING",
+            [account.to_string().into(), key.into(), request_hash.into(), now_ms.into(), RUN_ID.as_str().into()],
         );
         if self.store.execute(&[insert]).await? == 1 {
             return Ok(Claim::Fresh);
         }
+        // One statement decides a takeover, so of two concurrent retries exactly one resumes.
+        let stale_before = now_ms.saturating_sub(millis(self.lease));
+        let take_over = Statement::new(
+            "UPDATE idempotency_keys SET run_id = $1, leased_at = $2
+             WHERE account_id = $3 AND idem_key = $4 AND request_hash = $5 AND status IS NULL
+               AND (run_id IS NULL OR run_id <> $1 OR COALESCE(leased_at, created_at) < $6)",
+            [
+                RUN_ID.as_str().into(),
+                now_ms.into(),
+                account.to_string().into(),
+                key.into(),
+                request_hash.into(),
+                stale_before.into(),
+            ],
+        );
+        let resumed = self.store.execute(&[take_over]).await? == 1;
         let rows = self
             .store
             .query_rows(
-                "SELECT request_hash, CAST(status AS TEXT), content_type, body FROM idempotency_keys
-                 WHERE account_id = $1 AND idem_key = $2",
+                "SELECT request_hash, CAST(status AS TEXT), content_type, body, CAST(created_at AS TEXT)
+                 FROM idempotency_keys WHERE account_id = $1 AND idem_key = $2",
                 &[account.to_string().into(), key.into()],
             )
             .await?;
@@ -67,7 +99,11 @@ impl Records {
             // Released between our insert and this read: report it as still in flight.
             return Ok(Claim::Taken { request_hash: request_hash.to_string(), answer: None });
         };
-        row.resize(4, None);
+        row.resize(5, None);
+        if resumed {
+            let claimed_at_ms = row[4].as_deref().and_then(|at| at.parse().ok()).unwrap_or(now_ms);
+            return Ok(Claim::Resumed { claimed_at_ms });
+        }
         let status = row[1].as_deref().and_then(|s| s.parse::<u16>().ok());
         let answer = status.map(|status| Answer {
             status,

@@ -429,11 +429,18 @@ impl Aggregate for AppState {
             }
             C::RemoveListEntry { list, entry } => {
                 let entry = entry.trim().to_string();
+                let listed = app.lists.list(list).contains(&entry);
+                let self_banned = app.lists.self_banned(list).is_some_and(|banned| banned.contains(&entry));
+                if !listed && !self_banned {
+                    // Nothing to remove: a malformed entry is refused as on an add (an entry that is
+                    // listed is removable whatever rules it was added under).
+                    list.checked_entry(&entry)?;
+                }
                 let mut events = Vec::new();
-                if app.lists.list(list).contains(&entry) {
+                if listed {
                     events.push(E::SecurityListEdited { list, added: vec![], removed: vec![entry.clone()], at });
                 }
-                if app.lists.self_banned(list).is_some_and(|banned| banned.contains(&entry)) {
+                if self_banned {
                     events.push(E::SelfBanLifted { list, entry, at });
                 }
                 events
@@ -731,5 +738,14 @@ mod tests {
     #[test]
     fn commands_on_a_missing_app_are_refused() {
         assert_eq!(AppState::default().decide(AppCommand::Disable, now()), Err(DomainError::NotFound("app")));
+    }
+
+    #[test]
+    fn removing_a_malformed_entry_that_is_not_listed_is_refused() {
+        let state = AppState::fold(&history());
+        let garbage = AppCommand::RemoveListEntry { list: ListName::IpBlacklist, entry: "not an address".into() };
+        assert!(matches!(state.decide(garbage, now()), Err(DomainError::InvalidSecurityList(_))));
+        let unlisted = AppCommand::RemoveListEntry { list: ListName::IpBlacklist, entry: "192.0.2.7".into() };
+        assert_eq!(state.decide(unlisted, now()).unwrap(), vec![]);
     }
 }

@@ -365,7 +365,7 @@ pub async fn put_email(
     let license = owned_license(&state, &caller, &key)?;
     let subject = licensd_domain::StreamCategory::License.stream_id(&license.key);
     let vault = state.commands.pii();
-    let (email, pii) = match body.email.filter(|e| !e.trim().is_empty()) {
+    let (email, pii) = match body.email.filter(|e| !e.is_empty()) {
         Some(email) => {
             let email = licensd_commands::normalize_email(&email)
                 .map_err(|_| ApiError::BadRequest("email is not a valid address".into()))?;

@@ -154,7 +154,7 @@ pub fn operations() -> Vec<Operation> {
             .body(reference("Variables"))
             .returns(200, reference("Variables")),
         op("put", "/licenses/{key}/email", on(PUT, licenses::put_email), "Set or remove the buyer's email")
-            .body(closed(object(json!({ "email": { "type": "string", "format": "email", "nullable": true } }), &[])))
+            .body(closed(object(json!({ "email": { "type": "string", "maxLength": 254, "nullable": true, "pattern": EMAIL_OR_EMPTY } }), &[])))
             .returns(200, object(json!({ "ok": { "type": "boolean" }, "email": nullable(string.clone()) }), &["ok"])),
         op("post", "/licenses/{key}/offline-files", on(POST, licenses::mint_offline_file), "Mint an offline license file")
             .body(reference("MintFile"))
@@ -188,7 +188,7 @@ pub fn operations() -> Vec<Operation> {
         op("get", "/commerce/mappings", on(GET, commerce::list_mappings), "List product mappings")
             .returns(200, object(json!({ "mappings": array(reference("Mapping")) }), &["mappings"])),
         op("put", "/commerce/mappings/{mapping_id}", on(PUT, commerce::update_mapping), "Replace a product mapping")
-            .body(reference("MappingCreate"))
+            .body(reference("MappingUpdate"))
             .returns(200, reference("Mapping")),
         op("delete", "/commerce/mappings/{mapping_id}", on(DELETE, commerce::delete_mapping), "Delete a product mapping"),
         op("get", "/commerce/events", on(GET, commerce::list_events), "The commerce event ledger, newest first")
@@ -220,8 +220,9 @@ fn parameters(op: &Operation) -> Vec<Value> {
     let path = in_path.map(|name| {
         let schema = match name {
             "list" => json!({ "type": "string", "enum": ["blacklist", "whitelist"] }),
+            "entry_type" => json!({ "type": "string", "enum": ["hwid", "ip"] }),
             "provider" => json!({ "type": "string", "enum": ["stripe", "lemon"] }),
-            _ => json!({ "type": "string" }),
+            _ => json!({ "type": "string", "pattern": NO_CONTROL_CHARACTERS }),
         };
         json!({ "name": name, "in": "path", "required": true, "schema": schema })
     });
@@ -230,6 +231,7 @@ fn parameters(op: &Operation) -> Vec<Value> {
             "limit" => json!({ "type": "integer", "minimum": 1, "maximum": 200 }),
             "provider" => json!({ "type": "string", "enum": ["stripe", "lemon"] }),
             "status" => json!({ "type": "string", "enum": ["pending", "processed", "skipped", "failed", "held"] }),
+            _ if *kind == "string" => json!({ "type": "string", "pattern": NO_CONTROL_CHARACTERS }),
             _ => json!({ "type": kind }),
         };
         json!({ "name": name, "in": "query", "required": required, "schema": schema })
@@ -243,6 +245,43 @@ fn parameters(op: &Operation) -> Vec<Value> {
         })
     });
     path.chain(query).chain(idempotency).collect()
+}
+
+/// A replaced mapping stays with its app: `appId` may be left out (if given it must be the same).
+fn mapping_update(schemas: &Value) -> Option<Value> {
+    let mut update = schemas.get("MappingCreate")?.clone();
+    update.get_mut("required")?.as_array_mut()?.retain(|field| field != "appId");
+    Some(update)
+}
+
+/// A buyer email, or "" (like `null`) to remove it.
+const EMAIL_OR_EMPTY: &str = "^$|^[^@\\s]+@[^@\\s.][^@\\s]*\\.[^@\\s]*[^@\\s.]$";
+/// Path and query strings hold no control character (`crate::control_chars`, identifiers).
+const NO_CONTROL_CHARACTERS: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*$";
+/// Strings in bodies may hold tab, LF and CR, no other control character (free text).
+const FREE_TEXT: &str = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$";
+
+/// States the edge's control-character rule on every free-form string of a body schema, so the
+/// document says what the server refuses. A string with a pattern of its own gets the rule as a
+/// second pattern (`allOf`); enums and formats cannot hold control characters anyway.
+fn forbid_control_characters(schema: &mut Value) {
+    match schema {
+        Value::Object(fields) => {
+            let free_form = fields.get("type") == Some(&json!("string"))
+                && !fields.contains_key("enum")
+                && !fields.contains_key("format");
+            if free_form {
+                if fields.contains_key("pattern") {
+                    fields.entry("allOf").or_insert_with(|| json!([{ "pattern": FREE_TEXT }]));
+                } else {
+                    fields.insert("pattern".into(), json!(FREE_TEXT));
+                }
+            }
+            fields.values_mut().for_each(forbid_control_characters);
+        }
+        Value::Array(items) => items.iter_mut().for_each(forbid_control_characters),
+        _ => {}
+    }
 }
 
 /// The OpenAPI 3.0 document of `operations`.
@@ -260,6 +299,8 @@ pub fn document(operations: &[Operation]) -> Value {
             },
         });
         if let Some(schema) = &op.request {
+            let mut schema = schema.clone();
+            forbid_control_characters(&mut schema);
             operation["requestBody"] =
                 json!({ "required": true, "content": { "application/json": { "schema": schema } } });
         }
@@ -270,6 +311,10 @@ pub fn document(operations: &[Operation]) -> Value {
     if let (Some(all), Value::Object(commerce)) = (schemas.as_object_mut(), super::schemas::commerce()) {
         all.extend(commerce);
     }
+    if let Some(update) = mapping_update(&schemas) {
+        schemas["MappingUpdate"] = update;
+    }
+    forbid_control_characters(&mut schemas);
     json!({
         "openapi": "3.0.3",
         "info": { "title": "licensd Developer API", "version": env!("CARGO_PKG_VERSION") },

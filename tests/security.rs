@@ -12,16 +12,7 @@ use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::time::Duration;
 
-const RELAXED: &[(&str, &str)] = &[
-    ("LICENSD_VALIDATE_PER_KEY", "1000"),
-    ("LICENSD_VALIDATE_PER_IP", "1000"),
-    ("LICENSD_HEARTBEAT_PER_KEY", "1000"),
-    ("LICENSD_API_BURST", "100000"),
-    ("LICENSD_API_PER_SECOND", "100000"),
-    ("LICENSD_PORTAL_CHALLENGES_PER_IP", "1000"),
-    ("LICENSD_PORTAL_CHALLENGES_PER_KEY", "1000"),
-    ("LICENSD_WEBHOOK_ALLOW_HTTP_LOOPBACK", "true"),
-];
+use common::RELAXED_LIMITS as RELAXED;
 
 struct Tenants {
     _dir: TempDir,

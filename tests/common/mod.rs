@@ -20,6 +20,18 @@ use std::time::Instant;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_licensd");
 
+/// Limits raised so that a test's own traffic is never throttled (tests of the limits set theirs).
+pub const RELAXED_LIMITS: &[(&str, &str)] = &[
+    ("LICENSD_VALIDATE_PER_KEY", "1000"),
+    ("LICENSD_VALIDATE_PER_IP", "1000"),
+    ("LICENSD_HEARTBEAT_PER_KEY", "1000"),
+    ("LICENSD_API_BURST", "100000"),
+    ("LICENSD_API_PER_SECOND", "100000"),
+    ("LICENSD_PORTAL_CHALLENGES_PER_IP", "1000"),
+    ("LICENSD_PORTAL_CHALLENGES_PER_KEY", "1000"),
+    ("LICENSD_WEBHOOK_ALLOW_HTTP_LOOPBACK", "true"),
+];
+
 /// Where a test's licensd keeps its data: a temporary folder, and the database URL to use.
 pub struct Deployment {
     pub data_dir: PathBuf,

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Deployment, Merchant, Server, TempDir};
+use common::{on_both_backends, Merchant};
 use serde_json::{json, Value};
 use std::sync::{Arc, Barrier};
 
@@ -21,21 +21,9 @@ fn validate_body(m: &Merchant, key: &str, hwid: &str, nonce: &str) -> Value {
     json!({ "appId": m.app_id, "appSecret": m.app_secret, "licenseKey": key, "hwid": hwid, "nonce": nonce })
 }
 
-/// Runs `test` against a fresh server on SQLite, then on Postgres when one is configured.
-fn on_both_backends(test: impl Fn(&Deployment, &Server)) {
-    let dir = TempDir::new();
-    let deployment = Deployment::sqlite(&dir.0);
-    test(&deployment, &deployment.start_with(RELAXED));
-    if let Some(database) = common::temp_postgres() {
-        let dir = TempDir::new();
-        let deployment = Deployment::postgres(&dir.0, &database.url);
-        test(&deployment, &deployment.start_with(RELAXED));
-    }
-}
-
 #[test]
 fn concurrent_validations_cannot_overdraw_the_account() {
-    on_both_backends(|deployment, server| {
+    on_both_backends(RELAXED, |deployment, server| {
         const CREDITS: u64 = 5;
         const REQUESTS: usize = 20;
         let merchant = deployment.merchant_with_credits(server, "payer@example.com", CREDITS);
@@ -70,7 +58,7 @@ fn concurrent_validations_cannot_overdraw_the_account() {
 
 #[test]
 fn self_bans_never_make_the_app_look_missing_to_other_clients() {
-    on_both_backends(|deployment, server| {
+    on_both_backends(RELAXED, |deployment, server| {
         let merchant = deployment.merchant_with_credits(server, "busy@example.com", 100_000);
         let (honest, tampered) = (merchant.license(server, json!({})), merchant.license(server, json!({})));
         let done = std::sync::atomic::AtomicBool::new(false);

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Deployment, Server, TempDir};
+use common::{on_both_backends, Deployment, Server};
 use licensd_store::{AppendRequest, EventStore, ExpectedVersion, NewEvent, Store, StoreOptions};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -47,20 +47,9 @@ fn health_until(server: &Server, done: impl Fn(u16, &Value) -> bool) -> (u16, Va
     }
 }
 
-fn on_both_backends(test: impl Fn(&Deployment, &Server)) {
-    let dir = TempDir::new();
-    let deployment = Deployment::sqlite(&dir.0);
-    test(&deployment, &deployment.start_with(ENV));
-    if let Some(database) = common::temp_postgres() {
-        let dir = TempDir::new();
-        let deployment = Deployment::postgres(&dir.0, &database.url);
-        test(&deployment, &deployment.start_with(ENV));
-    }
-}
-
 #[test]
 fn unknown_event_types_are_skipped_and_a_bad_known_event_is_reported_stuck() {
-    on_both_backends(|deployment, server| {
+    on_both_backends(ENV, |deployment, server| {
         let merchant = deployment.merchant_with_credits(server, "future@example.com", 10);
         let account_stream = format!("account-{}", merchant.account_id);
         append_raw(deployment, &account_stream, "AccountRenamed", json!({ "type": "AccountRenamed", "name": "n" }));

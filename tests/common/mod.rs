@@ -299,6 +299,19 @@ impl Drop for TempDir {
     }
 }
 
+/// Runs `test` against a fresh server started with `env` on SQLite, then on Postgres when one is
+/// configured (`LICENSD_TEST_POSTGRES_URL`).
+pub fn on_both_backends(env: &[(&str, &str)], test: impl Fn(&Deployment, &Server)) {
+    let dir = TempDir::new();
+    let deployment = Deployment::sqlite(&dir.0);
+    test(&deployment, &deployment.start_with(env));
+    if let Some(database) = temp_postgres() {
+        let dir = TempDir::new();
+        let deployment = Deployment::postgres(&dir.0, &database.url);
+        test(&deployment, &deployment.start_with(env));
+    }
+}
+
 /// A throwaway Postgres database, or `None` when `LICENSD_TEST_POSTGRES_URL` is unset.
 pub fn temp_postgres() -> Option<licensd_store::testing::TempDatabase> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");

@@ -226,7 +226,7 @@ impl Commands {
         actor: &Actor,
         account_id: Option<AccountId>,
     ) -> Result<AppendResult, CommandError> {
-        self.append_with(&Entropy::next_step(), stream_id, expected, events, actor, account_id, Vec::new()).await
+        self.append_with_pii(stream_id, expected, events, actor, account_id, Vec::new()).await
     }
 
     /// [`Self::append`], writing the personal data the events refer to (sealed by

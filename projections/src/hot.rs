@@ -12,6 +12,7 @@ use licensd_domain::{AccountId, Aggregate, AnyEvent, ApiKeyId, AppId, LicenseKey
 use licensd_store::{Position, RecordedEvent};
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -73,6 +74,28 @@ pub struct HotModel {
     position: watch::Sender<Position>,
     /// One event is applied at a time, so two readers of the log never apply one twice.
     applying: std::sync::Mutex<()>,
+    /// Told about each event once it is applied (live sessions push from here, not by polling).
+    listener: std::sync::OnceLock<Arc<dyn AppliedListener>>,
+}
+
+/// One event of the log, just applied to the model: what a listener is told.
+#[derive(Debug)]
+pub struct Applied<'a> {
+    pub position: Position,
+    /// `license-<KEY>`, `app-<uuid>`, ...
+    pub stream_id: &'a str,
+    /// The id part of `stream_id`.
+    pub id: &'a str,
+    pub event: &'a AnyEvent,
+    /// When the event committed: push latency is measured from here.
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Receives every event the model applies, in log order, exactly once per model, after the
+/// model shows it. Called while the model's apply lock is held: implementations must only
+/// hand the event on (enqueue, notify), never block or call back into a slow path.
+pub trait AppliedListener: Send + Sync {
+    fn applied(&self, model: &HotModel, applied: &Applied<'_>);
 }
 
 impl std::fmt::Debug for HotModel {
@@ -166,7 +189,13 @@ impl HotModel {
             held_by_app: DashMap::new(),
             position: watch::channel(Position::START).0,
             applying: std::sync::Mutex::new(()),
+            listener: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Installs the one listener (live sessions); a second call is refused and returns false.
+    pub fn set_listener(&self, listener: Arc<dyn AppliedListener>) -> bool {
+        self.listener.set(listener).is_ok()
     }
 
     pub fn license(&self, key: &LicenseKey) -> Option<License> {
@@ -270,11 +299,21 @@ impl HotModel {
             // Written by a later version: skipped (and counted) rather than stopping the model.
             crate::status::skipped(crate::runner::HOT, 1);
         }
-        match decoded {
-            Some(AnyEvent::License(e)) => self.apply_license(id, event.version, &e),
-            Some(AnyEvent::App(e)) => self.apply_app(id, &e),
-            Some(AnyEvent::Account(e)) => self.apply_account(id, &e),
+        match &decoded {
+            Some(AnyEvent::License(e)) => self.apply_license(id, event.version, e),
+            Some(AnyEvent::App(e)) => self.apply_app(id, e),
+            Some(AnyEvent::Account(e)) => self.apply_account(id, e),
             Some(AnyEvent::Commerce(_) | AnyEvent::EmailReservation(_)) | None => {}
+        }
+        if let (Some(listener), Some(decoded)) = (self.listener.get(), decoded.as_ref()) {
+            let applied = Applied {
+                position: event.position,
+                stream_id: &event.stream_id,
+                id,
+                event: decoded,
+                recorded_at: event.recorded_at,
+            };
+            listener.applied(self, &applied);
         }
         self.position.send_if_modified(|p| {
             let advanced = event.position > *p;

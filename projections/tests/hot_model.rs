@@ -345,3 +345,51 @@ fn a_failed_append_gives_its_hold_back() {
     drop(hold);
     assert!(model.hold_credits(f.account_id, f.app_id, 2, now).is_ok());
 }
+
+/// Records what it is told, and whether the model already showed the license's revocation.
+#[derive(Default)]
+struct Recorder {
+    seen: std::sync::Mutex<Vec<(i64, String)>>,
+    revoked_visible: AtomicBool,
+}
+
+impl licensd_projections::AppliedListener for Recorder {
+    fn applied(&self, model: &HotModel, applied: &licensd_projections::Applied<'_>) {
+        self.seen.lock().unwrap().push((applied.position.seq, applied.stream_id.to_string()));
+        if let licensd_domain::AnyEvent::License(LicenseEvent::LicenseRevoked { .. }) = applied.event {
+            let key = LicenseKey::parse(applied.id).expect("license id");
+            let revoked =
+                model.license(&key).is_some_and(|l| l.status == licensd_domain::license::LicenseStatus::Revoked);
+            self.revoked_visible.store(revoked, Ordering::SeqCst);
+        }
+    }
+}
+
+#[test]
+fn the_listener_hears_each_event_once_in_log_order_after_the_model_shows_it() {
+    let model = Arc::new(HotModel::default());
+    let recorder = Arc::new(Recorder::default());
+    assert!(model.set_listener(recorder.clone()));
+    assert!(!model.set_listener(Arc::new(Recorder::default())), "a second listener is refused");
+    let mut log = Log::new(model.clone());
+    let f = populated(&mut log, 10);
+    log.apply(&f.license(), &LicenseEvent::LicenseRevoked { at: Utc::now() });
+    // A second reader re-applying the same positions (the tail and an on-demand catch-up) is not heard again.
+    let replayed = RecordedEvent {
+        position: Position { tx: 0, seq: 3 },
+        event_id: uuid::Uuid::now_v7(),
+        stream_id: f.account(),
+        version: 3,
+        event_type: "CreditsGranted".into(),
+        schema_version: 1,
+        payload: serde_json::json!({"type": "CreditsGranted", "amount": 1, "reason": "t", "at": Utc::now()}),
+        metadata: serde_json::json!({}),
+        recorded_at: Utc::now(),
+    };
+    model.apply(&replayed).expect("applies");
+    let seen = recorder.seen.lock().unwrap().clone();
+    let positions: Vec<i64> = seen.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(positions, (1..=log.seq).collect::<Vec<_>>(), "each event once, in order");
+    assert_eq!(seen.last().map(|(_, s)| s.clone()), Some(f.license()));
+    assert!(recorder.revoked_visible.load(Ordering::SeqCst), "the model shows the event before the listener hears it");
+}

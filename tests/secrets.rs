@@ -114,8 +114,9 @@ fn append_legacy_login_event(deployment: &Deployment, account_id: &str, password
         let stream = format!("account-{account_id}");
         let events = store.read_stream(&stream, 1).await.unwrap();
         let last = events.last().unwrap();
-        let digest =
-            events.iter().rev().find(|e| e.event_type == "DashboardLoginSet").unwrap().payload["email_digest"].clone();
+        let digest = events.iter().rev().find(|e| e.event_type == "DashboardLoginSet").unwrap().payload_json()
+            ["email_digest"]
+            .clone();
         let payload = json!({
             "type": "DashboardLoginSet", "email_digest": digest, "password_hash": hash, "at": "2026-01-01T00:00:00Z",
         });

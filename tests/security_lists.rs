@@ -101,7 +101,7 @@ fn app_events(s: &Setup) -> Vec<(String, Value)> {
         let store = licensd_store::Store::connect(&s.deployment.database_url, &options).await.unwrap();
         let stream = format!("app-{}", s.m.app_id);
         let events = store.read_stream(&stream, 1).await.unwrap();
-        events.into_iter().map(|e| (e.event_type, e.payload)).collect()
+        events.into_iter().map(|e| (e.event_type.clone(), e.payload_json())).collect()
     })
 }
 

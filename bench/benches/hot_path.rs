@@ -24,8 +24,8 @@ fn recorded(seq: i64, key: &LicenseKey, version: u64, event: &LicenseEvent) -> R
         version,
         event_type: data.event_type.to_string(),
         schema_version: data.schema_version,
-        payload: data.payload,
-        metadata: json!({ "actor": "client" }),
+        payload: licensd_store::raw_json(&data.payload),
+        metadata: licensd_store::raw_json(&json!({ "actor": "client" })),
         recorded_at: Utc::now(),
     }
 }

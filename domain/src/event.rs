@@ -3,6 +3,7 @@ use crate::{
     license::LicenseEvent, DomainError,
 };
 use serde::{de::DeserializeOwned, Serialize};
+use serde_json::value::RawValue;
 
 /// The kind of stream an event lives in; the prefix of its stream id (`license-<key>`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,24 +79,32 @@ impl EventData {
 pub fn decode_event<E: DomainEvent>(
     event_type: &str,
     schema_version: i32,
-    payload: &serde_json::Value,
+    payload: &RawValue,
 ) -> Result<E, DomainError> {
     decode_event_with(crate::upcast::UPCASTERS, event_type, schema_version, payload)
 }
 
 /// [`decode_event`] with a given upcaster registry (tests register test-only shape changes).
+/// A payload already in today's shape (every event unless a step is registered for its type
+/// and version) is decoded straight from its text; only an old-schema one becomes a JSON tree,
+/// for the upcasters to rewrite.
 pub fn decode_event_with<E: DomainEvent>(
     registry: &[crate::upcast::Upcaster],
     event_type: &str,
     schema_version: i32,
-    payload: &serde_json::Value,
+    payload: &RawValue,
 ) -> Result<E, DomainError> {
-    let (payload, _) = crate::upcast::upcast(registry, E::CATEGORY, event_type, schema_version, payload);
-    E::deserialize(&*payload).map_err(|e| DomainError::UndecodableEvent {
+    let undecodable = |e: serde_json::Error| DomainError::UndecodableEvent {
         event_type: event_type.to_string(),
         schema_version,
         reason: e.to_string(),
-    })
+    };
+    if !crate::upcast::has_step(registry, E::CATEGORY, event_type, schema_version) {
+        return serde_json::from_str(payload.get()).map_err(undecodable);
+    }
+    let tree: serde_json::Value = serde_json::from_str(payload.get()).map_err(undecodable)?;
+    let (payload, _) = crate::upcast::upcast(registry, E::CATEGORY, event_type, schema_version, &tree);
+    E::deserialize(&*payload).map_err(undecodable)
 }
 
 /// Whether `E` has no variant tagged `event_type` (one written by a later version of licensd).
@@ -110,7 +119,7 @@ pub fn is_unknown_type<E: DomainEvent>(event_type: &str) -> bool {
 fn decode_known<E: DomainEvent>(
     event_type: &str,
     schema_version: i32,
-    payload: &serde_json::Value,
+    payload: &RawValue,
 ) -> Result<Option<E>, DomainError> {
     match decode_event(event_type, schema_version, payload) {
         Ok(event) => Ok(Some(event)),
@@ -159,7 +168,7 @@ impl AnyEvent {
         stream_id: &str,
         event_type: &str,
         schema_version: i32,
-        payload: &serde_json::Value,
+        payload: &RawValue,
     ) -> Result<Option<Self>, DomainError> {
         let Some((category, _)) = StreamCategory::parse(stream_id) else { return Ok(None) };
         let (t, v, p) = (event_type, schema_version, payload);

@@ -37,6 +37,12 @@ pub fn current_version(registry: &[Upcaster], category: StreamCategory, event_ty
         .unwrap_or(1)
 }
 
+/// Whether a payload of `event_type` stored at `version` has a step to take (is not yet in
+/// today's shape).
+pub fn has_step(registry: &[Upcaster], category: StreamCategory, event_type: &str, version: i32) -> bool {
+    registry.iter().any(|u| u.category == category && u.event_type == event_type && u.from_version == version)
+}
+
 /// The payload in today's shape (unchanged when no step applies), and the version it is at.
 pub fn upcast<'a>(
     registry: &[Upcaster],

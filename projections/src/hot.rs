@@ -615,8 +615,8 @@ mod tests {
             version,
             event_type: data.event_type.to_string(),
             schema_version: data.schema_version,
-            payload: data.payload,
-            metadata: serde_json::json!({}),
+            payload: licensd_store::raw_json(&data.payload),
+            metadata: licensd_store::raw_json(&serde_json::json!({})),
             recorded_at: Utc::now(),
         }
     }

@@ -40,8 +40,8 @@ impl Log {
             version: *version,
             event_type: data.event_type.to_string(),
             schema_version: data.schema_version,
-            payload: data.payload,
-            metadata: serde_json::json!({}),
+            payload: licensd_store::raw_json(&data.payload),
+            metadata: licensd_store::raw_json(&serde_json::json!({})),
             recorded_at: Utc::now(),
         };
         self.model.apply(&recorded).expect("applies");
@@ -382,8 +382,10 @@ fn the_listener_hears_each_event_once_in_log_order_after_the_model_shows_it() {
         version: 3,
         event_type: "CreditsGranted".into(),
         schema_version: 1,
-        payload: serde_json::json!({"type": "CreditsGranted", "amount": 1, "reason": "t", "at": Utc::now()}),
-        metadata: serde_json::json!({}),
+        payload: licensd_store::raw_json(
+            &serde_json::json!({"type": "CreditsGranted", "amount": 1, "reason": "t", "at": Utc::now()}),
+        ),
+        metadata: licensd_store::raw_json(&serde_json::json!({})),
         recorded_at: Utc::now(),
     };
     model.apply(&replayed).expect("applies");

@@ -11,7 +11,9 @@ use crate::{
     AppendRequest, AppendResult, EventStore, NewEvent, PiiRow, Position, RecordedEvent, StoreError, StoreOptions,
 };
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -235,8 +237,8 @@ fn decode(row: PgRow) -> Result<RecordedEvent, StoreError> {
         version: row.try_get::<i64, _>("version")? as u64,
         event_type: row.try_get("event_type")?,
         schema_version: row.try_get("schema_version")?,
-        payload: row.try_get("payload")?,
-        metadata: row.try_get("metadata")?,
+        payload: row.try_get::<Json<Box<RawValue>>, _>("payload")?.0,
+        metadata: row.try_get::<Json<Box<RawValue>>, _>("metadata")?.0,
         recorded_at: row.try_get("recorded_at")?,
     })
 }

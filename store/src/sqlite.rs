@@ -9,6 +9,7 @@ use crate::{
     AppendRequest, AppendResult, EventStore, NewEvent, PiiRow, Position, RecordedEvent, StoreError, StoreOptions,
 };
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use std::collections::HashMap;
@@ -236,8 +237,8 @@ fn decode(row: SqliteRow) -> Result<RecordedEvent, StoreError> {
         version: row.try_get::<i64, _>("version")? as u64,
         event_type: row.try_get("event_type")?,
         schema_version: row.try_get("schema_version")?,
-        payload: serde_json::from_str(&payload).map_err(|e| corrupt("payload", &e))?,
-        metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?,
+        payload: RawValue::from_string(payload).map_err(|e| corrupt("payload", &e))?,
+        metadata: RawValue::from_string(metadata).map_err(|e| corrupt("metadata", &e))?,
         recorded_at: row.try_get("recorded_at")?,
     })
 }

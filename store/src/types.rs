@@ -1,5 +1,6 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use thiserror::Error;
 use uuid::Uuid;
 
@@ -82,7 +83,10 @@ impl std::fmt::Display for Position {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// An event as read back. Payload and metadata stay the stored JSON text (validated, not parsed
+/// into a tree): readers decode the payload straight into their typed event
+/// (`licensd_domain::decode_event`), so a read costs one parse, not a `Value` and then a second pass.
+#[derive(Debug, Clone)]
 pub struct RecordedEvent {
     pub position: Position,
     pub event_id: Uuid,
@@ -90,9 +94,62 @@ pub struct RecordedEvent {
     pub version: u64,
     pub event_type: String,
     pub schema_version: i32,
-    pub payload: serde_json::Value,
-    pub metadata: serde_json::Value,
+    pub payload: Box<RawValue>,
+    pub metadata: Box<RawValue>,
     pub recorded_at: DateTime<Utc>,
+}
+
+impl RecordedEvent {
+    /// The payload as a JSON tree, for tools and tests that inspect it loosely.
+    pub fn payload_json(&self) -> serde_json::Value {
+        json_tree(&self.payload)
+    }
+
+    /// The metadata as a JSON tree.
+    pub fn metadata_json(&self) -> serde_json::Value {
+        json_tree(&self.metadata)
+    }
+
+    /// The metadata fields readers use, borrowed from the stored text where it has no escapes.
+    /// Metadata not of that shape reads as empty.
+    pub fn metadata_fields(&self) -> EventMetadata<'_> {
+        serde_json::from_str(self.metadata.get()).unwrap_or_default()
+    }
+}
+
+/// Who caused an event and in which account, as written by the command layer.
+#[derive(Debug, Default, Deserialize)]
+pub struct EventMetadata<'a> {
+    #[serde(borrow)]
+    pub actor: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    pub account_id: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Equal when every field is, JSON compared as stored text.
+impl PartialEq for RecordedEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.position == other.position
+            && self.event_id == other.event_id
+            && self.stream_id == other.stream_id
+            && self.version == other.version
+            && self.event_type == other.event_type
+            && self.schema_version == other.schema_version
+            && self.payload.get() == other.payload.get()
+            && self.metadata.get() == other.metadata.get()
+            && self.recorded_at == other.recorded_at
+    }
+}
+
+/// A JSON tree as stored text (for building a [`RecordedEvent`] in tests and tools).
+pub fn raw_json(value: &serde_json::Value) -> Box<RawValue> {
+    // Serialising a `Value` cannot fail (its map keys are strings).
+    serde_json::value::to_raw_value(value).unwrap_or_default()
+}
+
+/// Raw JSON is valid by construction, so parsing it into a tree cannot fail.
+fn json_tree(raw: &RawValue) -> serde_json::Value {
+    serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null)
 }
 
 #[derive(Debug, Clone, Default)]

@@ -121,7 +121,7 @@ pub async fn history(
                 "version": e.version,
                 "type": e.event_type,
                 "at": iso(e.recorded_at),
-                "actor": e.metadata.get("actor").and_then(Value::as_str).unwrap_or("unknown"),
+                "actor": e.metadata_fields().actor.as_deref().unwrap_or("unknown"),
                 "data": e.payload,
             })
         })

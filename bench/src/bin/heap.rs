@@ -105,7 +105,7 @@ async fn bindings(store: &Store, model: &HotModel) -> anyhow::Result<Vec<Recorde
                 version: version + 1,
                 event_type: data.event_type.to_string(),
                 schema_version: data.schema_version,
-                payload: data.payload,
+                payload: licensd_store::raw_json(&data.payload),
                 ..event
             });
         }

@@ -27,8 +27,9 @@ impl SqlProjection for AuditLog {
         ) {
             return vec![];
         }
-        let Some(actor) = event.metadata.get("actor").and_then(|a| a.as_str()) else { return vec![] };
-        let account_id = event.metadata.get("account_id").and_then(|a| a.as_str()).map(str::to_string);
+        let metadata = event.metadata_fields();
+        let Some(actor) = metadata.actor else { return vec![] };
+        let account_id = metadata.account_id.map(String::from);
         vec![Statement::new(
             "INSERT INTO rm_audit_log (pos_tx, pos_seq, account_id, stream_id, event_type, actor, at)
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (pos_tx, pos_seq) DO NOTHING",
@@ -38,7 +39,7 @@ impl SqlProjection for AuditLog {
                 SqlValue::from(account_id),
                 event.stream_id.as_str().into(),
                 event.event_type.as_str().into(),
-                actor.into(),
+                actor.as_ref().into(),
                 timestamp(event.recorded_at).into(),
             ],
         )]

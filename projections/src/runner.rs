@@ -3,7 +3,7 @@
 
 use crate::{status, HotModel, ProjectionError, SqlProjection};
 use licensd_domain::AnyEvent;
-use licensd_store::{EventStore, RecordedEvent, Store};
+use licensd_store::{EventStore, Position, ProjectionMove, RecordedEvent, Statement, Store};
 use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::sync::Arc;
@@ -167,73 +167,141 @@ impl HotRunner {
     }
 }
 
-/// Feeds one [`SqlProjection`] from its checkpoint.
+/// Feeds SQL projections from their checkpoints with one reader: each pace reads a page of the
+/// log once, decodes each event once, and commits every projection's rows and checkpoint move in
+/// one transaction. Each checkpoint still moves compare-and-set with its own rows, so a crash
+/// never applies an event twice or skips one, and a projection another process moved (a rebuild,
+/// an on-demand catch-up) is left out of the commit and re-read next pace.
 #[derive(Clone)]
 pub struct SqlRunner {
     store: Store,
-    projection: Arc<dyn SqlProjection>,
+    projections: Arc<[Arc<dyn SqlProjection>]>,
     config: TailConfig,
 }
 
+/// One projection's part of a pace.
+struct Share<'a> {
+    projection: &'a dyn SqlProjection,
+    from: Position,
+}
+
 impl SqlRunner {
+    /// A runner for one projection (on-demand catch-ups, `rebuild --projection`).
     pub fn new(store: Store, projection: Arc<dyn SqlProjection>, config: TailConfig) -> Self {
-        Self { store, projection, config }
+        Self::shared(store, vec![projection], config)
     }
 
+    /// One runner for several projections, sharing each page of the log.
+    pub fn shared(store: Store, projections: Vec<Arc<dyn SqlProjection>>, config: TailConfig) -> Self {
+        Self { store, projections: projections.into(), config }
+    }
+
+    /// The name the runner's log lines carry: its projection's, or "sql" for a shared one.
     pub fn name(&self) -> &'static str {
-        self.projection.name()
+        match &*self.projections {
+            [one] => one.name(),
+            _ => "sql",
+        }
     }
 
-    /// Projects one batch. A checkpoint from another version of the projection means its
-    /// meaning changed: the tables are emptied and the log replayed from the start.
+    /// Projects one page. A checkpoint from another version of a projection means its meaning
+    /// changed: its tables are emptied and the log replayed into it from the start.
     async fn step(&self) -> Result<usize, ProjectionError> {
-        let stepped = self.project_batch().await;
+        let stepped = self.project_page().await;
         if let Err(e) = &stepped {
-            status::failed(self.name(), e);
+            for p in self.projections.iter() {
+                status::failed(p.name(), e);
+            }
         }
         stepped
     }
 
-    async fn project_batch(&self) -> Result<usize, ProjectionError> {
-        let p = &self.projection;
-        let checkpoint = match self.store.load_checkpoint(p.name()).await? {
-            Some(c) if c.version == p.version() => c,
-            found => {
-                if found.is_some() {
-                    tracing::info!(
-                        projection = p.name(),
-                        version = p.version(),
-                        "projection version changed; rebuilding"
-                    );
+    /// Each projection's checkpoint, after resetting those whose version changed; `None` when
+    /// one was reset (the step made progress and the next reads afresh).
+    async fn checkpoints(&self) -> Result<Option<Vec<Share<'_>>>, ProjectionError> {
+        let stored = self.store.load_checkpoints().await?;
+        let mut shares = Vec::with_capacity(self.projections.len());
+        for p in self.projections.iter() {
+            match stored.get(p.name()) {
+                Some(c) if c.version == p.version() => shares.push(Share { projection: p.as_ref(), from: c.position }),
+                found => {
+                    if found.is_some() {
+                        tracing::info!(
+                            projection = p.name(),
+                            version = p.version(),
+                            "projection version changed; rebuilding"
+                        );
+                    }
+                    self.store.reset_projection(p.name(), p.version(), p.tables()).await?;
+                    return Ok(None);
                 }
-                self.store.reset_projection(p.name(), p.version(), p.tables()).await?;
-                return Ok(1);
             }
-        };
-        let events = self.store.read_all(checkpoint.position, self.config.batch).await?;
+        }
+        Ok(Some(shares))
+    }
+
+    async fn project_page(&self) -> Result<usize, ProjectionError> {
+        let Some(shares) = self.checkpoints().await? else { return Ok(1) };
+        let Some(from) = shares.iter().map(|s| s.from).min() else { return Ok(0) };
+        let events = self.store.read_all(from, self.config.batch).await?;
+        let caught_up = events.len() < self.config.batch;
         let Some(last) = events.last() else {
-            status::stepped(p.name(), checkpoint.position, true);
+            for share in &shares {
+                status::stepped(share.projection.name(), share.from, true);
+            }
             return Ok(0);
         };
-        let (mut statements, mut skipped) = (Vec::new(), 0);
-        for event in &events {
-            let decoded = AnyEvent::decode(&event.stream_id, &event.event_type, event.schema_version, &event.payload)
-                .map_err(|source| ProjectionError::Decode { position: event.position, source })?;
-            match decoded {
-                Some(decoded) => statements.extend(p.statements(event, &decoded)),
-                None => skipped += 1,
+        let decoded = decode_page(&events)?;
+        let mut moves = Vec::with_capacity(shares.len());
+        let mut skipped = Vec::with_capacity(shares.len());
+        for share in shares.iter().filter(|s| s.from < last.position) {
+            let (statements, unknown) = self.statements_of(share, &events, &decoded).await?;
+            let p = share.projection;
+            moves.push(ProjectionMove {
+                name: p.name(),
+                version: p.version(),
+                from: share.from,
+                to: last.position,
+                statements,
+            });
+            skipped.push(unknown);
+        }
+        let moved = self.store.commit_projections(&moves).await?;
+        for ((m, moved), unknown) in moves.iter().zip(&moved).zip(skipped) {
+            // Not moved: someone else (a rebuild, another node) advanced it; the next step re-reads.
+            if *moved {
+                status::skipped(m.name, unknown);
+                status::stepped(m.name, m.to, caught_up);
             }
         }
-        let moved = self
-            .store
-            .commit_projection(p.name(), p.version(), checkpoint.position, last.position, &statements)
-            .await?;
-        if moved {
-            status::skipped(p.name(), skipped);
-            status::stepped(p.name(), last.position, events.len() < self.config.batch);
+        Ok(if moved.iter().any(|m| *m) { events.len() } else { 1 })
+    }
+
+    /// One projection's writes for the events of the page after its checkpoint, and how many of
+    /// those it skipped as unknown.
+    async fn statements_of(
+        &self,
+        share: &Share<'_>,
+        events: &[RecordedEvent],
+        decoded: &[Option<AnyEvent>],
+    ) -> Result<(Vec<Statement>, u64), ProjectionError> {
+        let p = share.projection;
+        let state = match p.state_query() {
+            // Read after the checkpoint: if another process moves it meanwhile, this pace's
+            // compare-and-set fails and nothing decided from these rows is committed.
+            Some(query) => self.store.query_rows(query, &[]).await?,
+            None => Vec::new(),
+        };
+        let mut pace = p.pace(&state);
+        let (mut statements, mut unknown) = (Vec::new(), 0);
+        for (event, decoded) in events.iter().zip(decoded).filter(|(e, _)| e.position > share.from) {
+            match (decoded, pace.as_mut()) {
+                (Some(decoded), Some(pace)) => statements.extend(pace.statements(event, decoded)),
+                (Some(decoded), None) => statements.extend(p.statements(event, decoded)),
+                (None, _) => unknown += 1,
+            }
         }
-        // Not moved: someone else (a rebuild, another node) advanced it; the next step re-reads.
-        Ok(if moved { events.len() } else { 1 })
+        Ok((statements, unknown))
     }
 
     pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
@@ -244,6 +312,18 @@ impl SqlRunner {
         let name = self.name();
         tail(name, || self.step(), self.config, wake, stop).await
     }
+}
+
+/// Decodes each event of a page once, for every projection; `None` for types this version
+/// does not know.
+fn decode_page(events: &[RecordedEvent]) -> Result<Vec<Option<AnyEvent>>, ProjectionError> {
+    events
+        .iter()
+        .map(|event| {
+            AnyEvent::decode(&event.stream_id, &event.event_type, event.schema_version, &event.payload)
+                .map_err(|source| ProjectionError::Decode { position: event.position, source })
+        })
+        .collect()
 }
 
 /// Empties a SQL projection and replays the whole log into it.

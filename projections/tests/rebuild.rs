@@ -25,6 +25,11 @@ async fn busy_day(commands: &Commands) {
         let grant = AccountCommand::GrantCredits { amount: 1000, reason: "top-up".into() };
         commands.account_command(id, grant, &op).await.unwrap();
         let app = commands.create_app(id, &format!("App {merchant}"), &op).await.unwrap();
+        if merchant == 0 {
+            // One app with a webhook for revocations only: the outbox queues those and nothing else.
+            let (url, events) = ("https://example.com/hook".to_string(), vec!["license.revoked".to_string()]);
+            commands.create_webhook(id, app.app_id, url, events, true, &op).await.unwrap();
+        }
         let spec = NewLicense {
             app_id: app.app_id,
             expires_at: Some(commands.now() + Duration::days(30)),
@@ -112,7 +117,11 @@ async fn rebuild_matches_live(store: Store) {
     let config = TailConfig { batch: 7, ..TailConfig::default() }; // small batches: many checkpoints
     let hot = HotRunner::new(store.clone(), live.clone(), config);
     let mut tasks = vec![tokio::spawn(hot.clone().run(writer.subscribe_commits(), stop.clone()))];
-    let runners: Vec<_> = all_sql_projections().into_iter().map(|p| SqlRunner::new(store.clone(), p, config)).collect();
+    // As served: one shared reader for every SQL model; and, racing it as an on-demand catch-up
+    // does, a runner of the outbox alone (checkpoints move compare-and-set: no event twice).
+    let shared = SqlRunner::shared(store.clone(), all_sql_projections(), config);
+    let outbox = all_sql_projections().into_iter().find(|p| p.name() == "webhook_outbox").unwrap();
+    let runners = [shared, SqlRunner::new(store.clone(), outbox, config)];
     for runner in &runners {
         tasks.push(tokio::spawn(runner.clone().run(writer.subscribe_commits(), stop.clone())));
     }
@@ -133,6 +142,9 @@ async fn rebuild_matches_live(store: Store) {
         assert_ne!(live, empty, "every read model holds something");
     }
     assert_eq!(live.license_count(), 3 * 12 - 3 * 2, "deleted licenses leave the hot model");
+    // Only the subscribed app's revocations were queued (licenses 0 and 6 of merchant 0).
+    let queued = store.query_text("SELECT event FROM webhook_deliveries ORDER BY delivery_id", &[]).await.unwrap();
+    assert_eq!(queued, vec![Some("license.revoked".to_string()); 2], "outbox rows only for subscribed events");
 
     // From zero: a fresh in-memory model and emptied SQL tables, replayed from the log.
     let replayed = Arc::new(HotModel::default());

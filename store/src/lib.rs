@@ -16,7 +16,7 @@ mod types;
 pub use append::UPSERT_PII;
 pub use hot_path::{hot_path_scope, hot_path_sql_reads};
 pub use postgres::PostgresStore;
-pub use read_model::{Checkpoint, SqlValue, Statement};
+pub use read_model::{Checkpoint, ProjectionMove, SqlValue, Statement};
 pub use sqlite::SqliteStore;
 pub use types::*;
 

@@ -4,6 +4,7 @@
 
 use crate::{Position, Store, StoreError};
 use sqlx::{Database, Encode, Row, Type};
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SqlValue {
@@ -46,6 +47,16 @@ impl Statement {
     pub fn new(sql: &'static str, args: impl IntoIterator<Item = SqlValue>) -> Self {
         Self { sql, args: args.into_iter().collect() }
     }
+}
+
+/// One projection's part of a commit: its checkpoint moves from `from` to `to` with `statements`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectionMove {
+    pub name: &'static str,
+    pub version: i32,
+    pub from: Position,
+    pub to: Position,
+    pub statements: Vec<Statement>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +131,25 @@ impl Store {
         Ok(row.transpose()?)
     }
 
+    /// Every projection's checkpoint, by name (one read for a shared runner's pace).
+    pub async fn load_checkpoints(&self) -> Result<HashMap<String, Checkpoint>, StoreError> {
+        crate::hot_path::note_read();
+        let sql = "SELECT name, version, tx, seq FROM projection_checkpoints";
+        let checkpoints = with_reader!(self, |db| {
+            let rows = sqlx::query(sql).fetch_all(db).await?;
+            rows.iter()
+                .map(|row| {
+                    let checkpoint = Checkpoint {
+                        version: row.try_get::<i32, _>(1)?,
+                        position: Position { tx: row.try_get(2)?, seq: row.try_get(3)? },
+                    };
+                    Ok((row.try_get::<String, _>(0)?, checkpoint))
+                })
+                .collect::<Result<HashMap<_, _>, sqlx::Error>>()?
+        });
+        Ok(checkpoints)
+    }
+
     /// Empties a projection's tables and puts its checkpoint back to the start, atomically.
     pub async fn reset_projection(&self, name: &str, version: i32, tables: &[&str]) -> Result<(), StoreError> {
         const UPSERT: &str = "INSERT INTO projection_checkpoints (name, version, tx, seq) VALUES ($1, $2, 0, 0)
@@ -134,37 +164,37 @@ impl Store {
         Ok(())
     }
 
-    /// Applies `statements` and moves the checkpoint from `from` to `to` in one transaction.
-    /// Returns false (and changes nothing) when the checkpoint is no longer at `from`, e.g.
-    /// because a rebuild or another node got there first.
-    pub async fn commit_projection(
-        &self,
-        name: &str,
-        version: i32,
-        from: Position,
-        to: Position,
-        statements: &[Statement],
-    ) -> Result<bool, StoreError> {
+    /// Commits several projections' moves in one transaction: each checkpoint moves
+    /// compare-and-set and its statements run only if it did, so one projection moved by someone
+    /// else is left out (false in its place) without holding back the others.
+    pub async fn commit_projections(&self, moves: &[ProjectionMove]) -> Result<Vec<bool>, StoreError> {
         const MOVE: &str = "UPDATE projection_checkpoints SET tx = $1, seq = $2
              WHERE name = $3 AND version = $4 AND tx = $5 AND seq = $6";
+        if moves.is_empty() {
+            return Ok(Vec::new());
+        }
         let moved = in_write_tx!(self, |tx| {
-            let moved = sqlx::query(MOVE)
-                .bind(to.tx)
-                .bind(to.seq)
-                .bind(name)
-                .bind(version)
-                .bind(from.tx)
-                .bind(from.seq)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if moved != 1 {
-                return Ok(false);
+            let mut moved = Vec::with_capacity(moves.len());
+            for m in moves {
+                let (to, from) = (m.to, m.from);
+                let affected = sqlx::query(MOVE)
+                    .bind(to.tx)
+                    .bind(to.seq)
+                    .bind(m.name)
+                    .bind(m.version)
+                    .bind(from.tx)
+                    .bind(from.seq)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if affected == 1 {
+                    for statement in &m.statements {
+                        bind(sqlx::query(statement.sql), &statement.args).execute(&mut *tx).await?;
+                    }
+                }
+                moved.push(affected == 1);
             }
-            for statement in statements {
-                bind(sqlx::query(statement.sql), &statement.args).execute(&mut *tx).await?;
-            }
-            true
+            moved
         });
         Ok(moved)
     }

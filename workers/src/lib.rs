@@ -38,11 +38,9 @@ impl Workers {
         let mut tasks = Vec::new();
         let hot_runner = HotRunner::new(store.clone(), hot.clone(), hot_tail);
         tasks.push(("hot", tokio::spawn(hot_runner.run(commits.clone(), stopped.clone()))));
-        for projection in all_sql_projections() {
-            let runner = SqlRunner::new(store.clone(), projection, sql_tail);
-            let name = runner.name();
-            tasks.push((name, tokio::spawn(runner.run(commits.clone(), stopped.clone()))));
-        }
+        // One reader for every SQL read model: each event read and decoded once per pace.
+        let sql_runner = SqlRunner::shared(store.clone(), all_sql_projections(), sql_tail);
+        tasks.push((sql_runner.name(), tokio::spawn(sql_runner.run(commits.clone(), stopped.clone()))));
         tasks.push(("maintenance", tokio::spawn(maintain(store.clone(), stopped.clone()))));
         tasks.push(("webhooks", tokio::spawn(dispatcher.run(stopped.clone()))));
         tasks.push(("commerce", tokio::spawn(fulfilment.run(stopped.clone()))));

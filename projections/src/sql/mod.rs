@@ -23,9 +23,28 @@ pub trait SqlProjection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn version(&self) -> i32;
     fn tables(&self) -> &'static [&'static str];
+    /// The writes that project one event, decided from the event alone.
     fn statements(&self, event: &RecordedEvent, decoded: &AnyEvent) -> Vec<Statement>;
     /// Queries yielding one text column per row in a fixed order: the model's canonical form.
     fn canonical_queries(&self) -> &'static [&'static str];
+
+    /// A query (every column as text) for rows of this model the projection decides from, read
+    /// before each pace, as of its checkpoint. `None` (the default): `statements` needs nothing.
+    fn state_query(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The projector of one pace, seeded with the rows of [`Self::state_query`] and kept current
+    /// by the pace's own events (so decisions follow the log order, never a stale copy).
+    /// `None` (the default): every event goes through `statements`.
+    fn pace(&self, _state: &[Vec<Option<String>>]) -> Option<Box<dyn PaceProjector + '_>> {
+        None
+    }
+}
+
+/// Projects the events of one pace, in log order, with state carried from one to the next.
+pub trait PaceProjector: Send {
+    fn statements(&mut self, event: &RecordedEvent, decoded: &AnyEvent) -> Vec<Statement>;
 }
 
 pub fn all_sql_projections() -> Vec<Arc<dyn SqlProjection>> {

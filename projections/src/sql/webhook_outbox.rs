@@ -1,12 +1,80 @@
-use super::{timestamp, SqlProjection};
-use licensd_domain::app::AppEvent;
+use super::{timestamp, PaceProjector, SqlProjection};
+use licensd_domain::app::{AppEvent, Webhook};
 use licensd_domain::license::LicenseEvent;
 use licensd_domain::AnyEvent;
 use licensd_store::{RecordedEvent, SqlValue, Statement};
+use std::collections::HashMap;
 
 /// Queues webhook deliveries for license events, to the webhooks subscribed when the event
 /// happened. Its checkpoint moves with the queued rows, so no event is skipped or queued twice.
+/// A license event no enabled webhook subscribes to queues nothing and costs no statement (most
+/// validations: apps without webhooks); the runner's pace keeps the subscriptions in log order.
 pub struct WebhookOutbox;
+
+/// The webhooks (`wh_webhooks`) as of the projection's checkpoint, kept current by the webhook
+/// events of the pace: which app subscribes to which license event.
+#[derive(Debug, Default)]
+struct Subscriptions {
+    /// By webhook id: its app, its events as stored (`,license.created,license.revoked,`),
+    /// and whether it is enabled.
+    webhooks: HashMap<String, (String, String, bool)>,
+}
+
+impl Subscriptions {
+    fn from_rows(rows: &[Vec<Option<String>>]) -> Self {
+        let webhooks = rows
+            .iter()
+            .filter_map(|row| match row.as_slice() {
+                [Some(id), Some(app), Some(events), Some(enabled)] => {
+                    Some((id.clone(), (app.clone(), events.clone(), enabled != "0")))
+                }
+                _ => None,
+            })
+            .collect();
+        Self { webhooks }
+    }
+
+    /// Whether an enabled webhook (of `app`, when the event names it) subscribes to `event`.
+    fn wanted(&self, app: Option<&str>, event: &str) -> bool {
+        let tag = format!(",{event},");
+        self.webhooks
+            .values()
+            .any(|(owner, events, enabled)| *enabled && app.is_none_or(|app| app == owner) && events.contains(&tag))
+    }
+
+    fn follow(&mut self, app_id: &str, event: &AppEvent) {
+        match event {
+            AppEvent::WebhookCreated { webhook, .. } | AppEvent::WebhookUpdated { webhook, .. } => {
+                let entry = (app_id.to_string(), stored_events(webhook), webhook.enabled);
+                self.webhooks.insert(webhook.webhook_id.clone(), entry);
+            }
+            AppEvent::WebhookDeleted { webhook_id, .. } => {
+                self.webhooks.remove(webhook_id.as_str());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A webhook's events as `wh_webhooks.events` keeps them: comma-delimited on both sides, so a
+/// `LIKE '%,name,%'` matches whole names only.
+fn stored_events(webhook: &Webhook) -> String {
+    format!(",{},", webhook.events.join(","))
+}
+
+/// One pace of the outbox: queues only what a webhook wants at that point of the log.
+struct OutboxPace {
+    subscriptions: Subscriptions,
+}
+
+impl PaceProjector for OutboxPace {
+    fn statements(&mut self, event: &RecordedEvent, decoded: &AnyEvent) -> Vec<Statement> {
+        if let (AnyEvent::App(app_event), Some((_, app_id))) = (decoded, event.stream_id.split_once('-')) {
+            self.subscriptions.follow(app_id, app_event);
+        }
+        WebhookOutbox::project(event, decoded, |app, name| self.subscriptions.wanted(app, name))
+    }
+}
 
 /// The webhook event a license event fires, and the HWID it concerns.
 fn webhook_event(event: &LicenseEvent) -> Option<(&'static str, Option<&str>)> {
@@ -39,23 +107,67 @@ const UPSERT_WEBHOOK: &str = "INSERT INTO wh_webhooks (webhook_id, app_id, url, 
         enabled = excluded.enabled, secret = excluded.secret";
 
 impl WebhookOutbox {
-    fn license_statements(event: &RecordedEvent, key: &str, license_event: &LicenseEvent) -> Vec<Statement> {
+    /// The rows `wh_webhooks` gives [`Subscriptions`].
+    const SUBSCRIPTIONS: &'static str =
+        "SELECT webhook_id, app_id, events, CAST(enabled AS TEXT) FROM wh_webhooks ORDER BY webhook_id";
+
+    /// The writes for one event; `wanted(app, event)` says whether a delivery may be due (the
+    /// queueing statement itself still joins the webhooks as they are at that point).
+    fn project(
+        event: &RecordedEvent,
+        decoded: &AnyEvent,
+        wanted: impl Fn(Option<&str>, &str) -> bool,
+    ) -> Vec<Statement> {
+        let Some((_, id)) = event.stream_id.split_once('-') else { return vec![] };
+        match decoded {
+            AnyEvent::License(license_event) => Self::license_statements(event, id, license_event, wanted),
+            AnyEvent::App(AppEvent::WebhookCreated { webhook, .. } | AppEvent::WebhookUpdated { webhook, .. }) => {
+                vec![Statement::new(
+                    UPSERT_WEBHOOK,
+                    [
+                        webhook.webhook_id.as_str().into(),
+                        id.into(),
+                        webhook.url.as_str().into(),
+                        stored_events(webhook).into(),
+                        i64::from(webhook.enabled).into(),
+                        webhook.secret.0.as_str().into(),
+                    ],
+                )]
+            }
+            AnyEvent::App(AppEvent::WebhookDeleted { webhook_id, .. }) => {
+                vec![Statement::new("DELETE FROM wh_webhooks WHERE webhook_id = $1", [webhook_id.as_str().into()])]
+            }
+            _ => vec![],
+        }
+    }
+
+    fn license_statements(
+        event: &RecordedEvent,
+        key: &str,
+        license_event: &LicenseEvent,
+        wanted: impl Fn(Option<&str>, &str) -> bool,
+    ) -> Vec<Statement> {
         let mut statements = Vec::new();
         let set_status = |status: &str| {
             Statement::new("UPDATE wh_licenses SET status = $1 WHERE license_key = $2", [status.into(), key.into()])
         };
+        let mut app = None;
         match license_event {
-            LicenseEvent::LicenseCreated { app_id, .. } => statements.push(Statement::new(
-                "INSERT INTO wh_licenses (license_key, app_id, status) VALUES ($1, $2, 'active')
-                 ON CONFLICT (license_key) DO UPDATE SET app_id = excluded.app_id, status = 'active'",
-                [key.into(), app_id.to_string().into()],
-            )),
+            LicenseEvent::LicenseCreated { app_id, .. } => {
+                let app_id = app_id.to_string();
+                statements.push(Statement::new(
+                    "INSERT INTO wh_licenses (license_key, app_id, status) VALUES ($1, $2, 'active')
+                     ON CONFLICT (license_key) DO UPDATE SET app_id = excluded.app_id, status = 'active'",
+                    [key.into(), app_id.as_str().into()],
+                ));
+                app = Some(app_id);
+            }
             LicenseEvent::LicenseRevoked { .. } => statements.push(set_status("revoked")),
             LicenseEvent::LicenseActivated { .. } => statements.push(set_status("active")),
             LicenseEvent::LicenseDeleted { .. } => statements.push(set_status("deleted")),
             _ => {}
         }
-        if let Some((name, hwid)) = webhook_event(license_event) {
+        if let Some((name, hwid)) = webhook_event(license_event).filter(|(name, _)| wanted(app.as_deref(), name)) {
             let hwid = serde_json::to_string(&hwid).unwrap_or_else(|_| "null".into());
             let delivery_prefix = format!("{}:{}:", event.position.tx, event.position.seq);
             statements.push(Statement::new(
@@ -87,28 +199,17 @@ impl SqlProjection for WebhookOutbox {
         &["wh_webhooks", "wh_licenses"]
     }
 
+    /// Without the pace's subscriptions: queue every license event and let the join decide.
     fn statements(&self, event: &RecordedEvent, decoded: &AnyEvent) -> Vec<Statement> {
-        let Some((_, id)) = event.stream_id.split_once('-') else { return vec![] };
-        match decoded {
-            AnyEvent::License(license_event) => Self::license_statements(event, id, license_event),
-            AnyEvent::App(AppEvent::WebhookCreated { webhook, .. } | AppEvent::WebhookUpdated { webhook, .. }) => {
-                vec![Statement::new(
-                    UPSERT_WEBHOOK,
-                    [
-                        webhook.webhook_id.as_str().into(),
-                        id.into(),
-                        webhook.url.as_str().into(),
-                        format!(",{},", webhook.events.join(",")).into(),
-                        i64::from(webhook.enabled).into(),
-                        webhook.secret.0.as_str().into(),
-                    ],
-                )]
-            }
-            AnyEvent::App(AppEvent::WebhookDeleted { webhook_id, .. }) => {
-                vec![Statement::new("DELETE FROM wh_webhooks WHERE webhook_id = $1", [webhook_id.as_str().into()])]
-            }
-            _ => vec![],
-        }
+        Self::project(event, decoded, |_, _| true)
+    }
+
+    fn state_query(&self) -> Option<&'static str> {
+        Some(Self::SUBSCRIPTIONS)
+    }
+
+    fn pace(&self, state: &[Vec<Option<String>>]) -> Option<Box<dyn PaceProjector + '_>> {
+        Some(Box::new(OutboxPace { subscriptions: Subscriptions::from_rows(state) }))
     }
 
     fn canonical_queries(&self) -> &'static [&'static str] {
@@ -119,5 +220,101 @@ impl SqlProjection for WebhookOutbox {
             "SELECT delivery_id || '|' || webhook_id || '|' || event || '|' || body FROM webhook_deliveries
              ORDER BY delivery_id",
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use licensd_domain::{AccountId, AppId, DomainEvent, EventData, LicenseKey, Sealed};
+    use licensd_store::{raw_json, Position};
+
+    fn recorded(seq: i64, stream_id: String, event: &impl DomainEvent) -> RecordedEvent {
+        let data = EventData::encode(event);
+        RecordedEvent {
+            position: Position { tx: 0, seq },
+            event_id: uuid::Uuid::now_v7(),
+            stream_id,
+            version: 1,
+            event_type: data.event_type.to_string(),
+            schema_version: data.schema_version,
+            payload: raw_json(&data.payload),
+            metadata: raw_json(&serde_json::json!({})),
+            recorded_at: chrono::Utc::now(),
+        }
+    }
+
+    fn queued(statements: &[Statement]) -> usize {
+        statements.iter().filter(|s| s.sql == QUEUE).count()
+    }
+
+    /// Runs events through one pace of the outbox, as the runner does; the queueing statements
+    /// each event produced.
+    fn pace(state: &[Vec<Option<String>>], events: &[(String, AnyEvent)]) -> Vec<usize> {
+        let mut pace = WebhookOutbox.pace(state).expect("the outbox keeps state");
+        let mut out = Vec::new();
+        for (seq, (stream, decoded)) in (1..).zip(events) {
+            let event = match decoded {
+                AnyEvent::License(e) => recorded(seq, stream.clone(), e),
+                AnyEvent::App(e) => recorded(seq, stream.clone(), e),
+                _ => unreachable!("the test uses license and app events"),
+            };
+            out.push(queued(&pace.statements(&event, decoded)));
+        }
+        out
+    }
+
+    fn webhook_row(app: &AppId, events: &str, enabled: &str) -> Vec<Vec<Option<String>>> {
+        vec![vec![Some("wh_1".into()), Some(app.to_string()), Some(events.into()), Some(enabled.into())]]
+    }
+
+    /// Fails on a stateless outbox (before this change every license event queued a statement).
+    #[test]
+    fn events_no_webhook_subscribes_to_queue_nothing_and_a_webhook_counts_from_its_place_in_the_log() {
+        let (app, other_app) = (AppId::new(), AppId::new());
+        let license = "license-K1".to_string();
+        let billed = AnyEvent::License(LicenseEvent::ValidationBilled {
+            account_id: AccountId::new(),
+            credits: 1,
+            nonce: None,
+            at: chrono::Utc::now(),
+        });
+        let revoked = AnyEvent::License(LicenseEvent::LicenseRevoked { at: chrono::Utc::now() });
+        let created_elsewhere = AnyEvent::License(LicenseEvent::LicenseCreated {
+            key: LicenseKey::from_random([7; 16]),
+            app_id: other_app,
+            account_id: AccountId::new(),
+            expires_at: None,
+            max_hwid_slots: 1,
+            label: None,
+            created_at: chrono::Utc::now(),
+        });
+        let subscribe = AnyEvent::App(AppEvent::WebhookCreated {
+            webhook: Webhook {
+                webhook_id: "wh_1".into(),
+                url: "https://example.com/hook".into(),
+                events: vec!["license.revoked".into()],
+                enabled: true,
+                secret: Sealed("sealed".into()),
+                created_at: chrono::Utc::now(),
+            },
+            at: chrono::Utc::now(),
+        });
+
+        // No webhook anywhere: a validation (the hot path's event) costs no outbox statement.
+        assert_eq!(pace(&[], &[(license.clone(), billed.clone())]), [0]);
+        // A webhook for revocations and creations: validations still queue nothing, a revocation
+        // does, and a license created in another app is not queued for it.
+        let state = webhook_row(&app, ",license.revoked,license.created,", "1");
+        let events = [(license.clone(), billed.clone()), (license.clone(), revoked.clone())];
+        assert_eq!(pace(&state, &events), [0, 1]);
+        assert_eq!(pace(&state, &[("license-K2".into(), created_elsewhere)]), [0], "another app's license");
+        // Decided in log order: a revocation before the webhook's creation queues nothing, one
+        // after it does, within the same pace.
+        let events =
+            [(license.clone(), revoked.clone()), (format!("app-{app}"), subscribe), (license.clone(), revoked.clone())];
+        assert_eq!(pace(&[], &events), [0, 0, 1]);
+        // A disabled webhook wants nothing.
+        assert_eq!(pace(&webhook_row(&app, ",license.revoked,", "0"), &[(license, revoked)]), [0]);
     }
 }

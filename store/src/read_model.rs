@@ -102,6 +102,27 @@ macro_rules! in_write_tx {
     };
 }
 
+/// Runs `$body` inside a write transaction on the read models' side: on SQLite their own file
+/// and connection (never the event writer's), on Postgres the same database.
+macro_rules! in_projection_tx {
+    ($store:expr, |$tx:ident| $body:expr) => {
+        match $store {
+            Store::Sqlite(s) => {
+                let mut $tx = s.begin_projection().await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            Store::Postgres(s) => {
+                let mut $tx = s.begin_write().await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    };
+}
+
 /// Runs `$body` with a read-side executor of whichever backend.
 macro_rules! with_reader {
     ($store:expr, |$exec:ident| $body:expr) => {
@@ -154,7 +175,7 @@ impl Store {
     pub async fn reset_projection(&self, name: &str, version: i32, tables: &[&str]) -> Result<(), StoreError> {
         const UPSERT: &str = "INSERT INTO projection_checkpoints (name, version, tx, seq) VALUES ($1, $2, 0, 0)
              ON CONFLICT (name) DO UPDATE SET version = excluded.version, tx = 0, seq = 0";
-        in_write_tx!(self, |tx| {
+        in_projection_tx!(self, |tx| {
             for table in tables {
                 // Table names come from projection definitions, never from input.
                 sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
@@ -173,7 +194,7 @@ impl Store {
         if moves.is_empty() {
             return Ok(Vec::new());
         }
-        let moved = in_write_tx!(self, |tx| {
+        let moved = in_projection_tx!(self, |tx| {
             let mut moved = Vec::with_capacity(moves.len());
             for m in moves {
                 let (to, from) = (m.to, m.from);

@@ -30,6 +30,9 @@ const READ_PAGE_ROWS: usize = 1024;
 pub struct SqliteStore {
     pub(crate) writer: SqlitePool,
     pub(crate) reader: SqlitePool,
+    /// The read models' own connection, to their own file ([`read_models_file`]): projecting
+    /// never waits for, nor holds, the event writer's connection or the log's write lock.
+    pub(crate) projector: SqlitePool,
     /// Copies the WAL back into the database file, so the group-commit writer never does.
     checkpointer: SqlitePool,
 }
@@ -60,11 +63,25 @@ impl SqliteStore {
             .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // The read models' file first: the log's connections attach it, so it must exist.
+        let read_models = read_models_file(base.get_filename());
+        let projector = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(base.clone().filename(&read_models).create_if_missing(true))
+            .await?;
+        let attach: std::sync::Arc<str> =
+            format!("ATTACH DATABASE '{}' AS readmodels", read_models.display().to_string().replace('\'', "''")).into();
+        let attach_on_writer = attach.clone();
         // A commit that crosses the auto-checkpoint threshold would copy the WAL into the
         // database file inside the writer's commit, stalling every append queued behind it.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |connection, _| {
+                let attach = attach_on_writer.clone();
+                Box::pin(async move { sqlx::Executor::execute(connection, &*attach).await.map(drop) })
+            })
             .after_release(|connection, _| Box::pin(async move { Ok(can_begin(connection).await) }))
             .connect_with(base.clone().create_if_missing(true).pragma("wal_autocheckpoint", "0"))
             .await?;
@@ -72,6 +89,10 @@ impl SqliteStore {
         // a whole page through without a thread hand-off per row (start-up reads millions).
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
+            .after_connect(move |connection, _| {
+                let attach = attach.clone();
+                Box::pin(async move { sqlx::Executor::execute(connection, &*attach).await.map(drop) })
+            })
             .connect_with(base.clone().read_only(true).row_buffer_size(READ_PAGE_ROWS))
             .await?;
         // A RESTART checkpoint holds new writes while it waits for readers: wait only briefly,
@@ -80,12 +101,19 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(base.busy_timeout(Duration::from_millis(RESTART_WAIT_MS)))
             .await?;
-        Ok(Self { writer, reader, checkpointer })
+        Ok(Self { writer, reader, projector, checkpointer })
     }
 
+    /// The read models' file first: the log's migration 0009 moves rows into it.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("../migrations/sqlite-read").run(&self.projector).await?;
         sqlx::migrate!("../migrations/sqlite").run(&self.writer).await?;
         Ok(())
+    }
+
+    /// A write transaction on the read models' file (`BEGIN IMMEDIATE`, as [`Self::begin_write`]).
+    pub(crate) async fn begin_projection(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.projector.begin_with("BEGIN IMMEDIATE").await
     }
 
     /// `BEGIN IMMEDIATE` takes the write lock up front, so a second process waits on
@@ -114,8 +142,15 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.reader.close().await;
         self.checkpointer.close().await;
+        self.projector.close().await;
         self.writer.close().await;
     }
+}
+
+/// The read models' file beside the log's: `licensd.db` → `licensd-read.db`.
+pub fn read_models_file(log: &std::path::Path) -> std::path::PathBuf {
+    let stem = log.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "licensd".into());
+    log.with_file_name(format!("{stem}-read.db"))
 }
 
 struct SqliteAppend(Transaction<'static, Sqlite>);

@@ -1,9 +1,10 @@
 //! SIGKILL (and a graceful SIGTERM) during a stream of appends loses no acknowledged event, and
-//! the read models left behind equal a rebuild from the log (SQLite and Postgres).
+//! the read models left behind equal a rebuild from the log (SQLite and Postgres); SIGKILL while
+//! the SQL read models catch up projects no event twice and skips none.
 
 mod common;
 
-use common::{caught_up_hashes, Deployment, Server, TempDir};
+use common::{caught_up_hashes, Deployment, Server, TempDir, RELAXED_LIMITS};
 use rand::Rng;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -100,4 +101,66 @@ fn postgres_survives_kills_during_appends() {
     let Some(db) = common::temp_postgres() else { return };
     let dir = TempDir::new();
     survives_sigkill(Deployment::postgres(&dir.0, &db.url));
+}
+
+/// Sets every SQL projection's checkpoint to a version no code has: the next start empties them
+/// and projects the whole log again, in pages, while the test kills it.
+fn force_replay(deployment: &Deployment) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let options = licensd_store::StoreOptions::durable();
+        let store = licensd_store::Store::connect(&deployment.database_url, &options).await.unwrap();
+        let reset = licensd_store::Statement::new("UPDATE projection_checkpoints SET version = -1", []);
+        assert!(store.execute(&[reset]).await.unwrap() > 0, "checkpoints to reset");
+        store.close().await;
+    });
+}
+
+/// A log of several pages whose projection is not idempotent: each bound machine adds one to
+/// `rm_licenses.hwid_count`, so an event projected twice changes the hash, as a skipped one does.
+fn survives_sigkill_while_projecting(deployment: Deployment) {
+    let server = deployment.start_with(RELAXED_LIMITS);
+    let merchant = deployment.merchant_with_credits(&server, "projecting@example.com", 1_000_000);
+    for round in 0..25 {
+        let (status, created) =
+            server.post(&merchant.api_key, "/v1/licenses", &json!({ "appId": merchant.app_id, "quantity": 100 }));
+        assert_eq!(status, 201, "{created}");
+        for (i, license) in created["licenses"].as_array().unwrap().iter().take(8).enumerate() {
+            let body = json!({
+                "appId": merchant.app_id, "appSecret": merchant.app_secret,
+                "licenseKey": license["licenseKey"], "hwid": format!("hw-{round}-{i}"), "nonce": format!("{round:016x}{i:016x}"),
+            });
+            let (status, answer) = server.auth("/auth/validate", &body);
+            assert_eq!(status, 200, "{answer}");
+        }
+    }
+    server.terminate();
+    let expected = caught_up_hashes(&deployment);
+
+    force_replay(&deployment);
+    for _ in 0..3 {
+        let server = deployment.start_with(RELAXED_LIMITS);
+        std::thread::sleep(Duration::from_millis(rand::thread_rng().gen_range(10..400)));
+        server.kill();
+    }
+    // Serving (its signal handlers installed), then a graceful stop: the tail drains to the end.
+    let server = deployment.start_with(RELAXED_LIMITS);
+    while server.get_text("/healthz").0 != 200 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.terminate();
+    assert_eq!(caught_up_hashes(&deployment), expected, "killed mid-catch-up: every event projected exactly once");
+}
+
+#[test]
+fn sqlite_projects_each_event_once_across_kills() {
+    let dir = TempDir::new();
+    survives_sigkill_while_projecting(Deployment::sqlite(&dir.0));
+}
+
+#[test]
+fn postgres_projects_each_event_once_across_kills() {
+    let Some(db) = common::temp_postgres() else { return };
+    let dir = TempDir::new();
+    survives_sigkill_while_projecting(Deployment::postgres(&dir.0, &db.url));
 }

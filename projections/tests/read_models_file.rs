@@ -47,6 +47,23 @@ async fn projecting_does_not_wait_for_the_event_logs_write_lock() {
 }
 
 #[tokio::test]
+async fn appending_does_not_wait_for_a_projection_commit() {
+    let db = TempDatabase::sqlite();
+    let store = db.open().await;
+    // A pace of the read models holds their file's write lock.
+    let read_models = db.dir().unwrap().join("licensd-read.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&read_models);
+    let mut projecting = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut projecting).await.unwrap();
+
+    let stream = StreamCategory::Account.stream_id(AccountId::new());
+    let append = store.append(AppendRequest::new(&stream, ExpectedVersion::Any, vec![grant(1)]));
+    let appended = tokio::time::timeout(Duration::from_secs(5), append).await;
+    sqlx::query("ROLLBACK").execute(&mut projecting).await.unwrap();
+    appended.expect("appended while the read models were locked").unwrap();
+}
+
+#[tokio::test]
 async fn a_data_folder_from_before_the_split_keeps_its_deliveries_and_rebuilds_the_rest() {
     let db = TempDatabase::sqlite();
     // The log as the previous version left it: migrations up to 0008, read models in licensd.db,

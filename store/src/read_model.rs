@@ -123,6 +123,17 @@ macro_rules! in_projection_tx {
     };
 }
 
+/// Executes `$statements` in the open transaction `$tx`; yields the rows they affected.
+macro_rules! execute_all {
+    ($tx:ident, $statements:expr) => {{
+        let mut affected = 0;
+        for statement in $statements {
+            affected += bind(sqlx::query(statement.sql), &statement.args).execute(&mut *$tx).await?.rows_affected();
+        }
+        affected
+    }};
+}
+
 /// Runs `$body` with a read-side executor of whichever backend.
 macro_rules! with_reader {
     ($store:expr, |$exec:ident| $body:expr) => {
@@ -220,15 +231,16 @@ impl Store {
         Ok(moved)
     }
 
+    /// Executes writes to read-model tables outside any projection (the webhook worker's
+    /// attempt bookkeeping, a redelivery), in one transaction on the read models' side.
+    pub async fn execute_read_models(&self, statements: &[Statement]) -> Result<u64, StoreError> {
+        let affected = in_projection_tx!(self, |tx| execute_all!(tx, statements));
+        Ok(affected)
+    }
+
     /// Executes writes outside any projection (the PII vault), in one transaction.
     pub async fn execute(&self, statements: &[Statement]) -> Result<u64, StoreError> {
-        let affected = in_write_tx!(self, |tx| {
-            let mut affected = 0;
-            for statement in statements {
-                affected += bind(sqlx::query(statement.sql), &statement.args).execute(&mut *tx).await?.rows_affected();
-            }
-            affected
-        });
+        let affected = in_write_tx!(self, |tx| execute_all!(tx, statements));
         Ok(affected)
     }
 

@@ -33,6 +33,8 @@ pub struct SqliteStore {
     /// The read models' own connection, to their own file ([`read_models_file`]): projecting
     /// never waits for, nor holds, the event writer's connection or the log's write lock.
     pub(crate) projector: SqlitePool,
+    /// The log's file (the read models' file is named after it).
+    log_file: std::path::PathBuf,
     /// Copies the WAL back into the database file, so the group-commit writer never does.
     checkpointer: SqlitePool,
 }
@@ -63,8 +65,11 @@ impl SqliteStore {
             .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        // The read models' file first: the log's connections attach it, so it must exist.
-        let read_models = read_models_file(base.get_filename());
+        // The read models' file first: the log's readers attach it, so it must exist. The writer
+        // does not: its `BEGIN IMMEDIATE` would take the write lock of every attached file, and
+        // appends would wait for projections again.
+        let log_file = base.get_filename().to_path_buf();
+        let read_models = read_models_file(&log_file);
         let projector = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
@@ -72,16 +77,11 @@ impl SqliteStore {
             .await?;
         let attach: std::sync::Arc<str> =
             format!("ATTACH DATABASE '{}' AS readmodels", read_models.display().to_string().replace('\'', "''")).into();
-        let attach_on_writer = attach.clone();
         // A commit that crosses the auto-checkpoint threshold would copy the WAL into the
         // database file inside the writer's commit, stalling every append queued behind it.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .after_connect(move |connection, _| {
-                let attach = attach_on_writer.clone();
-                Box::pin(async move { sqlx::Executor::execute(connection, &*attach).await.map(drop) })
-            })
             .after_release(|connection, _| Box::pin(async move { Ok(can_begin(connection).await) }))
             .connect_with(base.clone().create_if_missing(true).pragma("wal_autocheckpoint", "0"))
             .await?;
@@ -101,13 +101,37 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(base.busy_timeout(Duration::from_millis(RESTART_WAIT_MS)))
             .await?;
-        Ok(Self { writer, reader, projector, checkpointer })
+        Ok(Self { writer, reader, projector, log_file, checkpointer })
     }
 
-    /// The read models' file first: the log's migration 0009 moves rows into it.
+    /// The read models' file first, then the rows only the log's file has (a data folder from
+    /// before the split), then the log's file, whose migration 0009 drops its old copies.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("../migrations/sqlite-read").run(&self.projector).await?;
+        self.move_delivery_bookkeeping().await?;
         sqlx::migrate!("../migrations/sqlite").run(&self.writer).await?;
+        Ok(())
+    }
+
+    /// Copies webhook deliveries (their attempts are not in the log) from the log's file into
+    /// the read models' file while the log's file still has them. Idempotent: a start that dies
+    /// before migration 0009 copies again, over rows already there.
+    async fn move_delivery_bookkeeping(&self) -> Result<(), StoreError> {
+        let old = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'webhook_deliveries'";
+        if sqlx::query(old).fetch_optional(&self.writer).await?.is_none() {
+            return Ok(());
+        }
+        let mut connection = self.projector.acquire().await?;
+        let log = self.log_file.display().to_string().replace('\'', "''");
+        sqlx::query(&format!("ATTACH DATABASE '{log}' AS log")).execute(&mut *connection).await?;
+        let copied = sqlx::query(
+            "INSERT INTO main.webhook_deliveries SELECT * FROM log.webhook_deliveries WHERE true
+             ON CONFLICT (delivery_id) DO NOTHING",
+        )
+        .execute(&mut *connection)
+        .await;
+        sqlx::query("DETACH DATABASE log").execute(&mut *connection).await?;
+        tracing::info!(rows = copied?.rows_affected(), "webhook deliveries moved to the read models' file");
         Ok(())
     }
 

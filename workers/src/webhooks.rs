@@ -184,7 +184,7 @@ impl Dispatcher {
                 due.delivery_id.into(),
             ],
         );
-        self.store.execute(&[record]).await.map(drop)
+        self.store.execute_read_models(&[record]).await.map(drop)
     }
 
     /// Delivers whatever is due until `stop`, keeping up to `concurrency` attempts in flight:

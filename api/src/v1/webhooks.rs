@@ -221,7 +221,7 @@ pub async fn redeliver(
         "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $1 WHERE delivery_id = $2 AND webhook_id = $3",
         [iso(Utc::now()).into(), delivery_id.as_str().into(), webhook_id.as_str().into()],
     );
-    match state.commands.store().execute(&[requeue]).await {
+    match state.commands.store().execute_read_models(&[requeue]).await {
         Ok(0) => Err(ApiError::NotFound("The delivery doesn't exist".into())),
         Ok(_) => Ok(Json(json!({ "ok": true }))),
         Err(e) => Err(e.into()),

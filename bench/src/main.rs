@@ -32,6 +32,16 @@ enum Cmd {
     /// Load a running licensd: makes an app and licenses with the API key, then sends load.
     Load(LoadArgs),
     /// Serve the floor endpoint (prints {"listening": addr}).
+    /// Raw appends through licensd's writer next to a plain multi-row INSERT loop (prints JSON).
+    Append {
+        /// The database (fresh): `sqlite://path` or `postgres://...`.
+        #[arg(long)]
+        database: String,
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+    },
     Floor {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
@@ -110,6 +120,12 @@ fn main() -> anyhow::Result<()> {
                 licensd_bench::floor::serve(listener, durable.as_deref()).await
             }
             Cmd::Load(args) => run_load(args).await,
+            Cmd::Append { database, events, batch } => {
+                let backend = if database.starts_with("sqlite:") { "SQLite" } else { "Postgres" };
+                let figures = licensd_bench::append::run(&database, backend, events, batch).await?;
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+                Ok(())
+            }
             Cmd::Suite(args) => run_suite(args).await,
         }
     })

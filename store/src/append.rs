@@ -5,7 +5,8 @@
 //! something stands in the way (a failed expectation, a retried append, a value the database
 //! refuses) takes the slower path, one request at a time, each in its own savepoint.
 
-use crate::{AppendResult, EncodedAppend, EncodedEvent, ExpectedVersion, PiiRow, Position, StoreError};
+use crate::{AppendPaths, AppendResult, EncodedAppend, EncodedEvent, ExpectedVersion, PiiRow, Position, StoreError};
+use std::sync::atomic::Ordering;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::future::Future;
@@ -106,13 +107,18 @@ fn unique_violation(e: &sqlx::Error) -> Option<Violation> {
 pub(crate) async fn append_all<T: AppendTx>(
     tx: &mut T,
     requests: &[EncodedAppend],
+    paths: &AppendPaths,
 ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
     let now = Utc::now();
     match append_together(tx, requests, now).await {
-        Together::Appended(results) => return Ok(results),
+        Together::Appended(results) => {
+            paths.together.fetch_add(1, Ordering::Relaxed);
+            return Ok(results);
+        }
         Together::Untouched => {}
         Together::Undo(why) => start_over(tx, why).await?,
     }
+    paths.one_by_one.fetch_add(1, Ordering::Relaxed);
     let mut results = Vec::with_capacity(requests.len());
     for request in requests {
         results.push(append_one(tx, request, now).await?);

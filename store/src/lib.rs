@@ -92,6 +92,14 @@ impl Store {
         }
     }
 
+    /// How this store's append batches went (see [`AppendPaths`]).
+    pub fn append_paths(&self) -> &AppendPaths {
+        match self {
+            Self::Sqlite(s) => s.append_paths(),
+            Self::Postgres(s) => s.append_paths(),
+        }
+    }
+
     pub fn backend(&self) -> &'static str {
         match self {
             Self::Sqlite(_) => "sqlite",

@@ -5,12 +5,13 @@
 
 use crate::append::{append_all, AppendTx, Inserted, PlannedRow, StoredId, STREAM_VERSION_SQL, UPSERT_PII};
 use crate::{
-    AppendRequest, AppendResult, EncodedAppend, EncodedEvent, EventStore, PiiRow, Position, RecordedEvent, StoreError,
+    AppendPaths, AppendRequest, AppendResult, EncodedAppend, EncodedEvent, EventStore, PiiRow, Position, RecordedEvent, StoreError,
     StoreOptions,
 };
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row, Transaction};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -19,6 +20,7 @@ pub struct PostgresStore {
     pub(crate) pool: PgPool,
     /// How long a commit whose acknowledgement was lost is looked up before it counts as unknown.
     commit_settle: Duration,
+    paths: Arc<AppendPaths>,
 }
 
 /// Pause between two looks at a transaction whose commit is still being settled.
@@ -31,7 +33,7 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await?;
-        Ok(Self { pool, commit_settle: options.commit_settle })
+        Ok(Self { pool, commit_settle: options.commit_settle, paths: Arc::default() })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -75,7 +77,11 @@ impl PostgresStore {
         requests: Vec<AppendRequest>,
     ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
         let requests: Vec<_> = requests.into_iter().map(AppendRequest::encode).collect();
-        append_all(&mut PgAppend(tx), &requests).await
+        append_all(&mut PgAppend(tx), &requests, &AppendPaths::default()).await
+    }
+
+    pub fn append_paths(&self) -> &AppendPaths {
+        &self.paths
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -266,7 +272,7 @@ impl EventStore for PostgresStore {
         requests: Vec<EncodedAppend>,
     ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let results = append_all(&mut PgAppend(&mut tx), &requests).await?;
+        let results = append_all(&mut PgAppend(&mut tx), &requests, &self.paths).await?;
         match tx.commit().await {
             Ok(()) => Ok(results),
             Err(e) if commit_outcome_unknown(&e) => self.settle_commit(results, e).await,

@@ -3,12 +3,13 @@
 
 use crate::append::{append_all, AppendTx, Inserted, PlannedRow, StoredId, ANY_HEAD, STREAM_VERSION_SQL, UPSERT_PII};
 use crate::{
-    AppendResult, EncodedAppend, EncodedEvent, EventStore, PiiRow, Position, RecordedEvent, StoreError, StoreOptions,
+    AppendPaths, AppendResult, EncodedAppend, EncodedEvent, EventStore, PiiRow, Position, RecordedEvent, StoreError, StoreOptions,
 };
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -27,6 +28,7 @@ pub struct SqliteStore {
     pub(crate) reader: SqlitePool,
     /// Copies the WAL back into the database file, so the group-commit writer never does.
     checkpointer: SqlitePool,
+    paths: Arc<AppendPaths>,
 }
 
 /// Whether the writer connection can start a transaction. A statement or `COMMIT` failing with
@@ -75,7 +77,7 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(base.busy_timeout(Duration::from_millis(RESTART_WAIT_MS)))
             .await?;
-        Ok(Self { writer, reader, checkpointer })
+        Ok(Self { writer, reader, checkpointer, paths: Arc::default() })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -104,6 +106,10 @@ impl SqliteStore {
             }
         }
         Ok(frames)
+    }
+
+    pub fn append_paths(&self) -> &AppendPaths {
+        &self.paths
     }
 
     pub async fn close(&self) {
@@ -274,7 +280,7 @@ impl EventStore for SqliteStore {
         requests: Vec<EncodedAppend>,
     ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
         let mut tx = SqliteAppend(self.begin_write().await?);
-        let results = append_all(&mut tx, &requests).await?;
+        let results = append_all(&mut tx, &requests, &self.paths).await?;
         tx.0.commit().await?;
         Ok(results)
     }

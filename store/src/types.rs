@@ -45,6 +45,14 @@ impl AppendRequest {
     }
 }
 
+/// How this store's append batches went: all requests in one statement each, or (something
+/// stood in the way) one request at a time. For `/metrics` and for tests of the fast path.
+#[derive(Debug, Default)]
+pub struct AppendPaths {
+    pub together: std::sync::atomic::AtomicU64,
+    pub one_by_one: std::sync::atomic::AtomicU64,
+}
+
 /// An append request made ready for the database: payload and metadata already JSON text, the
 /// event id already in its text form. Encoding is the caller's work, done on its own task before
 /// the request joins a batch, so the one writer spends its time on the database alone.

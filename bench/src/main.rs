@@ -71,6 +71,9 @@ struct SuiteArgs {
     /// Licenses for the rebuild, start-up and memory run (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     scale_licenses: usize,
+    /// Events of the raw-append run on each backend (0 skips it).
+    #[arg(long, default_value_t = 300_000)]
+    append_events: usize,
     /// Run only on SQLite.
     #[arg(long)]
     sqlite_only: bool,
@@ -190,6 +193,7 @@ async fn run_suite(args: SuiteArgs) -> anyhow::Result<()> {
         warmup: Duration::from_secs_f64(args.warmup_secs),
         duration: Duration::from_secs_f64(args.seconds),
         scale_licenses: args.scale_licenses,
+        append_events: args.append_events,
         backends: if args.sqlite_only { vec![Backend::Sqlite] } else { vec![Backend::Sqlite, Backend::Postgres] },
     };
     let results = suite::run(&options).await?;

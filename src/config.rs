@@ -43,6 +43,11 @@ pub struct Config {
     #[arg(long, env = "LICENSD_WRITE_BATCH", default_value_t = 256, global = true)]
     pub write_batch: usize,
 
+    /// Most group-commit batches in flight at once: the next batch is sent while the last one's
+    /// commit syncs (1 turns the pipeline off).
+    #[arg(long, env = "LICENSD_WRITE_PIPELINE", default_value_t = 2, global = true)]
+    pub write_pipeline: usize,
+
     /// Postgres: milliseconds spent finding out whether a commit whose connection broke took
     /// effect, before the append is answered "outcome unknown" (503).
     #[arg(long, env = "LICENSD_COMMIT_SETTLE_MS", default_value_t = 5000, global = true)]

@@ -110,7 +110,11 @@ impl Services {
             return Err(e);
         }
         migrate(config, &store).await?;
-        let writer_config = WriterConfig { queue_capacity: config.write_queue, max_batch: config.write_batch };
+        let writer_config = WriterConfig {
+            queue_capacity: config.write_queue,
+            max_batch: config.write_batch,
+            pipeline: config.write_pipeline,
+        };
         let (writer, writer_task) = Writer::spawn(store.clone(), writer_config);
         let commands = Commands::new(store.clone(), writer, Arc::new(SystemClock), key);
         Ok(Self { store, commands, writer_task })

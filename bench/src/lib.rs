@@ -2,6 +2,7 @@
 //! every answer, the floor server the figures are compared with, and the suite that writes
 //! BENCHMARKS.md.
 
+pub mod append;
 pub mod deployment;
 pub mod fixture;
 pub mod floor;

@@ -32,6 +32,16 @@ enum Cmd {
     /// Load a running licensd: makes an app and licenses with the API key, then sends load.
     Load(LoadArgs),
     /// Serve the floor endpoint (prints {"listening": addr}).
+    /// Raw appends through licensd's writer next to a plain multi-row INSERT loop (prints JSON).
+    Append {
+        /// The database (fresh): `sqlite://path` or `postgres://...`.
+        #[arg(long)]
+        database: String,
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+    },
     Floor {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
@@ -61,6 +71,9 @@ struct SuiteArgs {
     /// Licenses for the rebuild, start-up and memory run (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     scale_licenses: usize,
+    /// Events of the raw-append run on each backend (0 skips it).
+    #[arg(long, default_value_t = 300_000)]
+    append_events: usize,
     /// Run only on SQLite.
     #[arg(long)]
     sqlite_only: bool,
@@ -110,6 +123,12 @@ fn main() -> anyhow::Result<()> {
                 licensd_bench::floor::serve(listener, durable.as_deref()).await
             }
             Cmd::Load(args) => run_load(args).await,
+            Cmd::Append { database, events, batch } => {
+                let backend = if database.starts_with("sqlite:") { "SQLite" } else { "Postgres" };
+                let figures = licensd_bench::append::run(&database, backend, events, batch).await?;
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+                Ok(())
+            }
             Cmd::Suite(args) => run_suite(args).await,
         }
     })
@@ -174,6 +193,7 @@ async fn run_suite(args: SuiteArgs) -> anyhow::Result<()> {
         warmup: Duration::from_secs_f64(args.warmup_secs),
         duration: Duration::from_secs_f64(args.seconds),
         scale_licenses: args.scale_licenses,
+        append_events: args.append_events,
         backends: if args.sqlite_only { vec![Backend::Sqlite] } else { vec![Backend::Sqlite, Backend::Postgres] },
     };
     let results = suite::run(&options).await?;

@@ -41,12 +41,14 @@ pub fn markdown(results: &Results, options: &SuiteOptions, machine: &str, comman
         options.duration.as_secs_f64()
     );
     endpoints(&mut md, results);
+    appends(&mut md, results);
     if let Some(d) = &results.degradation {
         degradation(&mut md, d);
     }
     if let Some(s) = &results.scale {
         scale(&mut md, s);
     }
+    where_time_goes(&mut md);
     how_to_run(&mut md, command);
     if !results.skipped.is_empty() {
         let _ = writeln!(md, "## Skipped\n");
@@ -151,6 +153,53 @@ fn durable_floors(md: &mut String, results: &Results) {
              writer, one stream per license as licensd does). Read that row as unexplained, not as a bound."
         );
     }
+    md.push('\n');
+}
+
+/// Raw appends through the writer next to the plain INSERT loop on the same database.
+fn appends(md: &mut String, results: &Results) {
+    if results.appends.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "## Raw appends through the writer\n\nEvents made durable per second through licensd's group-commit \
+         writer (`WriterHandle::append`, one event per request, {} callers so that every batch can fill, \
+         batches of at most {}), next to the **plain loop**: the same number of rows, made up front, \
+         written as one prepared multi-row `INSERT` per transaction of the same size, on the same \
+         database in the same run, with the same durability (SQLite `synchronous=full`, Postgres \
+         `fsync` on). The plain loop is what any program pays for these rows here; the ratio is how \
+         close the writer gets to it.\n",
+        2 * crate::suite::APPEND_BATCH,
+        crate::suite::APPEND_BATCH
+    );
+    let _ = writeln!(
+        md,
+        "| backend | events | plain loop events/s | writer events/s | writer / plain loop | writer mean batch | target |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+    for a in &results.appends {
+        let target = match a.backend {
+            "SQLite" => format!("≥ 50000 events/s {}", verdict(a.writer_events_per_second >= 50_000.0)),
+            _ => "—".to_string(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.0} | {:.0} | {:.0} % | {:.0} | {target} |",
+            a.backend,
+            a.events,
+            a.plain_events_per_second,
+            a.writer_events_per_second,
+            100.0 * a.ratio(),
+            a.writer_mean_batch
+        );
+    }
+    md.push('\n');
+}
+
+/// The profile summary kept in `bench/PERF.md` (perf is run by hand; see that file).
+fn where_time_goes(md: &mut String) {
+    let _ = writeln!(md, "## Where time goes (perf)\n\n{}", include_str!("../PERF.md").trim_end());
     md.push('\n');
 }
 

@@ -1,6 +1,7 @@
 //! The whole benchmark: floor and endpoints on SQLite and Postgres, overload and recovery, and
 //! the 1M-license scale run (rebuild, start-up, memory). Results go to BENCHMARKS.md.
 
+use crate::append::AppendFigures;
 use crate::deployment::{postgres_reachable, Backend, Deployment, Server};
 use crate::fixture;
 use crate::load::{self, LoadSpec, Mode, Report, Target, Workload};
@@ -23,6 +24,8 @@ pub struct SuiteOptions {
     pub warmup: Duration,
     pub duration: Duration,
     pub scale_licenses: usize,
+    /// Events of the raw-append run per backend (0 skips it).
+    pub append_events: usize,
     pub backends: Vec<Backend>,
 }
 
@@ -61,6 +64,7 @@ pub struct Scale {
 #[derive(Debug, Serialize)]
 pub struct Results {
     pub endpoints: Vec<EndpointResult>,
+    pub appends: Vec<AppendFigures>,
     pub degradation: Option<Degradation>,
     pub scale: Option<Scale>,
     pub skipped: Vec<String>,
@@ -80,13 +84,31 @@ fn unlimited() -> Vec<(&'static str, String)> {
 
 const CREDITS: u64 = 1_000_000_000_000;
 
+/// Requests per transaction in the raw-append run (licensd's default `LICENSD_WRITE_BATCH`).
+pub const APPEND_BATCH: usize = 256;
+
 pub async fn run(options: &SuiteOptions) -> anyhow::Result<Results> {
     let floor = Server::floor(None)?;
-    let mut results = Results { endpoints: Vec::new(), degradation: None, scale: None, skipped: Vec::new() };
+    let mut results =
+        Results { endpoints: Vec::new(), appends: Vec::new(), degradation: None, scale: None, skipped: Vec::new() };
     for &backend in &options.backends {
         if backend == Backend::Postgres && !postgres_reachable(&options.postgres_url) {
             results.skipped.push(format!("Postgres: nothing answers at {}", options.postgres_url));
             continue;
+        }
+        if options.append_events > 0 {
+            eprintln!("== {}: raw appends ({} events, batches of {APPEND_BATCH})", backend.name(), options.append_events);
+            let log = Deployment::create(backend, &options.licensd, &options.postgres_url, "append")?;
+            let figures =
+                crate::append::run(log.database_url(), backend.name(), options.append_events, APPEND_BATCH).await?;
+            eprintln!(
+                "   plain INSERT loop {:>8.0} events/s | writer {:>8.0} events/s ({:.0} %, mean batch {:.0})",
+                figures.plain_events_per_second,
+                figures.writer_events_per_second,
+                100.0 * figures.ratio(),
+                figures.writer_mean_batch
+            );
+            results.appends.push(figures);
         }
         eprintln!("== {}: endpoints", backend.name());
         let deployment = Deployment::create(backend, &options.licensd, &options.postgres_url, "auth")?;

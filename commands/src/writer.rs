@@ -1,12 +1,16 @@
 //! Group commit: appends from many requests are queued and written in one transaction each
 //! round, so one fsync acknowledges a whole batch. A reply is sent only after the commit.
+//!
+//! The writer only talks to the database: each caller encodes its own events (JSON text) on its
+//! own task before queueing them. Up to [`WriterConfig::pipeline`] batches are in flight at
+//! once, so the next batch is taken and sent while the last one's commit is still syncing.
 
 use crate::CommandError;
-use licensd_store::{AppendRequest, AppendResult, EventStore, Store, StoreError};
+use licensd_store::{AppendRequest, AppendResult, EncodedAppend, EventStore, Store, StoreError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 #[derive(Debug, Clone, Copy)]
 pub struct WriterConfig {
@@ -14,11 +18,13 @@ pub struct WriterConfig {
     pub queue_capacity: usize,
     /// Most requests committed in one transaction.
     pub max_batch: usize,
+    /// Most batches in flight at once (1: each batch waits for the last one's commit).
+    pub pipeline: usize,
 }
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        Self { queue_capacity: 4096, max_batch: 256 }
+        Self { queue_capacity: 4096, max_batch: 256, pipeline: 2 }
     }
 }
 
@@ -32,7 +38,7 @@ pub struct WriterStats {
 }
 
 struct Job {
-    request: AppendRequest,
+    request: EncodedAppend,
     reply: oneshot::Sender<Result<AppendResult, StoreError>>,
 }
 
@@ -59,16 +65,17 @@ impl Writer {
         let (closing, closed) = watch::channel(false);
         let stats = Arc::new(WriterStats::default());
         let commits = Arc::new(watch::channel(0).0);
-        let task = tokio::spawn(run(store, jobs, closed, config.max_batch.max(1), stats.clone(), commits.clone()));
+        let task = tokio::spawn(run(store, jobs, closed, config, stats.clone(), commits.clone()));
         (WriterHandle { queue, closing: Arc::new(closing), commits, stats }, task)
     }
 }
 
 impl WriterHandle {
-    /// Queues an append and waits for its commit.
+    /// Queues an append and waits for its commit. The events are encoded here, on the caller's
+    /// task.
     pub async fn append(&self, request: AppendRequest) -> Result<AppendResult, CommandError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.try_send(Job { request, reply }).map_err(|e| match e {
+        self.queue.try_send(Job { request: request.encode(), reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => CommandError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => CommandError::ShuttingDown,
         })?;
@@ -98,27 +105,36 @@ async fn run(
     store: Store,
     mut jobs: mpsc::Receiver<Job>,
     mut closed: watch::Receiver<bool>,
-    max_batch: usize,
+    config: WriterConfig,
     stats: Arc<WriterStats>,
     commits: Arc<watch::Sender<u64>>,
 ) {
-    let mut batch = Vec::with_capacity(max_batch);
+    let (max_batch, pipeline) = (config.max_batch.max(1), config.pipeline.max(1));
+    let mut in_flight = JoinSet::new();
     let mut draining = false;
     loop {
-        let first = if draining {
-            jobs.recv().await
-        } else {
-            tokio::select! {
-                job = jobs.recv() => job,
-                _ = closed.changed() => {
-                    // Refuse new work but drain what is queued: recv() then ends with None.
-                    jobs.close();
-                    draining = true;
-                    continue;
-                }
+        // A full pipeline takes nothing new until a batch is done: jobs wait in the queue and
+        // make the next batch bigger.
+        if in_flight.len() >= pipeline {
+            in_flight.join_next().await;
+            commits.send_modify(|n| *n += 1);
+            continue;
+        }
+        let first = tokio::select! {
+            job = jobs.recv() => job,
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {
+                commits.send_modify(|n| *n += 1);
+                continue;
+            }
+            _ = closed.changed(), if !draining => {
+                // Refuse new work but drain what is queued: recv() then ends with None.
+                jobs.close();
+                draining = true;
+                continue;
             }
         };
         let Some(first) = first else { break };
+        let mut batch = Vec::with_capacity(max_batch);
         batch.push(first);
         while batch.len() < max_batch {
             match jobs.try_recv() {
@@ -126,18 +142,21 @@ async fn run(
                 Err(_) => break,
             }
         }
-        commit(&store, &mut batch, &stats).await;
+        let (store, stats) = (store.clone(), stats.clone());
+        in_flight.spawn(async move { commit(&store, batch, &stats).await });
+    }
+    while in_flight.join_next().await.is_some() {
         commits.send_modify(|n| *n += 1);
     }
     tracing::info!("event writer drained and stopped");
 }
 
-async fn commit(store: &Store, batch: &mut Vec<Job>, stats: &WriterStats) {
-    let (requests, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|job| (job.request, job.reply)).unzip();
+async fn commit(store: &Store, batch: Vec<Job>, stats: &WriterStats) {
+    let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|job| (job.request, job.reply)).unzip();
     let events: u64 = requests.iter().map(|r| r.events.len() as u64).sum();
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats.requests.fetch_add(requests.len() as u64, Ordering::Relaxed);
-    match store.append_batch(requests).await {
+    match store.append_encoded(requests).await {
         Ok(results) => {
             stats.events.fetch_add(events, Ordering::Relaxed);
             for (reply, result) in replies.into_iter().zip(results) {

@@ -1,23 +1,19 @@
 //! The append algorithm, written once over a small transaction trait both backends implement.
+//!
+//! The usual batch costs one statement: every request's version check and every event's insert
+//! at once (see [`AppendTx::insert_checked`]), between `BEGIN` and `COMMIT`. Only a batch where
+//! something stands in the way (a failed expectation, a retried append, a value the database
+//! refuses) takes the slower path, one request at a time, each in its own savepoint.
 
-use crate::{AppendRequest, AppendResult, ExpectedVersion, NewEvent, PiiRow, Position, StoreError};
+use crate::{AppendPaths, AppendResult, EncodedAppend, EncodedEvent, ExpectedVersion, PiiRow, Position, StoreError};
+use std::sync::atomic::Ordering;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::future::Future;
 use uuid::Uuid;
 
-/// SQL both backends share; each adds its own `RETURNING` and column types.
+/// SQL both backends share.
 pub(crate) const STREAM_VERSION_SQL: &str = "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1";
-macro_rules! insert_event_sql {
-    ($returning:literal) => {
-        concat!(
-            "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload, metadata, ",
-            "recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
-            $returning
-        )
-    };
-}
-pub(crate) use insert_event_sql;
 
 /// A stored event's identity, as far as the idempotency check needs it.
 pub(crate) struct StoredId {
@@ -27,43 +23,53 @@ pub(crate) struct StoredId {
     pub position: Position,
 }
 
-/// The head of a multi-row insert; rows follow as `VALUES (...), (...)` in column order.
-pub(crate) const INSERT_EVENTS: &str =
-    "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload, metadata, recorded_at) ";
-
-/// One event row of a multi-row insert.
-pub(crate) struct EventRow<'a> {
+/// One event row of the check-and-insert statement. Versions are relative, because the statement
+/// itself reads each stream's head (its current version): the row is stored at `head + step`,
+/// and only if every row's `expect` holds.
+pub(crate) struct PlannedRow<'a> {
     pub stream_id: &'a str,
+    pub event: &'a EncodedEvent,
+    /// This event's version minus the stream's head before the statement (1 for the first).
+    pub step: i64,
+    /// The head the stream must have before the statement, or [`ANY_HEAD`].
+    pub expect: i64,
+}
+
+/// `expect` of a row whose request takes the stream at any version.
+pub(crate) const ANY_HEAD: i64 = -1;
+
+/// What the check-and-insert statement stored of one row.
+pub(crate) struct Inserted {
+    pub event_id: Uuid,
     pub version: u64,
-    pub event: &'a NewEvent,
+    pub position: Position,
 }
 
 /// Writes one sealed PII field (both backends share the SQL).
 pub const UPSERT_PII: &str = "INSERT INTO pii (subject, field, value) VALUES ($1, $2, $3) \
                                      ON CONFLICT (subject, field) DO UPDATE SET value = excluded.value";
 
-/// Rows per multi-row `INSERT` (8 parameters each, well under either backend's limit).
-pub(crate) const ROWS_PER_INSERT: usize = 1000;
-
 /// The statements the append algorithm needs inside one open write transaction.
 pub(crate) trait AppendTx: Send {
+    /// Most rows one [`Self::insert_checked`] statement takes.
+    const MAX_ROWS: usize;
+    /// What starts the write transaction over after `ROLLBACK`.
+    const BEGIN: &'static str;
+
     fn stream_version(&mut self, stream_id: &str) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
-    /// The current version of each named stream that has events (absent ones are at 0).
-    fn stream_versions(
+    /// In one statement: reads the head of every stream the rows name, and unless some row's
+    /// `expect` differs from its stream's head, inserts every row at `head + step`, in order.
+    /// Returns what it inserted: every row, or none when an expectation failed.
+    fn insert_checked(
         &mut self,
-        stream_ids: &[&str],
-    ) -> impl Future<Output = Result<HashMap<String, u64>, sqlx::Error>> + Send;
-    /// Inserts every row in one statement per [`ROWS_PER_INSERT`]; returns each event's position.
-    fn insert_rows(
-        &mut self,
-        rows: &[EventRow<'_>],
+        rows: &[PlannedRow<'_>],
         at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<HashMap<Uuid, Position>, sqlx::Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<Inserted>, sqlx::Error>> + Send;
     fn insert(
         &mut self,
         stream_id: &str,
         version: u64,
-        event: &NewEvent,
+        event: &EncodedEvent,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<Position, sqlx::Error>> + Send;
     fn put_pii(&mut self, row: &PiiRow) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
@@ -93,24 +99,41 @@ fn unique_violation(e: &sqlx::Error) -> Option<Violation> {
     }
 }
 
-/// Appends a batch of requests inside the caller's transaction: all of them in a few
-/// statements when nothing stands in the way (the usual case), else one at a time, each in
-/// its own savepoint, so one request's conflict or refused value never fails another.
+/// Appends a batch of requests inside the caller's transaction: all of them in one statement
+/// when nothing stands in the way (the usual case), else one at a time, each in its own
+/// savepoint, so one request's conflict or refused value never fails another.
 /// The outer error means the transaction itself is lost (connection, disk): nothing of the
 /// batch can be committed.
 pub(crate) async fn append_all<T: AppendTx>(
     tx: &mut T,
-    requests: &[AppendRequest],
+    requests: &[EncodedAppend],
+    paths: &AppendPaths,
 ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
     let now = Utc::now();
-    if let Some(results) = append_together(tx, requests, now).await? {
-        return Ok(results);
+    match append_together(tx, requests, now).await {
+        Together::Appended(results) => {
+            paths.together.fetch_add(1, Ordering::Relaxed);
+            return Ok(results);
+        }
+        Together::Untouched => {}
+        Together::Undo(why) => start_over(tx, why).await?,
     }
+    paths.one_by_one.fetch_add(1, Ordering::Relaxed);
     let mut results = Vec::with_capacity(requests.len());
     for request in requests {
         results.push(append_one(tx, request, now).await?);
     }
     Ok(results)
+}
+
+/// Rolls the whole transaction back and begins it again: cheaper, in the usual case, than a
+/// savepoint around every batch. An error means the transaction is gone (`why` says why).
+async fn start_over<T: AppendTx>(tx: &mut T, why: Option<sqlx::Error>) -> Result<(), StoreError> {
+    let restarted = match tx.exec("ROLLBACK").await {
+        Ok(()) => tx.exec(T::BEGIN).await,
+        Err(e) => Err(e),
+    };
+    restarted.map_err(|e| StoreError::from(why.unwrap_or(e)))
 }
 
 /// Undoes the statements since `savepoint`; an error means the transaction itself is gone.
@@ -126,101 +149,110 @@ struct Savepoint {
     rollback: &'static str,
 }
 
-const BATCH: Savepoint = Savepoint {
-    open: "SAVEPOINT licensd_batch",
-    release: "RELEASE SAVEPOINT licensd_batch",
-    rollback: "ROLLBACK TO SAVEPOINT licensd_batch",
-};
-
 const ONE: Savepoint = Savepoint {
     open: "SAVEPOINT licensd_append",
     release: "RELEASE SAVEPOINT licensd_append",
     rollback: "ROLLBACK TO SAVEPOINT licensd_append",
 };
 
-/// Every request at once: one read of the streams' versions, one insert. `None`, with nothing
-/// changed, when any expectation fails, any event id is stored already (a retried append) or
-/// any statement fails (a value the database refuses): those need the one-at-a-time path,
-/// which tells the cases apart and pins a failure on its own request.
-async fn append_together<T: AppendTx>(
-    tx: &mut T,
-    requests: &[AppendRequest],
-    now: DateTime<Utc>,
-) -> Result<Option<Vec<Result<AppendResult, StoreError>>>, StoreError> {
-    if requests.iter().any(|r| r.events.is_empty()) {
-        return Ok(None);
-    }
-    // Even the version read sits inside the savepoint: on Postgres a stream id the database
-    // refuses fails that read, and a failed statement outside a savepoint ends the batch.
-    tx.exec(BATCH.open).await?;
-    let (after, positions) = match insert_together(tx, requests, now).await {
-        Ok(Some(inserted)) => inserted,
-        Ok(None) => {
-            roll_back_to(tx, BATCH).await?;
-            return Ok(None);
-        }
-        Err(e) => {
-            if unique_violation(&e).is_none() {
-                tracing::debug!(error = %e, "a batch statement failed; appending one request at a time");
-            }
-            // When even the rollback fails the transaction is gone, and `e` is why.
-            return match roll_back_to(tx, BATCH).await {
-                Ok(()) => Ok(None),
-                Err(_) => Err(e.into()),
-            };
-        }
-    };
-    tx.exec(BATCH.release).await?;
-    let results = requests
-        .iter()
-        .zip(after)
-        .map(|(request, version)| {
-            let last = request.events.last().map(|e| e.event_id).unwrap_or_default();
-            let position = positions
-                .get(&last)
-                .copied()
-                .ok_or_else(|| StoreError::Corrupt(format!("the insert returned no position for event {last}")))?;
-            Ok(AppendResult { version, position, idempotent: false })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok(Some(results.into_iter().map(Ok).collect()))
+/// How the all-at-once attempt ended.
+enum Together {
+    /// Every request appended.
+    Appended(Vec<Result<AppendResult, StoreError>>),
+    /// Nothing written and the transaction intact: an expectation failed before any insert.
+    Untouched,
+    /// The transaction holds part of the batch or was aborted by a failed statement.
+    Undo(Option<sqlx::Error>),
 }
 
-/// The statements of [`append_together`]: each request's version after the append and every
-/// event's position, or `None` when an expectation fails.
-#[allow(clippy::type_complexity)]
-async fn insert_together<T: AppendTx>(
-    tx: &mut T,
-    requests: &[AppendRequest],
-    now: DateTime<Utc>,
-) -> Result<Option<(Vec<u64>, HashMap<Uuid, Position>)>, sqlx::Error> {
-    let mut streams: Vec<&str> = requests.iter().map(|r| r.stream_id.as_str()).collect();
-    streams.sort_unstable();
-    streams.dedup();
-    let mut versions = tx.stream_versions(&streams).await?;
-    let mut rows = Vec::new();
-    let mut after = Vec::with_capacity(requests.len());
-    for request in requests {
-        let current = versions.entry(request.stream_id.clone()).or_insert(0);
-        let holds = match request.expected {
-            ExpectedVersion::Any => true,
-            ExpectedVersion::NoStream => *current == 0,
-            ExpectedVersion::Exact(n) => *current == n,
-        };
-        if !holds {
-            return Ok(None);
-        }
-        for (offset, event) in (1..).zip(&request.events) {
-            rows.push(EventRow { stream_id: &request.stream_id, version: *current + offset, event });
-        }
-        *current += request.events.len() as u64;
-        after.push(*current);
+/// Every request at once, in one check-and-insert statement per [`AppendTx::MAX_ROWS`] rows.
+/// Any failed expectation, stored event id (a retried append) or refused value leaves it to the
+/// one-at-a-time path, which tells those cases apart and pins a failure on its own request.
+async fn append_together<T: AppendTx>(tx: &mut T, requests: &[EncodedAppend], now: DateTime<Utc>) -> Together {
+    if requests.iter().any(|r| r.events.is_empty() || r.events.len() > T::MAX_ROWS) {
+        return Together::Untouched;
     }
-    let positions = tx.insert_rows(&rows, now).await?;
+    let mut stored = HashMap::with_capacity(requests.len());
+    for chunk in chunks(requests, T::MAX_ROWS) {
+        let written = !stored.is_empty();
+        let give_up = |why: Option<sqlx::Error>| if written || why.is_some() { Together::Undo(why) } else { Together::Untouched };
+        let Some(rows) = plan(chunk) else { return give_up(None) };
+        match tx.insert_checked(&rows, now).await {
+            Ok(inserted) if inserted.len() == rows.len() => {
+                stored.extend(inserted.into_iter().map(|i| (i.event_id, (i.version, i.position))));
+            }
+            Ok(inserted) if inserted.is_empty() => return give_up(None),
+            Ok(inserted) => {
+                tracing::warn!(rows = rows.len(), inserted = inserted.len(), "a batch statement stored only part");
+                return Together::Undo(None);
+            }
+            Err(e) => {
+                if unique_violation(&e).is_none() {
+                    tracing::debug!(error = %e, "a batch statement failed; appending one request at a time");
+                }
+                return give_up(Some(e));
+            }
+        }
+    }
     for row in requests.iter().flat_map(|r| &r.pii) {
-        tx.put_pii(row).await?;
+        if let Err(e) = tx.put_pii(row).await {
+            return Together::Undo(Some(e));
+        }
     }
-    Ok(Some((after, positions)))
+    let results = requests.iter().map(|request| {
+        let last = request.events.last().map(|e| e.event_id).unwrap_or_default();
+        match stored.get(&last) {
+            Some(&(version, position)) => Ok(AppendResult { version, position, idempotent: false }),
+            None => Err(StoreError::Corrupt(format!("the insert returned no position for event {last}"))),
+        }
+    });
+    Together::Appended(results.collect())
+}
+
+/// Consecutive runs of whole requests with at most `max_rows` events each.
+fn chunks(requests: &[EncodedAppend], max_rows: usize) -> impl Iterator<Item = &[EncodedAppend]> {
+    let mut rest = requests;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut rows = 0;
+        let take = rest
+            .iter()
+            .take_while(|r| {
+                rows += r.events.len();
+                rows <= max_rows
+            })
+            .count()
+            .max(1);
+        let (chunk, tail) = rest.split_at(take);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// The rows of one statement, each with its step past its stream's head and the head its request
+/// expects; `None` when an expectation cannot hold whatever the heads are (a second `NoStream`
+/// append to one stream in the same statement).
+fn plan(requests: &[EncodedAppend]) -> Option<Vec<PlannedRow<'_>>> {
+    let mut earlier: HashMap<&str, i64> = HashMap::with_capacity(requests.len());
+    let mut rows = Vec::with_capacity(requests.iter().map(|r| r.events.len()).sum());
+    for request in requests {
+        let before = earlier.entry(request.stream_id.as_str()).or_insert(0);
+        let expect = match request.expected {
+            ExpectedVersion::Any => ANY_HEAD,
+            ExpectedVersion::NoStream => -*before,
+            ExpectedVersion::Exact(n) => i64::try_from(n).ok()? - *before,
+        };
+        if request.expected != ExpectedVersion::Any && expect < 0 {
+            return None;
+        }
+        for event in &request.events {
+            *before += 1;
+            rows.push(PlannedRow { stream_id: &request.stream_id, event, step: *before, expect });
+        }
+    }
+    Some(rows)
 }
 
 /// Races with a concurrent writer on an `Any` append are retried this often.
@@ -228,7 +260,7 @@ const ANY_RETRIES: usize = 3;
 
 async fn append_one<T: AppendTx>(
     tx: &mut T,
-    request: &AppendRequest,
+    request: &EncodedAppend,
     now: DateTime<Utc>,
 ) -> Result<Result<AppendResult, StoreError>, StoreError> {
     if request.events.is_empty() {
@@ -282,7 +314,7 @@ async fn append_one<T: AppendTx>(
 /// Inserts the events, or answers the stream's actual version when the expectation fails.
 async fn insert_all<T: AppendTx>(
     tx: &mut T,
-    request: &AppendRequest,
+    request: &EncodedAppend,
     now: DateTime<Utc>,
 ) -> Result<Result<AppendResult, u64>, sqlx::Error> {
     let actual = tx.stream_version(&request.stream_id).await?;
@@ -309,7 +341,7 @@ async fn insert_all<T: AppendTx>(
 /// `Some(Err)` when some are stored elsewhere or only partly; `None` when none is stored.
 async fn already_stored<T: AppendTx>(
     tx: &mut T,
-    request: &AppendRequest,
+    request: &EncodedAppend,
 ) -> Result<Option<Result<AppendResult, StoreError>>, StoreError> {
     let ids: Vec<Uuid> = request.events.iter().map(|e| e.event_id).collect();
     let mut stored = tx.find(&ids).await?;

@@ -37,6 +37,14 @@ pub trait EventStore: Send + Sync {
     fn append_batch(
         &self,
         requests: Vec<AppendRequest>,
+    ) -> impl Future<Output = Result<Vec<Result<AppendResult, StoreError>>, StoreError>> + Send {
+        self.append_encoded(requests.into_iter().map(AppendRequest::encode).collect())
+    }
+
+    /// [`Self::append_batch`] of requests their callers encoded already.
+    fn append_encoded(
+        &self,
+        requests: Vec<EncodedAppend>,
     ) -> impl Future<Output = Result<Vec<Result<AppendResult, StoreError>>, StoreError>> + Send;
 
     /// Events of one stream with `version >= from_version`, in version order.
@@ -84,6 +92,14 @@ impl Store {
         }
     }
 
+    /// How this store's append batches went (see [`AppendPaths`]).
+    pub fn append_paths(&self) -> &AppendPaths {
+        match self {
+            Self::Sqlite(s) => s.append_paths(),
+            Self::Postgres(s) => s.append_paths(),
+        }
+    }
+
     pub fn backend(&self) -> &'static str {
         match self {
             Self::Sqlite(_) => "sqlite",
@@ -124,13 +140,13 @@ impl Store {
 }
 
 impl EventStore for Store {
-    async fn append_batch(
+    async fn append_encoded(
         &self,
-        requests: Vec<AppendRequest>,
+        requests: Vec<EncodedAppend>,
     ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
         match self {
-            Self::Sqlite(s) => s.append_batch(requests).await,
-            Self::Postgres(s) => s.append_batch(requests).await,
+            Self::Sqlite(s) => s.append_encoded(requests).await,
+            Self::Postgres(s) => s.append_encoded(requests).await,
         }
     }
 

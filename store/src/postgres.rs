@@ -3,19 +3,17 @@
 //! late. Each event records its writing transaction id; readers only take events of transactions
 //! older than the oldest still running (`pg_snapshot_xmin`), ordered by (tx, position).
 
-use crate::append::{
-    append_all, insert_event_sql, AppendTx, EventRow, StoredId, INSERT_EVENTS, ROWS_PER_INSERT, STREAM_VERSION_SQL,
-    UPSERT_PII,
-};
+use crate::append::{append_all, AppendTx, Inserted, PlannedRow, StoredId, STREAM_VERSION_SQL, UPSERT_PII};
 use crate::{
-    AppendRequest, AppendResult, EventStore, NewEvent, PiiRow, Position, RecordedEvent, StoreError, StoreOptions,
+    AppendPaths, AppendRequest, AppendResult, EncodedAppend, EncodedEvent, EventStore, PiiRow, Position, RecordedEvent, StoreError,
+    StoreOptions,
 };
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
-use std::collections::HashMap;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -24,6 +22,7 @@ pub struct PostgresStore {
     pub(crate) pool: PgPool,
     /// How long a commit whose acknowledgement was lost is looked up before it counts as unknown.
     commit_settle: Duration,
+    paths: Arc<AppendPaths>,
 }
 
 /// Pause between two looks at a transaction whose commit is still being settled.
@@ -36,7 +35,7 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await?;
-        Ok(Self { pool, commit_settle: options.commit_settle })
+        Ok(Self { pool, commit_settle: options.commit_settle, paths: Arc::default() })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -79,7 +78,12 @@ impl PostgresStore {
         tx: &mut Transaction<'static, Postgres>,
         requests: Vec<AppendRequest>,
     ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
-        append_all(&mut PgAppend(tx), &requests).await
+        let requests: Vec<_> = requests.into_iter().map(AppendRequest::encode).collect();
+        append_all(&mut PgAppend(tx), &requests, &AppendPaths::default()).await
+    }
+
+    pub fn append_paths(&self) -> &AppendPaths {
+        &self.paths
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -135,63 +139,84 @@ fn commit_outcome_unknown(e: &sqlx::Error) -> bool {
 
 struct PgAppend<'t>(&'t mut Transaction<'static, Postgres>);
 
+/// The one-row insert of the one-at-a-time path.
+const INSERT_EVENT: &str = "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload, \
+                            metadata, recorded_at) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8) \
+                            RETURNING tx_id, position";
+
+/// The whole batch in one round trip: the rows arrive as one array per column, each stream's head
+/// is read by the statement itself, and nothing is inserted unless every expectation holds.
+/// `ORDER BY ord` makes positions follow the batch's order.
+const CHECKED_INSERT: &str = "\
+    WITH batch AS ( \
+        SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int4[], $7::text[], \
+            $8::text[]) WITH ORDINALITY \
+            AS b(event_id, stream_id, step, expect, event_type, schema_version, payload, metadata, ord)), \
+    heads AS ( \
+        SELECT s.stream_id, COALESCE((SELECT MAX(e.version) FROM events e WHERE e.stream_id = s.stream_id), 0) AS head \
+        FROM (SELECT DISTINCT stream_id FROM batch) s) \
+    INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload, metadata, recorded_at) \
+    SELECT b.event_id, b.stream_id, h.head + b.step, b.event_type, b.schema_version, b.payload::jsonb, \
+        b.metadata::jsonb, $9 \
+    FROM batch b JOIN heads h USING (stream_id) \
+    WHERE NOT EXISTS (SELECT 1 FROM batch x JOIN heads y USING (stream_id) \
+        WHERE x.expect <> -1 AND x.expect <> y.head) \
+    ORDER BY b.ord \
+    RETURNING event_id, version, tx_id, position";
+
 impl AppendTx for PgAppend<'_> {
+    /// Arrays carry the rows: one statement takes any batch.
+    const MAX_ROWS: usize = usize::MAX;
+    const BEGIN: &'static str = "BEGIN";
+
     async fn stream_version(&mut self, stream_id: &str) -> Result<u64, sqlx::Error> {
         let version: i64 = sqlx::query_scalar(STREAM_VERSION_SQL).bind(stream_id).fetch_one(&mut **self.0).await?;
         Ok(version as u64)
     }
 
-    async fn stream_versions(&mut self, stream_ids: &[&str]) -> Result<HashMap<String, u64>, sqlx::Error> {
-        let rows =
-            sqlx::query("SELECT stream_id, MAX(version) FROM events WHERE stream_id = ANY($1) GROUP BY stream_id")
-                .bind(stream_ids)
-                .fetch_all(&mut **self.0)
-                .await?;
-        rows.into_iter().map(|row| Ok((row.try_get(0)?, row.try_get::<i64, _>(1)? as u64))).collect()
-    }
-
-    async fn insert_rows(
-        &mut self,
-        rows: &[EventRow<'_>],
-        at: DateTime<Utc>,
-    ) -> Result<HashMap<Uuid, Position>, sqlx::Error> {
-        let mut positions = HashMap::with_capacity(rows.len());
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let mut query = QueryBuilder::<Postgres>::new(INSERT_EVENTS);
-            query.push_values(chunk, |mut values, row| {
-                values
-                    .push_bind(row.event.event_id)
-                    .push_bind(row.stream_id)
-                    .push_bind(row.version as i64)
-                    .push_bind(&row.event.event_type)
-                    .push_bind(row.event.schema_version)
-                    .push_bind(&row.event.payload)
-                    .push_bind(&row.event.metadata)
-                    .push_bind(at);
-            });
-            query.push(" RETURNING event_id, tx_id, position");
-            for row in query.build().fetch_all(&mut **self.0).await? {
-                positions.insert(row.try_get(0)?, Position { tx: row.try_get(1)?, seq: row.try_get(2)? });
-            }
+    async fn insert_checked(&mut self, rows: &[PlannedRow<'_>], at: DateTime<Utc>) -> Result<Vec<Inserted>, sqlx::Error> {
+        fn column<'r>(rows: &'r [PlannedRow<'_>], field: impl Fn(&'r PlannedRow<'_>) -> &'r str) -> Vec<&'r str> {
+            rows.iter().map(field).collect()
         }
-        Ok(positions)
+        let returned = sqlx::query(CHECKED_INSERT)
+            .bind(rows.iter().map(|r| r.event.event_id).collect::<Vec<Uuid>>())
+            .bind(column(rows, |r| r.stream_id))
+            .bind(rows.iter().map(|r| r.step).collect::<Vec<i64>>())
+            .bind(rows.iter().map(|r| r.expect).collect::<Vec<i64>>())
+            .bind(column(rows, |r| &r.event.event_type))
+            .bind(rows.iter().map(|r| r.event.schema_version).collect::<Vec<i32>>())
+            .bind(column(rows, |r| &r.event.payload))
+            .bind(column(rows, |r| &r.event.metadata))
+            .bind(at)
+            .fetch_all(&mut **self.0)
+            .await?;
+        returned
+            .into_iter()
+            .map(|row| {
+                Ok(Inserted {
+                    event_id: row.try_get(0)?,
+                    version: row.try_get::<i64, _>(1)? as u64,
+                    position: Position { tx: row.try_get(2)?, seq: row.try_get(3)? },
+                })
+            })
+            .collect()
     }
 
     async fn insert(
         &mut self,
         stream_id: &str,
         version: u64,
-        event: &NewEvent,
+        event: &EncodedEvent,
         at: DateTime<Utc>,
     ) -> Result<Position, sqlx::Error> {
-        let row = sqlx::query(insert_event_sql!("tx_id, position"))
+        let row = sqlx::query(INSERT_EVENT)
             .bind(event.event_id)
             .bind(stream_id)
             .bind(version as i64)
-            .bind(&event.event_type)
+            .bind(event.event_type.as_str())
             .bind(event.schema_version)
-            .bind(&event.payload)
-            .bind(&event.metadata)
+            .bind(event.payload.as_str())
+            .bind(event.metadata.as_str())
             .bind(at)
             .fetch_one(&mut **self.0)
             .await?;
@@ -244,12 +269,12 @@ fn decode(row: PgRow) -> Result<RecordedEvent, StoreError> {
 }
 
 impl EventStore for PostgresStore {
-    async fn append_batch(
+    async fn append_encoded(
         &self,
-        requests: Vec<AppendRequest>,
+        requests: Vec<EncodedAppend>,
     ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let results = append_all(&mut PgAppend(&mut tx), &requests).await?;
+        let results = append_all(&mut PgAppend(&mut tx), &requests, &self.paths).await?;
         match tx.commit().await {
             Ok(()) => Ok(results),
             Err(e) if commit_outcome_unknown(&e) => self.settle_commit(results, e).await,

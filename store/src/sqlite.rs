@@ -1,19 +1,16 @@
 //! SQLite backend: one file in WAL mode, a single writer connection and a pool of readers.
 //! One writer commits in sequence order, so plain `position` order is a safe global order.
 
-use crate::append::{
-    append_all, insert_event_sql, AppendTx, EventRow, StoredId, INSERT_EVENTS, ROWS_PER_INSERT, STREAM_VERSION_SQL,
-    UPSERT_PII,
-};
+use crate::append::{append_all, AppendTx, Inserted, PlannedRow, StoredId, ANY_HEAD, STREAM_VERSION_SQL, UPSERT_PII};
 use crate::{
-    AppendRequest, AppendResult, EventStore, NewEvent, PiiRow, Position, RecordedEvent, StoreError, StoreOptions,
+    AppendPaths, AppendResult, EncodedAppend, EncodedEvent, EventStore, PiiRow, Position, RecordedEvent, StoreError, StoreOptions,
 };
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
-use std::collections::HashMap;
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -37,6 +34,7 @@ pub struct SqliteStore {
     log_file: std::path::PathBuf,
     /// Copies the WAL back into the database file, so the group-commit writer never does.
     checkpointer: SqlitePool,
+    paths: Arc<AppendPaths>,
 }
 
 /// Whether the writer connection can start a transaction. A statement or `COMMIT` failing with
@@ -101,7 +99,7 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(base.busy_timeout(Duration::from_millis(RESTART_WAIT_MS)))
             .await?;
-        Ok(Self { writer, reader, projector, log_file, checkpointer })
+        Ok(Self { writer, reader, projector, log_file, checkpointer, paths: Arc::default() })
     }
 
     /// The read models' file first, then the rows only the log's file has (a data folder from
@@ -163,6 +161,10 @@ impl SqliteStore {
         Ok(frames)
     }
 
+    pub fn append_paths(&self) -> &AppendPaths {
+        &self.paths
+    }
+
     pub async fn close(&self) {
         self.reader.close().await;
         self.checkpointer.close().await;
@@ -179,73 +181,103 @@ pub fn read_models_file(log: &std::path::Path) -> std::path::PathBuf {
 
 struct SqliteAppend(Transaction<'static, Sqlite>);
 
+/// The one-row insert of the one-at-a-time path.
+const INSERT_EVENT: &str = "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload, \
+                            metadata, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING position";
+
+/// Rows of the largest check-and-insert statement (8 parameters each, far below SQLite's limit).
+const MAX_CHECKED_ROWS: usize = 1024;
+
+/// The check-and-insert statement for `rows` rows (a power of two: few shapes, each prepared once
+/// and then reused from the connection's statement cache; unused rows are bound as NULL and
+/// insert nothing). The stream heads are read in the same statement, which SQLite runs to the end
+/// before its first insert (the source reads the table it inserts into).
+fn checked_insert_sql(rows: usize) -> &'static str {
+    static SHAPES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let shapes = SHAPES.get_or_init(|| {
+        (0..=MAX_CHECKED_ROWS.trailing_zeros())
+            .map(|power| {
+                let values: Vec<String> =
+                    (0..1usize << power).map(|ord| format!("({ord}, ?, ?, ?, ?, ?, ?, ?, ?)")).collect();
+                format!(
+                    "WITH batch(ord, event_id, stream_id, step, expect, event_type, schema_version, payload, metadata) \
+                     AS (VALUES {}), \
+                     heads(stream_id, head) AS (SELECT s.stream_id, \
+                       COALESCE((SELECT MAX(e.version) FROM events e WHERE e.stream_id = s.stream_id), 0) \
+                       FROM (SELECT DISTINCT stream_id FROM batch WHERE stream_id IS NOT NULL) s) \
+                     INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload, metadata, \
+                       recorded_at) \
+                     SELECT b.event_id, b.stream_id, h.head + b.step, b.event_type, b.schema_version, b.payload, \
+                       b.metadata, ? \
+                     FROM batch b JOIN heads h ON h.stream_id = b.stream_id \
+                     WHERE NOT EXISTS (SELECT 1 FROM batch x JOIN heads y ON y.stream_id = x.stream_id \
+                       WHERE x.expect <> {ANY_HEAD} AND x.expect <> y.head) \
+                     ORDER BY b.ord \
+                     RETURNING event_id, version, position",
+                    values.join(", ")
+                )
+            })
+            .collect()
+    });
+    &shapes[rows.max(1).next_power_of_two().trailing_zeros() as usize]
+}
+
 impl AppendTx for SqliteAppend {
+    const MAX_ROWS: usize = MAX_CHECKED_ROWS;
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+
     async fn stream_version(&mut self, stream_id: &str) -> Result<u64, sqlx::Error> {
         let version: i64 = sqlx::query_scalar(STREAM_VERSION_SQL).bind(stream_id).fetch_one(&mut *self.0).await?;
         Ok(version as u64)
     }
 
-    async fn stream_versions(&mut self, stream_ids: &[&str]) -> Result<HashMap<String, u64>, sqlx::Error> {
-        let mut versions = HashMap::with_capacity(stream_ids.len());
-        for chunk in stream_ids.chunks(ROWS_PER_INSERT) {
-            let mut query =
-                QueryBuilder::<Sqlite>::new("SELECT stream_id, MAX(version) FROM events WHERE stream_id IN (");
-            let mut list = query.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            query.push(") GROUP BY stream_id");
-            for row in query.build().fetch_all(&mut *self.0).await? {
-                versions.insert(row.try_get(0)?, row.try_get::<i64, _>(1)? as u64);
+    async fn insert_checked(&mut self, rows: &[PlannedRow<'_>], at: DateTime<Utc>) -> Result<Vec<Inserted>, sqlx::Error> {
+        let mut query = sqlx::query(checked_insert_sql(rows.len()));
+        for row in rows {
+            query = query
+                .bind(row.event.event_id_text.as_str())
+                .bind(row.stream_id)
+                .bind(row.step)
+                .bind(row.expect)
+                .bind(row.event.event_type.as_str())
+                .bind(row.event.schema_version)
+                .bind(row.event.payload.as_str())
+                .bind(row.event.metadata.as_str());
+        }
+        for _ in rows.len()..rows.len().max(1).next_power_of_two() {
+            for _ in 0..8 {
+                query = query.bind(None::<&str>);
             }
         }
-        Ok(versions)
-    }
-
-    async fn insert_rows(
-        &mut self,
-        rows: &[EventRow<'_>],
-        at: DateTime<Utc>,
-    ) -> Result<HashMap<Uuid, Position>, sqlx::Error> {
-        let mut positions = HashMap::with_capacity(rows.len());
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let mut query = QueryBuilder::<Sqlite>::new(INSERT_EVENTS);
-            query.push_values(chunk, |mut values, row| {
-                values
-                    .push_bind(row.event.event_id.to_string())
-                    .push_bind(row.stream_id)
-                    .push_bind(row.version as i64)
-                    .push_bind(&row.event.event_type)
-                    .push_bind(row.event.schema_version)
-                    .push_bind(row.event.payload.to_string())
-                    .push_bind(row.event.metadata.to_string())
-                    .push_bind(at);
-            });
-            query.push(" RETURNING event_id, position");
-            for row in query.build().fetch_all(&mut *self.0).await? {
-                let id: String = row.try_get(0)?;
-                let id = Uuid::parse_str(&id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-                positions.insert(id, Position { tx: 0, seq: row.try_get(1)? });
-            }
-        }
-        Ok(positions)
+        let returned = query.bind(at).fetch_all(&mut *self.0).await?;
+        returned
+            .into_iter()
+            .map(|row| {
+                let id: &str = row.try_get(0)?;
+                Ok(Inserted {
+                    event_id: Uuid::parse_str(id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                    version: row.try_get::<i64, _>(1)? as u64,
+                    position: Position { tx: 0, seq: row.try_get(2)? },
+                })
+            })
+            .collect()
     }
 
     async fn insert(
         &mut self,
         stream_id: &str,
         version: u64,
-        event: &NewEvent,
+        event: &EncodedEvent,
         at: DateTime<Utc>,
     ) -> Result<Position, sqlx::Error> {
-        let seq: i64 = sqlx::query_scalar(insert_event_sql!("position"))
-            .bind(event.event_id.to_string())
+        let seq: i64 = sqlx::query_scalar(INSERT_EVENT)
+            .bind(event.event_id_text.as_str())
             .bind(stream_id)
             .bind(version as i64)
-            .bind(&event.event_type)
+            .bind(event.event_type.as_str())
             .bind(event.schema_version)
-            .bind(event.payload.to_string())
-            .bind(event.metadata.to_string())
+            .bind(event.payload.as_str())
+            .bind(event.metadata.as_str())
             .bind(at)
             .fetch_one(&mut *self.0)
             .await?;
@@ -303,12 +335,12 @@ fn decode(row: SqliteRow) -> Result<RecordedEvent, StoreError> {
 }
 
 impl EventStore for SqliteStore {
-    async fn append_batch(
+    async fn append_encoded(
         &self,
-        requests: Vec<AppendRequest>,
+        requests: Vec<EncodedAppend>,
     ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
         let mut tx = SqliteAppend(self.begin_write().await?);
-        let results = append_all(&mut tx, &requests).await?;
+        let results = append_all(&mut tx, &requests, &self.paths).await?;
         tx.0.commit().await?;
         Ok(results)
     }

@@ -46,6 +46,58 @@ impl AppendRequest {
     }
 }
 
+/// How this store's append batches went: all requests in one statement each, or (something
+/// stood in the way) one request at a time. For `/metrics` and for tests of the fast path.
+#[derive(Debug, Default)]
+pub struct AppendPaths {
+    pub together: std::sync::atomic::AtomicU64,
+    pub one_by_one: std::sync::atomic::AtomicU64,
+}
+
+/// An append request made ready for the database: payload and metadata already JSON text, the
+/// event id already in its text form. Encoding is the caller's work, done on its own task before
+/// the request joins a batch, so the one writer spends its time on the database alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedAppend {
+    pub stream_id: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<EncodedEvent>,
+    pub pii: Vec<PiiRow>,
+}
+
+/// A [`NewEvent`] encoded for either backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedEvent {
+    pub event_id: Uuid,
+    /// `event_id` hyphenated: how SQLite stores it.
+    pub event_id_text: String,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: String,
+    pub metadata: String,
+}
+
+impl AppendRequest {
+    /// Encodes the events (see [`EncodedAppend`]).
+    pub fn encode(self) -> EncodedAppend {
+        let events = self.events.into_iter().map(EncodedEvent::from).collect();
+        EncodedAppend { stream_id: self.stream_id, expected: self.expected, events, pii: self.pii }
+    }
+}
+
+impl From<NewEvent> for EncodedEvent {
+    fn from(event: NewEvent) -> Self {
+        Self {
+            event_id: event.event_id,
+            event_id_text: event.event_id.hyphenated().to_string(),
+            event_type: event.event_type,
+            schema_version: event.schema_version,
+            payload: event.payload.to_string(),
+            metadata: event.metadata.to_string(),
+        }
+    }
+}
+
 /// One field of the PII vault (`pii` table), already sealed by the caller; an existing value of
 /// the same subject and field is replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -77,6 +77,7 @@ contract!(
     retried_append_is_idempotent,
     duplicate_event_id_elsewhere_is_refused,
     a_failing_request_leaves_the_rest_of_its_batch_intact,
+    a_batch_without_obstacles_is_appended_in_one_statement,
     read_all_pages_through_every_stream_in_commit_order,
     racing_writers_with_the_same_expectation_have_one_winner,
     empty_appends_are_refused,
@@ -171,6 +172,42 @@ async fn a_failing_request_leaves_the_rest_of_its_batch_intact(store: &Store) {
     assert_eq!(store.read_stream("t-7a", 1).await.unwrap().len(), 1);
     assert_eq!(store.read_stream("t-7b", 1).await.unwrap().len(), 1);
     assert_eq!(store.read_stream("t-7c", 1).await.unwrap().len(), 2);
+}
+
+/// The usual batch (expectations that hold, several requests on one stream among them) is
+/// appended in one statement, with each request's version and the batch's order of positions.
+async fn a_batch_without_obstacles_is_appended_in_one_statement(store: &Store) {
+    use std::sync::atomic::Ordering::Relaxed;
+    store.append(request("t-13a", ExpectedVersion::NoStream, vec![event(0), event(1)])).await.unwrap();
+    let paths = store.append_paths();
+    let (together, one_by_one) = (paths.together.load(Relaxed), paths.one_by_one.load(Relaxed));
+    let sent = vec![
+        request("t-13a", ExpectedVersion::Exact(2), vec![event(2)]),
+        request("t-13b", ExpectedVersion::NoStream, vec![event(3), event(4)]),
+        request("t-13a", ExpectedVersion::Exact(3), vec![event(5), event(6)]),
+        request("t-13b", ExpectedVersion::Any, vec![event(7)]),
+        request("t-13c", ExpectedVersion::Any, vec![event(8)]),
+    ];
+    let results: Vec<_> = store.append_batch(sent.clone()).await.unwrap().into_iter().map(Result::unwrap).collect();
+    assert_eq!(results.iter().map(|r| r.version).collect::<Vec<_>>(), [3, 2, 5, 3, 1]);
+    assert!(results.windows(2).all(|w| w[0].position < w[1].position), "{results:?}");
+    assert_eq!((paths.together.load(Relaxed), paths.one_by_one.load(Relaxed)), (together + 1, one_by_one));
+    let a = store.read_stream("t-13a", 1).await.unwrap();
+    let ids: Vec<_> = [&sent[0], &sent[2]].iter().flat_map(|r| r.events.iter().map(|e| e.event_id)).collect();
+    assert_eq!(a.iter().skip(2).map(|e| e.event_id).collect::<Vec<_>>(), ids);
+    assert_eq!(a.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert_eq!(a[3].payload, sent[2].events[0].payload, "the payload reads back as sent");
+    // One failed expectation sends the whole batch the slow way, and only that request fails.
+    let results = store
+        .append_batch(vec![
+            request("t-13c", ExpectedVersion::Exact(1), vec![event(9)]),
+            request("t-13b", ExpectedVersion::Exact(2), vec![event(10)]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results[0].as_ref().unwrap().version, 2);
+    assert!(matches!(results[1], Err(StoreError::WrongExpectedVersion { actual: 3, .. })), "{:?}", results[1]);
+    assert_eq!(paths.one_by_one.load(Relaxed), one_by_one + 1);
 }
 
 async fn read_all_pages_through_every_stream_in_commit_order(store: &Store) {

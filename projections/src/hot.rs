@@ -699,11 +699,21 @@ mod tests {
         assert_eq!(model.license_versioned(&key), Some((ahead.clone(), 3)));
         assert!(model.license(&key).unwrap().hwids.capacity() == 1, "no spare slots kept in memory");
 
+        // A snapshot taken now, ahead of the tail, restores to the same model.
+        let (bytes, _) = model.snapshot_bytes().unwrap();
+        let mut restored = HotModel::default();
+        restored.restore_snapshot(&bytes).unwrap();
+        assert_eq!(restored.digest(), model.digest());
+
         // The tail reads both back: the license is not bound twice, the bill is counted once.
         let (bound, billed) = (recorded(4, stream.clone(), 2, &bound), recorded(5, stream, 3, &billed));
         for event in [&bound, &billed, &billed, &bound] {
             model.apply(event).unwrap();
+            restored.apply(event).unwrap();
         }
+        assert_eq!(restored.digest(), model.digest(), "snapshot + tail = live");
+        assert_eq!(restored.account(account_id).unwrap().balance, 9, "the bill counted once after a restore");
+        assert!(restored.nonce_seen(app_id, "n"));
         assert_eq!(model.license_versioned(&key), Some((ahead, 3)));
         assert_eq!(model.account(account_id).unwrap().balance, 9);
         assert!(model.nonce_seen(app_id, "n"));

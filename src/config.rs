@@ -48,6 +48,11 @@ pub struct Config {
     #[arg(long, env = "LICENSD_COMMIT_SETTLE_MS", default_value_t = 5000, global = true)]
     pub commit_settle_ms: u64,
 
+    /// Streams whose folded state commands keep, so a command on a long stream (a license with
+    /// many billing events) folds only the events since (0: fold from the first event every time).
+    #[arg(long, env = "LICENSD_FOLDED_STREAMS", default_value_t = licensd_commands::DEFAULT_FOLDED_STREAMS, global = true)]
+    pub folded_streams: u64,
+
     /// Snapshots of the in-memory model, so a start-up replays only the log written since.
     #[arg(long, env = "LICENSD_SNAPSHOTS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub snapshots: bool,

@@ -112,7 +112,8 @@ impl Services {
         migrate(config, &store).await?;
         let writer_config = WriterConfig { queue_capacity: config.write_queue, max_batch: config.write_batch };
         let (writer, writer_task) = Writer::spawn(store.clone(), writer_config);
-        let commands = Commands::new(store.clone(), writer, Arc::new(SystemClock), key);
+        let clock = Arc::new(SystemClock);
+        let commands = Commands::with_folded_streams(store.clone(), writer, clock, key, config.folded_streams);
         Ok(Self { store, commands, writer_task })
     }
 

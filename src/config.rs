@@ -52,11 +52,30 @@ pub struct Config {
     /// effect, before the append is answered "outcome unknown" (503).
     #[arg(long, env = "LICENSD_COMMIT_SETTLE_MS", default_value_t = 5000, global = true)]
     pub commit_settle_ms: u64,
+
+    /// Streams whose folded state commands keep, so a command on a long stream (a license with
+    /// many billing events) folds only the events since (0: fold from the first event every time).
+    #[arg(long, env = "LICENSD_FOLDED_STREAMS", default_value_t = licensd_commands::DEFAULT_FOLDED_STREAMS, global = true)]
+    pub folded_streams: u64,
+
+    /// Snapshots of the in-memory model, so a start-up replays only the log written since.
+    #[arg(long, env = "LICENSD_SNAPSHOTS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub snapshots: bool,
+
+    /// Where the snapshot is kept; default `<data dir>/hot-model.snapshot` (with Postgres too:
+    /// each node keeps its own, on a local disk).
+    #[arg(long, env = "LICENSD_SNAPSHOT_PATH", global = true)]
+    pub snapshot_path: Option<PathBuf>,
 }
 
 impl Config {
     pub fn database_url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("licensd.db").display()))
+    }
+
+    /// The snapshot file, if snapshots are on.
+    pub fn snapshot_path(&self) -> Option<PathBuf> {
+        self.snapshots.then(|| self.snapshot_path.clone().unwrap_or_else(|| self.data_dir.join("hot-model.snapshot")))
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -248,6 +267,19 @@ pub struct ServeConfig {
     /// the first run is alive after all, so this only bounds how long a retry answers 409.
     #[arg(long, env = "LICENSD_IDEMPOTENCY_LEASE_SECS", default_value_t = 30)]
     pub idempotency_lease_secs: u64,
+
+    /// A snapshot is written when this many seconds passed since the last and events were applied.
+    #[arg(long, env = "LICENSD_SNAPSHOT_INTERVAL_SECS", default_value_t = 300)]
+    pub snapshot_interval_secs: u64,
+
+    /// A snapshot is written as soon as this many events were applied since the last.
+    #[arg(long, env = "LICENSD_SNAPSHOT_EVERY_EVENTS", default_value_t = 1_000_000)]
+    pub snapshot_every_events: u64,
+
+    /// Most nonces remembered for replay protection; past it, validations and self-bans with a
+    /// new nonce are refused (503 `nonce_capacity_reached`) until older ones leave the window.
+    #[arg(long, env = "LICENSD_NONCE_CAP", default_value_t = licensd_projections::DEFAULT_NONCE_CAP)]
+    pub nonce_cap: usize,
 }
 
 impl ServeConfig {
@@ -287,6 +319,18 @@ impl ServeConfig {
             mailer,
             ..Default::default()
         })
+    }
+
+    pub fn snapshot_schedule(&self) -> licensd_projections::SnapshotSchedule {
+        licensd_projections::SnapshotSchedule {
+            interval: std::time::Duration::from_secs(self.snapshot_interval_secs.max(1)),
+            every_events: self.snapshot_every_events.max(1),
+        }
+    }
+
+    /// An empty in-memory model with the configured limits.
+    pub fn hot_model(&self) -> licensd_projections::HotModel {
+        licensd_projections::HotModel::with_nonce_limits(licensd_projections::DEFAULT_NONCE_WINDOW, self.nonce_cap)
     }
 
     /// How the SQL read models follow the log (the in-memory model follows every commit).

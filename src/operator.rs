@@ -8,7 +8,8 @@ use licensd_commands::Actor;
 use licensd_domain::account::AccountCommand as DomainAccountCommand;
 use licensd_domain::AccountId;
 use licensd_projections::{
-    all_sql_projections, rebuild_sql, sql_projection_hash, HotModel, HotRunner, SqlProjection, SqlRunner, TailConfig,
+    all_sql_projections, load_snapshot, rebuild_sql, sql_projection_hash, HotModel, HotRunner, SqlProjection,
+    SqlRunner, TailConfig,
 };
 use licensd_store::{EventStore, Position, Store};
 use serde_json::{json, Value};
@@ -142,6 +143,23 @@ async fn replay_hot(store: &Store) -> anyhow::Result<(Arc<HotModel>, u64)> {
     Ok((model, events))
 }
 
+/// Loads the snapshot (if there is a usable one), replays the log after it, and tells whether
+/// that model equals the full replay's (`hash`).
+async fn snapshot_check(config: &Config, store: &Store, hash: &str) -> anyhow::Result<Value> {
+    let Some(path) = config.snapshot_path() else { return Ok(json!({ "used": false, "reason": "snapshots are off" })) };
+    let Some(model) = load_snapshot(store, &path, HotModel::default).await else {
+        return Ok(json!({ "used": false, "reason": "no usable snapshot", "path": path.display().to_string() }));
+    };
+    let model = Arc::new(model);
+    let position = model.position();
+    let tail = HotRunner::new(store.clone(), model.clone(), TailConfig::default()).catch_up().await?;
+    let snapshot_hash = model.digest();
+    Ok(json!({
+        "used": true, "path": path.display().to_string(), "position": position.to_string(), "tailEvents": tail,
+        "hash": snapshot_hash, "matchesReplay": snapshot_hash == hash,
+    }))
+}
+
 fn selected(name: Option<&str>) -> anyhow::Result<(bool, Vec<Arc<dyn SqlProjection>>)> {
     let sql = all_sql_projections();
     match name {
@@ -166,9 +184,12 @@ pub async fn rebuild(config: &Config, name: Option<&str>) -> anyhow::Result<()> 
     if hot {
         let started = Instant::now();
         let (model, events) = replay_hot(&store).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let hash = model.digest();
+        let snapshot = snapshot_check(config, &store, &hash).await?;
         report.push(json!({
-            "projection": "hot", "events": events, "seconds": started.elapsed().as_secs_f64(),
-            "eventsPerSecond": rate(events, started).round(), "hash": model.digest(),
+            "projection": "hot", "events": events, "seconds": seconds,
+            "eventsPerSecond": (events as f64 / seconds.max(1e-9)).round(), "hash": hash, "snapshot": snapshot,
         }));
     }
     for projection in sql {

@@ -4,7 +4,7 @@ use crate::config::{Config, ServeConfig};
 use crate::services::Services;
 use anyhow::Context;
 use licensd_api::{router, tls_config, ApiConfig, AppState, TlsListener};
-use licensd_projections::{HotModel, HotRunner, TailConfig};
+use licensd_projections::{load_snapshot, run_snapshots, write_logged, HotRunner, TailConfig};
 use licensd_workers::Workers;
 use std::io::Write;
 use std::sync::Arc;
@@ -20,19 +20,43 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         _ => None,
     };
     let services = Services::open(config).await?;
-    let hot = Arc::new(HotModel::default());
+    let snapshot_path = config.snapshot_path();
     let started = Instant::now();
+    let restored = match &snapshot_path {
+        Some(path) => {
+            let fresh = {
+                let serve = serve.clone();
+                move || serve.hot_model()
+            };
+            load_snapshot(&services.store, path, fresh).await
+        }
+        None => None,
+    };
+    let from_snapshot = restored.is_some();
+    let hot = Arc::new(restored.unwrap_or_else(|| serve.hot_model()));
+    let loaded_millis = started.elapsed().as_millis() as u64;
     let hot_runner = HotRunner::new(services.store.clone(), hot.clone(), TailConfig::default());
     let replayed = hot_runner.catch_up().await.context("cannot load the read model from the event log")?;
     tracing::info!(
+        from_snapshot,
+        snapshot_millis = loaded_millis,
         events = replayed,
         licenses = hot.license_count(),
         millis = started.elapsed().as_millis() as u64,
-        "in-memory read model rebuilt from the log"
+        "in-memory read model loaded (snapshot, then the log after it)"
     );
     let commits = services.commands.writer().subscribe_commits();
     let tails = (TailConfig::default(), serve.sql_tail());
     let workers = Workers::start(&services.commands, hot.clone(), commits, tails, serve.webhooks(), commerce)?;
+    let (snapshots_stop, snapshots_stopped) = watch::channel(false);
+    let snapshots = snapshot_path.clone().map(|path| {
+        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Err(e) = std::fs::create_dir_all(folder) {
+                tracing::warn!(path = %folder.display(), error = %e, "cannot create the snapshot folder");
+            }
+        }
+        tokio::spawn(run_snapshots(hot.clone(), path, serve.snapshot_schedule(), snapshots_stopped))
+    });
 
     let listener = tokio::net::TcpListener::bind(&serve.listen)
         .await
@@ -61,7 +85,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     api_config.read_your_writes_timeout = std::time::Duration::from_millis(serve.read_your_writes_timeout_ms);
     api_config.idempotency_ttl = std::time::Duration::from_secs(serve.idempotency_ttl_secs.max(1));
     api_config.idempotency_lease = std::time::Duration::from_secs(serve.idempotency_lease_secs);
-    let app = router(AppState::new(services.commands.clone(), hot, hot_runner, api_config)?);
+    let app = router(AppState::new(services.commands.clone(), hot.clone(), hot_runner, api_config)?);
     let (stopping, stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -88,7 +112,15 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
             tracing::warn!("grace period over; dropping remaining connections");
         }
     }
+    snapshots_stop.send_replace(true);
+    if let Some(task) = snapshots {
+        let _ = task.await;
+    }
     services.shutdown(Some(workers)).await;
+    // The writer and the tail have finished: the model shows every committed event.
+    if let Some(path) = snapshot_path {
+        write_logged(hot, path).await;
+    }
     tracing::info!("licensd stopped");
     Ok(())
 }

@@ -116,7 +116,8 @@ impl Services {
             pipeline: config.write_pipeline,
         };
         let (writer, writer_task) = Writer::spawn(store.clone(), writer_config);
-        let commands = Commands::new(store.clone(), writer, Arc::new(SystemClock), key);
+        let clock = Arc::new(SystemClock);
+        let commands = Commands::with_folded_streams(store.clone(), writer, clock, key, config.folded_streams);
         Ok(Self { store, commands, writer_task })
     }
 

@@ -10,8 +10,14 @@ use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A durability test, not a rate-limit test: raise the per-key Developer API limit.
-const UNLIMITED: &[(&str, &str)] = &[("LICENSD_API_BURST", "1000000"), ("LICENSD_API_PER_SECOND", "1000000")];
+/// A durability test, not a rate-limit test: raise the per-key Developer API limit. Snapshots
+/// are written every second, so kills land around snapshot writes and restarts load them.
+const UNLIMITED: &[(&str, &str)] = &[
+    ("LICENSD_API_BURST", "1000000"),
+    ("LICENSD_API_PER_SECOND", "1000000"),
+    ("LICENSD_SNAPSHOT_INTERVAL_SECS", "1"),
+    ("LICENSD_SNAPSHOT_EVERY_EVENTS", "50"),
+];
 
 /// Rounds of load; each but the last ends in SIGKILL, the last in SIGTERM.
 const ROUNDS: usize = 4;
@@ -86,7 +92,10 @@ fn survives_sigkill(deployment: Deployment) {
     eprintln!("{} acknowledged licenses survived {} SIGKILLs and a SIGTERM", acknowledged.len(), ROUNDS - 1);
 
     let live = caught_up_hashes(&deployment);
-    deployment.cli(&["rebuild"]);
+    let rebuilt = deployment.cli(&["rebuild"]);
+    let snapshot = &rebuilt["rebuilt"][0]["snapshot"];
+    assert_eq!(snapshot["used"], json!(true), "a snapshot was left behind: {snapshot}");
+    assert_eq!(snapshot["matchesReplay"], json!(true), "snapshot + tail equals a full replay: {snapshot}");
     assert_eq!(caught_up_hashes(&deployment), live, "read models left by the kills equal a rebuild from the log");
 }
 

@@ -9,5 +9,6 @@ pub mod floor;
 pub mod load;
 pub mod protocol;
 pub mod report;
+pub mod startup;
 pub mod stats;
 pub mod suite;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use licensd_bench::deployment::Backend;
 use licensd_bench::load::{self, LoadSpec, Mode, Target, Workload};
 use licensd_bench::protocol::{AppCredentials, Call};
+use licensd_bench::startup::StartupSize;
 use licensd_bench::suite::{self, SuiteOptions};
 use licensd_bench::{fixture, report};
 use std::io::Write;
@@ -31,6 +32,15 @@ enum Cmd {
     Suite(SuiteArgs),
     /// Load a running licensd: makes an app and licenses with the API key, then sends load.
     Load(LoadArgs),
+    /// Time start-up with and without a snapshot of the in-memory model (prints JSON).
+    Startup {
+        /// Use this licensd binary instead of building target/release/licensd.
+        #[arg(long)]
+        licensd: Option<PathBuf>,
+        /// The size, 1M licenses and 10M events (default: 100k and 1M).
+        #[arg(long)]
+        full: bool,
+    },
     /// Serve the floor endpoint (prints {"listening": addr}).
     /// Raw appends through licensd's writer next to a plain multi-row INSERT loop (prints JSON).
     Append {
@@ -130,6 +140,16 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Cmd::Suite(args) => run_suite(args).await,
+            Cmd::Startup { licensd, full } => {
+                let licensd = match licensd {
+                    Some(path) => path,
+                    None => build_licensd()?,
+                };
+                let size = if full { StartupSize::FULL } else { StartupSize::SMALL };
+                let figures = licensd_bench::startup::run(&licensd, size).await?;
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+                Ok(())
+            }
         }
     })
 }

@@ -162,6 +162,7 @@ pub async fn run(options: &SuiteOptions) -> anyhow::Result<Results> {
     }
     if options.scale_licenses > 0 {
         results.scale = Some(scale(options).await?);
+        crate::startup::run(&options.licensd, crate::startup::StartupSize::SMALL).await?;
     }
     floor.stop();
     Ok(results)

@@ -1,5 +1,6 @@
 //! Command handlers: load a stream, decide, append with the version that was read.
 
+use crate::folded::{Folded, DEFAULT_FOLDED_STREAMS};
 use crate::{Actor, CommandError, Entropy, MasterKey, PiiVault, WriterHandle};
 use base64::{engine::general_purpose::STANDARD, Engine};
 use chrono::{DateTime, Utc};
@@ -78,6 +79,8 @@ struct Inner {
     /// App commands of this process queue per app (striped by app id) instead of racing: many
     /// concurrent list edits or self-bans on one app would otherwise exhaust the conflict retries.
     app_stripes: Vec<tokio::sync::Mutex<()>>,
+    /// Recently folded aggregates (see [`Folded`]).
+    folded: Folded,
 }
 
 /// Stripes of [`Inner::app_stripes`]: apps sharing one only queue behind each other.
@@ -105,9 +108,22 @@ fn signing_key_purpose(app_id: AppId, key_id: &str) -> String {
 
 impl Commands {
     pub fn new(store: Store, writer: WriterHandle, clock: Arc<dyn Clock>, key: MasterKey) -> Self {
+        Self::with_folded_streams(store, writer, clock, key, DEFAULT_FOLDED_STREAMS)
+    }
+
+    /// Commands keeping up to `folded_streams` folded aggregates (0: fold every stream from its
+    /// first event on every load).
+    pub fn with_folded_streams(
+        store: Store,
+        writer: WriterHandle,
+        clock: Arc<dyn Clock>,
+        key: MasterKey,
+        folded_streams: u64,
+    ) -> Self {
         let pii = PiiVault::new(store.clone(), key.clone());
         let app_stripes = (0..APP_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
-        Self { inner: Arc::new(Inner { store, writer, clock, key, pii, app_stripes }) }
+        let folded = Folded::new(folded_streams);
+        Self { inner: Arc::new(Inner { store, writer, clock, key, pii, app_stripes, folded }) }
     }
 
     pub fn store(&self) -> &Store {
@@ -132,11 +148,49 @@ impl Commands {
         Entropy::current().time().unwrap_or_else(|| self.inner.clock.now())
     }
 
-    /// Folds a stream into its aggregate state; returns it with the stream's version.
-    pub async fn load<A: Aggregate>(&self, stream_id: &str) -> Result<(A, u64), CommandError> {
+    /// Folds a stream into its aggregate state; returns it with the stream's version. Only the
+    /// events after a fold kept from an earlier load are read and folded.
+    pub async fn load<A>(&self, stream_id: &str) -> Result<(A, u64), CommandError>
+    where
+        A: Aggregate + Clone + Send + Sync + 'static,
+    {
+        let (state, from) = self.inner.folded.get::<A>(stream_id).unwrap_or_default();
+        let recorded = self.inner.store.read_stream(stream_id, from + 1).await?;
+        let Some(version) = recorded.last().map(|e| e.version) else { return Ok((state, from)) };
+        let state = decode_all::<A>(&recorded)?.iter().fold(state, |s, e| s.evolve(e));
+        self.inner.folded.put(stream_id, state.clone(), version);
+        Ok((state, version))
+    }
+
+    /// The state a command decides on. A keyed re-run whose first run's events committed is
+    /// decided against the state before them (its append then meets the same event ids and the
+    /// store answers "already appended"); that rare case folds the stream up to them.
+    async fn load_for<A>(&self, stream_id: &str, entropy: &Entropy) -> Result<(A, u64), CommandError>
+    where
+        A: Aggregate + Clone + Send + Sync + 'static,
+    {
+        let committed = match entropy.is_keyed() {
+            true => self.version_of(stream_id, entropy.event_id(0)).await?,
+            false => None,
+        };
+        let Some(committed) = committed else { return self.load::<A>(stream_id).await };
         let recorded = self.inner.store.read_stream(stream_id, 1).await?;
-        let version = recorded.last().map_or(0, |e| e.version);
-        Ok((A::fold(&decode_all::<A>(&recorded)?), version))
+        let prior: Vec<RecordedEvent> = recorded.into_iter().take_while(|e| e.version < committed).collect();
+        let version = prior.last().map_or(0, |e| e.version);
+        Ok((A::fold(&decode_all::<A>(&prior)?), version))
+    }
+
+    /// The version at which `event_id` sits in `stream_id`, if it was appended there.
+    async fn version_of(&self, stream_id: &str, event_id: Uuid) -> Result<Option<u64>, CommandError> {
+        let sql = match self.inner.store.backend() {
+            "postgres" => {
+                "SELECT CAST(version AS TEXT) FROM events WHERE event_id = CAST($1 AS UUID) AND stream_id = $2"
+            }
+            _ => "SELECT CAST(version AS TEXT) FROM events WHERE event_id = $1 AND stream_id = $2",
+        };
+        let args = [event_id.to_string().into(), stream_id.to_string().into()];
+        let found = self.inner.store.query_text(sql, &args).await?;
+        Ok(found.into_iter().flatten().next().and_then(|v| v.parse().ok()))
     }
 
     /// Runs `command` against the stream: `guard` vets the loaded state (tenancy), the domain
@@ -150,7 +204,7 @@ impl Commands {
         guard: impl Fn(&A) -> Result<(), CommandError>,
     ) -> Result<Executed<A::Event>, CommandError>
     where
-        A: Aggregate,
+        A: Aggregate + Clone + Send + Sync + 'static,
         A::Command: Clone,
     {
         self.execute_with_pii(stream_id, command, actor, account_id, guard, Vec::new()).await
@@ -168,22 +222,12 @@ impl Commands {
         pii: Vec<PiiRow>,
     ) -> Result<Executed<A::Event>, CommandError>
     where
-        A: Aggregate,
+        A: Aggregate + Clone + Send + Sync + 'static,
         A::Command: Clone,
     {
         let entropy = Entropy::next_step();
         for _ in 0..CONFLICT_RETRIES {
-            let recorded = self.inner.store.read_stream(stream_id, 1).await?;
-            // A keyed re-run of a command whose events committed before its process died is
-            // decided against the state those events were decided on: its append then meets
-            // the same event ids, and the store answers "already appended" at their positions.
-            let committed = match entropy.is_keyed() {
-                true => recorded.iter().position(|e| e.event_id == entropy.event_id(0)),
-                false => None,
-            };
-            let prior = &recorded[..committed.unwrap_or(recorded.len())];
-            let version = prior.last().map_or(0, |e| e.version);
-            let state = A::fold(&decode_all::<A>(prior)?);
+            let (state, version) = self.load_for::<A>(stream_id, &entropy).await?;
             guard(&state)?;
             let events = state.decide(command.clone(), self.now())?;
             if events.is_empty() {

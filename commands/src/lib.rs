@@ -7,6 +7,7 @@ pub mod commerce;
 mod crypto;
 mod entropy;
 mod error;
+mod folded;
 mod handlers;
 pub mod lockout;
 mod metadata;
@@ -18,6 +19,7 @@ mod writer;
 pub use crypto::{MasterKey, MasterKeySource};
 pub use entropy::Entropy;
 pub use error::CommandError;
+pub use folded::DEFAULT_FOLDED_STREAMS;
 pub use handlers::{
     api_key_hash, normalize_email, AccountCreated, AppCreated, Commands, Executed, NewLicense, API_KEY_PREFIX,
 };

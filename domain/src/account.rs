@@ -89,7 +89,7 @@ impl DomainEvent for AccountEvent {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Account {
     pub account_id: AccountId,
     pub suspended: bool,
@@ -99,7 +99,7 @@ pub struct Account {
     pub connections: Vec<crate::commerce::Connection>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AccountState(pub Option<Account>);
 
 #[derive(Debug, Clone, PartialEq)]

@@ -212,7 +212,8 @@ impl DomainEvent for AppEvent {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Serializable so the in-memory model's snapshot carries every field without listing them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct App {
     pub app_id: AppId,
     pub account_id: AccountId,
@@ -223,6 +224,7 @@ pub struct App {
     pub signing_keys: Vec<SigningKey>,
     pub variables: Variables,
     /// Compiled when events are applied; shared, so cloning an app does not copy its lists.
+    #[serde(with = "shared")]
     pub lists: Arc<AccessLists>,
     pub settings: AppSettings,
     pub webhooks: Vec<Webhook>,
@@ -241,8 +243,22 @@ impl App {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AppState(pub Option<App>);
+
+/// Serde for a shared value: written as the value, read back into a new `Arc`.
+mod shared {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<T: Serialize, S: Serializer>(value: &Arc<T>, serializer: S) -> Result<S::Ok, S::Error> {
+        T::serialize(value, serializer)
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<T>, D::Error> {
+        T::deserialize(deserializer).map(Arc::new)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AppCommand {

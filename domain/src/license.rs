@@ -143,8 +143,9 @@ pub enum LicenseStatus {
     Revoked,
 }
 
-/// What a license is after its events, as far as the rules need to know.
-#[derive(Debug, Clone, PartialEq)]
+/// What a license is after its events, as far as the rules need to know. Serializable so the
+/// in-memory model's snapshot carries every field without listing them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct License {
     pub key: LicenseKey,
     pub app_id: AppId,
@@ -162,7 +163,7 @@ pub struct License {
     pub portal_resets: Vec<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OfflineMachine {
     pub hwid: String,
     pub jti: String,
@@ -181,7 +182,7 @@ impl License {
 
 // Boxing `Live` would add an allocation to every fold on the hot path; the state is short-lived.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub enum LicenseState {
     #[default]
     Missing,

@@ -114,8 +114,9 @@ impl SecurityListsUpdate {
 
 /// One list in insertion order, with its entries compiled for lookup when they are applied:
 /// a request checks a hash set (HWIDs) or one hash probe per prefix length in use (IPs), never
-/// parses the entries again.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// parses the entries again. Serialized as its entries and compiled again when read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Vec<String>", into = "Vec<String>")]
 pub struct List {
     entries: Vec<String>,
     members: HashSet<String>,
@@ -199,6 +200,18 @@ impl List {
     }
 }
 
+impl From<Vec<String>> for List {
+    fn from(entries: Vec<String>) -> Self {
+        Self::from_entries(&entries)
+    }
+}
+
+impl From<List> for Vec<String> {
+    fn from(list: List) -> Self {
+        list.entries
+    }
+}
+
 fn mask(prefix: u8) -> u128 {
     if prefix == 0 {
         0
@@ -230,7 +243,7 @@ fn parse_network(entry: &str) -> Option<(u128, (bool, u8))> {
 
 /// An app's lists as enforced: the merchant's four lists, and the entries self-bans added
 /// (kept apart so they have their own cap and a merchant's whole-list edit cannot undo them).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessLists {
     pub hwid_blacklist: List,
     pub hwid_whitelist: List,

@@ -1,6 +1,7 @@
 //! The auth hot path's read model: everything `/auth/*` needs, in memory, no SQL on a request.
 //! State changes reuse the domain's own `evolve`, so the read model cannot drift from the rules.
 
+use crate::nonces::{Nonces, DEFAULT_NONCE_CAP};
 use crate::ProjectionError;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -10,13 +11,14 @@ use licensd_domain::commerce::Connection;
 use licensd_domain::license::{License, LicenseEvent, LicenseState};
 use licensd_domain::{AccountId, Aggregate, AnyEvent, ApiKeyId, AppId, LicenseKey, StreamCategory};
 use licensd_store::{Position, RecordedEvent};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AccountView {
     pub exists: bool,
     pub suspended: bool,
@@ -29,14 +31,14 @@ pub struct AccountView {
 }
 
 /// A merchant's dashboard credentials, found by the keyed digest of their email.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DashboardLogin {
     pub account_id: AccountId,
     /// Only from events written before verifiers moved to the sealed table (see `DashboardLoginSet`).
     pub password_hash: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiKeyView {
     pub key_id: ApiKeyId,
     pub account_id: AccountId,
@@ -50,32 +52,49 @@ pub const DEFAULT_NONCE_WINDOW: Duration = Duration::from_secs(3600);
 
 /// A license with its stream version, boxed: the map's table is sized in powers of two, so
 /// licenses stored inline would pay for its empty slots too (see BENCHMARKS.md, memory).
-type LicenseEntry = Box<(License, u64)>;
+pub(crate) type LicenseEntry = Box<(License, u64)>;
 
 pub struct HotModel {
     /// Each license with its stream version, so the hot path appends with `Exact(version)`.
-    licenses: DashMap<LicenseKey, LicenseEntry>,
-    apps: DashMap<AppId, App>,
-    accounts: DashMap<AccountId, AccountView>,
+    pub(crate) licenses: DashMap<LicenseKey, LicenseEntry>,
+    pub(crate) apps: DashMap<AppId, App>,
+    pub(crate) accounts: DashMap<AccountId, AccountView>,
     /// By SHA-256 (hex) of the full key.
-    api_keys: DashMap<String, ApiKeyView>,
-    /// `<appId>:<nonce>` of successful validations in the replay window.
-    nonces: moka::sync::Cache<String, ()>,
-    nonce_window: Duration,
+    pub(crate) api_keys: DashMap<String, ApiKeyView>,
+    /// Nonces of successful validations in the replay window (fixed-size keys, capped).
+    pub(crate) nonces: Nonces,
     /// Credits each app burned, per minute, for the rolling burn caps (last 24 h).
-    burn: DashMap<AppId, VecDeque<(i64, u64)>>,
+    pub(crate) burn: DashMap<AppId, VecDeque<(i64, u64)>>,
     /// Commerce connections by id (the id is in the provider's webhook URL).
-    connections: DashMap<uuid::Uuid, (AccountId, Connection)>,
+    pub(crate) connections: DashMap<uuid::Uuid, (AccountId, Connection)>,
     /// Dashboard logins by email digest.
-    logins: DashMap<String, DashboardLogin>,
+    pub(crate) logins: DashMap<String, DashboardLogin>,
     /// Credits of bills decided but not yet recorded, by account and by app (see [`CreditHold`]).
-    held_by_account: DashMap<AccountId, u64>,
-    held_by_app: DashMap<AppId, u64>,
-    position: watch::Sender<Position>,
+    pub(crate) held_by_account: DashMap<AccountId, u64>,
+    pub(crate) held_by_app: DashMap<AppId, u64>,
+    pub(crate) position: watch::Sender<Position>,
     /// One event is applied at a time, so two readers of the log never apply one twice.
-    applying: std::sync::Mutex<()>,
+    pub(crate) applying: std::sync::Mutex<()>,
+    /// Shared by the hot path's own appends ([`Self::record_append`]), taken alone while a
+    /// snapshot is captured: a license and the balance its bills were counted in are then
+    /// captured together (see `snapshot.rs`).
+    pub(crate) capturing: std::sync::RwLock<()>,
+    /// The last event applied, so a snapshot can prove it belongs to the log it is loaded with.
+    pub(crate) last_applied: std::sync::Mutex<Option<LastApplied>>,
+    /// Events applied since the model was made (snapshots are written every so many).
+    pub(crate) applied_events: std::sync::atomic::AtomicU64,
     /// Told about each event once it is applied (live sessions push from here, not by polling).
-    listener: std::sync::OnceLock<Arc<dyn AppliedListener>>,
+    pub(crate) listener: std::sync::OnceLock<Arc<dyn AppliedListener>>,
+}
+
+/// Which event of the log the model applied last: a snapshot names it, and is used only with a
+/// log holding that event at that place (not with another database, or an older backup).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastApplied {
+    pub event_id: uuid::Uuid,
+    pub stream_id: String,
+    pub version: u64,
 }
 
 /// One event of the log, just applied to the model: what a listener is told.
@@ -175,13 +194,17 @@ fn vacated(license: &License) -> License {
 
 impl HotModel {
     pub fn with_nonce_window(nonce_window: Duration) -> Self {
+        Self::with_nonce_limits(nonce_window, DEFAULT_NONCE_CAP)
+    }
+
+    /// A model remembering nonces for `nonce_window`, at most `nonce_cap` of them (see [`Nonces`]).
+    pub fn with_nonce_limits(nonce_window: Duration, nonce_cap: usize) -> Self {
         Self {
             licenses: DashMap::new(),
             apps: DashMap::new(),
             accounts: DashMap::new(),
             api_keys: DashMap::new(),
-            nonces: moka::sync::Cache::builder().time_to_live(nonce_window).build(),
-            nonce_window,
+            nonces: Nonces::new(nonce_window, nonce_cap),
             burn: DashMap::new(),
             connections: DashMap::new(),
             logins: DashMap::new(),
@@ -189,6 +212,9 @@ impl HotModel {
             held_by_app: DashMap::new(),
             position: watch::channel(Position::START).0,
             applying: std::sync::Mutex::new(()),
+            capturing: std::sync::RwLock::new(()),
+            last_applied: std::sync::Mutex::new(None),
+            applied_events: std::sync::atomic::AtomicU64::new(0),
             listener: std::sync::OnceLock::new(),
         }
     }
@@ -212,7 +238,17 @@ impl HotModel {
 
     /// Whether a successful validation of this app already used `nonce` in the replay window.
     pub fn nonce_seen(&self, app_id: AppId, nonce: &str) -> bool {
-        self.nonces.contains_key(&format!("{app_id}:{nonce}"))
+        self.nonces.contains(app_id, nonce)
+    }
+
+    /// Whether the nonce cap is reached: validations with a new nonce must then be refused.
+    pub fn nonces_full(&self) -> bool {
+        self.nonces.full()
+    }
+
+    /// How many nonces are remembered.
+    pub fn nonce_count(&self) -> usize {
+        self.nonces.len()
     }
 
     /// Credits the app burned in the last `minutes` minutes up to `now`.
@@ -269,6 +305,11 @@ impl HotModel {
         self.apps.len()
     }
 
+    /// Events applied since the model was made (a restored snapshot's not counted).
+    pub fn applied_events(&self) -> u64 {
+        self.applied_events.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn position(&self) -> Position {
         *self.position.borrow()
     }
@@ -315,6 +356,9 @@ impl HotModel {
             };
             listener.applied(self, &applied);
         }
+        *self.last_applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(LastApplied { event_id: event.event_id, stream_id: event.stream_id.clone(), version: event.version });
+        self.applied_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.position.send_if_modified(|p| {
             let advanced = event.position > *p;
             if advanced {
@@ -472,6 +516,7 @@ impl HotModel {
     /// counted first is released at the end.
     pub fn record_append(&self, after: License, version: u64, appended: &[LicenseEvent], mut hold: CreditHold<'_>) {
         let first = (version + 1).saturating_sub(appended.len() as u64);
+        let _not_capturing = self.capturing.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Entry::Occupied(mut slot) = self.licenses.entry(after.key.clone()) {
             let shown = slot.get().1;
             if shown < version {
@@ -490,16 +535,13 @@ impl HotModel {
 
     /// Remembers a nonce used by a committed validation at once (the tail adds it again).
     pub fn record_nonce(&self, app_id: AppId, nonce: &str) {
-        self.nonces.insert(format!("{app_id}:{nonce}"), ());
+        self.nonces.insert(app_id, nonce, chrono::Utc::now());
     }
 
     fn remember_nonce(&self, app_id: AppId, event: &LicenseEvent) {
         let LicenseEvent::ValidationBilled { nonce: Some(nonce), at, .. } = event else { return };
-        let window = chrono::Duration::from_std(self.nonce_window).unwrap_or(chrono::Duration::MAX);
-        // Replaying an old log must not fill memory with nonces that can no longer matter.
-        if *at + window > chrono::Utc::now() {
-            self.nonces.insert(format!("{app_id}:{nonce}"), ());
-        }
+        // A nonce already out of the window is not kept: replaying an old log stays small.
+        self.nonces.insert(app_id, nonce, *at);
     }
 
     fn record_burn(&self, app_id: AppId, at: chrono::DateTime<chrono::Utc>, credits: u64) {
@@ -588,7 +630,8 @@ impl HotModel {
         let mut hasher = Sha256::new();
         let sections =
             [lines(&self.licenses), lines(&self.apps), lines(&self.accounts), lines(&self.api_keys), lines(&self.burn)];
-        let sections = sections.into_iter().chain([lines(&self.connections)]);
+        let nonces = self.nonces.live_keys().iter().map(hex::encode).collect();
+        let sections = sections.into_iter().chain([lines(&self.connections), lines(&self.logins), nonces]);
         for section in sections {
             for line in section {
                 hasher.update(line.as_bytes());
@@ -656,11 +699,21 @@ mod tests {
         assert_eq!(model.license_versioned(&key), Some((ahead.clone(), 3)));
         assert!(model.license(&key).unwrap().hwids.capacity() == 1, "no spare slots kept in memory");
 
+        // A snapshot taken now, ahead of the tail, restores to the same model.
+        let (bytes, _) = model.snapshot_bytes().unwrap();
+        let mut restored = HotModel::default();
+        restored.restore_snapshot(&bytes).unwrap();
+        assert_eq!(restored.digest(), model.digest());
+
         // The tail reads both back: the license is not bound twice, the bill is counted once.
         let (bound, billed) = (recorded(4, stream.clone(), 2, &bound), recorded(5, stream, 3, &billed));
         for event in [&bound, &billed, &billed, &bound] {
             model.apply(event).unwrap();
+            restored.apply(event).unwrap();
         }
+        assert_eq!(restored.digest(), model.digest(), "snapshot + tail = live");
+        assert_eq!(restored.account(account_id).unwrap().balance, 9, "the bill counted once after a restore");
+        assert!(restored.nonce_seen(app_id, "n"));
         assert_eq!(model.license_versioned(&key), Some((ahead, 3)));
         assert_eq!(model.account(account_id).unwrap().balance, 9);
         assert!(model.nonce_seen(app_id, "n"));

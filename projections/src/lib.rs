@@ -4,14 +4,25 @@
 //!   (dashmap), rebuilt from the log at start-up and kept current by tailing it.
 //! - [`SqlProjection`]s: listings, the credit ledger and the audit log, as SQL tables whose
 //!   checkpoint moves in the same transaction as their rows.
+//! - Snapshots of the [`HotModel`] (`snapshot.rs`), so a start-up replays only the log's tail.
 
 mod error;
 mod hot;
+mod nonces;
 mod runner;
+mod snapshot;
 pub mod sql;
 pub mod status;
 
 pub use error::ProjectionError;
-pub use hot::{AccountView, ApiKeyView, Applied, AppliedListener, CreditHold, CreditRefusal, DashboardLogin, HotModel};
+pub use hot::{
+    AccountView, ApiKeyView, Applied, AppliedListener, CreditHold, CreditRefusal, DashboardLogin, HotModel,
+    LastApplied, DEFAULT_NONCE_WINDOW,
+};
+pub use nonces::{Nonces, DEFAULT_NONCE_CAP};
 pub use runner::{rebuild_sql, sql_projection_hash, HotRunner, SqlRunner, TailConfig, HOT};
+pub use snapshot::{
+    load_snapshot, run_snapshots, write_logged, write_snapshot, SnapshotRejected, SnapshotSchedule, Written,
+    SNAPSHOT_CODE,
+};
 pub use sql::{all_sql_projections, CommerceLedger, PaceProjector, SqlProjection};

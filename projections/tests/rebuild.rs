@@ -9,7 +9,8 @@ use licensd_domain::commerce::{CommerceAction, NormalizedEvent, Provider};
 use licensd_domain::license::LicenseCommand;
 use licensd_domain::{SystemClock, Variables};
 use licensd_projections::{
-    all_sql_projections, rebuild_sql, sql_projection_hash, HotModel, HotRunner, SqlRunner, TailConfig,
+    all_sql_projections, load_snapshot, rebuild_sql, sql_projection_hash, write_snapshot, HotModel, HotRunner,
+    SqlRunner, TailConfig,
 };
 use licensd_store::testing::TempDatabase;
 use licensd_store::Store;
@@ -17,10 +18,10 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Merchant activity touching every projection: accounts, credits, apps, license lifecycles.
-async fn busy_day(commands: &Commands) {
+async fn busy_day(commands: &Commands, round: usize) {
     let op = Actor::Operator;
     for merchant in 0..3 {
-        let account = commands.create_account(&format!("m{merchant}@example.com"), &op).await.unwrap();
+        let account = commands.create_account(&format!("m{merchant}.{round}@example.com"), &op).await.unwrap();
         let id = account.account_id;
         let grant = AccountCommand::GrantCredits { amount: 1000, reason: "top-up".into() };
         commands.account_command(id, grant, &op).await.unwrap();
@@ -65,7 +66,7 @@ async fn busy_day(commands: &Commands) {
             connection_id: uuid::Uuid::new_v4(),
             account_id: id,
             provider: Provider::Stripe,
-            external_id: format!("evt_{merchant}"),
+            external_id: format!("evt_{merchant}_{round}"),
             event_type: "checkout.session.completed".into(),
             normalized,
             email: None,
@@ -125,7 +126,7 @@ async fn rebuild_matches_live(store: Store) {
     for runner in &runners {
         tasks.push(tokio::spawn(runner.clone().run(writer.subscribe_commits(), stop.clone())));
     }
-    busy_day(&commands).await;
+    busy_day(&commands, 0).await;
     writer.close();
     writer_task.await.unwrap();
     stop_tx.send_replace(true);
@@ -165,4 +166,68 @@ async fn sqlite_rebuild_matches_live() {
 async fn postgres_rebuild_matches_live() {
     let Some(db) = TempDatabase::postgres().await else { return };
     rebuild_matches_live(db.open().await).await;
+}
+
+/// A model loaded from a snapshot, with the log after it replayed, equals a replay of the whole
+/// log; a damaged snapshot, one written by other code and one of another log are ignored.
+async fn snapshot_and_tail_match_full_replay(store: Store, other: Store) {
+    let (writer, writer_task) = Writer::spawn(store.clone(), WriterConfig::default());
+    let key = MasterKey::parse(&"ab".repeat(32)).unwrap();
+    let commands = Commands::new(store.clone(), writer.clone(), Arc::new(SystemClock), key);
+    busy_day(&commands, 0).await;
+    wait_until_all_visible(&store).await;
+    let early = Arc::new(HotModel::default());
+    HotRunner::new(store.clone(), early.clone(), TailConfig::default()).catch_up().await.unwrap();
+    let folder = std::env::temp_dir().join(format!("licensd-snapshot-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let path = folder.join("hot-model.snapshot");
+    let written = write_snapshot(&early, &path).unwrap();
+    assert_eq!(written.position, early.position());
+
+    busy_day(&commands, 1).await; // the tail the snapshot does not show
+    writer.close();
+    writer_task.await.unwrap();
+    wait_until_all_visible(&store).await;
+    let full = Arc::new(HotModel::default());
+    HotRunner::new(store.clone(), full.clone(), TailConfig::default()).catch_up().await.unwrap();
+
+    let restored = Arc::new(load_snapshot(&store, &path, HotModel::default).await.expect("a usable snapshot"));
+    assert_eq!(restored.position(), written.position);
+    assert_eq!(restored.digest(), early.digest(), "the snapshot restores the model it was taken from");
+    let tail = HotRunner::new(store.clone(), restored.clone(), TailConfig::default()).catch_up().await.unwrap();
+    assert!(tail > 0, "only the tail is replayed");
+    assert_eq!(restored.digest(), full.digest(), "snapshot + tail = full replay");
+    assert_eq!(restored.position(), full.position());
+
+    // Another log (another database, an older backup): ignored.
+    assert!(load_snapshot(&other, &path, HotModel::default).await.is_none());
+    let bytes = std::fs::read(&path).unwrap();
+    // One byte of the body changed: ignored.
+    let mut damaged = bytes.clone();
+    let last = damaged.len() - 2;
+    damaged[last] ^= 0x01;
+    std::fs::write(&path, &damaged).unwrap();
+    assert!(load_snapshot(&store, &path, HotModel::default).await.is_none());
+    // Written by other code: ignored.
+    let text = String::from_utf8(bytes).unwrap();
+    let other_code = text.replacen(licensd_projections::SNAPSHOT_CODE, &"0".repeat(32), 1);
+    assert_ne!(other_code, text);
+    std::fs::write(&path, other_code).unwrap();
+    assert!(load_snapshot(&store, &path, HotModel::default).await.is_none());
+    std::fs::write(&path, b"not a snapshot").unwrap();
+    assert!(load_snapshot(&store, &path, HotModel::default).await.is_none());
+    std::fs::remove_dir_all(&folder).unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_snapshot_and_tail_match_full_replay() {
+    let (db, other) = (TempDatabase::sqlite(), TempDatabase::sqlite());
+    snapshot_and_tail_match_full_replay(db.open().await, other.open().await).await;
+}
+
+#[tokio::test]
+async fn postgres_snapshot_and_tail_match_full_replay() {
+    let Some(db) = TempDatabase::postgres().await else { return };
+    let other = TempDatabase::sqlite();
+    snapshot_and_tail_match_full_replay(db.open().await, other.open().await).await;
 }

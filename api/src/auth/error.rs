@@ -27,6 +27,9 @@ pub enum AuthError {
     OfflineActivationLimitReached,
     OfflineActivationRequiresPerpetual,
     SystemError,
+    /// The nonce cap (`LICENSD_NONCE_CAP`) is reached: a new nonce cannot be remembered, and
+    /// accepting it unremembered would open a replay.
+    NonceCapacityReached,
     MethodNotAllowed,
     UnsupportedMediaType,
 }
@@ -54,6 +57,7 @@ impl AuthError {
             Self::OfflineActivationLimitReached => "offline_activation_limit_reached",
             Self::OfflineActivationRequiresPerpetual => "offline_activation_requires_perpetual",
             Self::SystemError => "system_error",
+            Self::NonceCapacityReached => "nonce_capacity_reached",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::UnsupportedMediaType => "unsupported_media_type",
         }
@@ -76,6 +80,7 @@ impl AuthError {
             Self::Expired | Self::Revoked => StatusCode::GONE,
             Self::RateLimited | Self::NoCredits | Self::AppBurnCapReached => StatusCode::TOO_MANY_REQUESTS,
             Self::SystemError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NonceCapacityReached => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }

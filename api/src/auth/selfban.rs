@@ -67,6 +67,9 @@ async fn run(state: &AppState, ip: ClientIp, body: &Bytes) -> Result<Response, R
     if nonce.as_ref().is_some_and(|n| state.hot.nonce_seen(app.app_id, n)) {
         return Err(AuthError::ReplayDetected.into());
     }
+    if nonce.is_some() && state.hot.nonces_full() {
+        return Err(AuthError::NonceCapacityReached.into());
+    }
     if license.status == LicenseStatus::Revoked {
         return Err(AuthError::Revoked.into());
     }

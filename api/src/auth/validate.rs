@@ -30,6 +30,9 @@ async fn run(state: &AppState, ip: ClientIp, body: &Bytes) -> Result<Response, R
         if state.hot.nonce_seen(app.app_id, &nonce) {
             return Err(AuthError::ReplayDetected);
         }
+        if state.hot.nonces_full() {
+            return Err(AuthError::NonceCapacityReached);
+        }
         let current = LicenseState::Live(license.clone());
         let mut events = current.decide(LicenseCommand::Authenticate { hwid: hwid.clone() }, now)?;
         ensure_credits(state, &app, 1, now)?;

@@ -71,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
         (LIVE.load(Ordering::Relaxed) - before_binding) as f64 / bound_count as f64
     };
     let per_license = loaded as f64 / licenses.max(1) as f64;
+    let per_nonce = nonce_bytes(&model);
     println!(
         "{}",
         serde_json::json!({
@@ -78,9 +79,21 @@ async fn main() -> anyhow::Result<()> {
             "bytesPerLicense": per_license.round(),
             "bytesPerBoundMachine": per_binding.round(),
             "bytesPerLicenseWithOneMachine": (per_license + per_binding).round(),
+            "bytesPerRememberedNonce": per_nonce.round(),
         })
     );
     Ok(())
+}
+
+/// Heap per remembered nonce, over a million nonces of one app (the replay window's store).
+fn nonce_bytes(model: &HotModel) -> f64 {
+    const NONCES: usize = 1_000_000;
+    let app = licensd_domain::AppId::new();
+    let before = LIVE.load(Ordering::Relaxed);
+    for n in 0..NONCES {
+        model.record_nonce(app, &format!("{n:032x}"));
+    }
+    (LIVE.load(Ordering::Relaxed) - before) as f64 / NONCES as f64
 }
 
 /// A `HwidBound` event for every license the model holds (with a 64-hex-character HWID, the

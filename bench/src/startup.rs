@@ -1,0 +1,168 @@
+//! Start-up with and without a snapshot of the in-memory model (SQLite).
+//!
+//! Seeds a log straight through the store (one account, one app, `licenses` licenses each with
+//! a bound machine, then billing events up to `events` in all), and times `licensd serve` to its
+//! "listening" line: with snapshots off (a full replay), then from a snapshot left by a clean
+//! stop, then again from a snapshot after as many more events were appended and snapshotted
+//! (start-up from a snapshot should not grow with the log). Prints the figures and the ratios.
+
+use crate::deployment::{Backend, Deployment};
+use licensd_domain::account::AccountEvent;
+use licensd_domain::app::{AppEvent, SigningKey};
+use licensd_domain::license::LicenseEvent;
+use licensd_domain::{AccountId, AppId, DomainEvent, EventData, LicenseKey, Sealed, StreamCategory};
+use licensd_store::{AppendRequest, EventStore, ExpectedVersion, NewEvent, Store, StoreOptions};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy)]
+pub struct StartupSize {
+    pub licenses: usize,
+    /// Events in the log in all (at least two per license).
+    pub events: usize,
+}
+
+impl StartupSize {
+    /// Small enough for CI.
+    pub const SMALL: Self = Self { licenses: 100_000, events: 1_000_000 };
+    /// The issue's target: 1M licenses, 10M events.
+    pub const FULL: Self = Self { licenses: 1_000_000, events: 10_000_000 };
+}
+
+fn new_event(event: &impl DomainEvent) -> NewEvent {
+    let data = EventData::encode(event);
+    NewEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: data.event_type.to_string(),
+        schema_version: data.schema_version,
+        payload: data.payload,
+        metadata: json!({ "actor": "bench" }),
+    }
+}
+
+/// Appends `requests` in batches, so seeding takes seconds, not the writer's per-request path.
+async fn append_all(store: &Store, requests: Vec<AppendRequest>) -> anyhow::Result<()> {
+    let mut requests = requests.into_iter().peekable();
+    while requests.peek().is_some() {
+        let batch: Vec<_> = requests.by_ref().take(2000).collect();
+        for result in store.append_batch(batch).await? {
+            result?;
+        }
+    }
+    Ok(())
+}
+
+async fn seed(store: &Store, size: StartupSize, round: usize) -> anyhow::Result<()> {
+    let now = chrono::Utc::now();
+    let (account_id, app_id) = (AccountId::new(), AppId::new());
+    let account = StreamCategory::Account.stream_id(account_id);
+    let opening = vec![
+        new_event(&AccountEvent::AccountCreated { account_id, created_at: now }),
+        new_event(&AccountEvent::CreditsGranted { amount: u64::MAX / 4, reason: "bench".into(), at: now }),
+    ];
+    let signing_key = SigningKey {
+        key_id: "k1".into(),
+        public_key: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into(),
+        private_key: Sealed("bench".into()),
+    };
+    let app = AppEvent::AppCreated {
+        app_id,
+        account_id,
+        name: "Startup bench".into(),
+        secret: Sealed("bench".into()),
+        signing_key,
+        created_at: now,
+    };
+    let app_stream = StreamCategory::App.stream_id(app_id);
+    append_all(
+        store,
+        vec![
+            AppendRequest::new(account, ExpectedVersion::Any, opening),
+            AppendRequest::new(app_stream, ExpectedVersion::Any, vec![new_event(&app)]),
+        ],
+    )
+    .await?;
+    // Billing events beyond creation and binding, spread evenly over the licenses.
+    let bills = size.events.saturating_sub(2 * size.licenses);
+    let mut requests = Vec::with_capacity(2000);
+    for n in 0..size.licenses {
+        let mut seed = [0u8; 16];
+        seed[..8].copy_from_slice(&(n as u64).to_le_bytes());
+        seed[8..].copy_from_slice(&(round as u64).to_le_bytes());
+        let key = LicenseKey::from_random(seed);
+        let mut events = vec![
+            new_event(&LicenseEvent::LicenseCreated {
+                key: key.clone(),
+                app_id,
+                account_id,
+                expires_at: None,
+                max_hwid_slots: 2,
+                label: None,
+                created_at: now,
+            }),
+            new_event(&LicenseEvent::HwidBound { hwid: format!("{n:064x}"), at: now }),
+        ];
+        let share = bills / size.licenses + usize::from(n < bills % size.licenses);
+        // Old enough that replaying them remembers no nonce (only the billing is folded).
+        let at = now - chrono::Duration::days(2);
+        events.extend((0..share).map(|b| {
+            new_event(&LicenseEvent::ValidationBilled { account_id, credits: 1, nonce: Some(format!("{n}-{b}")), at })
+        }));
+        requests.push(AppendRequest::new(StreamCategory::License.stream_id(&key), ExpectedVersion::Any, events));
+        if requests.len() == 2000 {
+            append_all(store, std::mem::take(&mut requests)).await?;
+        }
+    }
+    append_all(store, requests).await
+}
+
+/// Seeds a deployment, then times start-up without and with a snapshot; returns the figures.
+pub async fn run(licensd: &Path, size: StartupSize) -> anyhow::Result<Value> {
+    eprintln!("== SQLite: start-up with {} licenses, {} events", size.licenses, size.events);
+    let deployment = Deployment::create(Backend::Sqlite, licensd, "", "startup")?;
+    deployment.cli(&["migrate"])?;
+    let options = StoreOptions { max_connections: 2, sqlite_synchronous_full: false, ..StoreOptions::default() };
+    let store = Store::connect(deployment.database_url(), &options).await?;
+    let seeding = Instant::now();
+    seed(&store, size, 0).await?;
+    let seed_seconds = seeding.elapsed().as_secs_f64();
+
+    let replay = deployment.start(&[("LICENSD_SNAPSHOTS", "false".to_string())])?;
+    let replay_seconds = replay.startup.as_secs_f64();
+    replay.stop();
+    // A clean stop writes the snapshot the next start loads.
+    deployment.start(&[])?.stop();
+    let snapshot = deployment.start(&[])?;
+    let snapshot_seconds = snapshot.startup.as_secs_f64();
+    let rss = snapshot.rss_bytes();
+    snapshot.stop();
+
+    // Twice the events (10 % more licenses), snapshotted again: a start-up from the snapshot
+    // should not take longer.
+    seed(&store, StartupSize { licenses: (size.licenses / 10).max(1), events: size.events }, 1).await?;
+    store.close().await;
+    deployment.start(&[])?.stop();
+    let doubled = deployment.start(&[])?;
+    let doubled_seconds = doubled.startup.as_secs_f64();
+    doubled.stop();
+
+    let figures = json!({
+        "licenses": size.licenses,
+        "events": size.events,
+        "seedSeconds": seed_seconds,
+        "fullReplaySeconds": replay_seconds,
+        "replayEventsPerSecond": (size.events as f64 / replay_seconds.max(1e-9)).round(),
+        "snapshotSeconds": snapshot_seconds,
+        "snapshotSecondsWithTwiceTheEvents": doubled_seconds,
+        "replayOverSnapshot": replay_seconds / snapshot_seconds.max(1e-9),
+        "twiceTheEventsOverOnce": doubled_seconds / snapshot_seconds.max(1e-9),
+        "rssBytesPerLicense": rss / size.licenses.max(1) as u64,
+    });
+    eprintln!(
+        "   full replay {replay_seconds:.2} s | from snapshot {snapshot_seconds:.2} s ({:.1}× faster) | \
+         twice the events, from snapshot {doubled_seconds:.2} s",
+        replay_seconds / snapshot_seconds.max(1e-9)
+    );
+    Ok(figures)
+}

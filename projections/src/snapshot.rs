@@ -1,0 +1,334 @@
+//! Snapshots of the in-memory model, so a start-up replays only the log written since.
+//!
+//! A file is one JSON header line, then the body (JSON):
+//! `{"format":"licensd-hot-model","code":…,"position":…,"bodyBytes":…,"sha256":…}\n<body>`.
+//! `code` fingerprints the domain's and this crate's sources (see `build.rs`): a snapshot
+//! written by other code is ignored, as is one whose body fails its length or SHA-256, and the
+//! model is then replayed from the start. Domain values are written with serde, so a field
+//! added to a license, app or account is carried without listing it here.
+//!
+//! Consistency: the hot path records its own appends in the model before the tail reads them
+//! back, so a license may show events after the model's position, with their bills already
+//! counted in the balance and burn. The capture takes the apply lock and the hot path's
+//! recording lock alone, so every license and every balance are taken at one instant; a tail
+//! replayed on top skips what each license already shows, as it does live.
+//!
+//! Files are written next to their final path, fsynced, then renamed over it (and the folder
+//! fsynced): a crash leaves the old snapshot or the new one, never a mix.
+
+use crate::hot::{AccountView, ApiKeyView, DashboardLogin, HotModel, LastApplied, LicenseEntry};
+use crate::nonces::NonceGenerations;
+use dashmap::DashMap;
+use licensd_domain::app::App;
+use licensd_domain::commerce::Connection;
+use licensd_domain::{AccountId, AppId, LicenseKey};
+use licensd_store::Position;
+use licensd_store::{EventStore, Store};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+const FORMAT: &str = "licensd-hot-model";
+
+/// The fingerprint of the code that reads and writes snapshots.
+pub const SNAPSHOT_CODE: &str = env!("LICENSD_SNAPSHOT_CODE");
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    format: String,
+    code: String,
+    position: Position,
+    body_bytes: u64,
+    sha256: String,
+    licenses: usize,
+    /// The event at `position` (none for an empty model).
+    last: Option<LastApplied>,
+}
+
+/// Why a snapshot file was not used (the model is then replayed from the start).
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotRejected {
+    #[error("cannot read it: {0}")]
+    Unreadable(#[from] std::io::Error),
+    #[error("it is not a licensd snapshot (no valid header)")]
+    NoHeader,
+    #[error("it was written by other code (fingerprint {found}, this build {expected})")]
+    OtherCode { found: String, expected: &'static str },
+    #[error("its body is damaged (length or SHA-256 does not match its header)")]
+    Damaged,
+    #[error("its body cannot be read: {0}")]
+    Malformed(String),
+    #[error("the model was not empty")]
+    ModelNotEmpty,
+    #[error("it does not belong to this event log (another database, or one restored from an older backup)")]
+    OtherLog,
+    #[error("the event log cannot be read to check it: {0}")]
+    LogUnreadable(String),
+}
+
+/// A map's entries as a sequence of `(key, value)` pairs, serialized straight from the map.
+struct Pairs<'a, K, V>(&'a DashMap<K, V>);
+
+impl<K, V> Serialize for Pairs<'_, K, V>
+where
+    K: Serialize + Eq + std::hash::Hash,
+    V: Serialize,
+{
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for entry in self.0.iter() {
+            seq.serialize_element(&(entry.key(), entry.value()))?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct BodyOut<'a> {
+    licenses: Pairs<'a, LicenseKey, LicenseEntry>,
+    apps: Pairs<'a, AppId, App>,
+    accounts: Pairs<'a, AccountId, AccountView>,
+    api_keys: Pairs<'a, String, ApiKeyView>,
+    burn: Pairs<'a, AppId, VecDeque<(i64, u64)>>,
+    connections: Pairs<'a, uuid::Uuid, (AccountId, Connection)>,
+    logins: Pairs<'a, String, DashboardLogin>,
+    nonces: NonceGenerations,
+}
+
+#[derive(Deserialize)]
+struct BodyIn {
+    licenses: Vec<(LicenseKey, LicenseEntry)>,
+    apps: Vec<(AppId, App)>,
+    accounts: Vec<(AccountId, AccountView)>,
+    api_keys: Vec<(String, ApiKeyView)>,
+    burn: Vec<(AppId, VecDeque<(i64, u64)>)>,
+    connections: Vec<(uuid::Uuid, (AccountId, Connection))>,
+    logins: Vec<(String, DashboardLogin)>,
+    nonces: NonceGenerations,
+}
+
+/// What a written snapshot reflects.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    pub position: Position,
+    pub licenses: usize,
+    pub bytes: u64,
+}
+
+impl HotModel {
+    /// The whole model as snapshot bytes, taken at one instant (see the module's notes).
+    pub fn snapshot_bytes(&self) -> Result<(Vec<u8>, Written), serde_json::Error> {
+        let _applying = self.applying.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _recording = self.capturing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let position = self.position();
+        let last = self.last_applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let body = serde_json::to_vec(&BodyOut {
+            licenses: Pairs(&self.licenses),
+            apps: Pairs(&self.apps),
+            accounts: Pairs(&self.accounts),
+            api_keys: Pairs(&self.api_keys),
+            burn: Pairs(&self.burn),
+            connections: Pairs(&self.connections),
+            logins: Pairs(&self.logins),
+            nonces: self.nonces.to_generations(),
+        })?;
+        let licenses = self.licenses.len();
+        drop((_recording, _applying));
+        let header = Header {
+            format: FORMAT.into(),
+            code: SNAPSHOT_CODE.into(),
+            position,
+            body_bytes: body.len() as u64,
+            sha256: hex::encode(Sha256::digest(&body)),
+            licenses,
+            last,
+        };
+        let mut bytes = serde_json::to_vec(&header)?;
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&body);
+        let bytes_len = bytes.len() as u64;
+        Ok((bytes, Written { position, licenses, bytes: bytes_len }))
+    }
+
+    /// Fills an empty model from snapshot bytes; on `Err` the model may be partly filled and
+    /// must be dropped.
+    pub fn restore_snapshot(&mut self, bytes: &[u8]) -> Result<(Position, Option<LastApplied>), SnapshotRejected> {
+        if self.license_count() > 0 || self.position() != Position::START {
+            return Err(SnapshotRejected::ModelNotEmpty);
+        }
+        let split = bytes.iter().position(|b| *b == b'\n').ok_or(SnapshotRejected::NoHeader)?;
+        let header: Header = serde_json::from_slice(&bytes[..split]).map_err(|_| SnapshotRejected::NoHeader)?;
+        if header.format != FORMAT {
+            return Err(SnapshotRejected::NoHeader);
+        }
+        if header.code != SNAPSHOT_CODE {
+            return Err(SnapshotRejected::OtherCode { found: header.code, expected: SNAPSHOT_CODE });
+        }
+        let body = &bytes[split + 1..];
+        if body.len() as u64 != header.body_bytes || hex::encode(Sha256::digest(body)) != header.sha256 {
+            return Err(SnapshotRejected::Damaged);
+        }
+        let body: BodyIn = serde_json::from_slice(body).map_err(|e| SnapshotRejected::Malformed(e.to_string()))?;
+        self.licenses.extend(body.licenses);
+        self.apps.extend(body.apps);
+        self.accounts.extend(body.accounts);
+        self.api_keys.extend(body.api_keys);
+        self.burn.extend(body.burn);
+        self.connections.extend(body.connections);
+        self.logins.extend(body.logins);
+        if !self.nonces.extend_from(&body.nonces) {
+            return Err(SnapshotRejected::Malformed("nonces are not 16-byte keys in hex".into()));
+        }
+        self.position.send_replace(header.position);
+        *self.last_applied.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = header.last.clone();
+        Ok((header.position, header.last))
+    }
+}
+
+/// Writes the model's snapshot to `path` atomically (temporary file, fsync, rename, fsync of
+/// the folder).
+pub fn write_snapshot(model: &HotModel, path: &Path) -> std::io::Result<Written> {
+    let (bytes, written) = model.snapshot_bytes().map_err(std::io::Error::other)?;
+    let temporary = temporary_path(path);
+    let result = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temporary, path)?;
+        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(folder)?.sync_all()?;
+        }
+        Ok(written)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}
+
+fn temporary_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// A model loaded from the snapshot at `path`, if there is a usable one that belongs to the
+/// log in `store`. A missing file is silent; an unusable one is logged and ignored (the caller
+/// replays the whole log). Reading and checking the body runs off the async threads.
+pub async fn load_snapshot(
+    store: &Store,
+    path: &Path,
+    fresh: impl FnOnce() -> HotModel + Send + 'static,
+) -> Option<HotModel> {
+    let file = path.to_path_buf();
+    let restored = tokio::task::spawn_blocking(move || {
+        let bytes = match std::fs::read(&file) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(SnapshotRejected::Unreadable(e)),
+        };
+        let mut model = fresh();
+        let (position, last) = model.restore_snapshot(&bytes)?;
+        Ok(Some((model, position, last)))
+    })
+    .await
+    .unwrap_or_else(|e| Err(SnapshotRejected::Malformed(e.to_string())));
+    let checked = match restored {
+        Ok(None) => return None,
+        Ok(Some((model, position, last))) => belongs_to(store, position, last.as_ref()).await.map(|()| model),
+        Err(rejected) => Err(rejected),
+    };
+    checked.map_err(|rejected| log_ignored(path, &rejected)).ok()
+}
+
+/// Whether the log holds the snapshot's last event at the snapshot's position.
+async fn belongs_to(store: &Store, position: Position, last: Option<&LastApplied>) -> Result<(), SnapshotRejected> {
+    let Some(last) = last else {
+        return if position == Position::START { Ok(()) } else { Err(SnapshotRejected::OtherLog) };
+    };
+    let found = store
+        .read_stream(&last.stream_id, last.version)
+        .await
+        .map_err(|e| SnapshotRejected::LogUnreadable(e.to_string()))?;
+    match found.first() {
+        Some(event) if event.event_id == last.event_id && event.position == position => Ok(()),
+        _ => Err(SnapshotRejected::OtherLog),
+    }
+}
+
+fn log_ignored(path: &Path, why: &SnapshotRejected) {
+    tracing::warn!(
+        path = %path.display(),
+        reason = %why,
+        "snapshot of the in-memory model ignored; replaying the whole log"
+    );
+}
+
+/// When snapshots are written while serving (one is always written at shutdown).
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotSchedule {
+    /// Write when this long has passed since the last one and events were applied meanwhile.
+    pub interval: Duration,
+    /// Write as soon as this many events were applied since the last one.
+    pub every_events: u64,
+}
+
+/// Writes snapshots of `model` to `path` on `schedule` until `stop` turns true. Failures are
+/// logged and retried at the next occasion (a start-up then replays more of the log, nothing else).
+pub async fn run_snapshots(
+    model: Arc<HotModel>,
+    path: PathBuf,
+    schedule: SnapshotSchedule,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last = (Instant::now(), model.applied_events());
+    let tick = schedule.interval.clamp(Duration::from_millis(100), Duration::from_secs(1));
+    while !*stop.borrow() {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = stop.changed() => break,
+        }
+        let applied = model.applied_events() - last.1;
+        let due = applied >= schedule.every_events.max(1) || (applied > 0 && last.0.elapsed() >= schedule.interval);
+        if due {
+            let counted = model.applied_events();
+            if write_logged(model.clone(), path.clone()).await {
+                last = (Instant::now(), counted);
+            }
+        }
+    }
+}
+
+/// Writes a snapshot off the async threads and logs the outcome; `true` if it was written.
+pub async fn write_logged(model: Arc<HotModel>, path: PathBuf) -> bool {
+    let started = Instant::now();
+    let file = path.clone();
+    let written = tokio::task::spawn_blocking(move || write_snapshot(&model, &file))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    match written {
+        Ok(written) => {
+            tracing::info!(
+                path = %path.display(),
+                position = %written.position,
+                licenses = written.licenses,
+                bytes = written.bytes,
+                millis = started.elapsed().as_millis() as u64,
+                "snapshot of the in-memory model written"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the snapshot of the in-memory model");
+            false
+        }
+    }
+}

@@ -81,6 +81,9 @@ impl AppState {
         runner: HotRunner,
         config: ApiConfig,
     ) -> Result<Self, licensd_workers::outbound::ClientError> {
+        // Live sessions find their app by the keyed digest of its WebSocket API key; only the
+        // command side holds the key it is computed with. (Already installed: the same key.)
+        hot.set_websocket_key_digest(Arc::new(commands.websocket_key_digester()));
         Ok(Self {
             auth: Arc::new(AuthRuntime::new(&commands, config.auth.clone())),
             webhook_sender: licensd_workers::webhooks::WebhookSender::new(

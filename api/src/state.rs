@@ -31,6 +31,8 @@ pub struct ApiConfig {
     pub body_read_timeout: Duration,
     /// After how long an unanswered claim of this process may be taken over by a retry.
     pub idempotency_lease: Duration,
+    /// Sizes of apps' and licenses' live-session fields (version, levels, seats).
+    pub live_model: crate::v1::LiveModelLimits,
 }
 
 impl Default for ApiConfig {
@@ -50,6 +52,7 @@ impl Default for ApiConfig {
             projection_stuck: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(30),
             idempotency_lease: Duration::from_secs(30),
+            live_model: Default::default(),
         }
     }
 }
@@ -81,6 +84,9 @@ impl AppState {
         runner: HotRunner,
         config: ApiConfig,
     ) -> Result<Self, licensd_workers::outbound::ClientError> {
+        // Live sessions find their app by the keyed digest of its WebSocket API key; only the
+        // command side holds the key it is computed with. (Already installed: the same key.)
+        hot.set_websocket_key_digest(Arc::new(commands.websocket_key_digester()));
         Ok(Self {
             auth: Arc::new(AuthRuntime::new(&commands, config.auth.clone())),
             webhook_sender: licensd_workers::webhooks::WebhookSender::new(

@@ -19,7 +19,14 @@ async fn license(commands: &Commands) -> (AccountId, LicenseKey) {
     let op = Actor::Operator;
     let account = commands.create_account("folded@example.com", &op).await.unwrap().account_id;
     let app = commands.create_app(account, "Folded", &op).await.unwrap().app_id;
-    let spec = NewLicense { app_id: app, expires_at: None, max_hwid_slots: 2, label: None };
+    let spec = NewLicense {
+        app_id: app,
+        expires_at: None,
+        max_hwid_slots: 2,
+        label: None,
+        levels: Vec::new(),
+        max_sessions: None,
+    };
     let created = commands.create_licenses(account, spec, 1, &op).await.unwrap();
     (account, created[0].0.clone())
 }

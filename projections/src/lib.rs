@@ -16,7 +16,7 @@ pub mod status;
 
 pub use error::ProjectionError;
 pub use hot::{
-    AccountView, ApiKeyView, Applied, AppliedListener, CreditHold, CreditRefusal, DashboardLogin, HotModel,
+    AccountView, ApiKeyView, Applied, AppliedListener, CreditHold, CreditRefusal, DashboardLogin, HotModel, KeyDigest,
     LastApplied, DEFAULT_NONCE_WINDOW,
 };
 pub use nonces::{Nonces, DEFAULT_NONCE_CAP};

@@ -178,6 +178,12 @@ impl HotModel {
         let body: BodyIn = serde_json::from_slice(body).map_err(|e| SnapshotRejected::Malformed(e.to_string()))?;
         self.licenses.extend(body.licenses);
         self.apps.extend(body.apps);
+        // The key index is derived from the apps, so it is rebuilt rather than stored twice.
+        for app in self.apps.iter() {
+            if let Some(key) = &app.websocket_key {
+                self.websocket_keys.insert(key.digest.clone(), app.app_id);
+            }
+        }
         self.accounts.extend(body.accounts);
         self.api_keys.extend(body.api_keys);
         self.burn.extend(body.burn);

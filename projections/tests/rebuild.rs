@@ -5,9 +5,10 @@ use chrono::Duration;
 use licensd_commands::commerce::InboundEvent;
 use licensd_commands::{Actor, Commands, MasterKey, NewLicense, Writer, WriterConfig};
 use licensd_domain::account::AccountCommand;
+use licensd_domain::app::AppCommand;
 use licensd_domain::commerce::{CommerceAction, NormalizedEvent, Provider};
 use licensd_domain::license::LicenseCommand;
-use licensd_domain::{SystemClock, Variables};
+use licensd_domain::{SystemClock, VariableAccess, VariableAccessMap, Variables};
 use licensd_projections::{
     all_sql_projections, load_snapshot, rebuild_sql, sql_projection_hash, write_snapshot, HotModel, HotRunner,
     SqlRunner, TailConfig,
@@ -17,9 +18,18 @@ use licensd_store::Store;
 use std::sync::Arc;
 use tokio::sync::watch;
 
-/// Merchant activity touching every projection: accounts, credits, apps, license lifecycles.
-async fn busy_day(commands: &Commands, round: usize) {
+/// An app's WebSocket API keys: the one it was created with (rotated out) and the current one.
+struct WebsocketKeys {
+    app_id: licensd_domain::AppId,
+    rotated_out: String,
+    current: String,
+}
+
+/// Merchant activity touching every projection: accounts, credits, apps (with their live-session
+/// fields), license lifecycles.
+async fn busy_day(commands: &Commands, round: usize) -> Vec<WebsocketKeys> {
     let op = Actor::Operator;
+    let mut keys = Vec::new();
     for merchant in 0..3 {
         let account = commands.create_account(&format!("m{merchant}.{round}@example.com"), &op).await.unwrap();
         let id = account.account_id;
@@ -31,11 +41,20 @@ async fn busy_day(commands: &Commands, round: usize) {
             let (url, events) = ("https://example.com/hook".to_string(), vec!["license.revoked".to_string()]);
             commands.create_webhook(id, app.app_id, url, events, true, &op).await.unwrap();
         }
+        let (current, _) = commands.rotate_websocket_key(id, app.app_id, &op).await.unwrap();
+        keys.push(WebsocketKeys { app_id: app.app_id, rotated_out: app.websocket_api_key.clone(), current });
+        let version = AppCommand::SetVersion { version: format!("1.{merchant}"), max_chars: 32 };
+        commands.app_command(id, app.app_id, version, &op).await.unwrap();
+        let open = [("motd".to_string(), VariableAccess::AuthNotRequired)].into_iter().collect();
+        let access = AppCommand::SetVariableAccess(VariableAccessMap::new(open).unwrap());
+        commands.app_command(id, app.app_id, access, &op).await.unwrap();
         let spec = NewLicense {
             app_id: app.app_id,
             expires_at: Some(commands.now() + Duration::days(30)),
             max_hwid_slots: 2,
             label: Some(format!("order {merchant}")),
+            levels: vec![format!("tier-{merchant}")],
+            max_sessions: Some(merchant + 1),
         };
         let licenses = commands.create_licenses(id, spec, 12, &op).await.unwrap();
         for (i, (key, _)) in licenses.iter().enumerate() {
@@ -79,6 +98,21 @@ async fn busy_day(commands: &Commands, round: usize) {
             refs: vec![format!("sub:sub_{merchant}")],
         };
         commands.license_command(id, &licenses[1].0, link, &op).await.unwrap();
+        let seats = LicenseCommand::Configure { levels: Some(vec!["gold".into()]), max_sessions: Some(None) };
+        commands.license_command(id, &licenses[4].0, seats, &op).await.unwrap();
+    }
+    keys
+}
+
+/// Each app is found by its current WebSocket key only, in a model that digests keys as the
+/// server does.
+fn assert_found_by_current_keys(model: &HotModel, commands: &Commands, keys: &[WebsocketKeys]) {
+    model.set_websocket_key_digest(Arc::new(commands.websocket_key_digester()));
+    for key in keys {
+        assert_eq!(model.app_by_websocket_key(&key.current).map(|a| a.app_id), Some(key.app_id));
+        assert_eq!(model.app_by_websocket_key(&key.rotated_out), None, "a rotated-out key finds nothing");
+        let app = model.app(key.app_id).unwrap();
+        assert_eq!((app.version.len(), app.variable_access("motd")), (3, VariableAccess::AuthNotRequired));
     }
 }
 
@@ -126,7 +160,7 @@ async fn rebuild_matches_live(store: Store) {
     for runner in &runners {
         tasks.push(tokio::spawn(runner.clone().run(writer.subscribe_commits(), stop.clone())));
     }
-    busy_day(&commands, 0).await;
+    let keys = busy_day(&commands, 0).await;
     writer.close();
     writer_task.await.unwrap();
     stop_tx.send_replace(true);
@@ -154,6 +188,8 @@ async fn rebuild_matches_live(store: Store) {
         rebuild_sql(&store, projection).await.unwrap();
     }
     assert_eq!(digests(&store, &replayed).await, live_digests);
+    assert_found_by_current_keys(&live, &commands, &keys);
+    assert_found_by_current_keys(&replayed, &commands, &keys);
 }
 
 #[tokio::test]
@@ -174,7 +210,7 @@ async fn snapshot_and_tail_match_full_replay(store: Store, other: Store) {
     let (writer, writer_task) = Writer::spawn(store.clone(), WriterConfig::default());
     let key = MasterKey::parse(&"ab".repeat(32)).unwrap();
     let commands = Commands::new(store.clone(), writer.clone(), Arc::new(SystemClock), key);
-    busy_day(&commands, 0).await;
+    let mut keys = busy_day(&commands, 0).await;
     wait_until_all_visible(&store).await;
     let early = Arc::new(HotModel::default());
     HotRunner::new(store.clone(), early.clone(), TailConfig::default()).catch_up().await.unwrap();
@@ -184,7 +220,7 @@ async fn snapshot_and_tail_match_full_replay(store: Store, other: Store) {
     let written = write_snapshot(&early, &path).unwrap();
     assert_eq!(written.position, early.position());
 
-    busy_day(&commands, 1).await; // the tail the snapshot does not show
+    let tail_keys = busy_day(&commands, 1).await; // the tail the snapshot does not show
     writer.close();
     writer_task.await.unwrap();
     wait_until_all_visible(&store).await;
@@ -194,9 +230,13 @@ async fn snapshot_and_tail_match_full_replay(store: Store, other: Store) {
     let restored = Arc::new(load_snapshot(&store, &path, HotModel::default).await.expect("a usable snapshot"));
     assert_eq!(restored.position(), written.position);
     assert_eq!(restored.digest(), early.digest(), "the snapshot restores the model it was taken from");
+    // The WebSocket key index is not in the snapshot: it is rebuilt from the apps it holds.
+    assert_found_by_current_keys(&restored, &commands, &keys);
     let tail = HotRunner::new(store.clone(), restored.clone(), TailConfig::default()).catch_up().await.unwrap();
     assert!(tail > 0, "only the tail is replayed");
     assert_eq!(restored.digest(), full.digest(), "snapshot + tail = full replay");
+    keys.extend(tail_keys);
+    assert_found_by_current_keys(&restored, &commands, &keys);
     assert_eq!(restored.position(), full.position());
 
     // Another log (another database, an older backup): ignored.

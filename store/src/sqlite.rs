@@ -3,7 +3,8 @@
 
 use crate::append::{append_all, AppendTx, Inserted, PlannedRow, StoredId, ANY_HEAD, STREAM_VERSION_SQL, UPSERT_PII};
 use crate::{
-    AppendPaths, AppendResult, EncodedAppend, EncodedEvent, EventStore, PiiRow, Position, RecordedEvent, StoreError, StoreOptions,
+    AppendPaths, AppendResult, EncodedAppend, EncodedEvent, EventStore, PiiRow, Position, RecordedEvent, StoreError,
+    StoreOptions,
 };
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
@@ -231,7 +232,11 @@ impl AppendTx for SqliteAppend {
         Ok(version as u64)
     }
 
-    async fn insert_checked(&mut self, rows: &[PlannedRow<'_>], at: DateTime<Utc>) -> Result<Vec<Inserted>, sqlx::Error> {
+    async fn insert_checked(
+        &mut self,
+        rows: &[PlannedRow<'_>],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Inserted>, sqlx::Error> {
         let mut query = sqlx::query(checked_insert_sql(rows.len()));
         for row in rows {
             query = query

@@ -31,6 +31,7 @@ pub struct ApiConfig {
     pub body_read_timeout: Duration,
     /// After how long an unanswered claim of this process may be taken over by a retry.
     pub idempotency_lease: Duration,
+    pub live: crate::live::LiveConfig,
 }
 
 impl Default for ApiConfig {
@@ -50,6 +51,7 @@ impl Default for ApiConfig {
             projection_stuck: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(30),
             idempotency_lease: Duration::from_secs(30),
+            live: Default::default(),
         }
     }
 }
@@ -66,6 +68,8 @@ pub struct AppState {
     pub webhook_sender: licensd_workers::webhooks::WebhookSender,
     pub dashboard: Arc<crate::dashboard::DashboardAuth>,
     pub portal: Arc<crate::portal::Portal>,
+    /// Live WebSocket sessions; installed as the hot model's listener.
+    pub live: Arc<crate::live::Live>,
     /// Catches the in-memory model up on demand, one caller at a time; with the time the last
     /// catch-up started, so callers that queued behind it can share its result.
     refresher: Arc<tokio::sync::Mutex<(HotRunner, Option<std::time::Instant>)>>,
@@ -81,7 +85,12 @@ impl AppState {
         runner: HotRunner,
         config: ApiConfig,
     ) -> Result<Self, licensd_workers::outbound::ClientError> {
+        let live = Arc::new(crate::live::Live::new(config.live.clone()));
+        if !hot.set_listener(Arc::new(crate::live::Push(live.clone()))) {
+            tracing::warn!("the hot model already has a listener: live sessions get no pushes");
+        }
         Ok(Self {
+            live,
             auth: Arc::new(AuthRuntime::new(&commands, config.auth.clone())),
             webhook_sender: licensd_workers::webhooks::WebhookSender::new(
                 Duration::from_secs(10),

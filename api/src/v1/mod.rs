@@ -14,6 +14,7 @@ use crate::{ApiError, AppState};
 use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, SecondsFormat, Utc};
+pub(crate) use app_settings::owned_app;
 pub(crate) use commerce::forget_customer;
 use licensd_domain::app::{App, AppState as AppStream};
 use licensd_domain::license::{License, LicenseState};
@@ -28,6 +29,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     // Per operation, so a method the path does not offer is a plain 405 and claims no key.
     let guard = axum::middleware::from_fn_with_state(state.clone(), idempotency::guard);
     spec::router(&operations, |route| route.route_layer(guard.clone()))
+        .route("/websocket/server", get(crate::live::balancer))
         .route("/openapi.json", get(move || async move { axum::Json((*document).clone()) }))
 }
 

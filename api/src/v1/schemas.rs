@@ -131,6 +131,19 @@ pub fn all() -> Value {
             } } } } });
     json!({
         "Ok": { "type": "object", "required": ["ok"], "properties": { "ok": { "type": "boolean" } } },
+        "LiveSession": {
+            "type": "object",
+            "required": ["sessionId", "ip", "connected", "connectedAt", "lastActivityAt"],
+            "properties": {
+                "sessionId": { "type": "string" },
+                "clientId": { "type": ["string", "null"] },
+                "license": { "type": ["string", "null"] },
+                "ip": { "type": "string" },
+                "connected": { "type": "boolean" },
+                "connectedAt": { "type": "string", "format": "date-time" },
+                "lastActivityAt": { "type": "string", "format": "date-time" }
+            }
+        },
         "Error": { "type": "object", "required": ["error", "message"], "properties": { "error": string(), "message": string() } },
         "App": app,
         "AppList": { "type": "object", "required": ["apps"], "properties": { "apps": { "type": "array", "items": { "$ref": "#/components/schemas/App" } } } },

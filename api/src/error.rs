@@ -148,7 +148,11 @@ impl From<DomainError> for ApiError {
             | D::InvalidSecurityList(_)
             | D::InvalidWebhook(_)
             | D::InvalidMapping(_)
-            | D::InvalidPortalPolicy(_) => Self::BadRequest(e.to_string()),
+            | D::InvalidPortalPolicy(_)
+            | D::InvalidVersion(_)
+            | D::InvalidWebsocketKey(_)
+            | D::InvalidLevels(_)
+            | D::InvalidMaxSessions => Self::BadRequest(e.to_string()),
             D::UndecodableEvent { .. } => {
                 tracing::error!(error = %e, "stored event cannot be decoded");
                 Self::Internal

@@ -85,6 +85,9 @@ impl AppState {
         runner: HotRunner,
         config: ApiConfig,
     ) -> Result<Self, licensd_workers::outbound::ClientError> {
+        // Live sessions find their app by the keyed digest of its WebSocket API key; only the
+        // command side holds the key it is computed with. (Already installed: the same key.)
+        hot.set_websocket_key_digest(Arc::new(commands.websocket_key_digester()));
         let live = Arc::new(crate::live::Live::new(config.live.clone()));
         if !hot.set_listener(Arc::new(crate::live::Push(live.clone()))) {
             tracing::warn!("the hot model already has a listener: live sessions get no pushes");

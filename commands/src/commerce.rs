@@ -2,12 +2,10 @@
 //! deterministically (so a retry or a replay lands on the same streams instead of new ones).
 
 use crate::{Actor, CommandError, Commands};
-use hmac::{Hmac, Mac};
 use licensd_domain::commerce::{LedgerCommand, LedgerState, NormalizedEvent, Provider};
 use licensd_domain::license::{LicenseCommand, LicenseEvent, LicenseState};
 use licensd_domain::{decode_event, AccountId, Aggregate, LicenseKey, StreamCategory};
 use licensd_store::{EventStore, ExpectedVersion, StoreError};
-use sha2::Sha256;
 use uuid::Uuid;
 
 /// Attempts of a once-only license change when the license keeps changing under it.
@@ -33,10 +31,7 @@ pub fn ledger_stream(provider: Provider, connection_id: Uuid, external_id: &str)
 
 impl Commands {
     fn keyed_digest(&self, label: &str, input: &str) -> [u8; 32] {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.master_key().derive(label)).expect("HMAC takes any key length");
-        mac.update(input.as_bytes());
-        mac.finalize().into_bytes().into()
+        self.master_key().keyed_digest(label, input)
     }
 
     /// The link a license keeps to its buyer's provider customer id: a keyed digest, so the

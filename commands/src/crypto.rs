@@ -53,6 +53,12 @@ impl MasterKey {
         mac.finalize().into_bytes().into()
     }
 
+    /// HMAC-SHA256 of `input` under the key derived for `label`: a digest only this deployment
+    /// can compute, for finding a secret or an identifier without storing it.
+    pub fn keyed_digest(&self, label: &str, input: &str) -> [u8; 32] {
+        keyed_digest(&self.derive(label), input)
+    }
+
     /// Reads `<dir>/master.key`, generating it (mode 0600) on first use.
     pub fn load_or_generate(dir: &Path) -> Result<(Self, MasterKeySource), CommandError> {
         let path = dir.join("master.key");
@@ -102,6 +108,14 @@ impl MasterKey {
         String::from_utf8(self.open(sealed, purpose)?)
             .map_err(|_| CommandError::Crypto(format!("sealed {purpose} is not text")))
     }
+}
+
+/// HMAC-SHA256 of `input` under `key` (a key from [`MasterKey::derive`]).
+pub(crate) fn keyed_digest(key: &[u8; 32], input: &str) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(input.as_bytes());
+    mac.finalize().into_bytes().into()
 }
 
 #[cfg(unix)]

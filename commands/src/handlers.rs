@@ -53,6 +53,8 @@ pub struct AppCreated {
     pub app_secret: String,
     pub key_id: String,
     pub public_key: String,
+    /// The WebSocket API key in clear: shown once.
+    pub websocket_api_key: String,
     pub result: AppendResult,
 }
 
@@ -62,6 +64,8 @@ pub struct NewLicense {
     pub expires_at: Option<DateTime<Utc>>,
     pub max_hwid_slots: u8,
     pub label: Option<String>,
+    pub levels: Vec<String>,
+    pub max_sessions: Option<u32>,
 }
 
 #[derive(Clone)]
@@ -345,11 +349,14 @@ impl Commands {
         let (app_secret, secret) = self.new_app_secret(app_id);
         let signing_key = self.new_signing_key(app_id);
         let (key_id, public_key) = (signing_key.key_id.clone(), signing_key.public_key.clone());
-        let command = AppCommand::Create { app_id, account_id, name: name.to_string(), secret, signing_key };
+        let (websocket_api_key, websocket_key) = self.new_websocket_key(app_id);
+        let name = name.to_string();
+        let websocket_key = Some(websocket_key);
+        let command = AppCommand::Create { app_id, account_id, name, secret, signing_key, websocket_key };
         let stream = StreamCategory::App.stream_id(app_id);
         let executed = self.execute::<AppState>(&stream, command, actor, Some(account_id), |_| Ok(())).await?;
         let result = executed.result.ok_or(CommandError::Domain(DomainError::AlreadyExists("app")))?;
-        Ok(AppCreated { app_id, app_secret, key_id, public_key, result })
+        Ok(AppCreated { app_id, app_secret, key_id, public_key, websocket_api_key, result })
     }
 
     /// A fresh app secret (a UUID, as the SDKs expect): in clear and sealed.
@@ -485,6 +492,8 @@ impl Commands {
                 expires_at: spec.expires_at,
                 max_hwid_slots: spec.max_hwid_slots,
                 label: spec.label.clone(),
+                levels: spec.levels.clone(),
+                max_sessions: spec.max_sessions,
             };
             let stream = StreamCategory::License.stream_id(&key);
             match self.execute::<LicenseState>(&stream, command, actor, Some(account_id), |_| Ok(())).await {

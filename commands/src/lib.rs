@@ -13,6 +13,7 @@ mod metadata;
 pub mod offline;
 pub mod password;
 mod pii;
+mod websocket_key;
 mod writer;
 
 pub use crypto::{MasterKey, MasterKeySource};

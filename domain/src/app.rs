@@ -2,12 +2,47 @@
 
 use crate::commerce::ProductMapping;
 use crate::security::{AccessLists, ListName, SecurityListsUpdate, MAX_HWID_LEN, MAX_LIST_ENTRIES};
-use crate::{AccountId, Aggregate, AppId, DomainError, DomainEvent, Sealed, SecurityLists, StreamCategory, Variables};
+pub use crate::variables::VariableAccess;
+use crate::{
+    AccountId, Aggregate, AppId, DomainError, DomainEvent, Sealed, SecurityLists, StreamCategory, VariableAccessMap,
+    Variables,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 pub const MAX_APP_NAME_CHARS: usize = 100;
+
+/// Characters of a WebSocket API key (Blazeauth's initialize packet takes exactly 21).
+pub const WEBSOCKET_KEY_LEN: usize = 21;
+/// What every WebSocket API key starts with; the rest is drawn from [`WEBSOCKET_KEY_ALPHABET`].
+pub const WEBSOCKET_KEY_PREFIX: &str = "BA";
+pub const WEBSOCKET_KEY_ALPHABET: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+/// Whether `key` has the shape of a WebSocket API key (`BA` + 19 of `[0-9A-Z]`).
+pub fn is_websocket_key_shaped(key: &str) -> bool {
+    key.len() == WEBSOCKET_KEY_LEN
+        && key.starts_with(WEBSOCKET_KEY_PREFIX)
+        && key.bytes().skip(WEBSOCKET_KEY_PREFIX.len()).all(|b| WEBSOCKET_KEY_ALPHABET.contains(&b))
+}
+
+/// An app's WebSocket API key as stored: never in clear. The live-session server finds the app
+/// by `digest` (a keyed digest of the presented key: without the deployment's key, the log
+/// does not let anyone test guesses) and confirms it in constant time.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebsocketKey {
+    /// The 21-character key, sealed with the master key.
+    pub sealed: Sealed,
+    /// Keyed digest of the key, lowercase hex.
+    pub digest: String,
+}
+
+impl std::fmt::Debug for WebsocketKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The digest is no secret, but a log line has no use for it either.
+        f.write_str("WebsocketKey(..)")
+    }
+}
 
 /// An Ed25519 signing key: the public half in clear, the private half sealed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +141,21 @@ pub enum AppEvent {
         mapping_id: uuid::Uuid,
         at: DateTime<Utc>,
     },
+    /// A new WebSocket API key (at creation and on rotation): the previous one stops working.
+    WebsocketKeySet {
+        websocket_key: WebsocketKey,
+        at: DateTime<Utc>,
+    },
+    /// The version string live sessions are told at initialize (and pushed as event 102).
+    AppVersionChanged {
+        version: String,
+        at: DateTime<Utc>,
+    },
+    /// Replaces every variable's access strategy; names not listed are `auth_required`.
+    VariableAccessSet {
+        access: VariableAccessMap,
+        at: DateTime<Utc>,
+    },
     /// A GDPR erasure ran for this app: counts only, never the customer's identifiers.
     CustomersForgotten {
         licenses_redacted: u64,
@@ -183,6 +233,9 @@ pub struct AppSettings {
     /// Self-service portal limits and branding.
     #[serde(default)]
     pub portal: crate::portal::PortalPolicy,
+    /// Most live sessions authorized at once for the app (Blazeauth status 602); `None`: no limit.
+    #[serde(default)]
+    pub live_session_quota: Option<u32>,
 }
 
 impl DomainEvent for AppEvent {
@@ -208,6 +261,9 @@ impl DomainEvent for AppEvent {
             Self::ProductMappingSet { .. } => "ProductMappingSet",
             Self::ProductMappingDeleted { .. } => "ProductMappingDeleted",
             Self::CustomersForgotten { .. } => "CustomersForgotten",
+            Self::WebsocketKeySet { .. } => "WebsocketKeySet",
+            Self::AppVersionChanged { .. } => "AppVersionChanged",
+            Self::VariableAccessSet { .. } => "VariableAccessSet",
         }
     }
 }
@@ -228,9 +284,19 @@ pub struct App {
     pub webhooks: Vec<Webhook>,
     pub mappings: Vec<ProductMapping>,
     pub created_at: DateTime<Utc>,
+    /// `None` for apps created before live sessions existed, until the key is rotated.
+    pub websocket_key: Option<WebsocketKey>,
+    /// Told to live sessions at initialize; empty until set.
+    pub version: String,
+    pub variable_access: VariableAccessMap,
 }
 
 impl App {
+    /// Who may read the app variable `name` over a live session.
+    pub fn variable_access(&self, name: &str) -> VariableAccess {
+        self.variable_access.get(name)
+    }
+
     pub fn webhook(&self, webhook_id: &str) -> Option<&Webhook> {
         self.webhooks.iter().find(|w| w.webhook_id == webhook_id)
     }
@@ -252,6 +318,8 @@ pub enum AppCommand {
         name: String,
         secret: Sealed,
         signing_key: SigningKey,
+        /// Recorded right after the creation, in the same append.
+        websocket_key: Option<WebsocketKey>,
     },
     Rename {
         name: String,
@@ -295,6 +363,15 @@ pub enum AppCommand {
     DeleteMapping {
         mapping_id: uuid::Uuid,
     },
+    /// Replaces the WebSocket API key (the caller generates and seals it).
+    SetWebsocketKey(WebsocketKey),
+    /// Sets the version string: at most `max_chars` characters, no control characters,
+    /// surrounding whitespace dropped; empty clears it.
+    SetVersion {
+        version: String,
+        max_chars: usize,
+    },
+    SetVariableAccess(VariableAccessMap),
     RecordForget {
         licenses_redacted: u64,
         ledger_rows_scanned: u64,
@@ -323,6 +400,9 @@ impl Aggregate for AppState {
                 webhooks: Vec::new(),
                 mappings: Vec::new(),
                 created_at: *created_at,
+                websocket_key: None,
+                version: String::new(),
+                variable_access: VariableAccessMap::default(),
             }));
         }
         let Some(mut app) = self.0 else { return self };
@@ -377,6 +457,9 @@ impl Aggregate for AppState {
             }
             E::ProductMappingDeleted { mapping_id, .. } => app.mappings.retain(|m| &m.mapping_id != mapping_id),
             E::CustomersForgotten { .. } => {}
+            E::WebsocketKeySet { websocket_key, .. } => app.websocket_key = Some(websocket_key.clone()),
+            E::AppVersionChanged { version, .. } => app.version = version.clone(),
+            E::VariableAccessSet { access, .. } => app.variable_access = access.clone(),
         }
         Self(Some(app))
     }
@@ -386,9 +469,15 @@ impl Aggregate for AppState {
         use AppEvent as E;
         let at = now;
         let (app, command) = match (&self.0, command) {
-            (None, C::Create { app_id, account_id, name, secret, signing_key }) => {
+            (None, C::Create { app_id, account_id, name, secret, signing_key, websocket_key }) => {
                 let name = check_name(name)?;
-                return Ok(vec![E::AppCreated { app_id, account_id, name, secret, signing_key, created_at: now }]);
+                let created = E::AppCreated { app_id, account_id, name, secret, signing_key, created_at: now };
+                let state = Self::default().evolve(&created);
+                let mut events = vec![created];
+                if let Some(websocket_key) = websocket_key {
+                    events.extend(state.decide(C::SetWebsocketKey(websocket_key), now)?);
+                }
+                return Ok(events);
             }
             (None, _) => return Err(DomainError::NotFound("app")),
             (Some(app), command) => (app, command),
@@ -510,6 +599,25 @@ impl Aggregate for AppState {
                 }
                 vec![E::ProductMappingDeleted { mapping_id, at }]
             }
+            C::SetWebsocketKey(websocket_key) => {
+                if websocket_key.digest.is_empty() {
+                    return Err(DomainError::InvalidWebsocketKey("the key has no lookup digest".into()));
+                }
+                if app.websocket_key.as_ref().is_some_and(|current| current.digest == websocket_key.digest) {
+                    return Err(DomainError::AlreadyExists("WebSocket API key"));
+                }
+                vec![E::WebsocketKeySet { websocket_key, at }]
+            }
+            C::SetVersion { version, max_chars } => {
+                let version = check_version(version, max_chars)?;
+                if version == app.version {
+                    vec![]
+                } else {
+                    vec![E::AppVersionChanged { version, at }]
+                }
+            }
+            C::SetVariableAccess(access) if access == app.variable_access => vec![],
+            C::SetVariableAccess(access) => vec![E::VariableAccessSet { access, at }],
             C::RecordForget { licenses_redacted, ledger_rows_scanned, ledger_rows_redacted, reason } => {
                 vec![E::CustomersForgotten { licenses_redacted, ledger_rows_scanned, ledger_rows_redacted, reason, at }]
             }
@@ -556,6 +664,17 @@ fn set_lists(
     Ok(events)
 }
 
+fn check_version(version: String, max_chars: usize) -> Result<String, DomainError> {
+    let version = version.trim().to_string();
+    if version.chars().any(char::is_control) {
+        return Err(DomainError::InvalidVersion("control characters are not allowed".into()));
+    }
+    if version.chars().count() > max_chars {
+        return Err(DomainError::InvalidVersion(format!("at most {max_chars} characters")));
+    }
+    Ok(version)
+}
+
 fn check_name(name: String) -> Result<String, DomainError> {
     let name = name.trim().to_string();
     if name.is_empty() || name.chars().count() > MAX_APP_NAME_CHARS {
@@ -585,6 +704,7 @@ mod tests {
             name: name.into(),
             secret: Sealed("s".into()),
             signing_key: key("k1"),
+            websocket_key: None,
         }
     }
 
@@ -733,6 +853,75 @@ mod tests {
         assert_eq!(AppState::fold(&events).decide(AppCommand::Disable, now()), Ok(vec![]));
         events.extend(AppState::fold(&events).decide(AppCommand::Enable, now()).unwrap());
         assert!(!AppState::fold(&events).0.unwrap().disabled);
+    }
+
+    fn ws_key(digest: &str) -> WebsocketKey {
+        WebsocketKey { sealed: Sealed("sealed".into()), digest: digest.into() }
+    }
+
+    #[test]
+    fn a_new_websocket_key_replaces_the_previous_one() {
+        let mut events = history();
+        assert_eq!(AppState::fold(&events).0.unwrap().websocket_key, None, "older apps have none");
+        events.extend(AppState::fold(&events).decide(AppCommand::SetWebsocketKey(ws_key("d1")), now()).unwrap());
+        events.extend(AppState::fold(&events).decide(AppCommand::SetWebsocketKey(ws_key("d2")), now()).unwrap());
+        assert_eq!(AppState::fold(&events).0.unwrap().websocket_key, Some(ws_key("d2")));
+        let same = AppState::fold(&events).decide(AppCommand::SetWebsocketKey(ws_key("d2")), now());
+        assert_eq!(same, Err(DomainError::AlreadyExists("WebSocket API key")));
+        let blank = AppState::fold(&events).decide(AppCommand::SetWebsocketKey(ws_key("")), now());
+        assert!(matches!(blank, Err(DomainError::InvalidWebsocketKey(_))));
+        assert!(!format!("{:?}", ws_key("d1")).contains("d1"), "Debug shows neither half");
+    }
+
+    #[test]
+    fn websocket_keys_have_the_blazeauth_shape() {
+        assert!(is_websocket_key_shaped("BA0123456789ABCDEFGHI"));
+        for bad in ["BA0123456789ABCDEFGH", "BA0123456789ABCDEFGHIJ", "XY0123456789ABCDEFGHI", "BA0123456789abcdefghi"]
+        {
+            assert!(!is_websocket_key_shaped(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_version_is_trimmed_limited_and_free_of_control_characters() {
+        let mut events = history();
+        let set = |version: &str| AppCommand::SetVersion { version: version.into(), max_chars: 8 };
+        assert_eq!(AppState::fold(&events).0.unwrap().version, "", "empty until set");
+        events.extend(AppState::fold(&events).decide(set(" 1.2.3 "), now()).unwrap());
+        assert_eq!(AppState::fold(&events).0.unwrap().version, "1.2.3");
+        assert_eq!(AppState::fold(&events).decide(set("1.2.3"), now()), Ok(vec![]), "unchanged: no event");
+        for bad in ["123456789", "1.2\u{7}", "1\n2"] {
+            assert!(matches!(AppState::fold(&events).decide(set(bad), now()), Err(DomainError::InvalidVersion(_))));
+        }
+        events.extend(AppState::fold(&events).decide(set(""), now()).unwrap());
+        assert_eq!(AppState::fold(&events).0.unwrap().version, "", "an empty version clears it");
+    }
+
+    #[test]
+    fn variable_access_is_replaced_as_a_whole() {
+        let mut events = history();
+        assert_eq!(AppState::fold(&events).0.unwrap().variable_access("motd"), VariableAccess::AuthRequired);
+        let open = |names: &[&str]| {
+            let entries = names.iter().map(|n| (n.to_string(), VariableAccess::AuthNotRequired)).collect();
+            AppCommand::SetVariableAccess(VariableAccessMap::new(entries).unwrap())
+        };
+        events.extend(AppState::fold(&events).decide(open(&["motd"]), now()).unwrap());
+        let app = AppState::fold(&events).0.unwrap();
+        assert_eq!(app.variable_access("motd"), VariableAccess::AuthNotRequired);
+        assert_eq!(app.variable_access("other"), VariableAccess::AuthRequired);
+        assert_eq!(AppState::fold(&events).decide(open(&["motd"]), now()), Ok(vec![]));
+        events.extend(AppState::fold(&events).decide(open(&[]), now()).unwrap());
+        assert_eq!(AppState::fold(&events).0.unwrap().variable_access("motd"), VariableAccess::AuthRequired);
+    }
+
+    #[test]
+    fn settings_written_before_the_session_quota_still_replay() {
+        let old = serde_json::json!({ "type": "SettingsChanged", "settings": { "offlineActivation": true,
+            "hourlyBurnCap": null, "dailyBurnCap": null }, "at": "2026-01-01T00:00:00Z" });
+        let mut events = history();
+        events.push(serde_json::from_value(old).unwrap());
+        let app = AppState::fold(&events).0.unwrap();
+        assert_eq!((app.settings.offline_activation, app.settings.live_session_quota), (true, None));
     }
 
     #[test]

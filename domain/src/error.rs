@@ -55,6 +55,14 @@ pub enum DomainError {
     LedgerNotWorkable,
     #[error("only skipped, failed or held ledger entries can be replayed")]
     LedgerNotReplayable,
+    #[error("invalid app version: {0}")]
+    InvalidVersion(String),
+    #[error("invalid WebSocket API key: {0}")]
+    InvalidWebsocketKey(String),
+    #[error("invalid levels: {0}")]
+    InvalidLevels(String),
+    #[error("maxSessions must be at least 1 (null removes the limit)")]
+    InvalidMaxSessions,
     #[error("invalid portal policy: {0}")]
     InvalidPortalPolicy(String),
     #[error("portal reset refused: {}", .0.explanation())]

@@ -24,4 +24,6 @@ pub use event::{
 };
 pub use ids::{AccountId, ApiKeyId, AppId, LicenseKey, Sealed, LICENSE_KEY_ALPHABET};
 pub use security::{AccessLists, ListName, SecurityLists, SecurityListsUpdate, MAX_HWID_LEN, MAX_LIST_ENTRIES};
-pub use variables::{Variables, MAX_VARIABLES, MAX_VARIABLES_BYTES, MAX_VARIABLE_KEY_LEN};
+pub use variables::{
+    VariableAccess, VariableAccessMap, Variables, MAX_VARIABLES, MAX_VARIABLES_BYTES, MAX_VARIABLE_KEY_LEN,
+};

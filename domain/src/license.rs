@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 pub const MIN_HWID_SLOTS: u8 = 1;
 pub const MAX_HWID_SLOTS: u8 = 16;
 pub const MAX_LABEL_CHARS: usize = 128;
+/// Characters of one license level (Blazeauth's panel: 1–16).
+pub const MAX_LEVEL_CHARS: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -108,6 +110,16 @@ pub enum LicenseEvent {
     BuyerEmailRemoved {
         at: DateTime<Utc>,
     },
+    /// The license's levels (reported to live sessions as their identity) were replaced.
+    LicenseLevelsSet {
+        levels: Vec<String>,
+        at: DateTime<Utc>,
+    },
+    /// Floating seats: most live sessions authorized by the license at once (`None`: no limit).
+    LicenseMaxSessionsSet {
+        max_sessions: Option<u32>,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for LicenseEvent {
@@ -132,6 +144,8 @@ impl DomainEvent for LicenseEvent {
             Self::CommerceUnlinked { .. } => "CommerceUnlinked",
             Self::BuyerEmailSet { .. } => "BuyerEmailSet",
             Self::BuyerEmailRemoved { .. } => "BuyerEmailRemoved",
+            Self::LicenseLevelsSet { .. } => "LicenseLevelsSet",
+            Self::LicenseMaxSessionsSet { .. } => "LicenseMaxSessionsSet",
         }
     }
 }
@@ -160,6 +174,10 @@ pub struct License {
     pub offline_machines: Vec<OfflineMachine>,
     /// When the end user reset machines through the portal, oldest first.
     pub portal_resets: Vec<DateTime<Utc>>,
+    /// Short strings a live session reports as the license's levels; empty until set.
+    pub levels: Vec<String>,
+    /// Floating seats: most live sessions authorized by this license at once; `None`: unlimited.
+    pub max_sessions: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -198,6 +216,9 @@ pub enum LicenseCommand {
         expires_at: Option<DateTime<Utc>>,
         max_hwid_slots: u8,
         label: Option<String>,
+        /// Recorded after the creation, in the same append, when not empty.
+        levels: Vec<String>,
+        max_sessions: Option<u32>,
     },
     Revoke,
     Activate,
@@ -243,6 +264,12 @@ pub enum LicenseCommand {
     RecordBuyerEmail {
         present: bool,
     },
+    /// Sets the fields given (`max_sessions: Some(None)` removes the limit); what is already so
+    /// records nothing. Both changes are decided together, so a bad one changes neither.
+    Configure {
+        levels: Option<Vec<String>>,
+        max_sessions: Option<Option<u32>>,
+    },
 }
 
 /// Credits for a self-serve offline activation of a new machine, and for a minted file.
@@ -273,6 +300,8 @@ impl Aggregate for LicenseState {
                     created_at: *created_at,
                     offline_machines: Vec::new(),
                     portal_resets: Vec::new(),
+                    levels: Vec::new(),
+                    max_sessions: None,
                 })
             }
             (_, E::LicenseDeleted { .. }) => return Self::Deleted,
@@ -291,6 +320,8 @@ impl Aggregate for LicenseState {
             E::HwidReset { .. } => license.hwids.clear(),
             E::PortalResetRecorded { at } => license.portal_resets.push(*at),
             E::VariablesSet { variables, .. } => license.variables = variables.clone(),
+            E::LicenseLevelsSet { levels, .. } => license.levels = levels.clone(),
+            E::LicenseMaxSessionsSet { max_sessions, .. } => license.max_sessions = *max_sessions,
             E::OfflineActivated { hwid, jti, file, .. } => license.offline_machines.push(OfflineMachine {
                 hwid: hwid.clone(),
                 jti: jti.clone(),
@@ -312,22 +343,25 @@ impl Aggregate for LicenseState {
     fn decide(&self, command: LicenseCommand, now: DateTime<Utc>) -> Result<Vec<LicenseEvent>, DomainError> {
         use LicenseCommand as C;
         use LicenseEvent as E;
-        if let C::Create { key, app_id, account_id, expires_at, max_hwid_slots, label } = command {
+        if let C::Create { key, app_id, account_id, expires_at, max_hwid_slots, label, levels, max_sessions } = command
+        {
             if *self != Self::Missing {
                 return Err(DomainError::AlreadyExists("license"));
             }
             check_slots(max_hwid_slots)?;
             check_expiry(expires_at, now)?;
             let label = normalize_label(label)?;
-            return Ok(vec![E::LicenseCreated {
-                key,
-                app_id,
-                account_id,
-                expires_at,
-                max_hwid_slots,
-                label,
-                created_at: now,
-            }]);
+            let levels = check_levels(levels)?;
+            check_max_sessions(max_sessions)?;
+            let mut events =
+                vec![E::LicenseCreated { key, app_id, account_id, expires_at, max_hwid_slots, label, created_at: now }];
+            if !levels.is_empty() {
+                events.push(E::LicenseLevelsSet { levels, at: now });
+            }
+            if max_sessions.is_some() {
+                events.push(E::LicenseMaxSessionsSet { max_sessions, at: now });
+            }
+            return Ok(events);
         }
         let license = match self {
             Self::Live(license) => license,
@@ -380,6 +414,7 @@ impl Aggregate for LicenseState {
             C::UnlinkCommerce => vec![E::CommerceUnlinked { at }],
             C::RecordBuyerEmail { present: true } => vec![E::BuyerEmailSet { at }],
             C::RecordBuyerEmail { present: false } => vec![E::BuyerEmailRemoved { at }],
+            C::Configure { levels, max_sessions } => configure(license, levels, max_sessions, at)?,
             C::BillHeartbeats { heartbeats } => {
                 let credits = heartbeats / HEARTBEATS_PER_CREDIT;
                 if credits == 0 {
@@ -434,6 +469,52 @@ fn activate_offline(
     let (account_id, credits) = (license.account_id, OFFLINE_ACTIVATION_CREDITS);
     events.push(LicenseEvent::OfflineActivated { account_id, hwid, jti, file, credits, at: now });
     Ok(events)
+}
+
+fn configure(
+    license: &License,
+    levels: Option<Vec<String>>,
+    max_sessions: Option<Option<u32>>,
+    at: DateTime<Utc>,
+) -> Result<Vec<LicenseEvent>, DomainError> {
+    let levels = levels.map(check_levels).transpose()?;
+    if let Some(max_sessions) = max_sessions {
+        check_max_sessions(max_sessions)?;
+    }
+    let mut events = Vec::new();
+    if let Some(levels) = levels.filter(|l| *l != license.levels) {
+        events.push(LicenseEvent::LicenseLevelsSet { levels, at });
+    }
+    if let Some(max_sessions) = max_sessions.filter(|m| *m != license.max_sessions) {
+        events.push(LicenseEvent::LicenseMaxSessionsSet { max_sessions, at });
+    }
+    Ok(events)
+}
+
+/// Each level 1–16 characters without control characters; repeats are kept once, in order.
+/// How many levels a license may have is the API's limit (it is configurable).
+fn check_levels(levels: Vec<String>) -> Result<Vec<String>, DomainError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept = Vec::with_capacity(levels.len());
+    for level in levels {
+        if level.is_empty() || level.chars().count() > MAX_LEVEL_CHARS {
+            return Err(DomainError::InvalidLevels(format!("each level must be 1 to {MAX_LEVEL_CHARS} characters")));
+        }
+        if level.chars().any(char::is_control) {
+            return Err(DomainError::InvalidLevels("a level cannot hold control characters".into()));
+        }
+        if seen.insert(level.clone()) {
+            kept.push(level);
+        }
+    }
+    Ok(kept)
+}
+
+fn check_max_sessions(max_sessions: Option<u32>) -> Result<(), DomainError> {
+    match max_sessions {
+        Some(0) => Err(DomainError::InvalidMaxSessions),
+        _ => Ok(()),
+    }
 }
 
 fn check_slots(slots: u8) -> Result<(), DomainError> {
@@ -503,6 +584,8 @@ mod tests {
             expires_at: None,
             max_hwid_slots: 2,
             label: Some("order #1".into()),
+            levels: vec![],
+            max_sessions: None,
         };
         let events = given_when(&[], cmd.clone()).unwrap();
         assert!(matches!(&events[..], [LicenseEvent::LicenseCreated { max_hwid_slots: 2, .. }]));
@@ -518,6 +601,8 @@ mod tests {
             expires_at,
             max_hwid_slots: slots,
             label,
+            levels: vec![],
+            max_sessions: None,
         };
         assert_eq!(given_when(&[], base(0, None, None)), Err(DomainError::InvalidHwidSlots));
         assert_eq!(given_when(&[], base(17, None, None)), Err(DomainError::InvalidHwidSlots));
@@ -622,6 +707,68 @@ mod tests {
             LicenseEvent::HwidBound { hwid: "b".into(), at: now() },
         ];
         assert_eq!(given_when(&history, activate("m1")), Err(DomainError::HwidSlotsFull));
+    }
+
+    fn create_with(levels: &[&str], max_sessions: Option<u32>) -> LicenseCommand {
+        LicenseCommand::Create {
+            key: key(),
+            app_id: AppId(uuid::Uuid::nil()),
+            account_id: AccountId(uuid::Uuid::nil()),
+            expires_at: None,
+            max_hwid_slots: 1,
+            label: None,
+            levels: levels.iter().map(|l| l.to_string()).collect(),
+            max_sessions,
+        }
+    }
+
+    fn live(history: &[LicenseEvent]) -> License {
+        let LicenseState::Live(license) = LicenseState::fold(history) else { panic!("the license is live") };
+        license
+    }
+
+    #[test]
+    fn levels_and_seats_are_recorded_with_the_creation() {
+        let plain = given_when(&[], create_with(&[], None)).unwrap();
+        assert_eq!(plain.len(), 1, "nothing extra for a license without levels or seats");
+        assert_eq!((live(&plain).levels.len(), live(&plain).max_sessions), (0, None));
+        let events = given_when(&[], create_with(&["pro", "beta", "pro"], Some(3))).unwrap();
+        assert!(matches!(
+            &events[..],
+            [
+                LicenseEvent::LicenseCreated { .. },
+                LicenseEvent::LicenseLevelsSet { .. },
+                LicenseEvent::LicenseMaxSessionsSet { max_sessions: Some(3), .. }
+            ]
+        ));
+        assert_eq!(live(&events).levels, ["pro", "beta"], "a repeated level is kept once, in order");
+        assert_eq!(live(&events).max_sessions, Some(3));
+    }
+
+    #[test]
+    fn bad_levels_or_seats_refuse_the_whole_command() {
+        let long = "x".repeat(17);
+        for bad in [vec![""], vec!["ok", long.as_str()], vec!["a\u{0}b"]] {
+            assert!(matches!(given_when(&[], create_with(&bad, None)), Err(DomainError::InvalidLevels(_))));
+        }
+        assert_eq!(given_when(&[], create_with(&[], Some(0))), Err(DomainError::InvalidMaxSessions));
+        let history = given_when(&[], create_with(&["pro"], Some(2))).unwrap();
+        let both = LicenseCommand::Configure { levels: Some(vec!["gold".into()]), max_sessions: Some(Some(0)) };
+        assert_eq!(given_when(&history, both), Err(DomainError::InvalidMaxSessions), "neither is set");
+        assert!(given_when(&[], create_with(&[&"x".repeat(16)], Some(1))).is_ok());
+    }
+
+    #[test]
+    fn configure_records_only_what_changes() {
+        let mut history = given_when(&[], create_with(&["pro"], Some(2))).unwrap();
+        let same = LicenseCommand::Configure { levels: Some(vec!["pro".into()]), max_sessions: Some(Some(2)) };
+        assert_eq!(given_when(&history, same), Ok(vec![]));
+        let unlimit = LicenseCommand::Configure { levels: None, max_sessions: Some(None) };
+        history.extend(given_when(&history, unlimit).unwrap());
+        assert_eq!((live(&history).levels.clone(), live(&history).max_sessions), (vec!["pro".to_string()], None));
+        let clear = LicenseCommand::Configure { levels: Some(vec![]), max_sessions: None };
+        history.extend(given_when(&history, clear).unwrap());
+        assert!(live(&history).levels.is_empty());
     }
 
     #[test]

@@ -76,7 +76,16 @@ pub struct HotModel {
     applying: std::sync::Mutex<()>,
     /// Told about each event once it is applied (live sessions push from here, not by polling).
     listener: std::sync::OnceLock<Arc<dyn AppliedListener>>,
+    /// Apps by the keyed digest of their current WebSocket API key.
+    websocket_keys: DashMap<String, AppId>,
+    /// Computes that digest from a presented key (it needs the deployment's key, which the
+    /// model does not hold); until one is installed, no key finds an app.
+    websocket_key_digest: std::sync::OnceLock<KeyDigest>,
 }
+
+/// Turns a presented WebSocket API key into the keyed digest its app is found by (installed
+/// from the command side, which holds the deployment's key: see `Commands::websocket_key_digest`).
+pub type KeyDigest = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
 /// One event of the log, just applied to the model: what a listener is told.
 #[derive(Debug)]
@@ -170,6 +179,8 @@ fn vacated(license: &License) -> License {
         created_at: license.created_at,
         offline_machines: Vec::new(),
         portal_resets: Vec::new(),
+        levels: Vec::new(),
+        max_sessions: None,
     }
 }
 
@@ -190,7 +201,31 @@ impl HotModel {
             position: watch::channel(Position::START).0,
             applying: std::sync::Mutex::new(()),
             listener: std::sync::OnceLock::new(),
+            websocket_keys: DashMap::new(),
+            websocket_key_digest: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Installs how presented WebSocket API keys are digested; a second call is refused and
+    /// returns false.
+    pub fn set_websocket_key_digest(&self, digest: KeyDigest) -> bool {
+        self.websocket_key_digest.set(digest).is_ok()
+    }
+
+    /// The app whose current WebSocket API key is `presented`: found by the key's digest, then
+    /// confirmed against the app's own digest in constant time, so a rotated-out key (whose
+    /// index entry may still be on its way out) never matches. Malformed keys find nothing.
+    pub fn app_by_websocket_key(&self, presented: &str) -> Option<App> {
+        if !licensd_domain::app::is_websocket_key_shaped(presented) {
+            return None;
+        }
+        let digest = (self.websocket_key_digest.get()?)(presented);
+        let app_id = *self.websocket_keys.get(&digest)?;
+        let app = self.app(app_id)?;
+        let current = app.websocket_key.as_ref()?;
+        let same = current.digest.len() == digest.len()
+            && bool::from(subtle::ConstantTimeEq::ct_eq(current.digest.as_bytes(), digest.as_bytes()));
+        same.then_some(app)
     }
 
     /// Installs the one listener (live sessions); a second call is refused and returns false.
@@ -516,18 +551,36 @@ impl HotModel {
 
     fn apply_app(&self, id: &str, event: &licensd_domain::app::AppEvent) {
         let Ok(app_id) = id.parse::<AppId>() else { return };
+        let new_digest = match event {
+            licensd_domain::app::AppEvent::WebsocketKeySet { websocket_key, .. } => {
+                // Indexed before the app shows it, and the old digest removed only after: a
+                // lookup of the current key always finds the app (see `app_by_websocket_key`).
+                self.websocket_keys.insert(websocket_key.digest.clone(), app_id);
+                Some(websocket_key.digest.as_str())
+            }
+            _ => None,
+        };
+        let mut old_digest = None;
         // Evolved under the entry's lock: a reader waits for the new app instead of finding
         // none (which SDKs take as `invalid_app`, final).
         match self.apps.entry(app_id) {
-            Entry::Occupied(mut slot) => match AppState(Some(slot.get().clone())).evolve(event).0 {
-                Some(app) => *slot.get_mut() = app,
-                None => drop(slot.remove()),
-            },
+            Entry::Occupied(mut slot) => {
+                if new_digest.is_some() {
+                    old_digest = slot.get().websocket_key.as_ref().map(|k| k.digest.clone());
+                }
+                match AppState(Some(slot.get().clone())).evolve(event).0 {
+                    Some(app) => *slot.get_mut() = app,
+                    None => drop(slot.remove()),
+                }
+            }
             Entry::Vacant(slot) => {
                 if let Some(app) = AppState(None).evolve(event).0 {
                     slot.insert(app);
                 }
             }
+        }
+        if let Some(old) = old_digest.filter(|old| Some(old.as_str()) != new_digest) {
+            self.websocket_keys.remove_if(&old, |_, owner| *owner == app_id);
         }
     }
 

@@ -12,6 +12,8 @@ pub mod sql;
 pub mod status;
 
 pub use error::ProjectionError;
-pub use hot::{AccountView, ApiKeyView, Applied, AppliedListener, CreditHold, CreditRefusal, DashboardLogin, HotModel};
+pub use hot::{
+    AccountView, ApiKeyView, Applied, AppliedListener, CreditHold, CreditRefusal, DashboardLogin, HotModel, KeyDigest,
+};
 pub use runner::{rebuild_sql, sql_projection_hash, HotRunner, SqlRunner, TailConfig, HOT};
 pub use sql::{all_sql_projections, CommerceLedger, SqlProjection};

@@ -4,7 +4,7 @@
 
 use chrono::Utc;
 use licensd_domain::account::AccountEvent;
-use licensd_domain::app::{AppEvent, SigningKey};
+use licensd_domain::app::{AppEvent, SigningKey, WebsocketKey};
 use licensd_domain::commerce::{Connection, Provider};
 use licensd_domain::license::{LicenseEvent, LicenseState};
 use licensd_domain::{
@@ -392,4 +392,100 @@ fn the_listener_hears_each_event_once_in_log_order_after_the_model_shows_it() {
     assert_eq!(positions, (1..=log.seq).collect::<Vec<_>>(), "each event once, in order");
     assert_eq!(seen.last().map(|(_, s)| s.clone()), Some(f.license()));
     assert!(recorder.revoked_visible.load(Ordering::SeqCst), "the model shows the event before the listener hears it");
+}
+
+/// The model's WebSocket key digest, as the server installs it (keyed by the master key).
+fn install_digest(model: &HotModel) -> impl Fn(&str) -> String + Clone {
+    let master = licensd_commands::MasterKey::parse(&"42".repeat(32)).unwrap();
+    let digest = move |key: &str| hex::encode(master.keyed_digest("websocket-api-key", key));
+    assert!(model.set_websocket_key_digest(Arc::new(digest.clone())));
+    digest
+}
+
+/// The `n`-th key of a test: `BA` + 19 of `[0-9A-Z]`.
+fn ws_key(n: u32) -> String {
+    format!("BA{n:019}")
+}
+
+fn set_ws_key(log: &mut Log, f: &Fixture, digest: &impl Fn(&str) -> String, key: &str) {
+    let websocket_key = WebsocketKey { sealed: Sealed(format!("sealed {key}")), digest: digest(key) };
+    log.apply(&f.app(), &AppEvent::WebsocketKeySet { websocket_key, at: Utc::now() });
+}
+
+#[test]
+fn an_app_is_found_by_its_current_websocket_key_only() {
+    let model = Arc::new(HotModel::default());
+    let mut log = Log::new(model.clone());
+    let f = populated(&mut log, 10);
+    set_ws_key(&mut log, &f, &|k: &str| format!("unkeyed {k}"), &ws_key(1));
+    assert_eq!(model.app_by_websocket_key(&ws_key(1)), None, "no digest installed: nothing is found");
+
+    let model = Arc::new(HotModel::default());
+    let digest = install_digest(&model);
+    assert!(!model.set_websocket_key_digest(Arc::new(digest.clone())), "installed once");
+    let mut log = Log::new(model.clone());
+    let f = populated(&mut log, 10);
+    assert_eq!(model.app_by_websocket_key(&ws_key(1)), None, "an app created before keys has none");
+    set_ws_key(&mut log, &f, &digest, &ws_key(1));
+    assert_eq!(model.app_by_websocket_key(&ws_key(1)).map(|a| a.app_id), Some(f.app_id));
+    for wrong in [ws_key(2), "BA000000000000000000Z".into(), "XX0000000000000000001".into(), ws_key(1).to_lowercase()] {
+        assert_eq!(wrong.len(), 21);
+        assert_eq!(model.app_by_websocket_key(&wrong), None, "{wrong}");
+    }
+    for malformed in ["", "BA", &ws_key(1)[..20], &format!("{}0", ws_key(1))] {
+        assert_eq!(model.app_by_websocket_key(malformed), None, "{malformed:?}");
+    }
+
+    set_ws_key(&mut log, &f, &digest, &ws_key(2));
+    assert_eq!(model.app_by_websocket_key(&ws_key(1)), None, "the rotated-out key stops at once");
+    assert_eq!(model.app_by_websocket_key(&ws_key(2)).map(|a| a.app_id), Some(f.app_id));
+    log.apply(&f.app(), &AppEvent::AppDisabled { at: Utc::now() });
+    assert!(model.app_by_websocket_key(&ws_key(2)).is_some_and(|a| a.disabled), "the caller decides on disabled");
+}
+
+#[test]
+fn rotations_while_readers_look_up_never_lose_the_current_key() {
+    let model = Arc::new(HotModel::default());
+    let digest = install_digest(&model);
+    let mut log = Log::new(model.clone());
+    let f = populated(&mut log, 10);
+    set_ws_key(&mut log, &f, &digest, &ws_key(0));
+    // The last key whose rotation has been applied completely; the next one may be in progress.
+    let applied = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let (checked, lost) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (model, applied, done) = (model.clone(), applied.clone(), done.clone());
+            let (checked, lost, app_id) = (checked.clone(), lost.clone(), f.app_id);
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    let current = applied.load(Ordering::SeqCst) as u32;
+                    let found = |n: u32| model.app_by_websocket_key(&ws_key(n)).is_some_and(|a| a.app_id == app_id);
+                    // While only the next rotation can be under way, the current key or the
+                    // next one resolves; with none under way, the current one does.
+                    let either = found(current) || found(current + 1);
+                    if applied.load(Ordering::SeqCst) as u32 == current {
+                        checked.fetch_add(1, Ordering::Relaxed);
+                        if !either {
+                            lost.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for n in 1..=3000 {
+        set_ws_key(&mut log, &f, &digest, &ws_key(n));
+        applied.store(u64::from(n), Ordering::SeqCst);
+    }
+    done.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    let (checked, lost) = (checked.load(Ordering::Relaxed), lost.load(Ordering::Relaxed));
+    assert!(checked > 0, "the readers ran");
+    assert_eq!(lost, 0, "{lost} of {checked} lookups found no app for the current key");
+    assert_eq!(model.app_by_websocket_key(&ws_key(2999)), None);
+    assert_eq!(model.app_by_websocket_key(&ws_key(3000)).map(|a| a.app_id), Some(f.app_id));
 }

@@ -30,6 +30,8 @@ async fn busy_day(commands: &Commands) {
             expires_at: Some(commands.now() + Duration::days(30)),
             max_hwid_slots: 2,
             label: Some(format!("order {merchant}")),
+            levels: vec![format!("tier-{merchant}")],
+            max_sessions: Some(merchant + 1),
         };
         let licenses = commands.create_licenses(id, spec, 12, &op).await.unwrap();
         for (i, (key, _)) in licenses.iter().enumerate() {

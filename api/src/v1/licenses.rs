@@ -72,6 +72,8 @@ pub async fn create(
         expires_at: parse_expiry(body.expires_at.as_deref())?,
         max_hwid_slots: slots as u8,
         label: body.label,
+        levels: Vec::new(),
+        max_sessions: None,
     };
     let actor = caller.actor.clone();
     let created = state.commands.create_licenses(caller.account_id, spec, quantity as usize, &actor).await?;

@@ -62,7 +62,9 @@ impl SqlProjection for Licenses {
                 "UPDATE rm_licenses SET hwid_count = 0, updated_at = $1 WHERE license_key = $2",
                 [at, key],
             ),
-            LicenseEvent::VariablesSet { .. } => {
+            LicenseEvent::VariablesSet { .. }
+            | LicenseEvent::LicenseLevelsSet { .. }
+            | LicenseEvent::LicenseMaxSessionsSet { .. } => {
                 Statement::new("UPDATE rm_licenses SET updated_at = $1 WHERE license_key = $2", [at, key])
             }
             LicenseEvent::LicenseDeleted { .. } => {

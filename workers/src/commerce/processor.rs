@@ -323,6 +323,8 @@ impl CommerceWorker {
             expires_at: mapping.days.map(|days| now + chrono::Duration::days(i64::from(days))),
             max_hwid_slots: mapping.hwid_slots,
             label: mapping.label.clone(),
+            levels: Vec::new(),
+            max_sessions: None,
         };
         let mut events = LicenseState::default().decide(create, now)?;
         let mut follow_ups = vec![];

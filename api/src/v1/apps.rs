@@ -32,6 +32,7 @@ pub async fn create(
             "appSecret": created.app_secret,
             "publicKey": created.public_key,
             "keyId": created.key_id,
+            "websocketApiKey": created.websocket_api_key,
             "createdAt": iso(app.created_at),
         })),
     ))

@@ -84,8 +84,8 @@ fn initialize_follows_the_documented_order_and_protocol_errors_close() {
 
     // client_id bounds, then success (unknown fields such as the SDK's protocol version ignored).
     let mut ws = Ws::connect(&rt, base);
-    assert_eq!(init(&mut ws, 1, &key, "abc")["status"], 500);
-    assert_eq!(init(&mut ws, 2, &key, &"c".repeat(65))["status"], 501);
+    assert_eq!(init(&mut ws, 11, &key, "abc")["status"], 500);
+    assert_eq!(init(&mut ws, 12, &key, &"c".repeat(65))["status"], 501);
     let ok = ws.init(&key, "machine-1");
     assert_eq!((ok["status"].clone(), ok["app_name"].clone(), ok["app_version"].clone()), (json!(1), json!("Live app"), json!("")));
     assert_eq!(init(&mut ws, 5, &key, "machine-1")["status"], 4, "already initialized");
@@ -110,9 +110,9 @@ fn initialize_follows_the_documented_order_and_protocol_errors_close() {
         (json!({"type": 10}).to_string().into(), 4300),
         ("{not json".to_string().into(), 4300),
         (format!("{}{}", "[".repeat(5000), "]".repeat(5000)).into(), 4300),
-        (format!("{{\"type\":11,\"id\":1,\"name\":\"{}\"}}", "x".repeat(40_000)).into(), 4302),
-        (json!({"type": 11, "id": 1, "name": 5}).to_string().into(), 4302),
-        (json!({"type": 17, "id": 1, "subscribed": "yes"}).to_string().into(), 4302),
+        (format!("{{\"type\":11,\"id\":7,\"name\":\"{}\"}}", "x".repeat(40_000)).into(), 4302),
+        (json!({"type": 11, "id": 7, "name": 5}).to_string().into(), 4302),
+        (json!({"type": 17, "id": 7, "subscribed": "yes"}).to_string().into(), 4302),
     ];
     for (message, code) in cases {
         let mut ws = initialized(&rt);

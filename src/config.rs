@@ -244,6 +244,18 @@ pub struct ServeConfig {
     #[arg(long, env = "LICENSD_IDEMPOTENCY_LEASE_SECS", default_value_t = 30)]
     pub idempotency_lease_secs: u64,
 
+    /// Most characters of an app's `version` (told to live sessions at initialize).
+    #[arg(long, env = "LICENSD_MAX_APP_VERSION_CHARS", default_value_t = 32)]
+    pub max_app_version_chars: usize,
+
+    /// Most `levels` one license may have (each is 1 to 16 characters).
+    #[arg(long, env = "LICENSD_MAX_LICENSE_LEVELS", default_value_t = 16)]
+    pub max_license_levels: usize,
+
+    /// Largest `maxSessions` (floating seats) a license may be given.
+    #[arg(long, env = "LICENSD_MAX_LICENSE_SESSIONS", default_value_t = 10_000)]
+    pub max_license_sessions: u32,
+
     #[command(flatten)]
     pub live: LiveArgs,
 }
@@ -332,6 +344,14 @@ impl ServeConfig {
         url.map(|url| licensd_workers::commerce::mailer::Mailer::new(url, &self.smtp_from, self.portal_url.clone()))
             .transpose()
             .context("LICENSD_SMTP_URL or LICENSD_SMTP_FROM is invalid")
+    }
+
+    pub fn live_model(&self) -> licensd_api::LiveModelLimits {
+        licensd_api::LiveModelLimits {
+            max_app_version_chars: self.max_app_version_chars,
+            max_license_levels: self.max_license_levels,
+            max_license_sessions: self.max_license_sessions.max(1),
+        }
     }
 
     pub fn dashboard(&self) -> licensd_api::dashboard::DashboardConfig {

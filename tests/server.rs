@@ -103,6 +103,7 @@ fn secrets_and_personal_data_are_sealed_at_rest() {
     let api_key = account["apiKey"].as_str().unwrap();
     let (_, app) = server.post(api_key, "/v1/apps", &json!({ "name": "Sealed" }));
     let app_secret = app["appSecret"].as_str().unwrap().to_string();
+    let websocket_key = app["websocketApiKey"].as_str().unwrap().to_string();
     server.terminate();
 
     assert!(dir.0.join("master.key").exists(), "the embedded mode generated its master key");
@@ -115,7 +116,7 @@ fn secrets_and_personal_data_are_sealed_at_rest() {
     }
     let stored = String::from_utf8_lossy(&stored);
     assert!(stored.contains("AppCreated"), "the check reads the real database files");
-    for secret in [app_secret.as_str(), "private.person@example.com", api_key] {
+    for secret in [app_secret.as_str(), websocket_key.as_str(), "private.person@example.com", api_key] {
         assert!(!stored.contains(secret), "{secret} is stored in clear");
     }
 }

@@ -31,6 +31,8 @@ pub struct ApiConfig {
     pub body_read_timeout: Duration,
     /// After how long an unanswered claim of this process may be taken over by a retry.
     pub idempotency_lease: Duration,
+    /// Sizes of apps' and licenses' live-session fields (version, levels, seats).
+    pub live_model: crate::v1::LiveModelLimits,
     pub live: crate::live::LiveConfig,
 }
 
@@ -51,6 +53,7 @@ impl Default for ApiConfig {
             projection_stuck: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(30),
             idempotency_lease: Duration::from_secs(30),
+            live_model: Default::default(),
             live: Default::default(),
         }
     }

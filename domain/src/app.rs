@@ -665,10 +665,11 @@ fn set_lists(
 }
 
 fn check_version(version: String, max_chars: usize) -> Result<String, DomainError> {
-    let version = version.trim().to_string();
+    // Checked before trimming: a line break at the end is refused, not silently dropped.
     if version.chars().any(char::is_control) {
         return Err(DomainError::InvalidVersion("control characters are not allowed".into()));
     }
+    let version = version.trim().to_string();
     if version.chars().count() > max_chars {
         return Err(DomainError::InvalidVersion(format!("at most {max_chars} characters")));
     }
@@ -890,7 +891,7 @@ mod tests {
         events.extend(AppState::fold(&events).decide(set(" 1.2.3 "), now()).unwrap());
         assert_eq!(AppState::fold(&events).0.unwrap().version, "1.2.3");
         assert_eq!(AppState::fold(&events).decide(set("1.2.3"), now()), Ok(vec![]), "unchanged: no event");
-        for bad in ["123456789", "1.2\u{7}", "1\n2"] {
+        for bad in ["123456789", "1.2\u{7}", "1\n2", "1.0\n"] {
             assert!(matches!(AppState::fold(&events).decide(set(bad), now()), Err(DomainError::InvalidVersion(_))));
         }
         events.extend(AppState::fold(&events).decide(set(""), now()).unwrap());

@@ -5,9 +5,10 @@ use chrono::Duration;
 use licensd_commands::commerce::InboundEvent;
 use licensd_commands::{Actor, Commands, MasterKey, NewLicense, Writer, WriterConfig};
 use licensd_domain::account::AccountCommand;
+use licensd_domain::app::AppCommand;
 use licensd_domain::commerce::{CommerceAction, NormalizedEvent, Provider};
 use licensd_domain::license::LicenseCommand;
-use licensd_domain::{SystemClock, Variables};
+use licensd_domain::{SystemClock, VariableAccess, VariableAccessMap, Variables};
 use licensd_projections::{
     all_sql_projections, rebuild_sql, sql_projection_hash, HotModel, HotRunner, SqlRunner, TailConfig,
 };
@@ -16,15 +17,31 @@ use licensd_store::Store;
 use std::sync::Arc;
 use tokio::sync::watch;
 
-/// Merchant activity touching every projection: accounts, credits, apps, license lifecycles.
-async fn busy_day(commands: &Commands) {
+/// An app's WebSocket API keys: the one it was created with (rotated out) and the current one.
+struct WebsocketKeys {
+    app_id: licensd_domain::AppId,
+    rotated_out: String,
+    current: String,
+}
+
+/// Merchant activity touching every projection: accounts, credits, apps (with their live-session
+/// fields), license lifecycles.
+async fn busy_day(commands: &Commands) -> Vec<WebsocketKeys> {
     let op = Actor::Operator;
+    let mut keys = Vec::new();
     for merchant in 0..3 {
         let account = commands.create_account(&format!("m{merchant}@example.com"), &op).await.unwrap();
         let id = account.account_id;
         let grant = AccountCommand::GrantCredits { amount: 1000, reason: "top-up".into() };
         commands.account_command(id, grant, &op).await.unwrap();
         let app = commands.create_app(id, &format!("App {merchant}"), &op).await.unwrap();
+        let (current, _) = commands.rotate_websocket_key(id, app.app_id, &op).await.unwrap();
+        keys.push(WebsocketKeys { app_id: app.app_id, rotated_out: app.websocket_api_key.clone(), current });
+        let version = AppCommand::SetVersion { version: format!("1.{merchant}"), max_chars: 32 };
+        commands.app_command(id, app.app_id, version, &op).await.unwrap();
+        let open = [("motd".to_string(), VariableAccess::AuthNotRequired)].into_iter().collect();
+        let access = AppCommand::SetVariableAccess(VariableAccessMap::new(open).unwrap());
+        commands.app_command(id, app.app_id, access, &op).await.unwrap();
         let spec = NewLicense {
             app_id: app.app_id,
             expires_at: Some(commands.now() + Duration::days(30)),
@@ -75,6 +92,21 @@ async fn busy_day(commands: &Commands) {
             refs: vec![format!("sub:sub_{merchant}")],
         };
         commands.license_command(id, &licenses[1].0, link, &op).await.unwrap();
+        let seats = LicenseCommand::Configure { levels: Some(vec!["gold".into()]), max_sessions: Some(None) };
+        commands.license_command(id, &licenses[4].0, seats, &op).await.unwrap();
+    }
+    keys
+}
+
+/// Each app is found by its current WebSocket key only, in a model that digests keys as the
+/// server does.
+fn assert_found_by_current_keys(model: &HotModel, commands: &Commands, keys: &[WebsocketKeys]) {
+    model.set_websocket_key_digest(Arc::new(commands.websocket_key_digester()));
+    for key in keys {
+        assert_eq!(model.app_by_websocket_key(&key.current).map(|a| a.app_id), Some(key.app_id));
+        assert_eq!(model.app_by_websocket_key(&key.rotated_out), None, "a rotated-out key finds nothing");
+        let app = model.app(key.app_id).unwrap();
+        assert_eq!((app.version.len(), app.variable_access("motd")), (3, VariableAccess::AuthNotRequired));
     }
 }
 
@@ -118,7 +150,7 @@ async fn rebuild_matches_live(store: Store) {
     for runner in &runners {
         tasks.push(tokio::spawn(runner.clone().run(writer.subscribe_commits(), stop.clone())));
     }
-    busy_day(&commands).await;
+    let keys = busy_day(&commands).await;
     writer.close();
     writer_task.await.unwrap();
     stop_tx.send_replace(true);
@@ -143,6 +175,8 @@ async fn rebuild_matches_live(store: Store) {
         rebuild_sql(&store, projection).await.unwrap();
     }
     assert_eq!(digests(&store, &replayed).await, live_digests);
+    assert_found_by_current_keys(&live, &commands, &keys);
+    assert_found_by_current_keys(&replayed, &commands, &keys);
 }
 
 #[tokio::test]

@@ -302,13 +302,17 @@ impl Drop for TempDir {
 /// Runs `test` against a fresh server started with `env` on SQLite, then on Postgres when one is
 /// configured (`LICENSD_TEST_POSTGRES_URL`).
 pub fn on_both_backends(env: &[(&str, &str)], test: impl Fn(&Deployment, &Server)) {
+    each_backend(|deployment| test(deployment, &deployment.start_with(env)));
+}
+
+/// Runs `test` on a fresh SQLite deployment, then on a fresh Postgres one when configured; the
+/// test starts (and restarts) its servers itself.
+pub fn each_backend(test: impl Fn(&Deployment)) {
     let dir = TempDir::new();
-    let deployment = Deployment::sqlite(&dir.0);
-    test(&deployment, &deployment.start_with(env));
+    test(&Deployment::sqlite(&dir.0));
     if let Some(database) = temp_postgres() {
         let dir = TempDir::new();
-        let deployment = Deployment::postgres(&dir.0, &database.url);
-        test(&deployment, &deployment.start_with(env));
+        test(&Deployment::postgres(&dir.0, &database.url));
     }
 }
 

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use licensd_domain::app::{App, AppCommand, AppSettings};
-use licensd_domain::{AccessLists, AppId, ListName, SecurityListsUpdate, Variables};
+use licensd_domain::{AccessLists, AppId, ListName, SecurityListsUpdate, VariableAccess, VariableAccessMap, Variables};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -54,6 +54,51 @@ pub async fn put_variables(
     let app = owned_app(&state, &caller, &app_id)?;
     let app = change(&state, &caller, &app, AppCommand::SetVariables(Variables::new(body)?)).await?;
     Ok(Json(Value::Object(app.variables.as_map().clone())))
+}
+
+/// Every app variable's access strategy, and the names given one that are not variables (yet).
+fn variable_access_json(app: &App) -> Json<Value> {
+    let mut shown: Map<String, Value> = app
+        .variables
+        .as_map()
+        .keys()
+        .map(|name| (name.clone(), json!(app.variable_access(name).wire_name())))
+        .collect();
+    for (name, access) in app.variable_access.explicit() {
+        shown.insert(name.to_string(), json!(access.wire_name()));
+    }
+    Json(Value::Object(shown))
+}
+
+/// `GET /v1/apps/{appId}/variable-access`: who may read each app variable over a live session.
+pub async fn get_variable_access(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(app_id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(variable_access_json(&owned_app(&state, &caller, &app_id)?))
+}
+
+/// `PUT /v1/apps/{appId}/variable-access`: `{"<name>": "auth_required" | "auth_not_required"}`
+/// replaces every strategy; names left out are `auth_required`. A separate resource, so the
+/// variables themselves (and what the SDKs receive) keep their shape.
+pub async fn put_variable_access(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(app_id): ApiPath<String>,
+    ApiJson(body): ApiJson<Map<String, Value>>,
+) -> Result<Json<Value>, ApiError> {
+    let app = owned_app(&state, &caller, &app_id)?;
+    let mut entries = std::collections::BTreeMap::new();
+    for (name, access) in body {
+        let access = access.as_str().and_then(VariableAccess::from_wire).ok_or_else(|| {
+            ApiError::BadRequest(format!("the access of '{name}' must be \"auth_required\" or \"auth_not_required\""))
+        })?;
+        entries.insert(name, access);
+    }
+    let access = VariableAccessMap::new(entries)?;
+    let app = change(&state, &caller, &app, AppCommand::SetVariableAccess(access)).await?;
+    Ok(variable_access_json(&app))
 }
 
 pub async fn get_security(
@@ -130,10 +175,19 @@ fn merge_settings(mut settings: AppSettings, body: &Map<String, Value>) -> Resul
                 settings.support_contact = Some(contact.trim().to_string()).filter(|c| !c.is_empty());
             }
             ("supportContact", _) => return bad("supportContact must be null or at most 200 characters"),
+            ("liveSessionQuota", Value::Null) => settings.live_session_quota = None,
+            ("liveSessionQuota", Value::Number(n))
+                if n.as_u64().is_some_and(|q| (1..=u64::from(u32::MAX)).contains(&q)) =>
+            {
+                settings.live_session_quota = n.as_u64().and_then(|q| u32::try_from(q).ok());
+            }
+            ("liveSessionQuota", _) => {
+                return bad("liveSessionQuota must be null (no limit) or an integer from 1 to 4294967295")
+            }
             (other, _) => {
                 return Err(ApiError::BadRequest(format!(
                     "unknown setting '{other}': use offlineActivation, hourlyBurnCap, dailyBurnCap, \
-                     commerceEmailsDisabled or supportContact"
+                     commerceEmailsDisabled, supportContact or liveSessionQuota"
                 )))
             }
         }

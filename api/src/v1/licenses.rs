@@ -25,6 +25,33 @@ pub struct CreateLicenses {
     expires_at: Option<String>,
     max_hwid_slots: Option<i64>,
     label: Option<String>,
+    levels: Option<Vec<String>>,
+    max_sessions: Option<i64>,
+}
+
+/// A field that may be absent (`None`), `null` (`Some(None)`) or a value.
+fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Checks `levels` and `maxSessions` against the deployment's limits (the domain checks each
+/// level's length and refuses 0 seats).
+fn checked_live_fields(
+    state: &AppState,
+    levels: Option<Vec<String>>,
+    max_sessions: Option<Option<i64>>,
+) -> Result<(Option<Vec<String>>, Option<Option<u32>>), ApiError> {
+    let limits = &state.config.live_model;
+    if levels.as_ref().is_some_and(|l| l.len() > limits.max_license_levels) {
+        return Err(ApiError::BadRequest(format!("a license has at most {} levels", limits.max_license_levels)));
+    }
+    let most = limits.max_license_sessions;
+    let seats = |n: i64| match u32::try_from(n) {
+        Ok(n) if (1..=most).contains(&n) => Ok(n),
+        _ => Err(ApiError::BadRequest(format!("maxSessions must be null (no limit) or between 1 and {most}"))),
+    };
+    let max_sessions = max_sessions.map(|m| m.map(seats).transpose()).transpose()?;
+    Ok((levels, max_sessions))
 }
 
 pub(crate) fn license_json(license: &License) -> Value {
@@ -37,6 +64,8 @@ pub(crate) fn license_json(license: &License) -> Value {
         "hwidList": license.hwids,
         "hwid": license.hwids.first(),
         "label": license.label,
+        "levels": license.levels,
+        "maxSessions": license.max_sessions,
         "createdAt": iso(license.created_at),
     })
 }
@@ -67,13 +96,14 @@ pub async fn create(
             "maxHwidSlots must be between {MIN_HWID_SLOTS} and {MAX_HWID_SLOTS}"
         )));
     }
+    let (levels, max_sessions) = checked_live_fields(&state, body.levels, body.max_sessions.map(Some))?;
     let spec = NewLicense {
         app_id,
         expires_at: parse_expiry(body.expires_at.as_deref())?,
         max_hwid_slots: slots as u8,
         label: body.label,
-        levels: Vec::new(),
-        max_sessions: None,
+        levels: levels.unwrap_or_default(),
+        max_sessions: max_sessions.flatten(),
     };
     let actor = caller.actor.clone();
     let created = state.commands.create_licenses(caller.account_id, spec, quantity as usize, &actor).await?;
@@ -158,11 +188,16 @@ async fn change(
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Update {
-    action: String,
+    action: Option<String>,
     expires_at: Option<String>,
+    levels: Option<Vec<String>>,
+    /// `null` removes the limit.
+    #[serde(default, deserialize_with = "present")]
+    max_sessions: Option<Option<i64>>,
 }
 
-/// `PUT /v1/licenses/{key}`: `revoke`, `activate`, `extend` (with `expiresAt`) or `reset-hwid`.
+/// `PUT /v1/licenses/{key}`: `revoke`, `activate`, `extend` (with `expiresAt`) or `reset-hwid`;
+/// or, without an action, `levels` and/or `maxSessions` (set together, or neither).
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -170,20 +205,33 @@ pub async fn update(
     ApiJson(body): ApiJson<Update>,
 ) -> Result<Json<Value>, ApiError> {
     let license = owned_license(&state, &caller, &key)?;
-    let command = match body.action.as_str() {
-        "revoke" => LicenseCommand::Revoke,
-        "activate" => LicenseCommand::Activate,
-        "reset-hwid" => LicenseCommand::ResetHwid,
-        "extend" => {
-            let expires_at = parse_expiry(body.expires_at.as_deref())?
-                .ok_or_else(|| ApiError::BadRequest("extend needs expiresAt".into()))?;
-            LicenseCommand::Extend { expires_at: Some(expires_at) }
+    let configures = body.levels.is_some() || body.max_sessions.is_some();
+    let command = match body.action.as_deref() {
+        None if configures => {
+            let (levels, max_sessions) = checked_live_fields(&state, body.levels, body.max_sessions)?;
+            LicenseCommand::Configure { levels, max_sessions }
         }
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "unknown action '{other}': use revoke, activate, extend or reset-hwid"
-            )))
+        None => return Err(ApiError::BadRequest("send an action, or levels and/or maxSessions".into())),
+        Some(_) if configures => {
+            return Err(ApiError::BadRequest(
+                "levels and maxSessions are set without an action (send them in a request of their own)".into(),
+            ))
         }
+        Some(action) => match action {
+            "revoke" => LicenseCommand::Revoke,
+            "activate" => LicenseCommand::Activate,
+            "reset-hwid" => LicenseCommand::ResetHwid,
+            "extend" => {
+                let expires_at = parse_expiry(body.expires_at.as_deref())?
+                    .ok_or_else(|| ApiError::BadRequest("extend needs expiresAt".into()))?;
+                LicenseCommand::Extend { expires_at: Some(expires_at) }
+            }
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown action '{other}': use revoke, activate, extend or reset-hwid"
+                )))
+            }
+        },
     };
     let license = change(&state, &caller, &license, command).await?.ok_or(ApiError::Internal)?;
     Ok(Json(json!({ "ok": true, "license": license_json(&license) })))

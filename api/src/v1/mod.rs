@@ -6,6 +6,7 @@ mod apps;
 mod commerce;
 mod idempotency;
 mod licenses;
+mod model_limits;
 mod schemas;
 mod spec;
 mod webhooks;
@@ -20,12 +21,14 @@ use licensd_domain::app::{App, AppState as AppStream};
 use licensd_domain::license::{License, LicenseState};
 use licensd_domain::{AppId, LicenseKey, StreamCategory};
 use licensd_store::Position;
+pub use model_limits::LiveModelLimits;
 
 /// The Developer API's routes and `GET /v1/openapi.json`, from one table of operations; every
 /// write honours an `Idempotency-Key`.
 pub fn routes(state: &AppState) -> Router<AppState> {
-    let operations = spec::operations();
-    let document = std::sync::Arc::new(spec::document(&operations));
+    let limits = &state.config.live_model;
+    let operations = spec::operations(limits);
+    let document = std::sync::Arc::new(spec::document(&operations, limits));
     // Per operation, so a method the path does not offer is a plain 405 and claims no key.
     let guard = axum::middleware::from_fn_with_state(state.clone(), idempotency::guard);
     spec::router(&operations, |route| route.route_layer(guard.clone()))

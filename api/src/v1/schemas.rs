@@ -42,12 +42,13 @@ fn variables() -> Value {
 pub fn all() -> Value {
     let license = json!({
         "type": "object",
-        "required": ["licenseKey", "appId", "status", "expiresAt", "maxHwidSlots", "hwidList", "createdAt"],
+        "required": ["licenseKey", "appId", "status", "expiresAt", "maxHwidSlots", "hwidList", "levels", "maxSessions", "createdAt"],
         "properties": {
             "licenseKey": string(), "appId": string(),
             "status": { "type": "string", "enum": ["active", "revoked"] },
             "expiresAt": nullable("string"), "maxHwidSlots": { "type": "integer" }, "hwidList": strings(),
-            "hwid": nullable("string"), "label": nullable("string"), "createdAt": string(),
+            "hwid": nullable("string"), "label": nullable("string"), "levels": strings(),
+            "maxSessions": nullable("integer"), "createdAt": string(),
         },
     });
     let settings = json!({
@@ -59,6 +60,7 @@ pub fn all() -> Value {
             "dailyBurnCap": { "type": "integer", "minimum": 0, "nullable": true },
             "commerceEmailsDisabled": { "type": "boolean" },
             "supportContact": { "type": "string", "maxLength": 200, "nullable": true },
+            "liveSessionQuota": { "type": "integer", "minimum": 1, "maximum": u32::MAX, "nullable": true },
         },
     });
     let portal_policy = json!({
@@ -85,9 +87,10 @@ pub fn all() -> Value {
     });
     let app = json!({
         "type": "object",
-        "required": ["appId", "name", "disabled", "publicKeys", "settings", "createdAt"],
+        "required": ["appId", "name", "disabled", "publicKeys", "settings", "version", "hasWebsocketApiKey", "createdAt"],
         "properties": {
             "appId": string(), "name": string(), "disabled": { "type": "boolean" },
+            "version": string(), "hasWebsocketApiKey": { "type": "boolean" },
             "publicKeys": { "type": "array", "items": {
                 "type": "object", "required": ["keyId", "publicKey"],
                 "properties": { "keyId": string(), "publicKey": string() } } },
@@ -149,8 +152,9 @@ pub fn all() -> Value {
         "AppList": { "type": "object", "required": ["apps"], "properties": { "apps": { "type": "array", "items": { "$ref": "#/components/schemas/App" } } } },
         "AppCreated": {
             "type": "object",
-            "required": ["appId", "name", "appSecret", "publicKey", "keyId", "createdAt"],
-            "properties": { "appId": string(), "name": string(), "appSecret": string(), "publicKey": string(), "keyId": string(), "createdAt": string() },
+            "required": ["appId", "name", "appSecret", "publicKey", "keyId", "websocketApiKey", "createdAt"],
+            "properties": { "appId": string(), "name": string(), "appSecret": string(), "publicKey": string(), "keyId": string(),
+                            "websocketApiKey": { "$ref": "#/components/schemas/WebsocketApiKey" }, "createdAt": string() },
         },
         "SigningKeys": { "type": "object", "required": ["signingKeys"], "properties": { "signingKeys": { "type": "array", "items": {
             "type": "object", "required": ["keyId", "publicKey", "active"],
@@ -180,23 +184,9 @@ pub fn all() -> Value {
         "WebhookList": { "type": "object", "required": ["webhooks"], "properties": { "webhooks": { "type": "array", "items": { "$ref": "#/components/schemas/Webhook" } } } },
         "WebhookTest": { "type": "object", "required": ["ok", "status"], "properties": { "ok": { "type": "boolean" }, "status": nullable("integer"), "error": string() } },
         "Deliveries": deliveries,
-        "LicenseCreate": {
-            "type": "object", "required": ["appId"],
-            "properties": {
-                "appId": { "type": "string", "format": "uuid" }, "quantity": { "type": "integer", "minimum": 1, "maximum": 100 },
-                "expiresAt": { "type": "string", "format": "date-time", "nullable": true }, "maxHwidSlots": { "type": "integer", "minimum": 1, "maximum": 16 },
-                "label": { "type": "string", "maxLength": 128 },
-            },
-        },
         "License": license,
         "LicensePage": { "type": "object", "required": ["licenses", "cursor"], "properties": {
             "licenses": { "type": "array", "items": { "$ref": "#/components/schemas/License" } }, "cursor": nullable("string") } },
-        "LicenseAction": { "oneOf": [
-            { "type": "object", "required": ["action"],
-              "properties": { "action": { "type": "string", "enum": ["revoke", "activate", "reset-hwid"] } } },
-            { "type": "object", "required": ["action", "expiresAt"],
-              "properties": { "action": { "type": "string", "enum": ["extend"] }, "expiresAt": { "type": "string", "format": "date-time" } } },
-        ] },
         "MintFile": {
           "type": "object",
           "properties": { "hwid": nullable("string"), "activationRequest": nullable("string"), "anyMachine": { "type": "boolean" } },
@@ -219,6 +209,39 @@ pub fn all() -> Value {
     // Added apart: one more entry in the `json!` above outgrows its macro's recursion limit.
     schemas["LiveSession"] = live_session;
     schemas
+}
+
+/// The schemas of licenses' and apps' live-session fields, sized by the deployment's limits.
+pub fn live_fields(limits: &crate::v1::LiveModelLimits) -> Value {
+    let no_control = super::spec::NO_CONTROL_CHARACTERS;
+    let levels = json!({ "type": "array", "maxItems": limits.max_license_levels, "items": {
+        "type": "string", "minLength": 1, "maxLength": licensd_domain::license::MAX_LEVEL_CHARS, "pattern": no_control } });
+    let seats = json!({ "type": "integer", "minimum": 1, "maximum": limits.max_license_sessions, "nullable": true });
+    let access = json!({ "type": "string", "enum": ["auth_required", "auth_not_required"] });
+    json!({
+        "LicenseCreate": {
+            "type": "object", "required": ["appId"],
+            "properties": {
+                "appId": { "type": "string", "format": "uuid" }, "quantity": { "type": "integer", "minimum": 1, "maximum": 100 },
+                "expiresAt": { "type": "string", "format": "date-time", "nullable": true }, "maxHwidSlots": { "type": "integer", "minimum": 1, "maximum": 16 },
+                "label": { "type": "string", "maxLength": 128 }, "levels": levels, "maxSessions": seats,
+            },
+        },
+        "LicenseAction": { "oneOf": [
+            { "type": "object", "required": ["action"],
+              "properties": { "action": { "type": "string", "enum": ["revoke", "activate", "reset-hwid"] } } },
+            { "type": "object", "required": ["action", "expiresAt"],
+              "properties": { "action": { "type": "string", "enum": ["extend"] }, "expiresAt": { "type": "string", "format": "date-time" } } },
+            // Without an action: the live-session fields, set together (`maxSessions: null` removes the limit).
+            { "type": "object", "additionalProperties": false, "minProperties": 1,
+              "properties": { "levels": levels, "maxSessions": seats } },
+        ] },
+        "VariableAccess": {
+            "type": "object", "maxProperties": licensd_domain::MAX_VARIABLES, "additionalProperties": access,
+            "propertyNames": { "minLength": 1, "maxLength": licensd_domain::MAX_VARIABLE_KEY_LEN },
+        },
+        "WebsocketApiKey": { "type": "string", "minLength": 21, "maxLength": 21, "pattern": "^BA[0-9A-Z]{19}$" },
+    })
 }
 
 /// The commerce operations' schemas (kept apart: one `json!` of everything outgrows its macro).

@@ -1,7 +1,7 @@
 //! The Developer API as one table: each operation's route and its OpenAPI description side by
 //! side. The router and `/v1/openapi.json` are both built from it, so they cannot disagree.
 
-use super::{account, app_settings, apps, commerce, licenses, webhooks};
+use super::{account, app_settings, apps, commerce, licenses, webhooks, LiveModelLimits};
 use crate::AppState;
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
@@ -69,7 +69,7 @@ const PUT: MethodFilter = MethodFilter::PUT;
 const DELETE: MethodFilter = MethodFilter::DELETE;
 
 /// Every Developer API operation.
-pub fn operations() -> Vec<Operation> {
+pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
     const LIMIT: &[(&str, &str, bool)] = &[("limit", "integer", false)];
     const EVENT_FILTER: &[(&str, &str, bool)] = &[
         ("provider", "string", false),
@@ -88,15 +88,20 @@ pub fn operations() -> Vec<Operation> {
     let app_name = json!({ "type": "string", "minLength": 1, "maxLength": 100, "pattern": "\\S" });
     let known_scopes: Vec<&str> = std::iter::once("*").chain(crate::extract::SCOPES).collect();
     let scopes = json!({ "type": "array", "minItems": 1, "items": { "type": "string", "enum": known_scopes } });
+    // Trimmed by the server; no control character at all (not even a tab).
+    let version =
+        json!({ "type": "string", "maxLength": limits.max_app_version_chars, "pattern": NO_CONTROL_CHARACTERS });
     vec![
         op("post", "/apps", on(POST, apps::create), "Create an app (its secret is shown once)")
             .body(object(json!({ "name": app_name.clone() }), &["name"]))
             .returns(201, reference("AppCreated")),
         op("get", "/apps", on(GET, apps::list), "List your apps").returns(200, reference("AppList")),
         op("get", "/apps/{app_id}", on(GET, apps::get), "Get an app").returns(200, reference("App")),
-        op("put", "/apps/{app_id}", on(PUT, apps::update), "Rename, disable or enable an app")
-            .body(json!({ "type": "object", "properties": { "name": nullable(app_name.clone()), "disabled": { "type": "boolean" } }, "additionalProperties": false }))
+        op("put", "/apps/{app_id}", on(PUT, apps::update), "Rename, disable or enable an app, or set its version")
+            .body(json!({ "type": "object", "properties": { "name": nullable(app_name.clone()), "disabled": { "type": "boolean" }, "version": version }, "additionalProperties": false }))
             .returns(200, reference("App")),
+        op("post", "/apps/{app_id}/websocket-key", on(POST, apps::rotate_websocket_key), "Rotate the WebSocket API key (shown once; the old one stops working)")
+            .returns(200, object(json!({ "appId": string, "websocketApiKey": reference("WebsocketApiKey") }), &["appId", "websocketApiKey"])),
         op("post", "/apps/{app_id}/secret", on(POST, app_settings::rotate_secret), "Rotate the app secret (shown once)")
             .returns(200, object(json!({ "appId": string, "appSecret": string }), &["appId", "appSecret"])),
         op("post", "/apps/{app_id}/signing-keys", on(POST, app_settings::rotate_signing_key), "Rotate the signing key")
@@ -117,6 +122,11 @@ pub fn operations() -> Vec<Operation> {
         op("put", "/apps/{app_id}/variables", on(PUT, app_settings::put_variables), "Replace app variables")
             .body(reference("Variables"))
             .returns(200, reference("Variables")),
+        op("get", "/apps/{app_id}/variable-access", on(GET, app_settings::get_variable_access), "Who may read each app variable over a live session")
+            .returns(200, reference("VariableAccess")),
+        op("put", "/apps/{app_id}/variable-access", on(PUT, app_settings::put_variable_access), "Replace the variables' access strategies (names left out: auth_required)")
+            .body(reference("VariableAccess"))
+            .returns(200, reference("VariableAccess")),
         op("get", "/apps/{app_id}/security", on(GET, app_settings::get_security), "Get security lists").returns(200, reference("SecurityLists")),
         op("put", "/apps/{app_id}/security", on(PUT, app_settings::put_security), "Replace the security lists given")
             .body(reference("SecurityListsUpdate"))
@@ -148,7 +158,7 @@ pub fn operations() -> Vec<Operation> {
         op("get", "/licenses/{key}", on(GET, licenses::get), "Get a license").returns(200, reference("License")),
         op("get", "/licenses/{key}/events", on(GET, licenses::history), "The license's event history, oldest first")
             .returns(200, object(json!({ "events": array(reference("HistoryEvent")) }), &["events"])),
-        op("put", "/licenses/{key}", on(PUT, licenses::update), "Revoke, activate, extend or reset HWIDs")
+        op("put", "/licenses/{key}", on(PUT, licenses::update), "Revoke, activate, extend or reset HWIDs; or set levels and maxSessions")
             .body(reference("LicenseAction"))
             .returns(200, object(json!({ "ok": { "type": "boolean" }, "license": reference("License") }), &["ok", "license"])),
         op("delete", "/licenses/{key}", on(DELETE, licenses::delete), "Delete a license"),
@@ -260,7 +270,7 @@ fn mapping_update(schemas: &Value) -> Option<Value> {
 /// A buyer email, or "" (like `null`) to remove it.
 const EMAIL_OR_EMPTY: &str = "^$|^[^@\\s]+@[^@\\s.][^@\\s]*\\.[^@\\s]*[^@\\s.]$";
 /// Path and query strings hold no control character (`crate::control_chars`, identifiers).
-const NO_CONTROL_CHARACTERS: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*$";
+pub(crate) const NO_CONTROL_CHARACTERS: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*$";
 /// Strings in bodies may hold tab, LF and CR, no other control character (free text).
 const FREE_TEXT: &str = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$";
 
@@ -288,7 +298,7 @@ fn forbid_control_characters(schema: &mut Value) {
 }
 
 /// The OpenAPI 3.0 document of `operations`.
-pub fn document(operations: &[Operation]) -> Value {
+pub fn document(operations: &[Operation], limits: &LiveModelLimits) -> Value {
     let mut paths = Map::new();
     for op in operations {
         let mut operation = json!({
@@ -311,6 +321,9 @@ pub fn document(operations: &[Operation]) -> Value {
         item[op.method] = operation;
     }
     let mut schemas = super::schemas::all();
+    if let Value::Object(live) = super::schemas::live_fields(limits) {
+        schemas.as_object_mut().into_iter().for_each(|all| all.extend(live.clone()));
+    }
     if let (Some(all), Value::Object(commerce)) = (schemas.as_object_mut(), super::schemas::commerce()) {
         all.extend(commerce);
     }

@@ -1,9 +1,9 @@
 //! Live sessions (the Blazeauth WebSocket protocol) against the real binary, with a real
 //! WebSocket client library (tokio-tungstenite).
 
-mod common;
 #[path = "live/client.rs"]
 mod client;
+mod common;
 
 use client::{Frame, Ws};
 use common::{on_both_backends, Deployment, Merchant, Server, TempDir, RELAXED_LIMITS};
@@ -13,7 +13,10 @@ use std::time::Duration;
 /// The HTTP limits relaxed, and the live ones high enough that only the scenarios decide.
 fn env(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
     let mut env = RELAXED_LIMITS.to_vec();
-    env.extend([("LICENSD_LIVE_SESSION_ACTIONS_PER_MINUTE", "100000"), ("LICENSD_LIVE_IP_ACTIONS_PER_MINUTE", "100000")]);
+    env.extend([
+        ("LICENSD_LIVE_SESSION_ACTIONS_PER_MINUTE", "100000"),
+        ("LICENSD_LIVE_IP_ACTIONS_PER_MINUTE", "100000"),
+    ]);
     env.extend_from_slice(extra);
     env
 }
@@ -87,7 +90,10 @@ fn initialize_follows_the_documented_order_and_protocol_errors_close() {
     assert_eq!(init(&mut ws, 11, &key, "abc")["status"], 500);
     assert_eq!(init(&mut ws, 12, &key, &"c".repeat(65))["status"], 501);
     let ok = ws.init(&key, "machine-1");
-    assert_eq!((ok["status"].clone(), ok["app_name"].clone(), ok["app_version"].clone()), (json!(1), json!("Live app"), json!("")));
+    assert_eq!(
+        (ok["status"].clone(), ok["app_name"].clone(), ok["app_version"].clone()),
+        (json!(1), json!("Live app"), json!(""))
+    );
     assert_eq!(init(&mut ws, 5, &key, "machine-1")["status"], 4, "already initialized");
     // A string id is echoed as a string; the largest allowed id works.
     let answer = ws.call(json!({"type": 10, "id": "18446744073709551614"}));
@@ -153,7 +159,10 @@ fn authorize_by_license_binds_a_slot_bills_once_and_gates_protected_packets() {
 
         let ok = ws.call(json!({"type": 2, "id": 9, "license": license}));
         assert_eq!(ok["status"], 1, "{ok}");
-        assert_eq!((ok["license"].clone(), ok["levels"].clone(), ok["comment"].clone()), (json!(license), json!([]), json!("order 7")));
+        assert_eq!(
+            (ok["license"].clone(), ok["levels"].clone(), ok["comment"].clone()),
+            (json!(license), json!([]), json!("order 7"))
+        );
         assert_eq!(ok["ip_address"], "127.0.0.1");
         assert!(ok.get("time_left").is_none(), "a lifetime license has no time_left: {ok}");
         assert_eq!(balance(server, &m), 99, "one credit per successful authorize");
@@ -201,7 +210,8 @@ fn authorize_by_license_binds_a_slot_bills_once_and_gates_protected_packets() {
 fn session_values_and_panel_actions() {
     let dir = TempDir::new();
     let deployment = Deployment::sqlite(&dir.0);
-    let server = deployment.start_with(&env(&[("LICENSD_LIVE_STORE_MAX_ENTRIES", "2"), ("LICENSD_LIVE_STORE_MAX_BYTES", "10")]));
+    let server =
+        deployment.start_with(&env(&[("LICENSD_LIVE_STORE_MAX_ENTRIES", "2"), ("LICENSD_LIVE_STORE_MAX_BYTES", "10")]));
     let (m, key) = merchant(&deployment, &server, "values@example.com");
     let rt = client::runtime();
     let mut ws = Ws::connect(&rt, &server.base);
@@ -342,7 +352,9 @@ fn fifty_sessions_racing_for_five_seats_get_exactly_five() {
                     use futures::SinkExt;
                     // Sixteen machines share the license's slots; all race for its five seats.
                     let client_id = format!("machine-{}", i % 16);
-                    ws.send(send(json!({"type": 0, "id": 1, "websocket_api_key": key, "client_id": client_id}))).await.unwrap();
+                    ws.send(send(json!({"type": 0, "id": 1, "websocket_api_key": key, "client_id": client_id})))
+                        .await
+                        .unwrap();
                     let Frame::Json(init) = client::next(&mut ws).await else { panic!("closed") };
                     assert_eq!(init["status"], 1, "{init}");
                     ws.send(send(json!({"type": 2, "id": 2, "license": license}))).await.unwrap();
@@ -351,10 +363,13 @@ fn fifty_sessions_racing_for_five_seats_get_exactly_five() {
                 }
             });
             let results = futures::future::join_all(racers).await;
-            results.into_iter().map(|(status, ws)| {
-                std::mem::forget(ws);
-                status
-            }).collect()
+            results
+                .into_iter()
+                .map(|(status, ws)| {
+                    std::mem::forget(ws);
+                    status
+                })
+                .collect()
         });
         assert_eq!(statuses.iter().filter(|s| **s == 1).count(), 5, "{statuses:?}");
         assert_eq!(statuses.iter().filter(|s| **s == 602).count(), 45, "{statuses:?}");

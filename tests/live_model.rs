@@ -9,9 +9,7 @@ use common::{each_backend, Deployment, Merchant, Server, TempDir, RELAXED_LIMITS
 use serde_json::{json, Value};
 
 fn is_websocket_key(key: &str) -> bool {
-    key.len() == 21
-        && key.starts_with("BA")
-        && key[2..].bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+    key.len() == 21 && key.starts_with("BA") && key[2..].bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
 }
 
 /// What GET shows of the app, its settings, variables and variable access, and one license:
@@ -122,7 +120,8 @@ fn live_session_fields_are_set_read_refused_when_bad_and_survive_a_restart() {
         let answer = m.put(&server, &path, json!({ "maxSessions": 2 }));
         assert_eq!((&answer["license"]["levels"], &answer["license"]["maxSessions"]), (&json!(["gold"]), &json!(2)));
         let (_, history) = server.get(&m.api_key, &format!("{path}/events"));
-        let types: Vec<&str> = history["events"].as_array().unwrap().iter().filter_map(|e| e["type"].as_str()).collect();
+        let types: Vec<&str> =
+            history["events"].as_array().unwrap().iter().filter_map(|e| e["type"].as_str()).collect();
         assert_eq!(types.iter().filter(|t| **t == "LicenseLevelsSet").count(), 2, "{types:?}");
         assert_eq!(types.iter().filter(|t| **t == "LicenseMaxSessionsSet").count(), 3, "{types:?}");
         let (_, page) = server.get(&m.api_key, &format!("/v1/licenses?appId={}", m.app_id));
@@ -163,7 +162,9 @@ fn live_session_fields_are_set_read_refused_when_bad_and_survive_a_restart() {
         ] {
             refused(&server, &m, "PUT", &app, body);
         }
-        for body in [json!({ "liveSessionQuota": 0 }), json!({ "liveSessionQuota": -5 }), json!({ "liveSessionQuota": "9" })] {
+        for body in
+            [json!({ "liveSessionQuota": 0 }), json!({ "liveSessionQuota": -5 }), json!({ "liveSessionQuota": "9" })]
+        {
             refused(&server, &m, "PUT", &format!("{app}/settings"), body);
         }
         for body in [json!({ "motd": "public" }), json!({ "motd": true }), json!({ "k".repeat(65): "auth_required" })] {
@@ -202,7 +203,11 @@ fn the_limits_are_configurable() {
     assert_eq!(create(json!({ "appId": m.app_id, "levels": ["a", "b"], "maxSessions": 4 })), 201);
     let (_, document) = server.get(&m.api_key, "/v1/openapi.json");
     let schema = &document["components"]["schemas"]["LicenseCreate"]["properties"];
-    assert_eq!((&schema["levels"]["maxItems"], &schema["maxSessions"]["maximum"]), (&json!(2), &json!(4)), "documented");
+    assert_eq!(
+        (&schema["levels"]["maxItems"], &schema["maxSessions"]["maximum"]),
+        (&json!(2), &json!(4)),
+        "documented"
+    );
 }
 
 #[test]

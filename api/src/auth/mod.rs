@@ -18,8 +18,8 @@ mod validate;
 pub(crate) use activate::license_file;
 pub use error::{AuthError, Refusal};
 pub use limits::RateLimiter;
-pub(crate) use validate::authenticate_and_bill;
 pub(crate) use selfban::apply as record_self_ban;
+pub(crate) use validate::authenticate_and_bill;
 
 use crate::AppState;
 use axum::extract::{ConnectInfo, FromRequestParts};

@@ -3,16 +3,16 @@
 use super::body::{Fields, RawBody};
 use super::session::Session;
 use super::{admit, admitted, ensure_credits, hotpath, AuthError, ClientIp, LicenseRequest, Refusal};
-use licensd_domain::app::App;
-use licensd_domain::license::License;
-use licensd_domain::LicenseKey;
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
+use licensd_domain::app::App;
+use licensd_domain::license::License;
 use licensd_domain::license::{LicenseCommand, LicenseState};
 use licensd_domain::Aggregate;
+use licensd_domain::LicenseKey;
 
 pub async fn validate(State(state): State<AppState>, ip: ClientIp, RawBody(body): RawBody) -> Response {
     admitted(&state, async { run(&state, ip, &body).await.unwrap_or_else(IntoResponse::into_response) }).await

@@ -55,7 +55,13 @@ pub async fn serve(state: AppState, live: Arc<Live>, mut socket: WebSocket, sess
     }
 }
 
-async fn run(state: &AppState, live: &Arc<Live>, socket: &mut WebSocket, session: &Arc<LiveSession>, connection: u64) -> Exit {
+async fn run(
+    state: &AppState,
+    live: &Arc<Live>,
+    socket: &mut WebSocket,
+    session: &Arc<LiveSession>,
+    connection: u64,
+) -> Exit {
     let config = &live.config;
     let init_deadline = tokio::time::Instant::now() + config.init_timeout;
     let mut ping = tokio::time::interval(config.ping_interval);

@@ -104,10 +104,7 @@ pub async fn list_sessions(
         .map(|session| {
             let (client_id, license) = {
                 let st = session.state();
-                (
-                    st.init.as_ref().map(|i| i.client_id.clone()),
-                    st.auth.as_ref().map(|a| a.key.to_string()),
-                )
+                (st.init.as_ref().map(|i| i.client_id.clone()), st.auth.as_ref().map(|a| a.key.to_string()))
             };
             json!({
                 "sessionId": session.id.to_string(),

@@ -12,10 +12,10 @@ mod spec;
 mod webhooks;
 
 use crate::{ApiError, AppState};
+pub(crate) use app_settings::owned_app;
 use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, SecondsFormat, Utc};
-pub(crate) use app_settings::owned_app;
 pub(crate) use commerce::forget_customer;
 use licensd_domain::app::{App, AppState as AppStream};
 use licensd_domain::license::{License, LicenseState};

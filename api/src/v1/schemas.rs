@@ -133,18 +133,18 @@ pub fn all() -> Value {
                 "lastStatus": nullable("integer"), "lastError": nullable("string"), "nextAttemptAt": nullable("string"),
             } } } } });
     let live_session = json!({
-            "type": "object",
-            "required": ["sessionId", "ip", "connected", "connectedAt", "lastActivityAt"],
-            "properties": {
-                "sessionId": { "type": "string" },
-                "clientId": { "type": ["string", "null"] },
-                "license": { "type": ["string", "null"] },
-                "ip": { "type": "string" },
-                "connected": { "type": "boolean" },
-                "connectedAt": { "type": "string", "format": "date-time" },
-                "lastActivityAt": { "type": "string", "format": "date-time" }
-            }
-        });
+        "type": "object",
+        "required": ["sessionId", "ip", "connected", "connectedAt", "lastActivityAt"],
+        "properties": {
+            "sessionId": { "type": "string" },
+            "clientId": { "type": ["string", "null"] },
+            "license": { "type": ["string", "null"] },
+            "ip": { "type": "string" },
+            "connected": { "type": "boolean" },
+            "connectedAt": { "type": "string", "format": "date-time" },
+            "lastActivityAt": { "type": "string", "format": "date-time" }
+        }
+    });
     let mut schemas = json!({
         "Ok": { "type": "object", "required": ["ok"], "properties": { "ok": { "type": "boolean" } } },
         "Error": { "type": "object", "required": ["error", "message"], "properties": { "error": string(), "message": string() } },

@@ -66,7 +66,8 @@ pub fn initialize(ctx: &Ctx<'_>, id: PacketId, body: &Map<String, Value>) -> Res
     if !app.lists.allows(Some(session.ip), client_id) {
         return Ok(Reply::AnswerThenClose(response(id, CLIENT_ID_BLACKLISTED, Map::new()), Close::ClientIdBlacklisted));
     }
-    if model::live_session_quota(&app).is_some_and(|quota| live.registry.authorized_on_app(app.app_id) >= quota as usize)
+    if model::live_session_quota(&app)
+        .is_some_and(|quota| live.registry.authorized_on_app(app.app_id) >= quota as usize)
     {
         return Ok(status(id, SESSIONS_QUOTA));
     }

@@ -53,7 +53,8 @@ pub async fn authorize(ctx: &Ctx<'_>, id: PacketId, body: &Map<String, Value>) -
     if !app.lists.allows(Some(ip), &init.client_id) {
         return Ok(Reply::AnswerThenClose(response(id, CLIENT_ID_BLACKLISTED, Map::new()), Close::ClientIdBlacklisted));
     }
-    let found = LicenseKey::parse(presented).ok().and_then(|key| state.hot.license(&key)).filter(|l| l.app_id == app.app_id);
+    let found =
+        LicenseKey::parse(presented).ok().and_then(|key| state.hot.license(&key)).filter(|l| l.app_id == app.app_id);
     let Some(license) = found else { return Ok(status(id, LICENSE_NOT_FOUND)) };
     let now = state.commands.now();
     let refused = |code: u16, license: &License| Ok(answer(id, code, identity(license, ip, now)));

@@ -461,3 +461,51 @@ impl NextAfter for Ws {
         self.next()
     }
 }
+
+#[test]
+fn the_merchants_settings_reach_live_sessions() {
+    let dir = TempDir::new();
+    let deployment = Deployment::sqlite(&dir.0);
+    let server = deployment.start_with(&env(&[]));
+    let (m, key) = merchant(&deployment, &server, "settings@example.com");
+    let app = format!("/v1/apps/{}", m.app_id);
+    m.put(&server, &format!("{app}/variables"), json!({"motd": "hello", "secret": "s3"}));
+    m.put(&server, &format!("{app}/variable-access"), json!({"motd": "auth_not_required"}));
+    m.put(&server, &format!("{app}/settings"), json!({"liveSessionQuota": 1}));
+    m.put(&server, &app, json!({"version": "2.1.0"}));
+    let first = m.license(&server, json!({ "levels": ["pro", "beta"], "maxSessions": 1, "maxHwidSlots": 4 }));
+    let second = m.license(&server, json!({}));
+    let rt = client::runtime();
+
+    let mut ws = Ws::connect(&rt, &server.base);
+    let init = ws.init(&key, "machine-1");
+    assert_eq!((init["status"].clone(), init["app_version"].clone()), (json!(1), json!("2.1.0")));
+    assert_eq!(ws.call(json!({"type": 11, "id": 2, "name": "motd"}))["content"], "hello", "auth_not_required");
+    assert_eq!(ws.call(json!({"type": 11, "id": 3, "name": "secret"}))["status"], 3, "auth_required");
+    let ok = ws.call(json!({"type": 2, "id": 4, "license": first}));
+    assert_eq!((ok["status"].clone(), ok["levels"].clone()), (json!(1), json!(["pro", "beta"])));
+    assert_eq!(ws.call(json!({"type": 11, "id": 5, "name": "secret"}))["content"], "s3");
+    assert_eq!(ws.call(json!({"type": 17, "id": 6, "subscribed": true}))["status"], 1);
+
+    // The app's quota (1 authorized session) is full: 602 at initialize and at authorize.
+    let mut other = Ws::connect(&rt, &server.base);
+    assert_eq!(other.init(&key, "machine-2")["status"], 602);
+    m.put(&server, &format!("{app}/settings"), json!({"liveSessionQuota": 5}));
+    let init = json!({"type": 0, "id": 2, "websocket_api_key": key, "client_id": "machine-2"});
+    assert_eq!(other.call(init)["status"], 1);
+    let seat = other.call(json!({"type": 2, "id": 3, "license": first}));
+    assert_eq!((seat["status"].clone(), seat["license"].clone()), (json!(602), json!(first)), "maxSessions 1");
+    m.put(&server, &format!("{app}/settings"), json!({"liveSessionQuota": 1}));
+    assert_eq!(other.call(json!({"type": 2, "id": 4, "license": second}))["status"], 602, "the app's quota");
+    assert_eq!(balance(&server, &m), 99, "refused seats bill nothing");
+
+    // A version change is pushed to subscribed sessions.
+    m.put(&server, &app, json!({"version": "2.2.0"}));
+    let event = ws.recv();
+    assert_eq!(event, json!({"id": 18446744073709551615u64, "event_type": 102, "content": {"version": "2.2.0"}}));
+
+    // The seat frees the moment its session ends.
+    ws.close_normally();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(other.call(json!({"type": 2, "id": 5, "license": first}))["status"], 1);
+}

@@ -292,6 +292,87 @@ pub struct ServeConfig {
     /// Largest `maxSessions` (floating seats) a license may be given.
     #[arg(long, env = "LICENSD_MAX_LICENSE_SESSIONS", default_value_t = 10_000)]
     pub max_license_sessions: u32,
+
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+/// Limits of live WebSocket sessions (`/ws`); the defaults are the protocol's documented ones.
+#[derive(Debug, Clone, Args)]
+pub struct LiveArgs {
+    /// WebSocket sockets open at once (they leave LICENSD_MAX_CONNECTIONS once upgraded);
+    /// beyond it an upgrade is refused with 503.
+    #[arg(long, env = "LICENSD_LIVE_MAX_SESSIONS", default_value_t = 10_000)]
+    pub live_max_sessions: usize,
+    /// Seconds a new socket has to initialize successfully (close 4202).
+    #[arg(long, env = "LICENSD_LIVE_INIT_TIMEOUT_SECS", default_value_t = 15)]
+    pub live_init_timeout_secs: u64,
+    /// Seconds a dropped session stays resumable (its seat stays taken meanwhile).
+    #[arg(long, env = "LICENSD_LIVE_RESUME_WINDOW_SECS", default_value_t = 120)]
+    pub live_resume_window_secs: u64,
+    /// Answers kept per session for resent packet ids.
+    #[arg(long, env = "LICENSD_LIVE_RESUME_ANSWERS", default_value_t = 1024)]
+    pub live_resume_answers: usize,
+    /// Frames queued while a session is disconnected; beyond it its resume state is dropped.
+    #[arg(long, env = "LICENSD_LIVE_RESUME_QUEUE", default_value_t = 256)]
+    pub live_resume_queue: usize,
+    /// Client actions (packets and pings) per session per minute (close 4201 beyond).
+    #[arg(long, env = "LICENSD_LIVE_SESSION_ACTIONS_PER_MINUTE", default_value_t = 60)]
+    pub live_session_actions_per_minute: u32,
+    /// Client actions per IP per minute; crossing it blocks the IP.
+    #[arg(long, env = "LICENSD_LIVE_IP_ACTIONS_PER_MINUTE", default_value_t = 90)]
+    pub live_ip_actions_per_minute: u32,
+    /// Seconds an IP over its limit is blocked (HTTP 429 on upgrade, 4201 on initialize).
+    #[arg(long, env = "LICENSD_LIVE_IP_BLOCK_SECS", default_value_t = 300)]
+    pub live_ip_block_secs: u64,
+    /// Seconds a client (IP + client_id) closed for its rate must wait to initialize again.
+    #[arg(long, env = "LICENSD_LIVE_RATE_BACKOFF_SECS", default_value_t = 60)]
+    pub live_rate_backoff_secs: u64,
+    /// Seconds between the server's pings.
+    #[arg(long, env = "LICENSD_LIVE_PING_INTERVAL_SECS", default_value_t = 30)]
+    pub live_ping_interval_secs: u64,
+    /// Seconds without a pong after which the socket counts as dropped (resumable).
+    #[arg(long, env = "LICENSD_LIVE_PONG_TIMEOUT_SECS", default_value_t = 60)]
+    pub live_pong_timeout_secs: u64,
+    /// Largest text frame, in bytes (close 4302 beyond).
+    #[arg(long, env = "LICENSD_LIVE_MAX_FRAME_BYTES", default_value_t = 32 * 1024)]
+    pub live_max_frame_bytes: usize,
+    /// Session store: entries, and bytes of values, per session (statuses 702 and 701).
+    #[arg(long, env = "LICENSD_LIVE_STORE_MAX_ENTRIES", default_value_t = 64)]
+    pub live_store_max_entries: usize,
+    #[arg(long, env = "LICENSD_LIVE_STORE_MAX_BYTES", default_value_t = 16_384)]
+    pub live_store_max_bytes: usize,
+    /// `location` in the balancer answer (`GET /v1/websocket/server`).
+    #[arg(long, env = "LICENSD_LIVE_LOCATION", default_value = "licensd")]
+    pub live_location: String,
+    /// `endpoint` in the balancer answer; default `ws(s)://<Host header>/ws`.
+    #[arg(long, env = "LICENSD_LIVE_PUBLIC_ENDPOINT")]
+    pub live_public_endpoint: Option<String>,
+}
+
+impl LiveArgs {
+    pub fn config(&self, tls: bool) -> licensd_api::live::LiveConfig {
+        let secs = |s: u64| std::time::Duration::from_secs(s.max(1));
+        licensd_api::live::LiveConfig {
+            max_sessions: self.live_max_sessions.max(1),
+            init_timeout: secs(self.live_init_timeout_secs),
+            resume_window: secs(self.live_resume_window_secs),
+            resume_answers: self.live_resume_answers,
+            resume_queue: self.live_resume_queue,
+            session_actions_per_minute: self.live_session_actions_per_minute.max(1),
+            ip_actions_per_minute: self.live_ip_actions_per_minute.max(1),
+            ip_block: secs(self.live_ip_block_secs),
+            rate_backoff: secs(self.live_rate_backoff_secs),
+            ping_interval: secs(self.live_ping_interval_secs),
+            pong_timeout: secs(self.live_pong_timeout_secs),
+            max_frame_bytes: self.live_max_frame_bytes.max(64),
+            store_max_entries: self.live_store_max_entries,
+            store_max_bytes: self.live_store_max_bytes,
+            location: self.live_location.clone(),
+            public_endpoint: self.live_public_endpoint.clone(),
+            tls,
+        }
+    }
 }
 
 impl ServeConfig {

@@ -81,6 +81,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         projection_stuck: std::time::Duration::from_secs(serve.projection_stuck_secs),
         body_read_timeout: Duration::from_millis(serve.body_read_timeout_ms.max(1)),
         live_model: serve.live_model(),
+        live: serve.live.config(tls.is_some()),
         ..ApiConfig::default()
     };
     api_config.read_your_writes_timeout = std::time::Duration::from_millis(serve.read_your_writes_timeout_ms);

@@ -11,6 +11,7 @@ mod extract;
 mod health;
 mod limits;
 pub mod listener;
+pub mod live;
 mod metrics;
 pub mod portal;
 pub mod server;
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/portal", portal::routes())
         .nest("/dashboard", dashboard::routes())
         .merge(web::routes())
+        .merge(live::routes())
         // The documented (dashboard) path of GDPR erasure; the same operation as under /v1.
         .route("/apps/{app_id}/customers/forget", axum::routing::post(v1::forget_customer))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })

@@ -72,6 +72,41 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         &[("", state.hot.license_count() as u64)],
     );
     metric("licensd_apps", "gauge", "Apps in the in-memory read model.", &[("", state.hot.app_count() as u64)]);
+    let live = &state.live;
+    metric(
+        "licensd_live_sessions",
+        "gauge",
+        "Live WebSocket sessions held (connected, or resumable after a drop).",
+        &[("", live.sessions() as u64)],
+    );
+    metric(
+        "licensd_live_authorized_sessions",
+        "gauge",
+        "Live sessions authorized by a license (seats taken).",
+        &[("", live.authorized_sessions() as u64)],
+    );
+    metric(
+        "licensd_live_pushes_total",
+        "counter",
+        "Panel events written to live sessions.",
+        &[("", live.metrics.pushes())],
+    );
+    let (buckets, sum, count) = live.metrics.latency();
+    let _ = writeln!(
+        out,
+        "# HELP licensd_live_push_latency_ms Event commit to panel-event frame written, in milliseconds.\n# TYPE licensd_live_push_latency_ms histogram"
+    );
+    for (bound, n) in buckets {
+        let _ = writeln!(out, "licensd_live_push_latency_ms_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "licensd_live_push_latency_ms_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "licensd_live_push_latency_ms_sum {sum}\nlicensd_live_push_latency_ms_count {count}");
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
     let projections = licensd_projections::status::statuses();
     let per_projection = |value: fn(&licensd_projections::status::ProjectionStatus) -> u64| -> Vec<(String, u64)> {
         projections.iter().map(|p| (format!("{{projection=\"{}\"}}", p.name), value(p))).collect()

@@ -101,7 +101,9 @@ where
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-            let connection = builder.serve_connection(io, service);
+            // Upgraded (WebSocket) sockets leave this loop's slot and idle watch once upgraded: they
+            // have their own liveness (pings) and their own cap (`LICENSD_LIVE_MAX_SESSIONS`).
+            let connection = builder.serve_connection(io, service).with_upgrades();
             tokio::pin!(connection);
             let idle = idle_for(activity, started, limits.idle_timeout);
             tokio::pin!(idle);

@@ -33,6 +33,7 @@ pub struct ApiConfig {
     pub idempotency_lease: Duration,
     /// Sizes of apps' and licenses' live-session fields (version, levels, seats).
     pub live_model: crate::v1::LiveModelLimits,
+    pub live: crate::live::LiveConfig,
 }
 
 impl Default for ApiConfig {
@@ -53,6 +54,7 @@ impl Default for ApiConfig {
             body_read_timeout: Duration::from_secs(30),
             idempotency_lease: Duration::from_secs(30),
             live_model: Default::default(),
+            live: Default::default(),
         }
     }
 }
@@ -69,6 +71,8 @@ pub struct AppState {
     pub webhook_sender: licensd_workers::webhooks::WebhookSender,
     pub dashboard: Arc<crate::dashboard::DashboardAuth>,
     pub portal: Arc<crate::portal::Portal>,
+    /// Live WebSocket sessions; installed as the hot model's listener.
+    pub live: Arc<crate::live::Live>,
     /// Catches the in-memory model up on demand, one caller at a time; with the time the last
     /// catch-up started, so callers that queued behind it can share its result.
     refresher: Arc<tokio::sync::Mutex<(HotRunner, Option<std::time::Instant>)>>,
@@ -87,7 +91,12 @@ impl AppState {
         // Live sessions find their app by the keyed digest of its WebSocket API key; only the
         // command side holds the key it is computed with. (Already installed: the same key.)
         hot.set_websocket_key_digest(Arc::new(commands.websocket_key_digester()));
+        let live = Arc::new(crate::live::Live::new(config.live.clone()));
+        if !hot.set_listener(Arc::new(crate::live::Push(live.clone()))) {
+            tracing::warn!("the hot model already has a listener: live sessions get no pushes");
+        }
         Ok(Self {
+            live,
             auth: Arc::new(AuthRuntime::new(&commands, config.auth.clone())),
             webhook_sender: licensd_workers::webhooks::WebhookSender::new(
                 Duration::from_secs(10),

@@ -18,6 +18,8 @@ mod validate;
 pub(crate) use activate::license_file;
 pub use error::{AuthError, Refusal};
 pub use limits::RateLimiter;
+pub(crate) use selfban::apply as record_self_ban;
+pub(crate) use validate::authenticate_and_bill;
 
 use crate::AppState;
 use axum::extract::{ConnectInfo, FromRequestParts};
@@ -220,7 +222,7 @@ fn authenticate_app(state: &AppState, app_id: &str, secret: &str) -> Result<App,
 }
 
 /// A disabled app, or an app of a suspended account, authenticates nobody.
-fn ensure_enabled(state: &AppState, app: &App) -> Result<(), AuthError> {
+pub(crate) fn ensure_enabled(state: &AppState, app: &App) -> Result<(), AuthError> {
     let suspended = state.hot.account(app.account_id).is_none_or(|a| a.suspended);
     if app.disabled || suspended {
         Err(AuthError::AppDisabled)

@@ -92,7 +92,7 @@ async fn run(state: &AppState, ip: ClientIp, body: &Bytes) -> Result<Response, R
 }
 
 /// Appends the ban (and the revocation) and waits until the next heartbeat will see them.
-async fn apply(
+pub(crate) async fn apply(
     state: &AppState,
     app: &App,
     ban: AppCommand,

@@ -8,8 +8,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
+use licensd_domain::app::App;
+use licensd_domain::license::License;
 use licensd_domain::license::{LicenseCommand, LicenseState};
 use licensd_domain::Aggregate;
+use licensd_domain::LicenseKey;
 
 pub async fn validate(State(state): State<AppState>, ip: ClientIp, RawBody(body): RawBody) -> Response {
     admitted(&state, async { run(&state, ip, &body).await.unwrap_or_else(IntoResponse::into_response) }).await
@@ -22,25 +25,7 @@ async fn run(state: &AppState, ip: ClientIp, body: &Bytes) -> Result<Response, R
     let auth = &state.auth;
     let now = state.commands.now();
 
-    let _serialised = auth.locks.lock(&key).await;
-    let license = hotpath::commit(state, &key, |license| {
-        if license.app_id != app.app_id {
-            return Err(AuthError::InvalidKey);
-        }
-        if state.hot.nonce_seen(app.app_id, &nonce) {
-            return Err(AuthError::ReplayDetected);
-        }
-        if state.hot.nonces_full() {
-            return Err(AuthError::NonceCapacityReached);
-        }
-        let current = LicenseState::Live(license.clone());
-        let mut events = current.decide(LicenseCommand::Authenticate { hwid: hwid.clone() }, now)?;
-        ensure_credits(state, &app, 1, now)?;
-        let bound = events.iter().fold(current, LicenseState::evolve);
-        events.extend(bound.decide(LicenseCommand::BillValidation { nonce: Some(nonce.clone()) }, now)?);
-        Ok(events)
-    })
-    .await?;
+    let license = authenticate_and_bill(state, &app, &key, &hwid, Some(&nonce)).await?;
     state.hot.record_nonce(app.app_id, &nonce);
 
     let ttl = auth.config.clamp_ttl(ttl);
@@ -50,4 +35,38 @@ async fn run(state: &AppState, ip: ClientIp, body: &Bytes) -> Result<Response, R
         response.headers_mut().insert("X-RateLimit-Remaining", left);
     }
     Ok(response)
+}
+
+/// One successful login of machine `hwid` on `key`, as `/auth/validate` and a live session's
+/// authorize-by-license both do it: the license must be the app's, live and unexpired; the machine
+/// takes a free HWID slot if it has none (slots full → `HwidMismatch`); one credit is billed. With
+/// the license's lock held, so concurrent logins see each other's bindings. `nonce`, when given, is
+/// refused if already seen (the caller records it after success).
+pub(crate) async fn authenticate_and_bill(
+    state: &AppState,
+    app: &App,
+    key: &LicenseKey,
+    hwid: &str,
+    nonce: Option<&str>,
+) -> Result<License, AuthError> {
+    let now = state.commands.now();
+    let _serialised = state.auth.locks.lock(key).await;
+    hotpath::commit(state, key, |license| {
+        if license.app_id != app.app_id {
+            return Err(AuthError::InvalidKey);
+        }
+        if nonce.is_some_and(|n| state.hot.nonce_seen(app.app_id, n)) {
+            return Err(AuthError::ReplayDetected);
+        }
+        if nonce.is_some() && state.hot.nonces_full() {
+            return Err(AuthError::NonceCapacityReached);
+        }
+        let current = LicenseState::Live(license.clone());
+        let mut events = current.decide(LicenseCommand::Authenticate { hwid: hwid.to_string() }, now)?;
+        ensure_credits(state, app, 1, now)?;
+        let bound = events.iter().fold(current, LicenseState::evolve);
+        events.extend(bound.decide(LicenseCommand::BillValidation { nonce: nonce.map(str::to_string) }, now)?);
+        Ok(events)
+    })
+    .await
 }

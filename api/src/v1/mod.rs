@@ -12,6 +12,7 @@ mod spec;
 mod webhooks;
 
 use crate::{ApiError, AppState};
+pub(crate) use app_settings::owned_app;
 use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -31,6 +32,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     // Per operation, so a method the path does not offer is a plain 405 and claims no key.
     let guard = axum::middleware::from_fn_with_state(state.clone(), idempotency::guard);
     spec::router(&operations, |route| route.route_layer(guard.clone()))
+        .route("/websocket/server", get(crate::live::balancer))
         .route("/openapi.json", get(move || async move { axum::Json((*document).clone()) }))
 }
 

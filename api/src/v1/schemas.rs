@@ -132,7 +132,20 @@ pub fn all() -> Value {
                 "attempts": { "type": "integer" }, "createdAt": string(), "lastAttemptAt": nullable("string"),
                 "lastStatus": nullable("integer"), "lastError": nullable("string"), "nextAttemptAt": nullable("string"),
             } } } } });
-    json!({
+    let live_session = json!({
+        "type": "object",
+        "required": ["sessionId", "ip", "connected", "connectedAt", "lastActivityAt"],
+        "properties": {
+            "sessionId": { "type": "string" },
+            "clientId": { "type": ["string", "null"] },
+            "license": { "type": ["string", "null"] },
+            "ip": { "type": "string" },
+            "connected": { "type": "boolean" },
+            "connectedAt": { "type": "string", "format": "date-time" },
+            "lastActivityAt": { "type": "string", "format": "date-time" }
+        }
+    });
+    let mut schemas = json!({
         "Ok": { "type": "object", "required": ["ok"], "properties": { "ok": { "type": "boolean" } } },
         "Error": { "type": "object", "required": ["error", "message"], "properties": { "error": string(), "message": string() } },
         "App": app,
@@ -192,7 +205,10 @@ pub fn all() -> Value {
         "Credits": credits,
         "Transactions": transactions,
         "AuditLog": audit_log,
-    })
+    });
+    // Added apart: one more entry in the `json!` above outgrows its macro's recursion limit.
+    schemas["LiveSession"] = live_session;
+    schemas
 }
 
 /// The schemas of licenses' and apps' live-session fields, sized by the deployment's limits.

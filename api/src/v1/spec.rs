@@ -106,6 +106,9 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
             .returns(200, object(json!({ "appId": string, "appSecret": string }), &["appId", "appSecret"])),
         op("post", "/apps/{app_id}/signing-keys", on(POST, app_settings::rotate_signing_key), "Rotate the signing key")
             .returns(201, reference("SigningKeys")),
+        op("get", "/apps/{app_id}/sessions", on(GET, crate::live::list_sessions), "List the app's live WebSocket sessions")
+            .returns(200, object(json!({ "sessions": { "type": "array", "items": reference("LiveSession") } }), &["sessions"])),
+        op("delete", "/apps/{app_id}/sessions/{session_id}", on(DELETE, crate::live::kick_session), "Disconnect one live session (event 1, then close 4100)"),
         op("get", "/apps/{app_id}/settings", on(GET, app_settings::get_settings), "Get app settings").returns(200, reference("Settings")),
         op("put", "/apps/{app_id}/settings", on(PUT, app_settings::put_settings), "Change app settings (omitted fields stay)")
             .body(reference("Settings"))

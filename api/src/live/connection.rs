@@ -1,0 +1,201 @@
+//! Drives one socket of a session: reads packets in order and answers them, writes what the
+//! session's outbox holds (responses, panel events, the close), pings, and enforces the
+//! initialize deadline. A socket that drops without a close frame leaves the session resumable
+//! for the resume window; a server close or a client close 1000 ends it.
+
+use super::envelope::{self, Close};
+use super::packets::{self, Ctx, Reply};
+use super::session::{LiveSession, Out};
+use super::Live;
+use crate::AppState;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How a socket's loop ended.
+enum Exit {
+    /// A newer socket resumed the session.
+    TakenOver,
+    /// The server closed (the close frame went out, or could not).
+    ServerClosed,
+    /// The client closed with 1000: the session is over.
+    ClientClosed,
+    /// Broken connection, a close other than 1000, or no pong: resumable.
+    Dropped,
+}
+
+enum Flushed {
+    Open,
+    Closed,
+    Broken,
+}
+
+pub async fn serve(state: AppState, live: Arc<Live>, mut socket: WebSocket, session: Arc<LiveSession>) {
+    let connection = session.connection.fetch_add(1, Ordering::AcqRel) + 1;
+    session.taken_over.notify_waiters();
+    session.set_attached(true);
+    live.sockets.fetch_add(1, Ordering::Relaxed);
+    let exit = run(&state, &live, &mut socket, &session, connection).await;
+    live.sockets.fetch_sub(1, Ordering::Relaxed);
+    match exit {
+        Exit::TakenOver => {}
+        Exit::ServerClosed | Exit::ClientClosed => live.end(&session),
+        Exit::Dropped if session.is_closing() => live.end(&session),
+        Exit::Dropped => {
+            session.set_attached(false);
+            let window = live.config.resume_window;
+            tokio::spawn(async move {
+                tokio::time::sleep(window).await;
+                if session.connection.load(Ordering::Acquire) == connection {
+                    live.end(&session);
+                }
+            });
+        }
+    }
+}
+
+async fn run(
+    state: &AppState,
+    live: &Arc<Live>,
+    socket: &mut WebSocket,
+    session: &Arc<LiveSession>,
+    connection: u64,
+) -> Exit {
+    let config = &live.config;
+    let init_deadline = tokio::time::Instant::now() + config.init_timeout;
+    let mut ping = tokio::time::interval(config.ping_interval);
+    ping.tick().await;
+    let mut last_pong = Instant::now();
+    let ctx = Ctx { state, live, session };
+    loop {
+        if session.connection.load(Ordering::Acquire) != connection {
+            return Exit::TakenOver;
+        }
+        match flush(live, socket, session).await {
+            Flushed::Open => {}
+            Flushed::Closed => return Exit::ServerClosed,
+            Flushed::Broken => return Exit::Dropped,
+        }
+        let initializing = session.state().init.is_none();
+        tokio::select! {
+            biased;
+            _ = session.taken_over.notified() => {}
+            _ = session.wake.notified() => {}
+            _ = tokio::time::sleep_until(init_deadline), if initializing => {
+                live.deliver(session, Out::Close(Close::InitTimeout));
+            }
+            _ = ping.tick() => {
+                if last_pong.elapsed() > config.pong_timeout {
+                    return Exit::Dropped;
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return Exit::Dropped;
+                }
+            }
+            message = socket.recv() => match message {
+                None | Some(Err(_)) => return Exit::Dropped,
+                Some(Ok(Message::Text(text))) => {
+                    if text.len() > config.max_frame_bytes {
+                        live.deliver(session, Out::Close(Close::InvalidBody));
+                    } else {
+                        on_text(&ctx, text.as_str()).await;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => live.deliver(session, Out::Close(Close::UnsupportedData)),
+                Some(Ok(Message::Ping(_))) => {
+                    // Answered by the library; it counts toward the rate limit (§14.18).
+                    session.touch();
+                    if let Some(close) = live.count_action(session) {
+                        rate_closed(live, session, close);
+                    }
+                }
+                Some(Ok(Message::Pong(_))) => last_pong = Instant::now(),
+                Some(Ok(Message::Close(frame))) => {
+                    return if frame.is_some_and(|f| f.code == 1000) { Exit::ClientClosed } else { Exit::Dropped };
+                }
+            },
+        }
+    }
+}
+
+/// Writes what the outbox holds, in order; stops after a close frame.
+async fn flush(live: &Live, socket: &mut WebSocket, session: &LiveSession) -> Flushed {
+    while let Some(frame) = session.next_frame() {
+        let sent = match frame {
+            Out::Text(text) => socket.send(Message::Text(text.into())).await,
+            Out::Event(text, committed) => {
+                let sent = socket.send(Message::Text(text.into())).await;
+                if sent.is_ok() {
+                    live.metrics.pushed(committed);
+                }
+                sent
+            }
+            Out::Close(close) => {
+                let frame = CloseFrame { code: close.code(), reason: close.reason().into() };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                return Flushed::Closed;
+            }
+        };
+        if sent.is_err() {
+            return Flushed::Broken;
+        }
+    }
+    Flushed::Open
+}
+
+/// One text frame: rate-count it, parse it, answer it (from the resend cache when the id was
+/// answered before), then close if the budget is spent.
+async fn on_text(ctx: &Ctx<'_>, text: &str) {
+    let (live, session) = (ctx.live, ctx.session);
+    session.touch();
+    let over_budget = live.count_action(session);
+    match envelope::parse(text) {
+        Err(close) => live.deliver(session, Out::Close(close)),
+        Ok(packet) => {
+            let id = packet.id.value;
+            {
+                let mut answers = session.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(answer) = answers.get(id) {
+                    live.deliver(session, Out::Text(answer.clone()));
+                    return finish(live, session, over_budget);
+                }
+                if answers.in_progress(id) {
+                    return finish(live, session, over_budget);
+                }
+                answers.start(id);
+            }
+            let (answer, close) = match packets::handle(ctx, packet).await {
+                Reply::Answer(answer) => (Some(answer), None),
+                Reply::AnswerThenClose(answer, close) => (Some(answer), Some(close)),
+                Reply::Close(close) => (None, Some(close)),
+            };
+            session.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).finish(
+                id,
+                answer.clone(),
+                live.config.resume_answers,
+            );
+            if let Some(answer) = answer {
+                live.deliver(session, Out::Text(answer));
+            }
+            if let Some(close) = close {
+                live.deliver(session, Out::Close(close));
+            }
+        }
+    }
+    finish(live, session, over_budget);
+}
+
+fn finish(live: &Live, session: &LiveSession, over_budget: Option<Close>) {
+    if let Some(close) = over_budget {
+        rate_closed(live, session, close);
+    }
+}
+
+/// Closes a session that spent its budget and starts its client's backoff.
+fn rate_closed(live: &Live, session: &LiveSession, close: Close) {
+    if let Some(client_id) = session.state().init.as_ref().map(|i| i.client_id.clone()) {
+        live.ip_limits.start_backoff(session.ip, &client_id, Instant::now());
+    }
+    live.deliver(session, Out::Close(close));
+}

@@ -1,0 +1,203 @@
+//! Live sessions: the Blazeauth-compatible WebSocket protocol (../shared/spec/blazeauth/
+//! websocket.md) on `GET /ws`, with the self-hosted balancer answer, the Developer API's session
+//! listing and kick, and pushes from the event log (the hot model's listener).
+//!
+//! `envelope` parses and builds frames; `session` is one logical session (it outlives its socket
+//! for the resume window); `connection` drives one socket; `packets` answer packets; `registry`
+//! finds sessions by app, license (the seats) and resume id; `push` turns applied events into
+//! panel events; `limits` and `store` are the traffic limits and the session values.
+
+mod connection;
+mod envelope;
+mod http;
+mod limits;
+mod metrics;
+mod model;
+mod packets;
+mod push;
+mod registry;
+mod session;
+mod store;
+
+pub use http::{balancer, kick_session, list_sessions, routes};
+pub use metrics::LiveMetrics;
+pub use push::Push;
+
+use crate::AppState;
+use chrono::{DateTime, Utc};
+use envelope::Close;
+use licensd_domain::license::{License, LicenseStatus};
+use registry::Registry;
+use session::{LiveSession, Out};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Every limit of the live protocol (`LICENSD_LIVE_*`, README "Configuration").
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// Sockets open at once; beyond it an upgrade is refused with 503.
+    pub max_sessions: usize,
+    /// Initialize must succeed this soon after connecting (4202).
+    pub init_timeout: Duration,
+    /// How long a dropped session can be resumed.
+    pub resume_window: Duration,
+    /// Answers kept per session for resends after a resume.
+    pub resume_answers: usize,
+    /// Frames queued while disconnected; beyond it the resume state is dropped.
+    pub resume_queue: usize,
+    pub session_actions_per_minute: u32,
+    pub ip_actions_per_minute: u32,
+    pub ip_block: Duration,
+    pub rate_backoff: Duration,
+    pub ping_interval: Duration,
+    /// No pong for this long is a network drop (the resume state is kept).
+    pub pong_timeout: Duration,
+    /// Larger text frames are closed with 4302.
+    pub max_frame_bytes: usize,
+    pub store_max_entries: usize,
+    pub store_max_bytes: usize,
+    /// `location` of the balancer answer.
+    pub location: String,
+    /// `endpoint` of the balancer answer; default `ws(s)://<Host>/ws` from the request.
+    pub public_endpoint: Option<String>,
+    /// The listener serves TLS (the balancer then answers `wss://`).
+    pub tls: bool,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions: 10_000,
+            init_timeout: Duration::from_secs(15),
+            resume_window: Duration::from_secs(120),
+            resume_answers: 1024,
+            resume_queue: 256,
+            session_actions_per_minute: 60,
+            ip_actions_per_minute: 90,
+            ip_block: Duration::from_secs(300),
+            rate_backoff: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(60),
+            max_frame_bytes: 32 * 1024,
+            store_max_entries: 64,
+            store_max_bytes: 16_384,
+            location: "licensd".to_string(),
+            public_endpoint: None,
+            tls: false,
+        }
+    }
+}
+
+/// The live-session runtime: one per server.
+pub struct Live {
+    pub config: LiveConfig,
+    registry: Registry,
+    ip_limits: limits::IpLimits,
+    pub metrics: LiveMetrics,
+    /// Sockets open now.
+    sockets: AtomicUsize,
+    generation: AtomicU64,
+}
+
+impl Live {
+    pub fn new(config: LiveConfig) -> Self {
+        Self {
+            ip_limits: limits::IpLimits::new(config.ip_actions_per_minute, config.ip_block, config.rate_backoff),
+            config,
+            registry: Registry::default(),
+            metrics: LiveMetrics::default(),
+            sockets: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Logical sessions held (attached, or waiting for a resume).
+    pub fn sessions(&self) -> usize {
+        self.registry.len()
+    }
+
+    pub fn authorized_sessions(&self) -> usize {
+        self.registry.authorized()
+    }
+
+    fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Queues a frame for the session. A session that cannot take it (its queue full while
+    /// disconnected, or a close while no socket can send it) ends.
+    fn deliver(&self, session: &LiveSession, frame: Out) {
+        let closing = matches!(frame, Out::Close(_));
+        let Some(waiting) = session.send(frame) else { return };
+        if !session.is_attached() && (closing || waiting > self.config.resume_queue) {
+            self.end(session);
+        }
+    }
+
+    /// A panel event, to a subscribed session only.
+    fn push_event(&self, session: &LiveSession, text: &str, committed: Option<DateTime<Utc>>) {
+        if session.state().subscribed {
+            self.deliver(session, Out::Event(text.to_string(), committed));
+        }
+    }
+
+    /// Ends a session for good: frees its seat and forgets it (no resume).
+    fn end(&self, session: &LiveSession) {
+        if session.end() {
+            self.registry.remove(session);
+        }
+    }
+
+    /// Drops the session's authorization (logout, revocation); `false` when it had none.
+    fn clear_authorization(&self, session: &LiveSession) -> bool {
+        let (init, auth) = {
+            let mut state = session.state();
+            (state.init.clone(), state.auth.take())
+        };
+        match (init, auth) {
+            (Some(init), Some(auth)) => {
+                self.registry.release_seat(session.id, init.app_id, &auth.key);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The license the session is authorized with, as it is now: `None` when not authorized, or
+    /// when the license was deleted or revoked since (§14.10: checked on every call).
+    fn authorized_license(&self, state: &AppState, session: &LiveSession) -> Option<License> {
+        let key = session.state().auth.as_ref()?.key.clone();
+        state.hot.license(&key).filter(|l| l.status == LicenseStatus::Active)
+    }
+
+    /// Authorized by a license that is still valid (protected operations).
+    fn is_authorized(&self, state: &AppState, session: &LiveSession) -> bool {
+        self.authorized_license(state, session).is_some_and(|l| !l.is_expired(state.commands.now()))
+    }
+
+    /// Pushes event 2 when the authorization `generation` reaches `expires_at` (one sleeping
+    /// task per authorized expiring session, not a poll; a newer generation disarms it).
+    fn arm_expiry(self: &Arc<Self>, session: &Arc<LiveSession>, generation: u64, expires_at: Option<DateTime<Utc>>) {
+        let Some(expires_at) = expires_at else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (live, session) = (self.clone(), session.clone());
+        runtime.spawn(async move {
+            let wait = (expires_at - Utc::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(wait).await;
+            let current = session.state().auth.as_ref().is_some_and(|a| a.generation == generation);
+            if current && !session.is_ended() {
+                live.push_event(&session, &envelope::event(push::SUBSCRIPTION_EXPIRED, Default::default()), None);
+            }
+        });
+    }
+
+    /// Counts one client action (a packet or a ping) against the session's and the IP's budget;
+    /// the close to send after the current packet's answer when either is spent.
+    fn count_action(&self, session: &LiveSession) -> Option<Close> {
+        let now = std::time::Instant::now();
+        let within_session = session.state().bucket.take(self.config.session_actions_per_minute, now);
+        let within_ip = self.ip_limits.count(session.ip, now);
+        (!within_session || !within_ip).then_some(Close::RateLimitHit)
+    }
+}

@@ -1,0 +1,67 @@
+//! Packet handlers, one module per group (websocket.md §3). Each returns what to send back: a
+//! response, a response then a close, or a close alone (protocol errors carry no response).
+
+mod init;
+mod license;
+mod misc;
+mod values;
+
+use super::envelope::{response, Close, Packet, PacketId};
+use super::session::LiveSession;
+use super::Live;
+use crate::AppState;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// What a packet produced.
+#[derive(Debug)]
+pub enum Reply {
+    Answer(String),
+    AnswerThenClose(String, Close),
+    Close(Close),
+}
+
+pub struct Ctx<'a> {
+    pub state: &'a AppState,
+    pub live: &'a Arc<Live>,
+    pub session: &'a Arc<LiveSession>,
+}
+
+/// Runs one packet. Every packet but Initialize needs an initialized session (else 4200).
+pub async fn handle(ctx: &Ctx<'_>, packet: Packet) -> Reply {
+    let Packet { id, kind, body } = packet;
+    if kind != 0 && ctx.session.state().init.is_none() {
+        return Reply::Close(Close::NotInitialized);
+    }
+    let outcome = match kind {
+        0 => init::initialize(ctx, id, &body),
+        2 => license::authorize(ctx, id, &body).await,
+        5 => license::logout(ctx, id),
+        6 => misc::blacklist(ctx, id, &body).await,
+        10 => misc::online_users(ctx, id),
+        11 => misc::variable(ctx, id, &body),
+        12 => values::set(ctx, id, &body),
+        13 => values::get(ctx, id, &body),
+        14 => values::delete(ctx, id, &body),
+        15 => license::current(ctx, id),
+        17 => misc::subscription(ctx, id, &body),
+        // Accounts (1, 3, 4, 16) and files (7, 8, 9) are protocol operations this server does not
+        // offer yet: a status, so the session stays usable (README, "Live sessions").
+        _ => Ok(status(id, INTERNAL_ERROR)),
+    };
+    outcome.unwrap_or_else(Reply::Close)
+}
+
+pub const OK: u16 = 1;
+pub const NOT_AUTHORIZED: u16 = 3;
+pub const INTERNAL_ERROR: u16 = 6;
+
+/// A response with status only.
+pub fn status(id: PacketId, status: u16) -> Reply {
+    Reply::Answer(response(id, status, Map::new()))
+}
+
+/// A response with fields.
+pub fn answer(id: PacketId, status: u16, fields: Map<String, Value>) -> Reply {
+    Reply::Answer(response(id, status, fields))
+}

@@ -1,0 +1,112 @@
+//! Push from the log: the hot model tells [`Live`] about every applied event, and the affected
+//! sessions get their panel event (subscribed ones only) and their state change (all of them),
+//! event before close. Runs under the model's apply lock, so it only queues frames and flips
+//! session state; sockets write them.
+
+use super::envelope::{event, Close};
+use super::session::{LiveSession, Out};
+use super::Live;
+use licensd_domain::app::AppEvent;
+use licensd_domain::license::LicenseEvent;
+use licensd_domain::{AnyEvent, AppId, LicenseKey};
+use licensd_projections::{Applied, AppliedListener, HotModel};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+pub const DISCONNECT: u16 = 1;
+pub const SUBSCRIPTION_EXPIRED: u16 = 2;
+const APP_PAUSED: u16 = 101;
+const APP_VERSION_CHANGED: u16 = 102;
+const LICENSE_CLIENT_ID_RESET: u16 = 200;
+const LICENSE_BLACKLISTED: u16 = 201;
+const LICENSE_UNBLACKLISTED: u16 = 202;
+const LICENSE_DELETED: u16 = 204;
+
+/// The listener installed in the hot model (it needs the `Arc` to arm expiry timers).
+pub struct Push(pub Arc<Live>);
+
+impl AppliedListener for Push {
+    fn applied(&self, model: &HotModel, applied: &Applied<'_>) {
+        let committed = Some(applied.recorded_at);
+        match applied.event {
+            AnyEvent::License(e) => {
+                let Ok(key) = LicenseKey::parse(applied.id) else { return };
+                self.license_event(model, &key, e, committed);
+            }
+            AnyEvent::App(e) => {
+                let Ok(app_id) = applied.id.parse::<AppId>() else { return };
+                self.app_event(app_id, e, committed);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Push {
+    fn license_event(
+        &self,
+        model: &HotModel,
+        key: &LicenseKey,
+        e: &LicenseEvent,
+        committed: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        let live = &self.0;
+        let sessions = live.registry.on_license(key);
+        if sessions.is_empty() {
+            return;
+        }
+        let plain = |code: u16| event(code, Map::new());
+        for session in &sessions {
+            match e {
+                LicenseEvent::LicenseRevoked { .. } => {
+                    live.push_event(session, &plain(LICENSE_BLACKLISTED), committed);
+                    live.clear_authorization(session);
+                }
+                LicenseEvent::LicenseActivated { .. } => {
+                    live.push_event(session, &plain(LICENSE_UNBLACKLISTED), committed)
+                }
+                LicenseEvent::HwidReset { .. } => live.push_event(session, &plain(LICENSE_CLIENT_ID_RESET), committed),
+                LicenseEvent::LicenseDeleted { .. } => live.push_event(session, &plain(LICENSE_DELETED), committed),
+                LicenseEvent::LicenseExtended { expires_at, .. } => self.rearm(session, *expires_at),
+                _ => {}
+            }
+        }
+        let _ = model;
+    }
+
+    /// The license's expiry moved: the timer armed for the old one is disarmed and a new one armed.
+    fn rearm(&self, session: &Arc<LiveSession>, expires_at: Option<chrono::DateTime<chrono::Utc>>) {
+        let generation = self.0.next_generation();
+        match session.state().auth.as_mut() {
+            Some(auth) => auth.generation = generation,
+            None => return,
+        }
+        self.0.arm_expiry(session, generation, expires_at);
+    }
+
+    fn app_event(&self, app_id: AppId, e: &AppEvent, committed: Option<chrono::DateTime<chrono::Utc>>) {
+        let live = &self.0;
+        match e {
+            AppEvent::AppDisabled { .. } => {
+                for session in live.registry.of_app(app_id) {
+                    live.push_event(&session, &event(APP_PAUSED, Map::new()), committed);
+                    live.deliver(&session, Out::Close(Close::AppPaused));
+                }
+            }
+            _ => {
+                if let Some(version) = super::model::version_change(e) {
+                    let content = Map::from_iter([("version".to_string(), Value::from(version))]);
+                    for session in live.registry.of_app(app_id) {
+                        live.push_event(&session, &event(APP_VERSION_CHANGED, content.clone()), committed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The merchant disconnects one session (Developer API): event 1, then close 4100.
+pub fn kick(live: &Live, session: &LiveSession) {
+    live.push_event(session, &event(DISCONNECT, Map::new()), None);
+    live.deliver(session, Out::Close(Close::FromPanel));
+}

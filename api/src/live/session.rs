@@ -1,0 +1,197 @@
+//! One logical live session (websocket.md §1): CONNECTED → INITIALIZED → AUTHORIZED, surviving
+//! its socket for the resume window. What it holds is behind a plain mutex that is never held
+//! across an await, so the push listener can change it at once; frames for the client go through
+//! its outbox, which the socket currently attached drains (or which waits for a resume).
+
+use super::envelope::Close;
+use super::limits::SessionBucket;
+use super::store::ValueStore;
+use chrono::{DateTime, Utc};
+use licensd_domain::{AppId, LicenseKey};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::sync::Notify;
+
+pub type SessionId = uuid::Uuid;
+
+/// What a successful Initialize established.
+#[derive(Debug, Clone)]
+pub struct Initialized {
+    pub app_id: AppId,
+    pub client_id: String,
+}
+
+/// What a successful authorize-by-license established. `generation` tells the expiry timer
+/// whether the authorization it was armed for is still the current one.
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    pub key: LicenseKey,
+    pub generation: u64,
+}
+
+#[derive(Debug)]
+pub struct SessionState {
+    pub init: Option<Initialized>,
+    pub auth: Option<Authorized>,
+    pub subscribed: bool,
+    pub values: ValueStore,
+    /// Consecutive Initialize attempts whose app could not be resolved (status 2 or 600).
+    pub failed_inits: u8,
+    pub bucket: SessionBucket,
+}
+
+/// A frame waiting for the socket.
+#[derive(Debug)]
+pub enum Out {
+    Text(String),
+    /// A panel event, with the commit time of the event that caused it (push latency).
+    Event(String, Option<DateTime<Utc>>),
+    Close(Close),
+}
+
+/// The `(id → response)` answers kept for resends (§14.14), oldest first out.
+#[derive(Debug, Default)]
+pub struct Answers {
+    order: VecDeque<u64>,
+    by_id: HashMap<u64, String>,
+    in_progress: HashSet<u64>,
+}
+
+impl Answers {
+    pub fn get(&self, id: u64) -> Option<&String> {
+        self.by_id.get(&id)
+    }
+
+    pub fn in_progress(&self, id: u64) -> bool {
+        self.in_progress.contains(&id)
+    }
+
+    pub fn start(&mut self, id: u64) {
+        self.in_progress.insert(id);
+    }
+
+    pub fn finish(&mut self, id: u64, answer: Option<String>, keep: usize) {
+        self.in_progress.remove(&id);
+        let Some(answer) = answer else { return };
+        if self.by_id.insert(id, answer).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > keep {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_id.remove(&oldest);
+            }
+        }
+    }
+}
+
+pub struct LiveSession {
+    pub id: SessionId,
+    pub ip: IpAddr,
+    pub connected_at: DateTime<Utc>,
+    last_activity_ms: AtomicI64,
+    state: Mutex<SessionState>,
+    pub answers: Mutex<Answers>,
+    queue: Mutex<VecDeque<Out>>,
+    /// Wakes the attached socket when a frame is queued.
+    pub wake: Notify,
+    /// A socket is attached (else frames wait for a resume).
+    attached: AtomicBool,
+    /// Bumped for each socket that attaches; a socket whose number is no longer current was
+    /// taken over and leaves silently.
+    pub connection: AtomicU64,
+    /// Tells the attached socket it was taken over.
+    pub taken_over: Notify,
+    /// Once set, the session is over: nothing more is queued and it cannot be resumed.
+    ended: AtomicBool,
+    /// A close is queued: the socket sends it and the session ends.
+    closing: AtomicBool,
+    pub resume_id: Mutex<String>,
+}
+
+impl LiveSession {
+    pub fn new(ip: IpAddr, per_minute: u32) -> Self {
+        let now = Utc::now();
+        Self {
+            id: uuid::Uuid::new_v4(),
+            ip,
+            connected_at: now,
+            last_activity_ms: AtomicI64::new(now.timestamp_millis()),
+            state: Mutex::new(SessionState {
+                init: None,
+                auth: None,
+                subscribed: false,
+                values: ValueStore::default(),
+                failed_inits: 0,
+                bucket: SessionBucket::new(per_minute, Instant::now()),
+            }),
+            answers: Mutex::new(Answers::default()),
+            queue: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+            attached: AtomicBool::new(false),
+            connection: AtomicU64::new(0),
+            taken_over: Notify::new(),
+            ended: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            resume_id: Mutex::new(String::new()),
+        }
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn touch(&self) {
+        self.last_activity_ms.store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+
+    pub fn last_activity(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.last_activity_ms.load(Ordering::Relaxed)).unwrap_or(self.connected_at)
+    }
+
+    pub fn is_attached(&self) -> bool {
+        self.attached.load(Ordering::Acquire)
+    }
+
+    pub fn set_attached(&self, attached: bool) {
+        self.attached.store(attached, Ordering::Release);
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Marks the session over; `true` for the one caller that ended it.
+    pub fn end(&self) -> bool {
+        !self.ended.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Queues a frame for the client. Returns how many frames wait, or `None` when the session
+    /// is ending and takes no more.
+    pub fn send(&self, frame: Out) -> Option<usize> {
+        if self.is_ended() || self.is_closing() {
+            return None;
+        }
+        if matches!(frame, Out::Close(_)) {
+            self.closing.store(true, Ordering::Release);
+        }
+        let waiting = {
+            let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            queue.push_back(frame);
+            queue.len()
+        };
+        self.wake.notify_one();
+        Some(waiting)
+    }
+
+    /// The next frame for the socket.
+    pub fn next_frame(&self) -> Option<Out> {
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front()
+    }
+}

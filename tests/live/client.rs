@@ -1,0 +1,145 @@
+//! A blocking wrapper around a real WebSocket client library (tokio-tungstenite), so the
+//! scenarios read top to bottom like the HTTP tests.
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::runtime::Runtime;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What came from the server next.
+#[derive(Debug)]
+pub enum Frame {
+    Json(Value),
+    Closed(u16, String),
+}
+
+pub struct Ws {
+    rt: Arc<Runtime>,
+    stream: Option<Stream>,
+    pub resume_id: String,
+}
+
+pub fn runtime() -> Arc<Runtime> {
+    Arc::new(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap())
+}
+
+/// `ws://host/ws` of an `http://host` base.
+pub fn endpoint(base: &str) -> String {
+    format!("{}/ws", base.replacen("http://", "ws://", 1))
+}
+
+/// Opens a session (resuming one when `resume_id` is given); `Err(status)` when the upgrade is
+/// refused, with its `Retry-After`.
+pub async fn open(base: &str, resume_id: Option<&str>) -> Result<(Stream, String), (u16, Option<String>)> {
+    let mut request = endpoint(base).into_client_request().unwrap();
+    if let Some(id) = resume_id {
+        request.headers_mut().insert("Resume-Id", HeaderValue::from_str(id).unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((stream, response)) => {
+            let id = response.headers().get("resume-id").expect("Resume-Id on every accept");
+            Ok((stream, id.to_str().unwrap().to_string()))
+        }
+        Err(Error::Http(response)) => {
+            let retry = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            Err((response.status().as_u16(), retry))
+        }
+        Err(e) => panic!("connect: {e}"),
+    }
+}
+
+/// The next text frame or the close, skipping pings; panics after 15 s of silence.
+pub async fn next(stream: &mut Stream) -> Frame {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(15), stream.next()).await.expect("a frame within 15 s");
+        match message {
+            Some(Ok(Message::Text(text))) => return Frame::Json(serde_json::from_str(text.as_str()).unwrap()),
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
+                return Frame::Closed(code, reason);
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("socket error before a close frame: {e}"),
+            None => panic!("the server dropped the socket without a close frame"),
+        }
+    }
+}
+
+impl Ws {
+    pub fn connect(rt: &Arc<Runtime>, base: &str) -> Self {
+        Self::resume(rt, base, None).expect("upgrade accepted")
+    }
+
+    pub fn resume(rt: &Arc<Runtime>, base: &str, resume_id: Option<&str>) -> Result<Self, (u16, Option<String>)> {
+        let (stream, resume_id) = rt.block_on(open(base, resume_id))?;
+        Ok(Self { rt: rt.clone(), stream: Some(stream), resume_id })
+    }
+
+    fn stream(&mut self) -> &mut Stream {
+        self.stream.as_mut().expect("open")
+    }
+
+    pub fn send_message(&mut self, message: Message) {
+        let rt = self.rt.clone();
+        rt.block_on(self.stream().send(message)).expect("send");
+    }
+
+    pub fn send(&mut self, packet: Value) {
+        self.send_message(Message::Text(packet.to_string().into()));
+    }
+
+    pub fn next(&mut self) -> Frame {
+        let rt = self.rt.clone();
+        rt.block_on(next(self.stream()))
+    }
+
+    /// The next JSON frame; panics on a close.
+    pub fn recv(&mut self) -> Value {
+        match self.next() {
+            Frame::Json(v) => v,
+            Frame::Closed(code, reason) => panic!("closed {code} {reason:?} where a frame was expected"),
+        }
+    }
+
+    /// Sends a packet and returns the next frame (its response, in these scenarios).
+    pub fn call(&mut self, packet: Value) -> Value {
+        let id = packet["id"].clone();
+        self.send(packet);
+        let answer = self.recv();
+        assert_eq!(answer["id"], id, "{answer}");
+        assert!(answer.get("type").is_none(), "responses carry no type: {answer}");
+        answer
+    }
+
+    pub fn closed(&mut self) -> (u16, String) {
+        match self.next() {
+            Frame::Closed(code, reason) => (code, reason),
+            Frame::Json(v) => panic!("expected a close, got {v}"),
+        }
+    }
+
+    pub fn init(&mut self, key: &str, client_id: &str) -> Value {
+        self.call(json!({"type": 0, "id": 1, "websocket_api_key": key, "client_id": client_id, "protocol_version": 3}))
+    }
+
+    /// Closes with 1000: the session ends (no resume).
+    pub fn close_normally(&mut self) {
+        let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+        self.send_message(Message::Close(Some(frame)));
+    }
+
+    /// Drops the TCP connection without a close frame (a network failure).
+    pub fn drop_connection(mut self) {
+        drop(self.stream.take());
+    }
+}

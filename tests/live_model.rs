@@ -238,14 +238,7 @@ fn websocket_keys_are_never_logged_or_stored_in_clear() {
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("DEBUG") || logged.contains("debug"), "the log was written at debug level");
     assert!(!logged.contains(&key), "the key is in the log");
-    let mut stored = Vec::new();
-    for entry in std::fs::read_dir(&dir.0).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name().unwrap().to_string_lossy().starts_with("licensd.db") {
-            stored.extend(std::fs::read(path).unwrap());
-        }
-    }
-    let stored = String::from_utf8_lossy(&stored);
+    let stored = dir.sqlite_files();
     assert!(stored.contains("WebsocketKeySet"), "the check reads the real database files");
     assert!(!stored.contains(&key), "the key is stored in clear");
 }

@@ -509,3 +509,27 @@ fn the_merchants_settings_reach_live_sessions() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(other.call(json!({"type": 2, "id": 5, "license": first}))["status"], 1);
 }
+
+/// The README's client (Python `websockets`) runs as printed against a real server.
+#[test]
+fn the_readme_python_client_runs() {
+    let dir = TempDir::new();
+    let deployment = Deployment::sqlite(&dir.0);
+    let server = deployment.start_with(&env(&[]));
+    let (m, key) = merchant(&deployment, &server, "python@example.com");
+    m.put(&server, &format!("/v1/apps/{}/variables", m.app_id), json!({"motd": "hello"}));
+    let license = m.license(&server, json!({ "levels": ["pro"] }));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/live/example.py");
+    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    assert!(readme.contains(&std::fs::read_to_string(&script).unwrap()), "the README shows the tested script");
+    let output = std::process::Command::new(common::python_venv())
+        .arg(&script)
+        .args([&server.base, &key, &license])
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(&format!("authorized: {license} levels ['pro']")), "{stdout}");
+    assert!(stdout.contains("variable motd: hello") && stdout.contains("session value theme: dark"), "{stdout}");
+    assert_eq!(balance(&server, &m), 99);
+}

@@ -533,3 +533,36 @@ fn the_readme_python_client_runs() {
     assert!(stdout.contains("variable motd: hello") && stdout.contains("session value theme: dark"), "{stdout}");
     assert_eq!(balance(&server, &m), 99);
 }
+
+#[test]
+fn upgraded_sockets_leave_the_http_limits_and_have_their_own_cap() {
+    let dir = TempDir::new();
+    let deployment = Deployment::sqlite(&dir.0);
+    let server = deployment.start_with(&env(&[
+        ("LICENSD_MAX_CONNECTIONS", "2"),
+        ("LICENSD_IDLE_TIMEOUT_MS", "300"),
+        ("LICENSD_LIVE_MAX_SESSIONS", "3"),
+    ]));
+    let (_m, key) = merchant(&deployment, &server, "cap@example.com");
+    let rt = client::runtime();
+    let mut sessions: Vec<Ws> = (0..3)
+        .map(|i| {
+            let mut ws = Ws::connect(&rt, &server.base);
+            assert_eq!(ws.init(&key, &format!("machine-{i}"))["status"], 1);
+            ws
+        })
+        .collect();
+    // Quiet for longer than the HTTP idle timeout, and more sockets than HTTP connection slots:
+    // every session still answers, and plain HTTP is still served.
+    std::thread::sleep(Duration::from_millis(800));
+    for ws in &mut sessions {
+        assert_eq!(ws.call(json!({"type": 10, "id": 2}))["online_users_count"], 3);
+    }
+    assert_eq!(server.get_text("/healthz").0, 200);
+    let (status, _) = Ws::resume(&rt, &server.base, None).err().expect("over LICENSD_LIVE_MAX_SESSIONS");
+    assert_eq!(status, 503);
+    sessions.pop().unwrap().close_normally();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut ws = Ws::connect(&rt, &server.base);
+    assert_eq!(ws.init(&key, "machine-9")["status"], 1);
+}

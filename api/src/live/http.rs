@@ -29,12 +29,12 @@ async fn upgrade(State(state): State<AppState>, ip: ClientIp, headers: HeaderMap
     let live = state.live.clone();
     let ip = ip.0.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)).to_canonical();
     if let Some(left) = live.ip_limits.blocked(ip, Instant::now()) {
-        let mut refused = (StatusCode::TOO_MANY_REQUESTS, "rate limited").into_response();
+        let mut refused = ApiError::RateLimited.into_response();
         refused.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(left));
         return refused;
     }
     if live.sockets.load(Ordering::Relaxed) >= live.config.max_sessions {
-        return (StatusCode::SERVICE_UNAVAILABLE, "too many live sessions").into_response();
+        return ApiError::Unavailable("too many live sessions; retry later".into()).into_response();
     }
     let ws = ws.max_message_size(live.config.max_frame_bytes.saturating_mul(2).max(1024));
     let presented = headers.get(RESUME_ID).map(|v| v.to_str().unwrap_or_default().to_string());

@@ -566,3 +566,26 @@ fn upgraded_sockets_leave_the_http_limits_and_have_their_own_cap() {
     let mut ws = Ws::connect(&rt, &server.base);
     assert_eq!(ws.init(&key, "machine-9")["status"], 1);
 }
+
+#[test]
+fn an_extension_rearms_the_expiry_timer() {
+    let dir = TempDir::new();
+    let deployment = Deployment::sqlite(&dir.0);
+    let server = deployment.start_with(&env(&[]));
+    let (m, key) = merchant(&deployment, &server, "extend@example.com");
+    let license = m.license(&server, json!({ "expiresAt": (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339() }));
+    let rt = client::runtime();
+    let mut ws = Ws::connect(&rt, &server.base);
+    assert_eq!(ws.init(&key, "machine-1")["status"], 1);
+    assert_eq!(ws.call(json!({"type": 17, "id": 2, "subscribed": true}))["status"], 1);
+    assert_eq!(ws.call(json!({"type": 2, "id": 3, "license": license}))["status"], 1);
+    let later = chrono::Utc::now() + chrono::Duration::seconds(5);
+    m.put(&server, &format!("/v1/licenses/{license}"), json!({"action": "extend", "expiresAt": later.to_rfc3339()}));
+    // Past the first expiry: no event 2 came for it (the answer is the next frame), and the
+    // license is current again.
+    std::thread::sleep(Duration::from_millis(2500));
+    let current = ws.call(json!({"type": 15, "id": 4}));
+    assert_eq!((current["status"].clone(), current["expires_at"].clone()), (json!(1), json!(later.timestamp())));
+    assert_eq!(ws.recv()["event_type"], 2, "pushed at the new expiry");
+    assert_eq!(ws.call(json!({"type": 15, "id": 5}))["status"], 103);
+}

@@ -53,8 +53,8 @@ async fn upgrade(State(state): State<AppState>, ip: ClientIp, headers: HeaderMap
             let frame = CloseFrame { code: close.code(), reason: close.reason().into() };
             let _ = socket.send(Message::Close(Some(frame))).await;
         });
-        let unused = live.registry.rotate_resume_id(&LiveSession::new(ip, 0));
-        insert_resume_id(&mut response, &unused);
+        // Every accept carries a Resume-Id; this one names nothing (the socket is closing).
+        insert_resume_id(&mut response, &super::registry::random_resume_id());
         return response;
     };
     let resume_id = live.registry.rotate_resume_id(&session);

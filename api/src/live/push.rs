@@ -81,6 +81,7 @@ impl Push {
             Some(auth) => auth.generation = generation,
             None => return,
         }
+        session.timers.notify_waiters();
         self.0.arm_expiry(session, generation, expires_at);
     }
 

@@ -589,3 +589,25 @@ fn an_extension_rearms_the_expiry_timer() {
     assert_eq!(ws.recv()["event_type"], 2, "pushed at the new expiry");
     assert_eq!(ws.call(json!({"type": 15, "id": 5}))["status"], 103);
 }
+
+#[test]
+fn a_seat_frees_when_its_resume_window_lapses() {
+    let dir = TempDir::new();
+    let deployment = Deployment::sqlite(&dir.0);
+    let server = deployment.start_with(&env(&[("LICENSD_LIVE_RESUME_WINDOW_SECS", "1")]));
+    let (m, key) = merchant(&deployment, &server, "lapse@example.com");
+    let license = m.license(&server, json!({ "maxSessions": 1, "maxHwidSlots": 2 }));
+    let rt = client::runtime();
+    let mut first = Ws::connect(&rt, &server.base);
+    assert_eq!(first.init(&key, "machine-1")["status"], 1);
+    assert_eq!(first.call(json!({"type": 2, "id": 2, "license": license}))["status"], 1);
+    let resume_id = first.resume_id.clone();
+    first.drop_connection();
+    let mut second = Ws::connect(&rt, &server.base);
+    assert_eq!(second.init(&key, "machine-2")["status"], 1);
+    assert_eq!(second.call(json!({"type": 2, "id": 2, "license": license}))["status"], 602, "held for a resume");
+    std::thread::sleep(Duration::from_millis(1600));
+    assert_eq!(second.call(json!({"type": 2, "id": 3, "license": license}))["status"], 1, "freed after the window");
+    let mut late = Ws::resume(&rt, &server.base, Some(&resume_id)).expect("accepted");
+    closes_with(&mut late, 4401);
+}

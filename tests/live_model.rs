@@ -217,22 +217,28 @@ fn websocket_keys_are_never_logged_or_stored_in_clear() {
     let log = dir.0.join("server.log");
     let server = deployment.start_logging_to(&[RELAXED_LIMITS, &[("LICENSD_LOG", "debug")]].concat(), Some(&log));
     let (api_key, app_id) = deployment.merchant(&server, "sealed@example.com");
-    let (status, rotated) = server.post(&api_key, &format!("/v1/apps/{app_id}/websocket-key"), &json!({}));
-    assert_eq!(status, 200, "{rotated}");
+    // Under an Idempotency-Key, so the answer (with the key) is kept for replay too.
+    let rotate = || {
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/apps/{app_id}/websocket-key", server.base))
+            .bearer_auth(&api_key)
+            .header("Idempotency-Key", "rotate-once")
+            .json(&json!({}))
+            .send()
+            .unwrap();
+        let replayed = response.headers().contains_key("idempotent-replayed");
+        (response.status().as_u16(), replayed, response.json::<Value>().unwrap())
+    };
+    let (status, replayed, rotated) = rotate();
+    assert_eq!((status, replayed), (200, false), "{rotated}");
+    assert_eq!(rotate(), (200, true, rotated.clone()), "a retry gets the kept answer");
     let key = rotated["websocketApiKey"].as_str().unwrap().to_string();
     server.terminate();
 
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("DEBUG") || logged.contains("debug"), "the log was written at debug level");
     assert!(!logged.contains(&key), "the key is in the log");
-    let mut stored = Vec::new();
-    for entry in std::fs::read_dir(&dir.0).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name().unwrap().to_string_lossy().starts_with("licensd.db") {
-            stored.extend(std::fs::read(path).unwrap());
-        }
-    }
-    let stored = String::from_utf8_lossy(&stored);
+    let stored = dir.sqlite_files();
     assert!(stored.contains("WebsocketKeySet"), "the check reads the real database files");
     assert!(!stored.contains(&key), "the key is stored in clear");
 }

@@ -5,22 +5,12 @@
 
 mod common;
 
-use common::{Deployment, Server, TempDir};
+use common::{each_backend, Deployment, Server, TempDir};
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const PASSWORD: &str = "a long dashboard password";
 const WRONG: &str = "not the password at all";
-
-/// Runs `test` on SQLite, then on Postgres when `LICENSD_TEST_POSTGRES_URL` is set.
-fn on_both_backends(test: impl Fn(&Deployment)) {
-    let dir = TempDir::new();
-    test(&Deployment::sqlite(&dir.0));
-    if let Some(db) = common::temp_postgres() {
-        let dir = TempDir::new();
-        test(&Deployment::postgres(&dir.0, &db.url));
-    }
-}
 
 fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
@@ -46,7 +36,7 @@ fn account_with_password(deployment: &Deployment, email: &str) -> (String, Strin
 
 #[test]
 fn a_burst_of_wrong_passwords_gets_at_most_the_limit_checked_and_the_lock_survives_a_restart() {
-    on_both_backends(|deployment| {
+    each_backend(|deployment| {
         account_with_password(deployment, "burst@example.com");
         let env = [("LICENSD_DASHBOARD_MAX_FAILURES", "5"), ("LICENSD_DASHBOARD_LOCKOUT_SECS", "600")];
         let server = deployment.start_with(&env);
@@ -87,7 +77,7 @@ fn event_payloads(deployment: &Deployment) -> Vec<String> {
 
 #[test]
 fn password_verifiers_stay_out_of_the_event_log_and_still_sign_in() {
-    on_both_backends(|deployment| {
+    each_backend(|deployment| {
         account_with_password(deployment, "sealed@example.com");
         let payloads = event_payloads(deployment);
         assert!(payloads.iter().any(|p| p.contains("DashboardLoginSet") || p.contains("email_digest")));
@@ -134,7 +124,7 @@ fn append_legacy_login_event(deployment: &Deployment, account_id: &str, password
 
 #[test]
 fn a_verifier_in_an_old_event_still_signs_in() {
-    on_both_backends(|deployment| {
+    each_backend(|deployment| {
         let (account_id, _) = account_with_password(deployment, "legacy@example.com");
         append_legacy_login_event(deployment, &account_id, "the password of an older release");
         let server = deployment.start();
@@ -150,7 +140,7 @@ fn a_verifier_in_an_old_event_still_signs_in() {
 
 #[test]
 fn serve_refuses_a_master_key_that_cannot_open_the_database() {
-    on_both_backends(|deployment| {
+    each_backend(|deployment| {
         let server = deployment.start();
         deployment.merchant(&server, "keyed@example.com");
         server.terminate();
@@ -209,7 +199,7 @@ fn invalid_settings_stop_the_server_before_the_database_is_created() {
 
 #[test]
 fn two_accounts_cannot_share_an_email_even_when_created_at_once() {
-    on_both_backends(|deployment| {
+    each_backend(|deployment| {
         deployment.cli(&["migrate"]); // so the racing processes below do not all create the schema
         let spellings = ["same@example.com", "Same@Example.com", " same@example.com", "SAME@example.com"];
         let outcomes: Vec<bool> = std::thread::scope(|scope| {
@@ -257,7 +247,7 @@ fn deployment_command(deployment: &Deployment, args: &[&str]) -> std::process::C
 
 #[test]
 fn setting_and_clearing_a_license_email_is_audited_without_the_address() {
-    on_both_backends(|deployment| {
+    each_backend(|deployment| {
         let server = deployment.start();
         let (api_key, app_id) = deployment.merchant(&server, "audit@example.com");
         let (_, created) = server.post(&api_key, "/v1/licenses", &json!({ "appId": app_id }));
@@ -298,7 +288,7 @@ fn sql(deployment: &Deployment, statement: &'static str, args: Vec<licensd_store
 
 #[test]
 fn removing_a_license_email_keeps_its_other_personal_data() {
-    on_both_backends(|deployment| {
+    each_backend(|deployment| {
         let server = deployment.start();
         let (api_key, app_id) = deployment.merchant(&server, "fields@example.com");
         let (_, created) = server.post(&api_key, "/v1/licenses", &json!({ "appId": app_id }));

@@ -107,14 +107,7 @@ fn secrets_and_personal_data_are_sealed_at_rest() {
     server.terminate();
 
     assert!(dir.0.join("master.key").exists(), "the embedded mode generated its master key");
-    let mut stored = Vec::new();
-    for entry in std::fs::read_dir(&dir.0).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name().unwrap().to_string_lossy().starts_with("licensd.db") {
-            stored.extend(std::fs::read(path).unwrap());
-        }
-    }
-    let stored = String::from_utf8_lossy(&stored);
+    let stored = dir.sqlite_files();
     assert!(stored.contains("AppCreated"), "the check reads the real database files");
     for secret in [app_secret.as_str(), websocket_key.as_str(), "private.person@example.com", api_key] {
         assert!(!stored.contains(secret), "{secret} is stored in clear");

@@ -293,6 +293,21 @@ impl TempDir {
     }
 }
 
+impl TempDir {
+    /// Every byte of the SQLite database files in the folder (with the WAL), as lossy text: for
+    /// checking what is, and is not, stored in clear.
+    pub fn sqlite_files(&self) -> String {
+        let mut stored = Vec::new();
+        for entry in std::fs::read_dir(&self.0).expect("the data folder") {
+            let path = entry.expect("a folder entry").path();
+            if path.file_name().unwrap_or_default().to_string_lossy().starts_with("licensd.db") {
+                stored.extend(std::fs::read(path).expect("a database file"));
+            }
+        }
+        String::from_utf8_lossy(&stored).into_owned()
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);

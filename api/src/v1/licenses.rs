@@ -34,13 +34,20 @@ fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Resul
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A license's live-session fields as given: absent (`None`) fields stay as they are.
+struct LiveFields {
+    levels: Option<Vec<String>>,
+    /// `Some(None)`: no limit.
+    max_sessions: Option<Option<u32>>,
+}
+
 /// Checks `levels` and `maxSessions` against the deployment's limits (the domain checks each
 /// level's length and refuses 0 seats).
 fn checked_live_fields(
     state: &AppState,
     levels: Option<Vec<String>>,
     max_sessions: Option<Option<i64>>,
-) -> Result<(Option<Vec<String>>, Option<Option<u32>>), ApiError> {
+) -> Result<LiveFields, ApiError> {
     let limits = &state.config.live_model;
     if levels.as_ref().is_some_and(|l| l.len() > limits.max_license_levels) {
         return Err(ApiError::BadRequest(format!("a license has at most {} levels", limits.max_license_levels)));
@@ -51,7 +58,7 @@ fn checked_live_fields(
         _ => Err(ApiError::BadRequest(format!("maxSessions must be null (no limit) or between 1 and {most}"))),
     };
     let max_sessions = max_sessions.map(|m| m.map(seats).transpose()).transpose()?;
-    Ok((levels, max_sessions))
+    Ok(LiveFields { levels, max_sessions })
 }
 
 pub(crate) fn license_json(license: &License) -> Value {
@@ -96,7 +103,7 @@ pub async fn create(
             "maxHwidSlots must be between {MIN_HWID_SLOTS} and {MAX_HWID_SLOTS}"
         )));
     }
-    let (levels, max_sessions) = checked_live_fields(&state, body.levels, body.max_sessions.map(Some))?;
+    let LiveFields { levels, max_sessions } = checked_live_fields(&state, body.levels, body.max_sessions.map(Some))?;
     let spec = NewLicense {
         app_id,
         expires_at: parse_expiry(body.expires_at.as_deref())?,
@@ -208,7 +215,7 @@ pub async fn update(
     let configures = body.levels.is_some() || body.max_sessions.is_some();
     let command = match body.action.as_deref() {
         None if configures => {
-            let (levels, max_sessions) = checked_live_fields(&state, body.levels, body.max_sessions)?;
+            let LiveFields { levels, max_sessions } = checked_live_fields(&state, body.levels, body.max_sessions)?;
             LicenseCommand::Configure { levels, max_sessions }
         }
         None => return Err(ApiError::BadRequest("send an action, or levels and/or maxSessions".into())),

@@ -53,8 +53,12 @@ async fn once(state: AppState, request: Request, next: Next) -> Result<Response,
     let body = axum::body::to_bytes(body, state.config.max_body_bytes).await.map_err(|_| ApiError::PayloadTooLarge)?;
     let hash = request_hash(&parts.method, parts.uri.path_and_query().map_or("", |p| p.as_str()), &body);
 
-    let records =
-        Records::new(state.commands.store().clone(), state.config.idempotency_ttl, state.config.idempotency_lease);
+    let records = Records::new(
+        state.commands.store().clone(),
+        state.commands.master_key().clone(),
+        state.config.idempotency_ttl,
+        state.config.idempotency_lease,
+    );
     let account = caller.account_id;
     let now_ms = state.commands.now().timestamp_millis();
     let received_ms = match records.claim(account, &key, &hash, now_ms).await? {

@@ -5,7 +5,8 @@
 //! (it died between its commit and storing the answer), or older than the lease, is taken over
 //! by a retry of the same request.
 
-use licensd_domain::AccountId;
+use licensd_commands::MasterKey;
+use licensd_domain::{AccountId, Sealed};
 use licensd_store::{SqlValue, Statement, Store, StoreError};
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -41,11 +42,33 @@ pub struct Records {
     store: Store,
     ttl: Duration,
     lease: Duration,
+    /// Kept answers hold secrets shown once (app secrets, API and WebSocket keys): sealed at rest.
+    key: MasterKey,
+}
+
+/// Binds a sealed answer to its account and key, so it cannot be replayed under another.
+fn purpose(account: AccountId, key: &str) -> String {
+    format!("idempotent-answer:{account}:{key}")
 }
 
 impl Records {
-    pub fn new(store: Store, ttl: Duration, lease: Duration) -> Self {
-        Self { store, ttl, lease }
+    pub fn new(store: Store, key: MasterKey, ttl: Duration, lease: Duration) -> Self {
+        Self { store, ttl, lease, key }
+    }
+
+    fn seal(&self, account: AccountId, key: &str, body: &str) -> String {
+        self.key.seal(body.as_bytes(), &purpose(account, key)).0
+    }
+
+    /// A kept body in clear. Answers kept before they were sealed (JSON, never starting `v1.`)
+    /// are read as they are.
+    fn open(&self, account: AccountId, key: &str, stored: String) -> Result<String, StoreError> {
+        if !stored.starts_with("v1.") {
+            return Ok(stored);
+        }
+        self.key
+            .open_string(&Sealed(stored), &purpose(account, key))
+            .map_err(|e| StoreError::Corrupt(format!("a kept idempotent answer: {e}")))
     }
 
     /// Takes `key` for a request with `request_hash`, or reports who holds it. The primary key
@@ -105,11 +128,13 @@ impl Records {
             return Ok(Claim::Resumed { claimed_at_ms });
         }
         let status = row[1].as_deref().and_then(|s| s.parse::<u16>().ok());
-        let answer = status.map(|status| Answer {
-            status,
-            content_type: row[2].take(),
-            body: row[3].take().unwrap_or_default(),
-        });
+        let answer = match status {
+            Some(status) => {
+                let body = self.open(account, key, row[3].take().unwrap_or_default())?;
+                Some(Answer { status, content_type: row[2].take(), body })
+            }
+            None => None,
+        };
         Ok(Claim::Taken { request_hash: row[0].take().unwrap_or_default(), answer })
     }
 
@@ -121,7 +146,7 @@ impl Records {
             [
                 i64::from(answer.status).into(),
                 SqlValue::from(answer.content_type.clone()),
-                answer.body.as_str().into(),
+                self.seal(account, key, &answer.body).into(),
                 account.to_string().into(),
                 key.into(),
             ],

@@ -271,6 +271,13 @@ fn session_values_and_panel_actions() {
     assert_eq!(closes_with(&mut quiet, 4101), "application paused");
     let mut ws = Ws::connect(&rt, &server.base);
     assert_eq!(ws.init(&key, "machine-1")["status"], 601);
+
+    // Suspending the owner's account ends the sessions of its apps the same way.
+    m.put(&server, &format!("/v1/apps/{}", m.app_id), json!({"disabled": false}));
+    let mut ws = Ws::connect(&rt, &server.base);
+    assert_eq!(ws.init(&key, "machine-1")["status"], 1);
+    deployment.cli(&["account", "suspend", "--account", &m.account_id]);
+    assert_eq!(closes_with(&mut ws, 4101), "application paused");
 }
 
 #[test]

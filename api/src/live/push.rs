@@ -8,7 +8,8 @@ use super::session::{LiveSession, Out};
 use super::Live;
 use licensd_domain::app::AppEvent;
 use licensd_domain::license::LicenseEvent;
-use licensd_domain::{AnyEvent, AppId, LicenseKey};
+use licensd_domain::account::AccountEvent;
+use licensd_domain::{AccountId, AnyEvent, AppId, LicenseKey};
 use licensd_projections::{Applied, AppliedListener, HotModel};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -36,6 +37,13 @@ impl AppliedListener for Push {
             AnyEvent::App(e) => {
                 let Ok(app_id) = applied.id.parse::<AppId>() else { return };
                 self.app_event(app_id, e, committed);
+            }
+            // A suspended account's apps authenticate nobody: their sessions end like a pause.
+            AnyEvent::Account(AccountEvent::AccountSuspended { .. }) => {
+                let Ok(account_id) = applied.id.parse::<AccountId>() else { return };
+                for app in model.apps_of(account_id) {
+                    self.pause(app.app_id, committed);
+                }
             }
             _ => {}
         }
@@ -85,15 +93,19 @@ impl Push {
         self.0.arm_expiry(session, generation, expires_at);
     }
 
+    /// Event 101 to subscribed sessions, then close 4101 for every session of the app.
+    fn pause(&self, app_id: AppId, committed: Option<chrono::DateTime<chrono::Utc>>) {
+        let live = &self.0;
+        for session in live.registry.of_app(app_id) {
+            live.push_event(&session, &event(APP_PAUSED, Map::new()), committed);
+            live.deliver(&session, Out::Close(Close::AppPaused));
+        }
+    }
+
     fn app_event(&self, app_id: AppId, e: &AppEvent, committed: Option<chrono::DateTime<chrono::Utc>>) {
         let live = &self.0;
         match e {
-            AppEvent::AppDisabled { .. } => {
-                for session in live.registry.of_app(app_id) {
-                    live.push_event(&session, &event(APP_PAUSED, Map::new()), committed);
-                    live.deliver(&session, Out::Close(Close::AppPaused));
-                }
-            }
+            AppEvent::AppDisabled { .. } => self.pause(app_id, committed),
             _ => {
                 if let Some(version) = super::model::version_change(e) {
                     let content = Map::from_iter([("version".to_string(), Value::from(version))]);

@@ -580,7 +580,8 @@ fn an_extension_rearms_the_expiry_timer() {
     let deployment = Deployment::sqlite(&dir.0);
     let server = deployment.start_with(&env(&[]));
     let (m, key) = merchant(&deployment, &server, "extend@example.com");
-    let license = m.license(&server, json!({ "expiresAt": (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339() }));
+    let license =
+        m.license(&server, json!({ "expiresAt": (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339() }));
     let rt = client::runtime();
     let mut ws = Ws::connect(&rt, &server.base);
     assert_eq!(ws.init(&key, "machine-1")["status"], 1);

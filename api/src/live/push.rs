@@ -6,9 +6,9 @@
 use super::envelope::{event, Close};
 use super::session::{LiveSession, Out};
 use super::Live;
+use licensd_domain::account::AccountEvent;
 use licensd_domain::app::AppEvent;
 use licensd_domain::license::LicenseEvent;
-use licensd_domain::account::AccountEvent;
 use licensd_domain::{AccountId, AnyEvent, AppId, LicenseKey};
 use licensd_projections::{Applied, AppliedListener, HotModel};
 use serde_json::{Map, Value};

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const RESUME_ID: &str = "resume-id";
+const SOCKET_BUFFER_BYTES: usize = 4096;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade))
@@ -36,7 +37,12 @@ async fn upgrade(State(state): State<AppState>, ip: ClientIp, headers: HeaderMap
     if live.sockets.load(Ordering::Relaxed) >= live.config.max_sessions {
         return ApiError::Unavailable("too many live sessions; retry later".into()).into_response();
     }
-    let ws = ws.max_message_size(live.config.max_frame_bytes.saturating_mul(2).max(1024));
+    // The library's default buffers are 128 KiB each per socket; packets are small, and an idle
+    // session should cost kilobytes (the read buffer still grows for a larger frame).
+    let ws = ws
+        .max_message_size(live.config.max_frame_bytes.saturating_mul(2).max(1024))
+        .read_buffer_size(SOCKET_BUFFER_BYTES)
+        .write_buffer_size(0);
     let presented = headers.get(RESUME_ID).map(|v| v.to_str().unwrap_or_default().to_string());
     let session = match presented {
         None => {

@@ -619,3 +619,34 @@ fn a_seat_frees_when_its_resume_window_lapses() {
     let mut late = Ws::resume(&rt, &server.base, Some(&resume_id)).expect("accepted");
     closes_with(&mut late, 4401);
 }
+
+#[test]
+fn after_a_sigkill_clients_reconnect_and_nothing_acknowledged_is_lost() {
+    let dir = TempDir::new();
+    let deployment = Deployment::sqlite(&dir.0);
+    let server = deployment.start_with(&env(&[]));
+    let (m, key) = merchant(&deployment, &server, "kill@example.com");
+    let license = m.license(&server, json!({ "maxHwidSlots": 1 }));
+    let rt = client::runtime();
+    let mut ws = Ws::connect(&rt, &server.base);
+    assert_eq!(ws.init(&key, "machine-1")["status"], 1);
+    assert_eq!(ws.call(json!({"type": 2, "id": 2, "license": license}))["status"], 1, "acknowledged");
+    let resume_id = ws.resume_id.clone();
+    server.kill();
+    drop(ws);
+
+    let server = deployment.start_with(&env(&[]));
+    // Sessions lived in the dead process: the resume id is unknown, the client starts afresh.
+    let mut stale = Ws::resume(&rt, &server.base, Some(&resume_id)).expect("accepted");
+    closes_with(&mut stale, 4401);
+    let mut ws = Ws::connect(&rt, &server.base);
+    assert_eq!(ws.init(&key, "machine-1")["status"], 1);
+    // The acknowledged authorize is durable: its bill and its HWID binding survived.
+    assert_eq!(balance(&server, &m), 99);
+    let (_, got) = server.get(&m.api_key, &format!("/v1/licenses/{license}"));
+    assert_eq!(got["hwidList"], json!(["machine-1"]));
+    assert_eq!(ws.call(json!({"type": 2, "id": 2, "license": license}))["status"], 1, "the bound machine");
+    let mut other = Ws::connect(&rt, &server.base);
+    assert_eq!(other.init(&key, "machine-2")["status"], 1);
+    assert_eq!(other.call(json!({"type": 2, "id": 2, "license": license}))["status"], 502, "the slot stayed taken");
+}

@@ -32,7 +32,7 @@ impl AppliedListener for Push {
         match applied.event {
             AnyEvent::License(e) => {
                 let Ok(key) = LicenseKey::parse(applied.id) else { return };
-                self.license_event(model, &key, e, committed);
+                self.license_event(&key, e, committed);
             }
             AnyEvent::App(e) => {
                 let Ok(app_id) = applied.id.parse::<AppId>() else { return };
@@ -51,13 +51,7 @@ impl AppliedListener for Push {
 }
 
 impl Push {
-    fn license_event(
-        &self,
-        model: &HotModel,
-        key: &LicenseKey,
-        e: &LicenseEvent,
-        committed: Option<chrono::DateTime<chrono::Utc>>,
-    ) {
+    fn license_event(&self, key: &LicenseKey, e: &LicenseEvent, committed: Option<chrono::DateTime<chrono::Utc>>) {
         let live = &self.0;
         let sessions = live.registry.on_license(key);
         if sessions.is_empty() {
@@ -79,7 +73,6 @@ impl Push {
                 _ => {}
             }
         }
-        let _ = model;
     }
 
     /// The license's expiry moved: the timer armed for the old one is disarmed and a new one armed.

@@ -333,6 +333,14 @@ fn resume_redelivers_a_lost_answer_without_billing_twice() {
     assert_eq!(ws.call(json!({"type": 15, "id": 5}))["status"], 1, "still authorized");
     assert_eq!(balance(&server, &m), 99, "the authorize ran once");
 
+    // A resume while the previous socket is still open takes over: the old one is dropped
+    // silently and the session goes on on the new one.
+    let mut old = ws;
+    let mut ws = Ws::resume(&rt, &server.base, Some(&old.resume_id)).expect("taken over");
+    assert!(old.ends_silently(), "no close frame for a taken-over socket");
+    assert_eq!(ws.call(json!({"type": 15, "id": 6}))["status"], 1, "still authorized after the take-over");
+    assert_eq!(ws.call(json!({"type": 10, "id": 7}))["online_users_count"], 1);
+
     // The old id is spent; a client close 1000 ends the session for good.
     let mut stale = Ws::resume(&rt, &server.base, Some(&resume_id)).expect("accepted");
     assert_eq!(closes_with(&mut stale, 4401), "resume ID was not found or it is expired");

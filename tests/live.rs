@@ -658,3 +658,24 @@ fn after_a_sigkill_clients_reconnect_and_nothing_acknowledged_is_lost() {
     assert_eq!(other.init(&key, "machine-2")["status"], 1);
     assert_eq!(other.call(json!({"type": 2, "id": 2, "license": license}))["status"], 502, "the slot stayed taken");
 }
+
+#[test]
+fn only_initialized_sessions_are_kept_for_a_resume() {
+    let dir = TempDir::new();
+    let deployment = Deployment::sqlite(&dir.0);
+    let server = deployment.start_with(&env(&[]));
+    let rt = client::runtime();
+    let ids: Vec<String> = (0..20)
+        .map(|_| {
+            let ws = Ws::connect(&rt, &server.base);
+            let id = ws.resume_id.clone();
+            ws.drop_connection();
+            id
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, metrics) = server.get_text("/metrics");
+    assert!(metrics.contains("\nlicensd_live_sessions 0\n"), "{metrics}");
+    let mut ws = Ws::resume(&rt, &server.base, Some(&ids[0])).expect("accepted");
+    closes_with(&mut ws, 4401);
+}

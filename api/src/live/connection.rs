@@ -45,7 +45,9 @@ pub async fn serve(state: AppState, live: Arc<Live>, mut socket: WebSocket, sess
     match exit {
         Exit::TakenOver => {}
         Exit::ServerClosed | Exit::ClientClosed => live.end(&session),
-        Exit::Dropped if session.is_closing() => live.end(&session),
+        // Nothing to restore before Initialize: a dropped uninitialized session is not kept
+        // (connect-and-drop floods hold nothing for the resume window).
+        Exit::Dropped if session.is_closing() || session.state().init.is_none() => live.end(&session),
         Exit::Dropped => {
             session.set_attached(false);
             let window = live.config.resume_window;

@@ -271,6 +271,13 @@ fn session_values_and_panel_actions() {
     assert_eq!(closes_with(&mut quiet, 4101), "application paused");
     let mut ws = Ws::connect(&rt, &server.base);
     assert_eq!(ws.init(&key, "machine-1")["status"], 601);
+
+    // Suspending the owner's account ends the sessions of its apps the same way.
+    m.put(&server, &format!("/v1/apps/{}", m.app_id), json!({"disabled": false}));
+    let mut ws = Ws::connect(&rt, &server.base);
+    assert_eq!(ws.init(&key, "machine-1")["status"], 1);
+    deployment.cli(&["account", "suspend", "--account", &m.account_id]);
+    assert_eq!(closes_with(&mut ws, 4101), "application paused");
 }
 
 #[test]
@@ -325,6 +332,14 @@ fn resume_redelivers_a_lost_answer_without_billing_twice() {
     assert_eq!(next["value"], "v", "the store survived the resume");
     assert_eq!(ws.call(json!({"type": 15, "id": 5}))["status"], 1, "still authorized");
     assert_eq!(balance(&server, &m), 99, "the authorize ran once");
+
+    // A resume while the previous socket is still open takes over: the old one is dropped
+    // silently and the session goes on on the new one.
+    let mut old = ws;
+    let mut ws = Ws::resume(&rt, &server.base, Some(&old.resume_id)).expect("taken over");
+    assert!(old.ends_silently(), "no close frame for a taken-over socket");
+    assert_eq!(ws.call(json!({"type": 15, "id": 6}))["status"], 1, "still authorized after the take-over");
+    assert_eq!(ws.call(json!({"type": 10, "id": 7}))["online_users_count"], 1);
 
     // The old id is spent; a client close 1000 ends the session for good.
     let mut stale = Ws::resume(&rt, &server.base, Some(&resume_id)).expect("accepted");
@@ -508,4 +523,159 @@ fn the_merchants_settings_reach_live_sessions() {
     ws.close_normally();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(other.call(json!({"type": 2, "id": 5, "license": first}))["status"], 1);
+}
+
+/// The README's client (Python `websockets`) runs as printed against a real server.
+#[test]
+fn the_readme_python_client_runs() {
+    let dir = TempDir::new();
+    let deployment = Deployment::sqlite(&dir.0);
+    let server = deployment.start_with(&env(&[]));
+    let (m, key) = merchant(&deployment, &server, "python@example.com");
+    m.put(&server, &format!("/v1/apps/{}/variables", m.app_id), json!({"motd": "hello"}));
+    let license = m.license(&server, json!({ "levels": ["pro"] }));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/live/example.py");
+    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    assert!(readme.contains(&std::fs::read_to_string(&script).unwrap()), "the README shows the tested script");
+    let output = std::process::Command::new(common::python_venv())
+        .arg(&script)
+        .args([&server.base, &key, &license])
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(&format!("authorized: {license} levels ['pro']")), "{stdout}");
+    assert!(stdout.contains("variable motd: hello") && stdout.contains("session value theme: dark"), "{stdout}");
+    assert_eq!(balance(&server, &m), 99);
+}
+
+#[test]
+fn upgraded_sockets_leave_the_http_limits_and_have_their_own_cap() {
+    let dir = TempDir::new();
+    let deployment = Deployment::sqlite(&dir.0);
+    let server = deployment.start_with(&env(&[
+        ("LICENSD_MAX_CONNECTIONS", "2"),
+        ("LICENSD_IDLE_TIMEOUT_MS", "300"),
+        ("LICENSD_LIVE_MAX_SESSIONS", "3"),
+    ]));
+    let (_m, key) = merchant(&deployment, &server, "cap@example.com");
+    let rt = client::runtime();
+    let mut sessions: Vec<Ws> = (0..3)
+        .map(|i| {
+            let mut ws = Ws::connect(&rt, &server.base);
+            assert_eq!(ws.init(&key, &format!("machine-{i}"))["status"], 1);
+            ws
+        })
+        .collect();
+    // Quiet for longer than the HTTP idle timeout, and more sockets than HTTP connection slots:
+    // every session still answers, and plain HTTP is still served.
+    std::thread::sleep(Duration::from_millis(800));
+    for ws in &mut sessions {
+        assert_eq!(ws.call(json!({"type": 10, "id": 2}))["online_users_count"], 3);
+    }
+    assert_eq!(server.get_text("/healthz").0, 200);
+    let (status, _) = Ws::resume(&rt, &server.base, None).err().expect("over LICENSD_LIVE_MAX_SESSIONS");
+    assert_eq!(status, 503);
+    sessions.pop().unwrap().close_normally();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut ws = Ws::connect(&rt, &server.base);
+    assert_eq!(ws.init(&key, "machine-9")["status"], 1);
+}
+
+#[test]
+fn an_extension_rearms_the_expiry_timer() {
+    let dir = TempDir::new();
+    let deployment = Deployment::sqlite(&dir.0);
+    let server = deployment.start_with(&env(&[]));
+    let (m, key) = merchant(&deployment, &server, "extend@example.com");
+    let license =
+        m.license(&server, json!({ "expiresAt": (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339() }));
+    let rt = client::runtime();
+    let mut ws = Ws::connect(&rt, &server.base);
+    assert_eq!(ws.init(&key, "machine-1")["status"], 1);
+    assert_eq!(ws.call(json!({"type": 17, "id": 2, "subscribed": true}))["status"], 1);
+    assert_eq!(ws.call(json!({"type": 2, "id": 3, "license": license}))["status"], 1);
+    let later = chrono::Utc::now() + chrono::Duration::seconds(5);
+    m.put(&server, &format!("/v1/licenses/{license}"), json!({"action": "extend", "expiresAt": later.to_rfc3339()}));
+    // Past the first expiry: no event 2 came for it (the answer is the next frame), and the
+    // license is current again.
+    std::thread::sleep(Duration::from_millis(2500));
+    let current = ws.call(json!({"type": 15, "id": 4}));
+    assert_eq!((current["status"].clone(), current["expires_at"].clone()), (json!(1), json!(later.timestamp())));
+    assert_eq!(ws.recv()["event_type"], 2, "pushed at the new expiry");
+    assert_eq!(ws.call(json!({"type": 15, "id": 5}))["status"], 103);
+}
+
+#[test]
+fn a_seat_frees_when_its_resume_window_lapses() {
+    let dir = TempDir::new();
+    let deployment = Deployment::sqlite(&dir.0);
+    let server = deployment.start_with(&env(&[("LICENSD_LIVE_RESUME_WINDOW_SECS", "1")]));
+    let (m, key) = merchant(&deployment, &server, "lapse@example.com");
+    let license = m.license(&server, json!({ "maxSessions": 1, "maxHwidSlots": 2 }));
+    let rt = client::runtime();
+    let mut first = Ws::connect(&rt, &server.base);
+    assert_eq!(first.init(&key, "machine-1")["status"], 1);
+    assert_eq!(first.call(json!({"type": 2, "id": 2, "license": license}))["status"], 1);
+    let resume_id = first.resume_id.clone();
+    first.drop_connection();
+    let mut second = Ws::connect(&rt, &server.base);
+    assert_eq!(second.init(&key, "machine-2")["status"], 1);
+    assert_eq!(second.call(json!({"type": 2, "id": 2, "license": license}))["status"], 602, "held for a resume");
+    std::thread::sleep(Duration::from_millis(1600));
+    assert_eq!(second.call(json!({"type": 2, "id": 3, "license": license}))["status"], 1, "freed after the window");
+    let mut late = Ws::resume(&rt, &server.base, Some(&resume_id)).expect("accepted");
+    closes_with(&mut late, 4401);
+}
+
+#[test]
+fn after_a_sigkill_clients_reconnect_and_nothing_acknowledged_is_lost() {
+    let dir = TempDir::new();
+    let deployment = Deployment::sqlite(&dir.0);
+    let server = deployment.start_with(&env(&[]));
+    let (m, key) = merchant(&deployment, &server, "kill@example.com");
+    let license = m.license(&server, json!({ "maxHwidSlots": 1 }));
+    let rt = client::runtime();
+    let mut ws = Ws::connect(&rt, &server.base);
+    assert_eq!(ws.init(&key, "machine-1")["status"], 1);
+    assert_eq!(ws.call(json!({"type": 2, "id": 2, "license": license}))["status"], 1, "acknowledged");
+    let resume_id = ws.resume_id.clone();
+    server.kill();
+    drop(ws);
+
+    let server = deployment.start_with(&env(&[]));
+    // Sessions lived in the dead process: the resume id is unknown, the client starts afresh.
+    let mut stale = Ws::resume(&rt, &server.base, Some(&resume_id)).expect("accepted");
+    closes_with(&mut stale, 4401);
+    let mut ws = Ws::connect(&rt, &server.base);
+    assert_eq!(ws.init(&key, "machine-1")["status"], 1);
+    // The acknowledged authorize is durable: its bill and its HWID binding survived.
+    assert_eq!(balance(&server, &m), 99);
+    let (_, got) = server.get(&m.api_key, &format!("/v1/licenses/{license}"));
+    assert_eq!(got["hwidList"], json!(["machine-1"]));
+    assert_eq!(ws.call(json!({"type": 2, "id": 2, "license": license}))["status"], 1, "the bound machine");
+    let mut other = Ws::connect(&rt, &server.base);
+    assert_eq!(other.init(&key, "machine-2")["status"], 1);
+    assert_eq!(other.call(json!({"type": 2, "id": 2, "license": license}))["status"], 502, "the slot stayed taken");
+}
+
+#[test]
+fn only_initialized_sessions_are_kept_for_a_resume() {
+    let dir = TempDir::new();
+    let deployment = Deployment::sqlite(&dir.0);
+    let server = deployment.start_with(&env(&[]));
+    let rt = client::runtime();
+    let ids: Vec<String> = (0..20)
+        .map(|_| {
+            let ws = Ws::connect(&rt, &server.base);
+            let id = ws.resume_id.clone();
+            ws.drop_connection();
+            id
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, metrics) = server.get_text("/metrics");
+    assert!(metrics.contains("\nlicensd_live_sessions 0\n"), "{metrics}");
+    let mut ws = Ws::resume(&rt, &server.base, Some(&ids[0])).expect("accepted");
+    closes_with(&mut ws, 4401);
 }

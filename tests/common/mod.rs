@@ -389,7 +389,8 @@ impl World {
 /// The Python tools the suite drives (the official SDK, pytest, schemathesis, an SMTP server),
 /// installed at pinned versions into `target/sdk-python-venv` on first use; returns its python.
 pub fn python_venv() -> PathBuf {
-    const PACKAGES: [&str; 4] = ["authforge-sdk==2.0.0", "pytest==9.2.0", "schemathesis==4.32.5", "aiosmtpd==1.4.6"];
+    const PACKAGES: [&str; 5] =
+        ["authforge-sdk==2.0.0", "pytest==9.2.0", "schemathesis==4.32.5", "aiosmtpd==1.4.6", "websockets==15.0.1"];
     let run = |command: &mut Command| command.status().is_ok_and(|s| s.success());
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("sdk-python-venv");
     let python = venv.join("bin").join("python");

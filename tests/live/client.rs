@@ -138,6 +138,21 @@ impl Ws {
         self.send_message(Message::Close(Some(frame)));
     }
 
+    /// The server dropped this socket without a close frame (a take-over).
+    pub fn ends_silently(&mut self) -> bool {
+        let rt = self.rt.clone();
+        let stream = self.stream();
+        rt.block_on(async {
+            loop {
+                match tokio::time::timeout(Duration::from_secs(15), stream.next()).await.expect("ends within 15 s") {
+                    None | Some(Err(_)) => return true,
+                    Some(Ok(Message::Close(_) | Message::Text(_))) => return false,
+                    Some(Ok(_)) => continue,
+                }
+            }
+        })
+    }
+
     /// Drops the TCP connection without a close frame (a network failure).
     pub fn drop_connection(mut self) {
         drop(self.stream.take());

@@ -36,12 +36,18 @@ pub async fn serve(state: AppState, live: Arc<Live>, mut socket: WebSocket, sess
     session.taken_over.notify_waiters();
     session.set_attached(true);
     live.sockets.fetch_add(1, Ordering::Relaxed);
-    let exit = run(&state, &live, &mut socket, &session, connection).await;
+    let mut exit = run(&state, &live, &mut socket, &session, connection).await;
     live.sockets.fetch_sub(1, Ordering::Relaxed);
+    // An older socket that notices its end only after a resume took over speaks for nothing.
+    if matches!(exit, Exit::Dropped | Exit::ClientClosed) && session.connection.load(Ordering::Acquire) != connection {
+        exit = Exit::TakenOver;
+    }
     match exit {
         Exit::TakenOver => {}
         Exit::ServerClosed | Exit::ClientClosed => live.end(&session),
-        Exit::Dropped if session.is_closing() => live.end(&session),
+        // Nothing to restore before Initialize: a dropped uninitialized session is not kept
+        // (connect-and-drop floods hold nothing for the resume window).
+        Exit::Dropped if session.is_closing() || session.state().init.is_none() => live.end(&session),
         Exit::Dropped => {
             session.set_attached(false);
             let window = live.config.resume_window;

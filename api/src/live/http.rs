@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const RESUME_ID: &str = "resume-id";
+const SOCKET_BUFFER_BYTES: usize = 4096;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade))
@@ -29,14 +30,19 @@ async fn upgrade(State(state): State<AppState>, ip: ClientIp, headers: HeaderMap
     let live = state.live.clone();
     let ip = ip.0.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)).to_canonical();
     if let Some(left) = live.ip_limits.blocked(ip, Instant::now()) {
-        let mut refused = (StatusCode::TOO_MANY_REQUESTS, "rate limited").into_response();
+        let mut refused = ApiError::RateLimited.into_response();
         refused.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(left));
         return refused;
     }
     if live.sockets.load(Ordering::Relaxed) >= live.config.max_sessions {
-        return (StatusCode::SERVICE_UNAVAILABLE, "too many live sessions").into_response();
+        return ApiError::Unavailable("too many live sessions; retry later".into()).into_response();
     }
-    let ws = ws.max_message_size(live.config.max_frame_bytes.saturating_mul(2).max(1024));
+    // The library's default buffers are 128 KiB each per socket; packets are small, and an idle
+    // session should cost kilobytes (the read buffer still grows for a larger frame).
+    let ws = ws
+        .max_message_size(live.config.max_frame_bytes.saturating_mul(2).max(1024))
+        .read_buffer_size(SOCKET_BUFFER_BYTES)
+        .write_buffer_size(0);
     let presented = headers.get(RESUME_ID).map(|v| v.to_str().unwrap_or_default().to_string());
     let session = match presented {
         None => {
@@ -53,8 +59,8 @@ async fn upgrade(State(state): State<AppState>, ip: ClientIp, headers: HeaderMap
             let frame = CloseFrame { code: close.code(), reason: close.reason().into() };
             let _ = socket.send(Message::Close(Some(frame))).await;
         });
-        let unused = live.registry.rotate_resume_id(&LiveSession::new(ip, 0));
-        insert_resume_id(&mut response, &unused);
+        // Every accept carries a Resume-Id; this one names nothing (the socket is closing).
+        insert_resume_id(&mut response, &super::registry::random_resume_id());
         return response;
     };
     let resume_id = live.registry.rotate_resume_id(&session);

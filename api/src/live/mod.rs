@@ -155,6 +155,7 @@ impl Live {
             let mut state = session.state();
             (state.init.clone(), state.auth.take())
         };
+        session.timers.notify_waiters();
         match (init, auth) {
             (Some(init), Some(auth)) => {
                 self.registry.release_seat(session.id, init.app_id, &auth.key);
@@ -184,7 +185,21 @@ impl Live {
         let (live, session) = (self.clone(), session.clone());
         runtime.spawn(async move {
             let wait = (expires_at - Utc::now()).to_std().unwrap_or_default();
-            tokio::time::sleep(wait).await;
+            let expired = tokio::time::sleep(wait);
+            tokio::pin!(expired);
+            loop {
+                let reset = session.timers.notified();
+                tokio::pin!(reset);
+                reset.as_mut().enable();
+                let current = session.state().auth.as_ref().is_some_and(|a| a.generation == generation);
+                if !current || session.is_ended() {
+                    return;
+                }
+                tokio::select! {
+                    _ = &mut expired => break,
+                    _ = &mut reset => {}
+                }
+            }
             let current = session.state().auth.as_ref().is_some_and(|a| a.generation == generation);
             if current && !session.is_ended() {
                 live.push_event(&session, &envelope::event(push::SUBSCRIPTION_EXPIRED, Default::default()), None);

@@ -6,9 +6,10 @@
 use super::envelope::{event, Close};
 use super::session::{LiveSession, Out};
 use super::Live;
+use licensd_domain::account::AccountEvent;
 use licensd_domain::app::AppEvent;
 use licensd_domain::license::LicenseEvent;
-use licensd_domain::{AnyEvent, AppId, LicenseKey};
+use licensd_domain::{AccountId, AnyEvent, AppId, LicenseKey};
 use licensd_projections::{Applied, AppliedListener, HotModel};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -31,11 +32,18 @@ impl AppliedListener for Push {
         match applied.event {
             AnyEvent::License(e) => {
                 let Ok(key) = LicenseKey::parse(applied.id) else { return };
-                self.license_event(model, &key, e, committed);
+                self.license_event(&key, e, committed);
             }
             AnyEvent::App(e) => {
                 let Ok(app_id) = applied.id.parse::<AppId>() else { return };
                 self.app_event(app_id, e, committed);
+            }
+            // A suspended account's apps authenticate nobody: their sessions end like a pause.
+            AnyEvent::Account(AccountEvent::AccountSuspended { .. }) => {
+                let Ok(account_id) = applied.id.parse::<AccountId>() else { return };
+                for app in model.apps_of(account_id) {
+                    self.pause(app.app_id, committed);
+                }
             }
             _ => {}
         }
@@ -43,13 +51,7 @@ impl AppliedListener for Push {
 }
 
 impl Push {
-    fn license_event(
-        &self,
-        model: &HotModel,
-        key: &LicenseKey,
-        e: &LicenseEvent,
-        committed: Option<chrono::DateTime<chrono::Utc>>,
-    ) {
+    fn license_event(&self, key: &LicenseKey, e: &LicenseEvent, committed: Option<chrono::DateTime<chrono::Utc>>) {
         let live = &self.0;
         let sessions = live.registry.on_license(key);
         if sessions.is_empty() {
@@ -71,7 +73,6 @@ impl Push {
                 _ => {}
             }
         }
-        let _ = model;
     }
 
     /// The license's expiry moved: the timer armed for the old one is disarmed and a new one armed.
@@ -81,18 +82,23 @@ impl Push {
             Some(auth) => auth.generation = generation,
             None => return,
         }
+        session.timers.notify_waiters();
         self.0.arm_expiry(session, generation, expires_at);
+    }
+
+    /// Event 101 to subscribed sessions, then close 4101 for every session of the app.
+    fn pause(&self, app_id: AppId, committed: Option<chrono::DateTime<chrono::Utc>>) {
+        let live = &self.0;
+        for session in live.registry.of_app(app_id) {
+            live.push_event(&session, &event(APP_PAUSED, Map::new()), committed);
+            live.deliver(&session, Out::Close(Close::AppPaused));
+        }
     }
 
     fn app_event(&self, app_id: AppId, e: &AppEvent, committed: Option<chrono::DateTime<chrono::Utc>>) {
         let live = &self.0;
         match e {
-            AppEvent::AppDisabled { .. } => {
-                for session in live.registry.of_app(app_id) {
-                    live.push_event(&session, &event(APP_PAUSED, Map::new()), committed);
-                    live.deliver(&session, Out::Close(Close::AppPaused));
-                }
-            }
+            AppEvent::AppDisabled { .. } => self.pause(app_id, committed),
             _ => {
                 if let Some(version) = super::model::version_change(e) {
                     let content = Map::from_iter([("version".to_string(), Value::from(version))]);

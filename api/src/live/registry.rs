@@ -123,11 +123,9 @@ impl Registry {
         seats.total -= usize::from(released);
     }
 
-    /// A fresh resume id for `session` (32 random bytes, base64url), replacing its previous one.
+    /// A fresh resume id for `session`, replacing its previous one.
     pub fn rotate_resume_id(&self, session: &LiveSession) -> String {
-        let mut bytes = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut bytes);
-        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let id = random_resume_id();
         let mut current = session.resume_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.resume.remove(current.as_str());
         self.resume.insert(id.clone(), session.id);
@@ -160,6 +158,13 @@ impl Registry {
         self.resume.remove(&resume_id);
         self.sessions.remove(&session.id);
     }
+}
+
+/// 32 random bytes, base64url (§14.13).
+pub fn random_resume_id() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 #[cfg(test)]

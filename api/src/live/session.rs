@@ -109,6 +109,9 @@ pub struct LiveSession {
     /// A close is queued: the socket sends it and the session ends.
     closing: AtomicBool,
     pub resume_id: Mutex<String>,
+    /// Wakes expiry timers when the authorization changes or the session ends, so a timer never
+    /// outlives what it was armed for.
+    pub timers: Notify,
 }
 
 impl LiveSession {
@@ -136,6 +139,7 @@ impl LiveSession {
             ended: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             resume_id: Mutex::new(String::new()),
+            timers: Notify::new(),
         }
     }
 
@@ -165,7 +169,9 @@ impl LiveSession {
 
     /// Marks the session over; `true` for the one caller that ended it.
     pub fn end(&self) -> bool {
-        !self.ended.swap(true, Ordering::AcqRel)
+        let first = !self.ended.swap(true, Ordering::AcqRel);
+        self.timers.notify_waiters();
+        first
     }
 
     pub fn is_closing(&self) -> bool {

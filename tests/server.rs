@@ -109,7 +109,8 @@ fn secrets_and_personal_data_are_sealed_at_rest() {
     let mut stored = Vec::new();
     for entry in std::fs::read_dir(&dir.0).unwrap() {
         let path = entry.unwrap().path();
-        if path.file_name().unwrap().to_string_lossy().starts_with("licensd.db") {
+        // The log's file and the read models' file (`licensd-read.db`), with their WALs.
+        if path.file_name().unwrap().to_string_lossy().starts_with("licensd") {
             stored.extend(std::fs::read(path).unwrap());
         }
     }

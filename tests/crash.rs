@@ -120,7 +120,7 @@ fn force_replay(deployment: &Deployment) {
         let options = licensd_store::StoreOptions::durable();
         let store = licensd_store::Store::connect(&deployment.database_url, &options).await.unwrap();
         let reset = licensd_store::Statement::new("UPDATE projection_checkpoints SET version = -1", []);
-        assert!(store.execute(&[reset]).await.unwrap() > 0, "checkpoints to reset");
+        assert!(store.execute_read_models(&[reset]).await.unwrap() > 0, "checkpoints to reset");
         store.close().await;
     });
 }

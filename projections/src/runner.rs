@@ -96,6 +96,51 @@ where
     }
 }
 
+/// Reads the log after `from` in pages of `batch` on a task of its own, each page passed through
+/// `prepare` (decoding, for a reader that wants it off its own thread) and sent on, two ahead at
+/// most; the task ends at the end of the log, on an error (returned by its handle), or when the
+/// receiver is dropped.
+fn read_pages<T: Send + 'static>(
+    store: &Store,
+    from: Position,
+    batch: usize,
+    prepare: fn(Vec<RecordedEvent>) -> Result<T, ProjectionError>,
+) -> (tokio::sync::mpsc::Receiver<T>, tokio::task::JoinHandle<Result<(), ProjectionError>>) {
+    let (pages_in, pages) = tokio::sync::mpsc::channel::<T>(2);
+    let store = store.clone();
+    let reader = tokio::spawn(async move {
+        let mut position = from;
+        loop {
+            let page = store.read_all(position, batch).await?;
+            let Some(last) = page.last() else { return Ok(()) };
+            position = last.position;
+            if pages_in.send(prepare(page)?).await.is_err() {
+                return Ok(());
+            }
+        }
+    });
+    (pages, reader)
+}
+
+/// A page of the log with each event decoded (`None`: a type this version does not know).
+struct Page {
+    events: Vec<RecordedEvent>,
+    decoded: Vec<Option<AnyEvent>>,
+}
+
+impl Page {
+    fn decode(events: Vec<RecordedEvent>) -> Result<Self, ProjectionError> {
+        let decoded = events
+            .iter()
+            .map(|event| {
+                AnyEvent::decode(&event.stream_id, &event.event_type, event.schema_version, &event.payload)
+                    .map_err(|source| ProjectionError::Decode { position: event.position, source })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { events, decoded })
+    }
+}
+
 /// Feeds the in-memory [`HotModel`] from the log.
 #[derive(Clone)]
 pub struct HotRunner {
@@ -138,19 +183,7 @@ impl HotRunner {
     }
 
     async fn read_ahead(&self) -> Result<u64, ProjectionError> {
-        let (pages_in, mut pages) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(2);
-        let (store, batch, from) = (self.store.clone(), self.config.batch, self.model.position());
-        let reader = tokio::spawn(async move {
-            let mut position = from;
-            loop {
-                let page = store.read_all(position, batch).await?;
-                let Some(last) = page.last() else { return Ok::<_, ProjectionError>(()) };
-                position = last.position;
-                if pages_in.send(page).await.is_err() {
-                    return Ok(());
-                }
-            }
-        });
+        let (mut pages, reader) = read_pages(&self.store, self.model.position(), self.config.batch, Ok);
         let mut applied = 0;
         while let Some(page) = pages.recv().await {
             for event in &page {
@@ -177,6 +210,13 @@ pub struct SqlRunner {
     store: Store,
     projections: Arc<[Arc<dyn SqlProjection>]>,
     config: TailConfig,
+}
+
+/// What committing a page did: whether any projection moved, and whether all with events in
+/// the page did.
+struct Committed {
+    any: bool,
+    all: bool,
 }
 
 /// One projection's part of a pace.
@@ -241,29 +281,35 @@ impl SqlRunner {
     }
 
     async fn project_page(&self) -> Result<usize, ProjectionError> {
-        let Some(shares) = self.checkpoints().await? else { return Ok(1) };
+        let Some(mut shares) = self.checkpoints().await? else { return Ok(1) };
         let Some(from) = shares.iter().map(|s| s.from).min() else { return Ok(0) };
-        let events = self.store.read_all(from, self.config.batch).await?;
-        let caught_up = events.len() < self.config.batch;
-        let Some(last) = events.last() else {
+        let page = Page::decode(self.store.read_all(from, self.config.batch).await?)?;
+        if page.events.is_empty() {
             for share in &shares {
                 status::stepped(share.projection.name(), share.from, true);
             }
             return Ok(0);
-        };
-        let decoded = decode_page(&events)?;
+        }
+        let caught_up = page.events.len() < self.config.batch;
+        let committed = self.commit_page(&mut shares, &page, caught_up).await?;
+        Ok(if committed.any { page.events.len() } else { 1 })
+    }
+
+    /// Commits one page for every share with events in it, in one transaction, and moves the
+    /// positions of those that moved.
+    async fn commit_page(
+        &self,
+        shares: &mut [Share<'_>],
+        page: &Page,
+        caught_up: bool,
+    ) -> Result<Committed, ProjectionError> {
+        let Some(last) = page.events.last().map(|e| e.position) else { return Ok(Committed { any: false, all: true }) };
         let mut moves = Vec::with_capacity(shares.len());
         let mut skipped = Vec::with_capacity(shares.len());
-        for share in shares.iter().filter(|s| s.from < last.position) {
-            let (statements, unknown) = self.statements_of(share, &events, &decoded).await?;
+        for share in shares.iter().filter(|s| s.from < last) {
+            let (statements, unknown) = self.statements_of(share, page).await?;
             let p = share.projection;
-            moves.push(ProjectionMove {
-                name: p.name(),
-                version: p.version(),
-                from: share.from,
-                to: last.position,
-                statements,
-            });
+            moves.push(ProjectionMove { name: p.name(), version: p.version(), from: share.from, to: last, statements });
             skipped.push(unknown);
         }
         let moved = self.store.commit_projections(&moves).await?;
@@ -272,19 +318,17 @@ impl SqlRunner {
             if *moved {
                 status::skipped(m.name, unknown);
                 status::stepped(m.name, m.to, caught_up);
+                if let Some(share) = shares.iter_mut().find(|s| s.projection.name() == m.name) {
+                    share.from = m.to;
+                }
             }
         }
-        Ok(if moved.iter().any(|m| *m) { events.len() } else { 1 })
+        Ok(Committed { any: moved.iter().any(|m| *m), all: moved.iter().all(|m| *m) })
     }
 
     /// One projection's writes for the events of the page after its checkpoint, and how many of
     /// those it skipped as unknown.
-    async fn statements_of(
-        &self,
-        share: &Share<'_>,
-        events: &[RecordedEvent],
-        decoded: &[Option<AnyEvent>],
-    ) -> Result<(Vec<Statement>, u64), ProjectionError> {
+    async fn statements_of(&self, share: &Share<'_>, page: &Page) -> Result<(Vec<Statement>, u64), ProjectionError> {
         let p = share.projection;
         let state = match p.state_query() {
             // Read after the checkpoint: if another process moves it meanwhile, this pace's
@@ -294,7 +338,7 @@ impl SqlRunner {
         };
         let mut pace = p.pace(&state);
         let (mut statements, mut unknown) = (Vec::new(), 0);
-        for (event, decoded) in events.iter().zip(decoded).filter(|(e, _)| e.position > share.from) {
+        for (event, decoded) in page.events.iter().zip(&page.decoded).filter(|(e, _)| e.position > share.from) {
             match (decoded, pace.as_mut()) {
                 (Some(decoded), Some(pace)) => statements.extend(pace.statements(event, decoded)),
                 (Some(decoded), None) => statements.extend(p.statements(event, decoded)),
@@ -304,26 +348,49 @@ impl SqlRunner {
         Ok((statements, unknown))
     }
 
+    /// Projects everything currently readable; returns how many events that was. The next page
+    /// is read and decoded while this one commits (start-up and rebuilds keep two cores busy).
     pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
-        drain(|| self.step()).await
+        let caught_up = self.read_ahead().await;
+        if let Err(e) = &caught_up {
+            for p in self.projections.iter() {
+                status::failed(p.name(), e);
+            }
+        }
+        caught_up
+    }
+
+    /// Starts over from the stored checkpoints after a projection was reset, or moved by
+    /// someone else (its page was not committed for it).
+    async fn read_ahead(&self) -> Result<u64, ProjectionError> {
+        let mut projected = 0;
+        'from_checkpoints: loop {
+            let Some(mut shares) = self.checkpoints().await? else { continue };
+            let Some(from) = shares.iter().map(|s| s.from).min() else { return Ok(projected) };
+            let batch = self.config.batch;
+            // Dropping `pages` (starting over, or an error) ends the reader at its next page.
+            let (mut pages, reader) = read_pages(&self.store, from, batch, Page::decode);
+            while let Some(page) = pages.recv().await {
+                let committed = self.commit_page(&mut shares, &page, page.events.len() < batch).await?;
+                if committed.any {
+                    projected += page.events.len() as u64;
+                }
+                if !committed.all {
+                    continue 'from_checkpoints;
+                }
+            }
+            reader.await.map_err(|e| ProjectionError::Task(e.to_string()))??;
+            for share in &shares {
+                status::stepped(share.projection.name(), share.from, true);
+            }
+            return Ok(projected);
+        }
     }
 
     pub async fn run(self, wake: watch::Receiver<u64>, stop: watch::Receiver<bool>) {
         let name = self.name();
         tail(name, || self.step(), self.config, wake, stop).await
     }
-}
-
-/// Decodes each event of a page once, for every projection; `None` for types this version
-/// does not know.
-fn decode_page(events: &[RecordedEvent]) -> Result<Vec<Option<AnyEvent>>, ProjectionError> {
-    events
-        .iter()
-        .map(|event| {
-            AnyEvent::decode(&event.stream_id, &event.event_type, event.schema_version, &event.payload)
-                .map_err(|source| ProjectionError::Decode { position: event.position, source })
-        })
-        .collect()
 }
 
 /// Empties a SQL projection and replays the whole log into it.

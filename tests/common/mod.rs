@@ -295,12 +295,13 @@ impl TempDir {
 
 impl TempDir {
     /// Every byte of the SQLite database files in the folder (with the WAL), as lossy text: for
-    /// checking what is, and is not, stored in clear.
+    /// checking what is, and is not, stored in clear: the log's file and the read models' file
+    /// (`licensd-read.db`).
     pub fn sqlite_files(&self) -> String {
         let mut stored = Vec::new();
         for entry in std::fs::read_dir(&self.0).expect("the data folder") {
             let path = entry.expect("a folder entry").path();
-            if path.file_name().unwrap_or_default().to_string_lossy().starts_with("licensd.db") {
+            if path.file_name().unwrap_or_default().to_string_lossy().starts_with("licensd") {
                 stored.extend(std::fs::read(path).expect("a database file"));
             }
         }

@@ -62,6 +62,9 @@ fn self_bans_never_make_the_app_look_missing_to_other_clients() {
         let merchant = deployment.merchant_with_credits(server, "busy@example.com", 100_000);
         let (honest, tampered) = (merchant.license(server, json!({})), merchant.license(server, json!({})));
         let done = std::sync::atomic::AtomicBool::new(false);
+        // Self-bans so far: the validations go on until at least ten ran beside them, however
+        // the machine schedules the two threads (the test never depends on relative speed).
+        let banned = std::sync::atomic::AtomicU32::new(0);
         let (answers, bans) = std::thread::scope(|scope| {
             let merchant = &merchant;
             let banning = scope.spawn(|| {
@@ -77,11 +80,14 @@ fn self_bans_never_make_the_app_look_missing_to_other_clients() {
                     let (status, answer) = server.auth("/auth/selfban", &body);
                     assert_eq!(status, 200, "{answer}");
                     bans += 1;
+                    banned.store(bans, std::sync::atomic::Ordering::Relaxed);
                 }
                 bans
             });
             let mut answers = Vec::new();
-            for n in 0..200u32 {
+            let mut n = 0u32;
+            while n < 200 || banned.load(std::sync::atomic::Ordering::Relaxed) < 10 {
+                n += 1;
                 answers.push(
                     server.auth("/auth/validate", &validate_body(merchant, &honest, "honest", &format!("{n:032x}"))),
                 );

@@ -352,6 +352,19 @@ fn a_full_disk_refuses_writes_keeps_serving_reads_and_recovers() {
     let create = || server.post(&merchant.api_key, "/v1/licenses", &json!({ "appId": merchant.app_id }));
 
     let filler = disk.fill();
+    // SQLite may still place a few rows in pages the file already has free (the read models
+    // that moved to their own file left some): those writes are durable and acknowledged. Once
+    // a write needs new space it is refused, and so is every write after it.
+    let mut acknowledged = 0;
+    let refused = loop {
+        let (status, error) = create();
+        if status != 201 {
+            break (status, error);
+        }
+        acknowledged += 1;
+        assert!(acknowledged < 100, "a full disk never refused a write");
+    };
+    assert_eq!((refused.0, refused.1["error"].as_str()), (503, Some("unavailable")), "{}", refused.1);
     for _ in 0..5 {
         let (status, error) = create();
         assert_eq!((status, error["error"].as_str()), (503, Some("unavailable")), "a write on a full disk: {error}");

@@ -163,8 +163,14 @@ fn a_committed_write_answers_2xx_even_when_the_read_model_lags() {
             let app = send(server, "POST", &merchant.api_key, "/v1/apps", None, &json!({ "name": "Lagging" }));
             assert_eq!(app.status, 201, "round {round}: {}", app.body);
         }
-        std::thread::sleep(Duration::from_millis(500));
-        assert_eq!(stored_licenses(server, merchant), 40);
+        // The listing is a projection that follows the log; give it time, but never more than 40.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let mut stored = stored_licenses(server, merchant);
+        while stored < 40 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            stored = stored_licenses(server, merchant);
+        }
+        assert_eq!(stored, 40);
     });
 }
 

@@ -38,7 +38,7 @@ pub struct SqliteStore {
     paths: Arc<AppendPaths>,
 }
 
-/// Whether the writer connection can start a transaction. A statement or `COMMIT` failing with
+/// Whether a writing connection (the log's or the read models') can start a transaction. A statement or `COMMIT` failing with
 /// SQLITE_FULL or an I/O error makes SQLite roll the transaction back by itself; sqlx still counts
 /// it as open and would refuse every later `BEGIN` ("non-zero transaction depth"), so writes would
 /// never recover once the disk had room again. Such a connection is closed and replaced.
@@ -48,7 +48,7 @@ async fn can_begin(connection: &mut sqlx::SqliteConnection) -> bool {
     match connection.begin_with("BEGIN").await {
         Ok(probe) => probe.rollback().await.is_ok(),
         Err(e) => {
-            tracing::warn!(error = %e, "replacing the SQLite writer connection after a failed transaction");
+            tracing::warn!(error = %e, "replacing a SQLite writing connection after a failed transaction");
             false
         }
     }
@@ -69,9 +69,12 @@ impl SqliteStore {
         // appends would wait for projections again.
         let log_file = base.get_filename().to_path_buf();
         let read_models = read_models_file(&log_file);
+        // The same guard as the writer's: after a failed commit (a full disk) the read models must
+        // recover once there is room, not refuse every later transaction.
         let projector = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
+            .after_release(|connection, _| Box::pin(async move { Ok(can_begin(connection).await) }))
             .connect_with(base.clone().filename(&read_models).create_if_missing(true))
             .await?;
         let attach: std::sync::Arc<str> =

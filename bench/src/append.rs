@@ -73,7 +73,8 @@ async fn through_writer(url: &str, events: usize, batch: usize) -> anyhow::Resul
                 if i >= events {
                     return Ok::<_, anyhow::Error>(());
                 }
-                let request = AppendRequest::new(format!("writer-{}", i % STREAMS), ExpectedVersion::Any, vec![event(i)]);
+                let request =
+                    AppendRequest::new(format!("writer-{}", i % STREAMS), ExpectedVersion::Any, vec![event(i)]);
                 writer.append(request).await.map_err(|e| anyhow::anyhow!("append failed: {e}"))?;
             }
         });

@@ -97,7 +97,11 @@ pub async fn run(options: &SuiteOptions) -> anyhow::Result<Results> {
             continue;
         }
         if options.append_events > 0 {
-            eprintln!("== {}: raw appends ({} events, batches of {APPEND_BATCH})", backend.name(), options.append_events);
+            eprintln!(
+                "== {}: raw appends ({} events, batches of {APPEND_BATCH})",
+                backend.name(),
+                options.append_events
+            );
             let log = Deployment::create(backend, &options.licensd, &options.postgres_url, "append")?;
             let figures =
                 crate::append::run(log.database_url(), backend.name(), options.append_events, APPEND_BATCH).await?;

@@ -6,10 +6,10 @@
 //! refuses) takes the slower path, one request at a time, each in its own savepoint.
 
 use crate::{AppendPaths, AppendResult, EncodedAppend, EncodedEvent, ExpectedVersion, PiiRow, Position, StoreError};
-use std::sync::atomic::Ordering;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use uuid::Uuid;
 
 /// SQL both backends share.
@@ -175,7 +175,8 @@ async fn append_together<T: AppendTx>(tx: &mut T, requests: &[EncodedAppend], no
     let mut stored = HashMap::with_capacity(requests.len());
     for chunk in chunks(requests, T::MAX_ROWS) {
         let written = !stored.is_empty();
-        let give_up = |why: Option<sqlx::Error>| if written || why.is_some() { Together::Undo(why) } else { Together::Untouched };
+        let give_up =
+            |why: Option<sqlx::Error>| if written || why.is_some() { Together::Undo(why) } else { Together::Untouched };
         let Some(rows) = plan(chunk) else { return give_up(None) };
         match tx.insert_checked(&rows, now).await {
             Ok(inserted) if inserted.len() == rows.len() => {

@@ -5,8 +5,8 @@
 
 use crate::append::{append_all, AppendTx, Inserted, PlannedRow, StoredId, STREAM_VERSION_SQL, UPSERT_PII};
 use crate::{
-    AppendPaths, AppendRequest, AppendResult, EncodedAppend, EncodedEvent, EventStore, PiiRow, Position, RecordedEvent, StoreError,
-    StoreOptions,
+    AppendPaths, AppendRequest, AppendResult, EncodedAppend, EncodedEvent, EventStore, PiiRow, Position, RecordedEvent,
+    StoreError, StoreOptions,
 };
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPoolOptions, PgRow};
@@ -172,7 +172,11 @@ impl AppendTx for PgAppend<'_> {
         Ok(version as u64)
     }
 
-    async fn insert_checked(&mut self, rows: &[PlannedRow<'_>], at: DateTime<Utc>) -> Result<Vec<Inserted>, sqlx::Error> {
+    async fn insert_checked(
+        &mut self,
+        rows: &[PlannedRow<'_>],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Inserted>, sqlx::Error> {
         fn column<'r>(rows: &'r [PlannedRow<'_>], field: impl Fn(&'r PlannedRow<'_>) -> &'r str) -> Vec<&'r str> {
             rows.iter().map(field).collect()
         }

@@ -3,7 +3,8 @@
 
 use crate::append::{append_all, AppendTx, Inserted, PlannedRow, StoredId, ANY_HEAD, STREAM_VERSION_SQL, UPSERT_PII};
 use crate::{
-    AppendPaths, AppendResult, EncodedAppend, EncodedEvent, EventStore, PiiRow, Position, RecordedEvent, StoreError, StoreOptions,
+    AppendPaths, AppendResult, EncodedAppend, EncodedEvent, EventStore, PiiRow, Position, RecordedEvent, StoreError,
+    StoreOptions,
 };
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
@@ -135,7 +136,8 @@ const MAX_CHECKED_ROWS: usize = 1024;
 /// no row sees another of the same statement.
 fn checked_insert_sql(rows: usize) -> &'static str {
     static SHAPES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let head_of = |row: &str| format!("(SELECT COALESCE(MAX(e.version), 0) FROM events e WHERE e.stream_id = {row}.stream_id)");
+    let head_of =
+        |row: &str| format!("(SELECT COALESCE(MAX(e.version), 0) FROM events e WHERE e.stream_id = {row}.stream_id)");
     let shapes = SHAPES.get_or_init(|| {
         (0..=MAX_CHECKED_ROWS.trailing_zeros())
             .map(|power| {
@@ -172,7 +174,11 @@ impl AppendTx for SqliteAppend {
         Ok(version as u64)
     }
 
-    async fn insert_checked(&mut self, rows: &[PlannedRow<'_>], at: DateTime<Utc>) -> Result<Vec<Inserted>, sqlx::Error> {
+    async fn insert_checked(
+        &mut self,
+        rows: &[PlannedRow<'_>],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Inserted>, sqlx::Error> {
         let mut query = sqlx::query(checked_insert_sql(rows.len()));
         for row in rows {
             query = query

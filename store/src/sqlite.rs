@@ -167,7 +167,10 @@ fn checked_insert_sql(rows: usize) -> &'static str {
 
 impl AppendTx for SqliteAppend {
     const MAX_ROWS: usize = MAX_CHECKED_ROWS;
-    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+
+    fn start_over_sql(&self) -> [&'static str; 2] {
+        ["ROLLBACK", "BEGIN IMMEDIATE"]
+    }
 
     async fn stream_version(&mut self, stream_id: &str) -> Result<u64, sqlx::Error> {
         let version: i64 = sqlx::query_scalar(STREAM_VERSION_SQL).bind(stream_id).fetch_one(&mut *self.0).await?;

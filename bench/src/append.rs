@@ -188,7 +188,10 @@ mod plain {
             use std::str::FromStr;
             let options = SqliteConnectOptions::from_str(url)?
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full);
+                .synchronous(SqliteSynchronous::Full)
+                // As licensd's writer: the WAL is copied back by a separate checkpointer, never
+                // inside a commit.
+                .pragma("wal_autocheckpoint", "0");
             let mut connection = sqlx::SqliteConnection::connect_with(&options).await?;
             insert_loop!(connection, rows, batch, false)
         } else {

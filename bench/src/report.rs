@@ -148,9 +148,11 @@ fn durable_floors(md: &mut String, results: &Results) {
     if results.endpoints.iter().any(|r| r.durable_floor.as_ref().is_some_and(|d| d.throughput < r.licensd.throughput)) {
         let _ = writeln!(
             md,
-            "\nWhere licensd beats its durable floor, the floor does not bound that backend: on Postgres this \
-             has happened in every run so far and is not explained yet (the floor appends through the same \
-             writer, one stream per license as licensd does). Read that row as unexplained, not as a bound."
+            "\nWhere licensd beats its durable floor, the floor does not bound that backend in this run. Before \
+             the writer rework of issue 15 this happened on Postgres in every run and was never explained (the \
+             floor appends through the same writer, one stream per license as licensd does); in the first runs \
+             since, where every batch is one statement, the floor bounded. Read such a row as unexplained, \
+             not as a bound."
         );
     }
     md.push('\n');

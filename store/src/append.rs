@@ -53,8 +53,10 @@ pub const UPSERT_PII: &str = "INSERT INTO pii (subject, field, value) VALUES ($1
 pub(crate) trait AppendTx: Send {
     /// Most rows one [`Self::insert_checked`] statement takes.
     const MAX_ROWS: usize;
-    /// What starts the write transaction over after `ROLLBACK`.
-    const BEGIN: &'static str;
+
+    /// The two statements that undo everything this append did and leave the transaction open
+    /// for another try (`ROLLBACK` and `BEGIN` when the store owns the transaction).
+    fn start_over_sql(&self) -> [&'static str; 2];
 
     fn stream_version(&mut self, stream_id: &str) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
     /// In one statement: reads the head of every stream the rows name, and unless some row's
@@ -129,8 +131,9 @@ pub(crate) async fn append_all<T: AppendTx>(
 /// Rolls the whole transaction back and begins it again: cheaper, in the usual case, than a
 /// savepoint around every batch. An error means the transaction is gone (`why` says why).
 async fn start_over<T: AppendTx>(tx: &mut T, why: Option<sqlx::Error>) -> Result<(), StoreError> {
-    let restarted = match tx.exec("ROLLBACK").await {
-        Ok(()) => tx.exec(T::BEGIN).await,
+    let [undo, again] = tx.start_over_sql();
+    let restarted = match tx.exec(undo).await {
+        Ok(()) => tx.exec(again).await,
         Err(e) => Err(e),
     };
     restarted.map_err(|e| StoreError::from(why.unwrap_or(e)))

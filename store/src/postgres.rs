@@ -79,7 +79,8 @@ impl PostgresStore {
         requests: Vec<AppendRequest>,
     ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
         let requests: Vec<_> = requests.into_iter().map(AppendRequest::encode).collect();
-        append_all(&mut PgAppend(tx), &requests, &AppendPaths::default()).await
+        sqlx::query("SAVEPOINT licensd_caller").execute(&mut **tx).await?;
+        append_all(&mut PgAppend(tx, Owner::Caller), &requests, &AppendPaths::default()).await
     }
 
     pub fn append_paths(&self) -> &AppendPaths {
@@ -137,7 +138,15 @@ fn commit_outcome_unknown(e: &sqlx::Error) -> bool {
     !matches!(e, sqlx::Error::Database(_))
 }
 
-struct PgAppend<'t>(&'t mut Transaction<'static, Postgres>);
+struct PgAppend<'t>(&'t mut Transaction<'static, Postgres>, Owner);
+
+/// Who began the transaction an append runs in.
+#[derive(Clone, Copy)]
+enum Owner {
+    Store,
+    /// [`PostgresStore::append_in`]: a savepoint marks where this append began.
+    Caller,
+}
 
 /// The one-row insert of the one-at-a-time path.
 const INSERT_EVENT: &str = "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload, \
@@ -167,7 +176,14 @@ const CHECKED_INSERT: &str = "\
 impl AppendTx for PgAppend<'_> {
     /// Arrays carry the rows: one statement takes any batch.
     const MAX_ROWS: usize = usize::MAX;
-    const BEGIN: &'static str = "BEGIN";
+
+    fn start_over_sql(&self) -> [&'static str; 2] {
+        match self.1 {
+            Owner::Store => ["ROLLBACK", "BEGIN"],
+            // Only what this append did is undone; the caller's own statements stay.
+            Owner::Caller => ["ROLLBACK TO SAVEPOINT licensd_caller", "RELEASE SAVEPOINT licensd_caller"],
+        }
+    }
 
     async fn stream_version(&mut self, stream_id: &str) -> Result<u64, sqlx::Error> {
         let version: i64 = sqlx::query_scalar(STREAM_VERSION_SQL).bind(stream_id).fetch_one(&mut **self.0).await?;
@@ -278,7 +294,7 @@ impl EventStore for PostgresStore {
         requests: Vec<EncodedAppend>,
     ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let results = append_all(&mut PgAppend(&mut tx), &requests, &self.paths).await?;
+        let results = append_all(&mut PgAppend(&mut tx, Owner::Store), &requests, &self.paths).await?;
         match tx.commit().await {
             Ok(()) => Ok(results),
             Err(e) if commit_outcome_unknown(&e) => self.settle_commit(results, e).await,

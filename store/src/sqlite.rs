@@ -194,10 +194,13 @@ const MAX_CHECKED_ROWS: usize = 1024;
 
 /// The check-and-insert statement for `rows` rows (a power of two: few shapes, each prepared once
 /// and then reused from the connection's statement cache; unused rows are bound as NULL and
-/// insert nothing). The stream heads are read in the same statement, which SQLite runs to the end
-/// before its first insert (the source reads the table it inserts into).
+/// insert nothing). Each row reads its stream's head (an index lookup) in the same statement, which
+/// SQLite runs to the end before its first insert (its source reads the table it inserts into), so
+/// no row sees another of the same statement.
 fn checked_insert_sql(rows: usize) -> &'static str {
     static SHAPES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let head_of =
+        |row: &str| format!("(SELECT COALESCE(MAX(e.version), 0) FROM events e WHERE e.stream_id = {row}.stream_id)");
     let shapes = SHAPES.get_or_init(|| {
         (0..=MAX_CHECKED_ROWS.trailing_zeros())
             .map(|power| {
@@ -205,20 +208,19 @@ fn checked_insert_sql(rows: usize) -> &'static str {
                     (0..1usize << power).map(|ord| format!("({ord}, ?, ?, ?, ?, ?, ?, ?, ?)")).collect();
                 format!(
                     "WITH batch(ord, event_id, stream_id, step, expect, event_type, schema_version, payload, metadata) \
-                     AS (VALUES {}), \
-                     heads(stream_id, head) AS (SELECT s.stream_id, \
-                       COALESCE((SELECT MAX(e.version) FROM events e WHERE e.stream_id = s.stream_id), 0) \
-                       FROM (SELECT DISTINCT stream_id FROM batch WHERE stream_id IS NOT NULL) s) \
+                     AS (VALUES {}) \
                      INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload, metadata, \
                        recorded_at) \
-                     SELECT b.event_id, b.stream_id, h.head + b.step, b.event_type, b.schema_version, b.payload, \
-                       b.metadata, ? \
-                     FROM batch b JOIN heads h ON h.stream_id = b.stream_id \
-                     WHERE NOT EXISTS (SELECT 1 FROM batch x JOIN heads y ON y.stream_id = x.stream_id \
-                       WHERE x.expect <> {ANY_HEAD} AND x.expect <> y.head) \
+                     SELECT b.event_id, b.stream_id, b.step + {head_b}, b.event_type, b.schema_version, \
+                       b.payload, b.metadata, ? \
+                     FROM batch b \
+                     WHERE b.stream_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM batch x \
+                       WHERE x.expect <> {ANY_HEAD} AND x.expect <> {head_x}) \
                      ORDER BY b.ord \
                      RETURNING event_id, version, position",
-                    values.join(", ")
+                    values.join(", "),
+                    head_b = head_of("b"),
+                    head_x = head_of("x"),
                 )
             })
             .collect()
@@ -228,7 +230,10 @@ fn checked_insert_sql(rows: usize) -> &'static str {
 
 impl AppendTx for SqliteAppend {
     const MAX_ROWS: usize = MAX_CHECKED_ROWS;
-    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+
+    fn start_over_sql(&self) -> [&'static str; 2] {
+        ["ROLLBACK", "BEGIN IMMEDIATE"]
+    }
 
     async fn stream_version(&mut self, stream_id: &str) -> Result<u64, sqlx::Error> {
         let version: i64 = sqlx::query_scalar(STREAM_VERSION_SQL).bind(stream_id).fetch_one(&mut *self.0).await?;

@@ -207,7 +207,7 @@ impl HotModel {
                     })
                 })
                 .collect();
-            workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|_| Err(SnapshotRejected::Damaged)))
+            workers.into_iter().try_for_each(|w| w.join().unwrap_or(Err(SnapshotRejected::Damaged)))
         })
     }
 

@@ -88,6 +88,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     api_config.read_your_writes_timeout = std::time::Duration::from_millis(serve.read_your_writes_timeout_ms);
     api_config.idempotency_ttl = std::time::Duration::from_secs(serve.idempotency_ttl_secs.max(1));
     api_config.idempotency_lease = std::time::Duration::from_secs(serve.idempotency_lease_secs);
+    let snapshot_runner = hot_runner.clone();
     let app = router(AppState::new(services.commands.clone(), hot.clone(), hot_runner, api_config)?);
     let (stopping, stop) = watch::channel(false);
     tokio::spawn(async move {
@@ -119,11 +120,17 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     if let Some(task) = snapshots {
         let _ = task.await;
     }
-    services.shutdown(Some(workers)).await;
-    // The writer and the tail have finished: the model shows every committed event.
+    let mut services = services;
+    services.close_writer().await;
+    // Every acknowledged write is in the log: the model follows it to the end and is written,
+    // without waiting for the SQL read models to finish their own catch-up.
     if let Some(path) = snapshot_path {
-        write_logged(hot, path).await;
+        match snapshot_runner.catch_up().await {
+            Ok(_) => drop(write_logged(hot, path).await),
+            Err(e) => tracing::warn!(error = %e, "the in-memory model cannot follow the log; no snapshot at shutdown"),
+        }
     }
+    services.shutdown(Some(workers)).await;
     tracing::info!("licensd stopped");
     Ok(())
 }

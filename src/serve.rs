@@ -61,6 +61,9 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&serve.listen)
         .await
         .with_context(|| format!("cannot listen on {}", serve.listen))?;
+    // Handlers installed before the address is printed: a SIGTERM sent as soon as the server
+    // says it listens still shuts it down cleanly (queue drained, snapshot written).
+    let signalled = shutdown_signal();
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, scheme, "licensd listening");
@@ -87,10 +90,11 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     api_config.read_your_writes_timeout = std::time::Duration::from_millis(serve.read_your_writes_timeout_ms);
     api_config.idempotency_ttl = std::time::Duration::from_secs(serve.idempotency_ttl_secs.max(1));
     api_config.idempotency_lease = std::time::Duration::from_secs(serve.idempotency_lease_secs);
+    let snapshot_runner = hot_runner.clone();
     let app = router(AppState::new(services.commands.clone(), hot.clone(), hot_runner, api_config)?);
     let (stopping, stop) = watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signalled.await;
         tracing::info!("shutdown requested; finishing in-flight requests");
         stopping.send_replace(true);
     });
@@ -118,27 +122,42 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     if let Some(task) = snapshots {
         let _ = task.await;
     }
-    services.shutdown(Some(workers)).await;
-    // The writer and the tail have finished: the model shows every committed event.
+    let mut services = services;
+    services.close_writer().await;
+    // Every acknowledged write is in the log: the model follows it to the end and is written,
+    // without waiting for the SQL read models to finish their own catch-up.
     if let Some(path) = snapshot_path {
-        write_logged(hot, path).await;
+        match snapshot_runner.catch_up().await {
+            Ok(_) => drop(write_logged(hot, path).await),
+            Err(e) => tracing::warn!(error = %e, "the in-memory model cannot follow the log; no snapshot at shutdown"),
+        }
     }
+    services.shutdown(Some(workers)).await;
     tracing::info!("licensd stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT; the handlers are installed when this is called, not when
+/// the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{signal, SignalKind};
+        let signals = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+        async move {
+            match signals {
+                (Ok(mut term), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
+                }
+                _ => std::future::pending().await,
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

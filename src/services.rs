@@ -12,7 +12,8 @@ use tokio::task::JoinHandle;
 pub struct Services {
     pub store: Store,
     pub commands: Commands,
-    writer_task: JoinHandle<()>,
+    /// Taken by [`Services::close_writer`].
+    writer_task: Option<JoinHandle<()>>,
 }
 
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
@@ -118,15 +119,22 @@ impl Services {
         let (writer, writer_task) = Writer::spawn(store.clone(), writer_config);
         let clock = Arc::new(SystemClock);
         let commands = Commands::with_folded_streams(store.clone(), writer, clock, key, config.folded_streams);
-        Ok(Self { store, commands, writer_task })
+        Ok(Self { store, commands, writer_task: Some(writer_task) })
+    }
+
+    /// Commits everything queued and stops the writer: every acknowledged write is then in the log.
+    pub async fn close_writer(&mut self) {
+        self.commands.writer().close();
+        if let Some(task) = self.writer_task.take() {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "writer ended abnormally");
+            }
+        }
     }
 
     /// Commits everything queued, lets the workers finish their step, then closes the database.
-    pub async fn shutdown(self, workers: Option<Workers>) {
-        self.commands.writer().close();
-        if let Err(e) = self.writer_task.await {
-            tracing::error!(error = %e, "writer ended abnormally");
-        }
+    pub async fn shutdown(mut self, workers: Option<Workers>) {
+        self.close_writer().await;
         if let Some(workers) = workers {
             workers.stop().await;
         }

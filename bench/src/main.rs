@@ -40,6 +40,11 @@ enum Cmd {
         /// The size, 1M licenses and 10M events (default: 100k and 1M).
         #[arg(long)]
         full: bool,
+        /// Other sizes: licenses and events in the log.
+        #[arg(long)]
+        licenses: Option<usize>,
+        #[arg(long)]
+        events: Option<usize>,
     },
     /// Serve the floor endpoint (prints {"listening": addr}).
     /// Raw appends through licensd's writer next to a plain multi-row INSERT loop (prints JSON).
@@ -140,12 +145,16 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Cmd::Suite(args) => run_suite(args).await,
-            Cmd::Startup { licensd, full } => {
+            Cmd::Startup { licensd, full, licenses, events } => {
                 let licensd = match licensd {
                     Some(path) => path,
                     None => build_licensd()?,
                 };
                 let size = if full { StartupSize::FULL } else { StartupSize::SMALL };
+                let size = StartupSize {
+                    licenses: licenses.unwrap_or(size.licenses).max(1),
+                    events: events.unwrap_or(size.events),
+                };
                 let figures = licensd_bench::startup::run(&licensd, size).await?;
                 println!("{}", serde_json::to_string_pretty(&figures)?);
                 Ok(())

@@ -391,8 +391,7 @@ impl HotModel {
             };
             listener.applied(self, &applied);
         }
-        *self.last_applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(LastApplied { event_id: event.event_id, stream_id: event.stream_id.clone(), version: event.version });
+        self.remember_last(event);
         self.applied_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.position.send_if_modified(|p| {
             let advanced = event.position > *p;
@@ -402,6 +401,23 @@ impl HotModel {
             advanced
         });
         Ok(())
+    }
+
+    /// Notes the event as the last applied, reusing the stream id's buffer (no allocation per event).
+    fn remember_last(&self, event: &RecordedEvent) {
+        let mut last = self.last_applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match last.as_mut() {
+            Some(last) => {
+                last.event_id = event.event_id;
+                last.stream_id.clear();
+                last.stream_id.push_str(&event.stream_id);
+                last.version = event.version;
+            }
+            None => {
+                let (event_id, stream_id, version) = (event.event_id, event.stream_id.clone(), event.version);
+                *last = Some(LastApplied { event_id, stream_id, version });
+            }
+        }
     }
 
     fn apply_license(&self, id: &str, version: u64, event: &LicenseEvent) {

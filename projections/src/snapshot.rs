@@ -1,7 +1,9 @@
 //! Snapshots of the in-memory model, so a start-up replays only the log written since.
 //!
-//! A file is one JSON header line, then the body (JSON):
-//! `{"format":"licensd-hot-model","code":…,"position":…,"bodyBytes":…,"sha256":…}\n<body>`.
+//! A file is one JSON header line, then the body:
+//! `{"format":"licensd-hot-model","code":…,"position":…,"bodyBytes":…,"sha256":…,"parts":[…]}\n<body>`;
+//! the body is JSON parts: everything but the licenses, then the licenses in chunks (parsed on
+//! every core at start-up).
 //! `code` fingerprints the domain's and this crate's sources (see `build.rs`): a snapshot
 //! written by other code is ignored, as is one whose body fails its length or SHA-256, and the
 //! model is then replayed from the start. Domain values are written with serde, so a field
@@ -21,7 +23,7 @@ use crate::nonces::NonceGenerations;
 use dashmap::DashMap;
 use licensd_domain::app::App;
 use licensd_domain::commerce::Connection;
-use licensd_domain::{AccountId, AppId, LicenseKey};
+use licensd_domain::{AccountId, AppId};
 use licensd_store::Position;
 use licensd_store::{EventStore, Store};
 use serde::ser::SerializeSeq;
@@ -50,7 +52,16 @@ struct Header {
     licenses: usize,
     /// The event at `position` (none for an empty model).
     last: Option<LastApplied>,
+    /// Byte lengths of the body's parts: everything but the licenses, then the licenses in
+    /// chunks (each a JSON array), so loading parses the chunks on every core.
+    parts: Vec<u64>,
 }
+
+/// Licenses per chunk of the body.
+#[cfg(not(test))]
+const CHUNK: usize = 50_000;
+#[cfg(test)]
+const CHUNK: usize = 2;
 
 /// Why a snapshot file was not used (the model is then replayed from the start).
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +103,6 @@ where
 
 #[derive(Serialize)]
 struct BodyOut<'a> {
-    licenses: Pairs<'a, LicenseKey, LicenseEntry>,
     apps: Pairs<'a, AppId, App>,
     accounts: Pairs<'a, AccountId, AccountView>,
     api_keys: Pairs<'a, String, ApiKeyView>,
@@ -104,7 +114,6 @@ struct BodyOut<'a> {
 
 #[derive(Deserialize)]
 struct BodyIn {
-    licenses: Vec<(LicenseKey, LicenseEntry)>,
     apps: Vec<(AppId, App)>,
     accounts: Vec<(AccountId, AccountView)>,
     api_keys: Vec<(String, ApiKeyView)>,
@@ -129,8 +138,7 @@ impl HotModel {
         let _recording = self.capturing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let position = self.position();
         let last = self.last_applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        let body = serde_json::to_vec(&BodyOut {
-            licenses: Pairs(&self.licenses),
+        let mut body = serde_json::to_vec(&BodyOut {
             apps: Pairs(&self.apps),
             accounts: Pairs(&self.accounts),
             api_keys: Pairs(&self.api_keys),
@@ -139,7 +147,8 @@ impl HotModel {
             logins: Pairs(&self.logins),
             nonces: self.nonces.to_generations(),
         })?;
-        let licenses = self.licenses.len();
+        let mut parts = vec![body.len() as u64];
+        let licenses = self.write_license_chunks(&mut body, &mut parts)?;
         drop((_recording, _applying));
         let header = Header {
             format: FORMAT.into(),
@@ -149,12 +158,57 @@ impl HotModel {
             sha256: hex::encode(Sha256::digest(&body)),
             licenses,
             last,
+            parts,
         };
         let mut bytes = serde_json::to_vec(&header)?;
         bytes.push(b'\n');
         bytes.extend_from_slice(&body);
         let bytes_len = bytes.len() as u64;
         Ok((bytes, Written { position, licenses, bytes: bytes_len }))
+    }
+
+    /// Appends the licenses to `body` as JSON arrays of `[license, version]`, `CHUNK` to an
+    /// array, recording each array's length in `parts`; returns how many were written.
+    fn write_license_chunks(&self, body: &mut Vec<u8>, parts: &mut Vec<u64>) -> Result<usize, serde_json::Error> {
+        let mut written = 0;
+        let mut start = body.len();
+        for entry in self.licenses.iter() {
+            body.push(if written % CHUNK == 0 { b'[' } else { b',' });
+            serde_json::to_writer(&mut *body, &**entry.value())?;
+            written += 1;
+            if written % CHUNK == 0 {
+                body.push(b']');
+                parts.push((body.len() - start) as u64);
+                start = body.len();
+            }
+        }
+        if written % CHUNK != 0 {
+            body.push(b']');
+            parts.push((body.len() - start) as u64);
+        }
+        Ok(written)
+    }
+
+    /// Parses the license chunks on every core, straight into the map.
+    fn restore_licenses(&self, chunks: &[&[u8]]) -> Result<(), SnapshotRejected> {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, chunks.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| loop {
+                        let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(chunk) = chunks.get(index) else { return Ok(()) };
+                        let entries: Vec<LicenseEntry> =
+                            serde_json::from_slice(chunk).map_err(|e| SnapshotRejected::Malformed(e.to_string()))?;
+                        for entry in entries {
+                            self.licenses.insert(entry.0.key.clone(), entry);
+                        }
+                    })
+                })
+                .collect();
+            workers.into_iter().try_for_each(|w| w.join().unwrap_or(Err(SnapshotRejected::Damaged)))
+        })
     }
 
     /// Fills an empty model from snapshot bytes; on `Err` the model may be partly filled and
@@ -175,8 +229,21 @@ impl HotModel {
         if body.len() as u64 != header.body_bytes || hex::encode(Sha256::digest(body)) != header.sha256 {
             return Err(SnapshotRejected::Damaged);
         }
-        let body: BodyIn = serde_json::from_slice(body).map_err(|e| SnapshotRejected::Malformed(e.to_string()))?;
-        self.licenses.extend(body.licenses);
+        if header.parts.iter().sum::<u64>() != header.body_bytes || header.parts.is_empty() {
+            return Err(SnapshotRejected::Malformed("its parts do not add up to its body".into()));
+        }
+        let mut parts = Vec::with_capacity(header.parts.len());
+        let mut rest = body;
+        for length in &header.parts {
+            let (part, after) = rest.split_at(*length as usize);
+            parts.push(part);
+            rest = after;
+        }
+        self.restore_licenses(&parts[1..])?;
+        if self.licenses.len() != header.licenses {
+            return Err(SnapshotRejected::Malformed("it holds fewer licenses than its header says".into()));
+        }
+        let body: BodyIn = serde_json::from_slice(parts[0]).map_err(|e| SnapshotRejected::Malformed(e.to_string()))?;
         self.apps.extend(body.apps);
         // The key index is derived from the apps, so it is rebuilt rather than stored twice.
         for app in self.apps.iter() {
@@ -336,5 +403,55 @@ pub async fn write_logged(model: Arc<HotModel>, path: PathBuf) -> bool {
             tracing::warn!(path = %path.display(), error = %e, "cannot write the snapshot of the in-memory model");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use licensd_domain::license::{License, LicenseStatus};
+    use licensd_domain::LicenseKey;
+
+    fn license(n: u8) -> License {
+        License {
+            key: LicenseKey::from_random([n; 16]),
+            app_id: AppId::new(),
+            account_id: AccountId::new(),
+            status: LicenseStatus::Active,
+            expires_at: None,
+            max_hwid_slots: 2,
+            hwids: vec![format!("hw-{n}")],
+            label: Some(format!("label {n}")),
+            variables: Default::default(),
+            created_at: chrono::Utc::now(),
+            offline_machines: Vec::new(),
+            portal_resets: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn licenses_in_several_chunks_restore_and_a_short_count_is_refused() {
+        for count in [0u8, 1, 2, 5] {
+            let model = HotModel::default();
+            for n in 0..count {
+                let license = license(n);
+                model.licenses.insert(license.key.clone(), Box::new((license, u64::from(n) + 1)));
+            }
+            let (bytes, written) = model.snapshot_bytes().unwrap();
+            assert_eq!(written.licenses, usize::from(count));
+            let mut restored = HotModel::default();
+            restored.restore_snapshot(&bytes).unwrap();
+            assert_eq!(restored.digest(), model.digest(), "{count} licenses");
+        }
+        // A header claiming more licenses than the chunks hold (with a matching checksum).
+        let model = HotModel::default();
+        let license = license(9);
+        model.licenses.insert(license.key.clone(), Box::new((license, 1)));
+        let (bytes, _) = model.snapshot_bytes().unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        let lying = text.replacen("\"licenses\":1", "\"licenses\":2", 1);
+        assert_ne!(lying, text);
+        let result = HotModel::default().restore_snapshot(lying.as_bytes());
+        assert!(matches!(result, Err(SnapshotRejected::Malformed(_))), "{result:?}");
     }
 }

@@ -426,6 +426,8 @@ mod tests {
             created_at: chrono::Utc::now(),
             offline_machines: Vec::new(),
             portal_resets: Vec::new(),
+            levels: vec![format!("level-{n}")],
+            max_sessions: Some(u32::from(n)),
         }
     }
 

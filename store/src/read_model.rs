@@ -82,12 +82,13 @@ where
     query
 }
 
-/// Runs `$body` inside a write transaction of whichever backend, committing when it yields.
-macro_rules! in_write_tx {
-    ($store:expr, |$tx:ident| $body:expr) => {
+/// Runs `$body` inside a transaction of whichever backend, committing when it yields; on SQLite
+/// the transaction is begun by `$sqlite_begin` (the log's writer or the read models' connection).
+macro_rules! in_tx {
+    ($store:expr, $sqlite_begin:ident, |$tx:ident| $body:expr) => {
         match $store {
             Store::Sqlite(s) => {
-                let mut $tx = s.begin_write().await?;
+                let mut $tx = s.$sqlite_begin().await?;
                 let out = $body;
                 $tx.commit().await?;
                 out
@@ -102,24 +103,18 @@ macro_rules! in_write_tx {
     };
 }
 
+/// Runs `$body` inside a write transaction of the log's writer, committing when it yields.
+macro_rules! in_write_tx {
+    ($store:expr, |$tx:ident| $body:expr) => {
+        in_tx!($store, begin_write, |$tx| $body)
+    };
+}
+
 /// Runs `$body` inside a write transaction on the read models' side: on SQLite their own file
 /// and connection (never the event writer's), on Postgres the same database.
 macro_rules! in_projection_tx {
     ($store:expr, |$tx:ident| $body:expr) => {
-        match $store {
-            Store::Sqlite(s) => {
-                let mut $tx = s.begin_projection().await?;
-                let out = $body;
-                $tx.commit().await?;
-                out
-            }
-            Store::Postgres(s) => {
-                let mut $tx = s.begin_write().await?;
-                let out = $body;
-                $tx.commit().await?;
-                out
-            }
-        }
+        in_tx!($store, begin_projection, |$tx| $body)
     };
 }
 

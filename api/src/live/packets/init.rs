@@ -18,7 +18,6 @@ const CLIENT_ID_BLACKLISTED: u16 = 503;
 const APP_NOT_FOUND: u16 = 600;
 const APP_PAUSED: u16 = 601;
 const SESSIONS_QUOTA: u16 = 602;
-pub const API_KEY_CHARS: usize = 21;
 const CLIENT_ID_CHARS: std::ops::RangeInclusive<usize> = 4..=64;
 /// Consecutive app-resolution failures answered before the session is closed (4205).
 const RESOLUTION_FAILURES_ANSWERED: u8 = 3;
@@ -43,7 +42,7 @@ pub fn initialize(ctx: &Ctx<'_>, id: PacketId, body: &Map<String, Value>) -> Res
             Ok(status(id, code))
         }
     };
-    if key.chars().count() != API_KEY_CHARS {
+    if key.chars().count() != licensd_domain::app::WEBSOCKET_KEY_LEN {
         return unresolved(&mut state.failed_inits, INVALID_API_KEY);
     }
     if state.init.is_some() {

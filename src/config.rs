@@ -337,6 +337,10 @@ pub struct LiveArgs {
     /// Largest text frame, in bytes (close 4302 beyond).
     #[arg(long, env = "LICENSD_LIVE_MAX_FRAME_BYTES", default_value_t = 32 * 1024)]
     pub live_max_frame_bytes: usize,
+    /// Bytes each socket reads at once; its read buffer starts this large (it grows for a larger
+    /// frame, up to the frame limit). Small, because an idle session should cost kilobytes.
+    #[arg(long, env = "LICENSD_LIVE_READ_BUFFER_BYTES", default_value_t = 1024)]
+    pub live_read_buffer_bytes: usize,
     /// Session store: entries, and bytes of values, per session (statuses 702 and 701).
     #[arg(long, env = "LICENSD_LIVE_STORE_MAX_ENTRIES", default_value_t = 64)]
     pub live_store_max_entries: usize,
@@ -366,6 +370,7 @@ impl LiveArgs {
             ping_interval: secs(self.live_ping_interval_secs),
             pong_timeout: secs(self.live_pong_timeout_secs),
             max_frame_bytes: self.live_max_frame_bytes.max(64),
+            read_buffer_bytes: self.live_read_buffer_bytes.clamp(64, 1 << 20),
             store_max_entries: self.live_store_max_entries,
             store_max_bytes: self.live_store_max_bytes,
             location: self.live_location.clone(),

@@ -92,7 +92,7 @@ impl AppState {
         // command side holds the key it is computed with. (Already installed: the same key.)
         hot.set_websocket_key_digest(Arc::new(commands.websocket_key_digester()));
         let live = Arc::new(crate::live::Live::new(config.live.clone()));
-        if !hot.set_listener(Arc::new(crate::live::Push(live.clone()))) {
+        if !hot.set_listener(Arc::new(crate::live::Push::new(live.clone()))) {
             tracing::warn!("the hot model already has a listener: live sessions get no pushes");
         }
         Ok(Self {

@@ -6,6 +6,7 @@ pub mod append;
 pub mod deployment;
 pub mod fixture;
 pub mod floor;
+pub mod live;
 pub mod load;
 pub mod protocol;
 pub mod report;

@@ -46,6 +46,11 @@ enum Cmd {
         #[arg(long)]
         events: Option<usize>,
     },
+    /// Live sessions alone (prints JSON; `--write BENCHMARKS.md` updates its section).
+    Live(LiveArgs),
+    /// Internal: holds a share of the live benchmark's sessions (one client process).
+    #[command(hide = true)]
+    LiveHold { share: String },
     /// Serve the floor endpoint (prints {"listening": addr}).
     /// Raw appends through licensd's writer next to a plain multi-row INSERT loop (prints JSON).
     Append {
@@ -64,6 +69,40 @@ enum Cmd {
         #[arg(long)]
         durable: Option<String>,
     },
+}
+
+/// Live sessions alone: held sessions (memory, idle CPU), single revocations, fan-out, and
+/// initialize + authorize throughput next to `/auth/validate` (SQLite, release binary).
+#[derive(clap::Args)]
+struct LiveArgs {
+    /// Use this licensd binary instead of building target/release/licensd.
+    #[arg(long)]
+    licensd: Option<PathBuf>,
+    /// Sessions to hold (default: as many as the open-file limits allow, at most 50000).
+    #[arg(long)]
+    sessions: Option<usize>,
+    /// Subscribed sessions of the fan-out (0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    fanout: usize,
+    /// Timed app-version changes over the fan-out sessions (then one disable).
+    #[arg(long, default_value_t = 20)]
+    fanout_repeats: usize,
+    /// Timed single revocations (0 skips them).
+    #[arg(long, default_value_t = 200)]
+    revocations: usize,
+    /// 127.0.0.x source addresses the clients spread over.
+    #[arg(long, default_value_t = 8)]
+    sources: usize,
+    /// Closed-loop clients of the throughput comparison (0 skips it).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    #[arg(long, default_value_t = 10.0)]
+    idle_secs: f64,
+    /// Replace the live section of this BENCHMARKS.md (and the `live` entry of its .json).
+    #[arg(long)]
+    write: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -92,6 +131,9 @@ struct SuiteArgs {
     /// Run only on SQLite.
     #[arg(long)]
     sqlite_only: bool,
+    /// Leave out the live-session part (`licensd-bench live` runs it alone).
+    #[arg(long)]
+    skip_live: bool,
     #[arg(long, default_value = "BENCHMARKS.md")]
     output: PathBuf,
 }
@@ -145,6 +187,8 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Cmd::Suite(args) => run_suite(args).await,
+            Cmd::Live(args) => run_live(args).await,
+            Cmd::LiveHold { share } => licensd_bench::live::hold::child(serde_json::from_str(&share)?).await,
             Cmd::Startup { licensd, full, licenses, events } => {
                 let licensd = match licensd {
                     Some(path) => path,
@@ -208,6 +252,39 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn run_live(args: LiveArgs) -> anyhow::Result<()> {
+    let licensd = match args.licensd {
+        Some(path) => path,
+        None => build_licensd()?,
+    };
+    let options = licensd_bench::live::LiveOptions {
+        licensd,
+        sessions: args.sessions,
+        fanout: args.fanout,
+        fanout_repeats: args.fanout_repeats,
+        revocations: args.revocations,
+        sources: args.sources,
+        concurrency: args.concurrency,
+        duration: Duration::from_secs_f64(args.seconds),
+        idle: Duration::from_secs_f64(args.idle_secs),
+        ..Default::default()
+    };
+    let results = licensd_bench::live::run(&options).await?;
+    println!("{}", serde_json::to_string_pretty(&results)?);
+    if let Some(path) = args.write {
+        let section = licensd_bench::live::report::section(&results);
+        let markdown = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(&path, licensd_bench::live::report::replace_section(&markdown, &section))?;
+        let json_path = path.with_extension("json");
+        let mut json: serde_json::Value =
+            std::fs::read_to_string(&json_path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+        json["live"] = serde_json::to_value(&results)?;
+        std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
+        eprintln!("updated {} and {}", path.display(), json_path.display());
+    }
+    Ok(())
+}
+
 async fn run_suite(args: SuiteArgs) -> anyhow::Result<()> {
     let licensd = match args.licensd {
         Some(path) => path,
@@ -224,6 +301,7 @@ async fn run_suite(args: SuiteArgs) -> anyhow::Result<()> {
         scale_licenses: args.scale_licenses,
         append_events: args.append_events,
         backends: if args.sqlite_only { vec![Backend::Sqlite] } else { vec![Backend::Sqlite, Backend::Postgres] },
+        live: !args.skip_live,
     };
     let results = suite::run(&options).await?;
     let command = "cargo run --release -p licensd-bench -- suite";

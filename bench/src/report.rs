@@ -48,6 +48,9 @@ pub fn markdown(results: &Results, options: &SuiteOptions, machine: &str, comman
     if let Some(s) = &results.scale {
         scale(&mut md, s);
     }
+    if let Some(live) = &results.live {
+        md.push_str(&crate::live::report::section(live));
+    }
     where_time_goes(&mut md);
     how_to_run(&mut md, command);
     if !results.skipped.is_empty() {

@@ -27,6 +27,8 @@ pub struct SuiteOptions {
     /// Events of the raw-append run per backend (0 skips it).
     pub append_events: usize,
     pub backends: Vec<Backend>,
+    /// Run the live-session part (`crate::live`) with its defaults.
+    pub live: bool,
 }
 
 /// The floor's and licensd's figures for one endpoint on one backend.
@@ -67,6 +69,7 @@ pub struct Results {
     pub appends: Vec<AppendFigures>,
     pub degradation: Option<Degradation>,
     pub scale: Option<Scale>,
+    pub live: Option<crate::live::LiveResults>,
     pub skipped: Vec<String>,
 }
 
@@ -89,8 +92,14 @@ pub const APPEND_BATCH: usize = 256;
 
 pub async fn run(options: &SuiteOptions) -> anyhow::Result<Results> {
     let floor = Server::floor(None)?;
-    let mut results =
-        Results { endpoints: Vec::new(), appends: Vec::new(), degradation: None, scale: None, skipped: Vec::new() };
+    let mut results = Results {
+        endpoints: Vec::new(),
+        appends: Vec::new(),
+        degradation: None,
+        scale: None,
+        live: None,
+        skipped: Vec::new(),
+    };
     for &backend in &options.backends {
         if backend == Backend::Postgres && !postgres_reachable(&options.postgres_url) {
             results.skipped.push(format!("Postgres: nothing answers at {}", options.postgres_url));
@@ -167,6 +176,10 @@ pub async fn run(options: &SuiteOptions) -> anyhow::Result<Results> {
     if options.scale_licenses > 0 {
         results.scale = Some(scale(options).await?);
         crate::startup::run(&options.licensd, crate::startup::StartupSize::SMALL).await?;
+    }
+    if options.live {
+        let live = crate::live::LiveOptions { licensd: options.licensd.clone(), ..Default::default() };
+        results.live = Some(crate::live::run(&live).await?);
     }
     floor.stop();
     Ok(results)

@@ -171,7 +171,10 @@ async fn on_text(ctx: &Ctx<'_>, text: &str) {
                 }
                 answers.start(id);
             }
-            let (answer, close) = match packets::handle(ctx, packet).await {
+            // Boxed: the handlers' futures (authorize awaits the writer) are far larger than the
+            // loop's idle state, and every idle session's task would otherwise reserve room
+            // for them.
+            let (answer, close) = match Box::pin(packets::handle(ctx, packet)).await {
                 Reply::Answer(answer) => (Some(answer), None),
                 Reply::AnswerThenClose(answer, close) => (Some(answer), Some(close)),
                 Reply::Close(close) => (None, Some(close)),

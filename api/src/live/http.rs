@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const RESUME_ID: &str = "resume-id";
-const SOCKET_BUFFER_BYTES: usize = 4096;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade))
@@ -38,10 +37,11 @@ async fn upgrade(State(state): State<AppState>, ip: ClientIp, headers: HeaderMap
         return ApiError::Unavailable("too many live sessions; retry later".into()).into_response();
     }
     // The library's default buffers are 128 KiB each per socket; packets are small, and an idle
-    // session should cost kilobytes (the read buffer still grows for a larger frame).
+    // session should cost kilobytes (the read buffer still grows for a larger frame; writes go
+    // straight to the socket).
     let ws = ws
         .max_message_size(live.config.max_frame_bytes.saturating_mul(2).max(1024))
-        .read_buffer_size(SOCKET_BUFFER_BYTES)
+        .read_buffer_size(live.config.read_buffer_bytes)
         .write_buffer_size(0);
     let presented = headers.get(RESUME_ID).map(|v| v.to_str().unwrap_or_default().to_string());
     let session = match presented {

@@ -55,6 +55,8 @@ pub struct LiveConfig {
     pub pong_timeout: Duration,
     /// Larger text frames are closed with 4302.
     pub max_frame_bytes: usize,
+    /// Bytes a socket reads at once (its read buffer's starting size).
+    pub read_buffer_bytes: usize,
     pub store_max_entries: usize,
     pub store_max_bytes: usize,
     /// `location` of the balancer answer.
@@ -80,6 +82,7 @@ impl Default for LiveConfig {
             ping_interval: Duration::from_secs(30),
             pong_timeout: Duration::from_secs(60),
             max_frame_bytes: 32 * 1024,
+            read_buffer_bytes: 1024,
             store_max_entries: 64,
             store_max_bytes: 16_384,
             location: "licensd".to_string(),

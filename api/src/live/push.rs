@@ -1,11 +1,18 @@
-//! Push from the log: the hot model tells [`Live`] about every applied event, and the affected
+//! Push from the log: the hot model tells [`Push`] about every applied event, and the affected
 //! sessions get their panel event (subscribed ones only) and their state change (all of them),
-//! event before close. Runs under the model's apply lock, so it only queues frames and flips
-//! session state; sockets write them.
+//! event before close.
+//!
+//! The listener runs under the model's apply lock, which every write's read-your-writes waits
+//! behind, so it does the least it can there: nothing at all while no session is live, nothing
+//! for events no session cares about, and otherwise one small owned [`Job`] into an unbounded
+//! queue. One task drains the queue in log order and does the registry lookups and the fan-out
+//! (thousands of sessions for an app-wide event) off the lock. One consumer keeps the order of
+//! events for every session; within a job a session's event is queued before its close.
 
 use super::envelope::{event, Close};
 use super::session::{LiveSession, Out};
 use super::Live;
+use chrono::{DateTime, Utc};
 use licensd_domain::account::AccountEvent;
 use licensd_domain::app::AppEvent;
 use licensd_domain::license::LicenseEvent;
@@ -13,6 +20,7 @@ use licensd_domain::{AccountId, AnyEvent, AppId, LicenseKey};
 use licensd_projections::{Applied, AppliedListener, HotModel};
 use serde_json::{Map, Value};
 use std::sync::Arc;
+use tokio::sync::mpsc;
 
 pub const DISCONNECT: u16 = 1;
 pub const SUBSCRIPTION_EXPIRED: u16 = 2;
@@ -23,26 +31,83 @@ const LICENSE_BLACKLISTED: u16 = 201;
 const LICENSE_UNBLACKLISTED: u16 = 202;
 const LICENSE_DELETED: u16 = 204;
 
-/// The listener installed in the hot model (it needs the `Arc` to arm expiry timers).
-pub struct Push(pub Arc<Live>);
+type Committed = Option<DateTime<Utc>>;
+
+/// What a license event means for its sessions.
+#[derive(Debug, Clone, PartialEq)]
+enum LicenseChange {
+    Revoked,
+    Activated,
+    HwidReset,
+    Deleted,
+    Extended(Option<DateTime<Utc>>),
+}
+
+/// One applied event that concerns live sessions, owned so it can leave the apply lock.
+#[derive(Debug, Clone, PartialEq)]
+enum Job {
+    License { key: LicenseKey, change: LicenseChange, committed: Committed },
+    AppPaused { app_id: AppId, committed: Committed },
+    AppVersion { app_id: AppId, version: String, committed: Committed },
+}
+
+/// The listener installed in the hot model.
+pub struct Push {
+    live: Arc<Live>,
+    /// The dispatcher's queue; `None` outside a tokio runtime (jobs then run inline).
+    queue: Option<mpsc::UnboundedSender<Job>>,
+}
+
+impl Push {
+    /// A listener whose dispatcher task runs on the current runtime, when there is one.
+    pub fn new(live: Arc<Live>) -> Self {
+        let queue = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let (queue, jobs) = mpsc::unbounded_channel();
+            runtime.spawn(dispatch(live.clone(), jobs));
+            queue
+        });
+        Self { live, queue }
+    }
+
+    fn hand_off(&self, job: Job) {
+        match &self.queue {
+            Some(queue) => {
+                if let Err(mpsc::error::SendError(job)) = queue.send(job) {
+                    // The runtime is shutting down: nobody will write the frames anyway.
+                    tracing::debug!(?job, "live push dropped: the dispatcher is gone");
+                }
+            }
+            None => run(&self.live, job),
+        }
+    }
+}
 
 impl AppliedListener for Push {
     fn applied(&self, model: &HotModel, applied: &Applied<'_>) {
+        // The common case on a server without live sessions: one atomic load.
+        if self.live.registry.is_empty() {
+            return;
+        }
         let committed = Some(applied.recorded_at);
         match applied.event {
             AnyEvent::License(e) => {
+                let Some(change) = license_change(e) else { return };
                 let Ok(key) = LicenseKey::parse(applied.id) else { return };
-                self.license_event(&key, e, committed);
+                self.hand_off(Job::License { key, change, committed });
             }
             AnyEvent::App(e) => {
                 let Ok(app_id) = applied.id.parse::<AppId>() else { return };
-                self.app_event(app_id, e, committed);
+                if let AppEvent::AppDisabled { .. } = e {
+                    self.hand_off(Job::AppPaused { app_id, committed });
+                } else if let Some(version) = super::model::version_change(e) {
+                    self.hand_off(Job::AppVersion { app_id, version: version.to_string(), committed });
+                }
             }
             // A suspended account's apps authenticate nobody: their sessions end like a pause.
             AnyEvent::Account(AccountEvent::AccountSuspended { .. }) => {
                 let Ok(account_id) = applied.id.parse::<AccountId>() else { return };
                 for app in model.apps_of(account_id) {
-                    self.pause(app.app_id, committed);
+                    self.hand_off(Job::AppPaused { app_id: app.app_id, committed });
                 }
             }
             _ => {}
@@ -50,64 +115,71 @@ impl AppliedListener for Push {
     }
 }
 
-impl Push {
-    fn license_event(&self, key: &LicenseKey, e: &LicenseEvent, committed: Option<chrono::DateTime<chrono::Utc>>) {
-        let live = &self.0;
-        let sessions = live.registry.on_license(key);
-        if sessions.is_empty() {
-            return;
-        }
-        let plain = |code: u16| event(code, Map::new());
-        for session in &sessions {
-            match e {
-                LicenseEvent::LicenseRevoked { .. } => {
-                    live.push_event(session, &plain(LICENSE_BLACKLISTED), committed);
-                    live.clear_authorization(session);
-                }
-                LicenseEvent::LicenseActivated { .. } => {
-                    live.push_event(session, &plain(LICENSE_UNBLACKLISTED), committed)
-                }
-                LicenseEvent::HwidReset { .. } => live.push_event(session, &plain(LICENSE_CLIENT_ID_RESET), committed),
-                LicenseEvent::LicenseDeleted { .. } => live.push_event(session, &plain(LICENSE_DELETED), committed),
-                LicenseEvent::LicenseExtended { expires_at, .. } => self.rearm(session, *expires_at),
-                _ => {}
+fn license_change(e: &LicenseEvent) -> Option<LicenseChange> {
+    Some(match e {
+        LicenseEvent::LicenseRevoked { .. } => LicenseChange::Revoked,
+        LicenseEvent::LicenseActivated { .. } => LicenseChange::Activated,
+        LicenseEvent::HwidReset { .. } => LicenseChange::HwidReset,
+        LicenseEvent::LicenseDeleted { .. } => LicenseChange::Deleted,
+        LicenseEvent::LicenseExtended { expires_at, .. } => LicenseChange::Extended(*expires_at),
+        _ => return None,
+    })
+}
+
+/// The dispatcher: jobs in log order, one at a time.
+async fn dispatch(live: Arc<Live>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    while let Some(job) = jobs.recv().await {
+        run(&live, job);
+    }
+}
+
+fn run(live: &Arc<Live>, job: Job) {
+    match job {
+        Job::License { key, change, committed } => license_event(live, &key, &change, committed),
+        Job::AppPaused { app_id, committed } => pause(live, app_id, committed),
+        Job::AppVersion { app_id, version, committed } => {
+            let content = Map::from_iter([("version".to_string(), Value::from(version))]);
+            let text = event(APP_VERSION_CHANGED, content);
+            for session in live.registry.of_app(app_id) {
+                live.push_event(&session, &text, committed);
             }
         }
     }
+}
 
-    /// The license's expiry moved: the timer armed for the old one is disarmed and a new one armed.
-    fn rearm(&self, session: &Arc<LiveSession>, expires_at: Option<chrono::DateTime<chrono::Utc>>) {
-        let generation = self.0.next_generation();
-        match session.state().auth.as_mut() {
-            Some(auth) => auth.generation = generation,
-            None => return,
-        }
-        session.timers.notify_waiters();
-        self.0.arm_expiry(session, generation, expires_at);
-    }
-
-    /// Event 101 to subscribed sessions, then close 4101 for every session of the app.
-    fn pause(&self, app_id: AppId, committed: Option<chrono::DateTime<chrono::Utc>>) {
-        let live = &self.0;
-        for session in live.registry.of_app(app_id) {
-            live.push_event(&session, &event(APP_PAUSED, Map::new()), committed);
-            live.deliver(&session, Out::Close(Close::AppPaused));
-        }
-    }
-
-    fn app_event(&self, app_id: AppId, e: &AppEvent, committed: Option<chrono::DateTime<chrono::Utc>>) {
-        let live = &self.0;
-        match e {
-            AppEvent::AppDisabled { .. } => self.pause(app_id, committed),
-            _ => {
-                if let Some(version) = super::model::version_change(e) {
-                    let content = Map::from_iter([("version".to_string(), Value::from(version))]);
-                    for session in live.registry.of_app(app_id) {
-                        live.push_event(&session, &event(APP_VERSION_CHANGED, content.clone()), committed);
-                    }
-                }
+fn license_event(live: &Arc<Live>, key: &LicenseKey, change: &LicenseChange, committed: Committed) {
+    let plain = |code: u16| event(code, Map::new());
+    for session in &live.registry.on_license(key) {
+        match change {
+            LicenseChange::Revoked => {
+                live.push_event(session, &plain(LICENSE_BLACKLISTED), committed);
+                live.clear_authorization(session);
             }
+            LicenseChange::Activated => live.push_event(session, &plain(LICENSE_UNBLACKLISTED), committed),
+            LicenseChange::HwidReset => live.push_event(session, &plain(LICENSE_CLIENT_ID_RESET), committed),
+            LicenseChange::Deleted => live.push_event(session, &plain(LICENSE_DELETED), committed),
+            LicenseChange::Extended(expires_at) => rearm(live, session, *expires_at),
         }
+    }
+}
+
+/// The license's expiry moved: the timer armed for the old one is disarmed and a new one armed.
+fn rearm(live: &Arc<Live>, session: &Arc<LiveSession>, expires_at: Option<DateTime<Utc>>) {
+    let generation = live.next_generation();
+    match session.state().auth.as_mut() {
+        Some(auth) => auth.generation = generation,
+        None => return,
+    }
+    session.timers.notify_waiters();
+    live.arm_expiry(session, generation, expires_at);
+}
+
+/// Event 101 to subscribed sessions, then close 4101 for every session of the app.
+fn pause(live: &Live, app_id: AppId, committed: Committed) {
+    let text = event(APP_PAUSED, Map::new());
+    for session in live.registry.of_app(app_id) {
+        live.push_event(&session, &text, committed);
+        live.deliver(&session, Out::Close(Close::AppPaused));
     }
 }
 
@@ -115,4 +187,95 @@ impl Push {
 pub fn kick(live: &Live, session: &LiveSession) {
     live.push_event(session, &event(DISCONNECT, Map::new()), None);
     live.deliver(session, Out::Close(Close::FromPanel));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::session::Initialized;
+    use crate::live::LiveConfig;
+    use licensd_store::Position;
+
+    fn applied_app_event(model: &HotModel, push: &Push, app_id: AppId, e: AppEvent) {
+        let (stream_id, id, event) = (format!("app-{app_id}"), app_id.to_string(), AnyEvent::App(e));
+        let applied = Applied {
+            position: Position::START,
+            stream_id: &stream_id,
+            id: &id,
+            event: &event,
+            recorded_at: Utc::now(),
+        };
+        push.applied(model, &applied);
+    }
+
+    /// A subscribed, initialized session of `app_id`, with a socket attached.
+    fn subscribed(live: &Live, app_id: AppId) -> Arc<LiveSession> {
+        let session = Arc::new(LiveSession::new("127.0.0.1".parse().unwrap(), 60));
+        live.registry.insert(session.clone());
+        {
+            let mut state = session.state();
+            state.init = Some(Initialized { app_id, client_id: "client-1".into() });
+            state.subscribed = true;
+        }
+        live.registry.initialized(&session, app_id);
+        session.set_attached(true);
+        session
+    }
+
+    fn describe(frame: Out) -> Value {
+        match frame {
+            Out::Text(text) | Out::Event(text, _) => serde_json::from_str(&text).unwrap(),
+            Out::Close(close) => Value::from(format!("close {}", close.code())),
+        }
+    }
+
+    #[test]
+    fn the_listener_queues_nothing_without_sessions_or_for_events_no_session_cares_about() {
+        let live = Arc::new(Live::new(LiveConfig::default()));
+        let (queue, mut jobs) = mpsc::unbounded_channel();
+        let push = Push { live: live.clone(), queue: Some(queue) };
+        let model = HotModel::default();
+        let app_id = AppId(uuid::Uuid::new_v4());
+        applied_app_event(&model, &push, app_id, AppEvent::AppDisabled { at: Utc::now() });
+        assert!(jobs.try_recv().is_err(), "no live session: nothing handed on");
+
+        subscribed(&live, app_id);
+        applied_app_event(&model, &push, app_id, AppEvent::AppEnabled { at: Utc::now() });
+        assert!(jobs.try_recv().is_err(), "an event no session is told about");
+        applied_app_event(&model, &push, app_id, AppEvent::AppDisabled { at: Utc::now() });
+        assert!(matches!(jobs.try_recv(), Ok(Job::AppPaused { app_id: a, .. }) if a == app_id));
+    }
+
+    #[tokio::test]
+    async fn the_dispatcher_keeps_log_order_and_puts_the_event_before_the_close() {
+        let live = Arc::new(Live::new(LiveConfig::default()));
+        let push = Push::new(live.clone());
+        assert!(push.queue.is_some(), "inside a runtime the work leaves the apply lock");
+        let model = HotModel::default();
+        let app_id = AppId(uuid::Uuid::new_v4());
+        let sessions: Vec<_> = (0..50).map(|_| subscribed(&live, app_id)).collect();
+        for version in ["1.0", "1.1", "1.2"] {
+            applied_app_event(&model, &push, app_id, AppEvent::AppVersionChanged { version: version.into(), at: Utc::now() });
+        }
+        applied_app_event(&model, &push, app_id, AppEvent::AppDisabled { at: Utc::now() });
+        let id = u64::MAX;
+        let expected = [
+            serde_json::json!({"id": id, "event_type": 102, "content": {"version": "1.0"}}),
+            serde_json::json!({"id": id, "event_type": 102, "content": {"version": "1.1"}}),
+            serde_json::json!({"id": id, "event_type": 102, "content": {"version": "1.2"}}),
+            serde_json::json!({"id": id, "event_type": 101}),
+            Value::from("close 4101"),
+        ];
+        for session in &sessions {
+            let mut frames = Vec::new();
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            while frames.len() < expected.len() && tokio::time::Instant::now() < deadline {
+                match session.next_frame() {
+                    Some(frame) => frames.push(describe(frame)),
+                    None => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+                }
+            }
+            assert_eq!(frames, expected);
+        }
+    }
 }

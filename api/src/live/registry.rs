@@ -9,6 +9,7 @@ use dashmap::DashMap;
 use licensd_domain::{AppId, LicenseKey};
 use rand::RngCore;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
@@ -31,6 +32,9 @@ pub struct Registry {
     by_app: DashMap<AppId, HashSet<SessionId>>,
     seats: Mutex<Seats>,
     resume: DashMap<String, SessionId>,
+    /// `sessions.len()` without visiting the map's shards: the push listener reads it under the
+    /// model's apply lock for every event.
+    count: AtomicUsize,
 }
 
 impl Registry {
@@ -39,7 +43,9 @@ impl Registry {
     }
 
     pub fn insert(&self, session: Arc<LiveSession>) {
-        self.sessions.insert(session.id, session);
+        if self.sessions.insert(session.id, session).is_none() {
+            self.count.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     pub fn get(&self, id: SessionId) -> Option<Arc<LiveSession>> {
@@ -48,7 +54,11 @@ impl Registry {
 
     /// Logical sessions held (attached or waiting for a resume).
     pub fn len(&self) -> usize {
-        self.sessions.len()
+        self.count.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Sessions holding a seat (authorized by license).
@@ -156,7 +166,9 @@ impl Registry {
         }
         let resume_id = session.resume_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         self.resume.remove(&resume_id);
-        self.sessions.remove(&session.id);
+        if self.sessions.remove(&session.id).is_some() {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 

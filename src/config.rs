@@ -334,6 +334,10 @@ pub struct LiveArgs {
     /// Seconds without a pong after which the socket counts as dropped (resumable).
     #[arg(long, env = "LICENSD_LIVE_PONG_TIMEOUT_SECS", default_value_t = 60)]
     pub live_pong_timeout_secs: u64,
+    /// Seconds a write to a socket may stay blocked (a client that stops reading) before the
+    /// socket counts as dropped (resumable; the frame is sent again after the resume).
+    #[arg(long, env = "LICENSD_LIVE_WRITE_TIMEOUT_SECS", default_value_t = 60)]
+    pub live_write_timeout_secs: u64,
     /// Largest text frame, in bytes (close 4302 beyond).
     #[arg(long, env = "LICENSD_LIVE_MAX_FRAME_BYTES", default_value_t = 32 * 1024)]
     pub live_max_frame_bytes: usize,
@@ -369,6 +373,7 @@ impl LiveArgs {
             rate_backoff: secs(self.live_rate_backoff_secs),
             ping_interval: secs(self.live_ping_interval_secs),
             pong_timeout: secs(self.live_pong_timeout_secs),
+            write_timeout: secs(self.live_write_timeout_secs),
             max_frame_bytes: self.live_max_frame_bytes.max(64),
             read_buffer_bytes: self.live_read_buffer_bytes.clamp(64, 1 << 20),
             store_max_entries: self.live_store_max_entries,

@@ -91,11 +91,17 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     api_config.idempotency_ttl = std::time::Duration::from_secs(serve.idempotency_ttl_secs.max(1));
     api_config.idempotency_lease = std::time::Duration::from_secs(serve.idempotency_lease_secs);
     let snapshot_runner = hot_runner.clone();
-    let app = router(AppState::new(services.commands.clone(), hot.clone(), hot_runner, api_config)?);
+    let state = AppState::new(services.commands.clone(), hot.clone(), hot_runner, api_config)?;
+    let live = state.live.clone();
+    let app = router(state);
     let (stopping, stop) = watch::channel(false);
+    let closing = live.clone();
     tokio::spawn(async move {
         signalled.await;
         tracing::info!("shutdown requested; finishing in-flight requests");
+        // Live sockets left the HTTP server's accounting when they upgraded: each is closed
+        // with 1000 here, and the shutdown waits for them below.
+        closing.shut_down();
         stopping.send_replace(true);
     });
     let mut graceful = stop.clone();
@@ -110,6 +116,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
             Some(tls) => licensd_api::serve(TlsListener::new(listener, tls)?, app, limits, stopped).await,
             None => licensd_api::serve(listener, app, limits, stopped).await,
         }
+        live.drained().await;
         Ok::<_, std::io::Error>(())
     };
     tokio::select! {

@@ -13,6 +13,10 @@ use std::sync::Arc;
 
 pub const MAX_APP_NAME_CHARS: usize = 100;
 
+/// Longest comment a self-ban keeps (the live blacklist packet's `comment`, websocket.md
+/// section 14.16).
+pub const MAX_SELF_BAN_COMMENT_CHARS: usize = 256;
+
 /// Characters of a WebSocket API key (Blazeauth's initialize packet takes exactly 21).
 pub const WEBSOCKET_KEY_LEN: usize = 21;
 /// What every WebSocket API key starts with; the rest is drawn from [`WEBSOCKET_KEY_ALPHABET`].
@@ -108,6 +112,10 @@ pub enum AppEvent {
         hwid: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ip: Option<String>,
+        /// Why, as the client said (the live blacklist packet's `comment`); events written
+        /// before comments were kept have none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
         at: DateTime<Utc>,
     },
     /// The merchant removed a self-ban entry from a blacklist.
@@ -367,6 +375,9 @@ pub enum AppCommand {
         hwid: Option<String>,
         ip: Option<String>,
         max_entries: usize,
+        /// Kept with the new entries (at most [`MAX_SELF_BAN_COMMENT_CHARS`], no control
+        /// characters); an empty one is none.
+        comment: Option<String>,
     },
     SetSettings(AppSettings),
     CreateWebhook(Webhook),
@@ -440,7 +451,7 @@ impl Aggregate for AppState {
                     target.insert(entry.clone());
                 }
             }
-            E::SelfBanned { hwid, ip, .. } => {
+            E::SelfBanned { hwid, ip, comment, .. } => {
                 let lists = Arc::make_mut(&mut app.lists);
                 if let Some(hwid) = hwid {
                     lists.self_banned_hwids.insert(hwid.clone());
@@ -448,12 +459,26 @@ impl Aggregate for AppState {
                 if let Some(ip) = ip {
                     lists.self_banned_ips.insert(ip.clone());
                 }
+                if let Some(comment) = comment {
+                    let comments = &mut lists.self_ban_comments;
+                    for (entry, by_entry) in [(hwid, &mut comments.hwid), (ip, &mut comments.ip)] {
+                        if let Some(entry) = entry {
+                            by_entry.insert(entry.clone(), comment.clone());
+                        }
+                    }
+                }
             }
             E::SelfBanLifted { list, entry, .. } => {
                 let lists = Arc::make_mut(&mut app.lists);
                 match list {
-                    ListName::HwidBlacklist => lists.self_banned_hwids.remove(entry),
-                    ListName::IpBlacklist => lists.self_banned_ips.remove(entry),
+                    ListName::HwidBlacklist => {
+                        lists.self_ban_comments.hwid.remove(entry);
+                        lists.self_banned_hwids.remove(entry)
+                    }
+                    ListName::IpBlacklist => {
+                        lists.self_ban_comments.ip.remove(entry);
+                        lists.self_banned_ips.remove(entry)
+                    }
                     ListName::HwidWhitelist | ListName::IpWhitelist => false,
                 };
             }
@@ -550,9 +575,18 @@ impl Aggregate for AppState {
                 }
                 events
             }
-            C::SelfBan { hwid, ip, max_entries } => {
+            C::SelfBan { hwid, ip, max_entries, comment } => {
                 if hwid.as_ref().is_some_and(|h| h.is_empty() || h.chars().count() > MAX_HWID_LEN) {
                     return Err(DomainError::InvalidHwid { max: MAX_HWID_LEN });
+                }
+                let comment = comment.filter(|c| !c.is_empty());
+                if comment
+                    .as_ref()
+                    .is_some_and(|c| c.chars().count() > MAX_SELF_BAN_COMMENT_CHARS || c.chars().any(char::is_control))
+                {
+                    return Err(DomainError::InvalidSecurityList(format!(
+                        "a self-ban comment has at most {MAX_SELF_BAN_COMMENT_CHARS} characters and no control character"
+                    )));
                 }
                 let hwid = hwid.filter(|h| !app.lists.self_banned_hwids.contains(h));
                 let ip = ip.filter(|i| !app.lists.self_banned_ips.contains(i));
@@ -562,7 +596,7 @@ impl Aggregate for AppState {
                 } else if app.lists.self_ban_count() + new > max_entries {
                     return Err(DomainError::SelfBanLimitReached);
                 } else {
-                    vec![E::SelfBanned { hwid, ip, at }]
+                    vec![E::SelfBanned { hwid, ip, comment, at }]
                 }
             }
             C::SetSettings(settings) if settings == app.settings => vec![],
@@ -766,6 +800,7 @@ mod tests {
             hwid: Some(hwid.into()),
             ip: Some("203.0.113.9".into()),
             max_entries: 3,
+            comment: None,
         };
         events.extend(AppState::fold(&events).decide(ban("hw"), now()).unwrap());
         let lists = AppState::fold(&events).0.unwrap().lists;
@@ -779,12 +814,43 @@ mod tests {
     }
 
     #[test]
+    fn a_self_ban_keeps_its_comment_until_lifted_and_old_events_load_without_one() {
+        let old = serde_json::json!({"type": "SelfBanned", "hwid": "old", "at": "2026-01-01T00:00:00Z"});
+        let old: AppEvent = serde_json::from_value(old).unwrap();
+        assert!(matches!(&old, AppEvent::SelfBanned { comment: None, .. }));
+        let mut events = history();
+        events.push(old);
+        let ban = |comment: &str| AppCommand::SelfBan {
+            hwid: Some("hw".into()),
+            ip: Some("203.0.113.9".into()),
+            max_entries: 10,
+            comment: Some(comment.into()),
+        };
+        for bad in ["x".repeat(MAX_SELF_BAN_COMMENT_CHARS + 1), "nul\u{0}".into(), "line\nbreak".into()] {
+            assert!(matches!(AppState::fold(&events).decide(ban(&bad), now()), Err(DomainError::InvalidSecurityList(_))));
+        }
+        let banned = AppState::fold(&events).decide(ban("debugger"), now()).unwrap();
+        let written = serde_json::to_value(&banned[0]).unwrap();
+        assert_eq!(written["comment"], "debugger", "the event carries the comment");
+        events.extend(banned);
+        let lists = AppState::fold(&events).0.unwrap().lists;
+        assert_eq!(lists.self_ban_comments.hwid.get("hw").map(String::as_str), Some("debugger"));
+        assert_eq!(lists.self_ban_comments.ip.get("203.0.113.9").map(String::as_str), Some("debugger"));
+        assert!(!lists.self_ban_comments.hwid.contains_key("old"));
+        let lift = AppCommand::RemoveListEntry { list: ListName::HwidBlacklist, entry: "hw".into() };
+        events.extend(AppState::fold(&events).decide(lift, now()).unwrap());
+        let lists = AppState::fold(&events).0.unwrap().lists;
+        assert!(lists.self_ban_comments.hwid.is_empty());
+        assert_eq!(lists.self_ban_comments.ip.len(), 1, "the IP entry keeps its own");
+    }
+
+    #[test]
     fn a_whole_list_update_is_decided_as_deltas_against_the_current_lists() {
         let mut events = history();
         let add = |entry: &str| AppCommand::AddListEntry { list: ListName::HwidBlacklist, entry: entry.into() };
         events.extend(AppState::fold(&events).decide(add("a"), now()).unwrap());
         events.extend(AppState::fold(&events).decide(add("b"), now()).unwrap());
-        let ban = AppCommand::SelfBan { hwid: Some("tampered".into()), ip: None, max_entries: 10 };
+        let ban = AppCommand::SelfBan { hwid: Some("tampered".into()), ip: None, max_entries: 10, comment: None };
         events.extend(AppState::fold(&events).decide(ban, now()).unwrap());
         let update = SecurityListsUpdate { hwid_blacklist: Some(vec!["b".into(), "c".into()]), ..Default::default() };
         let edit = AppState::fold(&events).decide(AppCommand::SetSecurityLists(update), now()).unwrap();

@@ -1,6 +1,6 @@
 use crate::DomainError;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 pub const MAX_LIST_ENTRIES: usize = 1000;
@@ -251,6 +251,16 @@ pub struct AccessLists {
     pub ip_whitelist: List,
     pub self_banned_hwids: List,
     pub self_banned_ips: List,
+    /// The comments self-bans came with, by entry (snapshots written before have none).
+    #[serde(default)]
+    pub self_ban_comments: SelfBanComments,
+}
+
+/// A self-ban's comment for each entry it added, per blacklist.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelfBanComments {
+    pub hwid: BTreeMap<String, String>,
+    pub ip: BTreeMap<String, String>,
 }
 
 impl AccessLists {
@@ -268,7 +278,8 @@ impl AccessLists {
     pub fn replace_merchant_lists(&mut self, lists: &SecurityLists) {
         let self_banned_hwids = std::mem::take(&mut self.self_banned_hwids);
         let self_banned_ips = std::mem::take(&mut self.self_banned_ips);
-        *self = Self { self_banned_hwids, self_banned_ips, ..Self::from_lists(lists) };
+        let self_ban_comments = std::mem::take(&mut self.self_ban_comments);
+        *self = Self { self_banned_hwids, self_banned_ips, self_ban_comments, ..Self::from_lists(lists) };
     }
 
     pub fn list(&self, name: ListName) -> &List {

@@ -81,6 +81,7 @@ async fn run(state: &AppState, ip: ClientIp, body: &Bytes) -> Result<Response, R
         hwid: ban_hwid.then(|| hwid.clone()),
         ip: ban_ip.then_some(ip.0).flatten().map(|ip| ip.to_canonical().to_string()),
         max_entries: auth.config.selfban_max_entries,
+        comment: None,
     };
     let outcome = apply(state, &app, ban, revoke.then_some((key, license.account_id))).await;
     if let Some(nonce) = &nonce {

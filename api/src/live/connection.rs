@@ -2,6 +2,11 @@
 //! session's outbox holds (responses, panel events, the close), pings, and enforces the
 //! initialize deadline. A socket that drops without a close frame leaves the session resumable
 //! for the resume window; a server close or a client close 1000 ends it.
+//!
+//! Every state has a deadline, so no socket is held forever by a client that went quiet:
+//! before Initialize the init timeout (4202); once initialized the server's pings (no pong for
+//! `pong_timeout`: a drop); a write blocked by a client that stopped reading, `write_timeout`
+//! (a drop, the frame kept for the resume); a dropped session, the resume window.
 
 use super::envelope::{self, Close};
 use super::packets::{self, Ctx, Reply};
@@ -35,9 +40,12 @@ pub async fn serve(state: AppState, live: Arc<Live>, mut socket: WebSocket, sess
     let connection = session.connection.fetch_add(1, Ordering::AcqRel) + 1;
     session.taken_over.notify_waiters();
     session.set_attached(true);
-    live.sockets.fetch_add(1, Ordering::Relaxed);
+    live.sockets.fetch_add(1, Ordering::SeqCst);
     let mut exit = run(&state, &live, &mut socket, &session, connection).await;
-    live.sockets.fetch_sub(1, Ordering::Relaxed);
+    drop(socket);
+    if live.sockets.fetch_sub(1, Ordering::SeqCst) == 1 {
+        live.drained.notify_waiters();
+    }
     // An older socket that notices its end only after a resume took over speaks for nothing.
     if matches!(exit, Exit::Dropped | Exit::ClientClosed) && session.connection.load(Ordering::Acquire) != connection {
         exit = Exit::TakenOver;
@@ -47,7 +55,14 @@ pub async fn serve(state: AppState, live: Arc<Live>, mut socket: WebSocket, sess
         Exit::ServerClosed | Exit::ClientClosed => live.end(&session),
         // Nothing to restore before Initialize: a dropped uninitialized session is not kept
         // (connect-and-drop floods hold nothing for the resume window).
-        Exit::Dropped if session.is_closing() || session.state().init.is_none() => live.end(&session),
+        // Nor is one whose frames already overflow what a resume may hold.
+        Exit::Dropped
+            if session.is_closing()
+                || session.state().init.is_none()
+                || session.queued() > live.config.resume_queue =>
+        {
+            live.end(&session)
+        }
         Exit::Dropped => {
             session.set_attached(false);
             let window = live.config.resume_window;
@@ -74,6 +89,11 @@ async fn run(
     ping.tick().await;
     let mut last_pong = Instant::now();
     let ctx = Ctx { state, live, session };
+    if live.is_shutting_down() {
+        // Attached after the shutdown's sweep: closed here, whatever the session's state.
+        let _ = send(live, socket, close_message(Close::Shutdown)).await;
+        return Exit::ServerClosed;
+    }
     loop {
         if session.connection.load(Ordering::Acquire) != connection {
             return Exit::TakenOver;
@@ -95,11 +115,14 @@ async fn run(
                 if last_pong.elapsed() > config.pong_timeout {
                     return Exit::Dropped;
                 }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                if send(live, socket, Message::Ping(Default::default())).await.is_err() {
                     return Exit::Dropped;
                 }
             }
             message = socket.recv() => match message {
+                // The library refuses a frame or message over the limit before reading it all:
+                // the documented close for an oversized frame (the socket cannot read on).
+                Some(Err(e)) if is_oversized(&e) => live.deliver(session, Out::Close(Close::InvalidBody)),
                 None | Some(Err(_)) => return Exit::Dropped,
                 Some(Ok(Message::Text(text))) => {
                     if text.len() > config.max_frame_bytes {
@@ -125,29 +148,54 @@ async fn run(
     }
 }
 
-/// Writes what the outbox holds, in order; stops after a close frame.
+/// Writes what the outbox holds, in order; stops after a close frame. A frame whose write
+/// fails or stalls past `write_timeout` goes back to the head of the queue: the session stays
+/// resumable and the next socket sends it whole.
 async fn flush(live: &Live, socket: &mut WebSocket, session: &LiveSession) -> Flushed {
     while let Some(frame) = session.next_frame() {
-        let sent = match frame {
-            Out::Text(text) => socket.send(Message::Text(text.into())).await,
-            Out::Event(text, committed) => {
-                let sent = socket.send(Message::Text(text.into())).await;
-                if sent.is_ok() {
-                    live.metrics.pushed(committed);
-                }
-                sent
-            }
+        let message = match &frame {
+            Out::Text(text) | Out::Event(text, _) => Message::Text(text.as_str().into()),
             Out::Close(close) => {
-                let frame = CloseFrame { code: close.code(), reason: close.reason().into() };
-                let _ = socket.send(Message::Close(Some(frame))).await;
+                let _ = send(live, socket, close_message(*close)).await;
                 return Flushed::Closed;
             }
         };
-        if sent.is_err() {
+        if send(live, socket, message).await.is_err() {
+            session.requeue(frame);
             return Flushed::Broken;
+        }
+        if let Out::Event(_, committed) = frame {
+            live.metrics.pushed(committed);
         }
     }
     Flushed::Open
+}
+
+/// One write, bounded by `write_timeout` (a client that stops reading must not hold the
+/// socket's task forever: pings and the pong deadline only run between writes).
+async fn send(live: &Live, socket: &mut WebSocket, message: Message) -> Result<(), ()> {
+    match tokio::time::timeout(live.config.write_timeout, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) | Err(_) => Err(()),
+    }
+}
+
+fn close_message(close: Close) -> Message {
+    Message::Close(Some(CloseFrame { code: close.code(), reason: close.reason().into() }))
+}
+
+/// Whether the library refused a frame or message for its size (`max_frame_size` and
+/// `max_message_size` are both the frame limit, see `http::upgrade`).
+fn is_oversized(error: &axum::Error) -> bool {
+    let inner: &(dyn std::error::Error + 'static) = error;
+    let mut source = Some(inner);
+    while let Some(e) = source {
+        if matches!(e.downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_))) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// One text frame: rate-count it, parse it, answer it (from the resend cache when the id was

@@ -38,6 +38,8 @@ pub struct Packet {
 /// Why and how the server closes a socket (websocket.md §5; reasons verbatim).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Close {
+    /// The server shuts down (SIGTERM/SIGINT): 1000 with an empty reason.
+    Shutdown,
     FromPanel,
     AppPaused,
     NotInitialized,
@@ -58,6 +60,7 @@ pub enum Close {
 impl Close {
     pub fn code(self) -> u16 {
         match self {
+            Self::Shutdown => 1000,
             Self::FromPanel => 4100,
             Self::AppPaused => 4101,
             Self::NotInitialized => 4200,
@@ -76,6 +79,7 @@ impl Close {
 
     pub fn reason(self) -> String {
         let fixed = match self {
+            Self::Shutdown => "",
             Self::FromPanel => "disconnected from panel",
             Self::AppPaused => "application paused",
             Self::NotInitialized => "connection is not initialized",

@@ -33,6 +33,9 @@ async fn upgrade(State(state): State<AppState>, ip: ClientIp, headers: HeaderMap
         refused.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(left));
         return refused;
     }
+    if live.is_shutting_down() {
+        return ApiError::Unavailable("the server is shutting down; retry later".into()).into_response();
+    }
     if live.sockets.load(Ordering::Relaxed) >= live.config.max_sessions {
         return ApiError::Unavailable("too many live sessions; retry later".into()).into_response();
     }
@@ -40,7 +43,10 @@ async fn upgrade(State(state): State<AppState>, ip: ClientIp, headers: HeaderMap
     // session should cost kilobytes (the read buffer still grows for a larger frame; writes go
     // straight to the socket).
     let ws = ws
-        .max_message_size(live.config.max_frame_bytes.saturating_mul(2).max(1024))
+        // Frames and messages over the limit are refused by the library before it buffers them,
+        // and the socket closes them with 4302 (a fragmented message counts whole).
+        .max_frame_size(live.config.max_frame_bytes)
+        .max_message_size(live.config.max_frame_bytes)
         .read_buffer_size(live.config.read_buffer_bytes)
         .write_buffer_size(0);
     let presented = headers.get(RESUME_ID).map(|v| v.to_str().unwrap_or_default().to_string());

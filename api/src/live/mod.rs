@@ -29,9 +29,10 @@ use envelope::Close;
 use licensd_domain::license::{License, LicenseStatus};
 use registry::Registry;
 use session::{LiveSession, Out};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// Every limit of the live protocol (`LICENSD_LIVE_*`, README "Configuration").
 #[derive(Debug, Clone)]
@@ -53,7 +54,10 @@ pub struct LiveConfig {
     pub ping_interval: Duration,
     /// No pong for this long is a network drop (the resume state is kept).
     pub pong_timeout: Duration,
-    /// Larger text frames are closed with 4302.
+    /// A write blocked this long (the client stopped reading) is a network drop; the frame it
+    /// was writing stays queued for the resume.
+    pub write_timeout: Duration,
+    /// Larger frames (text or binary, whole or fragmented) are closed with 4302.
     pub max_frame_bytes: usize,
     /// Bytes a socket reads at once (its read buffer's starting size).
     pub read_buffer_bytes: usize,
@@ -81,6 +85,7 @@ impl Default for LiveConfig {
             rate_backoff: Duration::from_secs(60),
             ping_interval: Duration::from_secs(30),
             pong_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
             max_frame_bytes: 32 * 1024,
             read_buffer_bytes: 1024,
             store_max_entries: 64,
@@ -101,6 +106,10 @@ pub struct Live {
     /// Sockets open now.
     sockets: AtomicUsize,
     generation: AtomicU64,
+    /// Set by [`Live::shut_down`]: every socket is closed with 1000 and no new one is accepted.
+    shutting_down: AtomicBool,
+    /// Woken when the last open socket ends (a shutdown waits for it).
+    drained: Notify,
 }
 
 impl Live {
@@ -112,6 +121,36 @@ impl Live {
             metrics: LiveMetrics::default(),
             sockets: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
+            shutting_down: AtomicBool::new(false),
+            drained: Notify::new(),
+        }
+    }
+
+    /// The server is shutting down: every session gets close 1000 ("normal server shutdown",
+    /// websocket.md section 5) after the frames already queued for it, and upgrades are refused.
+    /// Sessions are in memory only, so none of them could be resumed after the exit anyway.
+    pub fn shut_down(&self) {
+        // The flag first: a socket attaching after the sweep sees it and closes itself.
+        self.shutting_down.store(true, Ordering::SeqCst);
+        for session in self.registry.all() {
+            self.deliver(&session, Out::Close(Close::Shutdown));
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once no socket is open (the caller bounds the wait: the shutdown grace).
+    pub async fn drained(&self) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.sockets.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            drained.await;
         }
     }
 

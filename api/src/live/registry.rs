@@ -52,6 +52,11 @@ impl Registry {
         self.sessions.get(&id).map(|s| s.clone())
     }
 
+    /// Every session held (a shutdown closes them all).
+    pub fn all(&self) -> Vec<Arc<LiveSession>> {
+        self.sessions.iter().map(|entry| entry.value().clone()).collect()
+    }
+
     /// Logical sessions held (attached or waiting for a resume).
     pub fn len(&self) -> usize {
         self.count.load(Ordering::Acquire)

@@ -200,4 +200,16 @@ impl LiveSession {
     pub fn next_frame(&self) -> Option<Out> {
         self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front()
     }
+
+    /// Puts back a frame the socket could not finish writing (its connection broke or stalled),
+    /// first in line for the next socket: the protocol has no acknowledgement, so a frame the
+    /// write failed on is the one frame the server knows the client did not get whole.
+    pub fn requeue(&self, frame: Out) {
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_front(frame);
+    }
+
+    /// Frames waiting for a socket.
+    pub fn queued(&self) -> usize {
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
 }

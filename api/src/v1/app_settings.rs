@@ -30,9 +30,13 @@ pub(crate) async fn change(state: &AppState, caller: &Caller, app: &App, command
     current_app(state, shown, app.app_id).await?.ok_or(ApiError::Internal)
 }
 
-/// The lists as enforced: each blacklist shows the self-ban entries after the merchant's own.
+/// The lists as enforced: each blacklist shows the self-ban entries after the merchant's own,
+/// and `blacklistComments` the comments self-bans came with (`hwid`/`ip` → entry → comment).
 fn security_json(lists: &AccessLists) -> Json<Value> {
-    Json(serde_json::to_value(lists.effective()).unwrap_or_default())
+    let mut shown = serde_json::to_value(lists.effective()).unwrap_or_default();
+    let comments = &lists.self_ban_comments;
+    shown["blacklistComments"] = json!({ "hwid": comments.hwid, "ip": comments.ip });
+    Json(shown)
 }
 
 pub async fn get_variables(
@@ -116,6 +120,9 @@ pub struct SecurityUpdate {
     hwid_whitelist: Option<Vec<String>>,
     ip_blacklist: Option<Vec<String>>,
     ip_whitelist: Option<Vec<String>>,
+    /// Read-only (what a `GET` shows): accepted so a `GET` can be sent back, and ignored.
+    #[serde(default, rename = "blacklistComments")]
+    _blacklist_comments: Option<serde::de::IgnoredAny>,
 }
 
 /// `PUT /v1/apps/{appId}/security`: each list given is set to exactly its entries; omitted

@@ -108,13 +108,21 @@ pub fn all() -> Value {
             "lastDeliveryAt": nullable("string"), "lastDeliveryStatus": nullable("integer"),
         },
     });
+    // Self-ban comments by entry: read-only (a PUT may send back what a GET showed; ignored).
+    let by_entry = json!({ "type": "object", "additionalProperties": string() });
+    let comments = json!({
+        "type": "object", "required": ["hwid", "ip"], "properties": { "hwid": by_entry, "ip": by_entry },
+    });
     let lists = json!({
         "hwidBlacklist": strings(), "hwidWhitelist": strings(), "ipBlacklist": strings(), "ipWhitelist": strings(),
+        "blacklistComments": comments,
     });
     let hwids = json!({ "type": "array", "items": hwid() });
     let ips = json!({ "type": "array", "items": ip_address() });
-    let list_updates =
-        json!({ "hwidBlacklist": hwids, "hwidWhitelist": hwids, "ipBlacklist": ips, "ipWhitelist": ips });
+    let list_updates = json!({
+        "hwidBlacklist": hwids, "hwidWhitelist": hwids, "ipBlacklist": ips, "ipWhitelist": ips,
+        "blacklistComments": { "type": "object", "readOnly": true },
+    });
     let credits = json!({
         "type": "object", "required": ["balance", "lowBalanceThreshold", "belowThreshold"],
         "properties": { "balance": { "type": "integer" }, "lowBalanceThreshold": nullable("integer"), "belowThreshold": { "type": "boolean" } },

@@ -4,20 +4,22 @@ use super::{answer, status, Ctx, Reply, INTERNAL_ERROR, NOT_AUTHORIZED, OK};
 use crate::auth::AuthError;
 use crate::live::envelope::{optional_string, response, string_field, Close, PacketId};
 use crate::live::model;
-use licensd_domain::app::AppCommand;
+use licensd_domain::app::{AppCommand, MAX_SELF_BAN_COMMENT_CHARS};
 use serde_json::{Map, Value};
 
 const VARIABLE_NOT_FOUND: u16 = 400;
 const VARIABLE_INVALID_NAME: u16 = 401;
 const BLACKLISTS_QUOTA: u16 = 604;
 const MIN_VARIABLE_NAME: usize = 3;
-const MAX_BLACKLIST_COMMENT: usize = 256;
 
 /// Packet 6: the client bans itself. Its client id goes to the app's self-ban list (the list
-/// `/auth/selfban` fills, with the same cap: full → 604, the socket stays open); an authorized
-/// license is revoked (licensd's blacklisting of a license). Then status 1 and close 4203.
+/// `/auth/selfban` fills, with the same cap: full → 604, the socket stays open), with the
+/// packet's `comment` kept beside the entry; an authorized license is revoked (licensd's
+/// blacklisting of a license). Then status 1 and close 4203. A comment over 256 characters or
+/// with a control character (U+0000 included, which Postgres cannot store) is 4302.
 pub async fn blacklist(ctx: &Ctx<'_>, id: PacketId, body: &Map<String, Value>) -> Result<Reply, Close> {
-    if optional_string(body, "comment")?.is_some_and(|c| c.chars().count() > MAX_BLACKLIST_COMMENT) {
+    let comment = optional_string(body, "comment")?.filter(|c| !c.is_empty());
+    if comment.is_some_and(|c| c.chars().count() > MAX_SELF_BAN_COMMENT_CHARS || c.chars().any(char::is_control)) {
         return Err(Close::InvalidBody);
     }
     let (init, license) = {
@@ -32,6 +34,7 @@ pub async fn blacklist(ctx: &Ctx<'_>, id: PacketId, body: &Map<String, Value>) -
         hwid: Some(init.client_id.clone()),
         ip: None,
         max_entries: state.auth.config.selfban_max_entries,
+        comment: comment.map(str::to_string),
     };
     match crate::auth::record_self_ban(state, &app, ban, revoke).await {
         Ok(()) => Ok(Reply::AnswerThenClose(response(id, OK, Map::new()), Close::SessionBlacklisted)),

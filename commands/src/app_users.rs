@@ -118,7 +118,7 @@ impl crate::Commands {
         new: NewAppUser,
         cost: &PasswordCost,
         actor: &Actor,
-    ) -> Result<AppUserId, CommandError> {
+    ) -> Result<(AppUserId, Option<licensd_store::Position>), CommandError> {
         let verifier = hash_blocking(*cost, new.password.clone()).await?;
         let user_id = AppUserId(Entropy::next_step().uuid("app-user-id"));
         let digest = login_digest(self.master_key(), new.app_id, &new.normalized_login);
@@ -140,19 +140,25 @@ impl crate::Commands {
         };
         let created =
             self.execute_with_pii::<AppUserState>(&stream, command, actor, Some(new.account_id), |_| Ok(()), pii).await;
-        if let Err(e) = created {
-            self.release_login(&digest, user_id, actor).await;
-            return Err(e);
-        }
-        if let Some((key, hwid)) = new.license {
-            if let Err(e) = self.link_license_to_user(new.app_id, user_id, &key, hwid, actor).await {
-                if let Err(undo) = self.delete_app_user(new.account_id, user_id, &[], actor).await {
-                    tracing::error!(%user_id, error = %undo, "cannot undo a sign-up whose license was refused");
-                }
+        let mut position = match created {
+            Ok(executed) => executed.position(),
+            Err(e) => {
+                self.release_login(&digest, user_id, actor).await;
                 return Err(e);
             }
+        };
+        if let Some((key, hwid)) = new.license {
+            match self.link_license_to_user(new.app_id, user_id, &key, hwid, actor).await {
+                Ok(linked) => position = linked.or(position),
+                Err(e) => {
+                    if let Err(undo) = self.delete_app_user(new.account_id, user_id, &[], actor).await {
+                        tracing::error!(%user_id, error = %undo, "cannot undo a sign-up whose license was refused");
+                    }
+                    return Err(e);
+                }
+            }
         }
-        Ok(user_id)
+        Ok((user_id, position))
     }
 
     /// Runs a user command for the account that owns the user (`pii`: vault rows written with it).
@@ -242,14 +248,14 @@ impl crate::Commands {
         key: &LicenseKey,
         hwid: Option<String>,
         actor: &Actor,
-    ) -> Result<(), CommandError> {
+    ) -> Result<Option<licensd_store::Position>, CommandError> {
         let stream = StreamCategory::License.stream_id(key);
         let command = LicenseCommand::LinkUser { user_id, app_id, hwid };
         let missing = |state: &LicenseState| match state {
             LicenseState::Live(_) => Ok(()),
             _ => Err(CommandError::Domain(DomainError::NotFound("license"))),
         };
-        self.execute::<LicenseState>(&stream, command, actor, None, missing).await.map(drop)
+        Ok(self.execute::<LicenseState>(&stream, command, actor, None, missing).await?.position())
     }
 
     /// Ends the link between `key` and the user (nothing if they are not linked).

@@ -76,8 +76,8 @@ async fn a_license_goes_to_one_user_and_deletion_frees_login_and_license(store: 
     let commands = commands(&store);
     let op = Actor::Operator;
     let (account, app_id, key) = app(&commands).await;
-    let ann = commands.create_app_user(new_user(account, app_id, "ann.b"), &CHEAP, &op).await.unwrap();
-    let bob = commands.create_app_user(new_user(account, app_id, "bob.c"), &CHEAP, &op).await.unwrap();
+    let ann = commands.create_app_user(new_user(account, app_id, "ann.b"), &CHEAP, &op).await.unwrap().0;
+    let bob = commands.create_app_user(new_user(account, app_id, "bob.c"), &CHEAP, &op).await.unwrap().0;
     let links: Vec<_> = [ann, bob]
         .into_iter()
         .map(|user| {

@@ -8,6 +8,7 @@ use super::session::{LiveSession, Out};
 use super::Live;
 use licensd_domain::account::AccountEvent;
 use licensd_domain::app::AppEvent;
+use licensd_domain::app_user::{AppUserEvent, AppUserId};
 use licensd_domain::license::LicenseEvent;
 use licensd_domain::{AccountId, AnyEvent, AppId, LicenseKey};
 use licensd_projections::{Applied, AppliedListener, HotModel};
@@ -22,6 +23,11 @@ const LICENSE_CLIENT_ID_RESET: u16 = 200;
 const LICENSE_BLACKLISTED: u16 = 201;
 const LICENSE_UNBLACKLISTED: u16 = 202;
 const LICENSE_DELETED: u16 = 204;
+const USER_BLACKLISTED: u16 = 301;
+const USER_UNBLACKLISTED: u16 = 302;
+const USER_DELETED: u16 = 303;
+const USER_PASSWORD_CHANGED: u16 = 304;
+const USER_LEVELS_CHANGED: u16 = 305;
 
 /// The listener installed in the hot model (it needs the `Arc` to arm expiry timers).
 pub struct Push(pub Arc<Live>);
@@ -37,6 +43,10 @@ impl AppliedListener for Push {
             AnyEvent::App(e) => {
                 let Ok(app_id) = applied.id.parse::<AppId>() else { return };
                 self.app_event(app_id, e, committed);
+            }
+            AnyEvent::AppUser(e) => {
+                let Ok(user_id) = applied.id.parse::<AppUserId>() else { return };
+                self.user_event(user_id, e, committed);
             }
             // A suspended account's apps authenticate nobody: their sessions end like a pause.
             AnyEvent::Account(AccountEvent::AccountSuspended { .. }) => {
@@ -71,6 +81,30 @@ impl Push {
                 LicenseEvent::LicenseDeleted { .. } => live.push_event(session, &plain(LICENSE_DELETED), committed),
                 LicenseEvent::LicenseExtended { expires_at, .. } => self.rearm(session, *expires_at),
                 _ => {}
+            }
+        }
+    }
+
+    /// The 300-range events (§14.11) to the sessions signed in as the user; blacklisting,
+    /// deletion and a password change clear their authorization, after the event.
+    fn user_event(&self, user_id: AppUserId, e: &AppUserEvent, committed: Option<chrono::DateTime<chrono::Utc>>) {
+        let live = &self.0;
+        for session in live.registry.on_user(user_id) {
+            let (code, content, clear) = match e {
+                AppUserEvent::AppUserBlacklisted { .. } => (USER_BLACKLISTED, Map::new(), true),
+                AppUserEvent::AppUserUnblacklisted { .. } => (USER_UNBLACKLISTED, Map::new(), false),
+                AppUserEvent::AppUserDeleted { .. } => (USER_DELETED, Map::new(), true),
+                AppUserEvent::AppUserPasswordChanged { .. } => (USER_PASSWORD_CHANGED, Map::new(), true),
+                AppUserEvent::AppUserLevelsSet { levels, .. } => {
+                    // The SDK reads content as string → string: the array travels as JSON text.
+                    let levels = Value::from(Value::from(levels.clone()).to_string());
+                    (USER_LEVELS_CHANGED, Map::from_iter([("levels".to_string(), levels)]), false)
+                }
+                _ => continue,
+            };
+            live.push_event(&session, &event(code, content), committed);
+            if clear {
+                live.clear_authorization(&session);
             }
         }
     }

@@ -295,6 +295,71 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub live: LiveArgs,
+
+    #[command(flatten)]
+    pub app_users: AppUserArgs,
+}
+
+/// Limits of apps' end-user accounts (sign-up and sign-in over live sessions).
+#[derive(Debug, Clone, Args)]
+pub struct AppUserArgs {
+    /// Shortest and longest password, in characters (statuses 207 and 208).
+    #[arg(long, env = "LICENSD_APP_USER_PASSWORD_MIN_CHARS", default_value_t = 6)]
+    pub app_user_password_min_chars: usize,
+    #[arg(long, env = "LICENSD_APP_USER_PASSWORD_MAX_CHARS", default_value_t = 128)]
+    pub app_user_password_max_chars: usize,
+    /// Argon2id memory (KiB) and passes of new password verifiers.
+    #[arg(long, env = "LICENSD_APP_USER_ARGON2_MEMORY_KIB", default_value_t = 19 * 1024)]
+    pub app_user_argon2_memory_kib: u32,
+    #[arg(long, env = "LICENSD_APP_USER_ARGON2_ITERATIONS", default_value_t = 2)]
+    pub app_user_argon2_iterations: u32,
+    /// Sign-ups without a license per client IP and app per window (status 5 with retry_after).
+    #[arg(long, env = "LICENSD_APP_USER_SIGNUPS_PER_IP", default_value_t = 3)]
+    pub app_user_signups_per_ip: u32,
+    #[arg(long, env = "LICENSD_APP_USER_SIGNUP_WINDOW_SECS", default_value_t = 86_400)]
+    pub app_user_signup_window_secs: u64,
+    /// Sign-in attempts per login, and per client IP, before the softlock engages (status 5).
+    #[arg(long, env = "LICENSD_APP_USER_LOCKOUT_FAILURES", default_value_t = 5)]
+    pub app_user_lockout_failures: u32,
+    #[arg(long, env = "LICENSD_APP_USER_IP_LOCKOUT_FAILURES", default_value_t = 30)]
+    pub app_user_ip_lockout_failures: u32,
+    /// Seconds failures are remembered; the first lock's length (each further one doubles); the
+    /// longest lock.
+    #[arg(long, env = "LICENSD_APP_USER_LOCKOUT_WINDOW_SECS", default_value_t = 900)]
+    pub app_user_lockout_window_secs: u64,
+    #[arg(long, env = "LICENSD_APP_USER_LOCKOUT_BASE_SECS", default_value_t = 60)]
+    pub app_user_lockout_base_secs: u64,
+    #[arg(long, env = "LICENSD_APP_USER_LOCKOUT_MAX_SECS", default_value_t = 3600)]
+    pub app_user_lockout_max_secs: u64,
+    /// Most users one app may have (status 603 beyond); unset: no limit.
+    #[arg(long, env = "LICENSD_APP_USER_MAX_PER_APP")]
+    pub app_user_max_per_app: Option<usize>,
+}
+
+impl AppUserArgs {
+    pub fn config(&self) -> licensd_api::app_users::AppUsersConfig {
+        use licensd_commands::lockout::LockoutPolicy;
+        let secs = |s: u64| std::time::Duration::from_secs(s.max(1));
+        let policy = |max_failures: u32| LockoutPolicy {
+            max_failures: max_failures.max(1),
+            window: secs(self.app_user_lockout_window_secs),
+            base: secs(self.app_user_lockout_base_secs),
+            max: secs(self.app_user_lockout_max_secs.max(self.app_user_lockout_base_secs)),
+        };
+        let min = self.app_user_password_min_chars.max(1);
+        licensd_api::app_users::AppUsersConfig {
+            password_chars: min..=self.app_user_password_max_chars.max(min),
+            password_cost: licensd_commands::app_users::PasswordCost {
+                memory_kib: self.app_user_argon2_memory_kib.max(8),
+                iterations: self.app_user_argon2_iterations.max(1),
+            },
+            signups_per_ip: self.app_user_signups_per_ip,
+            signup_window: secs(self.app_user_signup_window_secs),
+            user_lockout: policy(self.app_user_lockout_failures),
+            ip_lockout: policy(self.app_user_ip_lockout_failures),
+            max_users_per_app: self.app_user_max_per_app,
+        }
+    }
 }
 
 /// Limits of live WebSocket sessions (`/ws`); the defaults are the protocol's documented ones.

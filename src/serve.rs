@@ -85,6 +85,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         body_read_timeout: Duration::from_millis(serve.body_read_timeout_ms.max(1)),
         live_model: serve.live_model(),
         live: serve.live.config(tls.is_some()),
+        app_users: serve.app_users.config(),
         ..ApiConfig::default()
     };
     api_config.read_your_writes_timeout = std::time::Duration::from_millis(serve.read_your_writes_timeout_ms);

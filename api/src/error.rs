@@ -136,6 +136,9 @@ impl From<DomainError> for ApiError {
             | D::LedgerNotWorkable
             | D::LedgerNotReplayable
             | D::PortalResetRefused(_)
+            | D::LicenseLinkedToOtherUser
+            | D::LicenseAlreadyActivated
+            | D::LicenseLinkedToUser
             | D::SelfBanLimitReached => Self::Conflict(e.to_string()),
             D::InvalidLicenseKey
             | D::InvalidHwidSlots
@@ -152,6 +155,7 @@ impl From<DomainError> for ApiError {
             | D::InvalidVersion(_)
             | D::InvalidWebsocketKey(_)
             | D::InvalidLevels(_)
+            | D::InvalidComment(_)
             | D::InvalidMaxSessions => Self::BadRequest(e.to_string()),
             D::UndecodableEvent { .. } => {
                 tracing::error!(error = %e, "stored event cannot be decoded");

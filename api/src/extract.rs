@@ -83,7 +83,7 @@ impl Caller {
 }
 
 /// Every scope a key can hold; `*` stands for all of them.
-pub const SCOPES: [&str; 16] = [
+pub const SCOPES: [&str; 18] = [
     "read:apps",
     "write:apps",
     "read:licenses",
@@ -100,6 +100,8 @@ pub const SCOPES: [&str; 16] = [
     "write:commerce",
     "read:customers",
     "write:customers",
+    "read:users",
+    "write:users",
 ];
 
 /// The scope a request needs, from its path under `/v1` and its method: one table for the API.
@@ -108,6 +110,7 @@ fn required_scope(method: &axum::http::Method, path: &str) -> String {
     let resource = match segments[0] {
         "apps" if segments.contains(&"webhooks") => "webhooks",
         "apps" if segments.contains(&"customers") => "customers",
+        "apps" if segments.get(2) == Some(&"users") => "users",
         "apps" => "apps",
         "commerce" => "commerce",
         "licenses" => "licenses",
@@ -184,6 +187,8 @@ mod tests {
         assert_eq!(required_scope(&Method::PUT, "/v1/licenses/AAAA"), "write:licenses");
         assert_eq!(required_scope(&Method::POST, "/apps/x/webhooks/y/test"), "write:webhooks");
         assert_eq!(required_scope(&Method::GET, "/apps/x/security"), "read:apps");
+        assert_eq!(required_scope(&Method::GET, "/v1/apps/x/users"), "read:users");
+        assert_eq!(required_scope(&Method::PATCH, "/apps/x/users/u"), "write:users");
         assert_eq!(required_scope(&Method::DELETE, "/api-keys/k"), "write:api_keys");
         assert!(SCOPES.contains(&required_scope(&Method::GET, "/audit-log").as_str()));
     }

@@ -1,6 +1,7 @@
 //! The HTTP surface: `/healthz`, `/metrics` and the Developer API (`/v1`). Handlers issue
 //! commands and read from projections; errors become responses in one place ([`ApiError`]).
 
+pub mod app_users;
 pub mod auth;
 mod billing;
 mod control_chars;

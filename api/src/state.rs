@@ -34,6 +34,8 @@ pub struct ApiConfig {
     /// Sizes of apps' and licenses' live-session fields (version, levels, seats).
     pub live_model: crate::v1::LiveModelLimits,
     pub live: crate::live::LiveConfig,
+    /// End-user accounts' limits (`LICENSD_APP_USER_*`).
+    pub app_users: crate::app_users::AppUsersConfig,
 }
 
 impl Default for ApiConfig {
@@ -55,6 +57,7 @@ impl Default for ApiConfig {
             idempotency_lease: Duration::from_secs(30),
             live_model: Default::default(),
             live: Default::default(),
+            app_users: Default::default(),
         }
     }
 }
@@ -73,6 +76,8 @@ pub struct AppState {
     pub portal: Arc<crate::portal::Portal>,
     /// Live WebSocket sessions; installed as the hot model's listener.
     pub live: Arc<crate::live::Live>,
+    /// Softlocks and sign-up quota of end-user accounts.
+    pub app_users: Arc<crate::app_users::AppUsersRuntime>,
     /// Catches the in-memory model up on demand, one caller at a time; with the time the last
     /// catch-up started, so callers that queued behind it can share its result.
     refresher: Arc<tokio::sync::Mutex<(HotRunner, Option<std::time::Instant>)>>,
@@ -97,6 +102,7 @@ impl AppState {
         }
         Ok(Self {
             live,
+            app_users: Arc::new(crate::app_users::AppUsersRuntime::new(&commands, config.app_users.clone())),
             auth: Arc::new(AuthRuntime::new(&commands, config.auth.clone())),
             webhook_sender: licensd_workers::webhooks::WebhookSender::new(
                 Duration::from_secs(10),

@@ -3,6 +3,7 @@
 //! group-commit writer. Also owns the master key that seals secrets and personal data at rest.
 
 mod account_email;
+pub mod app_users;
 pub mod commerce;
 mod crypto;
 mod entropy;
@@ -14,6 +15,7 @@ mod metadata;
 pub mod offline;
 pub mod password;
 mod pii;
+pub mod signup_quota;
 mod websocket_key;
 mod writer;
 

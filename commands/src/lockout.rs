@@ -57,7 +57,28 @@ pub struct Lockout {
     store: Store,
     policy: LockoutPolicy,
     attempts: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    sql: &'static LockoutSql,
 }
+
+/// The statements of one lockout table (dashboard sign-ins, app-user sign-ins).
+#[derive(Debug)]
+struct LockoutSql {
+    count: &'static str,
+    lock: &'static str,
+    clear: &'static str,
+    prune: &'static str,
+}
+
+static DASHBOARD: LockoutSql = LockoutSql { count: COUNT, lock: LOCK, clear: CLEAR, prune: PRUNE };
+
+/// The same statements on `app_user_lockouts` (same shape; end users' subjects kept apart).
+static APP_USERS: std::sync::LazyLock<LockoutSql> = std::sync::LazyLock::new(|| {
+    let on_table = |sql: &str| -> &'static str {
+        // Built once per process: the four statements live as long as the program.
+        Box::leak(sql.replace("dashboard_lockouts", "app_user_lockouts").into_boxed_str())
+    };
+    LockoutSql { count: on_table(COUNT), lock: on_table(LOCK), clear: on_table(CLEAR), prune: on_table(PRUNE) }
+});
 
 /// Every this many attempts, rows that would start over anyway are deleted, so guesses at many
 /// made-up emails cannot grow the table without bound.
@@ -108,7 +129,13 @@ fn instant(ms: i64) -> DateTime<Utc> {
 
 impl Lockout {
     pub fn new(store: Store, policy: LockoutPolicy) -> Self {
-        Self { store, policy, attempts: Default::default() }
+        Self { store, policy, attempts: Default::default(), sql: &DASHBOARD }
+    }
+
+    /// A lockout of app users' sign-ins (its own table, so merchant and end-user subjects and
+    /// their pruning never mix).
+    pub fn for_app_users(store: Store, policy: LockoutPolicy) -> Self {
+        Self { store, policy, attempts: Default::default(), sql: &APP_USERS }
     }
 
     pub fn policy(&self) -> &LockoutPolicy {
@@ -123,7 +150,7 @@ impl Lockout {
         }
         let now_ms = now.timestamp_millis();
         let count = Statement::new(
-            COUNT,
+            self.sql.count,
             [subject.into(), now_ms.into(), millis(self.policy.window).into(), millis(self.policy.max).into()],
         );
         let rows = self.store.execute_returning(&count).await?;
@@ -137,7 +164,7 @@ impl Lockout {
             return Ok(Attempt::Verify);
         }
         let until = now_ms.saturating_add(millis(self.policy.lock_length(u32::try_from(lockouts).unwrap_or(u32::MAX))));
-        let lock = Statement::new(LOCK, [subject.into(), until.into(), now_ms.into()]);
+        let lock = Statement::new(self.sql.lock, [subject.into(), until.into(), now_ms.into()]);
         self.store.execute(&[lock]).await?;
         if failures == limit {
             Ok(Attempt::Verify) // the last guess of the round is still checked
@@ -151,13 +178,13 @@ impl Lockout {
     pub async fn prune(&self, now: DateTime<Utc>) -> Result<u64, CommandError> {
         // Never before the failures themselves are forgotten, whatever the settings.
         let quiet = self.policy.max.max(self.policy.window);
-        let prune = Statement::new(PRUNE, [now.timestamp_millis().into(), millis(quiet).into()]);
+        let prune = Statement::new(self.sql.prune, [now.timestamp_millis().into(), millis(quiet).into()]);
         Ok(self.store.execute(&[prune]).await?)
     }
 
     /// A correct password: forget the subject's failures and lockouts.
     pub async fn succeeded(&self, subject: &str) -> Result<(), CommandError> {
-        self.store.execute(&[Statement::new(CLEAR, [subject.into()])]).await?;
+        self.store.execute(&[Statement::new(self.sql.clear, [subject.into()])]).await?;
         Ok(())
     }
 }

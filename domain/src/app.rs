@@ -244,6 +244,12 @@ pub struct AppSettings {
     /// Most live sessions authorized at once for the app (Blazeauth status 602); `None`: no limit.
     #[serde(default)]
     pub live_session_quota: Option<u32>,
+    /// End users cannot sign up over live sessions (the merchant still creates them).
+    #[serde(default)]
+    pub user_signup_closed: bool,
+    /// A sign-up needs a license (status 204), and signing in needs a valid linked one (203).
+    #[serde(default)]
+    pub user_license_required: bool,
 }
 
 impl DomainEvent for AppEvent {

@@ -67,6 +67,14 @@ pub enum DomainError {
     InvalidPortalPolicy(String),
     #[error("portal reset refused: {}", .0.explanation())]
     PortalResetRefused(crate::portal::ResetRefusal),
+    #[error("a comment must be at most {0} characters, without control characters")]
+    InvalidComment(usize),
+    #[error("the license is linked to another user")]
+    LicenseLinkedToOtherUser,
+    #[error("the license is already activated on another machine and cannot be linked to a user")]
+    LicenseAlreadyActivated,
+    #[error("the license is linked to a user: sign in as that user")]
+    LicenseLinkedToUser,
     #[error("an event of type {event_type} v{schema_version} could not be decoded: {reason}")]
     UndecodableEvent { event_type: String, schema_version: i32, reason: String },
 }

@@ -1,6 +1,11 @@
 use crate::{
-    account::AccountEvent, app::AppEvent, commerce::CommerceEvent, email_reservation::EmailReservationEvent,
-    license::LicenseEvent, DomainError,
+    account::AccountEvent,
+    app::AppEvent,
+    app_user::{AppUserEvent, LoginReservationEvent},
+    commerce::CommerceEvent,
+    email_reservation::EmailReservationEvent,
+    license::LicenseEvent,
+    DomainError,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::value::RawValue;
@@ -15,6 +20,10 @@ pub enum StreamCategory {
     Commerce,
     /// One merchant email, reserved for the account that holds it.
     EmailReservation,
+    /// One end user of an app.
+    AppUser,
+    /// One login of one app, reserved for the end user that holds it.
+    AppUserLogin,
 }
 
 impl StreamCategory {
@@ -25,6 +34,8 @@ impl StreamCategory {
             Self::License => "license",
             Self::Commerce => "commerce",
             Self::EmailReservation => "email",
+            Self::AppUser => "appuser",
+            Self::AppUserLogin => "userlogin",
         }
     }
 
@@ -35,9 +46,17 @@ impl StreamCategory {
     /// Splits `category-id` into its category and id; unknown categories give `None`.
     pub fn parse(stream_id: &str) -> Option<(Self, &str)> {
         let (prefix, id) = stream_id.split_once('-')?;
-        let category = [Self::Account, Self::App, Self::License, Self::Commerce, Self::EmailReservation]
-            .into_iter()
-            .find(|c| c.prefix() == prefix)?;
+        let category = [
+            Self::Account,
+            Self::App,
+            Self::License,
+            Self::Commerce,
+            Self::EmailReservation,
+            Self::AppUser,
+            Self::AppUserLogin,
+        ]
+        .into_iter()
+        .find(|c| c.prefix() == prefix)?;
         Some((category, id))
     }
 }
@@ -157,6 +176,8 @@ pub enum AnyEvent {
     License(LicenseEvent),
     Commerce(CommerceEvent),
     EmailReservation(EmailReservationEvent),
+    AppUser(AppUserEvent),
+    AppUserLogin(LoginReservationEvent),
 }
 
 impl AnyEvent {
@@ -178,6 +199,8 @@ impl AnyEvent {
             StreamCategory::License => decode_known(t, v, p)?.map(Self::License),
             StreamCategory::Commerce => decode_known(t, v, p)?.map(Self::Commerce),
             StreamCategory::EmailReservation => decode_known(t, v, p)?.map(Self::EmailReservation),
+            StreamCategory::AppUser => decode_known(t, v, p)?.map(Self::AppUser),
+            StreamCategory::AppUserLogin => decode_known(t, v, p)?.map(Self::AppUserLogin),
         })
     }
 }

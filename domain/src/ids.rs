@@ -1,18 +1,17 @@
 use crate::DomainError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use uuid::Uuid;
 
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(pub Uuid);
+        pub struct $name(pub ::uuid::Uuid);
 
         impl $name {
             pub fn new() -> Self {
-                Self(Uuid::new_v4())
+                Self(::uuid::Uuid::new_v4())
             }
         }
 
@@ -22,8 +21,8 @@ macro_rules! uuid_id {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 self.0.fmt(f)
             }
         }
@@ -31,11 +30,12 @@ macro_rules! uuid_id {
         impl std::str::FromStr for $name {
             type Err = uuid::Error;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Uuid::parse_str(s.trim()).map(Self)
+                ::uuid::Uuid::parse_str(s.trim()).map(Self)
             }
         }
     };
 }
+pub(crate) use uuid_id;
 
 uuid_id!(
     /// A merchant account: owns apps, API keys and a credit balance.

@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod app;
+pub mod app_user;
 mod clock;
 pub mod commerce;
 pub mod email_reservation;

@@ -120,6 +120,16 @@ pub enum LicenseEvent {
         max_sessions: Option<u32>,
         at: DateTime<Utc>,
     },
+    /// The license now belongs to this app user (their levels and expiry come from it).
+    LicenseLinkedToUser {
+        user_id: crate::app_user::AppUserId,
+        at: DateTime<Utc>,
+    },
+    /// The license no longer belongs to a user (unlinked by the merchant, or the user deleted).
+    LicenseUnlinkedFromUser {
+        user_id: crate::app_user::AppUserId,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for LicenseEvent {
@@ -146,6 +156,8 @@ impl DomainEvent for LicenseEvent {
             Self::BuyerEmailRemoved { .. } => "BuyerEmailRemoved",
             Self::LicenseLevelsSet { .. } => "LicenseLevelsSet",
             Self::LicenseMaxSessionsSet { .. } => "LicenseMaxSessionsSet",
+            Self::LicenseLinkedToUser { .. } => "LicenseLinkedToUser",
+            Self::LicenseUnlinkedFromUser { .. } => "LicenseUnlinkedFromUser",
         }
     }
 }
@@ -179,6 +191,9 @@ pub struct License {
     pub levels: Vec<String>,
     /// Floating seats: most live sessions authorized by this license at once; `None`: unlimited.
     pub max_sessions: Option<u32>,
+    /// The app user the license is linked to: at most one, decided on this stream.
+    #[serde(default)]
+    pub linked_user: Option<crate::app_user::AppUserId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,6 +286,18 @@ pub enum LicenseCommand {
         levels: Option<Vec<String>>,
         max_sessions: Option<Option<u32>>,
     },
+    /// Links the license to an app user of its app, binding `hwid` (the session's client id)
+    /// to a slot as an authorization would. A license linked to another user is refused, as is
+    /// one already activated on other machines; linking it again to the same user is a no-op.
+    LinkUser {
+        user_id: crate::app_user::AppUserId,
+        app_id: AppId,
+        hwid: Option<String>,
+    },
+    /// Ends the link to `user_id` (nothing if the license is not linked to them).
+    UnlinkUser {
+        user_id: crate::app_user::AppUserId,
+    },
 }
 
 /// Credits for a self-serve offline activation of a new machine, and for a minted file.
@@ -303,6 +330,7 @@ impl Aggregate for LicenseState {
                     portal_resets: Vec::new(),
                     levels: Vec::new(),
                     max_sessions: None,
+                    linked_user: None,
                 })
             }
             (_, E::LicenseDeleted { .. }) => return Self::Deleted,
@@ -323,6 +351,8 @@ impl Aggregate for LicenseState {
             E::VariablesSet { variables, .. } => license.variables = variables.clone(),
             E::LicenseLevelsSet { levels, .. } => license.levels = levels.clone(),
             E::LicenseMaxSessionsSet { max_sessions, .. } => license.max_sessions = *max_sessions,
+            E::LicenseLinkedToUser { user_id, .. } => license.linked_user = Some(*user_id),
+            E::LicenseUnlinkedFromUser { .. } => license.linked_user = None,
             E::OfflineActivated { hwid, jti, file, .. } => license.offline_machines.push(OfflineMachine {
                 hwid: hwid.clone(),
                 jti: jti.clone(),
@@ -416,6 +446,11 @@ impl Aggregate for LicenseState {
             C::RecordBuyerEmail { present: true } => vec![E::BuyerEmailSet { at }],
             C::RecordBuyerEmail { present: false } => vec![E::BuyerEmailRemoved { at }],
             C::Configure { levels, max_sessions } => configure(license, levels, max_sessions, at)?,
+            C::LinkUser { user_id, app_id, hwid } => link_user(license, user_id, app_id, hwid, now)?,
+            C::UnlinkUser { user_id } if license.linked_user == Some(user_id) => {
+                vec![E::LicenseUnlinkedFromUser { user_id, at }]
+            }
+            C::UnlinkUser { .. } => vec![],
             C::BillHeartbeats { heartbeats } => {
                 let credits = heartbeats / HEARTBEATS_PER_CREDIT;
                 if credits == 0 {
@@ -428,6 +463,41 @@ impl Aggregate for LicenseState {
         };
         Ok(events)
     }
+}
+
+fn link_user(
+    license: &License,
+    user_id: crate::app_user::AppUserId,
+    app_id: AppId,
+    hwid: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<Vec<LicenseEvent>, DomainError> {
+    if license.app_id != app_id {
+        return Err(DomainError::NotFound("license"));
+    }
+    match license.linked_user {
+        Some(holder) if holder == user_id => return Ok(vec![]),
+        Some(_) => return Err(DomainError::LicenseLinkedToOtherUser),
+        None => {}
+    }
+    if license.status == LicenseStatus::Revoked {
+        return Err(DomainError::LicenseRevoked);
+    }
+    let mut events = Vec::new();
+    if let Some(hwid) = hwid {
+        if !license.hwids.is_empty() && !license.hwids.contains(&hwid) {
+            return Err(DomainError::LicenseAlreadyActivated);
+        }
+        // An expired license may still be linked (an extension makes it count again); only a
+        // valid one binds the machine, as an authorization would.
+        if !license.is_expired(now) {
+            events = authenticate(license, hwid, now)?;
+        }
+    } else if !license.hwids.is_empty() {
+        return Err(DomainError::LicenseAlreadyActivated);
+    }
+    events.push(LicenseEvent::LicenseLinkedToUser { user_id, at: now });
+    Ok(events)
 }
 
 fn authenticate(license: &License, hwid: String, now: DateTime<Utc>) -> Result<Vec<LicenseEvent>, DomainError> {
@@ -494,7 +564,7 @@ fn configure(
 
 /// Each level 1–16 characters without control characters; repeats are kept once, in order.
 /// How many levels a license may have is the API's limit (it is configurable).
-fn check_levels(levels: Vec<String>) -> Result<Vec<String>, DomainError> {
+pub(crate) fn check_levels(levels: Vec<String>) -> Result<Vec<String>, DomainError> {
     let mut seen = std::collections::HashSet::new();
     let mut kept = Vec::with_capacity(levels.len());
     for level in levels {
@@ -770,6 +840,29 @@ mod tests {
         let clear = LicenseCommand::Configure { levels: Some(vec![]), max_sessions: None };
         history.extend(given_when(&history, clear).unwrap());
         assert!(live(&history).levels.is_empty());
+    }
+
+    #[test]
+    fn a_license_is_linked_to_one_user_at_most() {
+        use crate::app_user::AppUserId;
+        let (ann, bob) = (AppUserId::new(), AppUserId::new());
+        let app_id = AppId(uuid::Uuid::nil());
+        let link = |user_id, hwid: &str| LicenseCommand::LinkUser { user_id, app_id, hwid: Some(hwid.into()) };
+        let mut history = vec![created(2, None)];
+        let linked = given_when(&history, link(ann, "pc-1")).unwrap();
+        assert!(matches!(&linked[..], [LicenseEvent::HwidBound { .. }, LicenseEvent::LicenseLinkedToUser { .. }]));
+        history.extend(linked);
+        assert_eq!(live(&history).linked_user, Some(ann));
+        assert_eq!(given_when(&history, link(ann, "pc-1")), Ok(vec![]), "linking again changes nothing");
+        assert_eq!(given_when(&history, link(bob, "pc-1")), Err(DomainError::LicenseLinkedToOtherUser));
+        let other_app = LicenseCommand::LinkUser { user_id: bob, app_id: AppId::new(), hwid: None };
+        assert_eq!(given_when(&history, other_app), Err(DomainError::NotFound("license")));
+        history.extend(given_when(&history, LicenseCommand::UnlinkUser { user_id: bob }).unwrap());
+        assert_eq!(live(&history).linked_user, Some(ann), "only the holder's link ends");
+        history.extend(given_when(&history, LicenseCommand::UnlinkUser { user_id: ann }).unwrap());
+        assert_eq!(live(&history).linked_user, None);
+        assert_eq!(given_when(&history, link(bob, "pc-2")), Err(DomainError::LicenseAlreadyActivated));
+        assert!(given_when(&history, link(bob, "pc-1")).is_ok(), "the machine it is activated on may link it");
     }
 
     #[test]

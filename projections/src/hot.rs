@@ -90,6 +90,8 @@ pub struct HotModel {
     /// Computes that digest from a presented key (it needs the deployment's key, which the
     /// model does not hold); until one is installed, no key finds an app.
     pub(crate) websocket_key_digest: std::sync::OnceLock<KeyDigest>,
+    /// End users of apps (see `users.rs`).
+    pub(crate) users: crate::users::Users,
 }
 
 /// Which event of the log the model applied last: a snapshot names it, and is used only with a
@@ -200,6 +202,7 @@ fn vacated(license: &License) -> License {
         portal_resets: Vec::new(),
         levels: Vec::new(),
         max_sessions: None,
+        linked_user: None,
     }
 }
 
@@ -229,6 +232,7 @@ impl HotModel {
             listener: std::sync::OnceLock::new(),
             websocket_keys: DashMap::new(),
             websocket_key_digest: std::sync::OnceLock::new(),
+            users: Default::default(),
         }
     }
 
@@ -376,10 +380,18 @@ impl HotModel {
             crate::status::skipped(crate::runner::HOT, 1);
         }
         match &decoded {
-            Some(AnyEvent::License(e)) => self.apply_license(id, event.version, e),
+            Some(AnyEvent::License(e)) => {
+                let key = LicenseKey::parse(id).ok();
+                let holder = key.as_ref().and_then(|k| self.license(k)).and_then(|l| l.linked_user);
+                self.apply_license(id, event.version, e);
+                if let Some(key) = key {
+                    self.users.apply_license(&key, holder, e);
+                }
+            }
             Some(AnyEvent::App(e)) => self.apply_app(id, e),
             Some(AnyEvent::Account(e)) => self.apply_account(id, e),
-            Some(AnyEvent::Commerce(_) | AnyEvent::EmailReservation(_)) | None => {}
+            Some(AnyEvent::AppUser(e)) => self.users.apply_user(id, e),
+            Some(AnyEvent::Commerce(_) | AnyEvent::EmailReservation(_) | AnyEvent::AppUserLogin(_)) | None => {}
         }
         if let (Some(listener), Some(decoded)) = (self.listener.get(), decoded.as_ref()) {
             let applied = Applied {
@@ -700,7 +712,8 @@ impl HotModel {
         let sections =
             [lines(&self.licenses), lines(&self.apps), lines(&self.accounts), lines(&self.api_keys), lines(&self.burn)];
         let nonces = self.nonces.live_keys().iter().map(hex::encode).collect();
-        let sections = sections.into_iter().chain([lines(&self.connections), lines(&self.logins), nonces]);
+        let users = [lines(&self.users.by_id), lines(&self.users.by_login), lines(&self.users.licenses)];
+        let sections = sections.into_iter().chain([lines(&self.connections), lines(&self.logins), nonces]).chain(users);
         for section in sections {
             for line in section {
                 hasher.update(line.as_bytes());

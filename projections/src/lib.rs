@@ -13,6 +13,7 @@ mod runner;
 mod snapshot;
 pub mod sql;
 pub mod status;
+mod users;
 
 pub use error::ProjectionError;
 pub use hot::{

@@ -22,8 +22,9 @@ use crate::hot::{AccountView, ApiKeyView, DashboardLogin, HotModel, LastApplied,
 use crate::nonces::NonceGenerations;
 use dashmap::DashMap;
 use licensd_domain::app::App;
+use licensd_domain::app_user::{AppUser, AppUserId};
 use licensd_domain::commerce::Connection;
-use licensd_domain::{AccountId, AppId};
+use licensd_domain::{AccountId, AppId, LicenseKey};
 use licensd_store::Position;
 use licensd_store::{EventStore, Store};
 use serde::ser::SerializeSeq;
@@ -110,6 +111,9 @@ struct BodyOut<'a> {
     connections: Pairs<'a, uuid::Uuid, (AccountId, Connection)>,
     logins: Pairs<'a, String, DashboardLogin>,
     nonces: NonceGenerations,
+    app_users: Pairs<'a, AppUserId, AppUser>,
+    user_logins: Pairs<'a, String, AppUserId>,
+    user_licenses: Pairs<'a, AppUserId, Vec<LicenseKey>>,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +125,9 @@ struct BodyIn {
     connections: Vec<(uuid::Uuid, (AccountId, Connection))>,
     logins: Vec<(String, DashboardLogin)>,
     nonces: NonceGenerations,
+    app_users: Vec<(AppUserId, AppUser)>,
+    user_logins: Vec<(String, AppUserId)>,
+    user_licenses: Vec<(AppUserId, Vec<LicenseKey>)>,
 }
 
 /// What a written snapshot reflects.
@@ -146,6 +153,9 @@ impl HotModel {
             connections: Pairs(&self.connections),
             logins: Pairs(&self.logins),
             nonces: self.nonces.to_generations(),
+            app_users: Pairs(&self.users.by_id),
+            user_logins: Pairs(&self.users.by_login),
+            user_licenses: Pairs(&self.users.licenses),
         })?;
         let mut parts = vec![body.len() as u64];
         let licenses = self.write_license_chunks(&mut body, &mut parts)?;
@@ -256,6 +266,9 @@ impl HotModel {
         self.burn.extend(body.burn);
         self.connections.extend(body.connections);
         self.logins.extend(body.logins);
+        self.users.by_id.extend(body.app_users);
+        self.users.by_login.extend(body.user_logins);
+        self.users.licenses.extend(body.user_licenses);
         if !self.nonces.extend_from(&body.nonces) {
             return Err(SnapshotRejected::Malformed("nonces are not 16-byte keys in hex".into()));
         }

@@ -18,6 +18,7 @@ mod push;
 mod registry;
 mod session;
 mod store;
+mod users;
 
 pub use http::{balancer, kick_session, list_sessions, routes};
 pub use metrics::LiveMetrics;
@@ -159,6 +160,11 @@ impl Live {
         self.registry.len()
     }
 
+    /// Live sessions signed in as the app user (Developer API, the user's detail).
+    pub fn sessions_of_user(&self, user_id: licensd_domain::app_user::AppUserId) -> usize {
+        self.registry.on_user(user_id).len()
+    }
+
     pub fn authorized_sessions(&self) -> usize {
         self.registry.authorized()
     }
@@ -193,14 +199,18 @@ impl Live {
 
     /// Drops the session's authorization (logout, revocation); `false` when it had none.
     fn clear_authorization(&self, session: &LiveSession) -> bool {
-        let (init, auth) = {
+        let (init, auth, account) = {
             let mut state = session.state();
-            (state.init.clone(), state.auth.take())
+            (state.init.clone(), state.auth.take(), state.account.take())
         };
         session.timers.notify_waiters();
-        match (init, auth) {
-            (Some(init), Some(auth)) => {
+        match (init, auth, account) {
+            (Some(init), Some(auth), _) => {
                 self.registry.release_seat(session.id, init.app_id, &auth.key);
+                true
+            }
+            (Some(init), None, Some(account)) => {
+                self.registry.release_user_seat(session.id, init.app_id, account.user_id);
                 true
             }
             _ => false,
@@ -214,9 +224,19 @@ impl Live {
         state.hot.license(&key).filter(|l| l.status == LicenseStatus::Active)
     }
 
-    /// Authorized by a license that is still valid (protected operations).
+    /// Authorized by a license that is still valid, or as an app user who still may sign in
+    /// (protected operations).
     fn is_authorized(&self, state: &AppState, session: &LiveSession) -> bool {
-        self.authorized_license(state, session).is_some_and(|l| !l.is_expired(state.commands.now()))
+        let now = state.commands.now();
+        self.authorized_license(state, session).is_some_and(|l| !l.is_expired(now))
+            || self.authorized_user(state, session).is_some_and(|u| users::coverage(state, &u, now).valid)
+    }
+
+    /// The app user the session is authorized as, as they are now: `None` when not authorized
+    /// by credentials, or when the user was deleted or blacklisted since.
+    fn authorized_user(&self, state: &AppState, session: &LiveSession) -> Option<licensd_domain::app_user::AppUser> {
+        let user_id = session.state().account.as_ref()?.user_id;
+        state.hot.app_user(user_id).filter(|u| u.status == licensd_domain::app_user::AppUserStatus::Active)
     }
 
     /// Pushes event 2 when the authorization `generation` reaches `expires_at` (one sleeping
@@ -233,7 +253,7 @@ impl Live {
                 let reset = session.timers.notified();
                 tokio::pin!(reset);
                 reset.as_mut().enable();
-                let current = session.state().auth.as_ref().is_some_and(|a| a.generation == generation);
+                let current = session.state().generation() == Some(generation);
                 if !current || session.is_ended() {
                     return;
                 }
@@ -242,7 +262,7 @@ impl Live {
                     _ = &mut reset => {}
                 }
             }
-            let current = session.state().auth.as_ref().is_some_and(|a| a.generation == generation);
+            let current = session.state().generation() == Some(generation);
             if current && !session.is_ended() {
                 live.push_event(&session, &envelope::event(push::SUBSCRIPTION_EXPIRED, Default::default()), None);
             }

@@ -15,6 +15,7 @@ use super::Live;
 use chrono::{DateTime, Utc};
 use licensd_domain::account::AccountEvent;
 use licensd_domain::app::AppEvent;
+use licensd_domain::app_user::{AppUserEvent, AppUserId};
 use licensd_domain::license::LicenseEvent;
 use licensd_domain::{AccountId, AnyEvent, AppId, LicenseKey};
 use licensd_projections::{Applied, AppliedListener, HotModel};
@@ -30,6 +31,11 @@ const LICENSE_CLIENT_ID_RESET: u16 = 200;
 const LICENSE_BLACKLISTED: u16 = 201;
 const LICENSE_UNBLACKLISTED: u16 = 202;
 const LICENSE_DELETED: u16 = 204;
+const USER_BLACKLISTED: u16 = 301;
+const USER_UNBLACKLISTED: u16 = 302;
+const USER_DELETED: u16 = 303;
+const USER_PASSWORD_CHANGED: u16 = 304;
+const USER_LEVELS_CHANGED: u16 = 305;
 
 type Committed = Option<DateTime<Utc>>;
 
@@ -43,12 +49,23 @@ enum LicenseChange {
     Extended(Option<DateTime<Utc>>),
 }
 
+/// What an app-user event means for the sessions signed in as the user.
+#[derive(Debug, Clone, PartialEq)]
+enum UserChange {
+    Blacklisted,
+    Unblacklisted,
+    Deleted,
+    PasswordChanged,
+    LevelsSet(Vec<String>),
+}
+
 /// One applied event that concerns live sessions, owned so it can leave the apply lock.
 #[derive(Debug, Clone, PartialEq)]
 enum Job {
     License { key: LicenseKey, change: LicenseChange, committed: Committed },
     AppPaused { app_id: AppId, committed: Committed },
     AppVersion { app_id: AppId, version: String, committed: Committed },
+    User { user_id: AppUserId, change: UserChange, committed: Committed },
 }
 
 /// The listener installed in the hot model.
@@ -103,6 +120,11 @@ impl AppliedListener for Push {
                     self.hand_off(Job::AppVersion { app_id, version: version.to_string(), committed });
                 }
             }
+            AnyEvent::AppUser(e) => {
+                let Some(change) = user_change(e) else { return };
+                let Ok(user_id) = applied.id.parse::<AppUserId>() else { return };
+                self.hand_off(Job::User { user_id, change, committed });
+            }
             // A suspended account's apps authenticate nobody: their sessions end like a pause.
             AnyEvent::Account(AccountEvent::AccountSuspended { .. }) => {
                 let Ok(account_id) = applied.id.parse::<AccountId>() else { return };
@@ -126,6 +148,17 @@ fn license_change(e: &LicenseEvent) -> Option<LicenseChange> {
     })
 }
 
+fn user_change(e: &AppUserEvent) -> Option<UserChange> {
+    Some(match e {
+        AppUserEvent::AppUserBlacklisted { .. } => UserChange::Blacklisted,
+        AppUserEvent::AppUserUnblacklisted { .. } => UserChange::Unblacklisted,
+        AppUserEvent::AppUserDeleted { .. } => UserChange::Deleted,
+        AppUserEvent::AppUserPasswordChanged { .. } => UserChange::PasswordChanged,
+        AppUserEvent::AppUserLevelsSet { levels, .. } => UserChange::LevelsSet(levels.clone()),
+        _ => return None,
+    })
+}
+
 /// The dispatcher: jobs in log order, one at a time.
 async fn dispatch(live: Arc<Live>, mut jobs: mpsc::UnboundedReceiver<Job>) {
     while let Some(job) = jobs.recv().await {
@@ -137,6 +170,7 @@ fn run(live: &Arc<Live>, job: Job) {
     match job {
         Job::License { key, change, committed } => license_event(live, &key, &change, committed),
         Job::AppPaused { app_id, committed } => pause(live, app_id, committed),
+        Job::User { user_id, change, committed } => user_event(live, user_id, &change, committed),
         Job::AppVersion { app_id, version, committed } => {
             let content = Map::from_iter([("version".to_string(), Value::from(version))]);
             let text = event(APP_VERSION_CHANGED, content);
@@ -159,6 +193,29 @@ fn license_event(live: &Arc<Live>, key: &LicenseKey, change: &LicenseChange, com
             LicenseChange::HwidReset => live.push_event(session, &plain(LICENSE_CLIENT_ID_RESET), committed),
             LicenseChange::Deleted => live.push_event(session, &plain(LICENSE_DELETED), committed),
             LicenseChange::Extended(expires_at) => rearm(live, session, *expires_at),
+        }
+    }
+}
+
+/// The 300-range events (§14.11) to the sessions signed in as the user; blacklisting,
+/// deletion and a password change clear their authorization, after the event.
+fn user_event(live: &Live, user_id: AppUserId, change: &UserChange, committed: Committed) {
+    let (code, content, clear) = match change {
+        UserChange::Blacklisted => (USER_BLACKLISTED, Map::new(), true),
+        UserChange::Unblacklisted => (USER_UNBLACKLISTED, Map::new(), false),
+        UserChange::Deleted => (USER_DELETED, Map::new(), true),
+        UserChange::PasswordChanged => (USER_PASSWORD_CHANGED, Map::new(), true),
+        UserChange::LevelsSet(levels) => {
+            // The SDK reads content as string → string: the array travels as JSON text.
+            let levels = Value::from(Value::from(levels.clone()).to_string());
+            (USER_LEVELS_CHANGED, Map::from_iter([("levels".to_string(), levels)]), false)
+        }
+    };
+    let text = event(code, content);
+    for session in live.registry.on_user(user_id) {
+        live.push_event(&session, &text, committed);
+        if clear {
+            live.clear_authorization(&session);
         }
     }
 }

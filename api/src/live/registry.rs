@@ -6,6 +6,7 @@
 use super::session::{LiveSession, SessionId};
 use base64::Engine;
 use dashmap::DashMap;
+use licensd_domain::app_user::AppUserId;
 use licensd_domain::{AppId, LicenseKey};
 use rand::RngCore;
 use std::collections::{HashMap, HashSet};
@@ -15,6 +16,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Default)]
 struct Seats {
     by_license: HashMap<LicenseKey, HashSet<SessionId>>,
+    /// Sessions authorized by credentials, by app user (pushes of the 300-range events).
+    by_user: HashMap<AppUserId, HashSet<SessionId>>,
     by_app: HashMap<AppId, HashSet<SessionId>>,
     total: usize,
 }
@@ -138,6 +141,48 @@ impl Registry {
         seats.total -= usize::from(released);
     }
 
+    /// Takes a seat for a session authorized as `user_id`, unless the app's quota is reached
+    /// (602); decided under the seats lock like a license's seat.
+    pub fn take_user_seat(
+        &self,
+        session: SessionId,
+        app_id: AppId,
+        user_id: AppUserId,
+        app_quota: Option<u32>,
+    ) -> Result<(), SeatRefusal> {
+        let mut seats = self.seats();
+        let on_app = seats.by_app.get(&app_id).map_or(0, HashSet::len);
+        if app_quota.is_some_and(|quota| on_app >= quota as usize) {
+            return Err(SeatRefusal::AppQuotaFull);
+        }
+        let newly = seats.by_user.entry(user_id).or_default().insert(session);
+        seats.by_app.entry(app_id).or_default().insert(session);
+        seats.total += usize::from(newly);
+        Ok(())
+    }
+
+    pub fn release_user_seat(&self, session: SessionId, app_id: AppId, user_id: AppUserId) {
+        let mut seats = self.seats();
+        let released = seats.by_user.get_mut(&user_id).is_some_and(|s| s.remove(&session));
+        if seats.by_user.get(&user_id).is_some_and(HashSet::is_empty) {
+            seats.by_user.remove(&user_id);
+        }
+        if let Some(sessions) = seats.by_app.get_mut(&app_id) {
+            sessions.remove(&session);
+            if sessions.is_empty() {
+                seats.by_app.remove(&app_id);
+            }
+        }
+        seats.total -= usize::from(released);
+    }
+
+    /// Sessions authorized as `user_id`.
+    pub fn on_user(&self, user_id: AppUserId) -> Vec<Arc<LiveSession>> {
+        let ids: Vec<SessionId> =
+            self.seats().by_user.get(&user_id).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        ids.into_iter().filter_map(|id| self.get(id)).collect()
+    }
+
     /// A fresh resume id for `session`, replacing its previous one.
     pub fn rotate_resume_id(&self, session: &LiveSession) -> String {
         let id = random_resume_id();
@@ -156,12 +201,15 @@ impl Registry {
 
     /// Forgets an ended session: its seat, its app entry, its resume id.
     pub fn remove(&self, session: &LiveSession) {
-        let (init, auth) = {
+        let (init, auth, account) = {
             let mut state = session.state();
-            (state.init.clone(), state.auth.take())
+            (state.init.clone(), state.auth.take(), state.account.take())
         };
         if let (Some(init), Some(auth)) = (&init, auth) {
             self.release_seat(session.id, init.app_id, &auth.key);
+        }
+        if let (Some(init), Some(account)) = (&init, account) {
+            self.release_user_seat(session.id, init.app_id, account.user_id);
         }
         if let Some(init) = init {
             if let Some(mut sessions) = self.by_app.get_mut(&init.app_id) {

@@ -32,15 +32,36 @@ pub struct Authorized {
     pub generation: u64,
 }
 
+/// What a successful authorize-by-credentials established (an app user's session).
+#[derive(Debug, Clone)]
+pub struct AccountAuthorized {
+    pub user_id: licensd_domain::app_user::AppUserId,
+    pub generation: u64,
+}
+
 #[derive(Debug)]
 pub struct SessionState {
     pub init: Option<Initialized>,
+    /// Authorized by license (packet 2).
     pub auth: Option<Authorized>,
+    /// Authorized by credentials (packet 3); never together with `auth`.
+    pub account: Option<AccountAuthorized>,
     pub subscribed: bool,
     pub values: ValueStore,
     /// Consecutive Initialize attempts whose app could not be resolved (status 2 or 600).
     pub failed_inits: u8,
     pub bucket: SessionBucket,
+}
+
+impl SessionState {
+    pub fn is_authorized_any(&self) -> bool {
+        self.auth.is_some() || self.account.is_some()
+    }
+
+    /// The generation of the current authorization, of either kind (expiry timers compare it).
+    pub fn generation(&self) -> Option<u64> {
+        self.auth.as_ref().map(|a| a.generation).or(self.account.as_ref().map(|a| a.generation))
+    }
 }
 
 /// A frame waiting for the socket.
@@ -125,6 +146,7 @@ impl LiveSession {
             state: Mutex::new(SessionState {
                 init: None,
                 auth: None,
+                account: None,
                 subscribed: false,
                 values: ValueStore::default(),
                 failed_inits: 0,

@@ -176,7 +176,10 @@ fn merge_settings(mut settings: AppSettings, body: &Map<String, Value>) -> Resul
                 }
             }
             ("commerceEmailsDisabled", Value::Bool(off)) => settings.commerce_emails_disabled = *off,
+            ("userSignupClosed", Value::Bool(closed)) => settings.user_signup_closed = *closed,
+            ("userLicenseRequired", Value::Bool(required)) => settings.user_license_required = *required,
             ("commerceEmailsDisabled", _) => return bad("commerceEmailsDisabled must be a boolean"),
+            ("userSignupClosed" | "userLicenseRequired", _) => return bad("app-user switches must be booleans"),
             ("supportContact", Value::Null) => settings.support_contact = None,
             ("supportContact", Value::String(contact)) if contact.chars().count() <= 200 => {
                 settings.support_contact = Some(contact.trim().to_string()).filter(|c| !c.is_empty());
@@ -194,7 +197,8 @@ fn merge_settings(mut settings: AppSettings, body: &Map<String, Value>) -> Resul
             (other, _) => {
                 return Err(ApiError::BadRequest(format!(
                     "unknown setting '{other}': use offlineActivation, hourlyBurnCap, dailyBurnCap, \
-                     commerceEmailsDisabled, supportContact or liveSessionQuota"
+                     commerceEmailsDisabled, supportContact, liveSessionQuota, userSignupClosed or \
+                     userLicenseRequired"
                 )))
             }
         }

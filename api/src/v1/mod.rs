@@ -9,6 +9,7 @@ mod licenses;
 mod model_limits;
 mod schemas;
 mod spec;
+mod users;
 mod webhooks;
 
 use crate::{ApiError, AppState};

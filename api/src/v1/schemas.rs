@@ -61,6 +61,8 @@ pub fn all() -> Value {
             "commerceEmailsDisabled": { "type": "boolean" },
             "supportContact": { "type": "string", "maxLength": 200, "nullable": true },
             "liveSessionQuota": { "type": "integer", "minimum": 1, "maximum": u32::MAX, "nullable": true },
+            "userSignupClosed": { "type": "boolean" },
+            "userLicenseRequired": { "type": "boolean" },
         },
     });
     let portal_policy = json!({
@@ -216,6 +218,16 @@ pub fn all() -> Value {
     });
     // Added apart: one more entry in the `json!` above outgrows its macro's recursion limit.
     schemas["LiveSession"] = live_session;
+    schemas["AppUser"] = json!({
+        "type": "object",
+        "required": ["userId", "appId", "login", "comment", "levels", "status", "licenseRequired", "licenses", "createdAt"],
+        "properties": {
+            "userId": string(), "appId": string(), "login": nullable("string"), "comment": nullable("string"),
+            "levels": strings(), "status": { "type": "string", "enum": ["active", "blacklisted"] },
+            "licenseRequired": { "type": "boolean" }, "licenses": strings(), "createdAt": string(),
+            "liveSessions": { "type": "integer", "minimum": 0 },
+        },
+    });
     schemas
 }
 

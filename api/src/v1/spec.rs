@@ -1,7 +1,7 @@
 //! The Developer API as one table: each operation's route and its OpenAPI description side by
 //! side. The router and `/v1/openapi.json` are both built from it, so they cannot disagree.
 
-use super::{account, app_settings, apps, commerce, licenses, webhooks, LiveModelLimits};
+use super::{account, app_settings, apps, commerce, licenses, users, webhooks, LiveModelLimits};
 use crate::AppState;
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
@@ -67,6 +67,7 @@ const GET: MethodFilter = MethodFilter::GET;
 const POST: MethodFilter = MethodFilter::POST;
 const PUT: MethodFilter = MethodFilter::PUT;
 const DELETE: MethodFilter = MethodFilter::DELETE;
+const PATCH: MethodFilter = MethodFilter::PATCH;
 
 /// Every Developer API operation.
 pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
@@ -84,7 +85,14 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
         ("limit", "integer", false),
         ("cursor", "string", false),
     ];
+    const USER_LIST: &[(&str, &str, bool)] =
+        &[("search", "string", false), ("limit", "integer", false), ("cursor", "string", false)];
     let string = json!({ "type": "string" });
+    let user_login = json!({ "type": "string", "minLength": 4, "maxLength": 320, "pattern": NO_CONTROL_CHARACTERS });
+    let user_password = json!({ "type": "string", "minLength": 6, "maxLength": 128 });
+    let user_comment = json!({ "type": "string", "maxLength": 256, "pattern": NO_CONTROL_CHARACTERS });
+    let levels = json!({ "type": "array", "maxItems": limits.max_license_levels,
+        "items": { "type": "string", "minLength": 1, "maxLength": 16, "pattern": NO_CONTROL_CHARACTERS } });
     let app_name = json!({ "type": "string", "minLength": 1, "maxLength": 100, "pattern": "\\S" });
     let known_scopes: Vec<&str> = std::iter::once("*").chain(crate::extract::SCOPES).collect();
     let scopes = json!({ "type": "array", "minItems": 1, "items": { "type": "string", "enum": known_scopes } });
@@ -106,6 +114,33 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
             .returns(200, object(json!({ "appId": string, "appSecret": string }), &["appId", "appSecret"])),
         op("post", "/apps/{app_id}/signing-keys", on(POST, app_settings::rotate_signing_key), "Rotate the signing key")
             .returns(201, reference("SigningKeys")),
+        op("get", "/apps/{app_id}/users", on(GET, users::list), "List the app's end users (search: the exact login)")
+            .query(USER_LIST)
+            .returns(200, object(json!({ "users": array(reference("AppUser")), "cursor": nullable(string.clone()) }), &["users", "cursor"])),
+        op("post", "/apps/{app_id}/users", on(POST, users::create), "Create an end user")
+            .body(closed(object(json!({
+                "login": user_login.clone(),
+                "password": user_password.clone(),
+                "comment": nullable(user_comment.clone()),
+                "levels": levels.clone(),
+                "licenseRequired": { "type": "boolean" },
+                "emailLogin": { "type": "boolean" },
+            }), &["login", "password"])))
+            .returns(201, reference("AppUser")),
+        op("get", "/apps/{app_id}/users/{user_id}", on(GET, users::get), "Get an end user, with their licenses and live sessions")
+            .returns(200, reference("AppUser")),
+        op("patch", "/apps/{app_id}/users/{user_id}", on(PATCH, users::update), "Change an end user: levels, comment, blacklist, password, license requirement, unlink a license")
+            .body(closed(json!({ "type": "object", "properties": {
+                "levels": levels.clone(),
+                "comment": nullable(user_comment.clone()),
+                "status": { "type": "string", "enum": ["active", "blacklisted"] },
+                "password": user_password.clone(),
+                "licenseRequired": { "type": "boolean" },
+                "unlinkLicense": { "type": "string", "pattern": "^[A-Za-z0-9]{4}-[A-Za-z0-9]{4}-[A-Za-z0-9]{4}-[A-Za-z0-9]{4}$" },
+            }})))
+            .returns(200, reference("AppUser")),
+        op("delete", "/apps/{app_id}/users/{user_id}", on(DELETE, users::delete), "Delete an end user (their login, comment and password are erased)")
+            .returns(200, reference("Ok")),
         op("get", "/apps/{app_id}/sessions", on(GET, crate::live::list_sessions), "List the app's live WebSocket sessions")
             .returns(200, object(json!({ "sessions": { "type": "array", "items": reference("LiveSession") } }), &["sessions"])),
         op("delete", "/apps/{app_id}/sessions/{session_id}", on(DELETE, crate::live::kick_session), "Disconnect one live session (event 1, then close 4100)"),

@@ -64,7 +64,9 @@ impl SqlProjection for Licenses {
             ),
             LicenseEvent::VariablesSet { .. }
             | LicenseEvent::LicenseLevelsSet { .. }
-            | LicenseEvent::LicenseMaxSessionsSet { .. } => {
+            | LicenseEvent::LicenseMaxSessionsSet { .. }
+            | LicenseEvent::LicenseLinkedToUser { .. }
+            | LicenseEvent::LicenseUnlinkedFromUser { .. } => {
                 Statement::new("UPDATE rm_licenses SET updated_at = $1 WHERE license_key = $2", [at, key])
             }
             LicenseEvent::LicenseDeleted { .. } => {

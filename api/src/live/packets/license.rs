@@ -31,7 +31,7 @@ pub async fn authorize(ctx: &Ctx<'_>, id: PacketId, body: &Map<String, Value>) -
     let presented = string_field(body, "license")?;
     let (init, authorized) = {
         let state = ctx.session.state();
-        (state.init.clone(), state.auth.is_some())
+        (state.init.clone(), state.is_authorized_any())
     };
     let Some(init) = init else { return Err(Close::NotInitialized) };
     if authorized {
@@ -58,6 +58,10 @@ pub async fn authorize(ctx: &Ctx<'_>, id: PacketId, body: &Map<String, Value>) -
     let Some(license) = found else { return Ok(status(id, LICENSE_NOT_FOUND)) };
     let now = state.commands.now();
     let refused = |code: u16, license: &License| Ok(answer(id, code, identity(license, ip, now)));
+    // A license linked to an app user is theirs: it is used by signing in as them (§14.15).
+    if license.linked_user.is_some() {
+        return refused(super::account::LICENSE_ALREADY_LINKED, &license);
+    }
     if license.status == LicenseStatus::Revoked {
         return refused(LICENSE_BLACKLISTED, &license);
     }

@@ -1,6 +1,7 @@
 //! Packet handlers, one module per group (websocket.md §3). Each returns what to send back: a
 //! response, a response then a close, or a close alone (protocol errors carry no response).
 
+mod account;
 mod init;
 mod license;
 mod misc;
@@ -35,7 +36,10 @@ pub async fn handle(ctx: &Ctx<'_>, packet: Packet) -> Reply {
     }
     let outcome = match kind {
         0 => init::initialize(ctx, id, &body),
+        1 => account::create(ctx, id, &body).await,
         2 => license::authorize(ctx, id, &body).await,
+        3 => account::authorize(ctx, id, &body).await,
+        4 => account::link_license(ctx, id, &body).await,
         5 => license::logout(ctx, id),
         6 => misc::blacklist(ctx, id, &body).await,
         10 => misc::online_users(ctx, id),
@@ -44,9 +48,10 @@ pub async fn handle(ctx: &Ctx<'_>, packet: Packet) -> Reply {
         13 => values::get(ctx, id, &body),
         14 => values::delete(ctx, id, &body),
         15 => license::current(ctx, id),
+        16 => account::current(ctx, id).await,
         17 => misc::subscription(ctx, id, &body),
-        // Accounts (1, 3, 4, 16) and files (7, 8, 9) are protocol operations this server does not
-        // offer yet: a status, so the session stays usable (README, "Live sessions").
+        // Files (7, 8, 9) are protocol operations this server does not offer yet: a status, so
+        // the session stays usable (README, "Live sessions").
         _ => Ok(status(id, INTERNAL_ERROR)),
     };
     outcome.unwrap_or_else(Reply::Close)

@@ -92,11 +92,19 @@ fn a_shutdown_closes_every_live_socket_with_1000() {
     assert_eq!(authorized.init(&key, "machine-2")["status"], 1);
     assert_eq!(authorized.call(json!({"type": 17, "id": 2, "subscribed": true}))["status"], 1);
     assert_eq!(authorized.call(json!({"type": 2, "id": 3, "license": license}))["status"], 1);
+    // And a crowd of initialized ones, so the shutdown's sweep meets many at once.
+    let mut crowd: Vec<Ws> = (0..20)
+        .map(|i| {
+            let mut ws = Ws::connect(&rt, &server.base);
+            assert_eq!(ws.init(&key, &format!("crowd-{i}"))["status"], 1);
+            ws
+        })
+        .collect();
 
     // SIGTERM; the server exits cleanly (asserted by `terminate`), and every socket got the
     // documented "normal server shutdown" close first.
     server.terminate();
-    for ws in [&mut fresh, &mut initialized, &mut authorized] {
+    for ws in [&mut fresh, &mut initialized, &mut authorized].into_iter().chain(crowd.iter_mut()) {
         assert_eq!(ws.closed(), (1000, String::new()));
     }
 }
@@ -142,7 +150,9 @@ fn every_oversized_frame_gets_the_documented_close() {
         assert_eq!(init["status"], 1);
         send_oversized(&rt, &mut stream, message);
         match rt.block_on(client::next(&mut stream)) {
-            Frame::Closed(code, reason) => assert_eq!((code, reason.as_str()), (4302, "invalid request body"), "{what}"),
+            Frame::Closed(code, reason) => {
+                assert_eq!((code, reason.as_str()), (4302, "invalid request body"), "{what}")
+            }
             Frame::Json(v) => panic!("{what}: expected a close, got {v}"),
         }
         let mut again = Ws::resume(&rt, &server.base, Some(&resume_id)).expect("accepted");
@@ -263,8 +273,14 @@ fn wss_over_the_native_tls_listener() {
         .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
         .build()
         .unwrap();
-    let app: Value =
-        http.post(format!("{https}/v1/apps")).bearer_auth(&api_key).json(&json!({"name": "TLS"})).send().unwrap().json().unwrap();
+    let app: Value = http
+        .post(format!("{https}/v1/apps"))
+        .bearer_auth(&api_key)
+        .json(&json!({"name": "TLS"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     let ws_key = app["websocketApiKey"].as_str().unwrap().to_string();
     let created: Value = http
         .post(format!("{https}/v1/licenses"))
@@ -296,7 +312,9 @@ fn wss_over_the_native_tls_listener() {
         let request = balancer["endpoint"].as_str().unwrap().into_client_request().unwrap();
         let (mut ws, response) = tokio_tungstenite::client_async(request, tls).await.expect("wss upgrade");
         assert!(response.headers().get("resume-id").is_some());
-        let init = tls_call(&mut ws, json!({"type": 0, "id": 1, "websocket_api_key": ws_key, "client_id": "tls-machine"})).await;
+        let init =
+            tls_call(&mut ws, json!({"type": 0, "id": 1, "websocket_api_key": ws_key, "client_id": "tls-machine"}))
+                .await;
         assert_eq!((init["status"].clone(), init["app_name"].clone()), (json!(1), json!("TLS")), "{init}");
         let auth = tls_call(&mut ws, json!({"type": 2, "id": 2, "license": license})).await;
         assert_eq!((auth["status"].clone(), auth["license"].clone()), (json!(1), json!(license)), "{auth}");
@@ -366,7 +384,8 @@ fn huge_version(tag: char, bytes: usize) -> String {
 }
 
 const HUGE: usize = 6 * 1024 * 1024;
-const HUGE_ENV: &[(&str, &str)] = &[("LICENSD_MAX_APP_VERSION_CHARS", "7000000"), ("LICENSD_MAX_BODY_BYTES", "8000000")];
+const HUGE_ENV: &[(&str, &str)] =
+    &[("LICENSD_MAX_APP_VERSION_CHARS", "7000000"), ("LICENSD_MAX_BODY_BYTES", "8000000")];
 
 fn expect_version_event(frame: Frame, version: &str) {
     let Frame::Json(event) = frame else { panic!("expected the version event, got {frame:?}") };
@@ -424,4 +443,26 @@ fn a_client_that_stops_reading_is_dropped_and_can_resume() {
     let (mut stream, _) = rt.block_on(client::open(&server.base, Some(&resume_id))).expect("resumed");
     expect_version_event(rt.block_on(client::next(&mut stream)), &version);
     drop(stalled);
+}
+
+#[test]
+fn a_client_that_answers_no_pings_is_dropped_and_can_resume() {
+    let dir = TempDir::new();
+    let deployment = Deployment::sqlite(&dir.0);
+    let server = deployment
+        .start_with(&env(&[("LICENSD_LIVE_PING_INTERVAL_SECS", "1"), ("LICENSD_LIVE_PONG_TIMEOUT_SECS", "2")]));
+    let (m, key) = merchant(&deployment, &server, "quiet@example.com");
+    let license = m.license(&server, json!({}));
+    let rt = client::runtime();
+    // Initialized and authorized, then silent: the client reads nothing, so it answers no ping.
+    let mut quiet = rt.block_on(StalledClient::open(&server.base));
+    let init = json!({"type": 0, "id": 1, "websocket_api_key": key, "client_id": "machine-1"});
+    assert_eq!(rt.block_on(quiet.call(init))["status"], 1);
+    assert_eq!(rt.block_on(quiet.call(json!({"type": 2, "id": 2, "license": license})))["status"], 1);
+    let resume_id = quiet.resume_id.clone();
+    wait_until_connected_is(&server, &m, "machine-1", false);
+    // A network drop, not a server close: the session (and its authorization) resumes.
+    let mut ws = Ws::resume(&rt, &server.base, Some(&resume_id)).expect("resumed");
+    assert_eq!(ws.call(json!({"type": 15, "id": 3}))["status"], 1);
+    drop(quiet);
 }

@@ -833,7 +833,10 @@ mod tests {
             comment: Some(comment.into()),
         };
         for bad in ["x".repeat(MAX_SELF_BAN_COMMENT_CHARS + 1), "nul\u{0}".into(), "line\nbreak".into()] {
-            assert!(matches!(AppState::fold(&events).decide(ban(&bad), now()), Err(DomainError::InvalidSecurityList(_))));
+            assert!(matches!(
+                AppState::fold(&events).decide(ban(&bad), now()),
+                Err(DomainError::InvalidSecurityList(_))
+            ));
         }
         let banned = AppState::fold(&events).decide(ban("debugger"), now()).unwrap();
         let written = serde_json::to_value(&banned[0]).unwrap();

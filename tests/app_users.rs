@@ -312,3 +312,77 @@ fn unknown_login_and_wrong_password_take_comparable_time() {
     let ratio = known.as_secs_f64() / unknown.as_secs_f64();
     assert!((0.5..2.0).contains(&ratio), "wrong password {known:?} vs unknown login {unknown:?}");
 }
+
+/// GDPR: `forget` erases an app user. Afterwards no table, event or log line holds the login (it
+/// never was in plain text anywhere but the sealed vault, and the vault rows are gone), the audit
+/// trail counts the erasure, and a rebuild from the log brings nothing back. Webhooks got
+/// `user.created`, `user.blacklisted` and `user.deleted` with ids only.
+#[test]
+fn forget_erases_an_app_user_and_a_rebuild_cannot_bring_it_back() {
+    const LOGIN: &str = "Erase.Me.Zq7@example.com";
+    let dir = common::TempDir::new();
+    let deployment = Deployment::sqlite(&dir.0);
+    let log = dir.0.join("server.log");
+    let server = deployment.start_logging_to(&[env(&[]), vec![("LICENSD_LOG", "debug")]].concat(), Some(&log));
+    let (m, key) = merchant(&deployment, &server, "forget@example.com");
+    let (status, hook) = server.post(
+        &m.api_key,
+        &format!("/v1/apps/{}/webhooks", m.app_id),
+        &json!({"url": "http://127.0.0.1:9/hook", "events": ["user.created", "user.blacklisted", "user.deleted"]}),
+    );
+    assert_eq!(status, 201, "{hook}");
+    let rt = client::runtime();
+    let mut ws = session(&rt, &server, &key, "machine-1");
+    let made = create(&mut ws, 2, LOGIN, "secret1", json!({"credentials_type": 1, "comment": "Zq7 private"}));
+    assert_eq!(made["status"], 1, "{made}");
+    assert_eq!(sign_in(&mut ws, 3, LOGIN, "secret1")["status"], 1);
+    let user = user_id(&server, &m, "erase.me.zq7@example.com");
+    patch(&server, &m, &user, json!({"status": "blacklisted"}));
+
+    let (status, forgotten) = server.post(
+        &m.api_key,
+        &format!("/v1/apps/{}/customers/forget", m.app_id),
+        &json!({"customerEmail": LOGIN, "reason": format!("request from {LOGIN}")}),
+    );
+    assert_eq!(status, 200, "{forgotten}");
+    assert_eq!(forgotten["usersErased"], 1, "{forgotten}");
+    let (status, _) = server.get(&m.api_key, &format!("/v1/apps/{}/users/{user}", m.app_id));
+    assert_eq!(status, 404);
+    assert_eq!(sign_in(&mut ws, 4, LOGIN, "secret1")["status"], 200, "the verifier is gone");
+
+    let webhook = hook["webhookId"].as_str().unwrap();
+    // The outbox is a read model of its own: it queues the deletion within moments.
+    let queued = |event: &str| {
+        let path = format!("/v1/apps/{}/webhooks/{webhook}/deliveries", m.app_id);
+        (0..100).any(|_| {
+            let (_, deliveries) = server.get(&m.api_key, &path);
+            let found = deliveries["deliveries"].as_array().is_some_and(|d| d.iter().any(|d| d["event"] == event));
+            if !found {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            found
+        })
+    };
+    for event in ["user.created", "user.blacklisted", "user.deleted"] {
+        assert!(queued(event), "{event} queued");
+    }
+
+    let (_, audit) = server.get(&m.api_key, "/v1/audit-log");
+    assert!(audit.to_string().contains("CustomersForgotten"), "{audit}");
+    server.terminate();
+    let live = common::caught_up_hashes(&deployment);
+    let rebuilt = deployment.cli(&["rebuild"]);
+    assert_eq!(common::caught_up_hashes(&deployment), live, "a rebuild equals the live read models: {rebuilt}");
+    let server = deployment.start_with(&env(&[]));
+    let (status, listed) = server.get(&m.api_key, &format!("/v1/apps/{}/users", m.app_id));
+    assert_eq!((status, listed["users"].clone()), (200, json!([])), "a rebuild brings no user back");
+    server.terminate();
+
+    let needles = [LOGIN.to_string(), LOGIN.to_lowercase(), "Zq7 private".to_string()];
+    let stored = dir.sqlite_files();
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    for needle in &needles {
+        assert!(!stored.contains(needle.as_str()), "a database file holds {needle}");
+        assert!(!logged.contains(needle.as_str()), "the log holds {needle}");
+    }
+}

@@ -169,6 +169,9 @@ pub enum AppEvent {
         licenses_redacted: u64,
         ledger_rows_scanned: u64,
         ledger_rows_redacted: u64,
+        /// App users whose account was erased with the customer (login, comment, verifier).
+        #[serde(default)]
+        users_erased: u64,
         reason: Option<String>,
         at: DateTime<Utc>,
     },
@@ -181,8 +184,8 @@ pub const MAX_MAPPINGS: usize = 200;
 pub const MAX_WEBHOOKS: usize = 5;
 const MAX_WEBHOOK_URL_CHARS: usize = 2048;
 
-/// The license events a webhook can subscribe to.
-pub const WEBHOOK_EVENTS: [&str; 7] = [
+/// The license and app-user events a webhook can subscribe to.
+pub const WEBHOOK_EVENTS: [&str; 10] = [
     "license.validated",
     "license.created",
     "license.revoked",
@@ -190,6 +193,9 @@ pub const WEBHOOK_EVENTS: [&str; 7] = [
     "license.hwid_bound",
     "license.hwid_reset",
     "license.deleted",
+    "user.created",
+    "user.deleted",
+    "user.blacklisted",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -409,6 +415,7 @@ pub enum AppCommand {
         licenses_redacted: u64,
         ledger_rows_scanned: u64,
         ledger_rows_redacted: u64,
+        users_erased: u64,
         reason: Option<String>,
     },
 }
@@ -674,8 +681,15 @@ impl Aggregate for AppState {
             }
             C::SetVariableAccess(access) if access == app.variable_access => vec![],
             C::SetVariableAccess(access) => vec![E::VariableAccessSet { access, at }],
-            C::RecordForget { licenses_redacted, ledger_rows_scanned, ledger_rows_redacted, reason } => {
-                vec![E::CustomersForgotten { licenses_redacted, ledger_rows_scanned, ledger_rows_redacted, reason, at }]
+            C::RecordForget { licenses_redacted, ledger_rows_scanned, ledger_rows_redacted, users_erased, reason } => {
+                vec![E::CustomersForgotten {
+                    licenses_redacted,
+                    ledger_rows_scanned,
+                    ledger_rows_redacted,
+                    users_erased,
+                    reason,
+                    at,
+                }]
             }
         };
         Ok(events)

@@ -57,13 +57,16 @@ pub enum AppUserEvent {
         license_required: bool,
         at: DateTime<Utc>,
     },
+    /// Names the app (as deletion does), so a webhook delivery needs no lookup.
     AppUserBlacklisted {
+        app_id: AppId,
         at: DateTime<Utc>,
     },
     AppUserUnblacklisted {
         at: DateTime<Utc>,
     },
     AppUserDeleted {
+        app_id: AppId,
         at: DateTime<Utc>,
     },
 }
@@ -241,10 +244,10 @@ impl Aggregate for AppUserState {
             C::SetLicenseRequired(required) if required == user.license_required => vec![],
             C::SetLicenseRequired(license_required) => vec![E::AppUserLicenseRequirementSet { license_required, at }],
             C::Blacklist if user.status == AppUserStatus::Blacklisted => vec![],
-            C::Blacklist => vec![E::AppUserBlacklisted { at }],
+            C::Blacklist => vec![E::AppUserBlacklisted { app_id: user.app_id, at }],
             C::Unblacklist if user.status == AppUserStatus::Active => vec![],
             C::Unblacklist => vec![E::AppUserUnblacklisted { at }],
-            C::Delete => vec![E::AppUserDeleted { at }],
+            C::Delete => vec![E::AppUserDeleted { app_id: user.app_id, at }],
         })
     }
 }
@@ -350,7 +353,7 @@ mod tests {
         history.extend(given_when(&history, AppUserCommand::Blacklist).unwrap());
         assert_eq!(given_when(&history, AppUserCommand::Blacklist), Ok(vec![]));
         assert_eq!(given_when(&history, AppUserCommand::SetLevels(vec!["pro".into()])), Ok(vec![]));
-        assert!(matches!(given_when(&history, AppUserCommand::SetLevels(vec!["".into()])), Err(_)));
+        assert!(given_when(&history, AppUserCommand::SetLevels(vec!["".into()])).is_err());
         history.extend(given_when(&history, AppUserCommand::ChangePassword).unwrap());
         let AppUserState::Live(user) = AppUserState::fold(&history) else { panic!("live") };
         assert_eq!((user.status, user.password_generation), (AppUserStatus::Blacklisted, 1));

@@ -441,7 +441,7 @@ mod tests {
             portal_resets: Vec::new(),
             levels: vec![format!("level-{n}")],
             max_sessions: Some(u32::from(n)),
-            linked_user: None,
+            linked_user: (n % 2 == 0).then(licensd_domain::app_user::AppUserId::new),
         }
     }
 

@@ -91,3 +91,74 @@ impl HotModel {
         self.users.by_id.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use licensd_domain::{AccountId, DomainEvent, EventData, StreamCategory};
+    use licensd_store::{Position, RecordedEvent};
+
+    fn recorded(seq: i64, stream_id: String, version: u64, event: &impl DomainEvent) -> RecordedEvent {
+        let data = EventData::encode(event);
+        RecordedEvent {
+            position: Position { tx: 0, seq },
+            event_id: uuid::Uuid::now_v7(),
+            stream_id,
+            version,
+            event_type: data.event_type.to_string(),
+            schema_version: data.schema_version,
+            payload: licensd_store::raw_json(&data.payload),
+            metadata: licensd_store::raw_json(&serde_json::json!({})),
+            recorded_at: Utc::now(),
+        }
+    }
+
+    /// Users, their login index and their licenses follow the log, survive a snapshot (equal
+    /// digests) and go with a deletion.
+    #[test]
+    fn users_follow_the_log_and_survive_a_snapshot() {
+        let model = HotModel::default();
+        let (app_id, account_id, user_id, now) = (AppId::new(), AccountId::new(), AppUserId::new(), Utc::now());
+        let user_stream = StreamCategory::AppUser.stream_id(user_id);
+        let key = LicenseKey::from_random([3; 16]);
+        let license_stream = StreamCategory::License.stream_id(&key);
+        let created = AppUserEvent::AppUserCreated {
+            user_id,
+            app_id,
+            account_id,
+            login_digest: "digest".into(),
+            license_required: true,
+            created_at: now,
+        };
+        model.apply(&recorded(1, user_stream.clone(), 1, &created)).unwrap();
+        let license = LicenseEvent::LicenseCreated {
+            key: key.clone(),
+            app_id,
+            account_id,
+            expires_at: None,
+            max_hwid_slots: 1,
+            label: None,
+            created_at: now,
+        };
+        model.apply(&recorded(2, license_stream.clone(), 1, &license)).unwrap();
+        model
+            .apply(&recorded(3, license_stream.clone(), 2, &LicenseEvent::LicenseLinkedToUser { user_id, at: now }))
+            .unwrap();
+        assert_eq!(model.app_user_by_login("digest").map(|u| u.user_id), Some(user_id));
+        assert_eq!(model.licenses_of_user(user_id).len(), 1);
+
+        let (bytes, _) = model.snapshot_bytes().unwrap();
+        let mut restored = HotModel::default();
+        restored.restore_snapshot(&bytes).unwrap();
+        assert_eq!(restored.digest(), model.digest());
+        assert_eq!(restored.licenses_of_user(user_id).len(), 1, "the link index is in the snapshot");
+
+        let deleted = AppUserEvent::AppUserDeleted { app_id, at: now };
+        for m in [&model, &restored] {
+            m.apply(&recorded(4, user_stream.clone(), 2, &deleted)).unwrap();
+            assert!(m.app_user_by_login("digest").is_none() && m.app_user(user_id).is_none());
+        }
+        assert_eq!(restored.digest(), model.digest());
+    }
+}

@@ -355,6 +355,9 @@ pub struct ForgetBody {
     customer_email: Option<String>,
     #[serde(default)]
     provider_customer_id: Option<String>,
+    /// An app user's login (also looked up by `customerEmail`).
+    #[serde(default)]
+    user_login: Option<String>,
     #[serde(default)]
     reason: Option<String>,
 }
@@ -400,9 +403,11 @@ pub async fn forget_customer(
         None => None,
     };
     let customer_id = body.provider_customer_id.map(|c| c.trim().to_string()).filter(|c| !c.is_empty());
-    if email.is_none() && customer_id.is_none() {
-        return Err(ApiError::BadRequest("give customerEmail, providerCustomerId or both".into()));
+    let user_login = body.user_login.as_deref().map(str::trim).filter(|l| !l.is_empty());
+    if email.is_none() && customer_id.is_none() && user_login.is_none() {
+        return Err(ApiError::BadRequest("give customerEmail, providerCustomerId, userLogin or several".into()));
     }
+    let users_erased = super::users::forget(&state, &caller, &app, [email.as_deref(), user_login]).await?;
     let subject = Subject { email, customer_id };
     let actor = caller.actor.clone();
     let vault = state.commands.pii();
@@ -447,11 +452,16 @@ pub async fn forget_customer(
     }
 
     // The audit entry carries counts and the reason, never the identifiers themselves.
-    let reason = body.reason.map(|r| redact_reason(&r, &subject));
+    let mut reason = body.reason.map(|r| redact_reason(&r, &subject));
+    if let Some(login) = user_login {
+        let login_only = Subject { email: Some(login.to_string()), customer_id: None };
+        reason = reason.map(|r| redact_reason(&r, &login_only));
+    }
     let record = AppCommand::RecordForget {
         licenses_redacted,
         ledger_rows_scanned: scanned,
         ledger_rows_redacted: redacted,
+        users_erased,
         reason,
     };
     change(&state, &caller, &app, record).await?;
@@ -460,6 +470,7 @@ pub async fn forget_customer(
         "licensesRedacted": licenses_redacted,
         "ledgerRowsScanned": scanned,
         "ledgerRowsRedacted": redacted,
+        "usersErased": users_erased,
     })))
 }
 

@@ -321,16 +321,18 @@ pub fn commerce() -> Value {
         },
         "Forget": {
             "type": "object", "additionalProperties": false,
-            "properties": { "customerEmail": nullable("string"), "providerCustomerId": nullable("string"), "reason": nullable("string") },
+            "properties": { "customerEmail": nullable("string"), "providerCustomerId": nullable("string"), "userLogin": nullable("string"), "reason": nullable("string") },
             "anyOf": [
                 { "required": ["customerEmail"], "properties": { "customerEmail": email() } },
                 { "required": ["providerCustomerId"], "properties": { "providerCustomerId": { "type": "string", "minLength": 1 } } },
+                { "required": ["userLogin"], "properties": { "userLogin": { "type": "string", "minLength": 1, "pattern": "\\S" } } },
             ],
         },
         "Forgotten": {
             "type": "object", "required": ["ok", "licensesRedacted", "ledgerRowsScanned", "ledgerRowsRedacted"],
             "properties": { "ok": { "type": "boolean" }, "licensesRedacted": { "type": "integer" },
-                            "ledgerRowsScanned": { "type": "integer" }, "ledgerRowsRedacted": { "type": "integer" } },
+                            "ledgerRowsScanned": { "type": "integer" }, "ledgerRowsRedacted": { "type": "integer" },
+                            "usersErased": { "type": "integer" } },
         },
     })
 }

@@ -293,3 +293,30 @@ pub async fn delete(
     let _ = state.refresh().await;
     Ok(Json(json!({ "ok": true })))
 }
+
+/// GDPR erasure of the app's users whose login is one of `logins` (as given; each is looked up
+/// normalized): each is deleted like `DELETE` does (login, comment and verifier erased, login
+/// freed, licenses unlinked) and the softlock row of the login goes too. Client IPs are never
+/// stored with a user (softlock and quota rows hold keyed digests of app and IP only). Returns
+/// how many users were erased.
+pub(crate) async fn forget<'a>(
+    state: &AppState,
+    caller: &Caller,
+    app: &App,
+    logins: impl IntoIterator<Item = Option<&'a str>>,
+) -> Result<u64, ApiError> {
+    let mut erased = 0;
+    for login in logins.into_iter().flatten() {
+        let Ok(normalized) = normalize_login(login, false) else { continue };
+        let digest = login_digest(state.commands.master_key(), app.app_id, &normalized);
+        let Some(user) = state.hot.app_user_by_login(&digest).filter(|u| u.app_id == app.app_id) else { continue };
+        let linked: Vec<LicenseKey> = state.hot.licenses_of_user(user.user_id).into_iter().map(|l| l.key).collect();
+        state.commands.delete_app_user(caller.account_id, user.user_id, &linked, &caller.actor).await?;
+        state.app_users.signed_in(&digest).await?;
+        erased += 1;
+    }
+    if erased > 0 {
+        let _ = state.refresh().await;
+    }
+    Ok(erased)
+}

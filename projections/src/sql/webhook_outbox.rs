@@ -1,7 +1,8 @@
 use super::{timestamp, PaceProjector, SqlProjection};
 use licensd_domain::app::{AppEvent, Webhook};
+use licensd_domain::app_user::AppUserEvent;
 use licensd_domain::license::LicenseEvent;
-use licensd_domain::AnyEvent;
+use licensd_domain::{AnyEvent, AppId};
 use licensd_store::{RecordedEvent, SqlValue, Statement};
 use std::collections::HashMap;
 
@@ -90,6 +91,29 @@ fn webhook_event(event: &LicenseEvent) -> Option<(&'static str, Option<&str>)> {
     })
 }
 
+/// The webhook event an app-user event fires, and the user's app. Only ids travel: the login
+/// and comment are personal data, kept in the vault.
+fn user_webhook_event(event: &AppUserEvent) -> Option<(&'static str, AppId)> {
+    Some(match event {
+        AppUserEvent::AppUserCreated { app_id, .. } => ("user.created", *app_id),
+        AppUserEvent::AppUserDeleted { app_id, .. } => ("user.deleted", *app_id),
+        AppUserEvent::AppUserBlacklisted { app_id, .. } => ("user.blacklisted", *app_id),
+        _ => return None,
+    })
+}
+
+/// $1 delivery id prefix, $2 event, $3 time, $4 user id, $5 app id.
+const QUEUE_USER: &str =
+    "INSERT INTO webhook_deliveries (delivery_id, webhook_id, event, body, created_at, status, attempts,
+        next_attempt_at)
+     SELECT $1 || w.webhook_id, w.webhook_id, $2,
+        '{\"event\":\"' || $2 || '\",\"timestamp\":\"' || $3 || '\",\"data\":{\"userId\":\"' || $4
+          || '\",\"appId\":\"' || $5 || '\"}}',
+        $3, 'pending', 0, $3
+     FROM wh_webhooks w
+     WHERE w.app_id = $5 AND w.enabled = 1 AND w.events LIKE '%,' || $2 || ',%'
+     ON CONFLICT (delivery_id) DO NOTHING";
+
 const QUEUE: &str =
     "INSERT INTO webhook_deliveries (delivery_id, webhook_id, event, body, created_at, status, attempts,
         next_attempt_at)
@@ -132,6 +156,19 @@ impl WebhookOutbox {
                         i64::from(webhook.enabled).into(),
                         webhook.secret.0.as_str().into(),
                     ],
+                )]
+            }
+            AnyEvent::AppUser(user_event) => {
+                let Some((name, app_id)) = user_webhook_event(user_event) else { return vec![] };
+                let app_id = app_id.to_string();
+                if !wanted(Some(&app_id), name) {
+                    return vec![];
+                }
+                let delivery_prefix = format!("{}:{}:", event.position.tx, event.position.seq);
+                let at = timestamp(event.recorded_at);
+                vec![Statement::new(
+                    QUEUE_USER,
+                    [delivery_prefix.into(), name.into(), at.into(), id.into(), app_id.into()],
                 )]
             }
             AnyEvent::App(AppEvent::WebhookDeleted { webhook_id, .. }) => {

@@ -13,3 +13,4 @@ pub mod report;
 pub mod startup;
 pub mod stats;
 pub mod suite;
+pub mod sweep;

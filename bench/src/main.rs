@@ -51,7 +51,8 @@ enum Cmd {
     /// Internal: holds a share of the live benchmark's sessions (one client process).
     #[command(hide = true)]
     LiveHold { share: String },
-    /// Serve the floor endpoint (prints {"listening": addr}).
+    /// Only the suite's overload-and-recovery run on SQLite (prints JSON).
+    Overload(SuiteArgs),
     /// Raw appends through licensd's writer next to a plain multi-row INSERT loop (prints JSON).
     Append {
         /// The database (fresh): `sqlite://path` or `postgres://...`.
@@ -62,6 +63,7 @@ enum Cmd {
         #[arg(long, default_value_t = 256)]
         batch: usize,
     },
+    /// Serve the floor endpoint (prints {"listening": addr}).
     Floor {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
@@ -118,6 +120,12 @@ struct SuiteArgs {
     machines: usize,
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Clients of the second closed loop (0 skips it).
+    #[arg(long, default_value_t = 256)]
+    wide_concurrency: usize,
+    /// Seconds of each open-loop sweep step (0 skips the sweeps).
+    #[arg(long, default_value_t = 5.0)]
+    sweep_step_secs: f64,
     #[arg(long, default_value_t = 2.0)]
     warmup_secs: f64,
     #[arg(long, default_value_t = 10.0)]
@@ -189,6 +197,12 @@ fn main() -> anyhow::Result<()> {
             Cmd::Suite(args) => run_suite(args).await,
             Cmd::Live(args) => run_live(args).await,
             Cmd::LiveHold { share } => licensd_bench::live::hold::child(serde_json::from_str(&share)?).await,
+            Cmd::Overload(args) => {
+                let options = suite_options(args)?;
+                let figures = suite::overload(&options).await?;
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+                Ok(())
+            }
             Cmd::Startup { licensd, full, licenses, events } => {
                 let licensd = match licensd {
                     Some(path) => path,
@@ -285,31 +299,38 @@ async fn run_live(args: LiveArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_suite(args: SuiteArgs) -> anyhow::Result<()> {
+fn suite_options(args: SuiteArgs) -> anyhow::Result<SuiteOptions> {
     let licensd = match args.licensd {
         Some(path) => path,
         None => build_licensd()?,
     };
-    let options = SuiteOptions {
+    Ok(SuiteOptions {
         licensd,
         postgres_url: args.postgres_url,
         licenses: args.licenses,
         machines_per_license: args.machines,
         concurrency: args.concurrency,
+        wide_concurrency: args.wide_concurrency,
+        sweep_step: Duration::from_secs_f64(args.sweep_step_secs),
         warmup: Duration::from_secs_f64(args.warmup_secs),
         duration: Duration::from_secs_f64(args.seconds),
         scale_licenses: args.scale_licenses,
         append_events: args.append_events,
         backends: if args.sqlite_only { vec![Backend::Sqlite] } else { vec![Backend::Sqlite, Backend::Postgres] },
         live: !args.skip_live,
-    };
+    })
+}
+
+async fn run_suite(args: SuiteArgs) -> anyhow::Result<()> {
+    let output = args.output.clone();
+    let options = suite_options(args)?;
     let results = suite::run(&options).await?;
     let command = "cargo run --release -p licensd-bench -- suite";
     let markdown = report::markdown(&results, &options, &machine_description(), command);
-    std::fs::write(&args.output, markdown)?;
-    let json_path = args.output.with_extension("json");
+    std::fs::write(&output, markdown)?;
+    let json_path = output.with_extension("json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&results)?)?;
-    eprintln!("wrote {} and {}", args.output.display(), json_path.display());
+    eprintln!("wrote {} and {}", output.display(), json_path.display());
     Ok(())
 }
 

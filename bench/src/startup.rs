@@ -121,6 +121,10 @@ pub async fn run(licensd: &Path, size: StartupSize) -> anyhow::Result<Value> {
     deployment.cli(&["migrate"])?;
     let options = StoreOptions { max_connections: 2, sqlite_synchronous_full: false, ..StoreOptions::default() };
     let store = Store::connect(deployment.database_url(), &options).await?;
+    // Resident memory is compared with an empty server's (code, runtime, connection caches).
+    let empty = deployment.start(&[])?;
+    let rss_empty = empty.rss_bytes();
+    empty.stop();
     let seeding = Instant::now();
     seed(&store, size).await?;
     let seed_seconds = seeding.elapsed().as_secs_f64();
@@ -133,12 +137,13 @@ pub async fn run(licensd: &Path, size: StartupSize) -> anyhow::Result<Value> {
     };
     let replay = deployment.start(&logged(Some(("LICENSD_SNAPSHOTS", "false".to_string()))))?;
     let replay_seconds = replay.startup.as_secs_f64();
+    let rss_replay = settled_rss(&replay);
     replay.stop();
     // A clean stop writes the snapshot the next start loads.
     deployment.start(&logged(None))?.stop();
     let snapshot = deployment.start(&logged(None))?;
     let snapshot_seconds = snapshot.startup.as_secs_f64();
-    let rss = snapshot.rss_bytes();
+    let rss_snapshot = settled_rss(&snapshot);
     snapshot.stop();
 
     // Twice the events (10 % more licenses), snapshotted again: a start-up from the snapshot
@@ -150,6 +155,7 @@ pub async fn run(licensd: &Path, size: StartupSize) -> anyhow::Result<Value> {
     let doubled_seconds = doubled.startup.as_secs_f64();
     doubled.stop();
 
+    let per_license = |rss: u64| rss.saturating_sub(rss_empty) / size.licenses.max(1) as u64;
     let figures = json!({
         "licenses": size.licenses,
         "events": size.events,
@@ -160,12 +166,36 @@ pub async fn run(licensd: &Path, size: StartupSize) -> anyhow::Result<Value> {
         "snapshotSecondsWithTwiceTheEvents": doubled_seconds,
         "replayOverSnapshot": replay_seconds / snapshot_seconds.max(1e-9),
         "twiceTheEventsOverOnce": doubled_seconds / snapshot_seconds.max(1e-9),
-        "rssBytesPerLicense": rss / size.licenses.max(1) as u64,
+        "rssEmptyBytes": rss_empty,
+        "rssBytesPerLicenseAfterReplay": per_license(rss_replay),
+        "rssBytesPerLicenseFromSnapshot": per_license(rss_snapshot),
     });
+    eprintln!(
+        "   resident memory per license (over an empty server's {} MiB): {} B after a full replay, {} B from \
+         the snapshot",
+        rss_empty >> 20,
+        per_license(rss_replay),
+        per_license(rss_snapshot)
+    );
     eprintln!(
         "   full replay {replay_seconds:.2} s | from snapshot {snapshot_seconds:.2} s ({:.1}× faster) | \
          twice the events, from snapshot {doubled_seconds:.2} s",
         replay_seconds / snapshot_seconds.max(1e-9)
     );
     Ok(figures)
+}
+
+/// Resident memory once start-up's leftovers had a moment to be returned (the allocator gives
+/// freed pages back after a short delay), read twice a second until it stops falling (at most 5 s).
+pub fn settled_rss(server: &crate::deployment::Server) -> u64 {
+    let mut last = server.rss_bytes();
+    for _ in 0..10 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = server.rss_bytes();
+        if now >= last {
+            return now;
+        }
+        last = now;
+    }
+    last
 }

@@ -6,6 +6,7 @@ use crate::deployment::{postgres_reachable, Backend, Deployment, Server};
 use crate::fixture;
 use crate::load::{self, LoadSpec, Mode, Report, Target, Workload};
 use crate::protocol::{AppCredentials, Call};
+use crate::sweep::{self, Sweep};
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::Value;
@@ -21,6 +22,10 @@ pub struct SuiteOptions {
     pub licenses: usize,
     pub machines_per_license: usize,
     pub concurrency: usize,
+    /// Clients of the second closed loop (0 skips it).
+    pub wide_concurrency: usize,
+    /// Length of each open-loop sweep step (zero skips the sweeps).
+    pub sweep_step: Duration,
     pub warmup: Duration,
     pub duration: Duration,
     pub scale_licenses: usize,
@@ -39,6 +44,14 @@ pub struct EndpointResult {
     /// Validate only: the floor plus one durable append per request on the same backend.
     pub durable_floor: Option<Report>,
     pub licensd: Report,
+}
+
+/// The open-loop sweeps of one endpoint on one backend: the floor's and licensd's.
+#[derive(Debug, Serialize)]
+pub struct SweepPair {
+    pub backend: &'static str,
+    pub floor: Sweep,
+    pub licensd: Sweep,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,10 +79,15 @@ pub struct Scale {
 #[derive(Debug, Serialize)]
 pub struct Results {
     pub endpoints: Vec<EndpointResult>,
+    /// The closed loop with `wide_concurrency` clients.
+    pub wide: Vec<EndpointResult>,
+    pub sweeps: Vec<SweepPair>,
     pub appends: Vec<AppendFigures>,
     pub degradation: Option<Degradation>,
     pub scale: Option<Scale>,
     pub live: Option<crate::live::LiveResults>,
+    /// Start-up with and without a snapshot (`licensd-bench startup`'s figures).
+    pub startup: Option<Value>,
     pub skipped: Vec<String>,
 }
 
@@ -94,9 +112,12 @@ pub async fn run(options: &SuiteOptions) -> anyhow::Result<Results> {
     let floor = Server::floor(None)?;
     let mut results = Results {
         endpoints: Vec::new(),
+        wide: Vec::new(),
+        sweeps: Vec::new(),
         appends: Vec::new(),
         degradation: None,
         scale: None,
+        startup: None,
         live: None,
         skipped: Vec::new(),
     };
@@ -166,6 +187,7 @@ pub async fn run(options: &SuiteOptions) -> anyhow::Result<Results> {
                 licensd: licensd_report,
             });
         }
+        more_load(&mut results, backend, &floor_target, &target, options).await?;
         if backend == Backend::Sqlite && validate_rate > 0.0 {
             eprintln!("== {}: overload at twice the sustainable validate rate, then recovery", backend.name());
             results.degradation = Some(degradation(&server, &target, validate_rate, options).await?);
@@ -175,7 +197,7 @@ pub async fn run(options: &SuiteOptions) -> anyhow::Result<Results> {
     }
     if options.scale_licenses > 0 {
         results.scale = Some(scale(options).await?);
-        crate::startup::run(&options.licensd, crate::startup::StartupSize::SMALL).await?;
+        results.startup = Some(crate::startup::run(&options.licensd, crate::startup::StartupSize::SMALL).await?);
     }
     if options.live {
         let live = crate::live::LiveOptions { licensd: options.licensd.clone(), ..Default::default() };
@@ -183,6 +205,76 @@ pub async fn run(options: &SuiteOptions) -> anyhow::Result<Results> {
     }
     floor.stop();
     Ok(results)
+}
+
+/// Validate and heartbeat in a closed loop with `wide_concurrency` clients, then swept in an
+/// open loop from below to above the closed loop's throughput (see [`sweep`]).
+async fn more_load(
+    results: &mut Results,
+    backend: Backend,
+    floor: &Target,
+    licensd: &Target,
+    options: &SuiteOptions,
+) -> anyhow::Result<()> {
+    for call in [Call::Heartbeat, Call::Validate] {
+        let workload = Workload::Only(call);
+        if options.wide_concurrency > 0 {
+            let spec = LoadSpec {
+                workload,
+                mode: Mode::Closed { concurrency: options.wide_concurrency },
+                warmup: options.warmup,
+                duration: options.duration,
+                timeout: Duration::from_secs(10),
+            };
+            let (floor_report, licensd_report) = (load::run(floor, spec).await?, load::run(licensd, spec).await?);
+            eprintln!(
+                "   {:9} {} clients: floor {:>7.0}/s p99 {:>6} µs | licensd {:>7.0}/s p99 {:>6} µs",
+                call.name(),
+                options.wide_concurrency,
+                floor_report.throughput,
+                floor_report.latency_verified.p99,
+                licensd_report.throughput,
+                licensd_report.latency_verified.p99
+            );
+            let row = EndpointResult {
+                backend: backend.name(),
+                floor: floor_report,
+                durable_floor: None,
+                licensd: licensd_report,
+            };
+            results.wide.push(row);
+        }
+        let closed = results.endpoints.iter().find(|r| r.backend == backend.name() && r.licensd.call == call.name());
+        if let (Some(closed), false) = (closed, options.sweep_step.is_zero()) {
+            let (floor_reference, licensd_reference) = (closed.floor.throughput, closed.licensd.throughput);
+            eprintln!("   {} open-loop sweep, floor", call.name());
+            let floor = sweep::run(floor, workload, floor_reference, options.sweep_step).await?;
+            eprintln!("   {} open-loop sweep, licensd", call.name());
+            let licensd = sweep::run(licensd, workload, licensd_reference, options.sweep_step).await?;
+            results.sweeps.push(SweepPair { backend: backend.name(), floor, licensd });
+        }
+    }
+    Ok(())
+}
+
+/// Only the overload-and-recovery run (SQLite): the sustainable rate from a closed loop of
+/// validations first, as the suite takes it.
+pub async fn overload(options: &SuiteOptions) -> anyhow::Result<Degradation> {
+    let deployment = Deployment::create(Backend::Sqlite, &options.licensd, &options.postgres_url, "overload")?;
+    let server = deployment.start(&unlimited())?;
+    let target = prepare(&deployment, &server, options).await?;
+    let spec = LoadSpec {
+        workload: Workload::Only(Call::Validate),
+        mode: Mode::Closed { concurrency: options.concurrency },
+        warmup: options.warmup,
+        duration: options.duration,
+        timeout: Duration::from_secs(10),
+    };
+    let sustainable = load::run(&target, spec).await?.throughput;
+    eprintln!("   sustainable (closed loop of {}): {sustainable:.0} validations/s", options.concurrency);
+    let figures = degradation(&server, &target, sustainable, options).await;
+    server.stop();
+    figures
 }
 
 /// A merchant, licenses and machines, every machine logged in once (its slot bound).
@@ -267,7 +359,7 @@ async fn scale(options: &SuiteOptions) -> anyhow::Result<Scale> {
     eprintln!("   start-up");
     let server = deployment.start(&unlimited())?;
     let startup_seconds = server.startup.as_secs_f64();
-    let rss_loaded = server.rss_bytes();
+    let rss_loaded = crate::startup::settled_rss(&server);
     server.stop();
     eprintln!("   heap of the read model");
     let heap = hot_model_heap(&deployment)?;

@@ -102,16 +102,19 @@ impl Nonces {
         self.shard(&key).iter().any(|(generation, keys)| self.live(*generation, now) && keys.contains(&key))
     }
 
-    /// Remembers a nonce used at `at`; one already out of the window is not kept.
-    pub fn insert(&self, app_id: AppId, nonce: &str, at: chrono::DateTime<chrono::Utc>) {
+    /// Remembers a nonce used at `at`; one already out of the window is not kept. Returns
+    /// whether it was new: of concurrent insertions of one nonce, exactly one returns `true`,
+    /// whatever times they carry (the hot path records a nonce at "now", the log's tail again
+    /// at the event's time, possibly in another generation).
+    pub fn insert(&self, app_id: AppId, nonce: &str, at: chrono::DateTime<chrono::Utc>) -> bool {
         let key = Self::key(app_id, nonce);
-        self.insert_key(key, at.timestamp().div_euclid(self.generation_secs));
+        self.insert_key(key, at.timestamp().div_euclid(self.generation_secs))
     }
 
-    fn insert_key(&self, key: NonceKey, generation: i64) {
+    fn insert_key(&self, key: NonceKey, generation: i64) -> bool {
         let now = chrono::Utc::now().timestamp();
         if !self.live(generation, now) {
-            return;
+            return false;
         }
         let mut shard = self.shard(&key);
         let mut expired = 0;
@@ -121,7 +124,10 @@ impl Nonces {
             }
             expired += entry.remove().len();
         }
-        let added = shard.entry(generation).or_default().insert(key);
+        // Kept once: a key already in another live generation is neither added nor counted again.
+        // Keeping the earlier generation is safe: all remaining generations are live, and the
+        // window is counted from the nonce's first use.
+        let added = !shard.values().any(|keys| keys.contains(&key)) && shard.entry(generation).or_default().insert(key);
         drop(shard);
         if added {
             self.count.fetch_add(1, Ordering::Relaxed);
@@ -129,6 +135,7 @@ impl Nonces {
         if expired > 0 {
             self.count.fetch_sub(expired, Ordering::Relaxed);
         }
+        added
     }
 
     /// Drops every generation out of the window (insertions do it per stripe as they go).
@@ -215,7 +222,7 @@ impl Nonces {
             for chunk in bytes.chunks_exact(16) {
                 let mut key = [0u8; 16];
                 key.copy_from_slice(chunk);
-                self.insert_key(key, *generation);
+                let _ = self.insert_key(key, *generation);
             }
         }
         true
@@ -252,5 +259,60 @@ mod tests {
         }
         assert_eq!(copy.len(), 3);
         assert!(!copy.extend_from(&NonceGenerations(vec![(0, "zz".into())])));
+    }
+
+    /// Threads insert one nonce at times in different generations while others insert their own
+    /// and a third kind expires and reads: exactly one insertion of the shared nonce admits it,
+    /// and the count matches the keys held.
+    #[test]
+    fn concurrent_insertions_of_one_nonce_admit_exactly_one_and_the_count_stays_exact() {
+        for round in 0..20 {
+            let nonces = Nonces::new(Duration::from_secs(3600), DEFAULT_NONCE_CAP);
+            let app = AppId::new();
+            let now = chrono::Utc::now();
+            let admitted = AtomicUsize::new(0);
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|scope| {
+                let readers: Vec<_> = (0..2)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let mut seen_once = false;
+                            while !stop.load(Ordering::Relaxed) {
+                                let seen = nonces.contains(app, "shared");
+                                assert!(seen || !seen_once, "a remembered nonce was forgotten");
+                                seen_once |= seen;
+                                nonces.expire();
+                            }
+                        })
+                    })
+                    .collect();
+                let writers: Vec<_> = (0..8i64)
+                    .map(|thread| {
+                        let (nonces, admitted) = (&nonces, &admitted);
+                        scope.spawn(move || {
+                            for n in 0..200 {
+                                nonces.insert(app, &format!("own-{thread}-{n}"), now);
+                            }
+                            // Minutes apart: each thread's time falls in another generation.
+                            let at = now - chrono::Duration::minutes(7 * thread);
+                            if nonces.insert(app, "shared", at) {
+                                admitted.fetch_add(1, Ordering::Relaxed);
+                            }
+                        })
+                    })
+                    .collect();
+                for writer in writers {
+                    writer.join().unwrap();
+                }
+                stop.store(true, Ordering::Relaxed);
+                for reader in readers {
+                    reader.join().unwrap();
+                }
+            });
+            assert_eq!(admitted.into_inner(), 1, "round {round}: one nonce, one admission");
+            assert!(nonces.contains(app, "shared"));
+            assert_eq!(nonces.len(), 8 * 200 + 1, "round {round}: counted once each");
+            assert_eq!(nonces.live_keys().len(), nonces.len());
+        }
     }
 }

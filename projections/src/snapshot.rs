@@ -31,7 +31,7 @@ use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
-use std::io::Write;
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,9 +58,9 @@ struct Header {
     parts: Vec<u64>,
 }
 
-/// Licenses per chunk of the body.
+/// Licenses per chunk of the body (some 4 MB): a start-up holds a few chunks in memory at once.
 #[cfg(not(test))]
-const CHUNK: usize = 50_000;
+const CHUNK: usize = 10_000;
 #[cfg(test)]
 const CHUNK: usize = 2;
 
@@ -141,6 +141,14 @@ pub struct Written {
 impl HotModel {
     /// The whole model as snapshot bytes, taken at one instant (see the module's notes).
     pub fn snapshot_bytes(&self) -> Result<(Vec<u8>, Written), serde_json::Error> {
+        let (mut bytes, body, written) = self.snapshot_parts()?;
+        bytes.extend_from_slice(&body);
+        Ok((bytes, written))
+    }
+
+    /// The header line and the body, apart: writing them one after the other needs no third
+    /// copy of the body.
+    fn snapshot_parts(&self) -> Result<(Vec<u8>, Vec<u8>, Written), serde_json::Error> {
         let _applying = self.applying.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let _recording = self.capturing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let position = self.position();
@@ -170,11 +178,10 @@ impl HotModel {
             last,
             parts,
         };
-        let mut bytes = serde_json::to_vec(&header)?;
-        bytes.push(b'\n');
-        bytes.extend_from_slice(&body);
-        let bytes_len = bytes.len() as u64;
-        Ok((bytes, Written { position, licenses, bytes: bytes_len }))
+        let mut line = serde_json::to_vec(&header)?;
+        line.push(b'\n');
+        let bytes = (line.len() + body.len()) as u64;
+        Ok((line, body, Written { position, licenses, bytes }))
     }
 
     /// Appends the licenses to `body` as JSON arrays of `[license, version]`, `CHUNK` to an
@@ -199,61 +206,104 @@ impl HotModel {
         Ok(written)
     }
 
-    /// Parses the license chunks on every core, straight into the map.
-    fn restore_licenses(&self, chunks: &[&[u8]]) -> Result<(), SnapshotRejected> {
-        let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, chunks.len().max(1));
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| loop {
-                        let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(chunk) = chunks.get(index) else { return Ok(()) };
-                        let entries: Vec<LicenseEntry> =
-                            serde_json::from_slice(chunk).map_err(|e| SnapshotRejected::Malformed(e.to_string()))?;
-                        for entry in entries {
-                            self.licenses.insert(entry.0.key.clone(), entry);
+    /// Reads the license chunks from `body` (hashing every byte) and parses them on every core,
+    /// straight into the map. Only a few chunks are in memory at once, whatever the snapshot's
+    /// size: reading the whole file first cost its full size again in resident memory, which
+    /// the allocator kept after start-up (see BENCHMARKS.md). A chunk that does not parse is
+    /// reported after the rest was read and hashed, so damage is told apart from bad content.
+    fn restore_licenses<R: Read>(&self, body: &mut Hashed<R>, lengths: &[u64]) -> Result<(), SnapshotRejected> {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, lengths.len().max(1));
+        // Chunks read and waiting for a parser; buffers come back for reuse.
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(threads);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let full_rx = std::sync::Mutex::new(full_rx);
+        let malformed = std::sync::Mutex::new(None::<String>);
+        let read = std::thread::scope(|scope| {
+            for _ in 0..threads {
+                let (full_rx, empty_tx, malformed) = (&full_rx, empty_tx.clone(), &malformed);
+                scope.spawn(move || loop {
+                    let next = full_rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+                    let Ok(chunk) = next else { return };
+                    match serde_json::from_slice::<Vec<LicenseEntry>>(&chunk) {
+                        Ok(entries) => {
+                            for entry in entries {
+                                self.licenses.insert(entry.0.key.clone(), entry);
+                            }
                         }
-                    })
-                })
-                .collect();
-            workers.into_iter().try_for_each(|w| w.join().unwrap_or(Err(SnapshotRejected::Damaged)))
-        })
+                        Err(e) => {
+                            malformed
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .get_or_insert(e.to_string());
+                        }
+                    }
+                    let _ = empty_tx.send(chunk);
+                });
+            }
+            drop(empty_tx);
+            let read = lengths.iter().try_for_each(|length| {
+                let mut chunk = empty_rx.try_recv().unwrap_or_default();
+                body.read_part(*length, &mut chunk)?;
+                // The parsers only stop once this sender is dropped.
+                full_tx.send(chunk).map_err(|_| SnapshotRejected::Damaged)
+            });
+            drop(full_tx);
+            read
+        });
+        read?;
+        match malformed.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            Some(why) => Err(SnapshotRejected::Malformed(why)),
+            None => Ok(()),
+        }
     }
 
     /// Fills an empty model from snapshot bytes; on `Err` the model may be partly filled and
     /// must be dropped.
     pub fn restore_snapshot(&mut self, bytes: &[u8]) -> Result<(Position, Option<LastApplied>), SnapshotRejected> {
+        self.restore_snapshot_from(bytes)
+    }
+
+    /// Fills an empty model from a snapshot read from `reader` as it goes (a few chunks in
+    /// memory at once); on `Err` the model may be partly filled and must be dropped.
+    pub fn restore_snapshot_from<R: Read>(
+        &mut self,
+        reader: R,
+    ) -> Result<(Position, Option<LastApplied>), SnapshotRejected> {
         if self.license_count() > 0 || self.position() != Position::START {
             return Err(SnapshotRejected::ModelNotEmpty);
         }
-        let split = bytes.iter().position(|b| *b == b'\n').ok_or(SnapshotRejected::NoHeader)?;
-        let header: Header = serde_json::from_slice(&bytes[..split]).map_err(|_| SnapshotRejected::NoHeader)?;
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, reader);
+        let mut line = Vec::new();
+        (&mut reader).take(MAX_HEADER_BYTES).read_until(b'\n', &mut line)?;
+        if line.pop() != Some(b'\n') {
+            return Err(SnapshotRejected::NoHeader);
+        }
+        let header: Header = serde_json::from_slice(&line).map_err(|_| SnapshotRejected::NoHeader)?;
         if header.format != FORMAT {
             return Err(SnapshotRejected::NoHeader);
         }
         if header.code != SNAPSHOT_CODE {
             return Err(SnapshotRejected::OtherCode { found: header.code, expected: SNAPSHOT_CODE });
         }
-        let body = &bytes[split + 1..];
-        if body.len() as u64 != header.body_bytes || hex::encode(Sha256::digest(body)) != header.sha256 {
-            return Err(SnapshotRejected::Damaged);
-        }
         if header.parts.iter().sum::<u64>() != header.body_bytes || header.parts.is_empty() {
             return Err(SnapshotRejected::Malformed("its parts do not add up to its body".into()));
         }
-        let mut parts = Vec::with_capacity(header.parts.len());
-        let mut rest = body;
-        for length in &header.parts {
-            let (part, after) = rest.split_at(*length as usize);
-            parts.push(part);
-            rest = after;
+        let mut body = Hashed { inner: reader, hasher: Sha256::new() };
+        let mut first = Vec::new();
+        body.read_part(header.parts[0], &mut first)?;
+        let licenses = self.restore_licenses(&mut body, &header.parts[1..]);
+        // Damage first: a damaged body may also fail to parse, and damage is the better reason.
+        let mut rest = [0u8; 1];
+        let trailing = body.inner.read(&mut rest)?;
+        if trailing != 0 || hex::encode(body.hasher.finalize()) != header.sha256 {
+            return Err(SnapshotRejected::Damaged);
         }
-        self.restore_licenses(&parts[1..])?;
+        licenses?;
         if self.licenses.len() != header.licenses {
             return Err(SnapshotRejected::Malformed("it holds fewer licenses than its header says".into()));
         }
-        let body: BodyIn = serde_json::from_slice(parts[0]).map_err(|e| SnapshotRejected::Malformed(e.to_string()))?;
+        let body: BodyIn = serde_json::from_slice(&first).map_err(|e| SnapshotRejected::Malformed(e.to_string()))?;
+        drop(first);
         self.apps.extend(body.apps);
         // The key index is derived from the apps, so it is rebuilt rather than stored twice.
         for app in self.apps.iter() {
@@ -278,14 +328,38 @@ impl HotModel {
     }
 }
 
+/// A header line longer than this is not a snapshot's.
+const MAX_HEADER_BYTES: u64 = 1 << 20;
+
+/// The body of a snapshot being read, hashed as it goes.
+struct Hashed<R> {
+    inner: std::io::BufReader<R>,
+    hasher: Sha256,
+}
+
+impl<R: Read> Hashed<R> {
+    /// Reads the next `length` bytes into `buffer` (replacing its content); a file that ends
+    /// before is damaged.
+    fn read_part(&mut self, length: u64, buffer: &mut Vec<u8>) -> Result<(), SnapshotRejected> {
+        buffer.clear();
+        let read = (&mut self.inner).take(length).read_to_end(buffer)?;
+        if read as u64 != length {
+            return Err(SnapshotRejected::Damaged);
+        }
+        self.hasher.update(&buffer[..]);
+        Ok(())
+    }
+}
+
 /// Writes the model's snapshot to `path` atomically (temporary file, fsync, rename, fsync of
 /// the folder).
 pub fn write_snapshot(model: &HotModel, path: &Path) -> std::io::Result<Written> {
-    let (bytes, written) = model.snapshot_bytes().map_err(std::io::Error::other)?;
+    let (header, body, written) = model.snapshot_parts().map_err(std::io::Error::other)?;
     let temporary = temporary_path(path);
     let result = (|| {
         let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(&bytes)?;
+        file.write_all(&header)?;
+        file.write_all(&body)?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&temporary, path)?;
@@ -316,13 +390,13 @@ pub async fn load_snapshot(
 ) -> Option<HotModel> {
     let file = path.to_path_buf();
     let restored = tokio::task::spawn_blocking(move || {
-        let bytes = match std::fs::read(&file) {
-            Ok(bytes) => bytes,
+        let reader = match std::fs::File::open(&file) {
+            Ok(reader) => reader,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(SnapshotRejected::Unreadable(e)),
         };
         let mut model = fresh();
-        let (position, last) = model.restore_snapshot(&bytes)?;
+        let (position, last) = model.restore_snapshot_from(reader)?;
         Ok(Some((model, position, last)))
     })
     .await
@@ -469,5 +543,33 @@ mod tests {
         assert_ne!(lying, text);
         let result = HotModel::default().restore_snapshot(lying.as_bytes());
         assert!(matches!(result, Err(SnapshotRejected::Malformed(_))), "{result:?}");
+    }
+
+    /// Read as a stream, a snapshot cut short or with a damaged license chunk is refused as
+    /// damaged (not as malformed, though the damaged chunk does not parse either).
+    #[test]
+    fn a_cut_or_damaged_snapshot_is_refused_as_damaged() {
+        let model = HotModel::default();
+        for n in 0..5 {
+            let license = license(n);
+            model.licenses.insert(license.key.clone(), Box::new((license, 1)));
+        }
+        let (bytes, _) = model.snapshot_bytes().unwrap();
+        for cut in [bytes.len() - 1, bytes.len() - 40, bytes.len() / 2] {
+            let result = HotModel::default().restore_snapshot_from(&bytes[..cut]);
+            assert!(matches!(result, Err(SnapshotRejected::Damaged)), "cut at {cut}: {result:?}");
+        }
+        let mut damaged = bytes.clone();
+        let at = damaged.len() - 30;
+        damaged[at] = b'{';
+        let result = HotModel::default().restore_snapshot_from(&damaged[..]);
+        assert!(matches!(result, Err(SnapshotRejected::Damaged)), "{result:?}");
+        let mut longer = bytes.clone();
+        longer.push(b' ');
+        let result = HotModel::default().restore_snapshot_from(&longer[..]);
+        assert!(matches!(result, Err(SnapshotRejected::Damaged)), "{result:?}");
+        let mut restored = HotModel::default();
+        restored.restore_snapshot_from(&bytes[..]).unwrap();
+        assert_eq!(restored.digest(), model.digest());
     }
 }

@@ -235,3 +235,63 @@ impl LiveSession {
         self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn text(frame: Out) -> String {
+        match frame {
+            Out::Text(text) | Out::Event(text, _) => text,
+            Out::Close(close) => panic!("unexpected close {close:?}"),
+        }
+    }
+
+    /// The socket side puts back every third frame (its write failed) while other threads keep
+    /// queueing: the frame put back comes out next, and every frame comes out once, in the order
+    /// each sender queued them.
+    #[test]
+    fn a_requeued_frame_goes_first_and_none_is_lost_or_doubled_under_concurrent_sends() {
+        const SENDERS: usize = 4;
+        const EACH: usize = 500;
+        let session = Arc::new(LiveSession::new(IpAddr::from([127, 0, 0, 1]), 60));
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|s| {
+                let session = session.clone();
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        session.send(Out::Text(format!("{s}:{i}")));
+                    }
+                })
+            })
+            .collect();
+        let mut written = Vec::new();
+        let mut attempts = 0usize;
+        while written.len() < SENDERS * EACH {
+            let Some(frame) = session.next_frame() else {
+                std::thread::yield_now();
+                continue;
+            };
+            attempts += 1;
+            if attempts % 3 == 0 {
+                let before = text(frame);
+                session.requeue(Out::Text(before.clone()));
+                let again = text(session.next_frame().expect("the frame put back"));
+                assert_eq!(again, before, "the frame put back is the next one out");
+                written.push(again);
+            } else {
+                written.push(text(frame));
+            }
+        }
+        for sender in senders {
+            sender.join().unwrap();
+        }
+        assert!(session.next_frame().is_none());
+        for s in 0..SENDERS {
+            let mine: Vec<&String> = written.iter().filter(|t| t.starts_with(&format!("{s}:"))).collect();
+            let expected: Vec<String> = (0..EACH).map(|i| format!("{s}:{i}")).collect();
+            assert_eq!(mine, expected.iter().collect::<Vec<_>>(), "sender {s}");
+        }
+    }
+}

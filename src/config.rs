@@ -334,6 +334,9 @@ pub struct AppUserArgs {
     /// Most users one app may have (status 603 beyond); unset: no limit.
     #[arg(long, env = "LICENSD_APP_USER_MAX_PER_APP")]
     pub app_user_max_per_app: Option<usize>,
+    /// Password verifications running at once (more wait their turn); default: the CPU count.
+    #[arg(long, env = "LICENSD_APP_USER_MAX_CONCURRENT_VERIFIES")]
+    pub app_user_max_concurrent_verifies: Option<usize>,
 }
 
 impl AppUserArgs {
@@ -358,6 +361,10 @@ impl AppUserArgs {
             user_lockout: policy(self.app_user_lockout_failures),
             ip_lockout: policy(self.app_user_ip_lockout_failures),
             max_users_per_app: self.app_user_max_per_app,
+            max_concurrent_verifies: self
+                .app_user_max_concurrent_verifies
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
+                .max(1),
         }
     }
 }

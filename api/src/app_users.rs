@@ -24,6 +24,9 @@ pub struct AppUsersConfig {
     pub ip_lockout: LockoutPolicy,
     /// Most users an app may have (status 603 beyond); `None`: no limit.
     pub max_users_per_app: Option<usize>,
+    /// Argon2 verifications running at once (each holds its memory cost); more wait their turn,
+    /// so a flood of sign-ins cannot take every core or the memory.
+    pub max_concurrent_verifies: usize,
 }
 
 impl Default for AppUsersConfig {
@@ -37,6 +40,7 @@ impl Default for AppUsersConfig {
             user_lockout: LockoutPolicy { max_failures: 5, window: minutes(15), base: minutes(1), max: minutes(60) },
             ip_lockout: LockoutPolicy { max_failures: 30, window: minutes(15), base: minutes(1), max: minutes(60) },
             max_users_per_app: None,
+            max_concurrent_verifies: std::thread::available_parallelism().map_or(2, usize::from),
         }
     }
 }
@@ -46,6 +50,7 @@ pub struct AppUsersRuntime {
     user_lockout: Lockout,
     ip_lockout: Lockout,
     quota: SignupQuota,
+    verifies: tokio::sync::Semaphore,
 }
 
 /// How a sign-in attempt may go on.
@@ -63,6 +68,7 @@ impl AppUsersRuntime {
             user_lockout: Lockout::for_app_users(store.clone(), config.user_lockout.clone()),
             ip_lockout: Lockout::for_app_users(store.clone(), config.ip_lockout.clone()),
             quota: SignupQuota::new(store, config.signups_per_ip, config.signup_window),
+            verifies: tokio::sync::Semaphore::new(config.max_concurrent_verifies.max(1)),
             config,
         }
     }
@@ -97,6 +103,15 @@ impl AppUsersRuntime {
             None => SignInGate::Verify,
             Some(until) => SignInGate::Locked(u64::try_from((until - now).num_seconds().max(1)).unwrap_or(1)),
         })
+    }
+
+    /// Checks `password` against `verifier` (a dummy of the same cost when `None`) on the
+    /// blocking pool, at most `max_concurrent_verifies` at once.
+    pub async fn verify(&self, password: String, verifier: Option<String>) -> bool {
+        let Ok(_permit) = self.verifies.acquire().await else { return false };
+        let cost = self.config.password_cost;
+        let check = move || licensd_commands::app_users::verify_user_password(&cost, &password, verifier.as_deref());
+        tokio::task::spawn_blocking(check).await.unwrap_or(false)
     }
 
     /// A correct password: the login's failures are forgotten (the IP's are not, so one valid

@@ -11,7 +11,7 @@ use super::{answer, status, Ctx, Reply, INTERNAL_ERROR, NOT_AUTHORIZED, OK};
 use crate::live::envelope::{optional_string, response, string_field, Close, PacketId};
 use crate::live::session::{AccountAuthorized, Initialized};
 use crate::live::{model, users};
-use licensd_commands::app_users::{login_digest, verify_user_password, NewAppUser, COMMENT_FIELD, LOGIN_FIELD};
+use licensd_commands::app_users::{login_digest, NewAppUser, COMMENT_FIELD, LOGIN_FIELD};
 use licensd_commands::CommandError;
 use licensd_domain::app::App;
 use licensd_domain::app_user::{check_comment, normalize_login, AppUser, AppUserId, AppUserStatus, LoginProblem};
@@ -253,10 +253,7 @@ pub async fn authorize(ctx: &Ctx<'_>, id: PacketId, body: &Map<String, Value>) -
         return Ok(status(id, INTERNAL_ERROR));
     };
     let verifier = verifier.filter(|_| user.is_some());
-    let (cost, password) = (runtime.config.password_cost, creds.password.to_string());
-    let verified = tokio::task::spawn_blocking(move || verify_user_password(&cost, &password, verifier.as_deref()))
-        .await
-        .unwrap_or(false);
+    let verified = runtime.verify(creds.password.to_string(), verifier).await;
     let Some(user) = user.filter(|_| verified) else { return Ok(status(id, USER_NOT_FOUND)) };
     if runtime.signed_in(&digest).await.is_err() {
         return Ok(status(id, INTERNAL_ERROR));

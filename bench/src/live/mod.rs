@@ -607,9 +607,9 @@ async fn fanout(api: &Api, addr: SocketAddr, options: &LiveOptions) -> anyhow::R
     Ok(fanout)
 }
 
-/// Closed loops of `concurrency` clients: HTTP validate, then connect + initialize + authorize
-/// + close, with the same licenses and machines (the client id is the machine's hwid, bound
-/// to its slot by the login before).
+/// Closed loops of `concurrency` clients: HTTP validate, then sessions that connect, initialize,
+/// authorize and close, with the same licenses and machines (the client id is the machine's
+/// hwid, bound to its slot by the login before).
 async fn throughput(
     api: &Api,
     server: &Server,

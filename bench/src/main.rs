@@ -102,7 +102,7 @@ struct LiveArgs {
     seconds: f64,
     #[arg(long, default_value_t = 10.0)]
     idle_secs: f64,
-    /// Replace the live section of this BENCHMARKS.md (and the `live` entry of its .json).
+    /// Replace the live section of this BENCHMARKS.md (the JSON goes to stdout).
     #[arg(long)]
     write: Option<PathBuf>,
 }
@@ -286,15 +286,12 @@ async fn run_live(args: LiveArgs) -> anyhow::Result<()> {
     let results = licensd_bench::live::run(&options).await?;
     println!("{}", serde_json::to_string_pretty(&results)?);
     if let Some(path) = args.write {
+        // Only the markdown: the suite's JSON is rewritten whole by the suite (re-serializing it
+        // here would reorder every key of the other parts).
         let section = licensd_bench::live::report::section(&results);
         let markdown = std::fs::read_to_string(&path).unwrap_or_default();
         std::fs::write(&path, licensd_bench::live::report::replace_section(&markdown, &section))?;
-        let json_path = path.with_extension("json");
-        let mut json: serde_json::Value =
-            std::fs::read_to_string(&json_path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
-        json["live"] = serde_json::to_value(&results)?;
-        std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
-        eprintln!("updated {} and {}", path.display(), json_path.display());
+        eprintln!("updated {}", path.display());
     }
     Ok(())
 }

@@ -312,7 +312,12 @@ mod tests {
         let app_id = AppId(uuid::Uuid::new_v4());
         let sessions: Vec<_> = (0..50).map(|_| subscribed(&live, app_id)).collect();
         for version in ["1.0", "1.1", "1.2"] {
-            applied_app_event(&model, &push, app_id, AppEvent::AppVersionChanged { version: version.into(), at: Utc::now() });
+            applied_app_event(
+                &model,
+                &push,
+                app_id,
+                AppEvent::AppVersionChanged { version: version.into(), at: Utc::now() },
+            );
         }
         applied_app_event(&model, &push, app_id, AppEvent::AppDisabled { at: Utc::now() });
         let id = u64::MAX;

@@ -103,10 +103,8 @@ pub async fn close(stream: &mut Stream) {
     if stream.close(Some(frame)).await.is_err() {
         return;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(Ok(_)) = stream.next().await {}
-    })
-    .await;
+    let _ =
+        tokio::time::timeout(Duration::from_secs(10), async { while let Some(Ok(_)) = stream.next().await {} }).await;
 }
 
 /// The next panel event's type (answers and pings skipped); `None` on a close or an error.

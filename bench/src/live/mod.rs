@@ -271,8 +271,13 @@ struct Api {
 
 impl Api {
     async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> anyhow::Result<Value> {
-        let answer =
-            self.http.request(method.clone(), format!("{}{path}", self.base)).bearer_auth(&self.key).json(&body).send().await?;
+        let answer = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .json(&body)
+            .send()
+            .await?;
         let status = answer.status();
         let body: Value = answer.json().await.unwrap_or(Value::Null);
         anyhow::ensure!(status.is_success(), "{method} {path} answered {status}: {body}");
@@ -469,7 +474,8 @@ async fn revocations(
     for (key, stream) in keys.iter().zip(&mut streams) {
         let sent = Instant::now();
         let revoke = async {
-            let answered = api.send(reqwest::Method::PUT, &format!("/v1/licenses/{key}"), json!({"action": "revoke"})).await;
+            let answered =
+                api.send(reqwest::Method::PUT, &format!("/v1/licenses/{key}"), json!({"action": "revoke"})).await;
             answered.map(|_| sent.elapsed())
         };
         let event = async {
@@ -601,9 +607,9 @@ async fn fanout(api: &Api, addr: SocketAddr, options: &LiveOptions) -> anyhow::R
     Ok(fanout)
 }
 
-/// Closed loops of `concurrency` clients: HTTP validate, then connect + initialize + authorize
-/// + close, with the same licenses and machines (the client id is the machine's hwid, bound
-/// to its slot by the login before).
+/// Closed loops of `concurrency` clients: HTTP validate, then sessions that connect, initialize,
+/// authorize and close, with the same licenses and machines (the client id is the machine's
+/// hwid, bound to its slot by the login before).
 async fn throughput(
     api: &Api,
     server: &Server,
@@ -611,7 +617,8 @@ async fn throughput(
     merchant: &Merchant,
     options: &LiveOptions,
 ) -> anyhow::Result<Throughput> {
-    let ws_key = api.send(reqwest::Method::POST, &format!("/v1/apps/{}/websocket-key", merchant.app.app_id), json!({})).await?;
+    let ws_key =
+        api.send(reqwest::Method::POST, &format!("/v1/apps/{}/websocket-key", merchant.app.app_id), json!({})).await?;
     let ws_key = ws_key["websocketApiKey"].as_str().context("no websocketApiKey")?.to_string();
     let keys = fixture::licenses(&server.base_url, merchant, 1000, 2, 4).await?;
     let target = Target {
@@ -675,8 +682,12 @@ async fn sessions_closed_loop(
                 let machine = &machines[next % machines.len()];
                 next += concurrency;
                 let started = Instant::now();
-                let opening =
-                    Opening { ws_key: &ws_key, client_id: &machine.hwid, license: Some(&machine.license_key), subscribe: false };
+                let opening = Opening {
+                    ws_key: &ws_key,
+                    client_id: &machine.hwid,
+                    license: Some(&machine.license_key),
+                    subscribe: false,
+                };
                 let opened = client::open(addr, client::source(next, sources), opening).await;
                 let latency = micros(started.elapsed());
                 let counted = started >= measured_from && Instant::now() <= end;

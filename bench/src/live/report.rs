@@ -119,7 +119,8 @@ pub fn section(live: &LiveResults) -> String {
             f.disable_events,
             f.disable_closes,
             verdict(
-                (f.disable_last_close as f64) <= TARGET_FANOUT_P99_MS * 1000.0 && f.disable_closes as usize == f.sessions
+                (f.disable_last_close as f64) <= TARGET_FANOUT_P99_MS * 1000.0
+                    && f.disable_closes as usize == f.sessions
             )
         );
         let _ = writeln!(

@@ -101,3 +101,29 @@ async fn more_requests_than_the_in_flight_limit_are_shed_with_429() {
         .expect("shed counter");
     assert!(counted >= shed, "{counted} < {shed}");
 }
+
+/// More clients than `LICENSD_MAX_CONNECTIONS`, each on its own connection: the connections
+/// beyond the limit are answered 429 `rate_limited` at once instead of waiting in the kernel's
+/// accept queue (where, at twice the sustainable rate, requests timed out or were reset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_connections_than_the_limit_are_refused_with_429_not_queued() {
+    let mut env = unlimited();
+    env.push(("LICENSD_MAX_CONNECTIONS", "4"));
+    let world = tokio::task::block_in_place(|| World::new(&env, 1_000_000));
+    let target = target(&world, 1).await;
+    let spec =
+        LoadSpec { timeout: Duration::from_secs(5), duration: Duration::from_secs(2), ..spec(Call::Validate, 48) };
+    let report = load::run(&target, spec).await.unwrap();
+    let refused = report.outcomes.get("429 rate_limited").copied().unwrap_or(0);
+    assert!(refused > 0, "connections over the limit are refused: {report:?}");
+    assert!(report.verified > 0, "the four connections keep being served: {report:?}");
+    assert_eq!(report.failed_checks, 0, "{report:?}");
+    assert_eq!(report.outcomes.get("timeout"), None, "nothing waits until the client gives up: {report:?}");
+    let others: u64 = report
+        .outcomes
+        .iter()
+        .filter(|(label, _)| !matches!(label.as_str(), "200" | "429 rate_limited"))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(others * 100 <= report.sent, "answers are 200 or 429, not resets: {report:?}");
+}

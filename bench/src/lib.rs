@@ -8,6 +8,7 @@ pub mod fixture;
 pub mod floor;
 pub mod load;
 pub mod protocol;
+pub mod rebuild;
 pub mod report;
 pub mod startup;
 pub mod stats;

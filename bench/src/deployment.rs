@@ -34,7 +34,7 @@ pub struct Deployment {
 }
 
 /// A fixed key: benchmark data protects nothing.
-const MASTER_KEY: &str = "abababababababababababababababababababababababababababababababab";
+pub(crate) const MASTER_KEY: &str = "abababababababababababababababababababababababababababababababab";
 
 impl Deployment {
     /// A fresh, empty deployment. `postgres_admin_url` names a database on a server where the

@@ -9,6 +9,7 @@ pub mod floor;
 pub mod live;
 pub mod load;
 pub mod protocol;
+pub mod rebuild;
 pub mod report;
 pub mod startup;
 pub mod stats;

@@ -63,6 +63,22 @@ enum Cmd {
         #[arg(long, default_value_t = 256)]
         batch: usize,
     },
+    /// Time `licensd rebuild --projection hot` on a seeded SQLite log (prints JSON).
+    Rebuild {
+        /// Use this licensd binary instead of building target/release/licensd.
+        #[arg(long)]
+        licensd: Option<PathBuf>,
+        /// Keep the log here (seeded only if the folder holds none yet); default: a temporary folder.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 1_000_000)]
+        licenses: usize,
+        /// Billing events per license after its creation.
+        #[arg(long, default_value_t = 0)]
+        bills: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Serve the floor endpoint (prints {"listening": addr}).
     Floor {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -201,6 +217,29 @@ fn main() -> anyhow::Result<()> {
                 let options = suite_options(args)?;
                 let figures = suite::overload(&options).await?;
                 println!("{}", serde_json::to_string_pretty(&figures)?);
+                Ok(())
+            }
+            Cmd::Rebuild { licensd, data_dir, licenses, bills, runs } => {
+                let licensd = match licensd {
+                    Some(path) => path,
+                    None => build_licensd()?,
+                };
+                let temporary = data_dir.is_none();
+                let data_dir = data_dir.unwrap_or_else(|| {
+                    std::env::temp_dir().join(format!("licensd-bench-{}-rebuild", std::process::id()))
+                });
+                let spec = licensd_bench::rebuild::RebuildSpec {
+                    licensd,
+                    data_dir: data_dir.clone(),
+                    licenses,
+                    bills_per_license: bills,
+                    runs,
+                };
+                let figures = licensd_bench::rebuild::run(&spec).await;
+                if temporary {
+                    let _ = std::fs::remove_dir_all(&data_dir);
+                }
+                println!("{}", serde_json::to_string_pretty(&figures?)?);
                 Ok(())
             }
             Cmd::Startup { licensd, full, licenses, events } => {

@@ -394,11 +394,22 @@ impl Aggregate for LicenseState {
             }
             return Ok(events);
         }
-        let license = match self {
-            Self::Live(license) => license,
-            Self::Missing => return Err(DomainError::NotFound("license")),
-            Self::Deleted => return Err(DomainError::LicenseDeleted),
-        };
+        match self {
+            Self::Live(license) => license.decide(command, now),
+            Self::Missing => Err(DomainError::NotFound("license")),
+            Self::Deleted => Err(DomainError::LicenseDeleted),
+        }
+    }
+}
+
+impl License {
+    /// Decides `command` against this live license. The same rules as [`LicenseState::decide`]
+    /// (which calls it), for callers that hold the license borrowed (the auth hot path decides
+    /// under the model's lock of the entry instead of copying the license first).
+    pub fn decide(&self, command: LicenseCommand, now: DateTime<Utc>) -> Result<Vec<LicenseEvent>, DomainError> {
+        use LicenseCommand as C;
+        use LicenseEvent as E;
+        let license = self;
         let at = now;
         let events = match command {
             C::Create { .. } => return Err(DomainError::AlreadyExists("license")),

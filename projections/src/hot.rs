@@ -57,7 +57,8 @@ pub(crate) type LicenseEntry = Box<(License, u64)>;
 pub struct HotModel {
     /// Each license with its stream version, so the hot path appends with `Exact(version)`.
     pub(crate) licenses: DashMap<LicenseKey, LicenseEntry>,
-    pub(crate) apps: DashMap<AppId, App>,
+    /// Shared: a request holds its app without copying it (an event replaces the `Arc`).
+    pub(crate) apps: DashMap<AppId, Arc<App>>,
     pub(crate) accounts: DashMap<AccountId, AccountView>,
     /// By SHA-256 (hex) of the full key.
     pub(crate) api_keys: DashMap<String, ApiKeyView>,
@@ -245,7 +246,7 @@ impl HotModel {
     /// The app whose current WebSocket API key is `presented`: found by the key's digest, then
     /// confirmed against the app's own digest in constant time, so a rotated-out key (whose
     /// index entry may still be on its way out) never matches. Malformed keys find nothing.
-    pub fn app_by_websocket_key(&self, presented: &str) -> Option<App> {
+    pub fn app_by_websocket_key(&self, presented: &str) -> Option<Arc<App>> {
         if !licensd_domain::app::is_websocket_key_shaped(presented) {
             return None;
         }
@@ -265,6 +266,16 @@ impl HotModel {
 
     pub fn license(&self, key: &LicenseKey) -> Option<License> {
         self.licenses.get(key).map(|l| l.0.clone())
+    }
+
+    /// Runs `f` on the license and its stream version, borrowed under the lock of its entry
+    /// (nothing is copied). `f` must not write to the model's licenses (that would wait for the
+    /// lock it runs under); reading other parts of the model is fine.
+    pub fn with_license<R>(&self, key: &LicenseKey, f: impl FnOnce(&License, u64) -> R) -> Option<R> {
+        self.licenses.get(key).map(|entry| {
+            let (license, version) = &**entry;
+            f(license, *version)
+        })
     }
 
     /// The license and the version of its stream.
@@ -296,17 +307,24 @@ impl HotModel {
         self.burn.get(&app_id).map_or(0, |b| b.iter().filter(|(m, _)| *m > since).map(|(_, c)| c).sum())
     }
 
-    pub fn app(&self, app_id: AppId) -> Option<App> {
-        self.apps.get(&app_id).map(|a| a.clone())
+    /// The app, shared with the model (a later event about it replaces the model's `Arc`, so
+    /// this one stays as it was read).
+    pub fn app(&self, app_id: AppId) -> Option<Arc<App>> {
+        self.apps.get(&app_id).map(|a| Arc::clone(&a))
     }
 
     /// The account's apps (a scan: apps are few next to licenses).
     pub fn apps_of(&self, account_id: AccountId) -> Vec<App> {
-        self.apps.iter().filter(|a| a.account_id == account_id).map(|a| a.clone()).collect()
+        self.apps.iter().filter(|a| a.account_id == account_id).map(|a| App::clone(&a)).collect()
     }
 
     pub fn account(&self, account_id: AccountId) -> Option<AccountView> {
         self.accounts.get(&account_id).filter(|a| a.exists).map(|a| a.clone())
+    }
+
+    /// Whether the account is suspended (`None`: no such account), without copying its view.
+    pub fn account_suspended(&self, account_id: AccountId) -> Option<bool> {
+        self.accounts.get(&account_id).filter(|a| a.exists).map(|a| a.suspended)
     }
 
     pub fn api_key(&self, key_hash: &str) -> Option<ApiKeyView> {
@@ -370,16 +388,40 @@ impl HotModel {
     pub fn apply(&self, event: &RecordedEvent) -> Result<(), ProjectionError> {
         let decoded = AnyEvent::decode(&event.stream_id, &event.event_type, event.schema_version, &event.payload)
             .map_err(|source| ProjectionError::Decode { position: event.position, source })?;
+        self.apply_decoded([(event, decoded.as_ref())]);
+        Ok(())
+    }
+
+    /// Applies events of the log already decoded (`None`: a type this version does not know),
+    /// in log order, as [`Self::apply`] does one by one; the apply lock is taken once for all
+    /// of them, so a reader that decoded a page elsewhere applies it without paying per event.
+    pub fn apply_decoded<'a>(&self, events: impl IntoIterator<Item = (&'a RecordedEvent, Option<&'a AnyEvent>)>) {
         let _applying = self.applying.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if event.position <= self.position() {
-            return Ok(());
+        let mut last = None;
+        let mut applied = 0;
+        for (event, decoded) in events {
+            if event.position <= self.position() {
+                continue;
+            }
+            self.apply_one(event, decoded);
+            last = Some(event);
+            applied += 1;
         }
+        if let Some(last) = last {
+            // Read only under the apply lock (by snapshots), so noting the page's last is enough.
+            self.remember_last(last);
+            self.applied_events.fetch_add(applied, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// One event after the model's position; the caller holds the apply lock.
+    fn apply_one(&self, event: &RecordedEvent, decoded: Option<&AnyEvent>) {
         let id = StreamCategory::parse(&event.stream_id).map(|(_, id)| id).unwrap_or_default();
         if decoded.is_none() {
             // Written by a later version: skipped (and counted) rather than stopping the model.
             crate::status::skipped(crate::runner::HOT, 1);
         }
-        match &decoded {
+        match decoded {
             Some(AnyEvent::License(e)) => {
                 let key = LicenseKey::parse(id).ok();
                 let holder = key.as_ref().and_then(|k| self.license(k)).and_then(|l| l.linked_user);
@@ -393,7 +435,7 @@ impl HotModel {
             Some(AnyEvent::AppUser(e)) => self.users.apply_user(id, e),
             Some(AnyEvent::Commerce(_) | AnyEvent::EmailReservation(_) | AnyEvent::AppUserLogin(_)) | None => {}
         }
-        if let (Some(listener), Some(decoded)) = (self.listener.get(), decoded.as_ref()) {
+        if let (Some(listener), Some(decoded)) = (self.listener.get(), decoded) {
             let applied = Applied {
                 position: event.position,
                 stream_id: &event.stream_id,
@@ -403,8 +445,7 @@ impl HotModel {
             };
             listener.applied(self, &applied);
         }
-        self.remember_last(event);
-        self.applied_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Moved per event: a reader waiting for a position never waits for the rest of a page.
         self.position.send_if_modified(|p| {
             let advanced = event.position > *p;
             if advanced {
@@ -412,7 +453,6 @@ impl HotModel {
             }
             advanced
         });
-        Ok(())
     }
 
     /// Notes the event as the last applied, reusing the stream id's buffer (no allocation per event).
@@ -638,14 +678,14 @@ impl HotModel {
                 if new_digest.is_some() {
                     old_digest = slot.get().websocket_key.as_ref().map(|k| k.digest.clone());
                 }
-                match AppState(Some(slot.get().clone())).evolve(event).0 {
-                    Some(app) => *slot.get_mut() = app,
+                match AppState(Some(App::clone(slot.get()))).evolve(event).0 {
+                    Some(app) => *slot.get_mut() = Arc::new(app),
                     None => drop(slot.remove()),
                 }
             }
             Entry::Vacant(slot) => {
                 if let Some(app) = AppState(None).evolve(event).0 {
-                    slot.insert(app);
+                    slot.insert(Arc::new(app));
                 }
             }
         }

@@ -139,6 +139,10 @@ impl Page {
             .collect::<Result<_, _>>()?;
         Ok(Self { events, decoded })
     }
+
+    fn apply_to(&self, model: &HotModel) {
+        model.apply_decoded(self.events.iter().zip(self.decoded.iter().map(Option::as_ref)));
+    }
 }
 
 /// Feeds the in-memory [`HotModel`] from the log.
@@ -156,11 +160,9 @@ impl HotRunner {
 
     async fn step(&self) -> Result<usize, ProjectionError> {
         let stepped = async {
-            let events = self.store.read_all(self.model.position(), self.config.batch).await?;
-            for event in &events {
-                self.model.apply(event)?;
-            }
-            Ok(events.len())
+            let page = Page::decode(self.store.read_all(self.model.position(), self.config.batch).await?)?;
+            page.apply_to(&self.model);
+            Ok(page.events.len())
         };
         let stepped = stepped.await;
         match &stepped {
@@ -171,8 +173,8 @@ impl HotRunner {
     }
 
     /// Applies everything currently readable; returns how many events that was. The next page
-    /// is read (and its JSON parsed) while this one is applied, so a start-up or rebuild keeps
-    /// two cores busy.
+    /// is read and decoded on the reader's task while this one is applied, so a start-up or
+    /// rebuild keeps two cores busy.
     pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
         let caught_up = self.read_ahead().await;
         match &caught_up {
@@ -183,13 +185,11 @@ impl HotRunner {
     }
 
     async fn read_ahead(&self) -> Result<u64, ProjectionError> {
-        let (mut pages, reader) = read_pages(&self.store, self.model.position(), self.config.batch, Ok);
+        let (mut pages, reader) = read_pages(&self.store, self.model.position(), self.config.batch, Page::decode);
         let mut applied = 0;
         while let Some(page) = pages.recv().await {
-            for event in &page {
-                self.model.apply(event)?;
-            }
-            applied += page.len() as u64;
+            page.apply_to(&self.model);
+            applied += page.events.len() as u64;
         }
         reader.await.map_err(|e| ProjectionError::Task(e.to_string()))??;
         Ok(applied)

@@ -102,9 +102,27 @@ where
     }
 }
 
+/// [`Pairs`] of a map of shared values, each written as the value itself (the same bytes as
+/// an unshared map's).
+struct SharedPairs<'a, K, V>(&'a DashMap<K, Arc<V>>);
+
+impl<K, V> Serialize for SharedPairs<'_, K, V>
+where
+    K: Serialize + Eq + std::hash::Hash,
+    V: Serialize,
+{
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for entry in self.0.iter() {
+            seq.serialize_element(&(entry.key(), &**entry.value()))?;
+        }
+        seq.end()
+    }
+}
+
 #[derive(Serialize)]
 struct BodyOut<'a> {
-    apps: Pairs<'a, AppId, App>,
+    apps: SharedPairs<'a, AppId, App>,
     accounts: Pairs<'a, AccountId, AccountView>,
     api_keys: Pairs<'a, String, ApiKeyView>,
     burn: Pairs<'a, AppId, VecDeque<(i64, u64)>>,
@@ -154,7 +172,7 @@ impl HotModel {
         let position = self.position();
         let last = self.last_applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let mut body = serde_json::to_vec(&BodyOut {
-            apps: Pairs(&self.apps),
+            apps: SharedPairs(&self.apps),
             accounts: Pairs(&self.accounts),
             api_keys: Pairs(&self.api_keys),
             burn: Pairs(&self.burn),
@@ -304,7 +322,7 @@ impl HotModel {
         }
         let body: BodyIn = serde_json::from_slice(&first).map_err(|e| SnapshotRejected::Malformed(e.to_string()))?;
         drop(first);
-        self.apps.extend(body.apps);
+        self.apps.extend(body.apps.into_iter().map(|(id, app)| (id, Arc::new(app))));
         // The key index is derived from the apps, so it is rebuilt rather than stored twice.
         for app in self.apps.iter() {
             if let Some(key) = &app.websocket_key {

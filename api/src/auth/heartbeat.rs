@@ -9,8 +9,8 @@ use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use licensd_domain::license::{LicenseCommand, LicenseState, LicenseStatus, HEARTBEATS_PER_CREDIT};
-use licensd_domain::{Aggregate, LicenseKey};
+use licensd_domain::license::{LicenseCommand, LicenseStatus, HEARTBEATS_PER_CREDIT};
+use licensd_domain::LicenseKey;
 
 pub async fn heartbeat(State(state): State<AppState>, ip: ClientIp, RawBody(body): RawBody) -> Response {
     admitted(&state, async { run(&state, ip, &body).await.unwrap_or_else(IntoResponse::into_response) }).await
@@ -43,7 +43,7 @@ async fn run(state: &AppState, ip: ClientIp, body: &Bytes) -> Result<Response, R
         return Err(AuthError::Blocked.into());
     }
 
-    let _serialised = auth.locks.lock(&key).await;
+    let serialised = auth.locks.lock(&key).await;
     let beats = auth.heartbeats.get(&key).map_or(0, |b| *b) + 1;
     let license = hotpath::commit(state, &key, |license| {
         if license.app_id != app.app_id {
@@ -59,11 +59,12 @@ async fn run(state: &AppState, ip: ClientIp, body: &Bytes) -> Result<Response, R
             return Err(AuthError::HwidMismatch);
         }
         ensure_credits(state, &app, 1, now)?;
-        let current = LicenseState::Live(license.clone());
-        Ok(current.decide(LicenseCommand::BillHeartbeats { heartbeats: beats }, now)?)
+        Ok(license.decide(LicenseCommand::BillHeartbeats { heartbeats: beats }, now)?)
     })
     .await?;
     auth.heartbeats.insert(key, if beats >= HEARTBEATS_PER_CREDIT { 0 } else { beats });
+    // Signing needs nothing the lock protects: other requests for this license go ahead.
+    drop(serialised);
 
     let session = Session { app: &app, license: &license, hwid: &hwid, nonce: &nonce, ttl: claims.ttl, now };
     Ok(session.issue(state)?.into_response())

@@ -37,6 +37,9 @@ impl LicenseLocks {
 
 /// With the license's lock held: decides, appends at the version the model holds, and records
 /// the outcome in the model. Returns the license as it is afterwards.
+///
+/// `decide` sees the license borrowed under the model's lock of its entry (it must not write to
+/// the model's licenses); the license is copied once, for the answer.
 pub async fn commit(
     state: &AppState,
     key: &LicenseKey,
@@ -44,17 +47,21 @@ pub async fn commit(
 ) -> Result<License, AuthError> {
     let stream = StreamCategory::License.stream_id(key);
     for _ in 0..CONFLICT_RETRIES {
-        let (license, version) = state.hot.license_versioned(key).ok_or(AuthError::InvalidKey)?;
-        let events = decide(&license)?;
+        let decided = state
+            .hot
+            .with_license(key, |license, version| decide(license).map(|events| (license.clone(), version, events)))
+            .ok_or(AuthError::InvalidKey)?;
+        let (license, version, events) = decided?;
         if events.is_empty() {
             return Ok(license);
         }
         // The decision checked the balance; holding what it bills makes that check stand
         // against every other request until this one is recorded or fails.
         let hold = state.hot.hold_bills(&license, &events, state.commands.now()).map_err(super::refused_credits)?;
+        let account_id = license.account_id;
         let appended = state
             .commands
-            .append(&stream, ExpectedVersion::Exact(version), &events, &Actor::Client, Some(license.account_id))
+            .append(&stream, ExpectedVersion::Exact(version), &events, &Actor::Client, Some(account_id))
             .await;
         match appended {
             Ok(result) => {

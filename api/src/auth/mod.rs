@@ -192,7 +192,11 @@ pub(crate) struct LicenseRequest {
 /// Admission shared by validate and offline activation, in the documented order: per-IP and
 /// per-key limits, app credentials, app enabled, security lists, key format. Returns the app,
 /// the request, and the lower of the two remaining rate-limit quotas.
-fn admit(state: &AppState, ip: ClientIp, fields: &mut body::Fields) -> Result<(App, LicenseRequest, u32), Refusal> {
+fn admit(
+    state: &AppState,
+    ip: ClientIp,
+    fields: &mut body::Fields,
+) -> Result<(Arc<App>, LicenseRequest, u32), Refusal> {
     let app_id = fields.string("appId");
     let secret = fields.string("appSecret");
     let key = fields.string("licenseKey");
@@ -200,10 +204,10 @@ fn admit(state: &AppState, ip: ClientIp, fields: &mut body::Fields) -> Result<(A
     let nonce = fields.string("nonce");
     fields.check()?;
     let auth = &state.auth;
-    let ip_left = auth.validate_ip.check(&ip.limit_key()).ok_or(AuthError::RateLimited)?;
+    let ip_left = auth.validate_ip.check_ip(ip.0).ok_or(AuthError::RateLimited)?;
     // The app first: a caller without the app's credentials must not spend a license's budget.
     let app = authenticate_app(state, &app_id, &secret)?;
-    let key_left = auth.validate_key.check(&key.to_ascii_uppercase()).ok_or(AuthError::RateLimited)?;
+    let key_left = auth.validate_key.check_folded(&key).ok_or(AuthError::RateLimited)?;
     ensure_enabled(state, &app)?;
     if !app.lists.allows(ip.0, &hwid) {
         return Err(AuthError::Blocked.into());
@@ -212,8 +216,8 @@ fn admit(state: &AppState, ip: ClientIp, fields: &mut body::Fields) -> Result<(A
     Ok((app, LicenseRequest { key, hwid, nonce }, ip_left.min(key_left)))
 }
 
-/// The app, authenticated by id and secret.
-fn authenticate_app(state: &AppState, app_id: &str, secret: &str) -> Result<App, AuthError> {
+/// The app, authenticated by id and secret (shared with the model: nothing is copied).
+fn authenticate_app(state: &AppState, app_id: &str, secret: &str) -> Result<Arc<App>, AuthError> {
     let app = app_id.parse().ok().and_then(|id| state.hot.app(id)).ok_or(AuthError::InvalidApp)?;
     if !state.auth.keyring.secret_matches(&app, secret)? {
         return Err(AuthError::InvalidApp);
@@ -223,7 +227,7 @@ fn authenticate_app(state: &AppState, app_id: &str, secret: &str) -> Result<App,
 
 /// A disabled app, or an app of a suspended account, authenticates nobody.
 pub(crate) fn ensure_enabled(state: &AppState, app: &App) -> Result<(), AuthError> {
-    let suspended = state.hot.account(app.account_id).is_none_or(|a| a.suspended);
+    let suspended = state.hot.account_suspended(app.account_id).unwrap_or(true);
     if app.disabled || suspended {
         Err(AuthError::AppDisabled)
     } else {

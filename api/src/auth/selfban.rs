@@ -44,7 +44,7 @@ async fn run(state: &AppState, ip: ClientIp, body: &Bytes) -> Result<Response, R
     }
 
     let auth = &state.auth;
-    auth.selfban_ip.check(&ip.limit_key()).ok_or(AuthError::RateLimited)?;
+    auth.selfban_ip.check_ip(ip.0).ok_or(AuthError::RateLimited)?;
     let now = state.commands.now();
     let (app, key) = if with_session {
         let claims = auth.tokens.open(&token).ok_or(AuthError::SessionExpired)?;
@@ -56,7 +56,7 @@ async fn run(state: &AppState, ip: ClientIp, body: &Bytes) -> Result<Response, R
     } else {
         // The app first: a caller without its credentials must not spend a key's budget.
         let app = authenticate_app(state, &app_id, &secret)?;
-        auth.selfban_key.check(&key.to_ascii_uppercase()).ok_or(AuthError::RateLimited)?;
+        auth.selfban_key.check_folded(&key).ok_or(AuthError::RateLimited)?;
         if revoke {
             return Err(AuthError::RevokeRequiresSession.into());
         }

@@ -61,11 +61,15 @@ pub(crate) async fn authenticate_and_bill(
         if nonce.is_some() && state.hot.nonces_full() {
             return Err(AuthError::NonceCapacityReached);
         }
-        let current = LicenseState::Live(license.clone());
-        let mut events = current.decide(LicenseCommand::Authenticate { hwid: hwid.to_string() }, now)?;
+        let mut events = license.decide(LicenseCommand::Authenticate { hwid: hwid.to_string() }, now)?;
         ensure_credits(state, app, 1, now)?;
-        let bound = events.iter().fold(current, LicenseState::evolve);
-        events.extend(bound.decide(LicenseCommand::BillValidation { nonce: nonce.map(str::to_string) }, now)?);
+        let bill = LicenseCommand::BillValidation { nonce: nonce.map(str::to_string) };
+        if events.is_empty() {
+            // The machine was bound already (the usual case): billed against the license as it is.
+            return Ok(license.decide(bill, now)?);
+        }
+        let bound = events.iter().fold(LicenseState::Live(license.clone()), LicenseState::evolve);
+        events.extend(bound.decide(bill, now)?);
         Ok(events)
     })
     .await

@@ -8,7 +8,7 @@ use licensd_projections::HotModel;
 
 /// The app whose WebSocket API key this is (constant-time confirmed by the model).
 pub fn app_by_websocket_key(hot: &HotModel, presented: &str) -> Option<App> {
-    hot.app_by_websocket_key(presented)
+    hot.app_by_websocket_key(presented).map(|app| App::clone(&app))
 }
 
 pub fn app_version(app: &App) -> &str {

@@ -170,7 +170,7 @@ async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<(License, St
 }
 
 fn policy_of(state: &AppState, license: &License) -> PortalPolicy {
-    state.hot.app(license.app_id).map(|app| app.settings.portal).unwrap_or_default()
+    state.hot.app(license.app_id).map(|app| app.settings.portal.clone()).unwrap_or_default()
 }
 
 /// `ABCD-••••-••••-WXYZ`: enough to recognise, not enough to copy.

@@ -19,7 +19,7 @@ pub(crate) fn owned_app(state: &AppState, caller: &Caller, app_id: &str) -> Resu
     if app.account_id != caller.account_id {
         return Err(ApiError::Forbidden("The app doesn't belong to your account".into()));
     }
-    Ok(app)
+    Ok(App::clone(&app))
 }
 
 /// Runs an app command for the caller and returns the app as the read model then shows it.

@@ -70,7 +70,7 @@ pub(crate) async fn visible(state: &AppState, position: impl Into<Option<Positio
 /// The app after a write: from the read model when it shows the write, else folded from its stream.
 pub(crate) async fn current_app(state: &AppState, shown: bool, app_id: AppId) -> Result<Option<App>, ApiError> {
     if shown {
-        return Ok(state.hot.app(app_id));
+        return Ok(state.hot.app(app_id).map(|app| App::clone(&app)));
     }
     let (app, _) = state.commands.load::<AppStream>(&StreamCategory::App.stream_id(app_id)).await?;
     Ok(app.0)

@@ -18,6 +18,7 @@ use licensd_domain::app_user::{check_comment, normalize_login, AppUser, AppUserI
 use licensd_domain::license::LicenseStatus;
 use licensd_domain::{DomainError, LicenseKey};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 const TOO_MANY_REQUESTS: u16 = 5;
 const ALREADY_AUTHORIZED: u16 = 7;
@@ -97,7 +98,7 @@ fn license_field(body: &Map<String, Value>) -> Result<Result<Option<&str>, u16>,
 
 /// The session's app, if it may serve this client: paused → 601, client id or IP on the app's
 /// blacklist → 503 then close 4204.
-fn serving_app(ctx: &Ctx<'_>, id: PacketId, init: &Initialized) -> Result<App, Reply> {
+fn serving_app(ctx: &Ctx<'_>, id: PacketId, init: &Initialized) -> Result<Arc<App>, Reply> {
     let state = ctx.state;
     let Some(app) = state.hot.app(init.app_id) else { return Err(status(id, INTERNAL_ERROR)) };
     if crate::auth::ensure_enabled(state, &app).is_err() {

@@ -247,6 +247,10 @@ pub struct ServeConfig {
     /// Connections served at once; past it the connection idle the longest is closed first.
     #[arg(long, env = "LICENSD_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Connections beyond LICENSD_MAX_CONNECTIONS being answered 429 at once; past it a new
+    /// connection is closed unanswered.
+    #[arg(long, env = "LICENSD_MAX_REFUSING_CONNECTIONS", default_value_t = 4096)]
+    pub max_refusing_connections: usize,
 
     /// Time a client has to send a request's headers (also the longest wait for the next
     /// request on a kept-alive connection), in milliseconds.
@@ -544,6 +548,7 @@ impl ServeConfig {
     pub fn connection_limits(&self) -> licensd_api::ConnectionLimits {
         licensd_api::ConnectionLimits {
             max_connections: self.max_connections.max(1),
+            max_refusing: self.max_refusing_connections,
             header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms.max(1)),
             idle_timeout: std::time::Duration::from_millis(self.idle_timeout_ms.max(1)),
         }

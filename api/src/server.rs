@@ -24,6 +24,9 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 pub struct ConnectionLimits {
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections beyond `max_connections` being refused (429) at once; past it a new
+    /// connection is closed unanswered.
+    pub max_refusing: usize,
     /// Time a client has to send a request's headers, counted from when the server waits for
     /// them (so it also bounds the wait for the next request on a kept-alive connection).
     pub header_read_timeout: Duration,
@@ -35,6 +38,7 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
             max_connections: 1024,
+            max_refusing: 4096,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
         }
@@ -89,7 +93,7 @@ const REFUSAL_BODY_BYTES: usize = 64 * 1024;
 /// `429 rate_limited` with `Retry-After: 1` and closed, so a client learns within moments that
 /// it must back off. Leaving it in the kernel's accept queue instead made clients wait, and once
 /// that queue overflowed, retry their connection for seconds (timeouts and resets, not 429s).
-/// At most as many connections again are being refused at once; beyond those, a connection is
+/// At most `max_refusing` connections are being refused at once; beyond those, a connection is
 /// closed unanswered.
 pub async fn serve<L>(mut listener: L, app: Router, limits: ConnectionLimits, shutdown: impl Future<Output = ()>)
 where
@@ -98,7 +102,7 @@ where
 {
     let max = limits.max_connections.max(1);
     let slots = Arc::new(Semaphore::new(max));
-    let refusing = Arc::new(Semaphore::new(max));
+    let refusing = Arc::new(Semaphore::new(limits.max_refusing));
     let open = Arc::new(Open::default());
     let started = Instant::now();
     let (stopping, stop) = watch::channel(false);

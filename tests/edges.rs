@@ -225,6 +225,9 @@ fn idle_sockets_do_not_starve_sdk_validations() {
     let key = m.license(&server, json!({}));
     let addr = server.base.trim_start_matches("http://").to_string();
     let idle: Vec<TcpStream> = (0..200).map(|_| TcpStream::connect(&addr).expect("connect")).collect();
+    // Idle means quiet for a while: a socket that connected moments ago may have its request on
+    // the way, and closing it would reset that client (the server waits half a second).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     for round in 0..10 {
         let (status, answer) = server.auth("/auth/validate", &validate_body(&m, &key, "machine"));
         assert_eq!(status, 200, "validation {round} with 200 idle sockets open: {answer}");
@@ -240,7 +243,8 @@ fn idle_sockets_do_not_starve_sdk_validations() {
     eprintln!(
         "10 validations served with 200 idle sockets against 64 slots; {closed} idle sockets closed by the server"
     );
-    assert!(closed >= 10, "idle connections made way for the validations ({closed} closed)");
+    // The client keeps its connection alive, so one idle socket making way serves all ten.
+    assert!(closed >= 1, "an idle connection made way for the validations ({closed} closed)");
 }
 
 /// A client trickling headers (one every 200 ms, never finishing) is disconnected once the

@@ -354,7 +354,7 @@ fn a_full_disk_refuses_writes_keeps_serving_reads_and_recovers() {
     let filler = disk.fill();
     // SQLite may still place a few rows in pages the file already has free (the read models
     // that moved to their own file left some): those writes are durable and acknowledged. Once
-    // a write needs new space it is refused, and so is every write after it.
+    // a write needs new space it is refused.
     let mut acknowledged = 0;
     let refused = loop {
         let (status, error) = create();
@@ -365,10 +365,26 @@ fn a_full_disk_refuses_writes_keeps_serving_reads_and_recovers() {
         assert!(acknowledged < 100, "a full disk never refused a write");
     };
     assert_eq!((refused.0, refused.1["error"].as_str()), (503, Some("unavailable")), "{}", refused.1);
+    // Space the server gives back itself (a WAL checkpoint truncating the log's WAL, a snapshot
+    // that could not be written removing its temporary file) may fit a later write: such a write
+    // is durable and acknowledged (the count after the restart below proves it kept), anything
+    // else is the same refusal.
+    let mut refusals = 0;
     for _ in 0..5 {
         let (status, error) = create();
-        assert_eq!((status, error["error"].as_str()), (503, Some("unavailable")), "a write on a full disk: {error}");
+        match status {
+            201 => acknowledged += 1,
+            _ => {
+                assert_eq!(
+                    (status, error["error"].as_str()),
+                    (503, Some("unavailable")),
+                    "a write on a full disk: {error}"
+                );
+                refusals += 1;
+            }
+        }
     }
+    assert!(refusals > 0, "a full disk refused only once ({acknowledged} acknowledged)");
     let (status, error) = validate("machine-2");
     assert!(matches!((status, error["error"].as_str()), (500, Some("system_error")) | (503, _)), "{status} {error}");
     assert_eq!(server.get(&merchant.api_key, &format!("/v1/licenses/{key}")).0, 200, "reads serve from memory");

@@ -146,11 +146,18 @@ fn another_tenant_gets_nothing_from_any_developer_api_operation() {
     );
     assert_eq!(status, 201, "{mapping}");
     let mapping_id = mapping["mappingId"].as_str().or(mapping["id"].as_str()).unwrap().to_string();
+    let (status, user) = t.server.post(
+        &a.api_key,
+        &format!("/v1/apps/{}/users", a.app_id),
+        &json!({ "login": "user-of-a", "password": "a long password of a" }),
+    );
+    assert_eq!(status, 201, "{user}");
+    let user_id = user["userId"].as_str().or(user["id"].as_str()).unwrap().to_string();
     let (_, keys) = t.server.get(&a.api_key, "/v1/api-keys");
     let key_id = keys["apiKeys"][0]["apiKeyId"].as_str().or(keys["apiKeys"][0]["id"].as_str()).unwrap().to_string();
 
     let secrets_of_a =
-        [a.app_id.as_str(), &key_a, &webhook_id, &mapping_id, &key_id, &a.account_id, "secret-label-of-a"];
+        [a.app_id.as_str(), &key_a, &webhook_id, &mapping_id, &key_id, &user_id, &a.account_id, "secret-label-of-a"];
     let snapshot = |server: &Server| {
         let (_, license) = server.get(&a.api_key, &format!("/v1/licenses/{key_a}"));
         let (_, app) = server.get(&a.api_key, &format!("/v1/apps/{}", a.app_id));
@@ -173,6 +180,7 @@ fn another_tenant_gets_nothing_from_any_developer_api_operation() {
                 .replace("{delivery_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{mapping_id}", &mapping_id)
                 .replace("{key_id}", &key_id)
+                .replace("{user_id}", &user_id)
                 .replace("{event_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{list}", "blacklist")
                 .replace("{provider}", "stripe");

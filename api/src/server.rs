@@ -61,25 +61,36 @@ struct Open {
 }
 
 impl Open {
-    /// Asks the connection idle the longest to close, among those serving no request: closing
-    /// a busy one frees no slot sooner (it finishes its request first) and only makes its
-    /// client reconnect.
-    fn evict_stalest_idle(&self) {
+    /// Asks the connection idle the longest to close, among those serving no request and quiet
+    /// for at least [`EVICTABLE_AFTER`]; `false` when there is none. Closing a busy one frees no
+    /// slot sooner (it finishes its request first) and only makes its client reconnect; closing
+    /// one that moved a byte moments ago (a kept-alive client between two requests, a new one
+    /// whose request is on its way) races that client's next request into a reset.
+    fn evict_stalest_idle(&self, now: Duration) -> bool {
+        let quiet_since = now.saturating_sub(EVICTABLE_AFTER).as_millis() as u64;
         let stalest = self
             .connections
             .iter()
             .filter(|c| c.value().busy.load(Ordering::Relaxed) == 0)
+            .filter(|c| c.value().activity.load(Ordering::Relaxed) <= quiet_since)
             .min_by_key(|c| c.value().activity.load(Ordering::Relaxed))
             .map(|c| c.value().close.clone());
-        if let Some(close) = stalest {
-            close.notify_one();
+        match stalest {
+            Some(close) => {
+                close.notify_one();
+                true
+            }
+            None => false,
         }
     }
 }
 
-/// How long a connection arriving when every slot is taken waits for one (an idle connection
-/// asked to make way closes within moments) before it is refused.
-const SLOT_WAIT: Duration = Duration::from_millis(100);
+/// How long a connection waits for the slot an idle connection was asked to give up (it closes
+/// within moments; connections that arrived earlier take the slots freed before it) before it
+/// is refused after all.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
+/// How long a connection must have moved no byte to be asked to make way for a new one.
+const EVICTABLE_AFTER: Duration = Duration::from_millis(500);
 /// The deadline for the request of a connection that is only refused (headers, then body).
 const REFUSAL_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// The most of a refused request's body read before answering.
@@ -89,7 +100,8 @@ const REFUSAL_BODY_BYTES: usize = 64 * 1024;
 /// requests (the caller bounds how long).
 ///
 /// Connections are always accepted at once. Beyond `max_connections`, a new connection makes
-/// the stalest idle one close and takes its slot; when none is idle (overload), it is answered
+/// the stalest idle one (quiet for [`EVICTABLE_AFTER`]) close and takes its slot; when none is
+/// idle (overload), it is answered at once
 /// `429 rate_limited` with `Retry-After: 1` and closed, so a client learns within moments that
 /// it must back off. Leaving it in the kernel's accept queue instead made clients wait, and once
 /// that queue overflowed, retry their connection for seconds (timeouts and resets, not 429s).
@@ -121,7 +133,11 @@ where
             drop(io);
             continue;
         };
-        open.evict_stalest_idle();
+        if !open.evict_stalest_idle(started.elapsed()) {
+            // Every slot is serving or about to (overload): refused at once, not after a wait.
+            tokio::spawn(refuse(io, refusal));
+            continue;
+        }
         let slots = slots.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(SLOT_WAIT, slots.acquire_owned()).await {

@@ -237,11 +237,14 @@ pub async fn update(
     };
     let unlink = match &body.unlink_license {
         Some(text) => {
-            let key = LicenseKey::parse(text)
-                .map_err(|_| ApiError::BadRequest("unlinkLicense is not a license key".into()))?;
-            if !state.hot.licenses_of_user(user.user_id).iter().any(|l| l.key == key) {
+            // A text that is no license key cannot be linked either: the same 404 as any other
+            // license this user does not hold (the document's pattern is the shape, not the alphabet).
+            let linked = LicenseKey::parse(text)
+                .ok()
+                .filter(|key| state.hot.licenses_of_user(user.user_id).iter().any(|l| &l.key == key));
+            let Some(key) = linked else {
                 return Err(ApiError::NotFound("The license is not linked to this user".into()));
-            }
+            };
             Some(key)
         }
         None => None,

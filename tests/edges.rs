@@ -240,7 +240,9 @@ fn idle_sockets_do_not_starve_sdk_validations() {
     eprintln!(
         "10 validations served with 200 idle sockets against 64 slots; {closed} idle sockets closed by the server"
     );
-    assert!(closed >= 10, "idle connections made way for the validations ({closed} closed)");
+    // The first validation's connection makes an idle one close and takes its slot; the next ones
+    // reuse that kept-alive connection, so no further idle socket needs to go.
+    assert!(closed >= 1, "an idle connection made way for the validations ({closed} closed)");
 }
 
 /// A client trickling headers (one every 200 ms, never finishing) is disconnected once the

@@ -121,17 +121,10 @@ where
             drop(io);
             continue;
         };
-        open.evict_stalest_idle();
-        let slots = slots.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(SLOT_WAIT, slots.acquire_owned()).await {
-                Ok(Ok(slot)) => {
-                    drop(refusal);
-                    connection.serve(io, peer, slot).await;
-                }
-                _ => refuse(io, refusal).await,
-            }
-        });
+        // Only once its request arrived does an over-limit connection ask an idle one to make
+        // way: a socket that never sends a request (idle, hostile) takes no slot from one that does.
+        let (open, slots, app) = (open.clone(), slots.clone(), app.clone());
+        tokio::spawn(over_limit(io, peer, refusal, open, slots, app));
     }
     stopping.send_replace(true);
     // Every slot back means every connection finished.
@@ -215,26 +208,41 @@ impl Drop for Busy {
     }
 }
 
-/// Answers the connection's first request `429 rate_limited` (`Retry-After: 1`, in the shape
-/// of its endpoint) and closes it.
-async fn refuse<Io>(io: Io, _refusal: OwnedSemaphorePermit)
-where
+/// Serves one request of a connection that arrived with every slot taken, then closes it: in a
+/// slot freed by an idle connection asked to close, or, when none frees within `SLOT_WAIT`,
+/// answered `429 rate_limited` (`Retry-After: 1`, in the shape of its endpoint).
+async fn over_limit<Io>(
+    io: Io,
+    peer: SocketAddr,
+    _refusal: OwnedSemaphorePermit,
+    open: Arc<Open>,
+    slots: Arc<Semaphore>,
+    app: Router,
+) where
     Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use axum::response::IntoResponse;
-    let service = hyper::service::service_fn(|request: hyper::Request<hyper::body::Incoming>| async move {
-        let sdk = request.uri().path().starts_with("/auth/");
-        // The (small) body is read first: closing a socket with unread bytes resets it, and the
-        // client could lose the answer.
-        let body = http_body_util::Limited::new(request.into_body(), REFUSAL_BODY_BYTES);
-        let _ = tokio::time::timeout(REFUSAL_HEADER_TIMEOUT, http_body_util::BodyExt::collect(body)).await;
-        let mut response = if sdk {
-            crate::auth::AuthError::RateLimited.into_response()
-        } else {
-            crate::ApiError::RateLimited.into_response()
-        };
-        response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
-        Ok::<_, std::convert::Infallible>(response)
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        let (open, slots, app) = (open.clone(), slots.clone(), app.clone());
+        async move {
+            open.evict_stalest_idle();
+            if let Ok(Ok(_slot)) = tokio::time::timeout(SLOT_WAIT, slots.acquire_owned()).await {
+                request.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
+                return tower::ServiceExt::oneshot(app, request.map(axum::body::Body::new)).await;
+            }
+            let sdk = request.uri().path().starts_with("/auth/");
+            // The (small) body is read first: closing a socket with unread bytes resets it, and
+            // the client could lose the answer.
+            let body = http_body_util::Limited::new(request.into_body(), REFUSAL_BODY_BYTES);
+            let _ = tokio::time::timeout(REFUSAL_HEADER_TIMEOUT, http_body_util::BodyExt::collect(body)).await;
+            let mut response = if sdk {
+                crate::auth::AuthError::RateLimited.into_response()
+            } else {
+                crate::ApiError::RateLimited.into_response()
+            };
+            response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(REFUSAL_HEADER_TIMEOUT).keep_alive(false);

@@ -6,29 +6,19 @@
 mod client;
 mod common;
 
-use client::Ws;
-use common::{on_both_backends, Deployment, Merchant, Server, RELAXED_LIMITS};
+use client::{live_merchant as merchant, Ws};
+use common::{on_both_backends, Deployment, Merchant, Server};
 use serde_json::{json, Value};
 
 /// Cheap Argon2 (the tests sign in often), and limits only the scenarios hit.
 fn env(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
-    let mut env = RELAXED_LIMITS.to_vec();
-    env.extend([
-        ("LICENSD_LIVE_SESSION_ACTIONS_PER_MINUTE", "100000"),
-        ("LICENSD_LIVE_IP_ACTIONS_PER_MINUTE", "100000"),
+    let mut env = client::live_env(&[
         ("LICENSD_APP_USER_ARGON2_MEMORY_KIB", "256"),
         ("LICENSD_APP_USER_ARGON2_ITERATIONS", "1"),
         ("LICENSD_APP_USER_IP_LOCKOUT_FAILURES", "1000"),
     ]);
     env.extend_from_slice(extra);
     env
-}
-
-fn merchant(deployment: &Deployment, server: &Server, email: &str) -> (Merchant, String) {
-    let m = deployment.merchant_with_credits(server, email, 100);
-    let (status, app) = server.post(&m.api_key, &format!("/v1/apps/{}/websocket-key", m.app_id), &json!({}));
-    assert_eq!(status, 200, "{app}");
-    (m, app["websocketApiKey"].as_str().unwrap().to_string())
 }
 
 fn days(n: i64) -> String {

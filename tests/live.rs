@@ -5,53 +5,15 @@
 mod client;
 mod common;
 
-use client::{Frame, Ws};
+use client::{closes_with, live_env as env, live_merchant as merchant, Frame, Ws};
 use common::{on_both_backends, Deployment, Merchant, Server, TempDir, RELAXED_LIMITS};
 use serde_json::{json, Value};
 use std::time::Duration;
-
-/// The HTTP limits relaxed, and the live ones high enough that only the scenarios decide.
-fn env(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
-    let mut env = RELAXED_LIMITS.to_vec();
-    env.extend([
-        ("LICENSD_LIVE_SESSION_ACTIONS_PER_MINUTE", "100000"),
-        ("LICENSD_LIVE_IP_ACTIONS_PER_MINUTE", "100000"),
-    ]);
-    env.extend_from_slice(extra);
-    env
-}
-
-/// A merchant with credits, and the app's WebSocket API key.
-fn merchant(deployment: &Deployment, server: &Server, email: &str) -> (Merchant, String) {
-    let account = deployment.cli(&["account", "create", "--email", email]);
-    let api_key = account["apiKey"].as_str().unwrap().to_string();
-    let account_id = account["accountId"].as_str().unwrap().to_string();
-    deployment.cli(&["credits", "grant", "--account", &account_id, "--amount", "100"]);
-    let (status, app) = server.post(&api_key, "/v1/apps", &json!({ "name": "Live app" }));
-    assert_eq!(status, 201, "{app}");
-    let text = |field: &str| app[field].as_str().unwrap().to_string();
-    let ws_key = text("websocketApiKey");
-    assert_eq!(ws_key.len(), 21);
-    let merchant = Merchant {
-        account_id,
-        api_key,
-        app_id: text("appId"),
-        app_secret: text("appSecret"),
-        public_key: text("publicKey"),
-    };
-    (merchant, ws_key)
-}
 
 fn balance(server: &Server, merchant: &Merchant) -> i64 {
     let (status, credits) = server.get(&merchant.api_key, "/v1/credits");
     assert_eq!(status, 200, "{credits}");
     credits["balance"].as_i64().unwrap()
-}
-
-fn closes_with(ws: &mut Ws, code: u16) -> String {
-    let (closed, reason) = ws.closed();
-    assert_eq!(closed, code, "{reason}");
-    reason
 }
 
 #[test]

@@ -9,8 +9,8 @@
 mod client;
 mod common;
 
-use client::{Frame, Stream, Ws};
-use common::{on_both_backends, Deployment, Merchant, Server, TempDir, RELAXED_LIMITS};
+use client::{closes_with, live_env as env, live_merchant as merchant, Frame, Stream, Ws};
+use common::{on_both_backends, Deployment, Merchant, Server, TempDir};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -18,42 +18,6 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::MaybeTlsStream;
-
-fn env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut env = RELAXED_LIMITS.to_vec();
-    env.extend([
-        ("LICENSD_LIVE_SESSION_ACTIONS_PER_MINUTE", "100000"),
-        ("LICENSD_LIVE_IP_ACTIONS_PER_MINUTE", "100000"),
-    ]);
-    env.extend_from_slice(extra);
-    env
-}
-
-/// A merchant with credits, and the app's WebSocket API key.
-fn merchant(deployment: &Deployment, server: &Server, email: &str) -> (Merchant, String) {
-    let account = deployment.cli(&["account", "create", "--email", email]);
-    let api_key = account["apiKey"].as_str().unwrap().to_string();
-    let account_id = account["accountId"].as_str().unwrap().to_string();
-    deployment.cli(&["credits", "grant", "--account", &account_id, "--amount", "100"]);
-    let (status, app) = server.post(&api_key, "/v1/apps", &json!({ "name": "Edge app" }));
-    assert_eq!(status, 201, "{app}");
-    let text = |field: &str| app[field].as_str().unwrap().to_string();
-    let ws_key = text("websocketApiKey");
-    let merchant = Merchant {
-        account_id,
-        api_key,
-        app_id: text("appId"),
-        app_secret: text("appSecret"),
-        public_key: text("publicKey"),
-    };
-    (merchant, ws_key)
-}
-
-fn closes_with(ws: &mut Ws, code: u16) -> String {
-    let (closed, reason) = ws.closed();
-    assert_eq!(closed, code, "{reason}");
-    reason
-}
 
 /// The app's live sessions as the Developer API lists them.
 fn sessions(server: &Server, m: &Merchant) -> Vec<Value> {

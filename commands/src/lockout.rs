@@ -192,7 +192,7 @@ impl Lockout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use licensd_store::testing::TempDatabase;
+    use licensd_store::testing::on_both_backends;
 
     fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
@@ -261,14 +261,6 @@ mod tests {
             verified += usize::from(attempt.await.unwrap() == Attempt::Verify);
         }
         assert_eq!(verified, 5);
-    }
-
-    async fn on_both_backends<F: std::future::Future<Output = ()>>(test: impl Fn(Store) -> F) {
-        let sqlite = TempDatabase::sqlite();
-        test(sqlite.open().await).await;
-        if let Some(postgres) = TempDatabase::postgres().await {
-            test(postgres.open().await).await;
-        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -81,7 +81,7 @@ impl SignupQuota {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use licensd_store::testing::TempDatabase;
+    use licensd_store::testing::on_both_backends;
 
     async fn three_a_day_then_retry_after(store: Store) {
         let quota = SignupQuota::new(store, 3, Duration::from_secs(86_400));
@@ -111,14 +111,6 @@ mod tests {
             taken += usize::from(attempt.await.unwrap());
         }
         assert_eq!(taken, 3);
-    }
-
-    async fn on_both_backends<F: std::future::Future<Output = ()>>(test: impl Fn(Store) -> F) {
-        let sqlite = TempDatabase::sqlite();
-        test(sqlite.open().await).await;
-        if let Some(postgres) = TempDatabase::postgres().await {
-            test(postgres.open().await).await;
-        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -5,7 +5,7 @@
 use licensd_commands::app_users::{login_digest, NewAppUser, PasswordCost, LOGIN_FIELD};
 use licensd_commands::{Actor, CommandError, Commands, MasterKey, NewLicense, Writer, WriterConfig};
 use licensd_domain::{AccountId, AppId, DomainError, LicenseKey, SystemClock};
-use licensd_store::testing::TempDatabase;
+use licensd_store::testing::on_both_backends;
 use licensd_store::{EventStore, Position, Store};
 use std::sync::Arc;
 
@@ -113,14 +113,6 @@ async fn a_license_goes_to_one_user_and_deletion_frees_login_and_license(store: 
         for secret in ["ann.b", "bob.c", "private note", "argon2", "correct horse"] {
             assert!(!text.contains(secret), "{} holds {secret}: {text}", event.event_type);
         }
-    }
-}
-
-async fn on_both_backends<F: std::future::Future<Output = ()>>(test: impl Fn(Store) -> F) {
-    let sqlite = TempDatabase::sqlite();
-    test(sqlite.open().await).await;
-    if let Some(postgres) = TempDatabase::postgres().await {
-        test(postgres.open().await).await;
     }
 }
 

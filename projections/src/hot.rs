@@ -766,12 +766,13 @@ impl HotModel {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::Utc;
     use licensd_domain::{DomainEvent, EventData};
 
-    fn recorded(seq: i64, stream_id: String, version: u64, event: &impl DomainEvent) -> RecordedEvent {
+    /// An event as the log would hand it back (also used by the other modules' tests).
+    pub(crate) fn recorded(seq: i64, stream_id: String, version: u64, event: &impl DomainEvent) -> RecordedEvent {
         let data = EventData::encode(event);
         RecordedEvent {
             position: Position { tx: 0, seq },

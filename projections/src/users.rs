@@ -95,24 +95,9 @@ impl HotModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hot::tests::recorded;
     use chrono::Utc;
-    use licensd_domain::{AccountId, DomainEvent, EventData, StreamCategory};
-    use licensd_store::{Position, RecordedEvent};
-
-    fn recorded(seq: i64, stream_id: String, version: u64, event: &impl DomainEvent) -> RecordedEvent {
-        let data = EventData::encode(event);
-        RecordedEvent {
-            position: Position { tx: 0, seq },
-            event_id: uuid::Uuid::now_v7(),
-            stream_id,
-            version,
-            event_type: data.event_type.to_string(),
-            schema_version: data.schema_version,
-            payload: licensd_store::raw_json(&data.payload),
-            metadata: licensd_store::raw_json(&serde_json::json!({})),
-            recorded_at: Utc::now(),
-        }
-    }
+    use licensd_domain::{AccountId, StreamCategory};
 
     /// Users, their login index and their licenses follow the log, survive a snapshot (equal
     /// digests) and go with a deletion.

@@ -71,3 +71,13 @@ impl Drop for TempDatabase {
         }
     }
 }
+
+/// Runs `test` against a fresh, migrated SQLite store, then a fresh Postgres one when
+/// `LICENSD_TEST_POSTGRES_URL` is set; each database is dropped after its run.
+pub async fn on_both_backends<F: std::future::Future<Output = ()>>(test: impl Fn(Store) -> F) {
+    let sqlite = TempDatabase::sqlite();
+    test(sqlite.open().await).await;
+    if let Some(postgres) = TempDatabase::postgres().await {
+        test(postgres.open().await).await;
+    }
+}

@@ -158,3 +158,47 @@ impl Ws {
         drop(self.stream.take());
     }
 }
+
+/// The HTTP limits relaxed and the live rate limits high enough that only the scenarios decide,
+/// plus `extra`.
+pub fn live_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = crate::common::RELAXED_LIMITS.to_vec();
+    env.extend([
+        ("LICENSD_LIVE_SESSION_ACTIONS_PER_MINUTE", "100000"),
+        ("LICENSD_LIVE_IP_ACTIONS_PER_MINUTE", "100000"),
+    ]);
+    env.extend_from_slice(extra);
+    env
+}
+
+/// A merchant with credits, and its app's WebSocket API key (shown once by `POST /v1/apps`).
+pub fn live_merchant(
+    deployment: &crate::common::Deployment,
+    server: &crate::common::Server,
+    email: &str,
+) -> (crate::common::Merchant, String) {
+    let account = deployment.cli(&["account", "create", "--email", email]);
+    let api_key = account["apiKey"].as_str().unwrap().to_string();
+    let account_id = account["accountId"].as_str().unwrap().to_string();
+    deployment.cli(&["credits", "grant", "--account", &account_id, "--amount", "100"]);
+    let (status, app) = server.post(&api_key, "/v1/apps", &json!({ "name": "Live app" }));
+    assert_eq!(status, 201, "{app}");
+    let text = |field: &str| app[field].as_str().unwrap().to_string();
+    let ws_key = text("websocketApiKey");
+    assert_eq!(ws_key.len(), 21);
+    let merchant = crate::common::Merchant {
+        account_id,
+        api_key,
+        app_id: text("appId"),
+        app_secret: text("appSecret"),
+        public_key: text("publicKey"),
+    };
+    (merchant, ws_key)
+}
+
+/// The socket is closed by the server with `code`; its reason.
+pub fn closes_with(ws: &mut Ws, code: u16) -> String {
+    let (closed, reason) = ws.closed();
+    assert_eq!(closed, code, "{reason}");
+    reason
+}

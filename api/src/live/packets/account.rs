@@ -8,6 +8,10 @@
 //! only told to whoever knows the password.
 
 use super::{answer, status, Ctx, Reply, INTERNAL_ERROR, NOT_AUTHORIZED, OK};
+use super::{
+    ALREADY_AUTHORIZED, APP_PAUSED, CLIENT_ID_BLACKLISTED, LICENSE_BLACKLISTED, LICENSE_NOT_FOUND, LICENSE_TOO_LONG,
+    LICENSE_TOO_SHORT, SESSIONS_QUOTA,
+};
 use crate::live::envelope::{optional_string, response, string_field, Close, PacketId};
 use crate::live::session::{AccountAuthorized, Initialized};
 use crate::live::{model, users};
@@ -21,11 +25,6 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 
 const TOO_MANY_REQUESTS: u16 = 5;
-const ALREADY_AUTHORIZED: u16 = 7;
-const LICENSE_NOT_FOUND: u16 = 100;
-const LICENSE_TOO_SHORT: u16 = 101;
-const LICENSE_TOO_LONG: u16 = 102;
-const LICENSE_BLACKLISTED: u16 = 105;
 pub const LICENSE_ALREADY_LINKED: u16 = 106;
 const LICENSE_ALREADY_ACTIVATED: u16 = 107;
 const USER_NOT_FOUND: u16 = 200;
@@ -38,9 +37,6 @@ const LOGIN_TOO_LONG: u16 = 206;
 const PASSWORD_TOO_SHORT: u16 = 207;
 const PASSWORD_TOO_LONG: u16 = 208;
 const INVALID_EMAIL: u16 = 209;
-const CLIENT_ID_BLACKLISTED: u16 = 503;
-const APP_PAUSED: u16 = 601;
-const SESSIONS_QUOTA: u16 = 602;
 const ACCOUNTS_QUOTA: u16 = 603;
 const LICENSE_CHARS: std::ops::RangeInclusive<usize> = 6..=64;
 

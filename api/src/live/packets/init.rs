@@ -4,6 +4,7 @@
 //! 600) closes 4205 without a reply. Unknown fields (the SDK's protocol version) are ignored.
 
 use super::{answer, status, Ctx, Reply, OK};
+use super::{APP_PAUSED, CLIENT_ID_BLACKLISTED, SESSIONS_QUOTA};
 use crate::live::envelope::{response, string_field, Close, PacketId};
 use crate::live::model;
 use crate::live::session::Initialized;
@@ -14,10 +15,7 @@ const INVALID_API_KEY: u16 = 2;
 const ALREADY_INITIALIZED: u16 = 4;
 const CLIENT_ID_TOO_SHORT: u16 = 500;
 const CLIENT_ID_TOO_LONG: u16 = 501;
-const CLIENT_ID_BLACKLISTED: u16 = 503;
 const APP_NOT_FOUND: u16 = 600;
-const APP_PAUSED: u16 = 601;
-const SESSIONS_QUOTA: u16 = 602;
 const CLIENT_ID_CHARS: std::ops::RangeInclusive<usize> = 4..=64;
 /// Consecutive app-resolution failures answered before the session is closed (4205).
 const RESOLUTION_FAILURES_ANSWERED: u8 = 3;

@@ -7,6 +7,10 @@
 //! (`maxSessions`) and the app's live-session quota are both 602, decided in the registry.
 
 use super::{answer, status, Ctx, Reply, INTERNAL_ERROR, NOT_AUTHORIZED, OK};
+use super::{
+    ALREADY_AUTHORIZED, APP_PAUSED, CLIENT_ID_BLACKLISTED, LICENSE_BLACKLISTED, LICENSE_NOT_FOUND, LICENSE_TOO_LONG,
+    LICENSE_TOO_SHORT, SESSIONS_QUOTA,
+};
 use crate::auth::AuthError;
 use crate::live::envelope::{response, string_field, Close, PacketId};
 use crate::live::model;
@@ -15,16 +19,8 @@ use licensd_domain::license::{License, LicenseStatus};
 use licensd_domain::LicenseKey;
 use serde_json::{Map, Value};
 
-const ALREADY_AUTHORIZED: u16 = 7;
-const LICENSE_NOT_FOUND: u16 = 100;
-const LICENSE_TOO_SHORT: u16 = 101;
-const LICENSE_TOO_LONG: u16 = 102;
 pub const LICENSE_EXPIRED: u16 = 103;
-const LICENSE_BLACKLISTED: u16 = 105;
 const CLIENT_ID_MISMATCH: u16 = 502;
-const CLIENT_ID_BLACKLISTED: u16 = 503;
-const APP_PAUSED: u16 = 601;
-const SESSIONS_QUOTA: u16 = 602;
 const LICENSE_CHARS: std::ops::RangeInclusive<usize> = 6..=64;
 
 pub async fn authorize(ctx: &Ctx<'_>, id: PacketId, body: &Map<String, Value>) -> Result<Reply, Close> {

@@ -60,6 +60,15 @@ pub async fn handle(ctx: &Ctx<'_>, packet: Packet) -> Reply {
 pub const OK: u16 = 1;
 pub const NOT_AUTHORIZED: u16 = 3;
 pub const INTERNAL_ERROR: u16 = 6;
+// Statuses more than one packet answers (§4).
+pub const ALREADY_AUTHORIZED: u16 = 7;
+pub const LICENSE_NOT_FOUND: u16 = 100;
+pub const LICENSE_TOO_SHORT: u16 = 101;
+pub const LICENSE_TOO_LONG: u16 = 102;
+pub const LICENSE_BLACKLISTED: u16 = 105;
+pub const CLIENT_ID_BLACKLISTED: u16 = 503;
+pub const APP_PAUSED: u16 = 601;
+pub const SESSIONS_QUOTA: u16 = 602;
 
 /// A response with status only.
 pub fn status(id: PacketId, status: u16) -> Reply {

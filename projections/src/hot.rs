@@ -423,8 +423,18 @@ impl HotModel {
         }
         match decoded {
             Some(AnyEvent::License(e)) => {
-                let key = LicenseKey::parse(id).ok();
-                let holder = key.as_ref().and_then(|k| self.license(k)).and_then(|l| l.linked_user);
+                // Only links, unlinks and deletions concern the user index; every other license
+                // event (a validation's bill among them) pays nothing for it.
+                let concerns_users = matches!(
+                    e,
+                    LicenseEvent::LicenseLinkedToUser { .. }
+                        | LicenseEvent::LicenseUnlinkedFromUser { .. }
+                        | LicenseEvent::LicenseDeleted { .. }
+                );
+                let key = concerns_users.then(|| LicenseKey::parse(id).ok()).flatten();
+                // A deletion unlinks the user the license was linked to: read before it goes,
+                // borrowed (not a copy of the license).
+                let holder = key.as_ref().and_then(|k| self.with_license(k, |l, _| l.linked_user)).flatten();
                 self.apply_license(id, event.version, e);
                 if let Some(key) = key {
                     self.users.apply_license(&key, holder, e);

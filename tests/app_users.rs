@@ -148,6 +148,31 @@ fn sign_up_sign_in_statuses_quota_and_linking() {
     });
 }
 
+/// Regression (a sign-in refused under load): packet 1 answered before the in-memory model
+/// showed the new user, so a sign-in sent right after its answer could find no such login (200).
+/// Each sign-in here is pipelined behind its sign-up, so the server starts it the moment the
+/// sign-up is answered; every one must find its user.
+#[test]
+fn a_sign_in_right_after_sign_up_finds_the_user() {
+    on_both_backends(&env(&[("LICENSD_APP_USER_SIGNUPS_PER_IP", "1000")]), |deployment, server| {
+        let (_, key) = merchant(deployment, server, "pipelined@example.com");
+        let rt = client::runtime();
+        for n in 0..40u64 {
+            let mut ws = session(&rt, server, &key, &format!("machine-{n}"));
+            let login = format!("user.{n}");
+            ws.send(json!({"type": 1, "id": 2, "login": login, "password": "secret1", "credentials_type": 0}));
+            ws.send(json!({"type": 3, "id": 3, "login": login, "password": "secret1", "credentials_type": 0}));
+            assert_eq!(ws.recv(), json!({"id": 2, "status": 1}));
+            let signed_in = ws.recv();
+            assert_eq!(
+                (signed_in["id"].clone(), signed_in["status"].clone()),
+                (json!(3), json!(1)),
+                "{login}: {signed_in}"
+            );
+        }
+    });
+}
+
 #[test]
 fn app_rules_license_required_and_closed_sign_up() {
     on_both_backends(&env(&[]), |deployment, server| {

@@ -203,7 +203,13 @@ pub async fn create(ctx: &Ctx<'_>, id: PacketId, body: &Map<String, Value>) -> R
     };
     let actor = licensd_commands::Actor::Client;
     match state.commands.create_app_user(new, &config.password_cost, &actor).await {
-        Ok(_) => Ok(status(id, OK)),
+        Ok((_, position)) => {
+            // Sign-in finds users in the in-memory model: the answer waits until the model shows
+            // the new user (read-your-writes, as the Developer API's writes do), so a sign-in
+            // sent right after it finds them.
+            crate::v1::visible(state, position).await;
+            Ok(status(id, OK))
+        }
         Err(error) => {
             if let Some(slot) = slot {
                 state.app_users.give_back(slot).await;

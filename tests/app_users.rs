@@ -173,6 +173,71 @@ fn a_sign_in_right_after_sign_up_finds_the_user() {
     });
 }
 
+/// Signing in activates the user's licenses on the session's machine as packet 2 does: a free
+/// slot takes the client id, a license whose slots hold other machines does not count there, and
+/// when none of the user's valid licenses takes the machine the sign-in is 502. The key of a
+/// linked license does not log in through the SDK endpoint either (`license_linked_to_user`).
+#[test]
+fn signing_in_binds_the_machine_to_the_users_licenses() {
+    on_both_backends(&env(&[]), |deployment, server| {
+        let (m, key) = merchant(deployment, server, "machines@example.com");
+        let rt = client::runtime();
+        let (status, made) = server.post(
+            &m.api_key,
+            &format!("/v1/apps/{}/users", m.app_id),
+            &json!({"login": "ann.b", "password": "secret1"}),
+        );
+        assert_eq!(status, 201, "{made}");
+        let hwids = |license: &str| server.get(&m.api_key, &format!("/v1/licenses/{license}")).1["hwidList"].clone();
+
+        // One slot, taken by machine-1 when it is linked there.
+        let single = m.license(server, json!({ "maxHwidSlots": 1, "levels": ["pro"] }));
+        let mut first = session(&rt, server, &key, "machine-1");
+        assert_eq!(sign_in(&mut first, 2, "ann.b", "secret1")["status"], 1);
+        assert_eq!(first.call(json!({"type": 4, "id": 3, "license": single}))["status"], 1);
+        assert_eq!(hwids(&single), json!(["machine-1"]));
+        // Machine-2: the user's only license is bound elsewhere, so 502, as packet 2 answers.
+        let mut second = session(&rt, server, &key, "machine-2");
+        assert_eq!(sign_in(&mut second, 2, "ann.b", "secret1"), json!({"id": 2, "status": 502}));
+        assert_eq!(second.call(json!({"type": 16, "id": 3}))["status"], 3, "not signed in");
+        assert_eq!(hwids(&single), json!(["machine-1"]), "nothing bound by the refusal");
+
+        // A second license with two slots: machine-2 takes its free slot by signing in, and only
+        // that license counts there (its levels, not the first one's).
+        let double = m.license(server, json!({ "maxHwidSlots": 2, "levels": ["basic"] }));
+        assert_eq!(first.call(json!({"type": 4, "id": 4, "license": double}))["status"], 1);
+        let ok = sign_in(&mut second, 4, "ann.b", "secret1");
+        assert_eq!((ok["status"].clone(), ok["levels"].clone()), (json!(1), json!(["basic"])), "{ok}");
+        assert_eq!(hwids(&double), json!(["machine-1", "machine-2"]));
+        assert_eq!(hwids(&single), json!(["machine-1"]));
+        assert_eq!(first.call(json!({"type": 16, "id": 5}))["levels"], json!(["pro", "basic"]));
+        // Signing in again where it is bound writes nothing new and still counts both.
+        assert_eq!(first.call(json!({"type": 5, "id": 6}))["status"], 1);
+        assert_eq!(sign_in(&mut first, 7, "ann.b", "secret1")["levels"], json!(["pro", "basic"]));
+
+        // Both full now: machine-3 is refused; a reset of the first frees it for machine-3.
+        let mut third = session(&rt, server, &key, "machine-3");
+        assert_eq!(sign_in(&mut third, 2, "ann.b", "secret1")["status"], 502);
+        m.put(server, &format!("/v1/licenses/{single}"), json!({"action": "reset-hwid"}));
+        assert_eq!(sign_in(&mut third, 3, "ann.b", "secret1")["levels"], json!(["pro"]));
+        assert_eq!(hwids(&single), json!(["machine-3"]));
+
+        // The key of a linked license is the user's: the SDK endpoint refuses it.
+        let body = |license: &str, nonce: &str| {
+            let app = (&m.app_id, &m.app_secret);
+            json!({"appId": app.0, "appSecret": app.1, "licenseKey": license, "hwid": "machine-3", "nonce": nonce})
+        };
+        let (status, refused) = server.auth("/auth/validate", &body(&single, &"a".repeat(32)));
+        assert_eq!((status, refused), (403, json!({"status": "failed", "error": "license_linked_to_user"})));
+        let free = m.license(server, json!({}));
+        assert_eq!(
+            server.auth("/auth/validate", &body(&free, &"b".repeat(32))).0,
+            200,
+            "an unlinked license validates"
+        );
+    });
+}
+
 #[test]
 fn app_rules_license_required_and_closed_sign_up() {
     on_both_backends(&env(&[]), |deployment, server| {

@@ -258,6 +258,21 @@ impl crate::Commands {
         Ok(self.execute::<LicenseState>(&stream, command, actor, None, missing).await?.position())
     }
 
+    /// `user_id` signed in from `hwid`: the license aggregate checks that `key` is still theirs
+    /// and binds the machine to a slot as an authorization by license does (a valid license whose
+    /// slots hold other machines refuses with `HwidSlotsFull`). Not billed, as linking is not.
+    pub async fn authenticate_user_license(
+        &self,
+        user_id: AppUserId,
+        key: &LicenseKey,
+        hwid: String,
+        actor: &Actor,
+    ) -> Result<Option<licensd_store::Position>, CommandError> {
+        let stream = StreamCategory::License.stream_id(key);
+        let command = LicenseCommand::AuthenticateUser { user_id, hwid };
+        Ok(self.execute::<LicenseState>(&stream, command, actor, None, |_| Ok(())).await?.position())
+    }
+
     /// Ends the link between `key` and the user (nothing if they are not linked).
     pub async fn unlink_license_from_user(
         &self,

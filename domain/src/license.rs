@@ -298,6 +298,13 @@ pub enum LicenseCommand {
     UnlinkUser {
         user_id: crate::app_user::AppUserId,
     },
+    /// `user_id` signed in from `hwid`: the license must still be theirs, and it binds the
+    /// machine as [`Self::Authenticate`] does (the user's license is used by signing in as them,
+    /// so `Authenticate` itself refuses a linked license).
+    AuthenticateUser {
+        user_id: crate::app_user::AppUserId,
+        hwid: String,
+    },
 }
 
 /// Credits for a self-serve offline activation of a new machine, and for a minted file.
@@ -430,7 +437,15 @@ impl License {
             }
             C::Delete => vec![E::LicenseDeleted { at }],
             C::SetVariables(variables) => vec![E::VariablesSet { variables, at }],
+            C::Authenticate { .. } | C::ActivateOffline { .. } if license.linked_user.is_some() => {
+                return Err(DomainError::LicenseLinkedToUser)
+            }
             C::Authenticate { hwid } => authenticate(license, hwid, now)?,
+            C::AuthenticateUser { user_id, hwid } => match license.linked_user {
+                Some(holder) if holder == user_id => authenticate(license, hwid, now)?,
+                Some(_) => return Err(DomainError::LicenseLinkedToOtherUser),
+                None => return Err(DomainError::NotFound("license")),
+            },
             C::BillValidation { nonce } => {
                 vec![E::ValidationBilled { account_id: license.account_id, credits: 1, nonce, at }]
             }
@@ -874,6 +889,30 @@ mod tests {
         assert_eq!(live(&history).linked_user, None);
         assert_eq!(given_when(&history, link(bob, "pc-2")), Err(DomainError::LicenseAlreadyActivated));
         assert!(given_when(&history, link(bob, "pc-1")).is_ok(), "the machine it is activated on may link it");
+    }
+
+    #[test]
+    fn a_linked_license_binds_machines_only_for_its_user() {
+        use crate::app_user::AppUserId;
+        let (ann, bob) = (AppUserId::new(), AppUserId::new());
+        let app_id = AppId(uuid::Uuid::nil());
+        let signed_in = |user_id, hwid: &str| LicenseCommand::AuthenticateUser { user_id, hwid: hwid.into() };
+        let mut history = vec![created(2, None)];
+        assert_eq!(given_when(&history, signed_in(ann, "pc-1")), Err(DomainError::NotFound("license")), "not hers");
+        history.extend(given_when(&history, LicenseCommand::LinkUser { user_id: ann, app_id, hwid: None }).unwrap());
+        assert_eq!(given_when(&history, bind("pc-1")), Err(DomainError::LicenseLinkedToUser), "no key login");
+        let refused = given_when(
+            &history,
+            LicenseCommand::ActivateOffline { hwid: "pc-1".into(), jti: "j".into(), file: "f".into() },
+        );
+        assert_eq!(refused, Err(DomainError::LicenseLinkedToUser));
+        assert_eq!(given_when(&history, signed_in(bob, "pc-1")), Err(DomainError::LicenseLinkedToOtherUser));
+        let first = given_when(&history, signed_in(ann, "pc-1")).unwrap();
+        assert!(matches!(&first[..], [LicenseEvent::HwidBound { hwid, .. }] if hwid == "pc-1"));
+        history.extend(first);
+        assert_eq!(given_when(&history, signed_in(ann, "pc-1")), Ok(vec![]), "bound already");
+        history.extend(given_when(&history, signed_in(ann, "pc-2")).unwrap());
+        assert_eq!(given_when(&history, signed_in(ann, "pc-3")), Err(DomainError::HwidSlotsFull), "two slots");
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub enum AuthError {
     NonceCapacityReached,
     MethodNotAllowed,
     UnsupportedMediaType,
+    /// The license is an app user's (issue 17): it is used by signing in as them over a live
+    /// session, not by its key.
+    LicenseLinkedToUser,
 }
 
 impl AuthError {
@@ -60,6 +63,7 @@ impl AuthError {
             Self::NonceCapacityReached => "nonce_capacity_reached",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::LicenseLinkedToUser => "license_linked_to_user",
         }
     }
 
@@ -75,7 +79,8 @@ impl AuthError {
             | Self::HwidMismatch
             | Self::RevokeRequiresSession
             | Self::OfflineActivationDisabled
-            | Self::OfflineActivationLimitReached => StatusCode::FORBIDDEN,
+            | Self::OfflineActivationLimitReached
+            | Self::LicenseLinkedToUser => StatusCode::FORBIDDEN,
             Self::OfflineActivationRequiresPerpetual => StatusCode::CONFLICT,
             Self::Expired | Self::Revoked => StatusCode::GONE,
             Self::RateLimited | Self::NoCredits | Self::AppBurnCapReached => StatusCode::TOO_MANY_REQUESTS,
@@ -155,6 +160,7 @@ impl From<DomainError> for AuthError {
             DomainError::OfflineActivationDisabled => Self::OfflineActivationDisabled,
             DomainError::OfflineActivationLimitReached => Self::OfflineActivationLimitReached,
             DomainError::OfflineActivationRequiresPerpetual => Self::OfflineActivationRequiresPerpetual,
+            DomainError::LicenseLinkedToUser => Self::LicenseLinkedToUser,
             other => {
                 tracing::error!(error = %other, "unexpected domain refusal on the auth path");
                 Self::SystemError

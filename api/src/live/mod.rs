@@ -229,7 +229,10 @@ impl Live {
     fn is_authorized(&self, state: &AppState, session: &LiveSession) -> bool {
         let now = state.commands.now();
         self.authorized_license(state, session).is_some_and(|l| !l.is_expired(now))
-            || self.authorized_user(state, session).is_some_and(|u| users::coverage(state, &u, now).valid)
+            || self.authorized_user(state, session).is_some_and(|u| {
+                let client_id = session.state().init.as_ref().map(|i| i.client_id.clone()).unwrap_or_default();
+                users::coverage(state, &u, &client_id, now).valid
+            })
     }
 
     /// The app user the session is authorized as, as they are now: `None` when not authorized

@@ -16,12 +16,15 @@ pub struct Coverage {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-pub fn coverage(state: &AppState, user: &AppUser, now: DateTime<Utc>) -> Coverage {
+/// A linked license counts for the session of `client_id` when it is valid and bound to that
+/// machine, or to none (a reset license stays with the session until another machine takes it;
+/// signing in binds it again).
+pub fn coverage(state: &AppState, user: &AppUser, client_id: &str, now: DateTime<Utc>) -> Coverage {
     let valid: Vec<License> = state
         .hot
         .licenses_of_user(user.user_id)
         .into_iter()
-        .filter(|l| l.status == LicenseStatus::Active && !l.is_expired(now))
+        .filter(|l| is_valid(l, now) && (l.hwids.is_empty() || l.hwids.iter().any(|h| h == client_id)))
         .collect();
     let lifetime = valid.iter().any(|l| l.expires_at.is_none());
     let expires_at = if lifetime { None } else { valid.iter().filter_map(|l| l.expires_at).max() };
@@ -32,6 +35,11 @@ pub fn coverage(state: &AppState, user: &AppUser, now: DateTime<Utc>) -> Coverag
         }
     }
     Coverage { valid: !user.license_required || !valid.is_empty(), levels, expires_at }
+}
+
+/// Active and not expired.
+pub fn is_valid(license: &License, now: DateTime<Utc>) -> bool {
+    license.status == LicenseStatus::Active && !license.is_expired(now)
 }
 
 /// `login`, `levels`, `comment`, `ip_address`, `time_left` (remaining seconds of the best

@@ -9,8 +9,8 @@
 
 use super::{answer, status, Ctx, Reply, INTERNAL_ERROR, NOT_AUTHORIZED, OK};
 use super::{
-    ALREADY_AUTHORIZED, APP_PAUSED, CLIENT_ID_BLACKLISTED, LICENSE_BLACKLISTED, LICENSE_NOT_FOUND, LICENSE_TOO_LONG,
-    LICENSE_TOO_SHORT, SESSIONS_QUOTA,
+    ALREADY_AUTHORIZED, APP_PAUSED, CLIENT_ID_BLACKLISTED, CLIENT_ID_MISMATCH, LICENSE_BLACKLISTED, LICENSE_NOT_FOUND,
+    LICENSE_TOO_LONG, LICENSE_TOO_SHORT, SESSIONS_QUOTA,
 };
 use crate::live::envelope::{optional_string, response, string_field, Close, PacketId};
 use crate::live::session::{AccountAuthorized, Initialized};
@@ -269,7 +269,60 @@ pub async fn authorize(ctx: &Ctx<'_>, id: PacketId, body: &Map<String, Value>) -
             return Ok(status(id, code));
         }
     }
+    if let Err(code) = bind_machine(ctx, &user, &init.client_id).await {
+        return Ok(status(id, code));
+    }
     sign_in(ctx, id, &init, &app, user).await
+}
+
+/// Signing in activates the user's valid linked licenses on the session's machine the way
+/// authorize by license does (§3 type 2: the client id takes a free slot of each, or is bound
+/// already); the license aggregate decides each. A license whose slots hold other machines
+/// does not count for this session; when the user holds valid licenses and none of them takes
+/// this machine, the sign-in is refused with 502 as packet 2 refuses one such license. A user
+/// without a valid license signs in from anywhere (203 decides whether they may).
+async fn bind_machine(ctx: &Ctx<'_>, user: &AppUser, client_id: &str) -> Result<(), u16> {
+    let state = ctx.state;
+    let now = state.commands.now();
+    let valid: Vec<_> =
+        state.hot.licenses_of_user(user.user_id).into_iter().filter(|l| users::is_valid(l, now)).collect();
+    let (mut covered, mut last) = (valid.is_empty(), None);
+    for license in valid {
+        // Bound already (the usual sign-in): nothing to decide, nothing to write.
+        if license.hwids.iter().any(|h| h == client_id) {
+            covered = true;
+            continue;
+        }
+        let actor = licensd_commands::Actor::Client;
+        match state.commands.authenticate_user_license(user.user_id, &license.key, client_id.to_string(), &actor).await
+        {
+            Ok(position) => {
+                covered = true;
+                last = position.or(last);
+            }
+            // Full of other machines, or changed meanwhile (expired, revoked, unlinked,
+            // deleted): it does not cover this session.
+            Err(CommandError::Domain(
+                DomainError::HwidSlotsFull
+                | DomainError::LicenseExpired
+                | DomainError::LicenseRevoked
+                | DomainError::LicenseLinkedToOtherUser
+                | DomainError::NotFound(_)
+                | DomainError::LicenseDeleted,
+            )) => {}
+            Err(error) => {
+                tracing::warn!(user_id = %user.user_id, error = %error, "cannot bind a signed-in user's license");
+                return Err(INTERNAL_ERROR);
+            }
+        }
+    }
+    // The coverage is read from the model next: it must show the new bindings.
+    crate::v1::visible(state, last).await;
+    if covered {
+        Ok(())
+    } else {
+        Err(CLIENT_ID_MISMATCH)
+    }
 }
 
 /// Authorizes the session as `user` (who proved the password): 203 without a needed license,
@@ -277,7 +330,7 @@ pub async fn authorize(ctx: &Ctx<'_>, id: PacketId, body: &Map<String, Value>) -
 async fn sign_in(ctx: &Ctx<'_>, id: PacketId, init: &Initialized, app: &App, user: AppUser) -> Result<Reply, Close> {
     let state = ctx.state;
     let now = state.commands.now();
-    let coverage = users::coverage(state, &user, now);
+    let coverage = users::coverage(state, &user, &init.client_id, now);
     let Ok(fields) = identity_of(ctx, &user, &coverage).await else { return Ok(status(id, INTERNAL_ERROR)) };
     if !coverage.valid {
         return Ok(answer(id, NO_VALID_LICENSES, fields));
@@ -365,7 +418,7 @@ pub async fn link_license(ctx: &Ctx<'_>, id: PacketId, body: &Map<String, Value>
     }
     // The coverage may have grown: the expiry timer follows the best license now.
     if user.license_required {
-        let coverage = users::coverage(ctx.state, &user, ctx.state.commands.now());
+        let coverage = users::coverage(ctx.state, &user, &init.client_id, ctx.state.commands.now());
         let generation = ctx.live.next_generation();
         match ctx.session.state().account.as_mut() {
             Some(current) if current.generation == account.generation => current.generation = generation,
@@ -381,7 +434,8 @@ pub async fn link_license(ctx: &Ctx<'_>, id: PacketId, body: &Map<String, Value>
 /// 3 when not authorized by credentials, or the user was deleted or blacklisted meanwhile.
 pub async fn current(ctx: &Ctx<'_>, id: PacketId) -> Result<Reply, Close> {
     let Some(user) = ctx.live.authorized_user(ctx.state, ctx.session) else { return Ok(status(id, NOT_AUTHORIZED)) };
-    let coverage = users::coverage(ctx.state, &user, ctx.state.commands.now());
+    let client_id = ctx.session.state().init.as_ref().map(|i| i.client_id.clone()).unwrap_or_default();
+    let coverage = users::coverage(ctx.state, &user, &client_id, ctx.state.commands.now());
     let Ok(fields) = identity_of(ctx, &user, &coverage).await else { return Ok(status(id, INTERNAL_ERROR)) };
     Ok(answer(id, if coverage.valid { OK } else { NO_VALID_LICENSES }, fields))
 }

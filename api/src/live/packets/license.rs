@@ -8,8 +8,8 @@
 
 use super::{answer, status, Ctx, Reply, INTERNAL_ERROR, NOT_AUTHORIZED, OK};
 use super::{
-    ALREADY_AUTHORIZED, APP_PAUSED, CLIENT_ID_BLACKLISTED, LICENSE_BLACKLISTED, LICENSE_NOT_FOUND, LICENSE_TOO_LONG,
-    LICENSE_TOO_SHORT, SESSIONS_QUOTA,
+    ALREADY_AUTHORIZED, APP_PAUSED, CLIENT_ID_BLACKLISTED, CLIENT_ID_MISMATCH, LICENSE_BLACKLISTED, LICENSE_NOT_FOUND,
+    LICENSE_TOO_LONG, LICENSE_TOO_SHORT, SESSIONS_QUOTA,
 };
 use crate::auth::AuthError;
 use crate::live::envelope::{response, string_field, Close, PacketId};
@@ -20,7 +20,6 @@ use licensd_domain::LicenseKey;
 use serde_json::{Map, Value};
 
 pub const LICENSE_EXPIRED: u16 = 103;
-const CLIENT_ID_MISMATCH: u16 = 502;
 const LICENSE_CHARS: std::ops::RangeInclusive<usize> = 6..=64;
 
 pub async fn authorize(ctx: &Ctx<'_>, id: PacketId, body: &Map<String, Value>) -> Result<Reply, Close> {
@@ -78,6 +77,8 @@ pub async fn authorize(ctx: &Ctx<'_>, id: PacketId, body: &Map<String, Value>) -
                 AuthError::Revoked => refused(LICENSE_BLACKLISTED, &license),
                 AuthError::Expired => refused(LICENSE_EXPIRED, &license),
                 AuthError::HwidMismatch => refused(CLIENT_ID_MISMATCH, &license),
+                // Linked to a user after the check above: the license aggregate refused it.
+                AuthError::LicenseLinkedToUser => refused(super::account::LICENSE_ALREADY_LINKED, &license),
                 AuthError::InvalidKey => Ok(status(id, LICENSE_NOT_FOUND)),
                 AuthError::AppDisabled => Ok(status(id, APP_PAUSED)),
                 // Out of credits or over a burn cap: the merchant's account, not the client, is at

@@ -66,6 +66,8 @@ pub const LICENSE_NOT_FOUND: u16 = 100;
 pub const LICENSE_TOO_SHORT: u16 = 101;
 pub const LICENSE_TOO_LONG: u16 = 102;
 pub const LICENSE_BLACKLISTED: u16 = 105;
+/// A license bound to other machines (packet 2; packet 3 when none of the user's licenses takes it).
+pub const CLIENT_ID_MISMATCH: u16 = 502;
 pub const CLIENT_ID_BLACKLISTED: u16 = 503;
 pub const APP_PAUSED: u16 = 601;
 pub const SESSIONS_QUOTA: u16 = 602;

@@ -6,6 +6,9 @@
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
 //! `chromium-driver`; `.ci/run` installs them). Without them the test fails, never skips, in CI.
 
+#[path = "live/client.rs"]
+#[allow(dead_code)] // the users scenario drives one live session
+mod client;
 mod common;
 
 use common::{fake_stripe_api, hmac_hex, Deployment, MailSink, Server, TempDir};
@@ -370,4 +373,170 @@ async fn merchant_and_end_user_flows_work_in_a_real_browser() {
         .unwrap();
     assert_eq!(forged, json!(403));
     page.client.close().await.unwrap();
+}
+
+/// Signs the merchant in on the dashboard's login form.
+async fn dashboard_sign_in(page: &Page) {
+    page.open("/dashboard").await;
+    page.fill("#email", MERCHANT).await;
+    page.fill("#password", PASSWORD).await;
+    page.submit("#login-form").await;
+    page.wait("#new-app-name").await;
+}
+
+/// An app's users page (issue 17) on both backends: cursor pages, exact-login search, a hostile
+/// login shown as text, the detail with the linked license and the live session, blacklist and
+/// unblacklist, a password reset and a confirmed delete, each reaching the user's live session
+/// (events 301, 304, 303) and the Developer API; a write without the page's CSRF token changes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apps_users_are_managed_in_a_real_browser() {
+    let shots = std::env::var("LICENSD_SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("screenshots"));
+    std::fs::create_dir_all(&shots).unwrap();
+    let dir = TempDir::new();
+    users_page_scenario(&Deployment::sqlite(&dir.0), &dir.0, &shots).await;
+    if let Some(database) = blocking(common::temp_postgres) {
+        let dir = TempDir::new();
+        users_page_scenario(&Deployment::postgres(&dir.0, &database.url), &dir.0, &shots).await;
+        blocking(move || drop(database));
+    }
+}
+
+async fn users_page_scenario(deployment: &Deployment, dir: &std::path::Path, shots: &std::path::Path) {
+    let env =
+        client::live_env(&[("LICENSD_APP_USER_ARGON2_MEMORY_KIB", "256"), ("LICENSD_APP_USER_ARGON2_ITERATIONS", "1")]);
+    let server = blocking(|| deployment.start_with(&env));
+    let (m, ws_key) = blocking(|| client::live_merchant(deployment, &server, MERCHANT));
+    blocking(|| {
+        deployment.cli_with_input(&["account", "set-password", "--account", &m.account_id], &format!("{PASSWORD}\n"))
+    });
+    let users = format!("/v1/apps/{}/users", m.app_id);
+    let mut ids = Vec::new();
+    for (login, extra) in [
+        ("ann.b", json!({"levels": ["beta"], "comment": "first customer"})),
+        ("<b>bold</b>", json!({})),
+        ("cat.d", json!({})),
+    ] {
+        let mut body = json!({"login": login, "password": "secret1"});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let (status, made) = blocking(|| server.post(&m.api_key, &users, &body));
+        assert_eq!(status, 201, "{made}");
+        ids.push(made["userId"].as_str().unwrap().to_string());
+    }
+    let ann = ids[0].clone();
+    let license = blocking(|| m.license(&server, json!({ "maxHwidSlots": 1 })));
+
+    // Ann signs in on machine-1 over a live session, links the license, and listens for events.
+    let rt = client::runtime();
+    let mut ws = blocking(|| {
+        let mut ws = client::Ws::connect(&rt, &server.base);
+        assert_eq!(ws.init(&ws_key, "machine-1")["status"], 1);
+        assert_eq!(ws.call(json!({"type": 17, "id": 2, "subscribed": true}))["status"], 1);
+        let sign_in = json!({"type": 3, "id": 3, "login": "ann.b", "password": "secret1", "credentials_type": 0});
+        assert_eq!(ws.call(sign_in)["status"], 1);
+        assert_eq!(ws.call(json!({"type": 4, "id": 4, "license": license}))["status"], 1);
+        ws
+    });
+
+    let driver = ChromeDriver::start();
+    let client = browser(&driver, &dir.join("chromium-profile")).await;
+    let page = Page { client, base: server.base.replace("127.0.0.1", "localhost"), shots: shots.to_path_buf() };
+    dashboard_sign_in(&page).await;
+
+    // The app page links to its users; two per page, oldest first, then the cursor's next page.
+    page.open(&format!("/dashboard#/apps/{}", m.app_id)).await;
+    page.wait("#open-app-users").await.click().await.unwrap();
+    page.wait("#user-search").await;
+    page.open(&format!("/dashboard#/apps/{}/users?limit=2", m.app_id)).await;
+    page.until_text("#users", "ann.b").await;
+    let first: Vec<String> = logins(&page).await;
+    assert_eq!(first, ["ann.b", "<b>bold</b>"], "the hostile login is text, never markup");
+    assert!(page.client.find(Locator::Css("#users td b")).await.is_err(), "no <b> element was made");
+    page.shot("dashboard-app-users").await;
+    page.wait("#users-next").await.click().await.unwrap();
+    page.until_text("#users", "cat.d").await;
+    assert_eq!(logins(&page).await, ["cat.d"]);
+    assert!(page.client.find(Locator::Css("#users-next")).await.is_err(), "the last page has no next");
+
+    // Search by login (any case), then the detail: the linked license and the live session.
+    page.fill("#user-search", "ANN.B").await;
+    page.submit("#user-search-form").await;
+    page.until_text("#users", "ann.b").await;
+    assert_eq!(logins(&page).await, ["ann.b"]);
+    page.wait("#users .user-login").await.click().await.unwrap();
+    page.until_text("#user-licenses", &license).await;
+    page.until_text("#user-sessions", "machine-1").await;
+    assert_eq!(page.text("#user-comment").await, "first customer");
+    page.shot("dashboard-app-user").await;
+
+    // A forged write (no CSRF token) from the page is refused and changes nothing.
+    let forged: Value = page
+        .client
+        .execute(
+            "return fetch(arguments[0], {method: 'PATCH', headers: {'Content-Type': 'application/json'}, \
+             body: JSON.stringify({status: 'blacklisted'})}).then(r => r.status)",
+            vec![json!(format!("{users}/{ann}"))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(forged, json!(403));
+    let status_of = || blocking(|| server.get(&m.api_key, &format!("{users}/{ann}")));
+    assert_eq!(status_of().1["status"], "active");
+
+    // Blacklist: event 301 on ann's session; unblacklist; she signs in again.
+    page.wait("#toggle-blacklist").await.click().await.unwrap();
+    page.until_text("#flash", "User blacklisted").await;
+    page.until_text("#user-status", "blacklisted").await;
+    blocking(|| assert_eq!(ws.recv()["event_type"], 301));
+    assert_eq!(status_of().1["status"], "blacklisted");
+    page.wait("#toggle-blacklist").await.click().await.unwrap();
+    page.until_text("#flash", "User unblacklisted").await;
+    assert_eq!(status_of().1["status"], "active");
+    let sign_in = |id: u64, password: &str| json!({"type": 3, "id": id, "login": "ann.b", "password": password, "credentials_type": 0});
+    blocking(|| assert_eq!(ws.call(sign_in(5, "secret1"))["status"], 1));
+
+    // Reset password: event 304, signed out, only the new password works.
+    page.fill("#new-user-password", "brand-new-pass").await;
+    page.submit("#reset-password-form").await;
+    page.until_text("#flash", "Password reset").await;
+    blocking(|| {
+        assert_eq!(ws.recv()["event_type"], 304);
+        assert_eq!(ws.call(sign_in(6, "secret1"))["status"], 200);
+        assert_eq!(ws.call(sign_in(7, "brand-new-pass"))["status"], 1);
+    });
+
+    // Delete, confirmed after the page names the consequence: event 303, the user is gone, the
+    // license stays and is free again.
+    page.client.refresh().await.unwrap(); // drawn while she was signed out
+    page.until_text("#user-sessions", "machine-1").await;
+    page.wait("#delete-user").await.click().await.unwrap();
+    let consequence = page.text("#delete-consequence").await;
+    for needle in ["Delete ann.b?", "1 live session", "1 linked license is unlinked", "cannot be undone"] {
+        assert!(consequence.contains(needle), "{needle:?} in {consequence:?}");
+    }
+    page.shot("dashboard-app-user-delete").await;
+    assert_eq!(status_of().0, 200, "nothing deleted before the confirmation");
+    page.wait("#delete-confirmed").await.click().await.unwrap();
+    page.until_text("#flash", "User deleted").await;
+    page.wait("#user-search").await;
+    blocking(|| assert_eq!(ws.recv()["event_type"], 303));
+    assert_eq!(status_of().0, 404);
+    let (status, kept) = blocking(|| server.get(&m.api_key, &format!("/v1/licenses/{license}")));
+    assert_eq!(status, 200, "{kept}");
+    let (_, left) = blocking(|| server.get(&m.api_key, &users));
+    assert_eq!(left["users"].as_array().map(Vec::len), Some(2), "{left}");
+
+    page.client.close().await.unwrap();
+    blocking(move || drop((ws, rt, server)));
+}
+
+/// The logins of the users table, in order.
+async fn logins(page: &Page) -> Vec<String> {
+    let mut logins = Vec::new();
+    for cell in page.client.find_all(Locator::Css("#users .user-login")).await.unwrap() {
+        logins.push(cell.text().await.unwrap());
+    }
+    logins
 }

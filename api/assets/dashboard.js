@@ -88,6 +88,8 @@ async function appView(appId) {
   return [
     h("h1", {}, app.name, " ", badge(app.disabled ? "disabled" : "active")),
     card("Licenses", h("p", {}, search), licenses),
+    card("App users", h("p", {}, "End-user accounts of this app (sign-in by login and password over live sessions). ",
+      h("a", { href: "#/apps/" + appId + "/users", id: "open-app-users" }, "Open app users"))),
     card("Generate licenses", form([
       ["quantity", "Quantity", { value: "1", attrs: { type: "number", min: 1, max: 100, id: "gen-quantity" } }],
       ["days", "Valid for days (empty: lifetime)", { attrs: { type: "number", min: 1, id: "gen-days" } }],
@@ -214,6 +216,95 @@ async function appVariablesView(appId) {
   return card("App variables (JSON object)", form([["json", "Variables", { textarea: true, value: JSON.stringify(vars, null, 2) }]], "Save", async (v) => {
     await act(() => api("PUT", "/apps/" + appId + "/variables", JSON.parse(v.json)), "Variables saved");
   }));
+}
+
+// ---- App users ----
+
+const userPath = (appId, userId) => "/apps/" + appId + "/users" + (userId ? "/" + enc(userId) : "");
+
+/** An app's users: oldest first, a page at a time (the API's cursor), or the one user whose
+ *  login is exactly the search (logins are sealed, so there is no partial match). */
+async function appUsersView(appId, params) {
+  const app = await api("GET", "/apps/" + appId);
+  const search = params.get("search") || "";
+  const cursor = params.get("cursor") || "";
+  const limit = params.get("limit") || "20";
+  const query = "?limit=" + enc(limit) + (cursor ? "&cursor=" + enc(cursor) : "") + (search ? "&search=" + enc(search) : "");
+  const page = await api("GET", userPath(appId) + query);
+  const link = (extra) => "#/apps/" + appId + "/users?" + new URLSearchParams(Object.assign({ limit }, extra)).toString();
+  const searchForm = form([["search", "Login (exact)", { value: search, attrs: { type: "search", id: "user-search" } }]], "Search", async (v) => {
+    location.hash = link(v.search.trim() ? { search: v.search.trim() } : {});
+  }, { id: "user-search-form", role: "search" });
+  return [
+    h("p", {}, h("a", { href: "#/apps/" + appId }, "← " + app.name)),
+    card("App users of " + app.name, searchForm,
+      h("div", { id: "users" }, table(page.users, [
+        ["Login", u => h("a", { href: "#/apps/" + appId + "/users/" + u.userId, class: "user-login" }, u.login ?? "(erased)")],
+        ["Status", u => badge(u.status)],
+        ["Levels", u => u.levels.join(", ")],
+        ["Licenses", u => String(u.licenses.length)],
+        ["License required", u => u.licenseRequired ? "yes" : "no"],
+        ["Created", u => when(u.createdAt)],
+      ], search ? "No user has that login." : "No users yet.")),
+      h("p", {},
+        cursor || search ? h("a", { href: link({}), id: "users-first", class: "button secondary" }, "First page") : "", " ",
+        page.cursor ? h("a", { href: link({ cursor: page.cursor }), id: "users-next", class: "button" }, "Next page") : "")),
+  ];
+}
+
+/** One user: identity, linked licenses, live sessions, and the merchant's actions. */
+async function appUserView(appId, userId) {
+  const [u, { sessions }] = await Promise.all([api("GET", userPath(appId, userId)), api("GET", "/apps/" + appId + "/sessions")]);
+  const mine = sessions.filter(s => s.userId === userId);
+  const name = u.login ?? "(erased)";
+  // The view is drawn again from the API's answer, then the success is told on top of it.
+  const change = (body, done) => act(() => api("PATCH", userPath(appId, userId), body)).then(route).then(() => flash(done, "ok"));
+  const confirmBox = h("div", { id: "delete-confirm" });
+  const askDelete = () => {
+    const licenses = u.licenses.length;
+    confirmBox.replaceChildren(h("div", { class: "notice error", role: "alert" },
+      h("p", { id: "delete-consequence" }, "Delete " + name + "? Their " + mine.length + " live session" + (mine.length === 1 ? "" : "s") +
+        " end" + (mine.length === 1 ? "s" : "") + " (event 303), their " + licenses + " linked license" + (licenses === 1 ? " is" : "s are") +
+        " unlinked (the licenses stay), and their login, comment and password are erased. This cannot be undone."),
+      h("button", { class: "danger", id: "delete-confirmed", onclick: async () => {
+        await act(() => api("DELETE", userPath(appId, userId)));
+        nextFlash = "User deleted";
+        location.hash = "#/apps/" + appId + "/users";
+      } }, "Yes, delete " + name), " ",
+      h("button", { class: "secondary", id: "delete-cancel", onclick: () => confirmBox.replaceChildren() }, "Cancel")));
+  };
+  const blacklisted = u.status === "blacklisted";
+  return [
+    h("p", {}, h("a", { href: "#/apps/" + appId + "/users" }, "← App users")),
+    card("App user " + name,
+      h("dl", { class: "facts" },
+        h("dt", {}, "Login"), h("dd", { id: "user-login" }, name),
+        h("dt", {}, "Status"), h("dd", { id: "user-status" }, badge(u.status)),
+        h("dt", {}, "Levels"), h("dd", { id: "user-levels" }, u.levels.join(", ") || "none"),
+        h("dt", {}, "Comment"), h("dd", { id: "user-comment" }, u.comment || "—"),
+        h("dt", {}, "License required"), h("dd", {}, u.licenseRequired ? "yes" : "no"),
+        h("dt", {}, "Created"), h("dd", {}, when(u.createdAt))),
+      h("p", {},
+        h("button", { class: blacklisted ? "" : "danger", id: "toggle-blacklist", onclick: () => change({ status: blacklisted ? "active" : "blacklisted" }, blacklisted ? "User unblacklisted" : "User blacklisted") },
+          blacklisted ? "Unblacklist" : "Blacklist"), " ",
+        h("button", { class: "danger", id: "delete-user", onclick: askDelete }, "Delete user…")),
+      confirmBox),
+    card("Reset password", h("p", { class: "muted" }, "The user's live sessions are signed out (event 304); only the new password works afterwards."),
+      form([["password", "New password (6–128 characters)", { attrs: { type: "password", required: true, minlength: 6, maxlength: 128, autocomplete: "new-password", id: "new-user-password" } }]],
+        "Set password", async (v, el) => {
+          await act(() => api("PATCH", userPath(appId, userId), { password: v.password }), "Password reset");
+          el.reset();
+        }, { id: "reset-password-form" })),
+    card("Linked licenses", h("div", { id: "user-licenses" }, table(u.licenses.map(key => ({ key })), [
+      ["Key", l => h("a", { href: "#/licenses/" + l.key, class: "mono" }, l.key)],
+      ["", l => h("button", { class: "secondary", onclick: () => change({ unlinkLicense: l.key }, "License unlinked") }, "Unlink")],
+    ], "No license linked."))),
+    card("Live sessions", h("div", { id: "user-sessions" }, table(mine, [
+      ["Client ID", s => h("code", {}, s.clientId || "")], ["IP", s => s.ip], ["Connected", s => s.connected ? "yes" : "resumable"],
+      ["Since", s => when(s.connectedAt)], ["Last activity", s => when(s.lastActivityAt)],
+      ["", s => h("button", { class: "secondary", onclick: () => act(() => api("DELETE", "/apps/" + appId + "/sessions/" + s.sessionId), "Disconnected").then(route) }, "Disconnect")],
+    ], "Not signed in anywhere right now."))),
+  ];
 }
 
 // ---- One license ----
@@ -368,8 +459,13 @@ async function auditView() {
 
 // ---- Router ----
 
+/** A success to tell once the next view is drawn (an action that moves to another view). */
+let nextFlash = null;
+
 const routes = [
   [/^#\/apps\/([^/?]+)\/variables$/, (m) => appVariablesView(m[1])],
+  [/^#\/apps\/([^/?]+)\/users(\?.*)?$/, (m) => appUsersView(m[1], new URLSearchParams((m[2] || "").slice(1)))],
+  [/^#\/apps\/([^/?]+)\/users\/([^/?]+)$/, (m) => appUserView(m[1], decodeURIComponent(m[2]))],
   [/^#\/apps\/([^/?]+)$/, (m) => appView(m[1])],
   [/^#\/licenses\/([^/?]+)$/, (m) => licenseView(decodeURIComponent(m[1]))],
   [/^#\/commerce(\?.*)?$/, (m) => commerceView(new URLSearchParams((m[1] || "").slice(1)))],
@@ -392,6 +488,8 @@ async function route() {
     try {
       const content = await render(match);
       view.replaceChildren(...[content].flat());
+      if (nextFlash) flash(nextFlash, "ok");
+      nextFlash = null;
     } catch (error) {
       if (!(error instanceof ApiFailure)) console.error(error);
       view.replaceChildren(notice(error.message, "error"));

@@ -114,14 +114,20 @@ pub async fn list_sessions(
         .iter()
         .filter(|s| !s.is_ended())
         .map(|session| {
-            let (client_id, license) = {
+            let (client_id, license, user) = {
                 let st = session.state();
-                (st.init.as_ref().map(|i| i.client_id.clone()), st.auth.as_ref().map(|a| a.key.to_string()))
+                let client_id = st.init.as_ref().map(|i| i.client_id.clone());
+                (
+                    client_id,
+                    st.auth.as_ref().map(|a| a.key.to_string()),
+                    st.account.as_ref().map(|a| a.user_id.to_string()),
+                )
             };
             json!({
                 "sessionId": session.id.to_string(),
                 "clientId": client_id,
                 "license": license,
+                "userId": user,
                 "ip": session.ip.to_string(),
                 "connected": session.is_attached(),
                 "connectedAt": crate::v1::iso(session.connected_at),

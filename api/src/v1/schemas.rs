@@ -149,6 +149,7 @@ pub fn all() -> Value {
             "sessionId": { "type": "string" },
             "clientId": { "type": ["string", "null"] },
             "license": { "type": ["string", "null"] },
+            "userId": { "type": ["string", "null"], "description": "the app user signed in on the session (packet 3)" },
             "ip": { "type": "string" },
             "connected": { "type": "boolean" },
             "connectedAt": { "type": "string", "format": "date-time" },

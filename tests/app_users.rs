@@ -356,6 +356,33 @@ fn a_concurrent_burst_of_guesses_is_checked_at_most_the_lockout_limit() {
     });
 }
 
+/// The per-IP softlock counts guesses, not people: correct sign-ins of many users behind one
+/// address (an office, a NAT) never lock it, while wrong passwords from it still do.
+#[test]
+fn correct_sign_ins_behind_one_address_never_lock_it() {
+    let env = env(&[("LICENSD_APP_USER_IP_LOCKOUT_FAILURES", "3"), ("LICENSD_APP_USER_SIGNUPS_PER_IP", "100")]);
+    on_both_backends(&env, |deployment, server| {
+        let (_, key) = merchant(deployment, server, "office@example.com");
+        let rt = client::runtime();
+        let mut ws = session(&rt, server, &key, "machine-1");
+        for n in 0..8u64 {
+            let login = format!("staff.{n}");
+            assert_eq!(create(&mut ws, 100 + n, &login, "secret1", json!({}))["status"], 1);
+        }
+        // One guess now and then in between does not add up to a lock either.
+        assert_eq!(sign_in(&mut ws, 2, "staff.0", "wrong-pass")["status"], 200);
+        for n in 0..8u64 {
+            let answer = sign_in(&mut ws, 10 + n * 2, &format!("staff.{n}"), "secret1");
+            assert_eq!(answer["status"], 1, "staff.{n}: {answer}");
+            assert_eq!(ws.call(json!({"type": 5, "id": 11 + n * 2}))["status"], 1);
+        }
+        // Guesses still lock the address: the third failure is the last one checked.
+        assert_eq!(sign_in(&mut ws, 40, "staff.1", "wrong-pass")["status"], 200);
+        assert_eq!(sign_in(&mut ws, 41, "staff.2", "wrong-pass")["status"], 200);
+        assert_eq!(sign_in(&mut ws, 42, "staff.3", "secret1")["status"], 5, "locked now, even a right password");
+    });
+}
+
 /// Unknown login and wrong password cost the same: medians of interleaved runs compared loosely
 /// (a factor, not a wall-clock bound), with an Argon2 cost high enough to dominate.
 #[test]

@@ -114,9 +114,22 @@ impl AppUsersRuntime {
         tokio::task::spawn_blocking(check).await.unwrap_or(false)
     }
 
-    /// A correct password: the login's failures are forgotten (the IP's are not, so one valid
-    /// account cannot reset the count of guesses at others from the same address).
-    pub async fn signed_in(&self, login_digest: &str) -> Result<(), CommandError> {
+    /// A correct password: the login's failures are forgotten; of the IP's, only this attempt is
+    /// taken back (so one valid account cannot reset the count of guesses at others from the
+    /// same address, and correct sign-ins of many users behind one address never lock it).
+    pub async fn signed_in(
+        &self,
+        commands: &Commands,
+        app_id: AppId,
+        ip: IpAddr,
+        login_digest: &str,
+    ) -> Result<(), CommandError> {
+        self.forget_login(login_digest).await?;
+        self.ip_lockout.forgive_one(&Self::ip_subject(commands, app_id, ip)).await
+    }
+
+    /// Drops the login's softlock row (a correct password, or the user's erasure).
+    pub async fn forget_login(&self, login_digest: &str) -> Result<(), CommandError> {
         self.user_lockout.succeeded(&Self::user_subject(login_digest)).await
     }
 

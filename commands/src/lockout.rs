@@ -67,9 +67,10 @@ struct LockoutSql {
     lock: &'static str,
     clear: &'static str,
     prune: &'static str,
+    forgive: &'static str,
 }
 
-static DASHBOARD: LockoutSql = LockoutSql { count: COUNT, lock: LOCK, clear: CLEAR, prune: PRUNE };
+static DASHBOARD: LockoutSql = LockoutSql { count: COUNT, lock: LOCK, clear: CLEAR, prune: PRUNE, forgive: FORGIVE };
 
 /// The same statements on `app_user_lockouts` (same shape; end users' subjects kept apart).
 static APP_USERS: std::sync::LazyLock<LockoutSql> = std::sync::LazyLock::new(|| {
@@ -77,7 +78,13 @@ static APP_USERS: std::sync::LazyLock<LockoutSql> = std::sync::LazyLock::new(|| 
         // Built once per process: the four statements live as long as the program.
         Box::leak(sql.replace("dashboard_lockouts", "app_user_lockouts").into_boxed_str())
     };
-    LockoutSql { count: on_table(COUNT), lock: on_table(LOCK), clear: on_table(CLEAR), prune: on_table(PRUNE) }
+    LockoutSql {
+        count: on_table(COUNT),
+        lock: on_table(LOCK),
+        clear: on_table(CLEAR),
+        prune: on_table(PRUNE),
+        forgive: on_table(FORGIVE),
+    }
 });
 
 /// Every this many attempts, rows that would start over anyway are deleted, so guesses at many
@@ -109,6 +116,9 @@ const LOCK: &str = "UPDATE dashboard_lockouts SET locked_until = $2, lockouts = 
      WHERE subject = $1 AND locked_until <= $3";
 
 const CLEAR: &str = "DELETE FROM dashboard_lockouts WHERE subject = $1";
+
+/// Takes back one counted attempt of a round (a lock already engaged stays). $1 subject.
+const FORGIVE: &str = "UPDATE dashboard_lockouts SET failures = failures - 1 WHERE subject = $1 AND failures > 0";
 
 /// Rows quiet for the whole quiet period and not locked: their next attempt would start from
 /// nothing anyway. $1 now (ms), $2 quiet period (ms).
@@ -180,6 +190,14 @@ impl Lockout {
         let quiet = self.policy.max.max(self.policy.window);
         let prune = Statement::new(self.sql.prune, [now.timestamp_millis().into(), millis(quiet).into()]);
         Ok(self.store.execute(&[prune]).await?)
+    }
+
+    /// A correct password on a subject shared by several accounts (a client IP): the attempt
+    /// counted for it is taken back, the others' failures stay, so many people signing in
+    /// correctly behind one address never lock it, while guesses still do.
+    pub async fn forgive_one(&self, subject: &str) -> Result<(), CommandError> {
+        self.store.execute(&[Statement::new(self.sql.forgive, [subject.into()])]).await?;
+        Ok(())
     }
 
     /// A correct password: forget the subject's failures and lockouts.

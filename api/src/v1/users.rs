@@ -315,7 +315,7 @@ pub(crate) async fn forget<'a>(
         let Some(user) = state.hot.app_user_by_login(&digest).filter(|u| u.app_id == app.app_id) else { continue };
         let linked: Vec<LicenseKey> = state.hot.licenses_of_user(user.user_id).into_iter().map(|l| l.key).collect();
         state.commands.delete_app_user(caller.account_id, user.user_id, &linked, &caller.actor).await?;
-        state.app_users.signed_in(&digest).await?;
+        state.app_users.forget_login(&digest).await?;
         erased += 1;
     }
     if erased > 0 {

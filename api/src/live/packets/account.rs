@@ -258,7 +258,7 @@ pub async fn authorize(ctx: &Ctx<'_>, id: PacketId, body: &Map<String, Value>) -
     let verifier = verifier.filter(|_| user.is_some());
     let verified = runtime.verify(creds.password.to_string(), verifier).await;
     let Some(user) = user.filter(|_| verified) else { return Ok(status(id, USER_NOT_FOUND)) };
-    if runtime.signed_in(&digest).await.is_err() {
+    if runtime.signed_in(&state.commands, app.app_id, ctx.session.ip, &digest).await.is_err() {
         return Ok(status(id, INTERNAL_ERROR));
     }
     if user.status == AppUserStatus::Blacklisted {

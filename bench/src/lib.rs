@@ -15,3 +15,4 @@ pub mod startup;
 pub mod stats;
 pub mod suite;
 pub mod sweep;
+pub mod users;

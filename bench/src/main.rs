@@ -51,6 +51,9 @@ enum Cmd {
     /// Internal: holds a share of the live benchmark's sessions (one client process).
     #[command(hide = true)]
     LiveHold { share: String },
+    /// App users alone: Argon2 verify time, sign-ins/s, validation p99 beside a wrong-password
+    /// flood (prints JSON; `--write BENCHMARKS.md` updates its section).
+    Users(UsersArgs),
     /// Only the suite's overload-and-recovery run on SQLite (prints JSON).
     Overload(SuiteArgs),
     /// Raw appends through licensd's writer next to a plain multi-row INSERT loop (prints JSON).
@@ -124,6 +127,31 @@ struct LiveArgs {
 }
 
 #[derive(clap::Args)]
+struct UsersArgs {
+    /// Use this licensd binary instead of building target/release/licensd.
+    #[arg(long)]
+    licensd: Option<PathBuf>,
+    #[arg(long, default_value_t = 30)]
+    argon2_runs: usize,
+    /// Sessions of the sign-in loop.
+    #[arg(long, default_value_t = 8)]
+    sign_in_concurrency: usize,
+    /// Closed-loop clients of `/auth/validate`.
+    #[arg(long, default_value_t = 16)]
+    validate_concurrency: usize,
+    /// Sessions guessing one user's password.
+    #[arg(long, default_value_t = 8)]
+    flood_sessions: usize,
+    #[arg(long, default_value_t = 2.0)]
+    warmup_secs: f64,
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Replace the app-users section of this BENCHMARKS.md (the JSON goes to stdout).
+    #[arg(long)]
+    write: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct SuiteArgs {
     /// Use this licensd binary instead of building target/release/licensd.
     #[arg(long)]
@@ -158,6 +186,9 @@ struct SuiteArgs {
     /// Leave out the live-session part (`licensd-bench live` runs it alone).
     #[arg(long)]
     skip_live: bool,
+    /// Leave out the app-users part (`licensd-bench users` runs it alone).
+    #[arg(long)]
+    skip_users: bool,
     #[arg(long, default_value = "BENCHMARKS.md")]
     output: PathBuf,
 }
@@ -212,6 +243,7 @@ fn main() -> anyhow::Result<()> {
             }
             Cmd::Suite(args) => run_suite(args).await,
             Cmd::Live(args) => run_live(args).await,
+            Cmd::Users(args) => run_users(args).await,
             Cmd::LiveHold { share } => licensd_bench::live::hold::child(serde_json::from_str(&share)?).await,
             Cmd::Overload(args) => {
                 let options = suite_options(args)?;
@@ -335,6 +367,31 @@ async fn run_live(args: LiveArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn run_users(args: UsersArgs) -> anyhow::Result<()> {
+    let licensd = match args.licensd {
+        Some(path) => path,
+        None => build_licensd()?,
+    };
+    let options = licensd_bench::users::UsersOptions {
+        licensd,
+        argon2_runs: args.argon2_runs,
+        sign_in_concurrency: args.sign_in_concurrency,
+        validate_concurrency: args.validate_concurrency,
+        flood_sessions: args.flood_sessions,
+        warmup: Duration::from_secs_f64(args.warmup_secs),
+        duration: Duration::from_secs_f64(args.seconds),
+    };
+    let results = licensd_bench::users::run(&options).await?;
+    println!("{}", serde_json::to_string_pretty(&results)?);
+    if let Some(path) = args.write {
+        let section = licensd_bench::users::report::section(&results);
+        let markdown = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(&path, licensd_bench::users::report::replace_section(&markdown, &section))?;
+        eprintln!("updated {}", path.display());
+    }
+    Ok(())
+}
+
 fn suite_options(args: SuiteArgs) -> anyhow::Result<SuiteOptions> {
     let licensd = match args.licensd {
         Some(path) => path,
@@ -354,6 +411,7 @@ fn suite_options(args: SuiteArgs) -> anyhow::Result<SuiteOptions> {
         append_events: args.append_events,
         backends: if args.sqlite_only { vec![Backend::Sqlite] } else { vec![Backend::Sqlite, Backend::Postgres] },
         live: !args.skip_live,
+        users: !args.skip_users,
     })
 }
 

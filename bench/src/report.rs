@@ -61,6 +61,9 @@ pub fn markdown(results: &Results, options: &SuiteOptions, machine: &str, comman
     if let Some(s) = &results.startup {
         startup(&mut md, s);
     }
+    if let Some(users) = &results.users {
+        md.push_str(&crate::users::report::section(users));
+    }
     if let Some(live) = &results.live {
         md.push_str(&crate::live::report::section(live));
     }

@@ -34,6 +34,8 @@ pub struct SuiteOptions {
     pub backends: Vec<Backend>,
     /// Run the live-session part (`crate::live`) with its defaults.
     pub live: bool,
+    /// Run the app-users part (`crate::users`) with its defaults.
+    pub users: bool,
 }
 
 /// The floor's and licensd's figures for one endpoint on one backend.
@@ -86,6 +88,7 @@ pub struct Results {
     pub degradation: Option<Degradation>,
     pub scale: Option<Scale>,
     pub live: Option<crate::live::LiveResults>,
+    pub users: Option<crate::users::UsersResults>,
     /// Start-up with and without a snapshot (`licensd-bench startup`'s figures).
     pub startup: Option<Value>,
     pub skipped: Vec<String>,
@@ -119,6 +122,7 @@ pub async fn run(options: &SuiteOptions) -> anyhow::Result<Results> {
         scale: None,
         startup: None,
         live: None,
+        users: None,
         skipped: Vec::new(),
     };
     for &backend in &options.backends {
@@ -202,6 +206,10 @@ pub async fn run(options: &SuiteOptions) -> anyhow::Result<Results> {
     if options.live {
         let live = crate::live::LiveOptions { licensd: options.licensd.clone(), ..Default::default() };
         results.live = Some(crate::live::run(&live).await?);
+    }
+    if options.users {
+        let users = crate::users::UsersOptions { licensd: options.licensd.clone(), ..Default::default() };
+        results.users = Some(crate::users::run(&users).await?);
     }
     floor.stop();
     Ok(results)

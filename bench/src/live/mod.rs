@@ -11,7 +11,7 @@
 //! commits later than that, so client figures are upper bounds. The server's own histogram
 //! (`licensd_live_push_latency_ms`, event commit → frame written) is reported beside them.
 
-mod client;
+pub(crate) mod client;
 pub mod hold;
 pub mod report;
 

@@ -281,6 +281,22 @@ mod tests {
         assert_eq!(verified, 5);
     }
 
+    async fn a_forgiven_attempt_does_not_count(store: Store) {
+        let lockout = Lockout::new(store, policy());
+        assert_eq!(lockout.attempt("ip", at(0)).await.unwrap(), Attempt::Verify);
+        lockout.forgive_one("ip").await.unwrap();
+        assert_eq!(lockout.attempt("ip", at(1)).await.unwrap(), Attempt::Verify, "the first failure of two");
+        assert_eq!(lockout.attempt("ip", at(2)).await.unwrap(), Attempt::Verify, "the second: checked, and locks");
+        lockout.forgive_one("ip").await.unwrap();
+        assert_eq!(lockout.attempt("ip", at(3)).await.unwrap(), Attempt::Locked { until: at(12) }, "a lock stays");
+        lockout.forgive_one("nobody").await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn lockout_takes_back_a_forgiven_attempt() {
+        on_both_backends(a_forgiven_attempt_does_not_count).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn lockout_rounds_escalate_and_a_success_resets() {
         on_both_backends(rounds_escalate_and_a_success_resets).await;

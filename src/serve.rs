@@ -19,6 +19,11 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
         _ => None,
     };
+    // The port before the data folder: a port already taken stops the start before a data folder
+    // or a master key is created. Connections arriving while the model loads wait in the backlog.
+    let listener = tokio::net::TcpListener::bind(&serve.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", serve.listen))?;
     let services = Services::open(config).await?;
     let snapshot_path = config.snapshot_path();
     let started = Instant::now();
@@ -58,9 +63,6 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         tokio::spawn(run_snapshots(hot.clone(), path, serve.snapshot_schedule(), snapshots_stopped))
     });
 
-    let listener = tokio::net::TcpListener::bind(&serve.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", serve.listen))?;
     // Handlers installed before the address is printed: a SIGTERM sent as soon as the server
     // says it listens still shuts it down cleanly (queue drained, snapshot written).
     let signalled = shutdown_signal();

@@ -319,6 +319,11 @@ pub struct ServeConfig {
     #[arg(help_heading = "Developer API", long, env = "LICENSD_MAX_LICENSE_SESSIONS", default_value_t = 10_000)]
     pub max_license_sessions: u32,
 
+    /// One structured access-log record per request (target `licensd::access`, level info):
+    /// method, route template, status, duration, client IP; never a raw path, query or header.
+    #[arg(help_heading = "Logging", long, env = "LICENSD_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub access_log: bool,
+
     #[command(flatten)]
     pub live: LiveArgs,
 

@@ -88,6 +88,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         live_model: serve.live_model(),
         live: serve.live.config(tls.is_some()),
         app_users: serve.app_users.config(),
+        access_log: serve.access_log,
         ..ApiConfig::default()
     };
     api_config.read_your_writes_timeout = std::time::Duration::from_millis(serve.read_your_writes_timeout_ms);
@@ -95,6 +96,9 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     api_config.idempotency_lease = std::time::Duration::from_secs(serve.idempotency_lease_secs);
     let snapshot_runner = hot_runner.clone();
     let state = AppState::new(services.commands.clone(), hot.clone(), hot_runner, api_config)?;
+    if let Some(path) = snapshot_path.clone() {
+        state.metrics.set_extra(Arc::new(move |out: &mut String| snapshot_age(&path, out)));
+    }
     let live = state.live.clone();
     let app = router(state);
     let (stopping, stop) = watch::channel(false);
@@ -170,4 +174,16 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     async {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// `licensd_snapshot_age_seconds`: seconds since the snapshot file was last written (absent
+/// while there is none yet).
+fn snapshot_age(path: &std::path::Path, out: &mut String) {
+    use std::fmt::Write as _;
+    let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) else { return };
+    let age = modified.elapsed().unwrap_or_default().as_secs();
+    let _ = writeln!(
+        out,
+        "# HELP licensd_snapshot_age_seconds Seconds since the in-memory model's snapshot was last written.\n# TYPE licensd_snapshot_age_seconds gauge\nlicensd_snapshot_age_seconds {age}"
+    );
 }

@@ -36,6 +36,8 @@ pub struct ApiConfig {
     pub live: crate::live::LiveConfig,
     /// End-user accounts' limits (`LICENSD_APP_USER_*`).
     pub app_users: crate::app_users::AppUsersConfig,
+    /// One `licensd::access` log record per request.
+    pub access_log: bool,
 }
 
 impl Default for ApiConfig {
@@ -58,6 +60,7 @@ impl Default for ApiConfig {
             live_model: Default::default(),
             live: Default::default(),
             app_users: Default::default(),
+            access_log: true,
         }
     }
 }

@@ -10,6 +10,7 @@ mod entropy;
 mod error;
 mod folded;
 mod handlers;
+pub mod histogram;
 pub mod lockout;
 mod metadata;
 pub mod offline;

@@ -1,7 +1,9 @@
 //! `licensd`: the server and its operator commands, wired from the workspace crates.
 
+mod backup;
 mod config;
 mod files;
+mod healthcheck;
 mod operator;
 mod serve;
 mod services;
@@ -36,6 +38,7 @@ enum Command {
     Migrate,
     /// Rebuild read models from the event log (all, or one by name); prints JSON.
     Rebuild {
+        /// One read model (`hot`, or a SQL read model's name as `licensd projections` lists it).
         #[arg(long)]
         projection: Option<String>,
     },
@@ -47,11 +50,34 @@ enum Command {
     /// Account credits.
     #[command(subcommand)]
     Credits(operator::CreditsCommand),
+    /// Copy a SQLite deployment (both database files, and the master key file when it lives in
+    /// the data folder) into a new folder while the server runs; prints JSON.
+    Backup {
+        /// The folder to create (it must not exist, or be empty).
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
+    /// Put a backup in place in a fresh data folder, after checking its log against its
+    /// manifest; prints JSON.
+    Restore {
+        /// The backup's folder, as `licensd backup --to` wrote it.
+        #[arg(long)]
+        from: std::path::PathBuf,
+    },
+    /// Ask the local server's /healthz: exit 0 when it answers 200, 1 otherwise (for container
+    /// health checks; needs no shell).
+    Healthcheck(healthcheck::HealthcheckArgs),
+    /// Write a new master key to LICENSD_MASTER_KEY_FILE (default <data dir>/master.key) unless
+    /// the file exists; prints JSON. Run once before the first start; keep the file.
+    InitMasterKey,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.config);
+    if let Err(e) = init_logging(&cli.config) {
+        eprintln!("licensd: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -59,6 +85,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json_log = cli.config.log_format == "json";
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(serve_config) => serve::run(&cli.config, &serve_config).await,
@@ -67,29 +94,92 @@ fn main() -> ExitCode {
             Command::Projections => operator::projections(&cli.config).await,
             Command::Account(command) => operator::account(&cli.config, command).await,
             Command::Credits(command) => operator::credits(&cli.config, command).await,
+            Command::Backup { to } => backup::backup(&cli.config, &to).await,
+            Command::Restore { from } => backup::restore(&cli.config, &from).await,
+            Command::Healthcheck(args) => healthcheck::run(&args).await,
+            Command::InitMasterKey => operator::init_master_key(&cli.config),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        // Said once: as a JSON log record where logs are collected as JSON, else as one line.
+        Err(e) if json_log => {
             tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
             eprintln!("licensd: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Installs the log; a filter or format it cannot use stops the start (a typo would otherwise
+/// silently log at another level than asked).
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    // EnvFilter reads a bare word as a target name, so a misspelt level ("debgu") would parse and
+    // silence everything: a bare word must be a level; a target is written `target=level`.
+    let unknown_word = config.log.split(',').map(str::trim).find(|directive| {
+        !directive.is_empty()
+            && !directive.contains(['=', '['])
+            && directive.parse::<tracing::level_filters::LevelFilter>().is_err()
+    });
+    if let Some(word) = unknown_word {
+        anyhow::bail!(
+            "LICENSD_LOG '{}' is not a valid log filter: '{word}' is not a level (error, warn, info, debug, trace, \
+             off); to name a module write 'module=level', e.g. 'info,licensd_api=debug'",
+            config.log
+        );
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log).map_err(|e| {
+        anyhow::anyhow!(
+            "LICENSD_LOG '{}' is not a valid log filter ({e}); use a level (error, warn, info, debug, trace) or \
+             directives such as 'info,licensd_api=debug'",
+            config.log
+        )
+    })?;
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    if config.log_format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
+    match config.log_format.as_str() {
+        "json" => builder.json().init(),
+        "text" => builder.init(),
+        other => anyhow::bail!("LICENSD_LOG_FORMAT must be 'text' or 'json', not '{other}'"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every option of every command says what it does, and every setting (an option with an
+    /// environment variable) sits under a heading in `--help`.
+    #[test]
+    fn every_option_has_help_and_every_setting_a_heading() {
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() {
+                    missing.push(format!("{path} --{id}: no help"));
+                }
+                if arg.get_env().is_some() && arg.get_help_heading().is_none() {
+                    missing.push(format!("{path} --{id}: no heading"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "licensd", &mut missing);
+        assert!(missing.is_empty(), "{missing:#?}");
+        Cli::command().debug_assert();
     }
 }

@@ -18,24 +18,30 @@ use std::time::Instant;
 
 #[derive(Subcommand)]
 pub enum AccountCommand {
+    /// Every merchant account: id, email, suspended, balance, API keys, dashboard login; prints JSON.
+    List,
     /// Create a merchant account; prints its id and a Developer API key (shown once).
     Create {
+        /// The merchant's email (one account per email, compared normalized).
         #[arg(long)]
         email: String,
     },
     /// Suspend an account: its apps answer `app_disabled` and its API keys are refused.
     Suspend {
+        /// The account's id (a UUID, as `account create` and `account list` print it).
         #[arg(long)]
         account: String,
     },
     /// Lift a suspension.
     Reinstate {
+        /// The account's id (a UUID, as `account create` and `account list` print it).
         #[arg(long)]
         account: String,
     },
     /// Set the merchant's dashboard password (read from the first line of stdin, so it stays out
     /// of the process list and shell history); ends their open dashboard sessions.
     SetPassword {
+        /// The account's id (a UUID, as `account create` and `account list` print it).
         #[arg(long)]
         account: String,
     },
@@ -45,10 +51,13 @@ pub enum AccountCommand {
 pub enum CreditsCommand {
     /// Add credits to an account; prints the new balance.
     Grant {
+        /// The account's id (a UUID, as `account create` and `account list` print it).
         #[arg(long)]
         account: String,
+        /// Credits to add.
         #[arg(long)]
         amount: u64,
+        /// Why, kept in the credit ledger and the audit log.
         #[arg(long, default_value = "operator grant")]
         reason: String,
     },
@@ -65,8 +74,24 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes a new master key file unless one exists (then it is only checked): a deployment keeps
+/// one key for its lifetime instead of a new random one per start.
+pub fn init_master_key(config: &Config) -> anyhow::Result<()> {
+    if config.master_key.is_some() {
+        bail!("LICENSD_MASTER_KEY is set: that key is used and no file is needed; unset it to write a key file");
+    }
+    let path = config.master_key_file.clone().unwrap_or_else(|| config.data_dir.join("master.key"));
+    let (_, source) = licensd_commands::MasterKey::load_or_generate_file(&path)
+        .with_context(|| format!("cannot read or write the master key file {}", path.display()))?;
+    let created = matches!(source, licensd_commands::MasterKeySource::Generated(_));
+    let note = if created { "new key written: back it up" } else { "a valid key is already there: left as it is" };
+    print(&json!({ "path": path.display().to_string(), "created": created, "note": note }));
+    Ok(())
+}
+
 pub async fn account(config: &Config, command: AccountCommand) -> anyhow::Result<()> {
     let (account, change, suspended) = match command {
+        AccountCommand::List => return list_accounts(config).await,
         AccountCommand::Create { email } => return create_account(config, &email).await,
         AccountCommand::SetPassword { account } => return set_password(config, &account).await,
         AccountCommand::Suspend { account } => (account, DomainAccountCommand::Suspend, true),
@@ -78,6 +103,34 @@ pub async fn account(config: &Config, command: AccountCommand) -> anyhow::Result
     services.shutdown(None).await;
     result.context("cannot change the account")?;
     print(&json!({ "accountId": account_id, "suspended": suspended }));
+    Ok(())
+}
+
+/// Reads the accounts from a fresh replay of the log (the server's own model is in its process),
+/// and each email from the sealed PII table.
+async fn list_accounts(config: &Config) -> anyhow::Result<()> {
+    let services = Services::open(config).await?;
+    let listed = async {
+        let (model, _) = replay_hot(&services.store).await?;
+        let mut accounts = Vec::new();
+        for (account_id, view) in model.accounts() {
+            let stream = licensd_domain::StreamCategory::Account.stream_id(account_id);
+            let email =
+                services.commands.pii().get(&stream, "email").await.context("cannot read an account's email")?;
+            accounts.push(json!({
+                "accountId": account_id,
+                "email": email,
+                "suspended": view.suspended,
+                "balance": view.balance,
+                "apiKeys": view.api_keys.len(),
+                "dashboardLogin": view.login_generation > 0,
+            }));
+        }
+        anyhow::Ok(accounts)
+    }
+    .await;
+    services.shutdown(None).await;
+    print(&json!({ "accounts": listed? }));
     Ok(())
 }
 

@@ -19,6 +19,11 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
         _ => None,
     };
+    // The port before the data folder: a port already taken stops the start before a data folder
+    // or a master key is created. Connections arriving while the model loads wait in the backlog.
+    let listener = tokio::net::TcpListener::bind(&serve.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", serve.listen))?;
     let blobs = serve.files.open(&config.data_dir)?;
     let services = Services::open(config).await?;
     // Before uploads are accepted: what uploads cut short by a crash left behind goes.
@@ -61,9 +66,6 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         tokio::spawn(run_snapshots(hot.clone(), path, serve.snapshot_schedule(), snapshots_stopped))
     });
 
-    let listener = tokio::net::TcpListener::bind(&serve.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", serve.listen))?;
     // Handlers installed before the address is printed: a SIGTERM sent as soon as the server
     // says it listens still shuts it down cleanly (queue drained, snapshot written).
     let signalled = shutdown_signal();
@@ -90,6 +92,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         live: serve.live.config(tls.is_some()),
         app_users: serve.app_users.config(),
         files: serve.files.config(blobs),
+        access_log: serve.access_log,
         ..ApiConfig::default()
     };
     api_config.read_your_writes_timeout = std::time::Duration::from_millis(serve.read_your_writes_timeout_ms);
@@ -97,6 +100,9 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     api_config.idempotency_lease = std::time::Duration::from_secs(serve.idempotency_lease_secs);
     let snapshot_runner = hot_runner.clone();
     let state = AppState::new(services.commands.clone(), hot.clone(), hot_runner, api_config)?;
+    if let Some(path) = snapshot_path.clone() {
+        state.metrics.set_extra(Arc::new(move |out: &mut String| snapshot_age(&path, out)));
+    }
     let live = state.live.clone();
     let app = router(state);
     let (stopping, stop) = watch::channel(false);
@@ -172,4 +178,16 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     async {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// `licensd_snapshot_age_seconds`: seconds since the snapshot file was last written (absent
+/// while there is none yet).
+fn snapshot_age(path: &std::path::Path, out: &mut String) {
+    use std::fmt::Write as _;
+    let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) else { return };
+    let age = modified.elapsed().unwrap_or_default().as_secs();
+    let _ = writeln!(
+        out,
+        "# HELP licensd_snapshot_age_seconds Seconds since the in-memory model's snapshot was last written.\n# TYPE licensd_snapshot_age_seconds gauge\nlicensd_snapshot_age_seconds {age}"
+    );
 }

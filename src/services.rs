@@ -87,8 +87,17 @@ fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
     if let Some(text) = &config.master_key {
         return MasterKey::parse(text).context("LICENSD_MASTER_KEY is invalid");
     }
+    if let Some(path) = &config.master_key_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read LICENSD_MASTER_KEY_FILE {}", path.display()))?;
+        return MasterKey::parse(&text)
+            .with_context(|| format!("LICENSD_MASTER_KEY_FILE {} is invalid", path.display()));
+    }
     if config.is_postgres() {
-        bail!("LICENSD_MASTER_KEY is required with Postgres (generate one with: openssl rand -hex 32)");
+        bail!(
+            "LICENSD_MASTER_KEY or LICENSD_MASTER_KEY_FILE is required with Postgres (generate one with: \
+             licensd init-master-key --file PATH, or openssl rand -hex 32)"
+        );
     }
     let (key, source) = MasterKey::load_or_generate(&config.data_dir)?;
     if let MasterKeySource::Generated(path) = source {

@@ -330,3 +330,38 @@ fn bulk_replay_refuses_unknown_filter_fields() {
     let (status, answer) = server.post(&api_key, "/v1/commerce/events/replay", &json!({ "status": "failed" }));
     assert_eq!((status, answer["replayed"].clone()), (200, Value::from(0)), "{answer}");
 }
+
+/// A browser that drops the session cookie (a `Secure` cookie over plain HTTP on a real hostname)
+/// is told why, instead of landing on the sign-in form again without a word.
+#[test]
+fn a_sign_in_whose_cookie_the_browser_dropped_says_so() {
+    each_backend(|deployment| {
+        account_with_password(deployment, "cookie@example.com");
+        let server = deployment.start();
+        let form = [("email", "cookie@example.com"), ("password", PASSWORD)];
+        let signed_in = http().post(format!("{}/dashboard/login", server.base)).form(&form).send().expect("sign-in");
+        assert_eq!(signed_in.status().as_u16(), 303);
+        let next = signed_in.headers()["location"].to_str().unwrap().to_string();
+        let cookie = signed_in.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+        let url = format!("{}{next}", server.base);
+
+        // The browser kept the cookie: the dashboard.
+        let kept = http().get(&url).header("cookie", &cookie).send().unwrap();
+        assert_eq!(kept.status().as_u16(), 200, "signed in with the cookie");
+
+        // The browser dropped it: sent to the sign-in page, which says what happened and what to do.
+        let dropped = http().get(&url).send().unwrap();
+        assert_eq!(dropped.status().as_u16(), 303);
+        let login = dropped.headers()["location"].to_str().unwrap().to_string();
+        let (status, page) = server.get_text(&login);
+        assert_eq!(status, 200);
+        assert!(page.contains("did not keep the session cookie"), "the page says what happened: {page}");
+        assert!(page.contains("LICENSD_COOKIE_SECURE=false"), "and what to do");
+
+        // Arriving signed out any other way says nothing about cookies.
+        let plain = http().get(format!("{}/dashboard", server.base)).send().unwrap();
+        assert_eq!(plain.headers()["location"], "/dashboard/login");
+        let (_, page) = server.get_text("/dashboard/login");
+        assert!(!page.contains("did not keep the session cookie"));
+    });
+}

@@ -38,6 +38,8 @@ pub struct ApiConfig {
     pub app_users: crate::app_users::AppUsersConfig,
     /// Protected files: the blob store and the upload limit (`LICENSD_FILE_*`, `LICENSD_BLOB_*`).
     pub files: crate::files::FilesConfig,
+    /// One `licensd::access` log record per request.
+    pub access_log: bool,
 }
 
 impl Default for ApiConfig {
@@ -61,6 +63,7 @@ impl Default for ApiConfig {
             live: Default::default(),
             app_users: Default::default(),
             files: Default::default(),
+            access_log: true,
         }
     }
 }

@@ -61,17 +61,23 @@ impl MasterKey {
 
     /// Reads `<dir>/master.key`, generating it (mode 0600) on first use.
     pub fn load_or_generate(dir: &Path) -> Result<(Self, MasterKeySource), CommandError> {
-        let path = dir.join("master.key");
+        Self::load_or_generate_file(&dir.join("master.key"))
+    }
+
+    /// Reads the key file at `path`, generating it (mode 0600, and its folder) on first use.
+    pub fn load_or_generate_file(path: &Path) -> Result<(Self, MasterKeySource), CommandError> {
         let io = |e: std::io::Error| CommandError::Crypto(format!("{}: {e}", path.display()));
         if path.exists() {
-            let text = std::fs::read_to_string(&path).map_err(io)?;
-            return Ok((Self::parse(&text)?, MasterKeySource::File(path)));
+            let text = std::fs::read_to_string(path).map_err(io)?;
+            return Ok((Self::parse(&text)?, MasterKeySource::File(path.to_path_buf())));
         }
-        std::fs::create_dir_all(dir).map_err(io)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
-        write_private(&path, &hex::encode(bytes)).map_err(io)?;
-        Ok((Self::parse(&hex::encode(bytes))?, MasterKeySource::Generated(path)))
+        write_private(path, &hex::encode(bytes)).map_err(io)?;
+        Ok((Self::parse(&hex::encode(bytes))?, MasterKeySource::Generated(path.to_path_buf())))
     }
 
     pub fn seal(&self, plaintext: &[u8], purpose: &str) -> Sealed {

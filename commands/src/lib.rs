@@ -11,6 +11,7 @@ mod error;
 mod files;
 mod folded;
 mod handlers;
+pub mod histogram;
 pub mod lockout;
 mod metadata;
 pub mod offline;

@@ -29,12 +29,30 @@ impl Default for WriterConfig {
 }
 
 /// Counters for `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriterStats {
     pub batches: AtomicU64,
     pub requests: AtomicU64,
     pub events: AtomicU64,
     pub failed_batches: AtomicU64,
+    /// Events per group-commit batch.
+    pub batch_events: crate::histogram::Histogram,
+    /// Seconds one batch's transaction took: its inserts, its commit and the commit's fsync
+    /// (the store does not time the fsync apart from the commit).
+    pub commit_seconds: crate::histogram::Histogram,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        Self {
+            batches: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            failed_batches: AtomicU64::new(0),
+            batch_events: crate::histogram::Histogram::new(crate::histogram::SIZES),
+            commit_seconds: crate::histogram::Histogram::new(crate::histogram::SECONDS),
+        }
+    }
 }
 
 struct Job {
@@ -156,7 +174,11 @@ async fn commit(store: &Store, batch: Vec<Job>, stats: &WriterStats) {
     let events: u64 = requests.iter().map(|r| r.events.len() as u64).sum();
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats.requests.fetch_add(requests.len() as u64, Ordering::Relaxed);
-    match store.append_encoded(requests).await {
+    stats.batch_events.observe(events as f64);
+    let started = std::time::Instant::now();
+    let appended = store.append_encoded(requests).await;
+    stats.commit_seconds.observe(started.elapsed().as_secs_f64());
+    match appended {
         Ok(results) => {
             stats.events.fetch_add(events, Ordering::Relaxed);
             for (reply, result) in replies.into_iter().zip(results) {

@@ -325,6 +325,14 @@ impl HotModel {
         self.accounts.get(&account_id).filter(|a| a.exists).map(|a| a.clone())
     }
 
+    /// Every existing account, ordered by id (for the operator's `account list`).
+    pub fn accounts(&self) -> Vec<(AccountId, AccountView)> {
+        let mut accounts: Vec<_> =
+            self.accounts.iter().filter(|a| a.exists).map(|a| (*a.key(), a.value().clone())).collect();
+        accounts.sort_by_key(|(id, _)| *id);
+        accounts
+    }
+
     /// Whether the account is suspended (`None`: no such account), without copying its view.
     pub fn account_suspended(&self, account_id: AccountId) -> Option<bool> {
         self.accounts.get(&account_id).filter(|a| a.exists).map(|a| a.suspended)

@@ -5,6 +5,7 @@
 //! [`StoreError::WrongExpectedVersion`]; `UNIQUE(event_id)` turns a retried append into a no-op.
 
 mod append;
+mod backup;
 mod hot_path;
 mod postgres;
 mod read_model;
@@ -14,6 +15,7 @@ pub mod testing;
 mod types;
 
 pub use append::UPSERT_PII;
+pub use backup::{backup_sqlite, sqlite_event_lines, sqlite_files, sqlite_log_file};
 pub use hot_path::{hot_path_scope, hot_path_sql_reads};
 pub use postgres::PostgresStore;
 pub use read_model::{Checkpoint, ProjectionMove, SqlValue, Statement};

@@ -2,6 +2,7 @@
 
 pub mod commerce;
 pub mod destinations;
+pub mod metrics;
 pub mod outbound;
 pub mod webhooks;
 

@@ -172,6 +172,12 @@ impl Dispatcher {
                 (status, code, Some(error), now + backoff)
             }
         };
+        let counters = &crate::metrics::COUNTERS;
+        crate::metrics::count(match status {
+            "delivered" => &counters.webhook_delivered,
+            "failed" => &counters.webhook_gave_up,
+            _ => &counters.webhook_attempt_failed,
+        });
         tracing::debug!(delivery = due.delivery_id, status, attempts, "webhook attempt");
         let record = Statement::new(
             RECORD,

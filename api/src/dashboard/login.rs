@@ -3,7 +3,7 @@
 use crate::auth::ClientIp;
 use crate::web::{cross_site, page};
 use crate::AppState;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
@@ -12,11 +12,32 @@ use serde::Deserialize;
 
 const LOGIN_PAGE: &str = include_str!("../../assets/login.html");
 
-pub async fn form(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// Where a successful sign-in sends the browser: the dashboard, marked, so that arriving there
+/// without the cookie is told apart from arriving signed out.
+pub(super) const SIGNED_IN: &str = "/dashboard?signed-in=1";
+
+/// The dashboard sends a browser here when it arrived from a successful sign-in without the
+/// session cookie: the browser refused to store or send it.
+pub(super) const COOKIE_DROPPED: &str = "/dashboard/login?cookie=dropped";
+
+/// Said instead of silently showing the form again: the usual cause is a `Secure` cookie over
+/// plain HTTP on a host other than localhost.
+const COOKIE_DROPPED_MESSAGE: &str = "You signed in, but your browser did not keep the session cookie. \
+    The cookie is marked Secure, so browsers keep it only over HTTPS (or on localhost): serve licensd \
+    over TLS (LICENSD_TLS_CERT and LICENSD_TLS_KEY, or a TLS proxy), or, on a trusted network only, \
+    start it with LICENSD_COOKIE_SECURE=false. Also check that cookies are allowed for this site.";
+
+#[derive(Deserialize)]
+pub struct FormQuery {
+    cookie: Option<String>,
+}
+
+pub async fn form(State(state): State<AppState>, headers: HeaderMap, Query(query): Query<FormQuery>) -> Response {
     if super::session(&state, &headers).is_some() {
         return Redirect::to("/dashboard").into_response();
     }
-    page(StatusCode::OK, LOGIN_PAGE, &[("error", ""), ("email", "")])
+    let error = if query.cookie.as_deref() == Some("dropped") { COOKIE_DROPPED_MESSAGE } else { "" };
+    page(StatusCode::OK, LOGIN_PAGE, &[("error", error), ("email", "")])
 }
 
 #[derive(Deserialize)]
@@ -99,7 +120,7 @@ pub async fn sign_in(
     }
     tracing::info!(%account_id, "dashboard sign-in");
     let token = state.dashboard.issue(account_id, generation, state.commands.now());
-    let mut response = Redirect::to("/dashboard").into_response();
+    let mut response = Redirect::to(SIGNED_IN).into_response();
     response.headers_mut().insert(header::SET_COOKIE, state.dashboard.set_cookie(&token));
     response
 }

@@ -7,7 +7,7 @@ pub mod session;
 
 use crate::web::{cookie, page};
 use crate::AppState;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -31,13 +31,21 @@ pub(crate) fn session(state: &AppState, headers: &HeaderMap) -> Option<(String, 
     Some((token.to_string(), account))
 }
 
-async fn shell(State(state): State<AppState>, headers: HeaderMap) -> Response {
+#[derive(serde::Deserialize)]
+struct ShellQuery {
+    #[serde(rename = "signed-in")]
+    signed_in: Option<String>,
+}
+
+async fn shell(State(state): State<AppState>, headers: HeaderMap, Query(query): Query<ShellQuery>) -> Response {
     match session(&state, &headers) {
         Some((token, account)) => page(
             StatusCode::OK,
             include_str!("../../assets/dashboard.html"),
             &[("csrf", &state.dashboard.csrf_token(&token)), ("account", &account.to_string())],
         ),
+        // Sent here by a successful sign-in, yet no cookie came with the request.
+        None if query.signed_in.is_some() => Redirect::to(login::COOKIE_DROPPED).into_response(),
         None => Redirect::to("/dashboard/login").into_response(),
     }
 }

@@ -159,6 +159,13 @@ impl CommerceWorker {
         let fulfilment = self.fulfil(stream, &entry).await;
         let retry_at = self.commands.now()
             + chrono::Duration::from_std(self.config.retry_delay).unwrap_or(chrono::Duration::seconds(60));
+        let counters = &crate::metrics::COUNTERS;
+        crate::metrics::count(match &fulfilment.outcome {
+            Outcome::Processed(_) => &counters.commerce_processed,
+            Outcome::Skipped(_) => &counters.commerce_skipped,
+            Outcome::Transient(_) => &counters.commerce_transient,
+            Outcome::NonTransient(_) => &counters.commerce_failed,
+        });
         let record = LedgerCommand::Record { outcome: fulfilment.outcome.clone(), retry_at };
         let outcome = state.decide(record, self.commands.now())?;
         self.commands.append(stream, ExpectedVersion::Exact(version + 1), &outcome, &Actor::System, account).await?;

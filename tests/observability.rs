@@ -1,0 +1,120 @@
+//! `/metrics` and the access log of the real server: request durations by route template and
+//! status class, the writer's batch sizes and commit times, read-model lag, the workers'
+//! counters, the snapshot's age; one JSON access record per request, without keys.
+
+mod common;
+
+use common::{each_backend, TempDir};
+use serde_json::{json, Value};
+
+/// The value of one sample line (`name{labels} value`) of a Prometheus text page.
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_and_access_log_describe_the_requests_without_their_secrets() {
+    each_backend(|deployment| {
+        let logs = TempDir::new();
+        let log = logs.0.join("server.log");
+        let mut env = common::RELAXED_LIMITS.to_vec();
+        env.extend([("LICENSD_LOG", "info"), ("LICENSD_LOG_FORMAT", "json"), ("LICENSD_SNAPSHOT_EVERY_EVENTS", "1")]);
+        let server = deployment.start_logging_to(&env, Some(&log));
+        let merchant = deployment.merchant_with_credits(&server, "metrics@example.com", 1000);
+        let key = merchant.license(&server, json!({}));
+        for _ in 0..3 {
+            assert_eq!(server.get(&merchant.api_key, &format!("/v1/licenses/{key}")).0, 200);
+        }
+        assert_eq!(server.get(&merchant.api_key, "/v1/licenses/NOPE-NOPE-NOPE-NOPE").0, 404);
+        assert_eq!(server.get_text("/no/such/page").0, 404);
+
+        // The snapshot is written after the events above (LICENSD_SNAPSHOT_EVERY_EVENTS=1).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let page = loop {
+            let (status, page) = server.get_text("/metrics");
+            assert_eq!(status, 200);
+            if page.contains("licensd_snapshot_age_seconds ") || std::time::Instant::now() > deadline {
+                break page;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        };
+        let route = |template: &str, class: &str| {
+            let series =
+                format!("licensd_http_request_duration_seconds_count{{route=\"{template}\",class=\"{class}\"}}");
+            sample(&page, &series).unwrap_or_else(|| panic!("no {series} in\n{page}"))
+        };
+        assert_eq!(route("/v1/licenses/{key}", "2xx"), 3.0, "three answered 200 under the route's template");
+        assert_eq!(route("/v1/licenses/{key}", "4xx"), 1.0);
+        assert_eq!(route("/v1/licenses", "2xx"), 1.0);
+        assert!(route("unmatched", "4xx") >= 1.0);
+        assert!(!page.contains(&key), "no license key in a label");
+        let inf =
+            "licensd_http_request_duration_seconds_bucket{route=\"/v1/licenses/{key}\",class=\"2xx\",le=\"+Inf\"}";
+        assert_eq!(sample(&page, inf), Some(3.0));
+        assert!(sample(&page, "licensd_append_batch_events_count").unwrap() >= 1.0, "{page}");
+        assert!(sample(&page, "licensd_append_commit_seconds_count").unwrap() >= 1.0);
+        assert!(sample(&page, "licensd_append_batch_events_sum").unwrap() >= 1.0);
+        assert!(sample(&page, "licensd_projection_lag_events{projection=\"licenses\"}").is_some(), "{page}");
+        assert!(sample(&page, "licensd_projection_lag_seconds{projection=\"licenses\"}").is_some());
+        assert_eq!(sample(&page, "licensd_webhook_attempts_total{outcome=\"delivered\"}"), Some(0.0));
+        assert_eq!(sample(&page, "licensd_commerce_events_total{outcome=\"processed\"}"), Some(0.0));
+        assert!(sample(&page, "licensd_snapshot_age_seconds").is_some(), "a snapshot was written: {page}");
+        dashboard_uses_only_exported_metrics(&page);
+        server.terminate();
+
+        let records: Vec<Value> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|record| record["target"] == "licensd::access")
+            .collect();
+        let by_route = |template: &str, status: u64| {
+            records.iter().filter(|r| r["fields"]["route"] == template && r["fields"]["status"] == status).count()
+        };
+        assert_eq!(by_route("/v1/licenses/{key}", 200), 3, "one record per request");
+        assert_eq!(by_route("/v1/licenses/{key}", 404), 1);
+        let record = records.iter().find(|r| r["fields"]["route"] == "/v1/licenses/{key}").unwrap();
+        assert_eq!(record["fields"]["method"], "GET");
+        assert_eq!(record["fields"]["client_ip"], "127.0.0.1");
+        assert!(record["fields"]["duration_ms"].as_f64().is_some(), "{record}");
+        let all = std::fs::read_to_string(&log).unwrap();
+        assert!(!all.contains(&key), "the license key is not logged");
+        assert!(!all.contains(&merchant.api_key), "the API key is not logged");
+    });
+}
+
+/// Every metric the Grafana dashboard in deploy/ queries is one the server exports.
+fn dashboard_uses_only_exported_metrics(page: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/licensd.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("dashboard JSON");
+    let exported: Vec<&str> = page.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (start, _) in expr.match_indices("licensd_") {
+                let name: String =
+                    expr[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix).filter(|f| exported.contains(f)))
+                    .unwrap_or(&name);
+                assert!(exported.contains(&family), "{} queries {name}, which /metrics lacks", panel["title"]);
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 20, "the dashboard queries the metrics ({queried})");
+}
+
+#[test]
+fn the_access_log_can_be_turned_off() {
+    let dir = TempDir::new();
+    let deployment = common::Deployment::sqlite(&dir.0);
+    let log = dir.0.join("server.log");
+    let env = [("LICENSD_LOG", "info"), ("LICENSD_ACCESS_LOG", "false")];
+    let server = deployment.start_logging_to(&env, Some(&log));
+    assert_eq!(server.get_text("/healthz").0, 200);
+    server.terminate();
+    assert!(!std::fs::read_to_string(&log).unwrap().contains("licensd::access"));
+}

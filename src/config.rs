@@ -302,6 +302,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub app_users: AppUserArgs,
+
+    #[command(flatten)]
+    pub files: crate::files::FileArgs,
 }
 
 /// Limits of apps' end-user accounts (sign-up and sign-in over live sessions).

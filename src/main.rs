@@ -1,6 +1,7 @@
 //! `licensd`: the server and its operator commands, wired from the workspace crates.
 
 mod config;
+mod files;
 mod operator;
 mod serve;
 mod services;

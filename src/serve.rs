@@ -19,7 +19,10 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
         _ => None,
     };
+    let blobs = serve.files.open(&config.data_dir)?;
     let services = Services::open(config).await?;
+    // Before uploads are accepted: what uploads cut short by a crash left behind goes.
+    blobs.sweep_temporaries().await.context("cannot clean the file store's temporary files")?;
     let snapshot_path = config.snapshot_path();
     let started = Instant::now();
     let restored = match &snapshot_path {
@@ -86,6 +89,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         live_model: serve.live_model(),
         live: serve.live.config(tls.is_some()),
         app_users: serve.app_users.config(),
+        files: serve.files.config(blobs),
         ..ApiConfig::default()
     };
     api_config.read_your_writes_timeout = std::time::Duration::from_millis(serve.read_your_writes_timeout_ms);

@@ -156,6 +156,7 @@ impl From<DomainError> for ApiError {
             | D::InvalidWebsocketKey(_)
             | D::InvalidLevels(_)
             | D::InvalidComment(_)
+            | D::InvalidFileName(_)
             | D::InvalidMaxSessions => Self::BadRequest(e.to_string()),
             D::UndecodableEvent { .. } => {
                 tracing::error!(error = %e, "stored event cannot be decoded");

@@ -9,6 +9,7 @@ pub mod dashboard;
 mod edge;
 mod error;
 mod extract;
+pub mod files;
 mod health;
 mod limits;
 pub mod listener;

@@ -36,6 +36,8 @@ pub struct ApiConfig {
     pub live: crate::live::LiveConfig,
     /// End-user accounts' limits (`LICENSD_APP_USER_*`).
     pub app_users: crate::app_users::AppUsersConfig,
+    /// Protected files: the blob store and the upload limit (`LICENSD_FILE_*`, `LICENSD_BLOB_*`).
+    pub files: crate::files::FilesConfig,
 }
 
 impl Default for ApiConfig {
@@ -58,6 +60,7 @@ impl Default for ApiConfig {
             live_model: Default::default(),
             live: Default::default(),
             app_users: Default::default(),
+            files: Default::default(),
         }
     }
 }
@@ -78,6 +81,8 @@ pub struct AppState {
     pub live: Arc<crate::live::Live>,
     /// Softlocks and sign-up quota of end-user accounts.
     pub app_users: Arc<crate::app_users::AppUsersRuntime>,
+    /// Protected files: blob store, delivery counters, limits.
+    pub files: Arc<crate::files::FilesRuntime>,
     /// Catches the in-memory model up on demand, one caller at a time; with the time the last
     /// catch-up started, so callers that queued behind it can share its result.
     refresher: Arc<tokio::sync::Mutex<(HotRunner, Option<std::time::Instant>)>>,
@@ -103,6 +108,7 @@ impl AppState {
         Ok(Self {
             live,
             app_users: Arc::new(crate::app_users::AppUsersRuntime::new(&commands, config.app_users.clone())),
+            files: Arc::new(crate::files::FilesRuntime::new(commands.store().clone(), config.files.clone())),
             auth: Arc::new(AuthRuntime::new(&commands, config.auth.clone())),
             webhook_sender: licensd_workers::webhooks::WebhookSender::new(
                 Duration::from_secs(10),

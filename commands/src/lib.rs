@@ -8,6 +8,7 @@ pub mod commerce;
 mod crypto;
 mod entropy;
 mod error;
+mod files;
 mod folded;
 mod handlers;
 pub mod lockout;

@@ -75,6 +75,8 @@ pub enum DomainError {
     LicenseAlreadyActivated,
     #[error("the license is linked to a user: sign in as that user")]
     LicenseLinkedToUser,
+    #[error("invalid file name: {0}")]
+    InvalidFileName(String),
     #[error("an event of type {event_type} v{schema_version} could not be decoded: {reason}")]
     UndecodableEvent { event_type: String, schema_version: i32, reason: String },
 }

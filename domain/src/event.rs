@@ -4,6 +4,7 @@ use crate::{
     app_user::{AppUserEvent, LoginReservationEvent},
     commerce::CommerceEvent,
     email_reservation::EmailReservationEvent,
+    file::FileEvent,
     license::LicenseEvent,
     DomainError,
 };
@@ -24,6 +25,8 @@ pub enum StreamCategory {
     AppUser,
     /// One login of one app, reserved for the end user that holds it.
     AppUserLogin,
+    /// One protected file name of one app (`file-<appId>-<digest of the name>`).
+    File,
 }
 
 impl StreamCategory {
@@ -36,6 +39,7 @@ impl StreamCategory {
             Self::EmailReservation => "email",
             Self::AppUser => "appuser",
             Self::AppUserLogin => "userlogin",
+            Self::File => "file",
         }
     }
 
@@ -54,6 +58,7 @@ impl StreamCategory {
             Self::EmailReservation,
             Self::AppUser,
             Self::AppUserLogin,
+            Self::File,
         ]
         .into_iter()
         .find(|c| c.prefix() == prefix)?;
@@ -178,6 +183,7 @@ pub enum AnyEvent {
     EmailReservation(EmailReservationEvent),
     AppUser(AppUserEvent),
     AppUserLogin(LoginReservationEvent),
+    File(FileEvent),
 }
 
 impl AnyEvent {
@@ -201,6 +207,7 @@ impl AnyEvent {
             StreamCategory::EmailReservation => decode_known(t, v, p)?.map(Self::EmailReservation),
             StreamCategory::AppUser => decode_known(t, v, p)?.map(Self::AppUser),
             StreamCategory::AppUserLogin => decode_known(t, v, p)?.map(Self::AppUserLogin),
+            StreamCategory::File => decode_known(t, v, p)?.map(Self::File),
         })
     }
 }

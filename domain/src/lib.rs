@@ -11,6 +11,7 @@ pub mod commerce;
 pub mod email_reservation;
 mod error;
 mod event;
+pub mod file;
 mod ids;
 pub mod license;
 pub mod portal;

@@ -93,6 +93,8 @@ pub struct HotModel {
     pub(crate) websocket_key_digest: std::sync::OnceLock<KeyDigest>,
     /// End users of apps (see `users.rs`).
     pub(crate) users: crate::users::Users,
+    /// Protected files of apps (see `files.rs`).
+    pub(crate) files: crate::files::Files,
 }
 
 /// Which event of the log the model applied last: a snapshot names it, and is used only with a
@@ -234,6 +236,7 @@ impl HotModel {
             websocket_keys: DashMap::new(),
             websocket_key_digest: std::sync::OnceLock::new(),
             users: Default::default(),
+            files: Default::default(),
         }
     }
 
@@ -443,6 +446,7 @@ impl HotModel {
             Some(AnyEvent::App(e)) => self.apply_app(id, e),
             Some(AnyEvent::Account(e)) => self.apply_account(id, e),
             Some(AnyEvent::AppUser(e)) => self.users.apply_user(id, e),
+            Some(AnyEvent::File(e)) => self.files.apply(e),
             Some(AnyEvent::Commerce(_) | AnyEvent::EmailReservation(_) | AnyEvent::AppUserLogin(_)) | None => {}
         }
         if let (Some(listener), Some(decoded)) = (self.listener.get(), decoded) {

@@ -7,6 +7,8 @@
 //! - Snapshots of the [`HotModel`] (`snapshot.rs`), so a start-up replays only the log's tail.
 
 mod error;
+mod file_counters;
+mod files;
 mod hot;
 mod nonces;
 mod runner;
@@ -16,6 +18,7 @@ pub mod status;
 mod users;
 
 pub use error::ProjectionError;
+pub use file_counters::{FileCounters, FileCounts};
 pub use hot::{
     AccountView, ApiKeyView, Applied, AppliedListener, CreditHold, CreditRefusal, DashboardLogin, HotModel, KeyDigest,
     LastApplied, DEFAULT_NONCE_WINDOW,

@@ -24,6 +24,7 @@ use dashmap::DashMap;
 use licensd_domain::app::App;
 use licensd_domain::app_user::{AppUser, AppUserId};
 use licensd_domain::commerce::Connection;
+use licensd_domain::file::File;
 use licensd_domain::{AccountId, AppId, LicenseKey};
 use licensd_store::Position;
 use licensd_store::{EventStore, Store};
@@ -132,6 +133,7 @@ struct BodyOut<'a> {
     app_users: Pairs<'a, AppUserId, AppUser>,
     user_logins: Pairs<'a, String, AppUserId>,
     user_licenses: Pairs<'a, AppUserId, Vec<LicenseKey>>,
+    files: SharedPairs<'a, (AppId, String), File>,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +148,9 @@ struct BodyIn {
     app_users: Vec<(AppUserId, AppUser)>,
     user_logins: Vec<(String, AppUserId)>,
     user_licenses: Vec<(AppUserId, Vec<LicenseKey>)>,
+    /// Absent from snapshots written before files existed.
+    #[serde(default)]
+    files: Vec<((AppId, String), File)>,
 }
 
 /// What a written snapshot reflects.
@@ -182,6 +187,7 @@ impl HotModel {
             app_users: Pairs(&self.users.by_id),
             user_logins: Pairs(&self.users.by_login),
             user_licenses: Pairs(&self.users.licenses),
+            files: SharedPairs(&self.files.by_name),
         })?;
         let mut parts = vec![body.len() as u64];
         let licenses = self.write_license_chunks(&mut body, &mut parts)?;
@@ -337,6 +343,7 @@ impl HotModel {
         self.users.by_id.extend(body.app_users);
         self.users.by_login.extend(body.user_logins);
         self.users.licenses.extend(body.user_licenses);
+        self.files.by_name.extend(body.files.into_iter().map(|(key, file)| (key, Arc::new(file))));
         if !self.nonces.extend_from(&body.nonces) {
             return Err(SnapshotRejected::Malformed("nonces are not 16-byte keys in hex".into()));
         }

@@ -1,0 +1,45 @@
+//! What every part of the API that touches protected files shares: the blob store the bytes
+//! live in, the per-file delivery counters and the upload limit (`LICENSD_FILE_MAX_BYTES`).
+//! The Developer API's routes are in `v1/files.rs`; delivery to live sessions uses the same
+//! [`FilesRuntime`] through `AppState::files`.
+
+use crate::ApiError;
+use licensd_blobs::BlobStore;
+use licensd_projections::FileCounters;
+use std::sync::Arc;
+
+/// Largest upload by default: 2 GiB.
+pub const DEFAULT_FILE_MAX_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct FilesConfig {
+    /// Largest file an upload may store (`LICENSD_FILE_MAX_BYTES`); a larger body gets 413.
+    pub max_bytes: u64,
+    /// Where the bytes go (`LICENSD_BLOB_STORE`); `None` (a bare test router) refuses uploads
+    /// and deliveries with 503.
+    pub blobs: Option<Arc<dyn BlobStore>>,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self { max_bytes: DEFAULT_FILE_MAX_BYTES, blobs: None }
+    }
+}
+
+#[derive(Debug)]
+pub struct FilesRuntime {
+    pub config: FilesConfig,
+    /// Transfer counters per file (`transfer_count`, `last_transferred_at`, bytes served).
+    pub counters: FileCounters,
+}
+
+impl FilesRuntime {
+    pub fn new(store: licensd_store::Store, config: FilesConfig) -> Self {
+        Self { config, counters: FileCounters::new(store) }
+    }
+
+    /// The blob store, or 503 when none is configured.
+    pub fn blobs(&self) -> Result<&Arc<dyn BlobStore>, ApiError> {
+        self.config.blobs.as_ref().ok_or_else(|| ApiError::Unavailable("no blob store is configured".into()))
+    }
+}

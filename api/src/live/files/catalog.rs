@@ -6,23 +6,8 @@ use crate::AppState;
 use licensd_domain::AppId;
 use tokio::io::AsyncRead;
 
-/// Who may fetch a file (the catalog's policy as delivery applies it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Policy {
-    AnyAuthorized,
-    Levels(Vec<String>),
-    Public,
-}
-
-impl Policy {
-    pub fn allows(&self, authorized: bool, levels: &[String]) -> bool {
-        match self {
-            Self::Public => true,
-            Self::AnyAuthorized => authorized,
-            Self::Levels(wanted) => authorized && wanted.iter().any(|w| levels.contains(w)),
-        }
-    }
-}
+/// Who may fetch a file: the catalog's one rule.
+pub type Policy = licensd_domain::file::FilePolicy;
 
 /// The version of a file a transfer delivers.
 #[derive(Debug, Clone)]
@@ -63,18 +48,39 @@ pub struct Counters {
 pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
 
 /// The version a new transfer of `name` delivers now: the newest.
-pub fn current(_state: &AppState, _app_id: AppId, _name: &str) -> Option<Served> {
-    None
+pub fn current(state: &AppState, app_id: AppId, name: &str) -> Option<Served> {
+    let file = state.hot.file(app_id, name)?;
+    let current = &file.current;
+    Some(Served {
+        app_id,
+        name: file.name.clone(),
+        version: current.version,
+        size: current.size,
+        sha256: current.sha256.clone(),
+        storage_key: current.storage_key.clone(),
+        policy: file.policy.clone(),
+    })
 }
 
 /// The version's bytes from `offset` on.
-pub async fn open(_state: &AppState, _file: &Served, _offset: u64) -> std::io::Result<Reader> {
-    Err(std::io::Error::other("no blob store"))
+pub async fn open(state: &AppState, file: &Served, offset: u64) -> std::io::Result<Reader> {
+    let blobs = state.files.blobs().map_err(|_| std::io::Error::other("no blob store is configured"))?;
+    blobs.open(&file.storage_key, offset).await.map_err(|e| std::io::Error::other(e.to_string()))
 }
 
-pub async fn counters(_state: &AppState, _file: &Served) -> Result<Counters, ()> {
-    Ok(Counters::default())
+pub async fn counters(state: &AppState, file: &Served) -> Result<Counters, ()> {
+    let counts = state.files.counters.of_file(file.app_id, &file.name).await.map_err(|_| ())?;
+    Ok(Counters {
+        transfer_count: u32::try_from(counts.transfer_count).unwrap_or(u32::MAX),
+        last_transferred_at: counts.last_transferred_at.map_or(0, |at| at.timestamp()),
+    })
 }
 
 /// Records a finished transfer: `bytes` delivered, `completed` when it reached the end.
-pub async fn record(_state: &AppState, _file: &Served, _bytes: u64, _completed: bool) {}
+pub async fn record(state: &AppState, file: &Served, bytes: u64, completed: bool) {
+    let now = state.commands.now();
+    let counters = &state.files.counters;
+    if let Err(error) = counters.record_transfer(file.app_id, &file.name, file.version, bytes, completed, now).await {
+        tracing::warn!(file = %file.name, %error, "file transfer counters not recorded");
+    }
+}

@@ -128,11 +128,10 @@ pub fn stop_all(session: &super::session::LiveSession) {
     }
 }
 
-/// Decision 8: 4–16 characters of `[A-Za-z0-9 ._-]` (the WS minimum of 4, the panel maximum of
-/// 16, and a dot so `client.dll` works); anything else is 301.
+/// Decision 8 (the catalog's rule: 4–16 characters of `[A-Za-z0-9 ._-]`, a dot allowed so
+/// `client.dll` works); anything else is 301.
 pub fn valid_name(name: &str) -> bool {
-    let count = name.chars().count();
-    (4..=16).contains(&count) && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-'))
+    licensd_domain::file::check_file_name(name).is_ok()
 }
 
 #[cfg(test)]

@@ -59,6 +59,10 @@ pub async fn documented_errors(request: Request, next: Next) -> Response {
 /// Reads the whole body (they are all small: at most the body limit) within the body read
 /// timeout, so a client trickling a body holds nothing past it.
 pub async fn read_body_in_time(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    // File uploads are streamed by their handler (with an idle timeout of the same length).
+    if crate::v1::is_file_upload(request.method(), request.uri().path()) {
+        return next.run(request).await;
+    }
     let sdk = sdk_endpoint(&request);
     let (parts, body) = request.into_parts();
     let limit = state.config.max_body_bytes;

@@ -83,7 +83,7 @@ impl Caller {
 }
 
 /// Every scope a key can hold; `*` stands for all of them.
-pub const SCOPES: [&str; 18] = [
+pub const SCOPES: [&str; 20] = [
     "read:apps",
     "write:apps",
     "read:licenses",
@@ -102,6 +102,8 @@ pub const SCOPES: [&str; 18] = [
     "write:customers",
     "read:users",
     "write:users",
+    "read:files",
+    "write:files",
 ];
 
 /// The scope a request needs, from its path under `/v1` and its method: one table for the API.
@@ -111,6 +113,7 @@ fn required_scope(method: &axum::http::Method, path: &str) -> String {
         "apps" if segments.contains(&"webhooks") => "webhooks",
         "apps" if segments.contains(&"customers") => "customers",
         "apps" if segments.get(2) == Some(&"users") => "users",
+        "apps" if segments.get(2) == Some(&"files") => "files",
         "apps" => "apps",
         "commerce" => "commerce",
         "licenses" => "licenses",
@@ -189,6 +192,8 @@ mod tests {
         assert_eq!(required_scope(&Method::GET, "/apps/x/security"), "read:apps");
         assert_eq!(required_scope(&Method::GET, "/v1/apps/x/users"), "read:users");
         assert_eq!(required_scope(&Method::PATCH, "/apps/x/users/u"), "write:users");
+        assert_eq!(required_scope(&Method::GET, "/v1/apps/x/files"), "read:files");
+        assert_eq!(required_scope(&Method::PUT, "/v1/apps/x/files/client.dll"), "write:files");
         assert_eq!(required_scope(&Method::DELETE, "/api-keys/k"), "write:api_keys");
         assert!(SCOPES.contains(&required_scope(&Method::GET, "/audit-log").as_str()));
     }

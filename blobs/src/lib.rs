@@ -1,5 +1,6 @@
 //! Where the bytes of protected files live, behind one trait ([`BlobStore`]): a content-addressed
-//! directory under the data folder ([`LocalBlobStore`], the default).
+//! directory under the data folder ([`LocalBlobStore`], the default) or an S3-compatible bucket
+//! ([`S3BlobStore`]).
 //!
 //! A blob's key is `<namespace>/<sha256 hex>`; the namespace is the app's id, so blobs are
 //! shared only between files of one app (no tenant can learn from timing that another tenant
@@ -8,8 +9,10 @@
 //! (a temporary file, fsynced, then renamed into place).
 
 mod local;
+mod s3;
 
 pub use local::LocalBlobStore;
+pub use s3::{S3BlobStore, S3Config};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;

@@ -229,7 +229,47 @@ pub fn all() -> Value {
             "liveSessions": { "type": "integer", "minimum": 0 },
         },
     });
+    files(&mut schemas);
     schemas
+}
+
+/// Protected files (`v1/files.rs`): a file, its versions, its access policy.
+fn files(schemas: &mut Value) {
+    let version = json!({
+        "type": "object", "required": ["version", "size", "sha256", "uploadedAt"],
+        "properties": {
+            "version": { "type": "integer", "minimum": 1 }, "size": { "type": "integer", "minimum": 0 },
+            "sha256": { "type": "string", "pattern": "^[0-9a-f]{64}$" }, "uploadedAt": string(),
+        },
+    });
+    let mut file = json!({
+        "type": "object",
+        "required": ["name", "appId", "version", "size", "sha256", "uploadedAt", "policy", "transferCount", "bytesServed", "lastTransferredAt"],
+        "properties": {
+            "name": string(), "appId": string(), "version": { "type": "integer", "minimum": 1 },
+            "size": { "type": "integer", "minimum": 0 }, "sha256": { "type": "string", "pattern": "^[0-9a-f]{64}$" },
+            "uploadedAt": string(), "policy": { "$ref": "#/components/schemas/FilePolicy" },
+            "transferCount": { "type": "integer", "minimum": 0 }, "bytesServed": { "type": "integer", "minimum": 0 },
+            "lastTransferredAt": nullable("string"),
+        },
+    });
+    schemas["FileSummary"] = file.clone();
+    file["required"].as_array_mut().into_iter().for_each(|r| r.push(json!("versions")));
+    file["properties"]["versions"] = json!({ "type": "array", "items": version });
+    schemas["File"] = file;
+    schemas["FileList"] = json!({
+        "type": "object", "required": ["files"],
+        "properties": { "files": { "type": "array", "items": { "$ref": "#/components/schemas/FileSummary" } } },
+    });
+    schemas["FilePolicy"] = json!({ "oneOf": [
+        { "type": "object", "required": ["kind"], "properties": { "kind": { "type": "string", "enum": ["anyAuthorized"] } } },
+        { "type": "object", "required": ["kind"], "properties": { "kind": { "type": "string", "enum": ["public"] } } },
+        { "type": "object", "required": ["kind", "levels"], "properties": {
+            "kind": { "type": "string", "enum": ["levels"] },
+            "levels": { "type": "array", "minItems": 1, "items": {
+                "type": "string", "minLength": 1, "maxLength": licensd_domain::license::MAX_LEVEL_CHARS } },
+        } },
+    ] });
 }
 
 /// The schemas of licenses' and apps' live-session fields, sized by the deployment's limits.

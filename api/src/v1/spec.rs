@@ -1,7 +1,7 @@
 //! The Developer API as one table: each operation's route and its OpenAPI description side by
 //! side. The router and `/v1/openapi.json` are both built from it, so they cannot disagree.
 
-use super::{account, app_settings, apps, commerce, licenses, users, webhooks, LiveModelLimits};
+use super::{account, app_settings, apps, commerce, files, licenses, users, webhooks, LiveModelLimits};
 use crate::AppState;
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
@@ -16,10 +16,23 @@ pub struct Operation {
     status: u16,
     response: Value,
     query: &'static [(&'static str, &'static str, bool)],
+    /// The body is raw bytes streamed to the handler (a file upload): no JSON schema, and no
+    /// `Idempotency-Key` (the idempotency guard would have to buffer the body).
+    streamed: bool,
 }
 
 fn op(method: &'static str, path: &'static str, route: MethodRouter<AppState>, summary: &'static str) -> Operation {
-    Operation { method, path, route, summary, request: None, status: 200, response: reference("Ok"), query: &[] }
+    Operation {
+        method,
+        path,
+        route,
+        summary,
+        request: None,
+        status: 200,
+        response: reference("Ok"),
+        query: &[],
+        streamed: false,
+    }
 }
 
 impl Operation {
@@ -31,6 +44,11 @@ impl Operation {
     fn returns(mut self, status: u16, schema: Value) -> Self {
         self.status = status;
         self.response = schema;
+        self
+    }
+
+    fn streamed(mut self) -> Self {
+        self.streamed = true;
         self
     }
 
@@ -140,6 +158,18 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
             }})))
             .returns(200, reference("AppUser")),
         op("delete", "/apps/{app_id}/users/{user_id}", on(DELETE, users::delete), "Delete an end user (their login, comment and password are erased)")
+            .returns(200, reference("Ok")),
+        op("put", "/apps/{app_id}/files/{name}", on(PUT, files::upload), "Upload a new version of a protected file (the body is the content, streamed; up to LICENSD_FILE_MAX_BYTES)")
+            .streamed()
+            .returns(201, reference("File")),
+        op("get", "/apps/{app_id}/files", on(GET, files::list), "List the app's protected files")
+            .returns(200, reference("FileList")),
+        op("get", "/apps/{app_id}/files/{name}", on(GET, files::get), "Get a protected file: metadata, versions, delivery counters")
+            .returns(200, reference("File")),
+        op("patch", "/apps/{app_id}/files/{name}", on(PATCH, files::update), "Set a protected file's access policy")
+            .body(closed(object(json!({ "policy": reference("FilePolicy") }), &["policy"])))
+            .returns(200, reference("File")),
+        op("delete", "/apps/{app_id}/files/{name}", on(DELETE, files::delete), "Delete a protected file and every version")
             .returns(200, reference("Ok")),
         op("get", "/apps/{app_id}/sessions", on(GET, crate::live::list_sessions), "List the app's live WebSocket sessions")
             .returns(200, object(json!({ "sessions": { "type": "array", "items": reference("LiveSession") } }), &["sessions"])),
@@ -260,7 +290,10 @@ pub fn router(
     operations: &[Operation],
     wrap: impl Fn(MethodRouter<AppState>) -> MethodRouter<AppState>,
 ) -> Router<AppState> {
-    operations.iter().fold(Router::new(), |router, op| router.route(op.path, wrap(op.route.clone())))
+    operations.iter().fold(Router::new(), |router, op| {
+        let route = if op.streamed { op.route.clone() } else { wrap(op.route.clone()) };
+        router.route(op.path, route)
+    })
 }
 
 fn parameters(op: &Operation) -> Vec<Value> {
@@ -285,7 +318,7 @@ fn parameters(op: &Operation) -> Vec<Value> {
         json!({ "name": name, "in": "query", "required": required, "schema": schema })
     });
     // Every write honours an Idempotency-Key (see `super::idempotency`).
-    let idempotency = (op.method != "get").then(|| {
+    let idempotency = (op.method != "get" && !op.streamed).then(|| {
         json!({
             "name": "Idempotency-Key", "in": "header", "required": false,
             "description": "Retry-safe writes: the first answer to a key is replayed for 24 h; another request under the key is a 409.",
@@ -346,6 +379,10 @@ pub fn document(operations: &[Operation], limits: &LiveModelLimits) -> Value {
                 "default": { "description": "Error", "content": { "application/json": { "schema": reference("Error") } } },
             },
         });
+        if op.streamed {
+            operation["requestBody"] = json!({ "required": true, "content": {
+                "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } });
+        }
         if let Some(schema) = &op.request {
             let mut schema = schema.clone();
             forbid_control_characters(&mut schema);

@@ -1,0 +1,289 @@
+//! Protected files through the Developer API on the real binary (SQLite and Postgres): a
+//! 200 MiB upload streamed both ways (the test generates its body as it is sent; the server
+//! never holds it whole), versions, policies, bad names, the size limit, deletion, and a SIGKILL
+//! mid-upload that leaves no version and no temporary file behind.
+
+mod common;
+
+use common::{on_both_backends, Deployment, Server, RELAXED_LIMITS};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const MIB: u64 = 1024 * 1024;
+
+/// `len` bytes of a xorshift sequence, produced as they are read; their SHA-256 is kept as
+/// they pass (so the test holds none of them).
+struct Generated {
+    remaining: u64,
+    state: u64,
+    sha: Arc<Mutex<Sha256>>,
+    /// Blocks (until this sender side is dropped) once this many bytes were read.
+    stall_after: Option<(u64, std::sync::mpsc::Receiver<()>)>,
+    sent: u64,
+}
+
+impl Generated {
+    fn new(len: u64, seed: u64) -> (Self, Arc<Mutex<Sha256>>) {
+        let sha = Arc::new(Mutex::new(Sha256::new()));
+        (Self { remaining: len, state: seed | 1, sha: sha.clone(), stall_after: None, sent: 0 }, sha)
+    }
+}
+
+impl Read for Generated {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some((after, wait)) = &self.stall_after {
+            if self.sent >= *after {
+                let _ = wait.recv();
+                return Err(std::io::Error::other("stalled upload abandoned"));
+            }
+        }
+        let n = buf.len().min(self.remaining as usize).min(64 * 1024) & !7;
+        let n = if n == 0 { buf.len().min(self.remaining as usize) } else { n };
+        for chunk in buf[..n].chunks_mut(8) {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            chunk.copy_from_slice(&self.state.to_le_bytes()[..chunk.len()]);
+        }
+        self.sha.lock().unwrap().update(&buf[..n]);
+        self.remaining -= n as u64;
+        self.sent += n as u64;
+        Ok(n)
+    }
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(600)).build().unwrap()
+}
+
+/// Uploads `body` (streamed, chunked) as the file `name`.
+fn upload(server: &Server, api_key: &str, app_id: &str, name: &str, body: reqwest::blocking::Body) -> (u16, Value) {
+    let url = format!("{}/v1/apps/{app_id}/files/{name}", server.base);
+    match http().put(url).bearer_auth(api_key).body(body).send() {
+        Ok(response) => (response.status().as_u16(), response.json().unwrap_or(Value::Null)),
+        Err(e) => panic!("upload of {name} failed: {e}"),
+    }
+}
+
+fn upload_bytes(server: &Server, api_key: &str, app_id: &str, name: &str, bytes: &[u8]) -> (u16, Value) {
+    upload(server, api_key, app_id, name, reqwest::blocking::Body::from(bytes.to_vec()))
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_default();
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Files anywhere under `dir` (the blob store's folders).
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return found };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_200_mib_upload_is_streamed_and_versions_policies_and_deletion_work() {
+    on_both_backends(RELAXED_LIMITS, |deployment, server| {
+        let (api_key, app_id) = deployment.merchant(server, "files@example.com");
+        let files = |path: &str| format!("/v1/apps/{app_id}/files{path}");
+
+        // 200 MiB, generated while sent: the server's peak memory does not grow by the file.
+        let rss_before = status_kib(server.pid(), "VmRSS:");
+        let (body, sha) = Generated::new(200 * MIB, 42);
+        let (status, first) = upload(server, &api_key, &app_id, "model.bin", reqwest::blocking::Body::new(body));
+        let sha = hex::encode(std::mem::take(&mut *sha.lock().unwrap()).finalize());
+        assert_eq!(status, 201, "{first}");
+        let peak = status_kib(server.pid(), "VmHWM:");
+        assert!(
+            peak < rss_before + 100 * 1024,
+            "the server's peak memory grew from {rss_before} KiB to {peak} KiB for a 200 MiB upload"
+        );
+        assert_eq!((first["version"].as_u64(), first["size"].as_u64()), (Some(1), Some(200 * MIB)));
+        assert_eq!(first["sha256"], sha);
+        let (status, shown) = server.get(&api_key, &files("/model.bin"));
+        assert_eq!(status, 200, "{shown}");
+        assert_eq!((shown["size"].as_u64(), shown["sha256"].as_str()), (Some(200 * MIB), Some(sha.as_str())));
+        assert_eq!(shown["policy"], json!({ "kind": "anyAuthorized" }));
+        assert_eq!((shown["transferCount"].as_u64(), shown["lastTransferredAt"].is_null()), (Some(0), true));
+        let blob = deployment.data_dir.join("files").join("blobs").join(&app_id).join(&sha);
+        assert_eq!(std::fs::metadata(&blob).map(|m| m.len()).ok(), Some(200 * MIB), "the blob is stored whole");
+
+        // A second version: the current one changes, both are listed.
+        let (status, second) = upload_bytes(server, &api_key, &app_id, "model.bin", b"second version");
+        assert_eq!(status, 201, "{second}");
+        assert_eq!(second["version"], 2);
+        assert_eq!(second["sha256"], hex::encode(Sha256::digest(b"second version")));
+        let versions: Vec<u64> =
+            second["versions"].as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect();
+        assert_eq!(versions, [1, 2]);
+
+        // Names: `client.dll` and spaces work; others are a documented 400 and store nothing.
+        let (status, dll) = upload_bytes(server, &api_key, &app_id, "client.dll", b"MZ");
+        assert_eq!((status, dll["name"].as_str()), (201, Some("client.dll")), "{dll}");
+        let (status, spaced) = upload_bytes(server, &api_key, &app_id, "my%20file", b"x");
+        assert_eq!((status, spaced["name"].as_str()), (201, Some("my file")), "{spaced}");
+        for bad in ["abc", "seventeen-chars-x", "bad*name", "%20lead", "two%20%20sp", "n%C3%A4me", "nul%00byte"] {
+            let (status, answer) = upload_bytes(server, &api_key, &app_id, bad, b"never stored");
+            assert_eq!(status, 400, "{bad}: {answer}");
+            assert_eq!(answer["error"], "bad_request", "{bad}: {answer}");
+        }
+        let (_, list) = server.get(&api_key, &files(""));
+        let names: Vec<&str> = list["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["client.dll", "model.bin", "my file"]);
+
+        // Policies: levels, then public; bad ones are refused and change nothing.
+        let patch = |body: Value| server.send("PATCH", &api_key, &files("/client.dll"), Some(&body));
+        let (status, set) = patch(json!({ "policy": { "kind": "levels", "levels": ["pro", "vip"] } }));
+        assert_eq!(status, 200, "{set}");
+        assert_eq!(set["policy"], json!({ "kind": "levels", "levels": ["pro", "vip"] }));
+        for bad in [
+            json!({ "policy": { "kind": "levels", "levels": [] } }),
+            json!({ "policy": { "kind": "levels", "levels": ["x".repeat(17)] } }),
+            json!({ "policy": { "kind": "everyone" } }),
+            json!({ "policy": { "kind": "public" }, "extra": 1 }),
+            json!({ "policy": { "kind": "levels", "levels": ["a\u{0}b"] } }),
+        ] {
+            let (status, answer) = patch(bad.clone());
+            assert_eq!(status, 400, "{bad}: {answer}");
+        }
+        let (_, unchanged) = server.get(&api_key, &files("/client.dll"));
+        assert_eq!(unchanged["policy"], set["policy"]);
+        let (status, public) = patch(json!({ "policy": { "kind": "public" } }));
+        assert_eq!((status, &public["policy"]), (200, &json!({ "kind": "public" })));
+        let (status, _) =
+            server.send("PATCH", &api_key, &files("/nothere.bin"), Some(&json!({ "policy": { "kind": "public" } })));
+        assert_eq!(status, 404);
+
+        // Delete: gone from the API and from the disk; deleting again is a 404.
+        let (status, _) = server.send("DELETE", &api_key, &files("/model.bin"), None);
+        assert_eq!(status, 200);
+        assert_eq!(server.get(&api_key, &files("/model.bin")).0, 404);
+        assert!(!blob.exists(), "a deleted file's bytes are removed");
+        assert_eq!(server.send("DELETE", &api_key, &files("/model.bin"), None).0, 404);
+        // Uploading the name again starts a new file whose versions continue (never reused).
+        let (status, again) = upload_bytes(server, &api_key, &app_id, "model.bin", b"reborn");
+        assert_eq!((status, again["version"].as_u64()), (201, Some(3)), "{again}");
+        assert_eq!(again["versions"].as_array().map(Vec::len), Some(1));
+        assert_eq!(again["policy"], json!({ "kind": "anyAuthorized" }));
+        let temporaries = files_under(&deployment.data_dir.join("files").join("tmp"));
+        assert!(temporaries.is_empty(), "no temporary file is left: {temporaries:?}");
+    });
+}
+
+/// Sends an upload over a raw socket: the head (with `Content-Length: announced` or chunked),
+/// then `body_len` bytes from another thread for as long as the server reads them; returns the
+/// status line the server answered with. A refusal that comes before the body is read whole is
+/// seen even though the server stops reading (an HTTP client library fails on the write).
+fn raw_upload(server: &Server, api_key: &str, path: &str, announced: Option<u64>, body_len: u64) -> String {
+    use std::io::{BufRead, Write};
+    let address = server.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let framing = match announced {
+        Some(length) => format!("Content-Length: {length}"),
+        None => "Transfer-Encoding: chunked".to_string(),
+    };
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {api_key}\r\n{framing}\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let chunked = announced.is_none();
+    let sender = std::thread::spawn(move || {
+        let chunk = vec![3u8; 64 * 1024];
+        let mut sent = 0;
+        while sent < body_len {
+            let n = (body_len - sent).min(chunk.len() as u64) as usize;
+            let framed = if chunked {
+                [format!("{n:x}\r\n").into_bytes(), chunk[..n].to_vec(), b"\r\n".to_vec()].concat()
+            } else {
+                chunk[..n].to_vec()
+            };
+            if writer.write_all(&framed).is_err() {
+                return;
+            }
+            sent += n as u64;
+        }
+        if chunked {
+            let _ = writer.write_all(b"0\r\n\r\n");
+        }
+    });
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut status = String::new();
+    std::io::BufReader::new(&stream).read_line(&mut status).unwrap();
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = sender.join();
+    status.trim().to_string()
+}
+
+#[test]
+fn the_size_limit_refuses_an_upload_and_stores_nothing() {
+    let env: Vec<(&str, &str)> =
+        RELAXED_LIMITS.iter().copied().chain([("LICENSD_FILE_MAX_BYTES", "1048576")]).collect();
+    on_both_backends(&env, |deployment, server| {
+        let (api_key, app_id) = deployment.merchant(server, "limit@example.com");
+        let path = format!("/v1/apps/{app_id}/files/big.bin");
+        // Announced too large: refused before the body is read.
+        let status = raw_upload(server, &api_key, &path, Some(2 * MIB), 0);
+        assert_eq!(status, "HTTP/1.1 413 Payload Too Large");
+        // Streamed (no length announced) past the limit: refused once it passes.
+        let status = raw_upload(server, &api_key, &path, None, 3 * MIB);
+        assert_eq!(status, "HTTP/1.1 413 Payload Too Large");
+        // Exactly the limit is fine.
+        let (status, answer) = upload_bytes(server, &api_key, &app_id, "fits.bin", &vec![1u8; MIB as usize]);
+        assert_eq!(status, 201, "{answer}");
+        assert_eq!(server.get(&api_key, &path).0, 404);
+        let stored = files_under(&deployment.data_dir.join("files"));
+        assert_eq!(stored.len(), 1, "only the file that fits is stored: {stored:?}");
+    });
+}
+
+/// SIGKILL while an upload streams in: after a restart no version of it is visible, and the
+/// temporary file it was written to is gone.
+#[test]
+fn a_sigkill_mid_upload_leaves_no_version_and_no_temporary_file() {
+    common::each_backend(|deployment: &Deployment| {
+        let server = deployment.start_with(RELAXED_LIMITS);
+        let (api_key, app_id) = deployment.merchant(&server, "crash-files@example.com");
+        let (mut body, _) = Generated::new(100 * MIB, 5);
+        let (release, stalled) = std::sync::mpsc::channel();
+        body.stall_after = Some((20 * MIB, stalled));
+        let url = format!("{}/v1/apps/{app_id}/files/partial.bin", server.base);
+        let key = api_key.clone();
+        let uploader = std::thread::spawn(move || {
+            let _ = http().put(url).bearer_auth(key).body(reqwest::blocking::Body::new(body)).send();
+        });
+        let tmp = deployment.data_dir.join("files").join("tmp");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let written: u64 =
+                files_under(&tmp).iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+            if written >= 10 * MIB {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the upload never reached the disk");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.kill();
+        drop(release);
+        uploader.join().unwrap();
+        assert!(!files_under(&tmp).is_empty(), "the killed upload left its temporary file (the sweep has work)");
+
+        let server = deployment.start_with(RELAXED_LIMITS);
+        assert!(files_under(&tmp).is_empty(), "the start-up swept the temporary file: {:?}", files_under(&tmp));
+        assert_eq!(server.get(&api_key, &format!("/v1/apps/{app_id}/files/partial.bin")).0, 404);
+        let (status, list) = server.get(&api_key, &format!("/v1/apps/{app_id}/files"));
+        assert_eq!((status, list["files"].as_array().map(Vec::len)), (200, Some(0)), "{list}");
+        let blobs = files_under(&deployment.data_dir.join("files").join("blobs"));
+        assert!(blobs.is_empty(), "no partial blob: {blobs:?}");
+    });
+}

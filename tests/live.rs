@@ -60,10 +60,9 @@ fn initialize_follows_the_documented_order_and_protocol_errors_close() {
     // A string id is echoed as a string; the largest allowed id works.
     let answer = ws.call(json!({"type": 10, "id": "18446744073709551614"}));
     assert_eq!((answer["id"].clone(), answer["online_users_count"].clone()), (json!("18446744073709551614"), json!(1)));
-    // Operations this server does not offer yet (files) answer a status, not a close.
-    for kind in [7, 8, 9] {
-        assert_eq!(ws.call(json!({"type": kind, "id": 100 + kind}))["status"], 6);
-    }
+    // Files (tests/live_files.rs has the rest): an unknown file is 300, nothing running is 305.
+    assert_eq!(ws.call(json!({"type": 9, "id": 109, "filename": "none.dll"}))["status"], 300);
+    assert_eq!(ws.call(json!({"type": 8, "id": 108, "filename": "none.dll"}))["status"], 305);
     // Get current account without signing in by credentials (tests/app_users.rs has the rest).
     assert_eq!(ws.call(json!({"type": 16, "id": 116}))["status"], 3);
 

@@ -256,6 +256,10 @@ pub struct AppSettings {
     /// A sign-up needs a license (status 204), and signing in needs a valid linked one (203).
     #[serde(default)]
     pub user_license_required: bool,
+    /// Live packet 7 answers a single-use download URL (URL mode) instead of streaming the file
+    /// over the session (stream mode, the default; websocket.md decision 1).
+    #[serde(default)]
+    pub file_download_url: bool,
 }
 
 impl DomainEvent for AppEvent {

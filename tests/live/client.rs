@@ -103,6 +103,22 @@ impl Ws {
         rt.block_on(next(self.stream()))
     }
 
+    /// The next text or binary frame (file streams), skipping pings; panics after 15 s.
+    #[allow(dead_code)]
+    pub fn next_message(&mut self) -> Message {
+        let rt = self.rt.clone();
+        let stream = self.stream();
+        rt.block_on(async {
+            loop {
+                match tokio::time::timeout(Duration::from_secs(15), stream.next()).await.expect("a frame within 15 s") {
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(message)) => return message,
+                    other => panic!("socket ended: {other:?}"),
+                }
+            }
+        })
+    }
+
     /// The next JSON frame; panics on a close.
     pub fn recv(&mut self) -> Value {
         match self.next() {

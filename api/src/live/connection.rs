@@ -107,7 +107,6 @@ async fn run(
         tokio::select! {
             biased;
             _ = session.taken_over.notified() => {}
-            _ = session.wake.notified() => {}
             _ = tokio::time::sleep_until(init_deadline), if initializing => {
                 live.deliver(session, Out::Close(Close::InitTimeout));
             }
@@ -144,6 +143,9 @@ async fn run(
                     return if frame.is_some_and(|f| f.code == 1000) { Exit::ClientClosed } else { Exit::Dropped };
                 }
             },
+            // After the socket's input: a file transfer wakes the loop for every chunk, and the
+            // packets and pings that arrive meanwhile must still be read.
+            _ = session.wake.notified() => {}
         }
     }
 }
@@ -151,10 +153,17 @@ async fn run(
 /// Writes what the outbox holds, in order; stops after a close frame. A frame whose write
 /// fails or stalls past `write_timeout` goes back to the head of the queue: the session stays
 /// resumable and the next socket sends it whole.
+///
+/// One pass writes at most the frames queued when it began: a running file transfer refills the
+/// queue as fast as it drains, and the loop must still get to reading packets and pings.
 async fn flush(live: &Live, socket: &mut WebSocket, session: &LiveSession) -> Flushed {
-    while let Some(frame) = session.next_frame() {
+    let mut budget = session.queued();
+    while budget > 0 {
+        budget -= 1;
+        let Some(frame) = session.next_frame() else { break };
         let message = match &frame {
             Out::Text(text) | Out::Event(text, _) => Message::Text(text.as_str().into()),
+            Out::Binary(bytes, _window) => Message::Binary(bytes.clone()),
             Out::Close(close) => {
                 let _ = send(live, socket, close_message(*close)).await;
                 return Flushed::Closed;
@@ -222,17 +231,18 @@ async fn on_text(ctx: &Ctx<'_>, text: &str) {
             // Boxed: the handlers' futures (authorize awaits the writer) are far larger than the
             // loop's idle state, and every idle session's task would otherwise reserve room
             // for them.
-            let (answer, close) = match Box::pin(packets::handle(ctx, packet)).await {
-                Reply::Answer(answer) => (Some(answer), None),
-                Reply::AnswerThenClose(answer, close) => (Some(answer), Some(close)),
-                Reply::Close(close) => (None, Some(close)),
+            let (answer, close, delivered) = match Box::pin(packets::handle(ctx, packet)).await {
+                Reply::Answer(answer) => (Some(answer), None, false),
+                Reply::AnswerThenClose(answer, close) => (Some(answer), Some(close), false),
+                Reply::Close(close) => (None, Some(close), false),
+                Reply::Delivered(answer) => (answer, None, true),
             };
             session.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).finish(
                 id,
                 answer.clone(),
                 live.config.resume_answers,
             );
-            if let Some(answer) = answer {
+            if let Some(answer) = answer.filter(|_| !delivered) {
                 live.deliver(session, Out::Text(answer));
             }
             if let Some(close) = close {

@@ -22,7 +22,7 @@ use std::time::Instant;
 const RESUME_ID: &str = "resume-id";
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/ws", get(upgrade))
+    Router::new().route("/ws", get(upgrade)).route("/files/dl/{token}", get(super::files::download::download))
 }
 
 async fn upgrade(State(state): State<AppState>, ip: ClientIp, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
@@ -69,6 +69,12 @@ async fn upgrade(State(state): State<AppState>, ip: ClientIp, headers: HeaderMap
         insert_resume_id(&mut response, &super::registry::random_resume_id());
         return response;
     };
+    // Where the client reached this server: the default base of its file download URLs.
+    if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        let scheme = if live.config.tls { "https" } else { "http" };
+        session.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).base_url =
+            Some(format!("{scheme}://{host}"));
+    }
     let resume_id = live.registry.rotate_resume_id(&session);
     let mut response =
         ws.on_upgrade(move |socket| super::connection::serve(state.clone(), live.clone(), socket, session));

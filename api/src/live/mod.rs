@@ -9,6 +9,7 @@
 
 mod connection;
 mod envelope;
+pub mod files;
 mod http;
 mod limits;
 mod metrics;
@@ -70,6 +71,8 @@ pub struct LiveConfig {
     pub public_endpoint: Option<String>,
     /// The listener serves TLS (the balancer then answers `wss://`).
     pub tls: bool,
+    /// File delivery (packets 7, 8, 9 and the download URLs).
+    pub files: files::FileDeliveryConfig,
 }
 
 impl Default for LiveConfig {
@@ -94,6 +97,7 @@ impl Default for LiveConfig {
             location: "licensd".to_string(),
             public_endpoint: None,
             tls: false,
+            files: files::FileDeliveryConfig::default(),
         }
     }
 }
@@ -111,12 +115,15 @@ pub struct Live {
     shutting_down: AtomicBool,
     /// Woken when the last open socket ends (a shutdown waits for it).
     drained: Notify,
+    /// File transfers: per-app slots, daily quotas, download URLs.
+    pub files: files::Delivery,
 }
 
 impl Live {
     pub fn new(config: LiveConfig) -> Self {
         Self {
             ip_limits: limits::IpLimits::new(config.ip_actions_per_minute, config.ip_block, config.rate_backoff),
+            files: files::Delivery::new(config.files.clone()),
             config,
             registry: Registry::default(),
             metrics: LiveMetrics::default(),
@@ -193,6 +200,7 @@ impl Live {
     /// Ends a session for good: frees its seat and forgets it (no resume).
     fn end(&self, session: &LiveSession) {
         if session.end() {
+            files::stop_all(session);
             self.registry.remove(session);
         }
     }

@@ -282,6 +282,7 @@ mod tests {
     fn describe(frame: Out) -> Value {
         match frame {
             Out::Text(text) | Out::Event(text, _) => serde_json::from_str(&text).unwrap(),
+            Out::Binary(..) => Value::from("binary"),
             Out::Close(close) => Value::from(format!("close {}", close.code())),
         }
     }

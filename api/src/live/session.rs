@@ -70,6 +70,9 @@ pub enum Out {
     Text(String),
     /// A panel event, with the commit time of the event that caused it (push latency).
     Event(String, Option<DateTime<Utc>>),
+    /// A file chunk frame (stream mode); its permit holds a place in the transfer's window
+    /// until the frame is written (or dropped), which is what bounds a slow reader.
+    Binary(axum::body::Bytes, Option<tokio::sync::OwnedSemaphorePermit>),
     Close(Close),
 }
 
@@ -133,6 +136,8 @@ pub struct LiveSession {
     /// Wakes expiry timers when the authorization changes or the session ends, so a timer never
     /// outlives what it was armed for.
     pub timers: Notify,
+    /// The session's file transfers and the version it streamed per file name.
+    pub files: Mutex<super::files::SessionFiles>,
 }
 
 impl LiveSession {
@@ -162,6 +167,7 @@ impl LiveSession {
             closing: AtomicBool::new(false),
             resume_id: Mutex::new(String::new()),
             timers: Notify::new(),
+            files: Mutex::new(super::files::SessionFiles::default()),
         }
     }
 
@@ -244,6 +250,7 @@ mod tests {
     fn text(frame: Out) -> String {
         match frame {
             Out::Text(text) | Out::Event(text, _) => text,
+            Out::Binary(..) => panic!("unexpected binary frame"),
             Out::Close(close) => panic!("unexpected close {close:?}"),
         }
     }

@@ -178,6 +178,8 @@ fn merge_settings(mut settings: AppSettings, body: &Map<String, Value>) -> Resul
             ("commerceEmailsDisabled", Value::Bool(off)) => settings.commerce_emails_disabled = *off,
             ("userSignupClosed", Value::Bool(closed)) => settings.user_signup_closed = *closed,
             ("userLicenseRequired", Value::Bool(required)) => settings.user_license_required = *required,
+            ("fileDownloadUrl", Value::Bool(url)) => settings.file_download_url = *url,
+            ("fileDownloadUrl", _) => return bad("fileDownloadUrl must be a boolean"),
             ("commerceEmailsDisabled", _) => return bad("commerceEmailsDisabled must be a boolean"),
             ("userSignupClosed" | "userLicenseRequired", _) => return bad("app-user switches must be booleans"),
             ("supportContact", Value::Null) => settings.support_contact = None,
@@ -197,8 +199,8 @@ fn merge_settings(mut settings: AppSettings, body: &Map<String, Value>) -> Resul
             (other, _) => {
                 return Err(ApiError::BadRequest(format!(
                     "unknown setting '{other}': use offlineActivation, hourlyBurnCap, dailyBurnCap, \
-                     commerceEmailsDisabled, supportContact, liveSessionQuota, userSignupClosed or \
-                     userLicenseRequired"
+                     commerceEmailsDisabled, supportContact, liveSessionQuota, userSignupClosed, \
+                     userLicenseRequired or fileDownloadUrl"
                 )))
             }
         }

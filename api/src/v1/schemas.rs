@@ -63,6 +63,7 @@ pub fn all() -> Value {
             "liveSessionQuota": { "type": "integer", "minimum": 1, "maximum": u32::MAX, "nullable": true },
             "userSignupClosed": { "type": "boolean" },
             "userLicenseRequired": { "type": "boolean" },
+            "fileDownloadUrl": { "type": "boolean" },
         },
     });
     let portal_policy = json!({

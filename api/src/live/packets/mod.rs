@@ -2,6 +2,7 @@
 //! response, a response then a close, or a close alone (protocol errors carry no response).
 
 mod account;
+mod files;
 mod init;
 mod license;
 mod misc;
@@ -20,6 +21,9 @@ pub enum Reply {
     Answer(String),
     AnswerThenClose(String, Close),
     Close(Close),
+    /// The handler queued what the client gets itself (a stream's frames, or packet 8's answer
+    /// ahead of the stream's terminal frame); the answer, if any, is kept for resends.
+    Delivered(Option<String>),
 }
 
 pub struct Ctx<'a> {
@@ -42,6 +46,9 @@ pub async fn handle(ctx: &Ctx<'_>, packet: Packet) -> Reply {
         4 => account::link_license(ctx, id, &body).await,
         5 => license::logout(ctx, id),
         6 => misc::blacklist(ctx, id, &body).await,
+        7 => files::transfer(ctx, id, &body).await,
+        8 => files::stop(ctx, id, &body),
+        9 => files::metadata(ctx, id, &body).await,
         10 => misc::online_users(ctx, id),
         11 => misc::variable(ctx, id, &body),
         12 => values::set(ctx, id, &body),
@@ -50,9 +57,7 @@ pub async fn handle(ctx: &Ctx<'_>, packet: Packet) -> Reply {
         15 => license::current(ctx, id),
         16 => account::current(ctx, id).await,
         17 => misc::subscription(ctx, id, &body),
-        // Files (7, 8, 9) are protocol operations this server does not offer yet: a status, so
-        // the session stays usable (README, "Live sessions").
-        _ => Ok(status(id, INTERNAL_ERROR)),
+        _ => Err(Close::UnknownType),
     };
     outcome.unwrap_or_else(Reply::Close)
 }

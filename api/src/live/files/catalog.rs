@@ -1,0 +1,86 @@
+//! The one place delivery reads the file catalog (versions and policy from the hot model, bytes
+//! from the blob store, counters from their read model), so the rest of delivery depends on
+//! this narrow seam only.
+
+use crate::AppState;
+use licensd_domain::AppId;
+use tokio::io::AsyncRead;
+
+/// Who may fetch a file: the catalog's one rule.
+pub type Policy = licensd_domain::file::FilePolicy;
+
+/// The version of a file a transfer delivers.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub app_id: AppId,
+    pub name: String,
+    pub version: u32,
+    pub size: u64,
+    /// SHA-256 of the whole file, lowercase hex.
+    pub sha256: String,
+    pub storage_key: String,
+    pub policy: Policy,
+}
+
+impl Served {
+    #[cfg(test)]
+    pub fn for_tests(name: &str, version: u32, size: u64) -> Self {
+        Self {
+            app_id: AppId(uuid::Uuid::nil()),
+            name: name.into(),
+            version,
+            size,
+            sha256: String::new(),
+            storage_key: String::new(),
+            policy: Policy::Public,
+        }
+    }
+}
+
+/// A file's delivery counters (packet 9).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    pub transfer_count: u32,
+    /// Unix seconds; 0 when never transferred.
+    pub last_transferred_at: i64,
+}
+
+pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
+
+/// The version a new transfer of `name` delivers now: the newest.
+pub fn current(state: &AppState, app_id: AppId, name: &str) -> Option<Served> {
+    let file = state.hot.file(app_id, name)?;
+    let current = &file.current;
+    Some(Served {
+        app_id,
+        name: file.name.clone(),
+        version: current.version,
+        size: current.size,
+        sha256: current.sha256.clone(),
+        storage_key: current.storage_key.clone(),
+        policy: file.policy.clone(),
+    })
+}
+
+/// The version's bytes from `offset` on.
+pub async fn open(state: &AppState, file: &Served, offset: u64) -> std::io::Result<Reader> {
+    let blobs = state.files.blobs().map_err(|_| std::io::Error::other("no blob store is configured"))?;
+    blobs.open(&file.storage_key, offset).await.map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+pub async fn counters(state: &AppState, file: &Served) -> Result<Counters, ()> {
+    let counts = state.files.counters.of_file(file.app_id, &file.name).await.map_err(|_| ())?;
+    Ok(Counters {
+        transfer_count: u32::try_from(counts.transfer_count).unwrap_or(u32::MAX),
+        last_transferred_at: counts.last_transferred_at.map_or(0, |at| at.timestamp()),
+    })
+}
+
+/// Records a finished transfer: `bytes` delivered, `completed` when it reached the end.
+pub async fn record(state: &AppState, file: &Served, bytes: u64, completed: bool) {
+    let now = state.commands.now();
+    let counters = &state.files.counters;
+    if let Err(error) = counters.record_transfer(file.app_id, &file.name, file.version, bytes, completed, now).await {
+        tracing::warn!(file = %file.name, %error, "file transfer counters not recorded");
+    }
+}

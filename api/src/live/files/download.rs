@@ -1,0 +1,191 @@
+//! `GET /files/dl/{token}` (URL mode, decision 1): the version the token was issued for, streamed
+//! from the blob store (never whole in memory), from `Range: bytes=N-` (206 with
+//! `Content-Range`) or whole (200). The token is spent by the request, valid or not; the session
+//! that asked for it must still be live; the download takes a transfer slot of the session and
+//! of the app for as long as it runs, and its bytes count against the identity's daily quota (a
+//! spent quota cuts the body short).
+
+use super::catalog::{self, Reader, Served};
+use super::quota::day_of;
+use super::slots::Slot;
+use crate::extract::ApiPath;
+use crate::live::session::LiveSession;
+use crate::{ApiError, AppState};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::AsyncReadExt;
+
+/// Bytes read from the store per body chunk.
+const READ_BYTES: usize = 256 * 1024;
+
+/// What a `Range` header asks for, against a file of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wanted {
+    Whole,
+    /// `[start, end]` inclusive.
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+/// `bytes=N-` and `bytes=N-M` (one range); anything else unreadable is ignored (the whole file,
+/// as HTTP allows); a start at or past the end is unsatisfiable (416).
+pub fn wanted(range: Option<&str>, size: u64) -> Wanted {
+    let Some(spec) = range.and_then(|r| r.trim().strip_prefix("bytes=")) else { return Wanted::Whole };
+    let Some((start, end)) = spec.split_once('-') else { return Wanted::Whole };
+    if spec.contains(',') {
+        return Wanted::Whole;
+    }
+    let Ok(start) = start.trim().parse::<u64>() else { return Wanted::Whole };
+    let end = match end.trim() {
+        "" => u64::MAX,
+        end => match end.parse::<u64>() {
+            Ok(end) if end >= start => end,
+            _ => return Wanted::Whole,
+        },
+    };
+    if start >= size {
+        return Wanted::Unsatisfiable;
+    }
+    Wanted::Part(start, end.min(size - 1))
+}
+
+pub async fn download(
+    State(state): State<AppState>,
+    ApiPath(token): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let live = state.live.clone();
+    let gone = || ApiError::NotFound("This download URL is unknown, used or expired".into());
+    let grant = live.files.tokens.redeem(&token, Instant::now()).ok_or_else(gone)?;
+    let session = live.registry.get(grant.session_id).filter(|s| !s.is_ended()).ok_or_else(gone)?;
+    let file = grant.file;
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, end) = match wanted(range, file.size) {
+        Wanted::Whole => (StatusCode::OK, 0, file.size.saturating_sub(1)),
+        Wanted::Part(start, end) => (StatusCode::PARTIAL_CONTENT, start, end),
+        Wanted::Unsatisfiable => {
+            let mut refused = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{}", file.size)) {
+                refused.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return Ok(refused);
+        }
+    };
+    let length = if file.size == 0 { 0 } else { end - start + 1 };
+    let busy = || ApiError::Unavailable("too many file transfers running; retry later".into());
+    let slot = live.files.slots.take(file.app_id).ok_or_else(busy)?;
+    {
+        let mut files = session.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if files.running() >= live.files.config.max_per_session {
+            return Err(busy());
+        }
+        files.downloads += 1;
+    }
+    // From here on, dropping `running` (an error, the body's end, a closed connection) gives
+    // both slots back.
+    let running = Running { session, state: state.clone(), file: file.clone(), start, sent: 0, length, _slot: slot };
+    let reader = catalog::open(&state, &file, start).await.map_err(|error| {
+        tracing::warn!(file = %file.name, version = file.version, %error, "file open failed");
+        ApiError::Internal
+    })?;
+    let identity = grant.identity;
+    let body = futures::stream::unfold((reader, running), move |(mut reader, mut running)| {
+        let identity = identity.clone();
+        async move {
+            let left = running.length - running.sent;
+            if left == 0 {
+                return None;
+            }
+            let want = usize::try_from(left).map_or(READ_BYTES, |left| left.min(READ_BYTES));
+            let live = &running.state.live;
+            let day = day_of(running.state.commands.now().timestamp());
+            if !live.files.quota.charge(running.file.app_id, &identity, want as u64, day) {
+                let error = std::io::Error::other("the daily file quota of this identity is spent");
+                return Some((Err(error), (reader, running.finished())));
+            }
+            match read_chunk(&mut reader, want).await {
+                Ok(chunk) => {
+                    running.sent += chunk.len() as u64;
+                    Some((Ok(chunk), (reader, running)))
+                }
+                Err(error) => Some((Err(error), (reader, running.finished()))),
+            }
+        }
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{}", file.size)) {
+            headers.insert(header::CONTENT_RANGE, value);
+        }
+    }
+    Ok(response)
+}
+
+async fn read_chunk(reader: &mut Reader, want: usize) -> std::io::Result<Bytes> {
+    let mut chunk = vec![0u8; want];
+    reader.read_exact(&mut chunk).await?;
+    Ok(chunk.into())
+}
+
+/// One running download: gives back the session's and the app's slot and records the transfer
+/// when the body ends, is cut short, or is dropped with the connection.
+struct Running {
+    session: Arc<LiveSession>,
+    state: AppState,
+    file: Served,
+    start: u64,
+    sent: u64,
+    length: u64,
+    _slot: Slot,
+}
+
+impl Running {
+    /// Ends the body after the error being yielded: nothing more is sent.
+    fn finished(mut self) -> Self {
+        self.length = self.sent;
+        self
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        {
+            let mut files = self.session.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            files.downloads = files.downloads.saturating_sub(1);
+        }
+        // Completed: the client got the file up to its end.
+        let completed = self.start + self.sent == self.file.size && self.sent == self.length;
+        let (state, file, sent) = (self.state.clone(), self.file.clone(), self.sent);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { catalog::record(&state, &file, sent, completed).await });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(wanted(None, 10), Wanted::Whole);
+        assert_eq!(wanted(Some("bytes=4-"), 10), Wanted::Part(4, 9));
+        assert_eq!(wanted(Some("bytes=4-6"), 10), Wanted::Part(4, 6));
+        assert_eq!(wanted(Some("bytes=4-600"), 10), Wanted::Part(4, 9));
+        assert_eq!(wanted(Some("bytes=10-"), 10), Wanted::Unsatisfiable);
+        assert_eq!(wanted(Some("bytes=0-"), 0), Wanted::Unsatisfiable);
+        for ignored in ["bytes=-5", "bytes=6-4", "items=1-", "bytes=1-2,4-5", "bytes=x-"] {
+            assert_eq!(wanted(Some(ignored), 10), Wanted::Whole, "{ignored}");
+        }
+    }
+}

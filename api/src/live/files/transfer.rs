@@ -1,0 +1,316 @@
+//! One stream-mode transfer (§8.2): reads the file version from `resume_at` in chunks, queues
+//! each as a binary frame on the session's outbox, and ends with the final frame (status 1 and
+//! both checksums) or a terminal text frame (304 stopped, 302 quota, 6 error).
+//!
+//! Flow control: every queued chunk holds one permit of the transfer's window (`window_chunks`
+//! permits); the socket gives it back once the frame is written. A client that reads nothing
+//! stalls the socket's write, so at most `window_chunks` chunks of this transfer wait in memory
+//! and the transfer sleeps; the write timeout then drops the socket (resumable: the transfer
+//! goes on after a resume, or stops when the session ends).
+
+use super::catalog::{Reader, Served};
+use super::frame::{self, Meta};
+use super::Stop;
+use crate::live::envelope::PacketId;
+use crate::live::session::{LiveSession, Out};
+use crate::live::Live;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{watch, Semaphore};
+
+pub const QUOTA_EXCEEDED: u16 = 302;
+pub const STOPPED: u16 = 304;
+
+/// What to stream.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub id: PacketId,
+    pub file: Served,
+    pub resume_at: u64,
+    pub chunk_bytes: usize,
+    pub window_chunks: usize,
+}
+
+/// How a transfer ended, with the bytes it queued for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Completed(u64),
+    Stopped(u64),
+    QuotaExceeded(u64),
+    Failed(u64),
+    /// The session is over: nothing more could be sent.
+    SessionEnded(u64),
+}
+
+impl Ended {
+    pub fn bytes(self) -> u64 {
+        match self {
+            Self::Completed(b)
+            | Self::Stopped(b)
+            | Self::QuotaExceeded(b)
+            | Self::Failed(b)
+            | Self::SessionEnded(b) => b,
+        }
+    }
+}
+
+/// Streams the plan's range; `charge` counts a chunk's bytes against the daily quota (`false`:
+/// the quota is spent, the transfer ends with 302 before that chunk).
+pub async fn pump(
+    live: &Live,
+    session: &LiveSession,
+    plan: &Plan,
+    reader: &mut Reader,
+    stop: &mut watch::Receiver<Option<Stop>>,
+    mut charge: impl FnMut(u64) -> bool,
+) -> Ended {
+    let size = plan.file.size;
+    let window = Arc::new(Semaphore::new(plan.window_chunks.max(1)));
+    let mut hasher = Sha256::new();
+    let mut offset = plan.resume_at;
+    let mut buffer = vec![0u8; plan.chunk_bytes.max(1)];
+    let mut first = true;
+    let sent = |offset: u64| offset - plan.resume_at;
+    let terminal = |offset: u64, status: u16| {
+        let meta = Meta { offset, status: Some(status), ..Meta::default() };
+        live.deliver(session, Out::Text(frame::text(plan.id, &meta)));
+    };
+    loop {
+        let permit = tokio::select! {
+            biased;
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    // Nobody can stop it any more: the session dropped its entry.
+                    return Ended::SessionEnded(sent(offset));
+                }
+                None
+            }
+            permit = window.clone().acquire_owned() => permit.ok(),
+        };
+        let stopped = *stop.borrow();
+        match stopped {
+            Some(Stop::Requested) => {
+                terminal(offset, STOPPED);
+                return Ended::Stopped(sent(offset));
+            }
+            Some(Stop::SessionEnded) => return Ended::SessionEnded(sent(offset)),
+            None => {}
+        }
+        let Some(permit) = permit else { continue };
+        if session.is_ended() {
+            return Ended::SessionEnded(sent(offset));
+        }
+        let length = usize::try_from(size - offset).map_or(buffer.len(), |left| left.min(buffer.len()));
+        if length > 0 && !charge(length as u64) {
+            terminal(offset, QUOTA_EXCEEDED);
+            return Ended::QuotaExceeded(sent(offset));
+        }
+        let bytes = &mut buffer[..length];
+        if let Err(error) = reader.read_exact(bytes).await {
+            tracing::warn!(file = %plan.file.name, version = plan.file.version, offset, %error, "file read failed");
+            terminal(offset, crate::live::packets::INTERNAL_ERROR);
+            return Ended::Failed(sent(offset));
+        }
+        hasher.update(&*bytes);
+        let last = offset + length as u64 == size;
+        let range_checksum = last.then(|| hex::encode(std::mem::take(&mut hasher).finalize()));
+        let meta = Meta {
+            offset,
+            chunk_size: length,
+            file_size: first.then_some(size),
+            checksums: range_checksum.as_deref().map(|range| (plan.file.sha256.as_str(), range)),
+            status: None,
+        };
+        let out = if length == 0 {
+            // Only an empty range (an empty file) ends without bytes: a text frame (§8.2).
+            Out::Text(frame::text(plan.id, &meta))
+        } else {
+            Out::Binary(frame::chunk(plan.id, &meta, bytes).into(), Some(permit))
+        };
+        live.deliver(session, out);
+        first = false;
+        offset += length as u64;
+        if last {
+            return Ended::Completed(sent(offset));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::LiveConfig;
+    use std::net::IpAddr;
+
+    fn plan(data: &[u8], resume_at: u64) -> Plan {
+        let mut file = Served::for_tests("client.dll", 1, data.len() as u64);
+        file.sha256 = hex::encode(Sha256::digest(data));
+        Plan { id: PacketId { value: 7, quoted: false }, file, resume_at, chunk_bytes: 1000, window_chunks: 3 }
+    }
+
+    fn reader(data: &[u8], from: u64) -> Reader {
+        Box::new(std::io::Cursor::new(data[from as usize..].to_vec()))
+    }
+
+    /// Takes every frame queued now: the binary chunks' metadata and bytes, or a text frame's
+    /// metadata.
+    fn drain(session: &LiveSession) -> Vec<(serde_json::Value, Vec<u8>)> {
+        std::iter::from_fn(|| session.next_frame())
+            .map(|frame| match frame {
+                Out::Binary(bytes, _permit) => {
+                    let (meta, data) = frame::split(&bytes).expect("a chunk frame");
+                    (meta, data.to_vec())
+                }
+                Out::Text(text) => (serde_json::from_str(&text).unwrap(), Vec::new()),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    async fn until_queued(session: &LiveSession, count: usize) {
+        while session.queued() < count {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Nobody writes the frames: the transfer queues exactly its window and waits. Writing them
+    /// (dropping their permits) lets it go on; the bytes, the offsets and both checksums add up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_that_takes_nothing_holds_the_transfer_at_its_window() {
+        let live = Arc::new(Live::new(LiveConfig::default()));
+        let session = Arc::new(LiveSession::new(IpAddr::from([127, 0, 0, 1]), 60));
+        let data: Vec<u8> = (0..10_500u32).map(|i| (i * 7 % 251) as u8).collect();
+        let plan = plan(&data, 0);
+        let (_stop_tx, mut stop) = watch::channel(None);
+        let task = {
+            let (live, session, plan, data) = (live.clone(), session.clone(), plan.clone(), data.clone());
+            tokio::spawn(async move {
+                let mut reader = reader(&data, 0);
+                pump(&live, &session, &plan, &mut reader, &mut stop, |_| true).await
+            })
+        };
+        until_queued(&session, 3).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(session.queued(), 3, "the window holds three chunks and no more");
+        let mut frames = drain(&session);
+        while !task.is_finished() || session.queued() > 0 {
+            tokio::task::yield_now().await;
+            frames.extend(drain(&session));
+        }
+        assert_eq!(task.await.unwrap(), Ended::Completed(10_500));
+        assert_eq!(frames.len(), 11);
+        assert_eq!(frames[0].0["file_size"], 10_500);
+        assert!(frames[1..].iter().all(|(m, _)| m.get("file_size").is_none()));
+        let mut joined = Vec::new();
+        for (meta, bytes) in &frames {
+            assert_eq!(meta["offset"], joined.len() as u64);
+            assert_eq!(meta["chunk_size"], bytes.len());
+            joined.extend_from_slice(bytes);
+        }
+        assert_eq!(joined, data);
+        let last = &frames[10].0;
+        assert_eq!(last["status"], 1);
+        assert_eq!(last["file_checksum"], plan.file.sha256.as_str());
+        assert_eq!(last["range_checksum"], plan.file.sha256.as_str(), "the range is the whole file");
+        assert!(frames[..10].iter().all(|(m, _)| m.get("status").is_none()), "mid-stream frames carry no status");
+    }
+
+    /// A stop while the window is full ends with a terminal 304 text frame at the next offset;
+    /// a resume from the bytes received finishes with the range's checksum.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_ends_with_304_and_a_resume_gets_the_rest() {
+        let live = Arc::new(Live::new(LiveConfig::default()));
+        let session = Arc::new(LiveSession::new(IpAddr::from([127, 0, 0, 1]), 60));
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 13) as u8).collect();
+        let (stop_tx, mut stop) = watch::channel(None);
+        let task = {
+            let (live, session, plan, data) = (live.clone(), session.clone(), plan(&data, 0), data.clone());
+            tokio::spawn(async move {
+                let mut reader = reader(&data, 0);
+                pump(&live, &session, &plan, &mut reader, &mut stop, |_| true).await
+            })
+        };
+        until_queued(&session, 3).await;
+        stop_tx.send(Some(Stop::Requested)).unwrap();
+        assert_eq!(task.await.unwrap(), Ended::Stopped(3_000));
+        let frames = drain(&session);
+        let (terminal, bytes) = frames.last().unwrap();
+        assert_eq!(
+            (terminal["status"].clone(), terminal["offset"].clone()),
+            (serde_json::json!(304), serde_json::json!(3000))
+        );
+        assert!(bytes.is_empty());
+        let received: Vec<u8> = frames.iter().flat_map(|(_, b)| b.clone()).collect();
+
+        let (_stop_tx, mut stop) = watch::channel(None);
+        let resumed = plan(&data, received.len() as u64);
+        let mut rest = reader(&data, resumed.resume_at);
+        let drainer = {
+            let session = session.clone();
+            tokio::spawn(async move {
+                let mut frames = Vec::new();
+                loop {
+                    frames.extend(drain(&session));
+                    if frames.last().is_some_and(|(m, _): &(serde_json::Value, Vec<u8>)| m.get("status").is_some()) {
+                        return frames;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        assert_eq!(pump(&live, &session, &resumed, &mut rest, &mut stop, |_| true).await, Ended::Completed(7_000));
+        let frames = drainer.await.unwrap();
+        assert_eq!(frames[0].0["offset"], 3000);
+        assert_eq!(frames[0].0["file_size"], 10_000);
+        let tail: Vec<u8> = frames.iter().flat_map(|(_, b)| b.clone()).collect();
+        let last = &frames.last().unwrap().0;
+        assert_eq!(last["range_checksum"], hex::encode(Sha256::digest(&tail)));
+        assert_eq!(last["file_checksum"], resumed.file.sha256.as_str());
+        assert_eq!([received, tail].concat(), data);
+    }
+
+    /// The quota refuses the fourth chunk: three go out, then a terminal 302.
+    #[tokio::test]
+    async fn a_spent_quota_ends_with_302_mid_stream() {
+        let live = Arc::new(Live::new(LiveConfig::default()));
+        let session = Arc::new(LiveSession::new(IpAddr::from([127, 0, 0, 1]), 60));
+        let data = vec![1u8; 5_000];
+        let mut plan = plan(&data, 0);
+        plan.window_chunks = 10;
+        let (_stop_tx, mut stop) = watch::channel(None);
+        let mut left = 3_500u64;
+        let charge = |n: u64| {
+            let ok = n <= left;
+            if ok {
+                left -= n;
+            }
+            ok
+        };
+        let ended = pump(&live, &session, &plan, &mut reader(&data, 0), &mut stop, charge).await;
+        assert_eq!(ended, Ended::QuotaExceeded(3_000));
+        let frames = drain(&session);
+        assert_eq!(frames.len(), 4);
+        assert_eq!(
+            (frames[3].0["status"].clone(), frames[3].0["offset"].clone()),
+            (serde_json::json!(302), serde_json::json!(3000))
+        );
+    }
+
+    /// An empty file: one text frame with status 1, size 0 and the empty input's checksum.
+    #[tokio::test]
+    async fn an_empty_file_ends_with_one_text_frame() {
+        let live = Arc::new(Live::new(LiveConfig::default()));
+        let session = Arc::new(LiveSession::new(IpAddr::from([127, 0, 0, 1]), 60));
+        let plan = plan(&[], 0);
+        let (_stop_tx, mut stop) = watch::channel(None);
+        let ended = pump(&live, &session, &plan, &mut reader(&[], 0), &mut stop, |_| true).await;
+        assert_eq!(ended, Ended::Completed(0));
+        let frames = drain(&session);
+        assert_eq!(frames.len(), 1);
+        let empty = hex::encode(Sha256::digest(b""));
+        assert_eq!(frames[0].0["status"], 1);
+        assert_eq!(frames[0].0["file_size"], 0);
+        assert_eq!(frames[0].0["range_checksum"], empty.as_str());
+    }
+}

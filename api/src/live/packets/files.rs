@@ -42,7 +42,7 @@ fn caller(ctx: &Ctx<'_>) -> Result<Caller, Close> {
         return Ok(Caller { app_id: init.app_id, authorized: true, levels: license.levels, identity });
     }
     if let Some(user) = live.authorized_user(state, session) {
-        let coverage = users::coverage(state, &user, now);
+        let coverage = users::coverage(state, &user, &init.client_id, now);
         if coverage.valid {
             let identity = format!("user:{}", user.user_id);
             return Ok(Caller { app_id: init.app_id, authorized: true, levels: coverage.levels, identity });

@@ -14,6 +14,8 @@ use super::session::{LiveSession, Out};
 use super::Live;
 use crate::AppState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::SinkExt;
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -150,27 +152,30 @@ async fn run(
     }
 }
 
-/// Writes what the outbox holds, in order; stops after a close frame. A frame whose write
-/// fails or stalls past `write_timeout` goes back to the head of the queue: the session stays
-/// resumable and the next socket sends it whole.
+/// Writes what the outbox holds, in order; stops after a close frame. A batch that ends with a
+/// close goes out in one flush (see [`write_closing`]). Otherwise each frame is one write, and a
+/// frame whose write fails or stalls past `write_timeout` goes back to the head of the queue
+/// with those behind it: the session stays resumable and the next socket sends them whole.
 ///
-/// One pass writes at most the frames queued when it began: a running file transfer refills the
-/// queue as fast as it drains, and the loop must still get to reading packets and pings.
+/// One pass writes only the frames queued when it began: a running file transfer refills the
+/// queue as fast as it drains, and the loop must still get to reading packets and pings (frames
+/// queued meanwhile left a wake-up behind, so the loop comes back at once).
 async fn flush(live: &Live, socket: &mut WebSocket, session: &LiveSession) -> Flushed {
-    let mut budget = session.queued();
-    while budget > 0 {
-        budget -= 1;
-        let Some(frame) = session.next_frame() else { break };
+    let mut frames = session.take_frames();
+    if frames.iter().any(|frame| matches!(frame, Out::Close(_))) {
+        write_closing(live, socket, frames).await;
+        return Flushed::Closed;
+    }
+    while let Some(frame) = frames.pop_front() {
         let message = match &frame {
             Out::Text(text) | Out::Event(text, _) => Message::Text(text.as_str().into()),
             Out::Binary(bytes, _window) => Message::Binary(bytes.clone()),
-            Out::Close(close) => {
-                let _ = send(live, socket, close_message(*close)).await;
-                return Flushed::Closed;
-            }
+            // A batch holding a close went to `write_closing` above.
+            Out::Close(_) => continue,
         };
         if send(live, socket, message).await.is_err() {
-            session.requeue(frame);
+            frames.push_front(frame);
+            session.requeue_all(frames.into_iter());
             return Flushed::Broken;
         }
         if let Out::Event(_, committed) = frame {
@@ -178,6 +183,35 @@ async fn flush(live: &Live, socket: &mut WebSocket, session: &LiveSession) -> Fl
         }
     }
     Flushed::Open
+}
+
+/// The frames queued before a close, and the close, written with one flush: one write to the
+/// socket instead of one per frame (disabling an app ends thousands of sessions at once, and the
+/// writes and their wake-ups were most of that cost). The session ends whatever the write does,
+/// so nothing is put back; frames after the close (none are queued once it is) are dropped.
+async fn write_closing(live: &Live, socket: &mut WebSocket, frames: VecDeque<Out>) {
+    let mut events = Vec::new();
+    let written = tokio::time::timeout(live.config.write_timeout, async {
+        for frame in frames {
+            match frame {
+                Out::Text(text) => socket.feed(Message::Text(text.into())).await?,
+                Out::Binary(bytes, _window) => socket.feed(Message::Binary(bytes)).await?,
+                Out::Event(text, committed) => {
+                    socket.feed(Message::Text(text.into())).await?;
+                    events.push(committed);
+                }
+                // Sending the close flushes what was fed before it.
+                Out::Close(close) => return socket.send(close_message(close)).await,
+            }
+        }
+        Ok::<_, axum::Error>(())
+    })
+    .await;
+    if matches!(written, Ok(Ok(()))) {
+        for committed in events {
+            live.metrics.pushed(committed);
+        }
+    }
 }
 
 /// One write, bounded by `write_timeout` (a client that stops reading must not hold the

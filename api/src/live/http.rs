@@ -20,6 +20,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const RESUME_ID: &str = "resume-id";
+/// Bytes of frames fed without a flush that the library keeps before writing them out: enough
+/// for a closing batch (panel events and the close, a few hundred bytes) to leave in one write.
+const WRITE_BATCH_BYTES: usize = 4096;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade)).route("/files/dl/{token}", get(super::files::download::download))
@@ -40,15 +43,16 @@ async fn upgrade(State(state): State<AppState>, ip: ClientIp, headers: HeaderMap
         return ApiError::Unavailable("too many live sessions; retry later".into()).into_response();
     }
     // The library's default buffers are 128 KiB each per socket; packets are small, and an idle
-    // session should cost kilobytes (the read buffer still grows for a larger frame; writes go
-    // straight to the socket).
+    // session should cost kilobytes (the read buffer still grows for a larger frame). Every write
+    // flushes at once, except a closing batch, whose frames gather (up to WRITE_BATCH_BYTES)
+    // until the close flushes them in one write (connection::write_closing).
     let ws = ws
         // Frames and messages over the limit are refused by the library before it buffers them,
         // and the socket closes them with 4302 (a fragmented message counts whole).
         .max_frame_size(live.config.max_frame_bytes)
         .max_message_size(live.config.max_frame_bytes)
         .read_buffer_size(live.config.read_buffer_bytes)
-        .write_buffer_size(0);
+        .write_buffer_size(WRITE_BATCH_BYTES);
     let presented = headers.get(RESUME_ID).map(|v| v.to_str().unwrap_or_default().to_string());
     let session = match presented {
         None => {

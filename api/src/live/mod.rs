@@ -197,6 +197,15 @@ impl Live {
         }
     }
 
+    /// A panel event (to a subscribed session) and then a close, queued together so the socket
+    /// wakes once and writes both in one flush (event before close, as the spec orders them).
+    fn push_event_then_close(&self, session: &LiveSession, text: &str, committed: Option<DateTime<Utc>>, close: Close) {
+        let event = session.state().subscribed.then(|| Out::Event(text.to_string(), committed));
+        if session.send_all(event.into_iter().chain([Out::Close(close)])).is_some() && !session.is_attached() {
+            self.end(session);
+        }
+    }
+
     /// Ends a session for good: frees its seat and forgets it (no resume).
     fn end(&self, session: &LiveSession) {
         if session.end() {

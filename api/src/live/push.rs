@@ -10,7 +10,7 @@
 //! events for every session; within a job a session's event is queued before its close.
 
 use super::envelope::{event, Close};
-use super::session::{LiveSession, Out};
+use super::session::LiveSession;
 use super::Live;
 use chrono::{DateTime, Utc};
 use licensd_domain::account::AccountEvent;
@@ -235,21 +235,19 @@ fn rearm(live: &Arc<Live>, session: &Arc<LiveSession>, expires_at: Option<DateTi
 fn pause(live: &Live, app_id: AppId, committed: Committed) {
     let text = event(APP_PAUSED, Map::new());
     for session in live.registry.of_app(app_id) {
-        live.push_event(&session, &text, committed);
-        live.deliver(&session, Out::Close(Close::AppPaused));
+        live.push_event_then_close(&session, &text, committed, Close::AppPaused);
     }
 }
 
 /// The merchant disconnects one session (Developer API): event 1, then close 4100.
 pub fn kick(live: &Live, session: &LiveSession) {
-    live.push_event(session, &event(DISCONNECT, Map::new()), None);
-    live.deliver(session, Out::Close(Close::FromPanel));
+    live.push_event_then_close(session, &event(DISCONNECT, Map::new()), None, Close::FromPanel);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::live::session::Initialized;
+    use crate::live::session::{Initialized, Out};
     use crate::live::LiveConfig;
     use licensd_store::Position;
 
@@ -333,10 +331,11 @@ mod tests {
             let mut frames = Vec::new();
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
             while frames.len() < expected.len() && tokio::time::Instant::now() < deadline {
-                match session.next_frame() {
-                    Some(frame) => frames.push(describe(frame)),
-                    None => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+                let batch = session.take_frames();
+                if batch.is_empty() {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 }
+                frames.extend(batch.into_iter().map(describe));
             }
             assert_eq!(frames, expected);
         }

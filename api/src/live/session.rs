@@ -224,16 +224,40 @@ impl LiveSession {
         Some(waiting)
     }
 
-    /// The next frame for the socket.
-    pub fn next_frame(&self) -> Option<Out> {
-        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front()
+    /// Queues frames that belong together (a panel event and the close that follows it) at
+    /// once: the socket wakes once, finds them all, and writes them in one flush. Nothing is
+    /// queued once the session is ending; a close among them must be the last.
+    pub fn send_all(&self, frames: impl IntoIterator<Item = Out>) -> Option<usize> {
+        if self.is_ended() || self.is_closing() {
+            return None;
+        }
+        let waiting = {
+            let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for frame in frames {
+                if matches!(frame, Out::Close(_)) {
+                    self.closing.store(true, Ordering::Release);
+                }
+                queue.push_back(frame);
+            }
+            queue.len()
+        };
+        self.wake.notify_one();
+        Some(waiting)
     }
 
-    /// Puts back a frame the socket could not finish writing (its connection broke or stalled),
-    /// first in line for the next socket: the protocol has no acknowledgement, so a frame the
-    /// write failed on is the one frame the server knows the client did not get whole.
-    pub fn requeue(&self, frame: Out) {
-        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_front(frame);
+    /// Every frame waiting, oldest first (the socket writes them as one batch).
+    pub fn take_frames(&self) -> VecDeque<Out> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Puts back the frames a socket could not finish writing (its connection broke or stalled)
+    /// first in line, in their order, for the next socket: the protocol has no acknowledgement,
+    /// so the frame a write failed on is the first the server knows the client did not get whole.
+    pub fn requeue_all(&self, frames: impl DoubleEndedIterator<Item = Out>) {
+        let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for frame in frames.rev() {
+            queue.push_front(frame);
+        }
     }
 
     /// Frames waiting for a socket.
@@ -255,11 +279,11 @@ mod tests {
         }
     }
 
-    /// The socket side puts back every third frame (its write failed) while other threads keep
-    /// queueing: the frame put back comes out next, and every frame comes out once, in the order
-    /// each sender queued them.
+    /// The socket side takes batches and puts every third one back (its write failed) while
+    /// other threads keep queueing: the batch put back comes out first again, and every frame
+    /// comes out once, in the order each sender queued them.
     #[test]
-    fn a_requeued_frame_goes_first_and_none_is_lost_or_doubled_under_concurrent_sends() {
+    fn requeued_frames_go_first_and_none_is_lost_or_doubled_under_concurrent_sends() {
         const SENDERS: usize = 4;
         const EACH: usize = 500;
         let session = Arc::new(LiveSession::new(IpAddr::from([127, 0, 0, 1]), 60));
@@ -276,29 +300,68 @@ mod tests {
         let mut written = Vec::new();
         let mut attempts = 0usize;
         while written.len() < SENDERS * EACH {
-            let Some(frame) = session.next_frame() else {
+            let batch: Vec<String> = session.take_frames().into_iter().map(text).collect();
+            if batch.is_empty() {
                 std::thread::yield_now();
                 continue;
-            };
+            }
             attempts += 1;
             if attempts % 3 == 0 {
-                let before = text(frame);
-                session.requeue(Out::Text(before.clone()));
-                let again = text(session.next_frame().expect("the frame put back"));
-                assert_eq!(again, before, "the frame put back is the next one out");
-                written.push(again);
+                session.requeue_all(batch.iter().map(|t| Out::Text(t.clone())).collect::<Vec<_>>().into_iter());
+                let again: Vec<String> = session.take_frames().into_iter().map(text).collect();
+                assert_eq!(again[..batch.len()], batch[..], "the frames put back come out first, in order");
+                written.extend(again);
             } else {
-                written.push(text(frame));
+                written.extend(batch);
             }
         }
         for sender in senders {
             sender.join().unwrap();
         }
-        assert!(session.next_frame().is_none());
+        assert!(session.take_frames().is_empty());
         for s in 0..SENDERS {
             let mine: Vec<&String> = written.iter().filter(|t| t.starts_with(&format!("{s}:"))).collect();
             let expected: Vec<String> = (0..EACH).map(|i| format!("{s}:{i}")).collect();
             assert_eq!(mine, expected.iter().collect::<Vec<_>>(), "sender {s}");
+        }
+    }
+
+    /// Frames queued together are taken together: a socket draining the queue while events and
+    /// closes are queued never takes an event without the close queued with it, so it writes
+    /// them in one flush. Afterwards the session takes nothing more.
+    #[test]
+    fn an_event_and_its_close_are_taken_together_under_a_concurrent_drain() {
+        const SESSIONS: usize = 2000;
+        let sessions: Arc<Vec<LiveSession>> =
+            Arc::new((0..SESSIONS).map(|_| LiveSession::new(IpAddr::from([127, 0, 0, 1]), 60)).collect());
+        let queueing = {
+            let sessions = sessions.clone();
+            std::thread::spawn(move || {
+                for session in sessions.iter() {
+                    let frames = [Out::Event("101".into(), None), Out::Close(Close::AppPaused)];
+                    assert!(session.send_all(frames).is_some());
+                }
+            })
+        };
+        let mut taken = vec![Vec::new(); SESSIONS];
+        while taken.iter().any(|frames: &Vec<String>| frames.len() < 2) {
+            for (session, frames) in sessions.iter().zip(&mut taken) {
+                let batch: Vec<String> = session
+                    .take_frames()
+                    .into_iter()
+                    .map(|frame| match frame {
+                        Out::Close(close) => format!("close {}", close.code()),
+                        other => text(other),
+                    })
+                    .collect();
+                assert!(batch.is_empty() || batch.len() == 2, "a batch split in two: {batch:?}");
+                frames.extend(batch);
+            }
+        }
+        queueing.join().unwrap();
+        for (session, frames) in sessions.iter().zip(&taken) {
+            assert_eq!(frames, &["101".to_string(), "close 4101".to_string()]);
+            assert!(session.send(Out::Text("late".into())).is_none(), "nothing is queued after a close");
         }
     }
 }

@@ -156,7 +156,9 @@ mod tests {
     /// Takes every frame queued now: the binary chunks' metadata and bytes, or a text frame's
     /// metadata.
     fn drain(session: &LiveSession) -> Vec<(serde_json::Value, Vec<u8>)> {
-        std::iter::from_fn(|| session.next_frame())
+        session
+            .take_frames()
+            .into_iter()
             .map(|frame| match frame {
                 Out::Binary(bytes, _permit) => {
                     let (meta, data) = frame::split(&bytes).expect("a chunk frame");

@@ -1,7 +1,7 @@
 //! Settings of protected files: the upload limit and which blob store holds the bytes.
 
 use clap::Args;
-use licensd_blobs::{BlobStore, LocalBlobStore};
+use licensd_blobs::{BlobStore, LocalBlobStore, S3BlobStore, S3Config};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,9 +11,25 @@ pub struct FileArgs {
     #[arg(long, env = "LICENSD_FILE_MAX_BYTES", default_value_t = licensd_api::files::DEFAULT_FILE_MAX_BYTES)]
     pub file_max_bytes: u64,
     /// Where the bytes of protected files live: `local` (a content-addressed folder under the
-    /// data folder, `<data>/files`).
+    /// data folder, `<data>/files`) or `s3` (an S3-compatible bucket, for several nodes).
     #[arg(long, env = "LICENSD_BLOB_STORE", default_value = "local")]
     pub blob_store: String,
+    /// The bucket of the `s3` store.
+    #[arg(long, env = "LICENSD_BLOB_S3_BUCKET")]
+    pub blob_s3_bucket: Option<String>,
+    /// Endpoint of an S3-compatible service (`https://…`); unset: AWS S3 in the region.
+    #[arg(long, env = "LICENSD_BLOB_S3_ENDPOINT")]
+    pub blob_s3_endpoint: Option<String>,
+    #[arg(long, env = "LICENSD_BLOB_S3_REGION", default_value = "us-east-1")]
+    pub blob_s3_region: String,
+    /// Credentials; unset: the instance's (environment, profile or metadata service).
+    #[arg(long, env = "LICENSD_BLOB_S3_ACCESS_KEY_ID")]
+    pub blob_s3_access_key_id: Option<String>,
+    #[arg(long, env = "LICENSD_BLOB_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub blob_s3_secret_access_key: Option<String>,
+    /// Accept an `http://` endpoint (a local S3-compatible server; never across a network).
+    #[arg(long, env = "LICENSD_BLOB_S3_ALLOW_HTTP", default_value_t = false)]
+    pub blob_s3_allow_http: bool,
 }
 
 impl FileArgs {
@@ -26,7 +42,21 @@ impl FileArgs {
                     .map_err(|e| anyhow::anyhow!("cannot open the file store {}: {e}", root.display()))?;
                 Ok(Arc::new(store))
             }
-            other => anyhow::bail!("LICENSD_BLOB_STORE must be `local`, not `{other}`"),
+            "s3" => {
+                let bucket = self.blob_s3_bucket.clone().filter(|b| !b.trim().is_empty());
+                let Some(bucket) = bucket else { anyhow::bail!("LICENSD_BLOB_STORE=s3 needs LICENSD_BLOB_S3_BUCKET") };
+                let config = S3Config {
+                    bucket,
+                    endpoint: self.blob_s3_endpoint.clone(),
+                    region: self.blob_s3_region.clone(),
+                    access_key_id: self.blob_s3_access_key_id.clone(),
+                    secret_access_key: self.blob_s3_secret_access_key.clone(),
+                    allow_http: self.blob_s3_allow_http,
+                };
+                let store = S3BlobStore::open(&config).map_err(|e| anyhow::anyhow!("cannot use the S3 store: {e}"))?;
+                Ok(Arc::new(store))
+            }
+            other => anyhow::bail!("LICENSD_BLOB_STORE must be `local` or `s3`, not `{other}`"),
         }
     }
 

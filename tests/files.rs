@@ -4,6 +4,8 @@
 //! mid-upload that leaves no version and no temporary file behind.
 
 mod common;
+#[path = "../blobs/tests/moto/mod.rs"]
+mod moto;
 
 use common::{on_both_backends, Deployment, Server, RELAXED_LIMITS};
 use serde_json::{json, Value};
@@ -285,5 +287,66 @@ fn a_sigkill_mid_upload_leaves_no_version_and_no_temporary_file() {
         assert_eq!((status, list["files"].as_array().map(Vec::len)), (200, Some(0)), "{list}");
         let blobs = files_under(&deployment.data_dir.join("files").join("blobs"));
         assert!(blobs.is_empty(), "no partial blob: {blobs:?}");
+    });
+}
+
+/// With `LICENSD_BLOB_STORE=s3` the upload goes to the bucket (moto's S3 server): the API shows
+/// it, the bucket holds exactly its bytes, and deleting the file removes them.
+#[test]
+fn uploads_go_to_the_s3_compatible_store() {
+    let Some(moto) = moto::start() else { return };
+    let mut env: Vec<(&str, &str)> = RELAXED_LIMITS.to_vec();
+    env.extend([
+        ("LICENSD_BLOB_STORE", "s3"),
+        ("LICENSD_BLOB_S3_BUCKET", moto::BUCKET),
+        ("LICENSD_BLOB_S3_ENDPOINT", moto.endpoint.as_str()),
+        ("LICENSD_BLOB_S3_ACCESS_KEY_ID", "testing"),
+        ("LICENSD_BLOB_S3_SECRET_ACCESS_KEY", "testing"),
+        ("LICENSD_BLOB_S3_ALLOW_HTTP", "true"),
+    ]);
+    on_both_backends(&env, |deployment, server| {
+        let (api_key, app_id) = deployment.merchant(server, "s3@example.com");
+        let (body, sha) = Generated::new(12 * MIB + 123, 77);
+        let (status, uploaded) = upload(server, &api_key, &app_id, "build.pak", reqwest::blocking::Body::new(body));
+        let sha = hex::encode(std::mem::take(&mut *sha.lock().unwrap()).finalize());
+        assert_eq!(status, 201, "{uploaded}");
+        assert_eq!(
+            (uploaded["size"].as_u64(), uploaded["sha256"].as_str()),
+            (Some(12 * MIB + 123), Some(sha.as_str()))
+        );
+        assert!(files_under(&deployment.data_dir.join("files")).is_empty(), "nothing is stored locally");
+
+        let store = licensd_blobs::S3BlobStore::open(&licensd_blobs::S3Config {
+            bucket: moto::BUCKET.into(),
+            endpoint: Some(moto.endpoint.clone()),
+            region: "us-east-1".into(),
+            access_key_id: Some("testing".into()),
+            secret_access_key: Some("testing".into()),
+            allow_http: true,
+        })
+        .unwrap();
+        let key = format!("{app_id}/{sha}");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let read_back = runtime.block_on(async {
+            use licensd_blobs::BlobStore;
+            use tokio::io::AsyncReadExt;
+            let mut reader = store.open(&key, 0).await.unwrap();
+            let (mut hasher, mut buf, mut total) = (Sha256::new(), vec![0u8; 1 << 16], 0u64);
+            loop {
+                let n = reader.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                total += n as u64;
+            }
+            (total, hex::encode(hasher.finalize()))
+        });
+        assert_eq!(read_back, (12 * MIB + 123, sha.clone()), "the bucket holds exactly the uploaded bytes");
+
+        let (status, _) = server.send("DELETE", &api_key, &format!("/v1/apps/{app_id}/files/build.pak"), None);
+        assert_eq!(status, 200);
+        let gone = runtime.block_on(async { licensd_blobs::BlobStore::len(&store, &key).await });
+        assert!(matches!(gone, Err(licensd_blobs::BlobError::NotFound)), "{gone:?}");
     });
 }

@@ -153,18 +153,35 @@ fn another_tenant_gets_nothing_from_any_developer_api_operation() {
     );
     assert_eq!(status, 201, "{user}");
     let user_id = user["userId"].as_str().or(user["id"].as_str()).unwrap().to_string();
+    let uploaded = reqwest::blocking::Client::new()
+        .put(format!("{}/v1/apps/{}/files/secretfile.bin", t.server.base, a.app_id))
+        .bearer_auth(&a.api_key)
+        .body("the protected bytes of a")
+        .send()
+        .expect("upload");
+    assert_eq!(uploaded.status().as_u16(), 201);
     let (_, keys) = t.server.get(&a.api_key, "/v1/api-keys");
     let key_id = keys["apiKeys"][0]["apiKeyId"].as_str().or(keys["apiKeys"][0]["id"].as_str()).unwrap().to_string();
 
-    let secrets_of_a =
-        [a.app_id.as_str(), &key_a, &webhook_id, &mapping_id, &key_id, &user_id, &a.account_id, "secret-label-of-a"];
+    let secrets_of_a = [
+        a.app_id.as_str(),
+        &key_a,
+        &webhook_id,
+        &mapping_id,
+        &key_id,
+        &user_id,
+        &a.account_id,
+        "secret-label-of-a",
+        "secretfile",
+    ];
     let snapshot = |server: &Server| {
         let (_, license) = server.get(&a.api_key, &format!("/v1/licenses/{key_a}"));
         let (_, app) = server.get(&a.api_key, &format!("/v1/apps/{}", a.app_id));
         let (_, hooks) = server.get(&a.api_key, &format!("/v1/apps/{}/webhooks", a.app_id));
         let (_, mappings) = server.get(&a.api_key, "/v1/commerce/mappings");
         let (_, keys) = server.get(&a.api_key, "/v1/api-keys");
-        (license, app, hooks, mappings, keys)
+        let (_, files) = server.get(&a.api_key, &format!("/v1/apps/{}/files", a.app_id));
+        (license, app, hooks, mappings, keys, files)
     };
     let before = snapshot(&t.server);
 
@@ -183,7 +200,8 @@ fn another_tenant_gets_nothing_from_any_developer_api_operation() {
                 .replace("{user_id}", &user_id)
                 .replace("{event_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{list}", "blacklist")
-                .replace("{provider}", "stripe");
+                .replace("{provider}", "stripe")
+                .replace("{name}", "secretfile.bin");
             let path = if template == "/v1/licenses" { format!("{path}?appId={}", a.app_id) } else { path };
             // Bodies that would act on A's app or license if ownership were not checked.
             let body = json!({

@@ -95,8 +95,8 @@ fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
     }
     if config.is_postgres() {
         bail!(
-            "LICENSD_MASTER_KEY or LICENSD_MASTER_KEY_FILE is required with Postgres (generate one with: \
-             licensd init-master-key --file PATH, or openssl rand -hex 32)"
+            "LICENSD_MASTER_KEY is required with Postgres (or LICENSD_MASTER_KEY_FILE naming a file that holds \
+             it; generate one with: LICENSD_MASTER_KEY_FILE=PATH licensd init-master-key, or openssl rand -hex 32)"
         );
     }
     let (key, source) = MasterKey::load_or_generate(&config.data_dir)?;

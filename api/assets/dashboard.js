@@ -3,6 +3,9 @@
 "use strict";
 
 const CSRF = document.querySelector('meta[name="csrf-token"]').content;
+// The sign-in marks its redirect (so the server can tell a dropped cookie); the address bar
+// need not keep the mark.
+if (location.search.includes("signed-in")) history.replaceState(null, "", "/dashboard" + location.hash);
 const view = document.getElementById("view");
 
 class ApiFailure extends Error {}

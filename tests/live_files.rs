@@ -3,6 +3,7 @@
 //! client (tokio-tungstenite) and a real HTTP client (reqwest).
 
 #[path = "live/client.rs"]
+#[allow(dead_code)] // the scenarios here use part of the shared client
 mod client;
 mod common;
 

@@ -186,7 +186,15 @@ fn a_200_mib_file_streams_whole_with_matching_checksums() {
     assert_eq!(last["file_checksum"], json!(expected));
     assert_eq!(last["range_checksum"], json!(expected), "the range is the whole file");
 
-    let after = ws.call(json!({"type": 9, "id": 12, "filename": "client.dll"}));
+    // Recorded once the transfer ended (a row write after the last frame is queued).
+    let mut after = json!(null);
+    for attempt in 0..50u64 {
+        after = ws.call(json!({"type": 9, "id": 100 + attempt, "filename": "client.dll"}));
+        if after["transfer_count"] == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(after["transfer_count"], 1, "{after}");
     assert!(after["last_transferred_at"].as_i64().unwrap() > 1_700_000_000, "{after}");
 }

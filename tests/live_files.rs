@@ -3,6 +3,7 @@
 //! client (tokio-tungstenite) and a real HTTP client (reqwest).
 
 #[path = "live/client.rs"]
+#[allow(dead_code)] // the scenarios here use part of the shared client
 mod client;
 mod common;
 
@@ -75,7 +76,13 @@ fn set_policy(server: &Server, m: &Merchant, name: &str, policy: Value) {
 }
 
 /// A session initialized, and authorized with a new license of `levels` unless `None`.
-fn session(rt: &std::sync::Arc<tokio::runtime::Runtime>, server: &Server, m: &Merchant, key: &str, levels: Option<Value>) -> Ws {
+fn session(
+    rt: &std::sync::Arc<tokio::runtime::Runtime>,
+    server: &Server,
+    m: &Merchant,
+    key: &str,
+    levels: Option<Value>,
+) -> Ws {
     let mut ws = Ws::connect(rt, &server.base);
     assert_eq!(ws.init(key, "machine-1")["status"], 1);
     if let Some(levels) = levels {
@@ -99,7 +106,9 @@ fn next_chunk(ws: &mut Ws) -> Chunk {
             let meta = serde_json::from_slice(&frame[4..4 + length]).expect("metadata JSON");
             Chunk { meta, bytes: frame[4 + length..].to_vec(), binary: true }
         }
-        Message::Text(text) => Chunk { meta: serde_json::from_str(text.as_str()).unwrap(), bytes: Vec::new(), binary: false },
+        Message::Text(text) => {
+            Chunk { meta: serde_json::from_str(text.as_str()).unwrap(), bytes: Vec::new(), binary: false }
+        }
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -147,13 +156,22 @@ fn a_200_mib_file_streams_whole_with_matching_checksums() {
     const SIZE: u64 = 200 * 1024 * 1024;
     let uploaded = upload(&server, &m, "client.dll", 7, SIZE);
     let expected = generated_sha(7, SIZE);
-    assert_eq!(uploaded["sha256"].as_str().or(uploaded["current"]["sha256"].as_str()), Some(expected.as_str()), "{uploaded}");
+    assert_eq!(
+        uploaded["sha256"].as_str().or(uploaded["current"]["sha256"].as_str()),
+        Some(expected.as_str()),
+        "{uploaded}"
+    );
 
     let rt = client::runtime();
     let mut ws = session(&rt, &server, &m, &key, Some(json!([])));
     let before = ws.call(json!({"type": 9, "id": 3, "filename": "client.dll"}));
     assert_eq!(
-        (before["status"].clone(), before["size"].clone(), before["checksum"].clone(), before["transfer_count"].clone()),
+        (
+            before["status"].clone(),
+            before["size"].clone(),
+            before["checksum"].clone(),
+            before["transfer_count"].clone()
+        ),
         (json!(1), json!(SIZE), json!(expected), json!(0))
     );
     ws.send(json!({"type": 7, "id": 10, "filename": "client.dll", "resume_at": 0}));
@@ -168,7 +186,15 @@ fn a_200_mib_file_streams_whole_with_matching_checksums() {
     assert_eq!(last["file_checksum"], json!(expected));
     assert_eq!(last["range_checksum"], json!(expected), "the range is the whole file");
 
-    let after = ws.call(json!({"type": 9, "id": 12, "filename": "client.dll"}));
+    // Recorded once the transfer ended (a row write after the last frame is queued).
+    let mut after = json!(null);
+    for attempt in 0..50u64 {
+        after = ws.call(json!({"type": 9, "id": 100 + attempt, "filename": "client.dll"}));
+        if after["transfer_count"] == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(after["transfer_count"], 1, "{after}");
     assert!(after["last_transferred_at"].as_i64().unwrap() > 1_700_000_000, "{after}");
 }
@@ -246,7 +272,10 @@ fn stop_resume_versions_statuses_and_policy() {
         assert_eq!(last["file_checksum"], json!(generated_sha(2, SIZE)));
         assert_eq!(fresh, generated(2, SIZE));
         let meta = ws.call(json!({"type": 9, "id": 42, "filename": "game build"}));
-        assert_eq!((meta["transfer_count"].clone(), meta["checksum"].clone()), (json!(2), json!(generated_sha(2, SIZE))));
+        assert_eq!(
+            (meta["transfer_count"].clone(), meta["checksum"].clone()),
+            (json!(2), json!(generated_sha(2, SIZE)))
+        );
 
         // Policy by level: a session without the level is refused (3), one with it streams.
         set_policy(server, &m, "game build", json!({"kind": "levels", "levels": ["pro"]}));
@@ -285,7 +314,10 @@ fn url_mode_serves_single_use_urls_with_ranges() {
 
     let answer = ws.call(json!({"type": 7, "id": 5, "filename": "client.dll", "resume_at": 1000}));
     assert_eq!(answer["status"], 1, "{answer}");
-    assert_eq!((answer["file_size"].clone(), answer["file_checksum"].clone()), (json!(SIZE), json!(generated_sha(3, SIZE))));
+    assert_eq!(
+        (answer["file_size"].clone(), answer["file_checksum"].clone()),
+        (json!(SIZE), json!(generated_sha(3, SIZE)))
+    );
     let url = answer["presigned_url"].as_str().unwrap().to_string();
     assert!(url.starts_with(&format!("{}/files/dl/", server.base)), "{url}");
     assert_eq!(url.rsplit('/').next().unwrap().len(), 43, "32 random bytes, base64url");
@@ -331,17 +363,21 @@ fn the_daily_quota_ends_transfers_with_302() {
     upload(&server, &m, "large.bin", 5, 300_000);
     let rt = client::runtime();
     let mut ws = session(&rt, &server, &m, &key, Some(json!([])));
-    ws.send(json!({"type": 7, "id": 1, "filename": "small.bin"}));
+    ws.send(json!({"type": 7, "id": 31, "filename": "small.bin"}));
     let mut bytes = Vec::new();
-    let (_, last, _, _) = read_stream(&mut ws, 1, &mut bytes, true);
+    let (_, last, _, _) = read_stream(&mut ws, 31, &mut bytes, true);
     assert_eq!((last["status"].clone(), bytes.len()), (json!(1), 150_000));
-    assert_eq!(ws.call(json!({"type": 7, "id": 2, "filename": "small.bin"}))["status"], 302, "50,000 left, less than a chunk");
+    assert_eq!(
+        ws.call(json!({"type": 7, "id": 32, "filename": "small.bin"}))["status"],
+        302,
+        "50,000 left, less than a chunk"
+    );
 
     // Another identity (license): three chunks fit in 200,000 bytes, the fourth does not.
     let mut other = session(&rt, &server, &m, &key, Some(json!([])));
-    other.send(json!({"type": 7, "id": 3, "filename": "large.bin"}));
+    other.send(json!({"type": 7, "id": 33, "filename": "large.bin"}));
     let mut got = Vec::new();
-    let (_, last, _, _) = read_stream(&mut other, 3, &mut got, true);
+    let (_, last, _, _) = read_stream(&mut other, 33, &mut got, true);
     assert_eq!((last["status"].clone(), last["offset"].clone()), (json!(302), json!(3 * 65_536)), "{last}");
     assert_eq!(got, generated(5, 3 * 65_536));
 }
@@ -359,10 +395,8 @@ fn rss_kib(pid: u32) -> u64 {
 fn clients_that_read_nothing_keep_the_server_memory_bounded() {
     let dir = TempDir::new();
     let deployment = Deployment::sqlite(&dir.0);
-    let server = deployment.start_with(&env(&[
-        ("LICENSD_FILE_MAX_TRANSFERS_PER_APP", "8"),
-        ("LICENSD_LIVE_WRITE_TIMEOUT_SECS", "120"),
-    ]));
+    let server = deployment
+        .start_with(&env(&[("LICENSD_FILE_MAX_TRANSFERS_PER_APP", "8"), ("LICENSD_LIVE_WRITE_TIMEOUT_SECS", "120")]));
     let (m, key) = merchant(&deployment, &server, "fileslow@example.com");
     const SIZE: u64 = 64 * 1024 * 1024;
     upload(&server, &m, "big.bin", 6, SIZE);

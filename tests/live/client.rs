@@ -104,7 +104,7 @@ impl Ws {
     }
 
     /// The next text or binary frame (file streams), skipping pings; panics after 15 s.
-    #[allow(dead_code)]
+    #[allow(dead_code)] // tests/live_files.rs only
     pub fn next_message(&mut self) -> Message {
         let rt = self.rt.clone();
         let stream = self.stream();

@@ -44,7 +44,8 @@ impl Tokens {
         (grant.expires > now).then_some(grant)
     }
 
-    pub fn len(&self) -> usize {
+    /// Grants outstanding (unused, possibly expired until the next sweep).
+    pub fn outstanding(&self) -> usize {
         self.grants.len()
     }
 
@@ -93,7 +94,7 @@ mod tests {
             .collect();
         let redeemed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
         assert_eq!(redeemed, 200);
-        assert_eq!(tokens.len(), 0);
+        assert_eq!(tokens.outstanding(), 0);
     }
 
     #[test]
@@ -104,6 +105,6 @@ mod tests {
         assert!(tokens.redeem(&token, now + Duration::from_secs(61)).is_none());
         let _stale = tokens.issue(grant(now + Duration::from_secs(1)), now);
         tokens.issue(grant(now + Duration::from_secs(600)), now + Duration::from_secs(5));
-        assert_eq!(tokens.len(), 1, "the expired grant was dropped by the next issue's sweep");
+        assert_eq!(tokens.outstanding(), 1, "the expired grant was dropped by the next issue's sweep");
     }
 }

@@ -469,22 +469,23 @@ pub struct LiveArgs {
     #[arg(help_heading = "Live sessions", long, env = "LICENSD_LIVE_PUBLIC_ENDPOINT")]
     pub live_public_endpoint: Option<String>,
     /// File streams: chunk frames one transfer may have queued and unwritten (64 KiB each).
-    #[arg(long, env = "LICENSD_FILE_WINDOW_CHUNKS", default_value_t = 4)]
+    #[arg(help_heading = "Protected files", long, env = "LICENSD_FILE_WINDOW_CHUNKS", default_value_t = 4)]
     pub file_window_chunks: usize,
-    /// File transfers (streams and URL downloads) running at once per session, and per app.
-    #[arg(long, env = "LICENSD_FILE_MAX_TRANSFERS_PER_SESSION", default_value_t = 2)]
+    /// File transfers (streams and URL downloads) running at once per session.
+    #[arg(help_heading = "Protected files", long, env = "LICENSD_FILE_MAX_TRANSFERS_PER_SESSION", default_value_t = 2)]
     pub file_max_transfers_per_session: usize,
-    #[arg(long, env = "LICENSD_FILE_MAX_TRANSFERS_PER_APP", default_value_t = 64)]
+    /// File transfers running at once across all sessions of one app.
+    #[arg(help_heading = "Protected files", long, env = "LICENSD_FILE_MAX_TRANSFERS_PER_APP", default_value_t = 64)]
     pub file_max_transfers_per_app: usize,
     /// Bytes of files one identity may receive per UTC day (status 302); 0: no quota.
-    #[arg(long, env = "LICENSD_FILE_DAILY_BYTES_PER_IDENTITY", default_value_t = 20 * 1024 * 1024 * 1024)]
+    #[arg(help_heading = "Protected files", long, env = "LICENSD_FILE_DAILY_BYTES_PER_IDENTITY", default_value_t = 20 * 1024 * 1024 * 1024)]
     pub file_daily_bytes_per_identity: u64,
     /// Seconds a file download URL stays valid (single use).
-    #[arg(long, env = "LICENSD_FILE_URL_TTL_SECS", default_value_t = 60)]
+    #[arg(help_heading = "Protected files", long, env = "LICENSD_FILE_URL_TTL_SECS", default_value_t = 60)]
     pub file_url_ttl_secs: u64,
     /// Base of file download URLs (e.g. `https://licensd.example.com`); default
     /// `http(s)://<Host of the WebSocket upgrade>`.
-    #[arg(long, env = "LICENSD_FILE_PUBLIC_BASE_URL")]
+    #[arg(help_heading = "Protected files", long, env = "LICENSD_FILE_PUBLIC_BASE_URL")]
     pub file_public_base_url: Option<String>,
 }
 

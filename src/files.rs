@@ -8,27 +8,29 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Args)]
 pub struct FileArgs {
     /// Largest protected file an upload may store, in bytes (default 2 GiB); larger: 413.
-    #[arg(long, env = "LICENSD_FILE_MAX_BYTES", default_value_t = licensd_api::files::DEFAULT_FILE_MAX_BYTES)]
+    #[arg(help_heading = "Protected files", long, env = "LICENSD_FILE_MAX_BYTES", default_value_t = licensd_api::files::DEFAULT_FILE_MAX_BYTES)]
     pub file_max_bytes: u64,
     /// Where the bytes of protected files live: `local` (a content-addressed folder under the
     /// data folder, `<data>/files`) or `s3` (an S3-compatible bucket, for several nodes).
-    #[arg(long, env = "LICENSD_BLOB_STORE", default_value = "local")]
+    #[arg(help_heading = "Protected files", long, env = "LICENSD_BLOB_STORE", default_value = "local")]
     pub blob_store: String,
     /// The bucket of the `s3` store.
-    #[arg(long, env = "LICENSD_BLOB_S3_BUCKET")]
+    #[arg(help_heading = "Protected files", long, env = "LICENSD_BLOB_S3_BUCKET")]
     pub blob_s3_bucket: Option<String>,
     /// Endpoint of an S3-compatible service (`https://…`); unset: AWS S3 in the region.
-    #[arg(long, env = "LICENSD_BLOB_S3_ENDPOINT")]
+    #[arg(help_heading = "Protected files", long, env = "LICENSD_BLOB_S3_ENDPOINT")]
     pub blob_s3_endpoint: Option<String>,
-    #[arg(long, env = "LICENSD_BLOB_S3_REGION", default_value = "us-east-1")]
+    /// Region of the `s3` store's bucket.
+    #[arg(help_heading = "Protected files", long, env = "LICENSD_BLOB_S3_REGION", default_value = "us-east-1")]
     pub blob_s3_region: String,
     /// Credentials; unset: the instance's (environment, profile or metadata service).
-    #[arg(long, env = "LICENSD_BLOB_S3_ACCESS_KEY_ID")]
+    #[arg(help_heading = "Protected files", long, env = "LICENSD_BLOB_S3_ACCESS_KEY_ID")]
     pub blob_s3_access_key_id: Option<String>,
-    #[arg(long, env = "LICENSD_BLOB_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    /// Secret of the access key above (never logged).
+    #[arg(help_heading = "Protected files", long, env = "LICENSD_BLOB_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub blob_s3_secret_access_key: Option<String>,
     /// Accept an `http://` endpoint (a local S3-compatible server; never across a network).
-    #[arg(long, env = "LICENSD_BLOB_S3_ALLOW_HTTP", default_value_t = false)]
+    #[arg(help_heading = "Protected files", long, env = "LICENSD_BLOB_S3_ALLOW_HTTP", default_value_t = false)]
     pub blob_s3_allow_http: bool,
 }
 

@@ -163,7 +163,28 @@ pub async fn get(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateFile {
-    policy: FilePolicy,
+    policy: PolicyBody,
+}
+
+/// The policy as a request may state it: exactly the fields of its kind, nothing else (the
+/// domain's `FilePolicy` reads events leniently; a request naming a field no kind has is a
+/// mistake worth a 400). Struct variants, because serde checks unknown fields on those only.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase", deny_unknown_fields)]
+enum PolicyBody {
+    AnyAuthorized {},
+    Levels { levels: Vec<String> },
+    Public {},
+}
+
+impl From<PolicyBody> for FilePolicy {
+    fn from(body: PolicyBody) -> Self {
+        match body {
+            PolicyBody::AnyAuthorized {} => FilePolicy::AnyAuthorized,
+            PolicyBody::Levels { levels } => FilePolicy::Levels { levels },
+            PolicyBody::Public {} => FilePolicy::Public,
+        }
+    }
 }
 
 /// `PATCH /v1/apps/{appId}/files/{name}`: sets the access policy.
@@ -175,14 +196,14 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let app = owned_app(&state, &caller, &app_id)?;
     owned_file(&state, &app, &name)?;
-    if let FilePolicy::Levels { levels } = &body.policy {
+    let policy = FilePolicy::from(body.policy);
+    if let FilePolicy::Levels { levels } = &policy {
         let max = state.config.live_model.max_license_levels;
         if levels.len() > max {
             return Err(ApiError::BadRequest(format!("at most {max} levels")));
         }
     }
-    let executed =
-        state.commands.set_file_policy(caller.account_id, app.app_id, &name, body.policy, &caller.actor).await?;
+    let executed = state.commands.set_file_policy(caller.account_id, app.app_id, &name, policy, &caller.actor).await?;
     visible(&state, executed.position()).await;
     let file = owned_file(&state, &app, &name)?;
     let counts = state.files.counters.of_file(app.app_id, &name).await?;
@@ -217,4 +238,25 @@ pub async fn delete(
     }
     state.files.counters.forget(app.app_id, &name).await?;
     Ok(Json(json!({ "ok": true })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each kind takes its own fields and no other; the domain's policy comes out.
+    #[test]
+    fn a_policy_body_takes_exactly_the_fields_of_its_kind() {
+        let parse = |text: &str| serde_json::from_str::<UpdateFile>(text).map(|b| FilePolicy::from(b.policy));
+        assert_eq!(parse(r#"{"policy":{"kind":"public"}}"#).unwrap(), FilePolicy::Public);
+        assert_eq!(parse(r#"{"policy":{"kind":"anyAuthorized"}}"#).unwrap(), FilePolicy::AnyAuthorized);
+        assert_eq!(
+            parse(r#"{"policy":{"kind":"levels","levels":["pro"]}}"#).unwrap(),
+            FilePolicy::Levels { levels: vec!["pro".into()] }
+        );
+        assert!(parse(r#"{"policy":{"kind":"public","extra":1}}"#).is_err());
+        assert!(parse(r#"{"policy":{"kind":"anyAuthorized","levels":[]}}"#).is_err());
+        assert!(parse(r#"{"policy":{"kind":"levels","levels":["pro"],"x":null}}"#).is_err());
+        assert!(parse(r#"{"policy":{"kind":"levels"}}"#).is_err());
+    }
 }

@@ -262,15 +262,6 @@ fn files(schemas: &mut Value) {
         "type": "object", "required": ["files"],
         "properties": { "files": { "type": "array", "items": { "$ref": "#/components/schemas/FileSummary" } } },
     });
-    schemas["FilePolicy"] = json!({ "oneOf": [
-        { "type": "object", "required": ["kind"], "properties": { "kind": { "type": "string", "enum": ["anyAuthorized"] } } },
-        { "type": "object", "required": ["kind"], "properties": { "kind": { "type": "string", "enum": ["public"] } } },
-        { "type": "object", "required": ["kind", "levels"], "properties": {
-            "kind": { "type": "string", "enum": ["levels"] },
-            "levels": { "type": "array", "minItems": 1, "items": {
-                "type": "string", "minLength": 1, "maxLength": licensd_domain::license::MAX_LEVEL_CHARS } },
-        } },
-    ] });
 }
 
 /// The schemas of licenses' and apps' live-session fields, sized by the deployment's limits.
@@ -280,7 +271,19 @@ pub fn live_fields(limits: &crate::v1::LiveModelLimits) -> Value {
         "type": "string", "minLength": 1, "maxLength": licensd_domain::license::MAX_LEVEL_CHARS, "pattern": no_control } });
     let seats = json!({ "type": "integer", "minimum": 1, "maximum": limits.max_license_sessions, "nullable": true });
     let access = json!({ "type": "string", "enum": ["auth_required", "auth_not_required"] });
+    let mut policy_levels = levels.clone();
+    policy_levels["minItems"] = json!(1);
+    let kind = |name: &str| json!({ "type": "string", "enum": [name] });
     json!({
+        // A protected file's access policy (`v1/files.rs`): exactly the fields of its kind.
+        "FilePolicy": { "oneOf": [
+            { "type": "object", "required": ["kind"], "additionalProperties": false,
+              "properties": { "kind": kind("anyAuthorized") } },
+            { "type": "object", "required": ["kind"], "additionalProperties": false,
+              "properties": { "kind": kind("public") } },
+            { "type": "object", "required": ["kind", "levels"], "additionalProperties": false,
+              "properties": { "kind": kind("levels"), "levels": policy_levels } },
+        ] },
         "LicenseCreate": {
             "type": "object", "required": ["appId"],
             "properties": {

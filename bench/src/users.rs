@@ -111,15 +111,7 @@ const PASSWORD: &str = "correct horse battery";
 
 fn server_env(lift_lockouts: bool) -> Vec<(&'static str, String)> {
     let many = "1000000000".to_string();
-    let mut env = vec![
-        ("LICENSD_VALIDATE_PER_IP", many.clone()),
-        ("LICENSD_VALIDATE_PER_KEY", many.clone()),
-        ("LICENSD_HEARTBEAT_PER_KEY", many.clone()),
-        ("LICENSD_API_BURST", many.clone()),
-        ("LICENSD_API_PER_SECOND", many.clone()),
-        ("LICENSD_LIVE_SESSION_ACTIONS_PER_MINUTE", many.clone()),
-        ("LICENSD_LIVE_IP_ACTIONS_PER_MINUTE", many.clone()),
-    ];
+    let mut env = crate::live::limits_lifted();
     if lift_lockouts {
         env.push(("LICENSD_APP_USER_LOCKOUT_FAILURES", many.clone()));
         env.push(("LICENSD_APP_USER_IP_LOCKOUT_FAILURES", many));

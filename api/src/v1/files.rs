@@ -155,8 +155,13 @@ pub async fn get(
     ApiPath((app_id, name)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let app = owned_app(&state, &caller, &app_id)?;
-    let file = owned_file(&state, &app, &name)?;
-    let counts = state.files.counters.of_file(app.app_id, &name).await?;
+    detailed(&state, &app, &name).await
+}
+
+/// A file's metadata, versions and counters, as `GET` and `PATCH` answer them.
+async fn detailed(state: &AppState, app: &App, name: &str) -> Result<Json<Value>, ApiError> {
+    let file = owned_file(state, app, name)?;
+    let counts = state.files.counters.of_file(app.app_id, name).await?;
     Ok(Json(detailed_json(&file, counts)))
 }
 
@@ -205,9 +210,7 @@ pub async fn update(
     }
     let executed = state.commands.set_file_policy(caller.account_id, app.app_id, &name, policy, &caller.actor).await?;
     visible(&state, executed.position()).await;
-    let file = owned_file(&state, &app, &name)?;
-    let counts = state.files.counters.of_file(app.app_id, &name).await?;
-    Ok(Json(detailed_json(&file, counts)))
+    detailed(&state, &app, &name).await
 }
 
 /// `DELETE /v1/apps/{appId}/files/{name}`: the file and every version go; bytes no other file

@@ -5,6 +5,7 @@ mod config;
 mod files;
 mod healthcheck;
 mod operator;
+mod rotate;
 mod serve;
 mod services;
 
@@ -70,6 +71,10 @@ enum Command {
     /// Write a new master key to LICENSD_MASTER_KEY_FILE (default <data dir>/master.key) unless
     /// the file exists; prints JSON. Run once before the first start; keep the file.
     InitMasterKey,
+    /// Make a new master key the one that seals and re-seal the PII vault and kept answers under
+    /// it; the key file then holds the new key. Stop the server first. Resumable: a run cut short
+    /// is finished by running it again. Prints JSON.
+    RotateMasterKey(rotate::RotateArgs),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +103,7 @@ fn main() -> ExitCode {
             Command::Restore { from } => backup::restore(&cli.config, &from).await,
             Command::Healthcheck(args) => healthcheck::run(&args).await,
             Command::InitMasterKey => operator::init_master_key(&cli.config),
+            Command::RotateMasterKey(args) => rotate::run(&cli.config, &args).await,
         }
     });
     match result {

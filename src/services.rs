@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use anyhow::{bail, Context};
-use licensd_commands::{Commands, MasterKey, MasterKeySource, Writer, WriterConfig};
+use licensd_commands::{keyring, Commands, MasterKey, MasterKeySource, Writer, WriterConfig};
 use licensd_domain::SystemClock;
 use licensd_store::{redact_url, Store, StoreOptions};
 use licensd_workers::Workers;
@@ -23,7 +23,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
+pub(crate) fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
     if !config.is_postgres() {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create the data folder {}", config.data_dir.display()))?;
@@ -32,7 +32,7 @@ fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect(config: &Config) -> anyhow::Result<Store> {
+pub(crate) async fn connect(config: &Config) -> anyhow::Result<Store> {
     let url = config.database_url();
     let options = StoreOptions {
         max_connections: config.db_max_connections,
@@ -42,16 +42,32 @@ async fn connect(config: &Config) -> anyhow::Result<Store> {
     Store::connect(&url, &options).await.with_context(|| format!("cannot open {}", redact_url(&url)))
 }
 
-async fn migrate(config: &Config, store: &Store) -> anyhow::Result<()> {
+pub(crate) async fn migrate(config: &Config, store: &Store) -> anyhow::Result<()> {
     store.migrate().await.context("database migration failed")?;
     tracing::info!(backend = store.backend(), database = %redact_url(&config.database_url()), "database ready");
     Ok(())
 }
 
-/// Refuses a key that cannot open a sealed value the database already holds (a database copied
-/// without its key, or the wrong key): running on would fail every request needing a secret and
-/// seal new values under a key the old ones do not share. Runs before migrations, so a refused
-/// start leaves the database as it was.
+/// The ring the configured key opens, refusing a key that cannot open the sealed values the
+/// database already holds (a database copied without its key, the wrong key, or a key a
+/// rotation replaced): running on would fail every request needing a secret and seal new values
+/// under a key the old ones do not share. Runs before migrations, so a refused start leaves the
+/// database as it was.
+pub(crate) async fn open_keyring(config: &Config, store: &Store, key: &MasterKey) -> anyhow::Result<MasterKey> {
+    let Some(ring) = keyring::open_ring(store, key).await.context("cannot read the master keyring")? else {
+        let newest = keyring::newest_key_id(store).await.unwrap_or_default();
+        bail!(
+            "the master key is not this database's current key: `licensd rotate-master-key` moved it to key \
+             {newest}, which this key does not open (an older key, or another deployment's); set \
+             LICENSD_MASTER_KEY or LICENSD_MASTER_KEY_FILE to the newest key file the rotation wrote \
+             (a rotation cut short is finished by running it again with its --new-key-file). Refusing to \
+             start; nothing was changed"
+        );
+    };
+    check_master_key(config, store, &ring).await?;
+    Ok(ring)
+}
+
 async fn check_master_key(config: &Config, store: &Store, key: &MasterKey) -> anyhow::Result<()> {
     let probe = match store.backend() {
         "postgres" => "SELECT CAST(to_regclass('pii') AS TEXT)",
@@ -83,7 +99,7 @@ fn ensure_writable(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("the data folder {} is not writable (read-only or full?)", dir.display()))
 }
 
-fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
+pub(crate) fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
     if let Some(text) = &config.master_key {
         return MasterKey::parse(text).context("LICENSD_MASTER_KEY is invalid");
     }
@@ -115,10 +131,13 @@ impl Services {
         // Settings first: a bad key stops the start before the database is created or migrated.
         let key = master_key(config)?;
         let store = connect(config).await?;
-        if let Err(e) = check_master_key(config, &store, &key).await {
-            store.close().await;
-            return Err(e);
-        }
+        let key = match open_keyring(config, &store, &key).await {
+            Ok(ring) => ring,
+            Err(e) => {
+                store.close().await;
+                return Err(e);
+            }
+        };
         migrate(config, &store).await?;
         let writer_config = WriterConfig {
             queue_capacity: config.write_queue,

@@ -28,7 +28,7 @@ pub use listener::{tls_config, PeerAddr, TlsListener};
 pub use metrics::Metrics;
 pub use server::{serve, ConnectionLimits};
 pub use state::{ApiConfig, AppState};
-pub use v1::LiveModelLimits;
+pub use v1::{LiveModelLimits, SEALED_IDEMPOTENT_ANSWERS};
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;

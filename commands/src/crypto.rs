@@ -1,6 +1,12 @@
 //! The deployment's master key: seals secrets and personal data with XChaCha20-Poly1305.
-//! A sealed value is `v1.` + base64(nonce ‖ ciphertext); its purpose string is bound in as
-//! associated data, so a ciphertext cannot be moved to another field or subject.
+//! A sealed value is `v1.` + base64(nonce ‖ ciphertext) when sealed under the original key (key
+//! id 0), `v2.<id>.` + base64(nonce ‖ ciphertext) under a key a rotation introduced; its purpose
+//! string is bound in as associated data, so a ciphertext cannot be moved to another field or
+//! subject.
+//!
+//! A `MasterKey` is a keyring (see [`crate::keyring`]): the newest key seals, every older key
+//! only opens, and the keys derived for digests and MACs come from key 0 forever, because those
+//! digests live in stream ids and rows that a rotation cannot rewrite.
 
 use crate::CommandError;
 use base64::{engine::general_purpose::STANDARD, Engine};
@@ -10,13 +16,34 @@ use licensd_domain::Sealed;
 use rand::RngCore;
 use std::path::Path;
 
-const PREFIX: &str = "v1.";
+/// Values sealed under key 0 (every value sealed before rotations existed).
+const PREFIX_KEY0: &str = "v1.";
+/// Values sealed under a later key: `v2.<key id>.`.
+const PREFIX_KEYED: &str = "v2.";
 pub(crate) const NONCE_LEN: usize = 24;
+
+/// One key of the ring and its id.
+#[derive(Clone)]
+pub(crate) struct RingKey {
+    pub(crate) id: u32,
+    pub(crate) raw: [u8; 32],
+    cipher: XChaCha20Poly1305,
+}
+
+impl RingKey {
+    pub(crate) fn new(id: u32, raw: [u8; 32]) -> Self {
+        Self { id, raw, cipher: XChaCha20Poly1305::new(&raw.into()) }
+    }
+}
 
 #[derive(Clone)]
 pub struct MasterKey {
-    cipher: XChaCha20Poly1305,
-    raw: [u8; 32],
+    /// Seals; opens what it sealed.
+    current: RingKey,
+    /// Open only: values sealed before the last rotation (inside immutable events).
+    older: std::sync::Arc<Vec<RingKey>>,
+    /// Key 0's bytes: the root every derived key (digests, MACs, entropy) comes from.
+    root: [u8; 32],
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -42,13 +69,67 @@ impl MasterKey {
                 || CommandError::Crypto("a master key is 32 bytes as 64 hex characters or base64".into()),
             )?;
         let raw: [u8; 32] = bytes.try_into().map_err(|_| CommandError::Crypto("a master key is 32 bytes".into()))?;
-        Ok(Self { cipher: XChaCha20Poly1305::new(&raw.into()), raw })
+        Ok(Self { current: RingKey::new(0, raw), older: Default::default(), root: raw })
+    }
+
+    /// The id of the key that seals.
+    pub fn key_id(&self) -> u32 {
+        self.current.id
+    }
+
+    /// Whether both seal with the same key (compared in constant time).
+    pub fn same_sealing_key(&self, other: &MasterKey) -> bool {
+        self.current.raw.iter().zip(other.current.raw.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+
+    /// The given key as key `id` of a ring whose older keys are `older` (key 0 among them
+    /// when `id` > 0): what [`crate::keyring`] builds from the database's keyring rows.
+    pub(crate) fn ring(current: [u8; 32], id: u32, older: Vec<RingKey>) -> Result<Self, CommandError> {
+        let root = if id == 0 {
+            current
+        } else {
+            older.iter().find(|k| k.id == 0).map(|k| k.raw).ok_or_else(|| {
+                CommandError::Crypto("the keyring lacks key 0, which every derived key comes from".into())
+            })?
+        };
+        Ok(Self { current: RingKey::new(id, current), older: std::sync::Arc::new(older), root })
+    }
+
+    /// Only the key that seals, as key `id` (no older keys): to open the keyring row sealed under it.
+    pub(crate) fn single(&self, id: u32) -> Self {
+        Self { current: RingKey::new(id, self.current.raw), older: Default::default(), root: self.root }
+    }
+
+    pub(crate) fn current_raw(&self) -> [u8; 32] {
+        self.current.raw
+    }
+
+    /// How every value sealed by this ring starts: `v1.` under key 0, `v2.<id>.` after.
+    pub fn sealing_prefix(&self) -> String {
+        match self.current.id {
+            0 => PREFIX_KEY0.to_string(),
+            id => format!("{PREFIX_KEYED}{id}."),
+        }
+    }
+
+    /// Every key of the ring, oldest first, the sealing one last.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &RingKey> {
+        self.older.iter().chain(std::iter::once(&self.current))
+    }
+
+    /// The id of the key a sealed value names, if it is one of ours at all.
+    pub fn sealed_key_id(text: &str) -> Option<u32> {
+        if text.starts_with(PREFIX_KEY0) {
+            return Some(0);
+        }
+        let (id, _) = text.strip_prefix(PREFIX_KEYED)?.split_once('.')?;
+        id.parse().ok()
     }
 
     /// A key for another purpose (e.g. session-token MACs), derived so it never equals the master key.
     pub fn derive(&self, label: &str) -> [u8; 32] {
         use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.raw).expect("HMAC takes any key length");
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.root).expect("HMAC takes any key length");
         mac.update(label.as_bytes());
         mac.finalize().into_bytes().into()
     }
@@ -90,22 +171,30 @@ impl MasterKey {
     /// reuses a nonce only with the same plaintext and purpose, which reveals nothing new.
     pub fn seal_with_nonce(&self, plaintext: &[u8], purpose: &str, nonce: [u8; NONCE_LEN]) -> Sealed {
         let ciphertext = self
+            .current
             .cipher
             .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: purpose.as_bytes() })
             .unwrap_or_default(); // encryption of an in-memory buffer cannot fail
         let mut blob = nonce.to_vec();
         blob.extend(ciphertext);
-        Sealed(format!("{PREFIX}{}", STANDARD.encode(blob)))
+        Sealed(format!("{}{}", self.sealing_prefix(), STANDARD.encode(blob)))
     }
 
+    /// Opens a value sealed under any key of the ring: the key its prefix names.
     pub fn open(&self, sealed: &Sealed, purpose: &str) -> Result<Vec<u8>, CommandError> {
         let fail = || CommandError::Crypto(format!("cannot open sealed {purpose}"));
-        let blob = sealed.0.strip_prefix(PREFIX).and_then(|b| STANDARD.decode(b).ok()).ok_or_else(fail)?;
+        let id = Self::sealed_key_id(&sealed.0).ok_or_else(fail)?;
+        let key = self.keys().find(|k| k.id == id).ok_or_else(fail)?;
+        let encoded = match id {
+            0 => sealed.0.strip_prefix(PREFIX_KEY0),
+            _ => sealed.0.strip_prefix(PREFIX_KEYED).and_then(|rest| rest.split_once('.')).map(|(_, b)| b),
+        };
+        let blob = encoded.and_then(|b| STANDARD.decode(b).ok()).ok_or_else(fail)?;
         if blob.len() < NONCE_LEN {
             return Err(fail());
         }
         let (nonce, ciphertext) = blob.split_at(NONCE_LEN);
-        self.cipher
+        key.cipher
             .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: purpose.as_bytes() })
             .map_err(|_| fail())
     }
@@ -154,6 +243,23 @@ mod tests {
         assert!(key().open(&sealed, "app-secret:2").is_err());
         assert!(MasterKey::parse(&"22".repeat(32)).unwrap().open(&sealed, "app-secret:1").is_err());
         assert!(key().open(&Sealed("v1.garbage".into()), "x").is_err());
+    }
+
+    #[test]
+    fn a_ring_seals_under_its_newest_key_and_opens_under_every_key() {
+        let old = key();
+        let sealed_before = old.seal(b"secret", "p");
+        let ring = MasterKey::ring([0x22; 32], 1, vec![RingKey::new(0, [0x11; 32])]).unwrap();
+        let sealed_after = ring.seal(b"secret", "p");
+        assert!(sealed_after.0.starts_with("v2.1."), "{}", sealed_after.0);
+        assert_eq!(MasterKey::sealed_key_id(&sealed_after.0), Some(1));
+        assert_eq!(MasterKey::sealed_key_id(&sealed_before.0), Some(0));
+        assert_eq!(ring.open(&sealed_before, "p").unwrap(), b"secret");
+        assert_eq!(ring.open(&sealed_after, "p").unwrap(), b"secret");
+        assert!(old.open(&sealed_after, "p").is_err(), "the old key alone opens what the new one sealed");
+        assert!(ring.open(&sealed_after, "q").is_err(), "another purpose");
+        assert_eq!(ring.derive("label"), old.derive("label"), "derived keys come from key 0");
+        assert!(MasterKey::ring([0x22; 32], 1, vec![]).is_err(), "a ring without key 0");
     }
 
     #[test]

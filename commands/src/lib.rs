@@ -12,6 +12,7 @@ mod files;
 mod folded;
 mod handlers;
 pub mod histogram;
+pub mod keyring;
 pub mod lockout;
 mod metadata;
 pub mod offline;

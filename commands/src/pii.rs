@@ -5,6 +5,11 @@ use crate::{CommandError, MasterKey};
 use licensd_domain::Sealed;
 use licensd_store::{PiiRow, SqlValue, Statement, Store, UPSERT_PII};
 
+/// What a vault value is sealed for: its subject and field, so it cannot be moved to another.
+pub(crate) fn purpose(subject: &str, field: &str) -> String {
+    format!("pii:{subject}:{field}")
+}
+
 #[derive(Clone, Debug)]
 pub struct PiiVault {
     store: Store,
@@ -17,7 +22,7 @@ impl PiiVault {
     }
 
     fn purpose(subject: &str, field: &str) -> String {
-        format!("pii:{subject}:{field}")
+        purpose(subject, field)
     }
 
     /// A field sealed for writing in the same transaction as the events that refer to it

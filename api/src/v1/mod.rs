@@ -20,6 +20,7 @@ use axum::Router;
 use chrono::{DateTime, SecondsFormat, Utc};
 pub(crate) use commerce::forget_customer;
 pub(crate) use files::is_upload as is_file_upload;
+pub use idempotency::SEALED_ANSWERS as SEALED_IDEMPOTENT_ANSWERS;
 use licensd_domain::app::{App, AppState as AppStream};
 use licensd_domain::license::{License, LicenseState};
 use licensd_domain::{AppId, LicenseKey, StreamCategory};

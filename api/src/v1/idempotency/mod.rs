@@ -11,6 +11,8 @@
 
 mod records;
 
+pub use records::SEALED_ANSWERS;
+
 use crate::extract::Caller;
 use crate::{ApiError, AppState};
 use axum::body::Body;

@@ -5,6 +5,7 @@
 //! (it died between its commit and storing the answer), or older than the lease, is taken over
 //! by a retry of the same request.
 
+use licensd_commands::keyring::SealedColumn;
 use licensd_commands::MasterKey;
 use licensd_domain::{AccountId, Sealed};
 use licensd_store::{SqlValue, Statement, Store, StoreError};
@@ -48,8 +49,22 @@ pub struct Records {
 
 /// Binds a sealed answer to its account and key, so it cannot be replayed under another.
 fn purpose(account: AccountId, key: &str) -> String {
+    answer_purpose(&account.to_string(), key)
+}
+
+fn answer_purpose(account: &str, key: &str) -> String {
     format!("idempotent-answer:{account}:{key}")
 }
+
+/// Kept answers, for `licensd rotate-master-key` to re-seal (answers kept before sealing
+/// existed are JSON and never start with `v`).
+pub const SEALED_ANSWERS: SealedColumn = SealedColumn {
+    name: "idempotency_keys",
+    select: "SELECT account_id, idem_key, body FROM idempotency_keys \
+             WHERE body LIKE 'v%' AND body NOT LIKE $1 ORDER BY account_id, idem_key LIMIT $2",
+    update: "UPDATE idempotency_keys SET body = $1 WHERE account_id = $2 AND idem_key = $3 AND body = $4",
+    purpose: answer_purpose,
+};
 
 impl Records {
     pub fn new(store: Store, key: MasterKey, ttl: Duration, lease: Duration) -> Self {
@@ -60,10 +75,10 @@ impl Records {
         self.key.seal(body.as_bytes(), &purpose(account, key)).0
     }
 
-    /// A kept body in clear. Answers kept before they were sealed (JSON, never starting `v1.`)
-    /// are read as they are.
+    /// A kept body in clear. Answers kept before they were sealed (JSON, never starting `v1.`
+    /// or `v2.`) are read as they are.
     fn open(&self, account: AccountId, key: &str, stored: String) -> Result<String, StoreError> {
-        if !stored.starts_with("v1.") {
+        if MasterKey::sealed_key_id(&stored).is_none() {
             return Ok(stored);
         }
         self.key

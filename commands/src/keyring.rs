@@ -1,0 +1,154 @@
+//! The master keyring: which keys open what, and the re-sealing a rotation does.
+//!
+//! The operator supplies one key (the newest). Each rotation adds a row to `master_keyring`:
+//! row `N` is sealed under key `N` and holds every older key (0 .. N-1). Starting with key `N`
+//! opens row `N` and so the whole ring; an older key opens no row newer than itself, so once the
+//! mutable tables are re-sealed it opens none of them either. Values inside immutable events
+//! keep naming the key they were sealed under, which is why the older keys stay in the ring.
+
+use crate::crypto::RingKey;
+use crate::{CommandError, MasterKey};
+use licensd_domain::Sealed;
+use licensd_store::{SqlValue, Statement, Store};
+use serde::{Deserialize, Serialize};
+
+fn row_purpose(id: u32) -> String {
+    format!("master-keyring:{id}")
+}
+
+#[derive(Serialize, Deserialize)]
+struct RingRow {
+    /// Every key older than the row's own: `(id, hex)`.
+    keys: Vec<(u32, String)>,
+}
+
+/// Whether the keyring table exists yet (it does not before migrations on an older database).
+async fn table_exists(store: &Store) -> Result<bool, CommandError> {
+    let probe = match store.backend() {
+        "postgres" => "SELECT CAST(to_regclass('master_keyring') AS TEXT)",
+        _ => "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'master_keyring'",
+    };
+    Ok(store.query_text(probe, &[]).await?.into_iter().flatten().next().is_some())
+}
+
+/// The newest keyring row: its key id and sealed text.
+async fn newest_row(store: &Store) -> Result<Option<(u32, String)>, CommandError> {
+    if !table_exists(store).await? {
+        return Ok(None);
+    }
+    let rows = store
+        .query_rows("SELECT CAST(key_id AS TEXT), sealed FROM master_keyring ORDER BY key_id DESC LIMIT 1", &[])
+        .await?;
+    let Some([Some(id), Some(sealed)]) = rows.first().map(Vec::as_slice) else {
+        return Ok(None);
+    };
+    let id = id.parse().map_err(|_| CommandError::Crypto(format!("keyring row id {id:?}")))?;
+    Ok(Some((id, sealed.clone())))
+}
+
+/// The id of the newest key this database was rotated to (0: never rotated).
+pub async fn newest_key_id(store: &Store) -> Result<u32, CommandError> {
+    Ok(newest_row(store).await?.map_or(0, |(id, _)| id))
+}
+
+/// The ring the given key opens: the key alone on a database never rotated, else the key as
+/// the newest key with every older one. `None` when it does not open the newest keyring row
+/// (an older key, or a key of another deployment).
+pub async fn open_ring(store: &Store, given: &MasterKey) -> Result<Option<MasterKey>, CommandError> {
+    let Some((id, sealed)) = newest_row(store).await? else {
+        return Ok(Some(given.single(0)));
+    };
+    let Ok(text) = given.single(id).open_string(&Sealed(sealed), &row_purpose(id)) else {
+        return Ok(None);
+    };
+    let row: RingRow =
+        serde_json::from_str(&text).map_err(|e| CommandError::Crypto(format!("keyring row {id}: {e}")))?;
+    let mut older = Vec::with_capacity(row.keys.len());
+    for (key_id, hex_key) in row.keys {
+        let raw = hex::decode(&hex_key)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| CommandError::Crypto(format!("keyring row {id}: key {key_id} is not 32 bytes")))?;
+        older.push(RingKey::new(key_id, raw));
+    }
+    let current = given.current_raw();
+    MasterKey::ring(current, id, older).map(Some)
+}
+
+/// Makes `new` the sealing key after every key of `ring`: writes keyring row `ring.key_id() + 1`
+/// (sealed under `new`, holding all of `ring`) and returns the grown ring.
+pub async fn add_key(store: &Store, ring: &MasterKey, new: &MasterKey) -> Result<MasterKey, CommandError> {
+    let id = ring.key_id() + 1;
+    let older: Vec<RingKey> = ring.keys().cloned().collect();
+    let row = RingRow { keys: older.iter().map(|k| (k.id, hex::encode(k.raw))).collect() };
+    let text = serde_json::to_string(&row).map_err(|e| CommandError::Crypto(e.to_string()))?;
+    let sealed = new.single(id).seal(text.as_bytes(), &row_purpose(id));
+    let now = chrono::Utc::now().timestamp_millis();
+    let insert = Statement::new(
+        "INSERT INTO master_keyring (key_id, sealed, created_at) VALUES ($1, $2, $3)",
+        [i64::from(id).into(), sealed.0.into(), now.into()],
+    );
+    store.execute(&[insert]).await?;
+    let current = new.current_raw();
+    MasterKey::ring(current, id, older)
+}
+
+/// A table column holding sealed values in rows a rotation may rewrite.
+pub struct SealedColumn {
+    pub name: &'static str,
+    /// At most `$2` rows whose value does not start with `$1` (the newest key's prefix), as
+    /// (key 1, key 2, sealed value), in a stable order.
+    pub select: &'static str,
+    /// Sets the value to `$1` where the keys are `$2`, `$3` and the value is still `$4` (a row
+    /// changed meanwhile is left for the next pass).
+    pub update: &'static str,
+    /// The purpose the value was sealed for, from the row's two keys.
+    pub purpose: fn(&str, &str) -> String,
+}
+
+/// The PII vault.
+pub const PII_VALUES: SealedColumn = SealedColumn {
+    name: "pii",
+    select: "SELECT subject, field, value FROM pii WHERE value NOT LIKE $1 ORDER BY subject, field LIMIT $2",
+    update: "UPDATE pii SET value = $1 WHERE subject = $2 AND field = $3 AND value = $4",
+    purpose: crate::pii::purpose,
+};
+
+/// Re-seals every value of `column` under the ring's sealing key, `batch` rows per
+/// transaction, calling `progress` with the running count after each. Rows already under that
+/// key are skipped, so an interrupted run is finished by running it again.
+pub async fn reseal(
+    store: &Store,
+    ring: &MasterKey,
+    column: &SealedColumn,
+    batch: usize,
+    mut progress: impl FnMut(u64),
+) -> Result<u64, CommandError> {
+    let like = format!("{}%", ring.sealing_prefix());
+    let limit = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+    let mut done = 0u64;
+    loop {
+        let rows = store.query_rows(column.select, &[like.clone().into(), limit.into()]).await?;
+        let mut updates = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let [Some(a), Some(b), Some(value)] = row.as_slice() else { continue };
+            if MasterKey::sealed_key_id(value).is_none() {
+                continue; // not sealed at all (answers kept before sealing existed)
+            }
+            let purpose = (column.purpose)(a, b);
+            let plain = ring.open(&Sealed(value.clone()), &purpose).map_err(|_| {
+                CommandError::Crypto(format!("{}: a value of {a:?} opens under no key of the ring", column.name))
+            })?;
+            let sealed = ring.seal(&plain, &purpose);
+            updates.push(Statement::new(
+                column.update,
+                [SqlValue::from(sealed.0), a.clone().into(), b.clone().into(), value.clone().into()],
+            ));
+        }
+        if updates.is_empty() {
+            return Ok(done);
+        }
+        done += store.execute(&updates).await?;
+        progress(done);
+    }
+}

@@ -182,21 +182,35 @@ fn check_everything_works(server: &Server, before: &Before) {
     assert_eq!(idempotent_app(server, merchant), before.idempotent_answer, "the kept answer opens");
 }
 
-/// Every sealed vault row, read straight from the database: (subject, field, value).
-fn vault_rows(deployment: &Deployment) -> Vec<(String, String, String)> {
+/// Rows of `sql`, read straight from the deployment's database, every column as text.
+fn query(deployment: &Deployment, sql: &str) -> Vec<Vec<Option<String>>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let options = licensd_store::StoreOptions { max_connections: 2, ..Default::default() };
     runtime.block_on(async {
         let store = licensd_store::Store::connect(&deployment.database_url, &options).await.unwrap();
-        let rows = store.query_rows("SELECT subject, field, value FROM pii", &[]).await.unwrap();
+        let rows = store.query_rows(sql, &[]).await.unwrap();
         store.close().await;
-        rows.into_iter()
-            .map(|row| {
-                let [Some(a), Some(b), Some(c)] = row.as_slice() else { panic!("a vault row with NULLs") };
-                (a.clone(), b.clone(), c.clone())
-            })
-            .collect()
+        rows
     })
+}
+
+/// Every sealed vault row: (subject, field, value).
+fn vault_rows(deployment: &Deployment) -> Vec<(String, String, String)> {
+    query(deployment, "SELECT subject, field, value FROM pii")
+        .into_iter()
+        .map(|row| {
+            let [Some(a), Some(b), Some(c)] = row.as_slice() else { panic!("a vault row with NULLs") };
+            (a.clone(), b.clone(), c.clone())
+        })
+        .collect()
+}
+
+/// Every kept idempotent answer's stored body.
+fn kept_answers(deployment: &Deployment) -> Vec<String> {
+    query(deployment, "SELECT body FROM idempotency_keys WHERE body IS NOT NULL")
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().flatten())
+        .collect()
 }
 
 /// The deployment's key as text: the SQLite data folder's file, or the configured one.
@@ -224,6 +238,19 @@ fn a_rotation_cut_short_and_run_again_moves_every_secret_to_the_new_key() {
         assert!(moved >= 1 && moved < rows.len(), "cut short midway: {moved} of {} rows moved", rows.len());
         let refused = deployment.serve_fails();
         assert!(refused.contains("rotate-master-key"), "the old key is refused, pointing at the rotation: {refused}");
+
+        // Half-rotated, the new key opens everything: rows under either key.
+        let half = Deployment {
+            data_dir: deployment.data_dir.clone(),
+            database_url: deployment.database_url.clone(),
+            master_key: Some(std::fs::read_to_string(&new_key_file).unwrap().trim().to_string()),
+        };
+        let server = half.start_with(RELAXED_LIMITS);
+        for (i, key) in before.licenses.iter().enumerate() {
+            let (status, answer) = server.get(&before.merchant.api_key, &format!("/v1/licenses/{key}"));
+            assert_eq!((status, answer["email"].as_str()), (200, Some(format!("buyer{i}@example.com").as_str())));
+        }
+        server.terminate();
 
         let output = rotate_command(deployment, &new_key_file, &[]).output().unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -260,6 +287,8 @@ fn a_rotation_cut_short_and_run_again_moves_every_secret_to_the_new_key() {
             assert!(value.starts_with("v2.1."), "{subject}/{field} is sealed under key 1");
             assert!(old.open(&Sealed(value.clone()), &format!("pii:{subject}:{field}")).is_err());
         }
+        let answers = kept_answers(deployment);
+        assert!(!answers.is_empty() && answers.iter().all(|body| body.starts_with("v2.1.")), "{answers:?}");
         assert_eq!(caught_up_hashes(&rotated), hashes, "a rotation appends no event and changes no read model");
         let rebuilt = rotated.cli(&["rebuild"]);
         assert!(rebuilt.to_string().contains("hash"), "{rebuilt}");

@@ -152,3 +152,49 @@ pub async fn reseal(
         progress(done);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PiiVault;
+    use licensd_store::testing::on_both_backends;
+
+    fn key(byte: &str) -> MasterKey {
+        MasterKey::parse(&byte.repeat(32)).unwrap()
+    }
+
+    async fn each_key_opens_rings_up_to_itself_and_reseal_moves_every_row(store: Store) {
+        let (k0, k1, k2) = (key("11"), key("22"), key("33"));
+        let vault = |key: &MasterKey| PiiVault::new(store.clone(), key.clone());
+        vault(&k0).put("s1", "email", "a@example.com").await.unwrap();
+        vault(&k0).put("s2", "email", "b@example.com").await.unwrap();
+        let ring0 = open_ring(&store, &k0).await.unwrap().expect("a database never rotated");
+        assert_eq!((ring0.key_id(), newest_key_id(&store).await.unwrap()), (0, 0));
+
+        add_key(&store, &ring0, &k1).await.unwrap();
+        assert!(open_ring(&store, &k0).await.unwrap().is_none(), "the old key no longer opens the ring");
+        let ring1 = open_ring(&store, &k1).await.unwrap().expect("the new key opens it");
+        assert_eq!(ring1.key_id(), 1);
+        assert_eq!(vault(&ring1).get("s1", "email").await.unwrap().as_deref(), Some("a@example.com"), "half-rotated");
+
+        let mut progress = Vec::new();
+        assert_eq!(reseal(&store, &ring1, &PII_VALUES, 1, |n| progress.push(n)).await.unwrap(), 2);
+        assert_eq!(progress, [1, 2], "one row per transaction");
+        assert_eq!(reseal(&store, &ring1, &PII_VALUES, 1, |_| {}).await.unwrap(), 0, "a rerun finds nothing left");
+        assert_eq!(vault(&ring1).get("s2", "email").await.unwrap().as_deref(), Some("b@example.com"));
+        assert!(vault(&k0).get("s1", "email").await.is_err(), "the old key alone opens no re-sealed row");
+
+        add_key(&store, &ring1, &k2).await.unwrap();
+        assert!(open_ring(&store, &k1).await.unwrap().is_none());
+        let ring2 = open_ring(&store, &k2).await.unwrap().expect("the newest key");
+        assert_eq!(ring2.key_id(), 2);
+        assert_eq!(ring2.open(&k0.seal(b"x", "p"), "p").unwrap(), b"x", "key 0 stays in the ring");
+        assert_eq!(ring2.open(&ring1.seal(b"y", "p"), "p").unwrap(), b"y", "key 1 too");
+        assert_eq!(ring2.derive("label"), k0.derive("label"), "derived keys come from key 0");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keyring_on_both_backends() {
+        on_both_backends(each_key_opens_rings_up_to_itself_and_reseal_moves_every_row).await;
+    }
+}

@@ -6,6 +6,7 @@
 //! The trusted-proxy test needs no database of its own kind and runs on SQLite.
 
 #[path = "live/client.rs"]
+#[allow(dead_code)] // the parts the live tests use and these do not
 mod client;
 mod common;
 
@@ -405,7 +406,7 @@ fn the_client_ip_comes_from_a_trusted_proxy_and_never_from_an_untrusted_peer() {
     let mut trusted_env = limits.to_vec();
     trusted_env.extend([("LICENSD_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1/32, ::1"), ("LICENSD_LOG", "info")]);
     let trusted = deployment.start_logging_to(&trusted_env, Some(&log));
-    let m = deployment.merchant_with_credits(&trusted, "proxy@example.com", 0);
+    let m = deployment.merchant_with_credits(&trusted, "proxy@example.com", 1000);
     let key = m.license(&trusted, json!({}));
     let client = reqwest::blocking::Client::new();
     let call = |server: &Server, headers: &[(&str, &str)]| {

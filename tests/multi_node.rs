@@ -446,3 +446,44 @@ fn the_client_ip_comes_from_a_trusted_proxy_and_never_from_an_untrusted_peer() {
         .collect();
     assert_eq!(spoofed, [200, 200, 429], "an untrusted peer cannot pick its address");
 }
+
+/// Bad cluster settings stop the start with a message naming them, before the data folder's
+/// database is created.
+#[test]
+fn bad_cluster_settings_stop_the_start_before_anything_is_created() {
+    let dir = TempDir::new();
+    let cases = [
+        ("LICENSD_TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("LICENSD_TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal"),
+        ("LICENSD_LEASE_RENEW_MS", "6000"),
+        ("LICENSD_LEASE_RENEW_MS", "0"),
+        ("LICENSD_NODE_ID", " "),
+    ];
+    for (name, value) in cases {
+        let mut child = std::process::Command::new(common::BIN)
+            .arg("serve")
+            .env("LICENSD_DATA_DIR", &dir.0)
+            .env("LICENSD_LISTEN", "127.0.0.1:0")
+            .env(name, value)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{name}={value:?}: the server started");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        assert!(!status.success(), "{name}={value:?}");
+        assert!(stderr.contains(name), "{name}={value:?}: {stderr}");
+        assert!(!dir.0.join("licensd.db").exists(), "{name}={value:?}: no database was created");
+    }
+}

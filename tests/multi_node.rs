@@ -383,8 +383,7 @@ fn portal_sign_in_and_dashboard_lockouts_hold_across_nodes() {
     // Dashboard: three wrong passwords spread over A, B and C lock the email on every node.
     let account = cluster.nodes[0].cli(&["account", "create", "--email", "multi-dash@example.com"]);
     let id = account["accountId"].as_str().unwrap();
-    cluster.nodes[0]
-        .cli_with_input(&["account", "set-password", "--account", id], "a long dashboard password\n");
+    cluster.nodes[0].cli_with_input(&["account", "set-password", "--account", id], "a long dashboard password\n");
     std::thread::sleep(Duration::from_millis(500)); // every node's model has read the new login
     for server in [a, b, c] {
         assert_eq!(dashboard_sign_in(&server.base, "multi-dash@example.com", "wrong password here"), 401);

@@ -32,16 +32,20 @@ impl Cidr {
         let width = if network.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => width,
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= width).ok_or_else(|| {
-                format!("`{text}`: the prefix length must be a number from 0 to {width}")
-            })?,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= width)
+                .ok_or_else(|| format!("`{text}`: the prefix length must be a number from 0 to {width}"))?,
         };
         Ok(Self { network, prefix })
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.network, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => same_prefix(u32::from(net).into(), u32::from(ip).into(), self.prefix, 32),
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                same_prefix(u32::from(net).into(), u32::from(ip).into(), self.prefix, 32)
+            }
             (IpAddr::V6(net), IpAddr::V6(ip)) => same_prefix(u128::from(net), u128::from(ip), self.prefix, 128),
             _ => false,
         }
@@ -118,7 +122,9 @@ fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
     headers
         .get_all("x-forwarded-for")
         .iter()
-        .flat_map(|value| value.to_str().unwrap_or("\u{0}").split(',').map(|hop| hop_address(hop.trim())).collect::<Vec<_>>())
+        .flat_map(|value| {
+            value.to_str().unwrap_or("\u{0}").split(',').map(|hop| hop_address(hop.trim())).collect::<Vec<_>>()
+        })
         .collect()
 }
 

@@ -128,7 +128,11 @@ impl AppState {
                 commands.store().clone(),
                 config.dashboard.clone(),
             )),
-            portal: Arc::new(crate::portal::Portal::new(commands.store().clone(), commands.master_key(), config.portal.clone())),
+            portal: Arc::new(crate::portal::Portal::new(
+                commands.store().clone(),
+                commands.master_key(),
+                config.portal.clone(),
+            )),
             api_limiter: Arc::new(crate::limits::TokenBuckets::new(config.api_burst, config.api_per_second)),
             commands,
             hot,

@@ -49,9 +49,10 @@ impl Workers {
         let held = Held::new();
         // One reader for every SQL read model: each event read and decoded once per pace.
         let sql_runner = SqlRunner::shared(store.clone(), all_sql_projections(), sql_tail);
-        let sql = gated(ownership::SQL_PROJECTIONS, held.role(ownership::SQL_PROJECTIONS), stopped.clone(), move |stop| {
-            sql_runner.clone().run(commits.clone(), stop)
-        });
+        let sql =
+            gated(ownership::SQL_PROJECTIONS, held.role(ownership::SQL_PROJECTIONS), stopped.clone(), move |stop| {
+                sql_runner.clone().run(commits.clone(), stop)
+            });
         tasks.push((ownership::SQL_PROJECTIONS, tokio::spawn(sql)));
         let webhooks = gated(ownership::WEBHOOKS, held.role(ownership::WEBHOOKS), stopped.clone(), move |stop| {
             dispatcher.clone().run(stop)

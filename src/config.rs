@@ -332,6 +332,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub files: crate::files::FileArgs,
+
+    #[command(flatten)]
+    pub cluster: crate::cluster::ClusterArgs,
 }
 
 /// Limits of apps' end-user accounts (sign-up and sign-in over live sessions).

@@ -1,6 +1,7 @@
 //! `licensd`: the server and its operator commands, wired from the workspace crates.
 
 mod backup;
+mod cluster;
 mod config;
 mod files;
 mod healthcheck;

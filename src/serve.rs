@@ -4,7 +4,7 @@ use crate::config::{Config, ServeConfig};
 use crate::services::Services;
 use anyhow::Context;
 use licensd_api::{router, tls_config, ApiConfig, AppState, TlsListener};
-use licensd_projections::{load_snapshot, run_snapshots, write_logged, HotRunner, TailConfig};
+use licensd_projections::{load_snapshot, run_snapshots, write_logged, HotRunner};
 use licensd_workers::Workers;
 use std::io::Write;
 use std::sync::Arc;
@@ -15,6 +15,8 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     // Every setting is checked before the database is opened, created or migrated.
     let commerce = serve.commerce()?;
     let portal = serve.portal()?;
+    let leases = serve.cluster.leases(&config.data_dir)?;
+    let trusted_proxies = serve.cluster.trusted_proxies()?;
     let tls = match (&serve.tls_cert, &serve.tls_key) {
         (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
         _ => None,
@@ -43,7 +45,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     let from_snapshot = restored.is_some();
     let hot = Arc::new(restored.unwrap_or_else(|| serve.hot_model()));
     let loaded_millis = started.elapsed().as_millis() as u64;
-    let hot_runner = HotRunner::new(services.store.clone(), hot.clone(), TailConfig::default());
+    let hot_runner = HotRunner::new(services.store.clone(), hot.clone(), serve.cluster.hot_tail());
     let replayed = hot_runner.catch_up().await.context("cannot load the read model from the event log")?;
     tracing::info!(
         from_snapshot,
@@ -54,8 +56,9 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         "in-memory read model loaded (snapshot, then the log after it)"
     );
     let commits = services.commands.writer().subscribe_commits();
-    let tails = (TailConfig::default(), serve.sql_tail());
-    let workers = Workers::start(&services.commands, hot.clone(), commits, tails, serve.webhooks(), commerce)?;
+    let tails = (serve.cluster.hot_tail(), serve.sql_tail());
+    let node = leases.node.clone();
+    let workers = Workers::start(&services.commands, hot.clone(), commits, tails, serve.webhooks(), commerce, leases)?;
     let (snapshots_stop, snapshots_stopped) = watch::channel(false);
     let snapshots = snapshot_path.clone().map(|path| {
         if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -93,6 +96,8 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         app_users: serve.app_users.config(),
         files: serve.files.config(blobs),
         access_log: serve.access_log,
+        trusted_proxies,
+        node,
         ..ApiConfig::default()
     };
     api_config.read_your_writes_timeout = std::time::Duration::from_millis(serve.read_your_writes_timeout_ms);

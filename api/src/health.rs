@@ -30,6 +30,10 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         "licenses": state.hot.license_count(),
         "projections": statuses.iter().map(|s| report(s, state.config.projection_stuck)).collect::<Vec<_>>(),
         "stuckProjections": stuck,
+        "node": state.config.node,
+        // The single-owner roles (SQL read models, webhook dispatcher, commerce) and whether
+        // this node runs each now; with several nodes exactly one holds each.
+        "roles": licensd_store::leases_held().into_iter().map(|(role, held)| (role.to_string(), Value::Bool(held))).collect::<serde_json::Map<_, _>>(),
     });
     (status, Json(body))
 }

@@ -4,6 +4,7 @@
 pub mod app_users;
 pub mod auth;
 mod billing;
+pub mod client_ip;
 mod control_chars;
 pub mod dashboard;
 mod edge;
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), edge::read_body_in_time))
         .layer(axum::middleware::from_fn(edge::documented_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_requests))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), client_ip::resolve))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

@@ -2,7 +2,7 @@
 //! access log, written by the same middleware that times each request.
 
 use crate::AppState;
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -98,7 +98,7 @@ pub async fn carry_route(request: Request, next: Next) -> Response {
 pub async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let client = request.extensions().get::<ConnectInfo<crate::PeerAddr>>().map(|c| c.0 .0.ip());
+    let client = crate::client_ip::of(request.extensions());
     let response = next.run(request).await;
     let seconds = started.elapsed().as_secs_f64();
     let route = response.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str());
@@ -240,6 +240,16 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         "gauge",
         "Seconds since a read model last reached the end of the log (0 while it is there).",
         &lag_seconds.iter().map(|(l, v)| (l.as_str(), *v)).collect::<Vec<_>>(),
+    );
+    let roles: Vec<(String, u64)> = licensd_store::leases_held()
+        .into_iter()
+        .map(|(role, held)| (format!("{{role=\"{role}\"}}"), u64::from(held)))
+        .collect();
+    metric(
+        "licensd_lease_held",
+        "gauge",
+        "1 while this node holds a single-owner role's lease (SQL read models, webhooks, commerce) and runs it.",
+        &roles.iter().map(|(l, v)| (l.as_str(), *v)).collect::<Vec<_>>(),
     );
     state.metrics.render_durations(&mut out);
     let _ = writeln!(

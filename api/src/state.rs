@@ -40,6 +40,10 @@ pub struct ApiConfig {
     pub files: crate::files::FilesConfig,
     /// One `licensd::access` log record per request.
     pub access_log: bool,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` give the client's address.
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
+    /// This node's name in the lease rows (shown by `/healthz`).
+    pub node: String,
 }
 
 impl Default for ApiConfig {
@@ -58,6 +62,8 @@ impl Default for ApiConfig {
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
             projection_stuck: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(30),
+            trusted_proxies: Default::default(),
+            node: "licensd".into(),
             idempotency_lease: Duration::from_secs(30),
             live_model: Default::default(),
             live: Default::default(),
@@ -122,7 +128,11 @@ impl AppState {
                 commands.store().clone(),
                 config.dashboard.clone(),
             )),
-            portal: Arc::new(crate::portal::Portal::new(commands.master_key(), config.portal.clone())),
+            portal: Arc::new(crate::portal::Portal::new(
+                commands.store().clone(),
+                commands.master_key(),
+                config.portal.clone(),
+            )),
             api_limiter: Arc::new(crate::limits::TokenBuckets::new(config.api_burst, config.api_per_second)),
             commands,
             hot,

@@ -4,10 +4,12 @@ pub mod commerce;
 pub mod destinations;
 pub mod metrics;
 pub mod outbound;
+pub mod ownership;
 pub mod webhooks;
 
 use licensd_commands::Commands;
 use licensd_projections::{all_sql_projections, HotModel, HotRunner, SqlRunner, TailConfig};
+use ownership::{gated, Held, LeaseConfig};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -17,12 +19,15 @@ use webhooks::{Dispatcher, WebhookConfig};
 pub struct Workers {
     stop: watch::Sender<bool>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
+    store: licensd_store::Store,
+    leases: LeaseConfig,
 }
 
 impl Workers {
     /// Tails the log into the in-memory model and every SQL projection (`commits`, the writer's
     /// commit signal, wakes them early; `tails` configures the two kinds), keeps the database
-    /// (SQLite's WAL checkpoint) and delivers webhooks.
+    /// (SQLite's WAL checkpoint) and delivers webhooks. The SQL projections, the webhook
+    /// dispatcher and commerce fulfilment run only while this node holds their lease (`leases`).
     pub fn start(
         commands: &Commands,
         hot: Arc<HotModel>,
@@ -30,24 +35,39 @@ impl Workers {
         (hot_tail, sql_tail): (TailConfig, TailConfig),
         webhooks: WebhookConfig,
         commerce: commerce::CommerceConfig,
+        leases: LeaseConfig,
     ) -> Result<Self, outbound::ClientError> {
         let store = commands.store();
         // The outbound clients first: a failure stops the start before any task runs.
-        let dispatcher = Dispatcher::new(store.clone(), commands.clone(), webhooks)?;
-        let fulfilment = commerce::CommerceWorker::new(commands.clone(), hot.clone(), commerce)?;
+        let dispatcher = Arc::new(Dispatcher::new(store.clone(), commands.clone(), webhooks)?);
+        let fulfilment = Arc::new(commerce::CommerceWorker::new(commands.clone(), hot.clone(), commerce)?);
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
         let hot_runner = HotRunner::new(store.clone(), hot.clone(), hot_tail);
         tasks.push(("hot", tokio::spawn(hot_runner.run(commits.clone(), stopped.clone()))));
+        tasks.push(("maintenance", tokio::spawn(maintain(store.clone(), stopped.clone()))));
+        let held = Held::new();
         // One reader for every SQL read model: each event read and decoded once per pace.
         let sql_runner = SqlRunner::shared(store.clone(), all_sql_projections(), sql_tail);
-        tasks.push((sql_runner.name(), tokio::spawn(sql_runner.run(commits.clone(), stopped.clone()))));
-        tasks.push(("maintenance", tokio::spawn(maintain(store.clone(), stopped.clone()))));
-        tasks.push(("webhooks", tokio::spawn(dispatcher.run(stopped.clone()))));
-        tasks.push(("commerce", tokio::spawn(fulfilment.run(stopped.clone()))));
-        Ok(Self { stop, tasks })
+        let sql =
+            gated(ownership::SQL_PROJECTIONS, held.role(ownership::SQL_PROJECTIONS), stopped.clone(), move |stop| {
+                sql_runner.clone().run(commits.clone(), stop)
+            });
+        tasks.push((ownership::SQL_PROJECTIONS, tokio::spawn(sql)));
+        let webhooks = gated(ownership::WEBHOOKS, held.role(ownership::WEBHOOKS), stopped.clone(), move |stop| {
+            dispatcher.clone().run(stop)
+        });
+        tasks.push((ownership::WEBHOOKS, tokio::spawn(webhooks)));
+        let fulfil = gated(ownership::COMMERCE, held.role(ownership::COMMERCE), stopped.clone(), move |stop| {
+            fulfilment.clone().run(stop)
+        });
+        tasks.push((ownership::COMMERCE, tokio::spawn(fulfil)));
+        tasks.push(("leases", tokio::spawn(ownership::keep(store.clone(), leases.clone(), held, stopped))));
+        Ok(Self { stop, tasks, store: store.clone(), leases })
     }
 
+    /// Stops every worker (each finishes its step), then gives up this node's leases so another
+    /// node takes the roles over at once.
     pub async fn stop(self) {
         self.stop.send_replace(true);
         for (name, task) in self.tasks {
@@ -55,6 +75,7 @@ impl Workers {
                 tracing::error!(worker = name, error = %e, "worker ended abnormally");
             }
         }
+        ownership::release(&self.store, &self.leases).await;
     }
 }
 

@@ -196,8 +196,8 @@ impl Dispatcher {
     /// Delivers whatever is due until `stop`, keeping up to `concurrency` attempts in flight:
     /// each finished attempt frees its slot at once, so a receiver that hangs until the timeout
     /// delays no one else's deliveries. In-flight attempts finish (bounded by the timeout) on stop.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let this = std::sync::Arc::new(self);
+    pub async fn run(self: std::sync::Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let this = self;
         let mut in_flight = tokio::task::JoinSet::new();
         // The delivery each running attempt is for (by task id, so even a panicked one is freed).
         let mut busy = std::collections::HashMap::new();

@@ -22,7 +22,7 @@ pub(crate) use selfban::apply as record_self_ban;
 pub(crate) use validate::authenticate_and_bill;
 
 use crate::AppState;
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::routing::post;
 use axum::Router;
@@ -164,7 +164,8 @@ async fn in_hot_path_scope(request: axum::extract::Request, next: axum::middlewa
     licensd_store::hot_path_scope(next.run(request)).await
 }
 
-/// The caller's address, from the socket (`None` only for in-process requests in tests).
+/// The caller's address, as resolved at the edge (the socket's peer, or what a trusted proxy
+/// says; `None` only for in-process requests in tests).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<IpAddr>);
 
@@ -178,7 +179,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(parts.extensions.get::<ConnectInfo<crate::PeerAddr>>().map(|c| c.0 .0.ip())))
+        Ok(Self(crate::client_ip::of(&parts.extensions)))
     }
 }
 

@@ -48,7 +48,7 @@ pub async fn challenge(
     let request_id = uuid::Uuid::new_v4();
     let challenge_id = match LicenseKey::parse(&key_text) {
         Ok(key) => {
-            let (id, code) = portal.challenges.open(key.clone());
+            let (id, code) = portal.challenges.open(&key).await?;
             tokio::spawn(deliver(state.clone(), request_id, id.clone(), key, body.email, code));
             id
         }
@@ -82,7 +82,9 @@ async fn deliver(state: AppState, request_id: uuid::Uuid, id: String, key: Licen
     let Some(mailer) = state.portal.config.mailer.clone() else {
         return tracing::warn!(%request_id, "portal.challenge matched but no SMTP server is configured");
     };
-    state.portal.challenges.mark_matched(&id);
+    if let Err(e) = state.portal.challenges.mark_matched(&id).await {
+        return tracing::warn!(%request_id, error = %e, "portal.challenge matched but could not be recorded");
+    }
     let minutes = state.portal.config.challenge_ttl.as_secs().div_ceil(60);
     let body = format!(
         "Your license portal sign-in code is:\n\n    {code}\n\nIt expires in {minutes} minutes and works once.\n\
@@ -131,7 +133,7 @@ pub async fn session(
     if portal.code_checks.check(&ip.limit_key()).is_none() {
         return Err(ApiError::RateLimited);
     }
-    let key = portal.challenges.complete(&body.challenge_id, &body.code).ok_or_else(invalid_code)?;
+    let key = portal.challenges.complete(&body.challenge_id, &body.code).await?.ok_or_else(invalid_code)?;
     let license = find_license(&state, &key).await.ok_or_else(invalid_code)?;
     let email = license_email(&state, &key).await?.ok_or_else(invalid_code)?;
     let expires = state.commands.now() + chrono::Duration::from_std(portal.config.session_ttl).unwrap_or_default();

@@ -56,9 +56,10 @@ pub struct Portal {
 }
 
 impl Portal {
-    pub fn new(master_key: &licensd_commands::MasterKey, config: PortalConfig) -> Self {
+    pub fn new(store: licensd_store::Store, master_key: &licensd_commands::MasterKey, config: PortalConfig) -> Self {
         Self {
             challenges: challenge::Challenges::new(
+                store,
                 master_key.derive("portal-code"),
                 config.challenge_ttl,
                 config.max_guesses,

@@ -91,7 +91,7 @@ impl CommerceWorker {
         Ok(Self { commands, hot, ledger, api, config })
     }
 
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         while !*stop.borrow() {
             match self.due().await {
                 Ok(due) if !due.is_empty() => {

@@ -1,0 +1,488 @@
+//! Several licensd nodes on one Postgres database (issue 19, without Kafka): three real
+//! processes share one database; revocations reach live sessions on other nodes, each
+//! single-owner role runs on exactly one node and moves when its owner is SIGKILLed, webhooks go
+//! out once per (event, webhook), portal challenges and dashboard lockouts hold whichever node a
+//! request lands on. Skipped when `LICENSD_TEST_POSTGRES_URL` is unset, like every Postgres test.
+//! The trusted-proxy test needs no database of its own kind and runs on SQLite.
+
+#[path = "live/client.rs"]
+#[allow(dead_code)] // the parts the live tests use and these do not
+mod client;
+mod common;
+
+use client::{live_env, live_merchant, Ws};
+use common::{temp_postgres, Deployment, Server, TempDir};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Short leases so ownership moves within a test's patience, and a quick log poll.
+const CLUSTER: &[(&str, &str)] = &[
+    ("LICENSD_LEASE_TTL_MS", "1500"),
+    ("LICENSD_LEASE_RENEW_MS", "500"),
+    ("LICENSD_LOG_POLL_MS", "100"),
+    ("LICENSD_WEBHOOK_RETRY_BASE_MS", "100"),
+    ("LICENSD_WEBHOOK_TIMEOUT_MS", "3000"),
+];
+
+/// Three nodes' folders on one database (each node keeps its own snapshot).
+struct Cluster {
+    _dirs: Vec<TempDir>,
+    nodes: Vec<Deployment>,
+    _database: licensd_store::testing::TempDatabase,
+}
+
+impl Cluster {
+    fn new() -> Option<Self> {
+        let Some(database) = temp_postgres() else {
+            eprintln!("skipped: LICENSD_TEST_POSTGRES_URL is unset");
+            return None;
+        };
+        let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
+        let nodes = dirs.iter().map(|d| Deployment::postgres(&d.0, &database.url)).collect();
+        Some(Self { _dirs: dirs, nodes, _database: database })
+    }
+
+    fn start(&self, node: usize, name: &str) -> Server {
+        let mut env = live_env(CLUSTER);
+        env.push(("LICENSD_NODE_ID", name));
+        self.nodes[node].start_with(&env)
+    }
+}
+
+fn healthz(server: &Server) -> Value {
+    let (status, body) = server.get_text("/healthz");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The roles `server` holds now.
+fn roles(server: &Server) -> Vec<String> {
+    let health = healthz(server);
+    let roles = health["roles"].as_object().cloned().unwrap_or_default();
+    let mut held: Vec<String> = roles.into_iter().filter(|(_, held)| *held == json!(true)).map(|(r, _)| r).collect();
+    held.sort();
+    held
+}
+
+const ALL_ROLES: [&str; 3] = ["commerce", "sql-projections", "webhooks"];
+
+/// Waits until, among `servers`, every role is held by exactly one; returns each role's holder index.
+fn owners(servers: &[&Server], within: Duration) -> HashMap<String, usize> {
+    let deadline = Instant::now() + within;
+    loop {
+        let held: Vec<Vec<String>> = servers.iter().map(|s| roles(s)).collect();
+        let mut owners = HashMap::new();
+        let mut exact = true;
+        for role in ALL_ROLES {
+            let holders: Vec<usize> = (0..servers.len()).filter(|i| held[*i].iter().any(|r| r == role)).collect();
+            match holders.as_slice() {
+                [one] => drop(owners.insert(role.to_string(), *one)),
+                _ => exact = false,
+            }
+        }
+        if exact {
+            return owners;
+        }
+        assert!(Instant::now() < deadline, "roles not held exactly once within {within:?}: {held:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn validate(server: &Server, app_id: &str, secret: &str, key: &str, hwid: &str) -> (u16, Value) {
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    server.auth(
+        "/auth/validate",
+        &json!({ "appId": app_id, "appSecret": secret, "licenseKey": key, "hwid": hwid, "nonce": nonce }),
+    )
+}
+
+#[test]
+fn a_revocation_on_node_b_reaches_a_live_session_on_node_c_within_the_deadline() {
+    let Some(cluster) = Cluster::new() else { return };
+    let a = cluster.start(0, "node-a");
+    let b = cluster.start(1, "node-b");
+    let c = cluster.start(2, "node-c");
+    owners(&[&a, &b, &c], Duration::from_secs(10));
+    let (m, ws_key) = live_merchant(&cluster.nodes[0], &a, "multi-live@example.com");
+    let license = m.license(&a, json!({}));
+    assert_eq!(validate(&a, &m.app_id, &m.app_secret, &license, "machine-1").0, 200, "SDK validation on node A");
+
+    let rt = client::runtime();
+    let mut delays = Vec::new();
+    let mut ws = Ws::connect(&rt, &c.base);
+    assert_eq!(ws.init(&ws_key, "machine-1")["status"], 1, "node C knows the app created on node A");
+    for round in 0..5u64 {
+        let authorized = ws.call(json!({"type": 2, "id": 10 + round * 3, "license": license}));
+        assert_eq!(authorized["status"], 1, "node C authorizes the license: {authorized}");
+        if round == 0 {
+            assert_eq!(ws.call(json!({"type": 17, "id": 1000, "subscribed": true}))["status"], 1);
+        }
+        let started = Instant::now();
+        m.put(&b, &format!("/v1/licenses/{license}"), json!({"action": "revoke"}));
+        let event = ws.recv();
+        let delay = started.elapsed();
+        assert_eq!(event, json!({"id": 18446744073709551615u64, "event_type": 201}), "the revocation push");
+        assert!(delay < Duration::from_secs(2), "revocation on B reached a session on C after {delay:?}");
+        delays.push(delay);
+        let refused = ws.call(json!({"type": 2, "id": 11 + round * 3, "license": license}));
+        assert_eq!(refused["status"], 105, "revoked on C too: {refused}");
+        m.put(&b, &format!("/v1/licenses/{license}"), json!({"action": "activate"}));
+        // Node C sees the re-activation before the next round authorizes.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while validate(&c, &m.app_id, &m.app_secret, &license, "machine-1").0 != 200 {
+            assert!(Instant::now() < deadline, "the re-activation on B never reached C");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    delays.sort();
+    eprintln!("revocation on node B -> push on node C (Write API answer included), 5 rounds: {delays:?}");
+}
+
+/// A webhook receiver answering 200 (or hanging, while `hang` is set), one thread per
+/// connection; records the `license.created` keys it got.
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<String>>>,
+    hang: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Receiver {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let hang = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (log, hanging) = (got.clone(), hang.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (log, hanging) = (log.clone(), hanging.clone());
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut length = 0;
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap_or(0) > 0 && !line.trim().is_empty() {
+                        if let Some((name, value)) = line.split_once(':') {
+                            if name.eq_ignore_ascii_case("content-length") {
+                                length = value.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        line.clear();
+                    }
+                    let mut body = vec![0; length];
+                    let _ = reader.read_exact(&mut body);
+                    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    if let Some(key) = body["data"]["licenseKey"].as_str() {
+                        log.lock().unwrap().push(key.to_string());
+                    }
+                    if hanging.load(std::sync::atomic::Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_secs(30));
+                        return;
+                    }
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                });
+            }
+        });
+        Self { url, got, hang }
+    }
+
+    fn count(&self, key: &str) -> usize {
+        self.got.lock().unwrap().iter().filter(|k| *k == key).count()
+    }
+
+    fn wait_for(&self, key: &str, times: usize, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while self.count(key) < times {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    }
+}
+
+#[test]
+fn webhooks_go_out_once_with_three_nodes_and_roles_move_when_their_owner_is_sigkilled() {
+    let Some(cluster) = Cluster::new() else { return };
+    // A starts alone and takes every role; B and C find them held.
+    let a = cluster.start(0, "node-a");
+    owners(&[&a], Duration::from_secs(10));
+    let b = cluster.start(1, "node-b");
+    let c = cluster.start(2, "node-c");
+    let owned = owners(&[&a, &b, &c], Duration::from_secs(10));
+    assert!(owned.values().all(|owner| *owner == 0), "node A keeps what it holds: {owned:?}");
+    let metrics = a.get_text("/metrics").1;
+    assert!(metrics.contains("licensd_lease_held{role=\"webhooks\"} 1"), "{metrics}");
+    assert!(b.get_text("/metrics").1.contains("licensd_lease_held{role=\"webhooks\"} 0"));
+    assert_eq!(healthz(&b)["node"], "node-b");
+
+    let m = cluster.nodes[0].merchant_with_credits(&a, "multi-hooks@example.com", 0);
+    let receiver = Receiver::start();
+    let (status, created) = a.post(
+        &m.api_key,
+        &format!("/v1/apps/{}/webhooks", m.app_id),
+        &json!({ "url": receiver.url, "events": ["license.created"] }),
+    );
+    assert_eq!(status, 201, "{created}");
+    let servers = [&a, &b, &c];
+    let keys: Vec<String> = (0..12).map(|i| m.license(servers[i % 3], json!({}))).collect();
+    for key in &keys {
+        assert!(receiver.wait_for(key, 1, Duration::from_secs(20)), "license.created for {key} delivered");
+    }
+    // Long enough for any second node's dispatcher to have sent a duplicate.
+    std::thread::sleep(Duration::from_secs(2));
+    for key in &keys {
+        assert_eq!(receiver.count(key), 1, "{key}: exactly once with three nodes");
+    }
+
+    // The dispatcher's owner is SIGKILLed while a delivery is in flight: a survivor takes the
+    // roles over and the delivery still happens (at least once).
+    receiver.hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    let key = m.license(&b, json!({}));
+    assert!(receiver.wait_for(&key, 1, Duration::from_secs(20)), "the first attempt reached the receiver");
+    let killed = Instant::now();
+    a.kill();
+    receiver.hang.store(false, std::sync::atomic::Ordering::SeqCst);
+    let moved = owners(&[&b, &c], Duration::from_secs(10));
+    let handover = killed.elapsed();
+    assert!(receiver.wait_for(&key, 2, Duration::from_secs(20)), "delivered again by a survivor");
+    eprintln!("roles moved to survivors {moved:?} {handover:?} after the SIGKILL (lease 1.5 s, renew 0.5 s)");
+    assert!(handover < Duration::from_secs(5), "ownership moved after {handover:?}");
+
+    // The survivors' SQL read models keep following the log (their owner is one of them).
+    let later = m.license(&c, json!({}));
+    assert!(receiver.wait_for(&later, 1, Duration::from_secs(20)), "new events are queued and delivered");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let survivor = if moved["sql-projections"] == 0 { &b } else { &c };
+    loop {
+        let projections = healthz(survivor)["projections"].as_array().cloned().unwrap_or_default();
+        let sql: Vec<&Value> = projections.iter().filter(|p| p["name"] != "hot").collect();
+        if sql.len() >= 3 && sql.iter().all(|p| p["lagSeconds"] == 0 && p["stuck"] == false) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new owner's read models did not catch up: {projections:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A minimal SMTP server: accepts every message and keeps its text.
+fn mail_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let messages = Arc::new(Mutex::new(Vec::new()));
+    let kept = messages.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let mut out = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                let _ = out.write_all(b"220 sink\r\n");
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    let command = line.trim_end().to_ascii_uppercase();
+                    let reply: &[u8] = if command.starts_with("DATA") {
+                        let _ = out.write_all(b"354 go on\r\n");
+                        let mut message = String::new();
+                        loop {
+                            line.clear();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim_end() == "." {
+                                break;
+                            }
+                            message.push_str(&line);
+                        }
+                        kept.lock().unwrap().push(message);
+                        b"250 kept\r\n"
+                    } else if command.starts_with("QUIT") {
+                        let _ = out.write_all(b"221 bye\r\n");
+                        return;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    let _ = out.write_all(reply);
+                    line.clear();
+                }
+            });
+        }
+    });
+    (port, messages)
+}
+
+fn code_in(messages: &Mutex<Vec<String>>, seen: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let codes: Vec<String> = messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m.lines().map(str::trim).find(|l| l.len() == 6 && l.chars().all(|c| c.is_ascii_digit())))
+            .map(String::from)
+            .collect();
+        if codes.len() > seen {
+            return codes[seen].clone();
+        }
+        assert!(Instant::now() < deadline, "no sign-in code was mailed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn dashboard_sign_in(base: &str, email: &str, password: &str) -> u16 {
+    let client = reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let form = [("email", email), ("password", password)];
+    client.post(format!("{base}/dashboard/login")).form(&form).send().unwrap().status().as_u16()
+}
+
+#[test]
+fn portal_sign_in_and_dashboard_lockouts_hold_across_nodes() {
+    let Some(cluster) = Cluster::new() else { return };
+    let (port, mail) = mail_sink();
+    let smtp = format!("smtp://127.0.0.1:{port}");
+    let mut env = live_env(CLUSTER);
+    env.extend([
+        ("LICENSD_SMTP_URL", smtp.as_str()),
+        ("LICENSD_DASHBOARD_MAX_FAILURES", "3"),
+        ("LICENSD_DASHBOARD_LOCKOUT_SECS", "600"),
+    ]);
+    let nodes: Vec<Server> = cluster.nodes.iter().map(|n| n.start_with(&env)).collect();
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let m = cluster.nodes[0].merchant_with_credits(a, "multi-portal@example.com", 0);
+    let key = m.license(a, json!({}));
+    m.put(a, &format!("/v1/licenses/{key}/email"), json!({ "email": "buyer@example.com" }));
+
+    // The code is asked for on A and entered on B: B signs in.
+    let ask = |server: &Server| {
+        let (status, answer) =
+            server.auth("/portal/challenges", &json!({ "licenseKey": key, "email": "buyer@example.com" }));
+        assert_eq!(status, 200, "{answer}");
+        answer["challengeId"].as_str().unwrap().to_string()
+    };
+    let enter = |server: &Server, challenge: &str, code: &str| {
+        server.auth("/portal/sessions", &json!({ "challengeId": challenge, "code": code }))
+    };
+    let challenge = ask(a);
+    let code = code_in(&mail, 0);
+    let (status, session) = enter(b, &challenge, &code);
+    assert_eq!(status, 200, "a code asked for on A works on B: {session}");
+    assert!(session["token"].as_str().is_some_and(|t| !t.is_empty()));
+    assert_eq!(enter(c, &challenge, &code).0, 401, "single use across nodes");
+
+    // Wrong guesses spread over the nodes count together: after five, the right code is refused.
+    let challenge = ask(c);
+    let code = code_in(&mail, 1);
+    let wrong = if code == "000000" { "000001" } else { "000000" };
+    for (i, server) in [a, b, c, a, b].into_iter().enumerate() {
+        assert_eq!(enter(server, &challenge, wrong).0, 401, "wrong guess {i}");
+    }
+    assert_eq!(enter(c, &challenge, &code).0, 401, "spent after five wrong guesses on three nodes");
+
+    // Dashboard: three wrong passwords spread over A, B and C lock the email on every node.
+    let account = cluster.nodes[0].cli(&["account", "create", "--email", "multi-dash@example.com"]);
+    let id = account["accountId"].as_str().unwrap();
+    cluster.nodes[0].cli_with_input(&["account", "set-password", "--account", id], "a long dashboard password\n");
+    std::thread::sleep(Duration::from_millis(500)); // every node's model has read the new login
+    for server in [a, b, c] {
+        assert_eq!(dashboard_sign_in(&server.base, "multi-dash@example.com", "wrong password here"), 401);
+    }
+    for server in [a, b, c] {
+        let status = dashboard_sign_in(&server.base, "multi-dash@example.com", "a long dashboard password");
+        assert_eq!(status, 429, "locked on {} after failures on three nodes", server.base);
+    }
+}
+
+/// Trusted proxies: behind one, each forwarded client has its own per-IP budget and the access
+/// log names it; from an untrusted peer the same header is ignored. (SQLite: no shared state.)
+#[test]
+fn the_client_ip_comes_from_a_trusted_proxy_and_never_from_an_untrusted_peer() {
+    let dir = TempDir::new();
+    let deployment = Deployment::sqlite(&dir.0);
+    let log = dir.0.join("trusted.log");
+    let limits = [("LICENSD_VALIDATE_PER_IP", "2"), ("LICENSD_VALIDATE_PER_KEY", "1000")];
+    let mut trusted_env = limits.to_vec();
+    trusted_env.extend([("LICENSD_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1/32, ::1"), ("LICENSD_LOG", "info")]);
+    let trusted = deployment.start_logging_to(&trusted_env, Some(&log));
+    let m = deployment.merchant_with_credits(&trusted, "proxy@example.com", 1000);
+    let key = m.license(&trusted, json!({}));
+    let client = reqwest::blocking::Client::new();
+    let call = |server: &Server, headers: &[(&str, &str)]| {
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let mut request = client.post(format!("{}/auth/validate", server.base)).json(&json!({
+            "appId": m.app_id, "appSecret": m.app_secret, "licenseKey": key, "hwid": "machine", "nonce": nonce
+        }));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().unwrap().status().as_u16()
+    };
+    // Behind the proxy: three clients, two calls each, all within their own budget of 2.
+    for client_ip in ["198.51.100.7", "198.51.100.8", "2001:db8::9"] {
+        for _ in 0..2 {
+            let forwarded = format!("6.6.6.6, {client_ip}, 10.1.2.3");
+            assert_eq!(call(&trusted, &[("x-forwarded-for", &forwarded)]), 200, "{client_ip}");
+        }
+    }
+    assert_eq!(call(&trusted, &[("forwarded", "for=\"[2001:db8::9]:4711\"")]), 429, "Forwarded: the same client");
+    assert_eq!(call(&trusted, &[("x-forwarded-for", "198.51.100.7")]), 429, "its budget is spent");
+    // Hostile headers from the trusted peer fall back to the last trusted hop (the peer itself).
+    for hostile in ["unknown", "1.2.3.4:99999", "[::1", "\"oops\"", &"9.9.9.9,".repeat(2000)] {
+        let status = call(&trusted, &[("x-forwarded-for", hostile)]);
+        assert!(status == 200 || status == 429, "{status} for a hostile header");
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("198.51.100.7"), "the access log names the forwarded client");
+    assert!(!text.contains("6.6.6.6"), "never the spoofed leftmost hop");
+    trusted.terminate();
+
+    // No trusted proxies: a spoofed header changes nothing; the third call is refused.
+    let plain = deployment.start_with(&limits);
+    let spoofed: Vec<u16> = ["198.51.100.1", "198.51.100.2", "198.51.100.3"]
+        .iter()
+        .map(|ip| call(&plain, &[("x-forwarded-for", ip), ("forwarded", &format!("for={ip}"))]))
+        .collect();
+    assert_eq!(spoofed, [200, 200, 429], "an untrusted peer cannot pick its address");
+}
+
+/// Bad cluster settings stop the start with a message naming them, before the data folder's
+/// database is created.
+#[test]
+fn bad_cluster_settings_stop_the_start_before_anything_is_created() {
+    let dir = TempDir::new();
+    let cases = [
+        ("LICENSD_TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("LICENSD_TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal"),
+        ("LICENSD_LEASE_RENEW_MS", "6000"),
+        ("LICENSD_LEASE_RENEW_MS", "0"),
+        ("LICENSD_NODE_ID", " "),
+    ];
+    for (name, value) in cases {
+        let mut child = std::process::Command::new(common::BIN)
+            .arg("serve")
+            .env("LICENSD_DATA_DIR", &dir.0)
+            .env("LICENSD_LISTEN", "127.0.0.1:0")
+            .env(name, value)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{name}={value:?}: the server started");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        assert!(!status.success(), "{name}={value:?}");
+        assert!(stderr.contains(name), "{name}={value:?}: {stderr}");
+        assert!(!dir.0.join("licensd.db").exists(), "{name}={value:?}: no database was created");
+    }
+}

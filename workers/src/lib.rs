@@ -2,6 +2,7 @@
 
 pub mod commerce;
 pub mod destinations;
+pub mod low_balance;
 pub mod metrics;
 pub mod outbound;
 pub mod webhooks;
@@ -34,6 +35,10 @@ impl Workers {
         let store = commands.store();
         // The outbound clients first: a failure stops the start before any task runs.
         let dispatcher = Dispatcher::new(store.clone(), commands.clone(), webhooks)?;
+        // Without SMTP there is nobody to alert: the alert's state stays in `GET /v1/credits`.
+        let alerts = commerce.mailer.clone().map(|mailer| {
+            low_balance::LowBalanceWorker::new(commands.clone(), hot.clone(), mailer, commerce.low_balance_poll)
+        });
         let fulfilment = commerce::CommerceWorker::new(commands.clone(), hot.clone(), commerce)?;
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -45,6 +50,9 @@ impl Workers {
         tasks.push(("maintenance", tokio::spawn(maintain(store.clone(), stopped.clone()))));
         tasks.push(("webhooks", tokio::spawn(dispatcher.run(stopped.clone()))));
         tasks.push(("commerce", tokio::spawn(fulfilment.run(stopped.clone()))));
+        if let Some(alerts) = alerts {
+            tasks.push(("low-balance alerts", tokio::spawn(alerts.run(stopped.clone()))));
+        }
         Ok(Self { stop, tasks })
     }
 

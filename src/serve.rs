@@ -93,6 +93,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         app_users: serve.app_users.config(),
         files: serve.files.config(blobs),
         access_log: serve.access_log,
+        request_spans: crate::telemetry::configured(),
         ..ApiConfig::default()
     };
     api_config.read_your_writes_timeout = std::time::Duration::from_millis(serve.read_your_writes_timeout_ms);

@@ -99,10 +99,16 @@ pub async fn count_requests(State(state): State<AppState>, request: Request, nex
     let started = Instant::now();
     let method = request.method().clone();
     let client = request.extensions().get::<ConnectInfo<crate::PeerAddr>>().map(|c| c.0 .0.ip());
-    let response = next.run(request).await;
+    let span = request_span(&state, &method);
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     let seconds = started.elapsed().as_secs_f64();
     let route = response.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str());
     let status = response.status().as_u16();
+    if !span.is_none() {
+        span.record("otel.name", format!("{method} {route}"));
+        span.record("http.route", route);
+        span.record("http.response.status_code", status);
+    }
     state.metrics.observe(route, status, seconds);
     if state.config.access_log {
         tracing::info!(
@@ -116,6 +122,23 @@ pub async fn count_requests(State(state): State<AppState>, request: Request, nex
         );
     }
     response
+}
+
+/// The request's span for trace export (OpenTelemetry's HTTP server names; the route template
+/// and status are filled in once known), or none when spans are off.
+fn request_span(state: &AppState, method: &axum::http::Method) -> tracing::Span {
+    if !state.config.request_spans {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        target: "licensd::request",
+        "request",
+        otel.name = tracing::field::Empty,
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    )
 }
 
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
@@ -252,6 +275,11 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         "# HELP licensd_append_commit_seconds Time of one group-commit transaction: its inserts, its commit and the commit's fsync.\n# TYPE licensd_append_commit_seconds histogram"
     );
     stats.commit_seconds.render(&mut out, "licensd_append_commit_seconds", "");
+    let _ = writeln!(
+        out,
+        "# HELP licensd_writer_fsync_seconds Time of the COMMIT of one group-commit transaction alone: on SQLite the WAL write and its fsync, on Postgres the commit round trip with the server's WAL flush.\n# TYPE licensd_writer_fsync_seconds histogram"
+    );
+    stats.sync_seconds.render(&mut out, "licensd_writer_fsync_seconds", "");
     licensd_workers::metrics::render(&mut out);
     if let Some(extra) = state.metrics.extra.get() {
         extra(&mut out);

@@ -40,6 +40,8 @@ pub struct ApiConfig {
     pub files: crate::files::FilesConfig,
     /// One `licensd::access` log record per request.
     pub access_log: bool,
+    /// One tracing span per request (for trace export; off, a request creates no span).
+    pub request_spans: bool,
 }
 
 impl Default for ApiConfig {
@@ -64,6 +66,7 @@ impl Default for ApiConfig {
             app_users: Default::default(),
             files: Default::default(),
             access_log: true,
+            request_spans: false,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod append;
 mod backup;
+mod commit_timing;
 mod hot_path;
 mod postgres;
 mod read_model;
@@ -16,6 +17,7 @@ mod types;
 
 pub use append::UPSERT_PII;
 pub use backup::{backup_sqlite, sqlite_event_lines, sqlite_files, sqlite_log_file};
+pub use commit_timing::commit_timing_scope;
 pub use hot_path::{hot_path_scope, hot_path_sql_reads};
 pub use postgres::PostgresStore;
 pub use read_model::{Checkpoint, ProjectionMove, SqlValue, Statement};

@@ -192,7 +192,8 @@ fn request_spans_are_exported_over_otlp_http() {
     );
     let bodies: Vec<u8> = exports.iter().flat_map(|(_, _, body)| body.clone()).collect();
     for expected in ["licensd", "GET /v1/licenses/{key}", "http.route", "http.response.status_code"] {
-        assert!(contains(&bodies, expected.as_bytes()), "no '{expected}' in the exported spans");
+        let shown: String = String::from_utf8_lossy(&bodies).chars().filter(|c| !c.is_control()).collect();
+        assert!(contains(&bodies, expected.as_bytes()), "no '{expected}' in the exported spans: {shown}");
     }
     assert!(!contains(&bodies, key.as_bytes()), "a license key in a span");
 }

@@ -82,10 +82,16 @@ fn escape_label(value: &str) -> String {
 }
 
 /// Runs inside the router, after a route matched: carries the route's template out to
-/// [`count_requests`] (which runs outside the router, where the template is not known).
-pub async fn carry_route(request: Request, next: Next) -> Response {
+/// [`count_requests`] (which runs outside the router, where the template is not known), and
+/// wraps the request in its trace span when spans are on (the span's name needs the template).
+pub async fn carry_route(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let template = request.extensions().get::<MatchedPath>().cloned();
-    let mut response = next.run(request).await;
+    let span = match &template {
+        Some(template) if state.config.request_spans => request_span(request.method(), template.as_str()),
+        _ => tracing::Span::none(),
+    };
+    let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
     if let Some(template) = template {
         response.extensions_mut().insert(template);
     }
@@ -99,16 +105,10 @@ pub async fn count_requests(State(state): State<AppState>, request: Request, nex
     let started = Instant::now();
     let method = request.method().clone();
     let client = request.extensions().get::<ConnectInfo<crate::PeerAddr>>().map(|c| c.0 .0.ip());
-    let span = request_span(&state, &method);
-    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    let response = next.run(request).await;
     let seconds = started.elapsed().as_secs_f64();
     let route = response.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str());
     let status = response.status().as_u16();
-    if !span.is_none() {
-        span.record("otel.name", format!("{method} {route}"));
-        span.record("http.route", route);
-        span.record("http.response.status_code", status);
-    }
     state.metrics.observe(route, status, seconds);
     if state.config.access_log {
         tracing::info!(
@@ -124,19 +124,16 @@ pub async fn count_requests(State(state): State<AppState>, request: Request, nex
     response
 }
 
-/// The request's span for trace export (OpenTelemetry's HTTP server names; the route template
-/// and status are filled in once known), or none when spans are off.
-fn request_span(state: &AppState, method: &axum::http::Method) -> tracing::Span {
-    if !state.config.request_spans {
-        return tracing::Span::none();
-    }
+/// A request's span for trace export, with OpenTelemetry's HTTP server names; the status is
+/// recorded once known. Named by the route template, never the raw path (it can hold a key).
+fn request_span(method: &axum::http::Method, route: &str) -> tracing::Span {
     tracing::info_span!(
         target: "licensd::request",
         "request",
-        otel.name = tracing::field::Empty,
+        otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
         http.request.method = %method,
-        http.route = tracing::field::Empty,
+        http.route = route,
         http.response.status_code = tracing::field::Empty,
     )
 }

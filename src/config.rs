@@ -199,6 +199,11 @@ pub struct ServeConfig {
     )]
     pub smtp_from: String,
 
+    /// How often balances are compared with their low-balance alert thresholds; a merchant is
+    /// emailed (through `LICENSD_SMTP_URL`) once each time the balance falls under the threshold.
+    #[arg(help_heading = "Email and portal", long, env = "LICENSD_LOW_BALANCE_CHECK_MS", default_value_t = 1000)]
+    pub low_balance_check_ms: u64,
+
     /// Self-service portal link put in buyer emails.
     #[arg(help_heading = "Email and portal", long, env = "LICENSD_PORTAL_URL")]
     pub portal_url: Option<String>,
@@ -571,6 +576,7 @@ impl ServeConfig {
             lemon_api_base: self.lemon_api_base.clone(),
             retry_delay: std::time::Duration::from_millis(self.commerce_retry_delay_ms),
             mailer,
+            low_balance_poll: std::time::Duration::from_millis(self.low_balance_check_ms.max(10)),
             ..Default::default()
         })
     }

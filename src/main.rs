@@ -9,6 +9,7 @@ mod operator;
 mod rotate;
 mod serve;
 mod services;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 use config::{Config, ServeConfig};
@@ -80,10 +81,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging(&cli.config) {
-        eprintln!("licensd: {e:#}");
-        return ExitCode::FAILURE;
-    }
+    let telemetry = match init_logging(&cli.config) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("licensd: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -107,6 +111,11 @@ fn main() -> ExitCode {
             Command::RotateMasterKey(args) => rotate::run(&cli.config, &args).await,
         }
     });
+    // Outside the runtime: the exporter sends what is still queued with a blocking client.
+    drop(runtime);
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // Said once: as a JSON log record where logs are collected as JSON, else as one line.
@@ -121,9 +130,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Installs the log; a filter or format it cannot use stops the start (a typo would otherwise
-/// silently log at another level than asked).
-fn init_logging(config: &Config) -> anyhow::Result<()> {
+/// Installs the log, and the trace exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; a filter or
+/// format it cannot use stops the start (a typo would otherwise silently log at another level
+/// than asked).
+fn init_logging(config: &Config) -> anyhow::Result<Option<telemetry::Telemetry>> {
     // EnvFilter reads a bare word as a target name, so a misspelt level ("debgu") would parse and
     // silence everything: a bare word must be a level; a target is written `target=level`.
     let unknown_word = config.log.split(',').map(str::trim).find(|directive| {
@@ -146,16 +156,23 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
         )
     })?;
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match config.log_format.as_str() {
-        "json" => builder.json().init(),
-        "text" => builder.init(),
+    use tracing_subscriber::layer::{Layer, SubscriberExt};
+    use tracing_subscriber::util::SubscriberInitExt;
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let log = match config.log_format.as_str() {
+        "json" => log.json().boxed(),
+        "text" => log.boxed(),
         other => anyhow::bail!("LICENSD_LOG_FORMAT must be 'text' or 'json', not '{other}'"),
-    }
-    Ok(())
+    };
+    let (traces, telemetry) = telemetry::layer()?.unzip();
+    // Each with its own filter: the request spans are exported whatever LICENSD_LOG says, and the
+    // log never shows them.
+    let requests = tracing_subscriber::filter::Targets::new().with_target("licensd::request", tracing::Level::INFO);
+    tracing_subscriber::registry()
+        .with(traces.map(|layer| layer.with_filter(requests)))
+        .with(log.with_filter(filter))
+        .init();
+    Ok(telemetry)
 }
 
 #[cfg(test)]

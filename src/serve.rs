@@ -98,6 +98,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         access_log: serve.access_log,
         trusted_proxies,
         node,
+        request_spans: crate::telemetry::configured(),
         ..ApiConfig::default()
     };
     api_config.read_your_writes_timeout = std::time::Duration::from_millis(serve.read_your_writes_timeout_ms);

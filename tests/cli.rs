@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{each_backend, Deployment, TempDir, BIN};
+use common::{each_backend, self_signed_certificate, Deployment, TempDir, BIN};
 use serde_json::Value;
 use std::process::{Command, Output};
 
@@ -38,6 +38,32 @@ fn healthcheck_exits_0_while_the_server_is_healthy_and_1_once_it_is_gone() {
         assert_eq!(gone.status.code(), Some(1), "no server: exit 1");
         assert!(stderr(&gone).contains("cannot connect"), "says why: {}", stderr(&gone));
     });
+}
+
+/// With native TLS the check speaks TLS and trusts exactly the server's own certificate.
+#[test]
+fn healthcheck_speaks_tls_to_a_tls_server_and_trusts_only_its_certificate() {
+    let dir = TempDir::new();
+    let (cert, key) = self_signed_certificate(&dir.0);
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let deployment = Deployment::sqlite(&dir.0.join("data"));
+    let server = deployment.start_with(&[("LICENSD_TLS_CERT", cert), ("LICENSD_TLS_KEY", key)]);
+    let listen = server.base.trim_start_matches("http://").to_string();
+
+    let healthy = licensd(&["healthcheck"], &[("LICENSD_LISTEN", &listen), ("LICENSD_TLS_CERT", cert)]);
+    assert!(healthy.status.success(), "healthcheck over TLS failed: {}", stderr(&healthy));
+    let body: Value = serde_json::from_slice(&healthy.stdout).expect("the /healthz document");
+    assert_eq!(body["status"], "ok");
+
+    // Plain HTTP to a TLS listener is not an answer; another certificate is not trusted.
+    let plain = licensd(&["healthcheck"], &[("LICENSD_LISTEN", &listen)]);
+    assert_eq!(plain.status.code(), Some(1), "{}", stderr(&plain));
+    let other = TempDir::new();
+    let (other_cert, _) = self_signed_certificate(&other.0);
+    let pinned =
+        licensd(&["healthcheck"], &[("LICENSD_LISTEN", &listen), ("LICENSD_TLS_CERT", other_cert.to_str().unwrap())]);
+    assert_eq!(pinned.status.code(), Some(1));
+    assert!(stderr(&pinned).contains("TLS handshake"), "says why: {}", stderr(&pinned));
 }
 
 #[test]

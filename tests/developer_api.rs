@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::World;
+use common::{each_backend, on_both_backends, MailSink, TempDir, World};
 use serde_json::{json, Value};
 
 #[test]
@@ -144,6 +144,14 @@ fn each_key_is_rate_limited_with_the_api_error_shape() {
     assert!(statuses[allowed..].iter().all(|s| *s == 429), "{statuses:?}");
     let (status, error) = w.server().get(&w.merchant.api_key, "/v1/credits");
     assert_eq!((status, error["error"].as_str()), (429, Some("rate_limited")));
+    let refused = reqwest::blocking::Client::new()
+        .get(format!("{}/v1/credits", w.server().base))
+        .bearer_auth(&w.merchant.api_key)
+        .send()
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    let retry_after = refused.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+    assert_eq!(retry_after.as_deref(), Some("1"), "every 429 says when to retry");
     std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_eq!(w.server().get(&w.merchant.api_key, "/v1/credits").0, 200, "one request per second is sustained");
 }
@@ -209,4 +217,117 @@ fn json_arrays_are_refused_where_the_document_says_object() {
     assert_eq!((status, error["error"].as_str()), (400, Some("bad_request")), "{error}");
     let (_, apps) = w.server().get(&w.merchant.api_key, "/v1/apps");
     assert_eq!(apps["apps"].as_array().unwrap().len(), 1, "nothing was created");
+}
+
+/// The `email` field of `POST /v1/licenses` (documented with the portal) sets the buyer email of
+/// every license created; a bad address is refused before anything is created.
+#[test]
+fn licenses_created_with_an_email_carry_it() {
+    on_both_backends(&[], |deployment, server| {
+        let merchant = deployment.merchant_with_credits(server, "shop@example.com", 10);
+        let body = json!({ "appId": merchant.app_id, "quantity": 2, "email": "Buyer@Example.COM" });
+        let (status, created) = server.post(&merchant.api_key, "/v1/licenses", &body);
+        assert_eq!(status, 201, "{created}");
+        for license in created["licenses"].as_array().unwrap() {
+            let key = license["licenseKey"].as_str().unwrap();
+            let (status, shown) = server.get(&merchant.api_key, &format!("/v1/licenses/{key}"));
+            assert_eq!((status, shown["email"].as_str()), (200, Some("buyer@example.com")), "{shown}");
+        }
+        let listed = |server: &common::Server| {
+            let (_, page) = server.get(&merchant.api_key, &format!("/v1/licenses?appId={}", merchant.app_id));
+            page["licenses"].as_array().unwrap().len()
+        };
+        let bad = json!({ "appId": merchant.app_id, "email": "not an address" });
+        let (status, refused) = server.post(&merchant.api_key, "/v1/licenses", &bad);
+        assert_eq!((status, refused["error"].as_str()), (400, Some("bad_request")), "{refused}");
+        assert_eq!(listed(server), 2, "a refused email creates no license");
+    });
+}
+
+/// The low-balance alert email: one per fall under the threshold, decided by events in the log
+/// (so a restart sends nothing again), and again only after the balance was back at or above
+/// the threshold. Mailed to a real SMTP server.
+#[test]
+fn the_low_balance_alert_is_emailed_once_per_crossing() {
+    let dir = TempDir::new();
+    let mail = MailSink::start(&dir.0);
+    let smtp = format!("smtp://127.0.0.1:{}", mail.port);
+    let env = [
+        ("LICENSD_SMTP_URL", smtp.as_str()),
+        ("LICENSD_LOW_BALANCE_CHECK_MS", "100"),
+        ("LICENSD_VALIDATE_PER_KEY", "1000"),
+        ("LICENSD_VALIDATE_PER_IP", "1000"),
+    ];
+    // The alerts to one account (each backend's merchant is another account), once there are
+    // `count` of them or 20 s have passed (`sent(0)`: as they are now).
+    let sent = |account: &str, count: usize| -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let alerts: Vec<String> = mail
+                .messages()
+                .into_iter()
+                .filter(|m| m.contains("credit balance is low") && m.contains(account))
+                .collect();
+            if alerts.len() >= count || std::time::Instant::now() > deadline {
+                return alerts;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let quiet = || std::thread::sleep(std::time::Duration::from_millis(800));
+    each_backend(|deployment| {
+        let server = deployment.start_with(&env);
+        let merchant = deployment.merchant_with_credits(&server, "low.balance@example.com", 5);
+        let threshold = json!({ "lowBalanceThreshold": 3 });
+        assert_eq!(server.send("PUT", &merchant.api_key, "/v1/credits/settings", Some(&threshold)).0, 200);
+        let key = merchant.license(&server, json!({}));
+        let sent = |count| sent(&merchant.account_id, count);
+        let nonce = std::cell::Cell::new(0u32);
+        let validate = |server: &common::Server, times: usize| {
+            for _ in 0..times {
+                nonce.set(nonce.get() + 1);
+                let body = json!({ "appId": merchant.app_id, "appSecret": merchant.app_secret, "licenseKey": key,
+                                   "hwid": "machine-1", "nonce": format!("{:032x}", nonce.get()) });
+                let (status, answer) = server.auth("/auth/validate", &body);
+                assert_eq!(status, 200, "{answer}");
+            }
+        };
+        validate(&server, 2);
+        quiet();
+        assert_eq!(sent(0).len(), 0, "at the threshold (3) is not under it");
+        validate(&server, 1);
+        let alerts = sent(1);
+        assert_eq!(alerts.len(), 1, "balance 2 is under 3: one alert");
+        assert!(
+            alerts[0].contains("To: low.balance@example.com") && alerts[0].contains("Balance: 2 credits"),
+            "{}",
+            alerts[0]
+        );
+        validate(&server, 1);
+        quiet();
+        assert_eq!(sent(0).len(), 1, "a further fall is the same crossing");
+
+        // A restart finds the alert mailed in the log.
+        server.terminate();
+        let server = deployment.start_with(&env);
+        quiet();
+        assert_eq!(sent(0).len(), 1, "a restart sends nothing again");
+
+        // Back at the threshold re-arms; the next fall alerts again.
+        deployment.cli(&["credits", "grant", "--account", &merchant.account_id, "--amount", "2"]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !audit_has(&server, &merchant.api_key, "LowBalanceAlertRearmed") {
+            assert!(std::time::Instant::now() < deadline, "the alert was not re-armed");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        validate(&server, 1);
+        assert_eq!(sent(2).len(), 2, "the second fall is a second alert");
+        let (_, credits) = server.get(&merchant.api_key, "/v1/credits");
+        assert_eq!((credits["balance"].as_i64(), credits["belowThreshold"].as_bool()), (Some(2), Some(true)));
+    });
+}
+
+fn audit_has(server: &common::Server, api_key: &str, event: &str) -> bool {
+    let (_, audit) = server.get(api_key, "/v1/audit-log?limit=200");
+    audit["entries"].as_array().is_some_and(|entries| entries.iter().any(|e| e["event"] == event))
 }

@@ -10,7 +10,7 @@ mod client;
 mod common;
 
 use client::{closes_with, live_env as env, live_merchant as merchant, Frame, Stream, Ws};
-use common::{on_both_backends, Deployment, Merchant, Server, TempDir};
+use common::{on_both_backends, self_signed_certificate, Deployment, Merchant, Server, TempDir};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -195,24 +195,6 @@ fn the_blacklist_comment_is_in_the_event_log() {
     let server = deployment.start_with(&no_snapshots);
     let (_, lists) = server.get(&m.api_key, &format!("/v1/apps/{}/security", m.app_id));
     assert_eq!(lists["blacklistComments"]["hwid"], json!({"machine-7": "patched binary"}), "{lists}");
-}
-
-/// A self-signed certificate for 127.0.0.1 (openssl command line), and its key.
-fn self_signed_certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
-        // webpki refuses a CA certificate as the server's own: this one is an end entity.
-        .args(["-addext", "extendedKeyUsage=serverAuth", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("run openssl");
-    assert!(status.success());
-    (cert, key)
 }
 
 #[test]

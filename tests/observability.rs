@@ -53,6 +53,11 @@ fn metrics_and_access_log_describe_the_requests_without_their_secrets() {
         assert_eq!(sample(&page, inf), Some(3.0));
         assert!(sample(&page, "licensd_append_batch_events_count").unwrap() >= 1.0, "{page}");
         assert!(sample(&page, "licensd_append_commit_seconds_count").unwrap() >= 1.0);
+        // The COMMIT is timed apart, once per committed batch, and is part of the whole.
+        let syncs = sample(&page, "licensd_writer_fsync_seconds_count").expect("the fsync histogram");
+        assert!(syncs >= 1.0 && syncs <= sample(&page, "licensd_append_commit_seconds_count").unwrap(), "{page}");
+        let sync_sum = sample(&page, "licensd_writer_fsync_seconds_sum").unwrap();
+        assert!(sync_sum > 0.0 && sync_sum <= sample(&page, "licensd_append_commit_seconds_sum").unwrap(), "{page}");
         assert!(sample(&page, "licensd_append_batch_events_sum").unwrap() >= 1.0);
         assert!(sample(&page, "licensd_projection_lag_events{projection=\"licenses\"}").is_some(), "{page}");
         assert!(sample(&page, "licensd_projection_lag_seconds{projection=\"licenses\"}").is_some());
@@ -117,4 +122,78 @@ fn the_access_log_can_be_turned_off() {
     assert_eq!(server.get_text("/healthz").0, 200);
     server.terminate();
     assert!(!std::fs::read_to_string(&log).unwrap().contains("licensd::access"));
+}
+
+/// One request an OTLP/HTTP receiver got: path, content type and raw body.
+type Export = (String, String, Vec<u8>);
+
+/// A minimal OTLP/HTTP trace receiver: accepts `POST`s, records them, answers `200` with an
+/// empty `ExportTraceServiceResponse` (an empty protobuf message), as a collector does.
+fn otlp_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Export>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let path = line.split_whitespace().nth(1).unwrap_or_default().to_string();
+            let (mut length, mut content_type) = (0usize, String::new());
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':') {
+                    match name.trim().to_ascii_lowercase().as_str() {
+                        "content-length" => length = value.trim().parse().unwrap_or(0),
+                        "content-type" => content_type = value.trim().to_string(),
+                        _ => {}
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            log.lock().unwrap().push((path, content_type, body));
+            let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    (endpoint, received)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, each request is a span exported over OTLP/HTTP
+/// (protobuf at `/v1/traces`), named by its route template, never by the raw path.
+#[test]
+fn request_spans_are_exported_over_otlp_http() {
+    let (endpoint, received) = otlp_receiver();
+    let dir = TempDir::new();
+    let deployment = common::Deployment::sqlite(&dir.0);
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    let server = deployment.start_with(&env);
+    let merchant = deployment.merchant_with_credits(&server, "traces@example.com", 10);
+    let key = merchant.license(&server, json!({}));
+    assert_eq!(server.get(&merchant.api_key, &format!("/v1/licenses/{key}")).0, 200);
+    server.terminate(); // flushes what is still queued
+
+    let exports = received.lock().unwrap().clone();
+    assert!(!exports.is_empty(), "no OTLP export arrived");
+    assert!(
+        exports.iter().all(|(path, kind, _)| path == "/v1/traces" && kind == "application/x-protobuf"),
+        "{exports:?}"
+    );
+    let bodies: Vec<u8> = exports.iter().flat_map(|(_, _, body)| body.clone()).collect();
+    for expected in ["licensd", "GET /v1/licenses/{key}", "http.route", "http.response.status_code"] {
+        let shown: String = String::from_utf8_lossy(&bodies).chars().filter(|c| !c.is_control()).collect();
+        assert!(contains(&bodies, expected.as_bytes()), "no '{expected}' in the exported spans: {shown}");
+    }
+    assert!(!contains(&bodies, key.as_bytes()), "a license key in a span");
 }

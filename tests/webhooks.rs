@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::World;
+use common::{each_backend, World};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -144,6 +144,7 @@ fn license_events_arrive_signed_and_the_api_manages_webhooks() {
     assert!(got.iter().all(|r| r.signature_valid), "every delivery verifies");
     let by_event = |name: &str| got.iter().find(|r| r.event == name).unwrap().body["data"].clone();
     assert_eq!(by_event("license.hwid_bound")["hwid"], "machine-9");
+    assert_eq!(by_event("license.validated")["hwid"], "machine-9", "the machine that logged in");
     assert_eq!(by_event("license.revoked")["status"], "revoked");
     assert_eq!(by_event("license.created")["appId"], w.merchant.app_id.as_str());
 
@@ -170,6 +171,12 @@ fn license_events_arrive_signed_and_the_api_manages_webhooks() {
     let quiet = w.merchant.license(w.server(), json!({}));
     std::thread::sleep(Duration::from_millis(800));
     assert!(receiver.wait_for(1, |r| r.body["data"]["licenseKey"] == quiet.as_str()).is_empty());
+    // Nor a test: the documented refusal instead of a ping.
+    let (status, refused) = w.server().post(&w.merchant.api_key, &format!("{}/{webhook}/test", w.hooks()), &json!({}));
+    assert_eq!((status, refused["error"].as_str()), (409, Some("conflict")), "{refused}");
+    std::thread::sleep(Duration::from_millis(300));
+    let pings = receiver.received.lock().unwrap().iter().filter(|r| r.event == "test.ping").count();
+    assert_eq!(pings, 1, "no second ping");
 }
 
 #[test]
@@ -200,6 +207,37 @@ fn webhook_requests_are_validated() {
     let other = w.deployment.merchant_with_credits(w.server(), "other@example.com", 0);
     assert_eq!(w.server().get(&other.api_key, &w.hooks()).0, 403);
     assert_eq!(w.server().post(&other.api_key, &w.hooks(), &sixth).0, 403);
+}
+
+/// A license's deliveries to one webhook go in log order: while its `license.created` fails and
+/// waits for its retries, the `license.validated` after it is held back.
+#[test]
+fn a_failing_delivery_holds_the_later_ones_of_the_same_license() {
+    each_backend(|deployment| {
+        let server = deployment.start_with(FAST_RETRIES);
+        let merchant = deployment.merchant_with_credits(&server, "order@example.com", 100);
+        let secret = Arc::new(Mutex::new(String::new()));
+        let receiver = Receiver::start(secret.clone(), vec![500, 503, 500]);
+        let hooks = format!("/v1/apps/{}/webhooks", merchant.app_id);
+        let events = json!({ "url": receiver.url, "events": ["license.created", "license.validated"] });
+        let (status, created) = server.post(&merchant.api_key, &hooks, &events);
+        assert_eq!(status, 201, "{created}");
+        *secret.lock().unwrap() = created["secret"].as_str().unwrap().to_string();
+
+        let key = merchant.license(&server, json!({}));
+        let validate = json!({ "appId": merchant.app_id, "appSecret": merchant.app_secret, "licenseKey": key,
+                               "hwid": "machine-3", "nonce": "00000000000000000000000000000003" });
+        assert_eq!(server.auth("/auth/validate", &validate).0, 200);
+
+        let got = receiver.wait_for(5, |r| r.body["data"]["licenseKey"] == key.as_str());
+        let order: Vec<&str> = got.iter().map(|r| r.event.as_str()).collect();
+        assert_eq!(
+            order,
+            ["license.created", "license.created", "license.created", "license.created", "license.validated"],
+            "three failed attempts and the success of license.created, then license.validated"
+        );
+        assert!(got.iter().all(|r| r.signature_valid));
+    });
 }
 
 #[test]

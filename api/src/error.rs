@@ -76,7 +76,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
-        (status, axum::Json(serde_json::json!({ "error": code, "message": message }))).into_response()
+        let mut response =
+            (status, axum::Json(serde_json::json!({ "error": code, "message": message }))).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // Every 429 says when to come back: the API's token buckets refill at least one
+            // request per second, the connection refusals are over as soon.
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 

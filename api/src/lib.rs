@@ -48,7 +48,7 @@ pub fn router(state: AppState) -> Router {
         .merge(live::routes())
         // The documented (dashboard) path of GDPR erasure; the same operation as under /v1.
         .route("/apps/{app_id}/customers/forget", axum::routing::post(v1::forget_customer))
-        .route_layer(axum::middleware::from_fn(metrics::carry_route))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::carry_route))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(axum::middleware::from_fn(edge::refuse_control_characters))
         .layer(axum::middleware::from_fn_with_state(state.clone(), edge::read_body_in_time))

@@ -82,10 +82,16 @@ fn escape_label(value: &str) -> String {
 }
 
 /// Runs inside the router, after a route matched: carries the route's template out to
-/// [`count_requests`] (which runs outside the router, where the template is not known).
-pub async fn carry_route(request: Request, next: Next) -> Response {
+/// [`count_requests`] (which runs outside the router, where the template is not known), and
+/// wraps the request in its trace span when spans are on (the span's name needs the template).
+pub async fn carry_route(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let template = request.extensions().get::<MatchedPath>().cloned();
-    let mut response = next.run(request).await;
+    let span = match &template {
+        Some(template) if state.config.request_spans => request_span(request.method(), template.as_str()),
+        _ => tracing::Span::none(),
+    };
+    let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
     if let Some(template) = template {
         response.extensions_mut().insert(template);
     }
@@ -116,6 +122,20 @@ pub async fn count_requests(State(state): State<AppState>, request: Request, nex
         );
     }
     response
+}
+
+/// A request's span for trace export, with OpenTelemetry's HTTP server names; the status is
+/// recorded once known. Named by the route template, never the raw path (it can hold a key).
+fn request_span(method: &axum::http::Method, route: &str) -> tracing::Span {
+    tracing::info_span!(
+        target: "licensd::request",
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+    )
 }
 
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
@@ -262,6 +282,11 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         "# HELP licensd_append_commit_seconds Time of one group-commit transaction: its inserts, its commit and the commit's fsync.\n# TYPE licensd_append_commit_seconds histogram"
     );
     stats.commit_seconds.render(&mut out, "licensd_append_commit_seconds", "");
+    let _ = writeln!(
+        out,
+        "# HELP licensd_writer_fsync_seconds Time of the COMMIT of one group-commit transaction alone: on SQLite the WAL write and its fsync, on Postgres the commit round trip with the server's WAL flush.\n# TYPE licensd_writer_fsync_seconds histogram"
+    );
+    stats.sync_seconds.render(&mut out, "licensd_writer_fsync_seconds", "");
     licensd_workers::metrics::render(&mut out);
     if let Some(extra) = state.metrics.extra.get() {
         extra(&mut out);

@@ -44,6 +44,8 @@ pub struct ApiConfig {
     pub trusted_proxies: crate::client_ip::TrustedProxies,
     /// This node's name in the lease rows (shown by `/healthz`).
     pub node: String,
+    /// One tracing span per request (for trace export; off, a request creates no span).
+    pub request_spans: bool,
 }
 
 impl Default for ApiConfig {
@@ -70,6 +72,7 @@ impl Default for ApiConfig {
             app_users: Default::default(),
             files: Default::default(),
             access_log: true,
+            request_spans: false,
         }
     }
 }

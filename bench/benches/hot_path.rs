@@ -76,7 +76,11 @@ fn benches(c: &mut Criterion) {
             let state = LicenseState::Live(license.clone());
             let mut events = state.decide(LicenseCommand::Authenticate { hwid: "f".repeat(64) }, now).expect("auth");
             let bound = events.iter().fold(state, LicenseState::evolve);
-            events.extend(bound.decide(LicenseCommand::BillValidation { nonce: Some("n".into()) }, now).expect("bill"));
+            events.extend(
+                bound
+                    .decide(LicenseCommand::BillValidation { nonce: Some("n".into()), hwid: None }, now)
+                    .expect("bill"),
+            );
             events
         })
     });
@@ -91,7 +95,7 @@ fn benches(c: &mut Criterion) {
                 versions[k] += 1;
                 let (license, _) = model.license_versioned(&keys[k]).expect("license");
                 let bill = LicenseState::Live(license)
-                    .decide(LicenseCommand::BillValidation { nonce: None }, now)
+                    .decide(LicenseCommand::BillValidation { nonce: None, hwid: None }, now)
                     .expect("bill")
                     .remove(0);
                 recorded(seq, &keys[k], versions[k], &bill)

@@ -95,6 +95,7 @@ async fn seed(store: &Store, licenses: usize, bills_per_license: usize) -> anyho
                 account_id,
                 credits: 1,
                 nonce: Some(format!("{n}-{b}")),
+                hwid: None,
                 at: billed_at,
             };
             new_event(&bill, &metadata)

@@ -104,7 +104,13 @@ async fn seed(store: &Store, size: StartupSize) -> anyhow::Result<()> {
         // Old enough that replaying them remembers no nonce (only the billing is folded).
         let at = now - chrono::Duration::days(2);
         events.extend((0..share).map(|b| {
-            new_event(&LicenseEvent::ValidationBilled { account_id, credits: 1, nonce: Some(format!("{n}-{b}")), at })
+            new_event(&LicenseEvent::ValidationBilled {
+                account_id,
+                credits: 1,
+                nonce: Some(format!("{n}-{b}")),
+                hwid: None,
+                at,
+            })
         }));
         requests.push(AppendRequest::new(StreamCategory::License.stream_id(&key), ExpectedVersion::Any, events));
         if requests.len() == 2000 {

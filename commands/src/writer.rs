@@ -37,9 +37,11 @@ pub struct WriterStats {
     pub failed_batches: AtomicU64,
     /// Events per group-commit batch.
     pub batch_events: crate::histogram::Histogram,
-    /// Seconds one batch's transaction took: its inserts, its commit and the commit's fsync
-    /// (the store does not time the fsync apart from the commit).
+    /// Seconds one batch's transaction took: its inserts, its commit and the commit's fsync.
     pub commit_seconds: crate::histogram::Histogram,
+    /// Seconds the COMMIT statement alone took: the wait for durability (see
+    /// `licensd_store::commit_timing_scope` for what that is on each backend).
+    pub sync_seconds: crate::histogram::Histogram,
 }
 
 impl Default for WriterStats {
@@ -51,6 +53,7 @@ impl Default for WriterStats {
             failed_batches: AtomicU64::new(0),
             batch_events: crate::histogram::Histogram::new(crate::histogram::SIZES),
             commit_seconds: crate::histogram::Histogram::new(crate::histogram::SECONDS),
+            sync_seconds: crate::histogram::Histogram::new(crate::histogram::SECONDS),
         }
     }
 }
@@ -176,8 +179,11 @@ async fn commit(store: &Store, batch: Vec<Job>, stats: &WriterStats) {
     stats.requests.fetch_add(requests.len() as u64, Ordering::Relaxed);
     stats.batch_events.observe(events as f64);
     let started = std::time::Instant::now();
-    let appended = store.append_encoded(requests).await;
+    let (appended, sync) = licensd_store::commit_timing_scope(store.append_encoded(requests)).await;
     stats.commit_seconds.observe(started.elapsed().as_secs_f64());
+    if let Some(sync) = sync {
+        stats.sync_seconds.observe(sync.as_secs_f64());
+    }
     match appended {
         Ok(results) => {
             stats.events.fetch_add(events, Ordering::Relaxed);

@@ -38,7 +38,7 @@ async fn decisions_see_every_node(store: Store) {
     let (account, key) = license(&a).await;
     let stream = StreamCategory::License.stream_id(&key);
     for n in 0..50 {
-        let bill = LicenseCommand::BillValidation { nonce: Some(format!("n{n}")) };
+        let bill = LicenseCommand::BillValidation { nonce: Some(format!("n{n}")), hwid: None };
         a.license_command(account, &key, bill, &op).await.unwrap();
     }
     let (state, version) = a.load::<LicenseState>(&stream).await.unwrap();

@@ -47,6 +47,23 @@ pub enum AccountEvent {
         threshold: Option<u64>,
         at: DateTime<Utc>,
     },
+    /// The balance was seen under the threshold while the alert was armed: the alert is due
+    /// (once per crossing; the email follows).
+    LowBalanceAlertRaised {
+        balance: i64,
+        threshold: u64,
+        at: DateTime<Utc>,
+    },
+    /// The merchant was emailed about the raised alert.
+    LowBalanceAlertMailed {
+        at: DateTime<Utc>,
+    },
+    /// The balance was seen at or above the threshold again (or the alert was turned off): the
+    /// next fall under it raises the alert again.
+    LowBalanceAlertRearmed {
+        balance: i64,
+        at: DateTime<Utc>,
+    },
     /// Connects (or, same provider, re-keys) a payment provider; the connection id, and so the
     /// webhook URL, survives a re-key.
     CommerceConnected {
@@ -82,6 +99,9 @@ impl DomainEvent for AccountEvent {
             Self::AccountSuspended { .. } => "AccountSuspended",
             Self::AccountReinstated { .. } => "AccountReinstated",
             Self::LowBalanceAlertSet { .. } => "LowBalanceAlertSet",
+            Self::LowBalanceAlertRaised { .. } => "LowBalanceAlertRaised",
+            Self::LowBalanceAlertMailed { .. } => "LowBalanceAlertMailed",
+            Self::LowBalanceAlertRearmed { .. } => "LowBalanceAlertRearmed",
             Self::CommerceConnected { .. } => "CommerceConnected",
             Self::CommerceDisconnected { .. } => "CommerceDisconnected",
             Self::DashboardLoginSet { .. } => "DashboardLoginSet",
@@ -94,9 +114,22 @@ pub struct Account {
     pub account_id: AccountId,
     pub suspended: bool,
     pub low_balance_threshold: Option<u64>,
+    #[serde(default)]
+    pub low_balance_alert: LowBalanceAlert,
     /// Ids of keys that are issued and not revoked.
     pub live_keys: Vec<ApiKeyId>,
     pub connections: Vec<crate::commerce::Connection>,
+}
+
+/// Where the low-balance alert stands: armed until the balance is seen under the threshold,
+/// then raised (an email is due), then mailed; re-armed once the balance is seen at or above
+/// the threshold again, or the threshold changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LowBalanceAlert {
+    #[default]
+    Armed,
+    Raised,
+    Mailed,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -129,6 +162,13 @@ pub enum AccountCommand {
     SetLowBalanceAlert {
         threshold: Option<u64>,
     },
+    /// The balance as the alert worker saw it: raises an armed alert when it is under the
+    /// threshold, re-arms a raised or mailed one when it is not (nothing otherwise).
+    ObserveBalance {
+        balance: i64,
+    },
+    /// The alert's email went out (only a raised alert records it).
+    RecordLowBalanceMail,
     /// Keeps the existing connection id for a provider already connected.
     Connect(crate::commerce::Connection),
     Disconnect {
@@ -151,6 +191,7 @@ impl Aggregate for AccountState {
                 account_id: *account_id,
                 suspended: false,
                 low_balance_threshold: None,
+                low_balance_alert: LowBalanceAlert::Armed,
                 live_keys: vec![],
                 connections: vec![],
             }));
@@ -161,7 +202,14 @@ impl Aggregate for AccountState {
             E::ApiKeyRevoked { key_id, .. } => account.live_keys.retain(|k| k != key_id),
             E::AccountSuspended { .. } => account.suspended = true,
             E::AccountReinstated { .. } => account.suspended = false,
-            E::LowBalanceAlertSet { threshold, .. } => account.low_balance_threshold = *threshold,
+            E::LowBalanceAlertSet { threshold, .. } => {
+                // A new threshold is a new alert.
+                account.low_balance_threshold = *threshold;
+                account.low_balance_alert = LowBalanceAlert::Armed;
+            }
+            E::LowBalanceAlertRaised { .. } => account.low_balance_alert = LowBalanceAlert::Raised,
+            E::LowBalanceAlertMailed { .. } => account.low_balance_alert = LowBalanceAlert::Mailed,
+            E::LowBalanceAlertRearmed { .. } => account.low_balance_alert = LowBalanceAlert::Armed,
             E::CommerceConnected { connection, .. } => {
                 account.connections.retain(|c| c.provider != connection.provider);
                 account.connections.push(connection.clone());
@@ -202,6 +250,22 @@ impl Aggregate for AccountState {
             C::Reinstate => vec![E::AccountReinstated { at }],
             C::SetLowBalanceAlert { threshold } if threshold == account.low_balance_threshold => vec![],
             C::SetLowBalanceAlert { threshold } => vec![E::LowBalanceAlertSet { threshold, at }],
+            C::ObserveBalance { balance } => {
+                let below = account.low_balance_threshold.filter(|t| balance < i64::try_from(*t).unwrap_or(i64::MAX));
+                match (below, account.low_balance_alert) {
+                    (Some(threshold), LowBalanceAlert::Armed) => {
+                        vec![E::LowBalanceAlertRaised { balance, threshold, at }]
+                    }
+                    (None, LowBalanceAlert::Raised | LowBalanceAlert::Mailed) => {
+                        vec![E::LowBalanceAlertRearmed { balance, at }]
+                    }
+                    _ => vec![],
+                }
+            }
+            C::RecordLowBalanceMail if account.low_balance_alert == LowBalanceAlert::Raised => {
+                vec![E::LowBalanceAlertMailed { at }]
+            }
+            C::RecordLowBalanceMail => vec![],
             C::Connect(mut connection) => {
                 if let Some(existing) = account.connections.iter().find(|c| c.provider == connection.provider) {
                     connection.connection_id = existing.connection_id;
@@ -279,5 +343,29 @@ mod tests {
         assert_eq!(AccountState::default().decide(grant, now()), Err(DomainError::NotFound("account")));
         let create = AccountCommand::Create { account_id: AccountId(uuid::Uuid::nil()) };
         assert_eq!(AccountState::fold(&created()).decide(create, now()), Err(DomainError::AlreadyExists("account")));
+    }
+
+    #[test]
+    fn the_low_balance_alert_is_raised_once_per_crossing() {
+        let mut events = created();
+        let mut run = |command| {
+            let new = AccountState::fold(&events).decide(command, now()).unwrap();
+            events.extend(new.clone());
+            new.iter().map(|e| e.event_type()).collect::<Vec<_>>()
+        };
+        let observe = |balance| AccountCommand::ObserveBalance { balance };
+        assert!(run(observe(5)).is_empty(), "no threshold, no alert");
+        run(AccountCommand::SetLowBalanceAlert { threshold: Some(100) });
+        assert!(run(observe(100)).is_empty(), "at the threshold is not under it");
+        assert_eq!(run(observe(99)), ["LowBalanceAlertRaised"]);
+        assert!(run(observe(50)).is_empty(), "still the same crossing");
+        assert_eq!(run(AccountCommand::RecordLowBalanceMail), ["LowBalanceAlertMailed"]);
+        assert!(run(AccountCommand::RecordLowBalanceMail).is_empty(), "mailed once");
+        assert!(run(observe(10)).is_empty());
+        assert_eq!(run(observe(100)), ["LowBalanceAlertRearmed"]);
+        assert!(run(observe(150)).is_empty());
+        assert_eq!(run(observe(-3)), ["LowBalanceAlertRaised"], "the next fall raises it again");
+        run(AccountCommand::SetLowBalanceAlert { threshold: Some(u64::MAX) });
+        assert_eq!(run(observe(i64::MAX - 1)), ["LowBalanceAlertRaised"], "a new threshold re-arms; no overflow");
     }
 }

@@ -60,6 +60,10 @@ pub enum LicenseEvent {
         /// The request nonce, kept so replay protection survives a restart.
         #[serde(default)]
         nonce: Option<String>,
+        /// The machine that logged in (for `license.validated`); absent in events written
+        /// before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hwid: Option<String>,
         at: DateTime<Utc>,
     },
     /// Every 10th successful heartbeat bills one credit.
@@ -254,6 +258,7 @@ pub enum LicenseCommand {
     },
     BillValidation {
         nonce: Option<String>,
+        hwid: Option<String>,
     },
     BillHeartbeats {
         heartbeats: u32,
@@ -446,8 +451,8 @@ impl License {
                 Some(_) => return Err(DomainError::LicenseLinkedToOtherUser),
                 None => return Err(DomainError::NotFound("license")),
             },
-            C::BillValidation { nonce } => {
-                vec![E::ValidationBilled { account_id: license.account_id, credits: 1, nonce, at }]
+            C::BillValidation { nonce, hwid } => {
+                vec![E::ValidationBilled { account_id: license.account_id, credits: 1, nonce, hwid, at }]
             }
             C::ActivateOffline { hwid, jti, file } => activate_offline(license, hwid, jti, file, now)?,
             C::RecordMintedFile { hwid, jti } => {

@@ -736,6 +736,10 @@ impl HotModel {
             AccountEvent::AccountSuspended { .. } => account.suspended = true,
             AccountEvent::AccountReinstated { .. } => account.suspended = false,
             AccountEvent::LowBalanceAlertSet { threshold, .. } => account.low_balance_threshold = *threshold,
+            // The alert's progress is the account aggregate's and its worker's business.
+            AccountEvent::LowBalanceAlertRaised { .. }
+            | AccountEvent::LowBalanceAlertMailed { .. }
+            | AccountEvent::LowBalanceAlertRearmed { .. } => {}
             AccountEvent::CommerceConnected { connection, .. } => {
                 // Insert before removing the one it replaces: a reconnection under the same id
                 // must never look disconnected in between.
@@ -834,7 +838,8 @@ pub(crate) mod tests {
 
         // The hot path commits a binding and a bill, and records the outcome at once.
         let bound = LicenseEvent::HwidBound { hwid: "hw".into(), at: now };
-        let billed = LicenseEvent::ValidationBilled { account_id, credits: 1, nonce: Some("n".into()), at: now };
+        let billed =
+            LicenseEvent::ValidationBilled { account_id, credits: 1, nonce: Some("n".into()), hwid: None, at: now };
         let ahead =
             [&bound, &billed].into_iter().fold(LicenseState::Live(model.license(&key).unwrap()), |s, e| s.evolve(e));
         let LicenseState::Live(ahead) = ahead else { panic!("live") };

@@ -228,7 +228,13 @@ fn a_deleted_license_never_comes_back_from_an_append_recorded_late() {
     let (license, version) = model.license_versioned(&f.key).unwrap();
     let appended = vec![
         LicenseEvent::HwidBound { hwid: "hw".into(), at: now },
-        LicenseEvent::ValidationBilled { account_id: f.account_id, credits: 1, nonce: Some("n".into()), at: now },
+        LicenseEvent::ValidationBilled {
+            account_id: f.account_id,
+            credits: 1,
+            nonce: Some("n".into()),
+            hwid: None,
+            at: now,
+        },
     ];
     let LicenseState::Live(after) = appended.iter().fold(LicenseState::Live(license), LicenseState::evolve) else {
         panic!("live")
@@ -256,6 +262,7 @@ fn validate_ahead(model: &HotModel, key: &LicenseKey, nonce: &str) -> bool {
         account_id: license.account_id,
         credits: 1,
         nonce: Some(nonce.into()),
+        hwid: None,
         at: now,
     };
     let Ok(hold) = model.hold_bills(&license, std::slice::from_ref(&bill), now) else { return false };
@@ -316,8 +323,13 @@ fn a_bill_recorded_ahead_and_applied_by_the_tail_counts_once_in_either_order() {
         let f = populated(&mut log, 10);
         let now = Utc::now();
         let (license, version) = model.license_versioned(&f.key).unwrap();
-        let bill =
-            LicenseEvent::ValidationBilled { account_id: f.account_id, credits: 3, nonce: Some("n".into()), at: now };
+        let bill = LicenseEvent::ValidationBilled {
+            account_id: f.account_id,
+            credits: 3,
+            nonce: Some("n".into()),
+            hwid: None,
+            at: now,
+        };
         let hold = model.hold_bills(&license, std::slice::from_ref(&bill), now).unwrap();
         assert_eq!(model.check_credits(f.account_id, f.app_id, 8, now), Err(CreditRefusal::NoCredits), "held");
         let LicenseState::Live(after) = LicenseState::Live(license).evolve(&bill) else { panic!("live") };

@@ -60,7 +60,7 @@ async fn busy_day(commands: &Commands, round: usize) -> Vec<WebsocketKeys> {
         for (i, (key, _)) in licenses.iter().enumerate() {
             let run = |command| commands.license_command(id, key, command, &op);
             run(LicenseCommand::Authenticate { hwid: format!("hw-{i}") }).await.unwrap();
-            run(LicenseCommand::BillValidation { nonce: Some(format!("n{i}")) }).await.unwrap();
+            run(LicenseCommand::BillValidation { nonce: Some(format!("n{i}")), hwid: None }).await.unwrap();
             match i % 6 {
                 0 => drop(run(LicenseCommand::Revoke).await.unwrap()),
                 1 => drop(run(LicenseCommand::ResetHwid).await.unwrap()),

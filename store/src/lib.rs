@@ -6,6 +6,7 @@
 
 mod append;
 mod backup;
+mod commit_timing;
 mod hot_path;
 mod leases;
 mod postgres;
@@ -17,6 +18,7 @@ mod types;
 
 pub use append::UPSERT_PII;
 pub use backup::{backup_sqlite, sqlite_event_lines, sqlite_files, sqlite_log_file};
+pub use commit_timing::commit_timing_scope;
 pub use hot_path::{hot_path_scope, hot_path_sql_reads};
 pub use leases::{leases_held, set_lease_held};
 pub use postgres::PostgresStore;

@@ -295,7 +295,7 @@ impl EventStore for PostgresStore {
     ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
         let mut tx = self.begin_write().await?;
         let results = append_all(&mut PgAppend(&mut tx, Owner::Store), &requests, &self.paths).await?;
-        match tx.commit().await {
+        match crate::commit_timing::timed_commit(tx.commit()).await {
             Ok(()) => Ok(results),
             Err(e) if commit_outcome_unknown(&e) => self.settle_commit(results, e).await,
             Err(e) => Err(e.into()),

@@ -126,8 +126,14 @@ impl SqliteStore {
         let mut connection = self.projector.acquire().await?;
         let log = self.log_file.display().to_string().replace('\'', "''");
         sqlx::query(&format!("ATTACH DATABASE '{log}' AS log")).execute(&mut *connection).await?;
+        // The columns the log's file had (the read models' table has gained ordering columns since,
+        // left empty for these rows).
         let copied = sqlx::query(
-            "INSERT INTO main.webhook_deliveries SELECT * FROM log.webhook_deliveries WHERE true
+            "INSERT INTO main.webhook_deliveries (delivery_id, webhook_id, event, body, created_at, status,
+                attempts, next_attempt_at, last_attempt_at, last_status, last_error)
+             SELECT delivery_id, webhook_id, event, body, created_at, status, attempts, next_attempt_at,
+                last_attempt_at, last_status, last_error
+             FROM log.webhook_deliveries WHERE true
              ON CONFLICT (delivery_id) DO NOTHING",
         )
         .execute(&mut *connection)
@@ -354,7 +360,7 @@ impl EventStore for SqliteStore {
     ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
         let mut tx = SqliteAppend(self.begin_write().await?);
         let results = append_all(&mut tx, &requests, &self.paths).await?;
-        tx.0.commit().await?;
+        crate::commit_timing::timed_commit(tx.0.commit()).await?;
         Ok(results)
     }
 

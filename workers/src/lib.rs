@@ -2,6 +2,7 @@
 
 pub mod commerce;
 pub mod destinations;
+pub mod low_balance;
 pub mod metrics;
 pub mod outbound;
 pub mod ownership;
@@ -40,6 +41,8 @@ impl Workers {
         let store = commands.store();
         // The outbound clients first: a failure stops the start before any task runs.
         let dispatcher = Arc::new(Dispatcher::new(store.clone(), commands.clone(), webhooks)?);
+        // Without SMTP there is nobody to alert: the alert's state stays in `GET /v1/credits`.
+        let alerts = commerce.mailer.clone().map(|mailer| (mailer, commerce.low_balance_poll));
         let fulfilment = Arc::new(commerce::CommerceWorker::new(commands.clone(), hot.clone(), commerce)?);
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -62,6 +65,14 @@ impl Workers {
             fulfilment.clone().run(stop)
         });
         tasks.push((ownership::COMMERCE, tokio::spawn(fulfil)));
+        if let Some((mailer, poll)) = alerts {
+            // One node mails (the commerce role's owner), so several nodes send one alert.
+            let (commands, hot) = (commands.clone(), hot.clone());
+            let alerts = gated(ownership::COMMERCE, held.role(ownership::COMMERCE), stopped.clone(), move |stop| {
+                low_balance::LowBalanceWorker::new(commands.clone(), hot.clone(), mailer.clone(), poll).run(stop)
+            });
+            tasks.push(("low-balance alerts", tokio::spawn(alerts)));
+        }
         tasks.push(("leases", tokio::spawn(ownership::keep(store.clone(), leases.clone(), held, stopped))));
         Ok(Self { stop, tasks, store: store.clone(), leases })
     }

@@ -100,12 +100,19 @@ struct Due {
 }
 
 /// Due deliveries, oldest first, at most `$3` per webhook: a receiver that hangs holds at most
-/// that many of the dispatcher's slots, so the others keep being served.
+/// that many of the dispatcher's slots, so the others keep being served. A license's deliveries
+/// to one webhook go in log order, one at a time: one is due only when no earlier delivery of the
+/// same license to that webhook is still pending (in flight, or waiting for its retry). One that
+/// gave up (`failed`) no longer holds the others.
 const DUE: &str = "SELECT d.delivery_id, d.webhook_id, d.event, d.body, d.created_at, CAST(d.attempts AS TEXT), w.url,
         w.secret
      FROM (SELECT delivery_id, webhook_id, event, body, created_at, attempts, next_attempt_at,
                   ROW_NUMBER() OVER (PARTITION BY webhook_id ORDER BY next_attempt_at) AS rank
-           FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1) d
+           FROM webhook_deliveries p
+           WHERE status = 'pending' AND next_attempt_at <= $1
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
+                             WHERE e.webhook_id = p.webhook_id AND e.subject = p.subject AND e.status = 'pending'
+                               AND (e.pos_tx < p.pos_tx OR (e.pos_tx = p.pos_tx AND e.pos_seq < p.pos_seq)))) d
      JOIN wh_webhooks w ON w.webhook_id = d.webhook_id
      WHERE d.rank <= $3 AND w.enabled = 1
      ORDER BY d.next_attempt_at LIMIT $2";

@@ -63,7 +63,7 @@ pub(crate) async fn authenticate_and_bill(
         }
         let mut events = license.decide(LicenseCommand::Authenticate { hwid: hwid.to_string() }, now)?;
         ensure_credits(state, app, 1, now)?;
-        let bill = LicenseCommand::BillValidation { nonce: nonce.map(str::to_string) };
+        let bill = LicenseCommand::BillValidation { nonce: nonce.map(str::to_string), hwid: Some(hwid.to_string()) };
         if events.is_empty() {
             // The machine was bound already (the usual case): billed against the license as it is.
             return Ok(license.decide(bill, now)?);

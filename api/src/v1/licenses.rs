@@ -27,6 +27,8 @@ pub struct CreateLicenses {
     label: Option<String>,
     levels: Option<Vec<String>>,
     max_sessions: Option<i64>,
+    /// The buyer's email, set on every license created (as `PUT /v1/licenses/{key}/email`).
+    email: Option<String>,
 }
 
 /// A field that may be absent (`None`), `null` (`Some(None)`) or a value.
@@ -104,6 +106,8 @@ pub async fn create(
         )));
     }
     let LiveFields { levels, max_sessions } = checked_live_fields(&state, body.levels, body.max_sessions.map(Some))?;
+    // Checked before anything is created: a bad address changes nothing.
+    let email = body.email.filter(|e| !e.is_empty()).map(|e| buyer_email(&e)).transpose()?;
     let spec = NewLicense {
         app_id,
         expires_at: parse_expiry(body.expires_at.as_deref())?,
@@ -114,7 +118,14 @@ pub async fn create(
     };
     let actor = caller.actor.clone();
     let created = state.commands.create_licenses(caller.account_id, spec, quantity as usize, &actor).await?;
-    let shown = visible(&state, created.iter().map(|(_, r)| r.position).max()).await;
+    let mut last = created.iter().map(|(_, r)| r.position).max();
+    if let Some(email) = &email {
+        for (key, _) in &created {
+            let recorded = record_buyer_email(&state, &caller, key, Some(email)).await?;
+            last = last.max(recorded);
+        }
+    }
+    let shown = visible(&state, last).await;
     let mut licenses = Vec::with_capacity(created.len());
     for (key, _) in &created {
         let license = current_license(&state, shown, key).await?.ok_or(ApiError::Internal)?;
@@ -420,26 +431,39 @@ pub async fn put_email(
     ApiJson(body): ApiJson<EmailBody>,
 ) -> Result<Json<Value>, ApiError> {
     let license = owned_license(&state, &caller, &key)?;
-    let subject = licensd_domain::StreamCategory::License.stream_id(&license.key);
+    let email = body.email.filter(|e| !e.is_empty()).map(|e| buyer_email(&e)).transpose()?;
+    record_buyer_email(&state, &caller, &license.key, email.as_deref()).await?;
+    Ok(Json(json!({ "ok": true, "email": email })))
+}
+
+/// The buyer email as stored (normalized), or the documented refusal.
+fn buyer_email(text: &str) -> Result<String, ApiError> {
+    licensd_commands::normalize_email(text).map_err(|_| ApiError::BadRequest("email is not a valid address".into()))
+}
+
+/// Sets (a normalized address) or removes (`None`) a license's buyer email; where the audit
+/// event landed, if one was appended.
+async fn record_buyer_email(
+    state: &AppState,
+    caller: &Caller,
+    key: &LicenseKey,
+    email: Option<&str>,
+) -> Result<Option<licensd_store::Position>, ApiError> {
+    let subject = licensd_domain::StreamCategory::License.stream_id(key);
     let vault = state.commands.pii();
-    let (email, pii) = match body.email.filter(|e| !e.is_empty()) {
-        Some(email) => {
-            let email = licensd_commands::normalize_email(&email)
-                .map_err(|_| ApiError::BadRequest("email is not a valid address".into()))?;
-            // Sealed and stored in the transaction of the event below: both or neither.
-            let row = vault.row(&subject, "email", &email);
-            (Some(email), vec![row])
-        }
+    let pii = match email {
+        // Sealed and stored in the transaction of the event below: both or neither.
+        Some(email) => vec![vault.row(&subject, "email", email)],
         None => {
             // Only the email: a purchase's customer id under the same subject stays (erasure of
             // a buyer is `customers/forget`). Erased first: a failed audit event must never
             // leave the address behind; the caller's retry records the removal.
             vault.remove(&subject, "email").await?;
-            (None, Vec::new())
+            Vec::new()
         }
     };
     // The change is an action on the license: audited by an event that holds no address.
     let record = licensd_domain::license::LicenseCommand::RecordBuyerEmail { present: email.is_some() };
-    state.commands.license_command_with_pii(caller.account_id, &license.key, record, &caller.actor, pii).await?;
-    Ok(Json(json!({ "ok": true, "email": email })))
+    let executed = state.commands.license_command_with_pii(caller.account_id, key, record, &caller.actor, pii).await?;
+    Ok(executed.position())
 }

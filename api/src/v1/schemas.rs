@@ -290,6 +290,7 @@ pub fn live_fields(limits: &crate::v1::LiveModelLimits) -> Value {
                 "appId": { "type": "string", "format": "uuid" }, "quantity": { "type": "integer", "minimum": 1, "maximum": 100 },
                 "expiresAt": { "type": "string", "format": "date-time", "nullable": true }, "maxHwidSlots": { "type": "integer", "minimum": 1, "maximum": 16 },
                 "label": { "type": "string", "maxLength": 128 }, "levels": levels, "maxSessions": seats,
+                "email": email(),
             },
         },
         "LicenseAction": { "oneOf": [

@@ -147,7 +147,8 @@ pub async fn delete(
 }
 
 /// `POST /v1/apps/{appId}/webhooks/{webhookId}/test`: a signed `test.ping`, answered with the
-/// receiver's status (`null` and an `error` when it could not be reached).
+/// receiver's status (`null` and an `error` when it could not be reached); `409 conflict` for a
+/// disabled webhook.
 pub async fn test(
     State(state): State<AppState>,
     caller: Caller,
@@ -155,6 +156,10 @@ pub async fn test(
 ) -> Result<Json<Value>, ApiError> {
     let app = owned_app(&state, &caller, &app_id)?;
     let webhook = owned_webhook(&app, &webhook_id)?;
+    if !webhook.enabled {
+        // A disabled webhook sends nothing, tests included: enable it first.
+        return Err(ApiError::Conflict("The webhook is disabled; enable it before sending a test".into()));
+    }
     let secret = state.commands.open_webhook_secret(&webhook.webhook_id, &webhook.secret)?;
     let timestamp = iso(Utc::now());
     let body = json!({

@@ -51,8 +51,13 @@ async fn seed(store: &Store, licenses: usize) -> anyhow::Result<()> {
             created_at: now,
         })];
         for v in 0..VALIDATIONS {
-            let billed =
-                LicenseEvent::ValidationBilled { account_id, credits: 1, nonce: Some(format!("{n}-{v}")), at: now };
+            let billed = LicenseEvent::ValidationBilled {
+                account_id,
+                credits: 1,
+                nonce: Some(format!("{n}-{v}")),
+                hwid: None,
+                at: now,
+            };
             events.push(new_event(&billed));
         }
         batch.push(AppendRequest::new(StreamCategory::License.stream_id(&key), ExpectedVersion::NoStream, events));

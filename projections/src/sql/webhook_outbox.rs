@@ -81,7 +81,7 @@ impl PaceProjector for OutboxPace {
 fn webhook_event(event: &LicenseEvent) -> Option<(&'static str, Option<&str>)> {
     Some(match event {
         LicenseEvent::LicenseCreated { .. } => ("license.created", None),
-        LicenseEvent::ValidationBilled { .. } => ("license.validated", None),
+        LicenseEvent::ValidationBilled { hwid, .. } => ("license.validated", hwid.as_deref()),
         LicenseEvent::LicenseRevoked { .. } => ("license.revoked", None),
         LicenseEvent::LicenseActivated { .. } => ("license.activated", None),
         LicenseEvent::HwidBound { hwid, .. } => ("license.hwid_bound", Some(hwid.as_str())),
@@ -114,13 +114,15 @@ const QUEUE_USER: &str =
      WHERE w.app_id = $5 AND w.enabled = 1 AND w.events LIKE '%,' || $2 || ',%'
      ON CONFLICT (delivery_id) DO NOTHING";
 
+/// $1 delivery id prefix, $2 event, $3 time, $4 hwid (JSON), $5 license key, $6 and $7 the
+/// event's log position (which orders the license's deliveries, see workers/src/webhooks.rs).
 const QUEUE: &str =
     "INSERT INTO webhook_deliveries (delivery_id, webhook_id, event, body, created_at, status, attempts,
-        next_attempt_at)
+        next_attempt_at, subject, pos_tx, pos_seq)
      SELECT $1 || w.webhook_id, w.webhook_id, $2,
         '{\"event\":\"' || $2 || '\",\"timestamp\":\"' || $3 || '\",\"data\":{\"licenseKey\":\"' || l.license_key
           || '\",\"appId\":\"' || l.app_id || '\",\"status\":\"' || l.status || '\",\"hwid\":' || $4 || '}}',
-        $3, 'pending', 0, $3
+        $3, 'pending', 0, $3, $5, $6, $7
      FROM wh_webhooks w JOIN wh_licenses l ON l.app_id = w.app_id
      WHERE l.license_key = $5 AND w.enabled = 1 AND w.events LIKE '%,' || $2 || ',%'
      ON CONFLICT (delivery_id) DO NOTHING";
@@ -215,6 +217,8 @@ impl WebhookOutbox {
                     timestamp(event.recorded_at).into(),
                     SqlValue::from(hwid),
                     key.into(),
+                    event.position.tx.into(),
+                    event.position.seq.into(),
                 ],
             ));
         }
@@ -314,6 +318,7 @@ mod tests {
             account_id: AccountId::new(),
             credits: 1,
             nonce: None,
+            hwid: None,
             at: chrono::Utc::now(),
         });
         let revoked = AnyEvent::License(LicenseEvent::LicenseRevoked { at: chrono::Utc::now() });

@@ -30,6 +30,9 @@ pub struct CommerceConfig {
     pub retry_delay: Duration,
     pub poll: Duration,
     pub mailer: Option<Mailer>,
+    /// How often the low-balance alert worker compares balances with thresholds (it mails
+    /// through `mailer`).
+    pub low_balance_poll: Duration,
 }
 
 impl Default for CommerceConfig {
@@ -40,6 +43,7 @@ impl Default for CommerceConfig {
             retry_delay: Duration::from_secs(60),
             poll: Duration::from_millis(250),
             mailer: None,
+            low_balance_poll: Duration::from_secs(1),
         }
     }
 }

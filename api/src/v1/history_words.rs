@@ -41,7 +41,8 @@ pub(crate) fn actor_name(state: &AppState, account: AccountId, actor: &str, data
     }
     match actor.split_once(':') {
         Some(("api_key", id)) => {
-            let prefix = state.hot.api_keys_of(account).into_iter().find(|k| k.key_id.to_string() == id).map(|k| k.prefix);
+            let prefix =
+                state.hot.api_keys_of(account).into_iter().find(|k| k.key_id.to_string() == id).map(|k| k.prefix);
             match prefix {
                 Some(prefix) => format!("API key {prefix}…"),
                 None => "A revoked API key".into(),

@@ -45,6 +45,17 @@ fn pages_from(
     }
 }
 
+/// Bills are committed just after their answers: waits until the ledger holds `rows` movements.
+fn wait_for_ledger(server: &Server, api_key: &str, rows: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while server.get(api_key, "/v1/credits/transactions?limit=200").1["transactions"].as_array().map_or(0, Vec::len)
+        < rows
+    {
+        assert!(std::time::Instant::now() < deadline, "{rows} ledger rows");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn keys(licenses: &[Value]) -> Vec<String> {
     licenses.iter().map(|l| l["licenseKey"].as_str().unwrap().to_string()).collect()
 }
@@ -204,6 +215,7 @@ fn licenses_and_transactions_export_as_csv_with_formulas_defused() {
                                "hwid": "machine-1", "nonce": format!("{nonce:032x}") });
             assert_eq!(server.auth("/auth/validate", &body).0, 200);
         }
+        wait_for_ledger(server, &m.api_key, 3);
         let (status, _, _, body) = get_csv(server, &m.api_key, "/v1/credits/transactions.csv?order=asc");
         assert_eq!(status, 200, "{body}");
         let lines: Vec<&str> = body.split("\r\n").filter(|l| !l.is_empty()).collect();
@@ -224,6 +236,7 @@ fn transactions_audit_log_and_commerce_events_page_by_cursor_with_filters() {
                                "hwid": format!("machine-{}", nonce % 3), "nonce": format!("{nonce:032x}") });
             assert_eq!(server.auth("/auth/validate", &body).0, 200);
         }
+        wait_for_ledger(server, &m.api_key, 6);
 
         // Transactions: six movements, two per page, in both orders, filtered by kind.
         let (newest, pages) = all_pages(server, &m.api_key, "/v1/credits/transactions?limit=2", "transactions");
@@ -349,8 +362,20 @@ fn the_overview_counts_a_seeded_day_from_the_roll_up_not_a_page_of_the_ledger() 
         }
         validate(&quiet, "pc-c", 1000);
 
-        let (status, overview) = server.get(&m.api_key, &format!("/v1/overview?appId={}&days=2", m.app_id));
-        assert_eq!(status, 200, "{overview}");
+        // Bills are committed just after their answers: wait until the last one is in the log.
+        let overview_path = format!("/v1/overview?appId={}&days=2", m.app_id);
+        let total = |overview: &Value| {
+            overview["daily"].as_array().unwrap().iter().map(|d| d["validations"].as_i64().unwrap()).sum::<i64>()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let overview = loop {
+            let (status, overview) = server.get(&m.api_key, &overview_path);
+            assert_eq!(status, 200, "{overview}");
+            if total(&overview) >= 267 || std::time::Instant::now() > deadline {
+                break overview;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
         let daily = overview["daily"].as_array().unwrap();
         assert_eq!(daily.len(), 2, "one entry per day of the window, empty days included");
         let sum = |field: &str| daily.iter().map(|d| d[field].as_i64().unwrap()).sum::<i64>();
@@ -386,5 +411,57 @@ fn the_overview_counts_a_seeded_day_from_the_roll_up_not_a_page_of_the_ledger() 
         // The roll-up is one of the read models the CLI reports (and hashes) like the others.
         let hashes = common::caught_up_hashes(deployment);
         assert!(hashes.iter().any(|(name, _)| name == "usage_rollup"), "{hashes:?}");
+    });
+}
+
+#[test]
+fn one_bound_machine_is_released_and_machines_show_when_they_were_bound() {
+    on_both_backends(RELAXED, |deployment, server| {
+        let m = deployment.merchant_with_credits(server, "machines@example.com", 20);
+        let key = m.license(server, json!({ "maxHwidSlots": 2 }));
+        let validate = |hwid: &str, nonce: u32| {
+            let body = json!({ "appId": m.app_id, "appSecret": m.app_secret, "licenseKey": key, "hwid": hwid,
+                               "nonce": format!("{nonce:032x}") });
+            server.auth("/auth/validate", &body)
+        };
+        assert_eq!(validate("pc-1", 1).0, 200);
+        assert_eq!(validate("pc/2 é", 2).0, 200);
+        assert_eq!(validate("pc-3", 3).1["error"], "hwid_mismatch", "both slots are taken");
+
+        let (status, license) = server.get(&m.api_key, &format!("/v1/licenses/{key}"));
+        assert_eq!(status, 200, "{license}");
+        let machines = license["machines"].as_array().unwrap();
+        let hwids: Vec<&str> = machines.iter().map(|m| m["hwid"].as_str().unwrap()).collect();
+        assert_eq!(hwids, ["pc-1", "pc/2 é"]);
+        assert!(machines.iter().all(|m| m["boundAt"].as_str().is_some_and(|at| at.ends_with('Z'))), "{machines:?}");
+
+        // Release the second machine (its HWID percent-encoded in the path): only it goes.
+        let path = format!("/v1/licenses/{key}/machines/pc%2F2%20%C3%A9");
+        let (status, released) = server.send("DELETE", &m.api_key, &path, None);
+        assert_eq!(status, 200, "{released}");
+        assert_eq!(released["license"]["hwidList"], json!(["pc-1"]));
+        let (status, missing) = server.send("DELETE", &m.api_key, &path, None);
+        assert_eq!((status, missing["error"].as_str()), (404, Some("not_found")), "{missing}");
+        assert_eq!(validate("pc-3", 4).0, 200, "the freed slot takes a new machine");
+        let (_, license) = server.get(&m.api_key, &format!("/v1/licenses/{key}"));
+        let hwids: Vec<&str> =
+            license["machines"].as_array().unwrap().iter().map(|m| m["hwid"].as_str().unwrap()).collect();
+        assert_eq!(hwids, ["pc-1", "pc-3"]);
+        let (_, listed) = server.get(&m.api_key, &format!("/v1/licenses?appId={}", m.app_id));
+        assert_eq!(listed["licenses"][0]["hwidList"], json!(["pc-1", "pc-3"]));
+        let (_, history) = server.get(&m.api_key, &format!("/v1/licenses/{key}/events"));
+        let release = history["events"].as_array().unwrap().iter().find(|e| e["type"] == "HwidReleased").cloned();
+        assert_eq!(
+            release.map(|e| (e["name"].clone(), e["summary"].clone())),
+            Some((json!("Machine released"), json!("Machine pc/2 é")))
+        );
+        // The CSV's machine count follows the read model.
+        let (_, _, _, csv) = get_csv(server, &m.api_key, &format!("/v1/licenses.csv?appId={}", m.app_id));
+        assert!(csv.contains(",active,,,2,2,,,"), "{csv}");
+
+        // Another account's license: 403, nothing released.
+        let other = deployment.merchant_with_credits(server, "other-machines@example.com", 0);
+        let (status, _) = server.send("DELETE", &other.api_key, &format!("/v1/licenses/{key}/machines/pc-1"), None);
+        assert_eq!(status, 403);
     });
 }

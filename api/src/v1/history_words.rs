@@ -14,6 +14,7 @@ pub(crate) fn event_name(event_type: &str) -> &str {
         "LicenseExtended" => "Expiry changed",
         "HwidBound" => "Machine bound",
         "HwidReset" => "Machines reset",
+        "HwidReleased" => "Machine released",
         "PortalResetRecorded" => "Reset from the customer portal",
         "LicenseDeleted" => "License deleted",
         "VariablesSet" => "Variables replaced",
@@ -91,7 +92,7 @@ pub(crate) fn summary(event_type: &str, data: &Value) -> String {
             Some(at) => format!("Expires {at}"),
             None => "No expiry".into(),
         },
-        "HwidBound" => format!("Machine {}", text("hwid")),
+        "HwidBound" | "HwidReleased" => format!("Machine {}", text("hwid")),
         "OfflineActivated" => format!("Machine {}, {}", text("hwid"), plural(number("credits"), "credit")),
         "OfflineFileMinted" => match data.get("hwid").and_then(Value::as_str) {
             Some(hwid) => format!("For machine {hwid}, {}", plural(number("credits"), "credit")),

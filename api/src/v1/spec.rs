@@ -298,6 +298,8 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
             .body(reference("LicenseAction"))
             .returns(200, object(json!({ "ok": { "type": "boolean" }, "license": reference("License") }), &["ok", "license"])),
         op("delete", "/licenses/{key}", on(DELETE, licenses::delete), "Delete a license"),
+        op("delete", "/licenses/{key}/machines/{hwid}", on(DELETE, licenses::release_machine), "Release one bound machine (its slot is free again)")
+            .returns(200, object(json!({ "ok": { "type": "boolean" }, "license": reference("License") }), &["ok", "license"])),
         op("get", "/licenses/{key}/variables", on(GET, licenses::get_variables), "Get license variables").returns(200, reference("Variables")),
         op("put", "/licenses/{key}/variables", on(PUT, licenses::put_variables), "Replace license variables")
             .body(reference("Variables"))

@@ -269,7 +269,9 @@ fn transactions_audit_log_and_commerce_events_page_by_cursor_with_filters() {
         assert_eq!(created.len(), 1);
         let (mixed, _) = all_pages(server, &m.api_key, "/v1/audit-log?actorKind=operator,api_key&order=asc", "entries");
         assert_eq!(mixed.first().map(|e| &e["actorKind"]), Some(&json!("operator")), "the account came first");
-        bad_request(server, &m.api_key, "/v1/audit-log?actorKind=robot");
+        for bad in ["actorKind=robot", "excludeActorKind=", "actorKind=client,"] {
+            bad_request(server, &m.api_key, &format!("/v1/audit-log?{bad}"));
+        }
 
         // The key's history in words: names, actors, summaries; nonces only with detail=full.
         let (status, history) = server.get(&m.api_key, &format!("/v1/licenses/{key}/events"));

@@ -927,7 +927,7 @@ mod tests {
     fn a_two_step_rotation_publishes_first_then_signs_then_retires_the_old_key() {
         let mut events = history();
         let step = |events: &mut Vec<AppEvent>, command: AppCommand| {
-            let decided = AppState::fold(events).decide(command, now());
+            let decided = AppState::fold(events.iter()).decide(command, now());
             decided.map(|new| events.extend(new))
         };
         step(&mut events, AppCommand::AddSigningKey { signing_key: key("k2") }).unwrap();

@@ -112,8 +112,8 @@ fn actor_kind(actor: &str) -> &str {
 
 /// `a,b` as known actor kinds, or 400 naming the list.
 fn actor_kinds(name: &str, text: &str) -> Result<Vec<&'static str>, ApiError> {
+    // Every item must be a known kind: an empty list (or item) is a mistake, not "no filter".
     text.split(',')
-        .filter(|k| !k.trim().is_empty())
         .map(|k| {
             ACTOR_KINDS.iter().copied().find(|known| *known == k.trim()).ok_or_else(|| {
                 ApiError::BadRequest(format!("{name} takes a comma-separated list of {}", ACTOR_KINDS.join(", ")))

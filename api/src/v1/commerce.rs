@@ -240,9 +240,10 @@ pub struct EventFilter {
 
 const STATUSES: [&str; 5] = ["pending", "processed", "skipped", "failed", "held"];
 
-/// `GET /v1/commerce/events`' query: the filter, and the page.
+/// `GET /v1/commerce/events`' query: the filter, and the page. Unknown parameters are refused like
+/// the bulk replay's unknown fields (a misspelt filter would otherwise list everything).
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventQuery {
     provider: Option<String>,
     #[serde(rename = "type")]

@@ -46,6 +46,8 @@ pub struct ApiConfig {
     pub node: String,
     /// One tracing span per request (for trace export; off, a request creates no span).
     pub request_spans: bool,
+    /// Rows one CSV export answers at most (`LICENSD_EXPORT_MAX_ROWS`); more follow by cursor.
+    pub export_max_rows: i64,
 }
 
 impl Default for ApiConfig {
@@ -66,6 +68,7 @@ impl Default for ApiConfig {
             body_read_timeout: Duration::from_secs(30),
             trusted_proxies: Default::default(),
             node: "licensd".into(),
+            export_max_rows: 10_000,
             idempotency_lease: Duration::from_secs(30),
             live_model: Default::default(),
             live: Default::default(),

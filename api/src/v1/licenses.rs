@@ -1,4 +1,3 @@
-use super::app_settings::owned_app;
 use super::{current_license, iso, visible};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
 use crate::{ApiError, AppState};
@@ -150,16 +149,60 @@ pub async fn get(
     let email = state.commands.pii().get(&subject, "email").await?;
     let mut answer = license_json(&license);
     answer["email"] = json!(email);
+    answer["machines"] = Value::Array(machines(&state, &license).await?);
     Ok(Json(answer))
 }
 
-/// `GET /v1/licenses/{key}/events`: every event of the license, as recorded (the audit trail of
-/// one key: creation, bindings, resets, billing, portal resets, commerce links).
+/// The license's bound machines, in binding order, each with when it was bound (from the
+/// `license_machines` read model; `null` while it has not caught up).
+async fn machines(state: &AppState, license: &License) -> Result<Vec<Value>, ApiError> {
+    state.refresh_sql(std::sync::Arc::new(licensd_projections::sql::LicenseMachines)).await?;
+    let rows = state
+        .commands
+        .store()
+        .query_rows(
+            "SELECT hwid, bound_at FROM rm_license_machines WHERE license_key = $1",
+            &[license.key.to_string().into()],
+        )
+        .await?;
+    let bound_at = |hwid: &str| rows.iter().find(|r| r[0].as_deref() == Some(hwid)).and_then(|r| r[1].clone());
+    Ok(license.hwids.iter().map(|hwid| json!({ "hwid": hwid, "boundAt": bound_at(hwid) })).collect())
+}
+
+/// `DELETE /v1/licenses/{key}/machines/{hwid}`: frees one bound machine's slot (404 when the
+/// machine is not bound); the other machines stay bound.
+pub async fn release_machine(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((key, hwid)): ApiPath<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let license = owned_license(&state, &caller, &key)?;
+    let command = LicenseCommand::ReleaseHwid { hwid };
+    let license = change(&state, &caller, &license, command).await?.ok_or(ApiError::Internal)?;
+    Ok(Json(json!({ "ok": true, "license": license_json(&license) })))
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    /// `full` adds each event's raw data (nonces and internal ids included).
+    detail: Option<String>,
+}
+
+/// `GET /v1/licenses/{key}/events`: every event of the license (the audit trail of one key:
+/// creation, bindings, resets, billing, portal resets, commerce links), each with its name and
+/// actor in words and a one-line summary; `?detail=full` adds the data as recorded.
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(key): ApiPath<String>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    use super::history_words::{actor_name, event_name, summary};
+    let full = match query.detail.as_deref() {
+        None | Some("summary") => false,
+        Some("full") => true,
+        Some(_) => return Err(ApiError::BadRequest("detail must be summary or full".into())),
+    };
     use licensd_store::EventStore;
     let license = owned_license(&state, &caller, &key)?;
     let stream = licensd_domain::StreamCategory::License.stream_id(&license.key);
@@ -167,13 +210,21 @@ pub async fn history(
     let events: Vec<Value> = events
         .into_iter()
         .map(|e| {
-            json!({
+            let actor = e.metadata_fields().actor.as_deref().unwrap_or("unknown").to_string();
+            let data: Value = serde_json::from_str(e.payload.get()).unwrap_or(Value::Null);
+            let mut event = json!({
                 "version": e.version,
                 "type": e.event_type,
+                "name": event_name(&e.event_type),
                 "at": iso(e.recorded_at),
-                "actor": e.metadata_fields().actor.as_deref().unwrap_or("unknown"),
-                "data": e.payload,
-            })
+                "actor": actor,
+                "actorName": actor_name(&state, caller.account_id, &actor, &data),
+                "summary": summary(&e.event_type, &data),
+            });
+            if full {
+                event["data"] = data;
+            }
+            event
         })
         .collect();
     Ok(Json(json!({ "events": events })))
@@ -341,79 +392,6 @@ pub async fn mint_offline_file(
     change(&state, &caller, &license, LicenseCommand::RecordMintedFile { hwid, jti: jti.clone() }).await?;
     let file_name = format!("{}.authforge", license.key);
     Ok((StatusCode::CREATED, Json(json!({ "file": file, "fileName": file_name, "jti": jti }))))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListQuery {
-    app_id: Option<String>,
-    /// Part of a key or label, any case.
-    search: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
-/// Where a page ended: the last row's creation time and key (opaque to clients).
-#[derive(serde::Serialize, Deserialize)]
-struct Cursor {
-    c: String,
-    k: String,
-}
-
-/// `GET /v1/licenses?appId=&limit=&cursor=`: oldest first, `cursor: null` on the last page.
-pub async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-    let app_id = query.app_id.ok_or_else(|| ApiError::BadRequest("appId is required".into()))?;
-    let app = owned_app(&state, &caller, &app_id)?;
-    let limit = super::page_size(query.limit.as_deref())?;
-    let bad_cursor = || ApiError::BadRequest("cursor is not one this API returned".into());
-    let after = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
-        Some(text) => {
-            let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad_cursor())?;
-            serde_json::from_slice::<Cursor>(&bytes).map_err(|_| bad_cursor())?
-        }
-        None => Cursor { c: String::new(), k: String::new() },
-    };
-    let search = query.search.unwrap_or_default();
-    if search.chars().count() > 100 {
-        return Err(ApiError::BadRequest("search must be at most 100 characters".into()));
-    }
-    // LIKE wildcards in the search text match themselves only approximately; harmless for a filter.
-    let pattern = format!("%{}%", search.trim().to_uppercase());
-    // The listing reads the SQL read model; bring it up to date so a write just made shows.
-    state.refresh_sql(std::sync::Arc::new(licensd_projections::sql::Licenses)).await?;
-    let rows = state
-        .commands
-        .store()
-        .query_rows(
-            "SELECT license_key, created_at FROM rm_licenses
-             WHERE app_id = $1 AND (created_at > $2 OR (created_at = $2 AND license_key > $3))
-               AND (UPPER(license_key) LIKE $5 OR UPPER(COALESCE(label, '')) LIKE $5)
-             ORDER BY created_at, license_key LIMIT $4",
-            &[app.app_id.to_string().into(), after.c.into(), after.k.into(), (limit + 1).into(), pattern.into()],
-        )
-        .await
-        .map_err(ApiError::from)?;
-    let more = rows.len() as i64 > limit;
-    let page: Vec<(String, String)> =
-        rows.into_iter().take(limit as usize).filter_map(|r| Some((r.first()?.clone()?, r.get(1)?.clone()?))).collect();
-    let licenses: Vec<Value> = page
-        .iter()
-        .filter_map(|(key, _)| LicenseKey::parse(key).ok().and_then(|k| state.hot.license(&k)))
-        .map(|l| license_json(&l))
-        .collect();
-    let cursor = match page.last() {
-        Some((key, created)) if more => {
-            let cursor = Cursor { c: created.clone(), k: key.clone() };
-            Some(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&cursor).unwrap_or_default()))
-        }
-        _ => None,
-    };
-    Ok(Json(json!({ "licenses": licenses, "cursor": cursor })))
 }
 
 #[derive(Deserialize)]

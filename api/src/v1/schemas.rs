@@ -6,6 +6,34 @@ fn string() -> Value {
     json!({ "type": "string" })
 }
 
+/// `GET /v1/overview`'s answer.
+fn overview() -> Value {
+    let count = || json!({ "type": "integer", "minimum": 0 });
+    let day = json!({ "type": "object", "additionalProperties": false,
+        "required": ["day", "validations", "heartbeats", "creditsBurned", "newLicenses", "commerceEvents"],
+        "properties": { "day": { "type": "string", "format": "date" }, "validations": count(), "heartbeats": count(),
+                        "creditsBurned": count(), "newLicenses": count(), "commerceEvents": count() } });
+    let top = json!({ "type": "object", "additionalProperties": false,
+        "required": ["licenseKey", "label", "validations", "heartbeats"],
+        "properties": { "licenseKey": { "type": "string" }, "label": nullable("string"), "validations": count(), "heartbeats": count() } });
+    json!({
+        "type": "object", "additionalProperties": false,
+        "required": ["appId", "days", "from", "to", "licenses", "activeMachines", "liveSessions", "credits", "daily", "topLicenses"],
+        "properties": {
+            "appId": nullable("string"), "days": { "type": "integer", "minimum": 1 },
+            "from": { "type": "string", "format": "date" }, "to": { "type": "string", "format": "date" },
+            "licenses": { "type": "object", "additionalProperties": false, "required": ["active", "expired", "revoked"],
+                          "properties": { "active": count(), "expired": count(), "revoked": count() } },
+            "activeMachines": count(), "liveSessions": count(),
+            "credits": { "type": "object", "additionalProperties": false, "required": ["balance", "burnedInPeriod", "burnPerDay", "lastsDays"],
+                         "properties": { "balance": { "type": "integer" }, "burnedInPeriod": count(), "burnPerDay": { "type": "number", "minimum": 0 },
+                                         "lastsDays": { "type": "integer", "minimum": 0, "nullable": true } } },
+            "daily": { "type": "array", "items": day },
+            "topLicenses": { "type": "array", "items": top },
+        },
+    })
+}
+
 fn nullable(kind: &str) -> Value {
     json!({ "type": kind, "nullable": true })
 }
@@ -49,6 +77,9 @@ pub fn all() -> Value {
             "expiresAt": nullable("string"), "maxHwidSlots": { "type": "integer" }, "hwidList": strings(),
             "hwid": nullable("string"), "label": nullable("string"), "levels": strings(),
             "maxSessions": nullable("integer"), "createdAt": string(),
+            "machines": { "type": "array", "description": "GET /v1/licenses/{key} only: the bound machines, each with when it was bound",
+                "items": { "type": "object", "required": ["hwid", "boundAt"],
+                           "properties": { "hwid": string(), "boundAt": nullable("string") } } },
         },
     });
     let settings = json!({
@@ -82,10 +113,11 @@ pub fn all() -> Value {
     });
     let history_event = json!({
         "type": "object",
-        "required": ["version", "type", "at", "actor", "data"],
+        "required": ["version", "type", "name", "at", "actor", "actorName", "summary"],
         "properties": {
-            "version": { "type": "integer" }, "type": string(), "at": string(), "actor": string(),
-            "data": { "type": "object" },
+            "version": { "type": "integer" }, "type": string(), "name": string(), "at": string(), "actor": string(),
+            "actorName": string(), "summary": string(),
+            "data": { "type": "object", "description": "the event as recorded; only with ?detail=full" },
         },
     });
     let app = json!({
@@ -130,13 +162,16 @@ pub fn all() -> Value {
         "type": "object", "required": ["balance", "lowBalanceThreshold", "belowThreshold"],
         "properties": { "balance": { "type": "integer" }, "lowBalanceThreshold": nullable("integer"), "belowThreshold": { "type": "boolean" } },
     });
-    let transactions = json!({ "type": "object", "required": ["transactions"], "properties": { "transactions": { "type": "array", "items": {
+    let transactions = json!({ "type": "object", "required": ["transactions", "cursor"], "properties": { "cursor": nullable("string"), "transactions": { "type": "array", "items": {
             "type": "object", "required": ["delta", "kind", "at"],
             "properties": { "delta": { "type": "integer" }, "kind": string(), "reason": nullable("string"), "licenseKey": nullable("string"), "at": string() } } } } });
-    let audit_log = json!({ "type": "object", "required": ["entries"], "properties": { "entries": { "type": "array", "items": {
-            "type": "object", "required": ["stream", "event", "actor", "at"],
-            "properties": { "stream": string(), "event": string(), "actor": string(), "at": string() } } } } });
-    let deliveries = json!({ "type": "object", "required": ["deliveries"], "properties": { "deliveries": { "type": "array", "items": {
+    let actor_kind =
+        json!({ "type": "string", "enum": ["operator", "api_key", "dashboard", "portal", "client", "system"] });
+    let audit_log = json!({ "type": "object", "required": ["entries", "cursor"], "properties": { "cursor": nullable("string"), "entries": { "type": "array", "items": {
+            "type": "object", "required": ["stream", "event", "actor", "actorKind", "at"],
+            "properties": { "stream": string(), "event": string(), "actor": string(), "actorKind": actor_kind, "at": string() } } } } });
+    let deliveries = json!({ "type": "object", "required": ["deliveries", "cursor", "total"], "properties": {
+            "cursor": nullable("string"), "total": { "type": "integer", "minimum": 0 }, "deliveries": { "type": "array", "items": {
             "type": "object", "required": ["deliveryId", "event", "status", "attempts", "createdAt"],
             "properties": {
                 "deliveryId": string(), "event": string(), "status": { "type": "string", "enum": ["pending", "delivered", "failed"] },
@@ -169,8 +204,11 @@ pub fn all() -> Value {
                             "websocketApiKey": { "$ref": "#/components/schemas/WebsocketApiKey" }, "createdAt": string() },
         },
         "SigningKeys": { "type": "object", "required": ["signingKeys"], "properties": { "signingKeys": { "type": "array", "items": {
-            "type": "object", "required": ["keyId", "publicKey", "active"],
-            "properties": { "keyId": string(), "publicKey": string(), "active": { "type": "boolean" } } } } } },
+            "type": "object", "required": ["keyId", "publicKey", "state", "active", "createdAt"],
+            "properties": { "keyId": string(), "publicKey": string(),
+                            "state": { "type": "string", "enum": ["signing", "verifying", "retired"] },
+                            "active": { "type": "boolean", "description": "true for the signing key" },
+                            "createdAt": nullable("string") } } } } },
         "Settings": settings,
         "PortalPolicy": portal_policy,
         "HistoryEvent": history_event,
@@ -196,9 +234,11 @@ pub fn all() -> Value {
         "WebhookList": { "type": "object", "required": ["webhooks"], "properties": { "webhooks": { "type": "array", "items": { "$ref": "#/components/schemas/Webhook" } } } },
         "WebhookTest": { "type": "object", "required": ["ok", "status"], "properties": { "ok": { "type": "boolean" }, "status": nullable("integer"), "error": string() } },
         "Deliveries": deliveries,
+        "Overview": overview(),
         "License": license,
-        "LicensePage": { "type": "object", "required": ["licenses", "cursor"], "properties": {
-            "licenses": { "type": "array", "items": { "$ref": "#/components/schemas/License" } }, "cursor": nullable("string") } },
+        "LicensePage": { "type": "object", "required": ["licenses", "cursor", "total"], "properties": {
+            "licenses": { "type": "array", "items": { "$ref": "#/components/schemas/License" } }, "cursor": nullable("string"),
+            "total": { "type": "integer", "minimum": 0 } } },
         "MintFile": {
           "type": "object",
           "properties": { "hwid": nullable("string"), "activationRequest": nullable("string"), "anyMachine": { "type": "boolean" } },

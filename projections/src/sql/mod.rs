@@ -3,7 +3,9 @@
 mod audit;
 mod commerce_ledger;
 mod credit_ledger;
+mod license_machines;
 mod licenses;
+mod usage_rollup;
 mod webhook_outbox;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -14,7 +16,9 @@ use std::sync::Arc;
 pub use audit::AuditLog;
 pub use commerce_ledger::CommerceLedger;
 pub use credit_ledger::CreditLedger;
+pub use license_machines::LicenseMachines;
 pub use licenses::Licenses;
+pub use usage_rollup::UsageRollup;
 pub use webhook_outbox::WebhookOutbox;
 
 /// A persisted read model. Bump `version` when `statements` change meaning: the runner then
@@ -54,6 +58,8 @@ pub fn all_sql_projections() -> Vec<Arc<dyn SqlProjection>> {
         Arc::new(AuditLog),
         Arc::new(WebhookOutbox),
         Arc::new(CommerceLedger),
+        Arc::new(UsageRollup),
+        Arc::new(LicenseMachines),
     ]
 }
 

@@ -605,6 +605,16 @@ impl Page {
         self.client.set_window_size(1366, 900).await.unwrap();
     }
 
+    /// The text of every element matching `css`, read in one script (no stale elements).
+    async fn texts(&self, css: &str) -> Vec<String> {
+        let found = self
+            .client
+            .execute("return [...document.querySelectorAll(arguments[0])].map(e => e.textContent)", vec![json!(css)])
+            .await
+            .unwrap();
+        serde_json::from_value(found).unwrap()
+    }
+
     /// The id of the focused element.
     async fn focused(&self) -> String {
         let id = self.client.execute("return document.activeElement && document.activeElement.id", vec![]).await;
@@ -683,22 +693,26 @@ async fn dashboard_scenario(
     page.open(&format!("{app}/licenses?limit=100")).await;
     let mut seen = std::collections::BTreeSet::new();
     let mut pages = 0;
+    let mut before = String::new();
     loop {
-        page.wait("#licenses .license-key").await;
-        let keys = page.client.find_all(Locator::Css("#licenses .license-key")).await.unwrap();
+        // The page's keys, read in one go (the view is redrawn under the driver between pages).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let keys = loop {
+            let keys = page.texts("#licenses .license-key").await;
+            if keys.first().is_some_and(|first| *first != before) {
+                break keys;
+            }
+            assert!(Instant::now() < deadline, "the next page never came");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         assert_eq!(keys.len(), 100, "page {pages}");
+        before = keys[0].clone();
         for key in keys {
-            assert!(seen.insert(key.text().await.unwrap()), "a license shown twice");
+            assert!(seen.insert(key), "a license shown twice");
         }
         pages += 1;
         let Ok(next) = page.client.find(Locator::Css("#licenses-next")).await else { break };
-        let before = page.text("#licenses .license-key").await;
         next.click().await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while page.text("#licenses .license-key").await == before {
-            assert!(Instant::now() < deadline, "the next page never came");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
     assert_eq!((pages, &seen), (3, &all_keys), "every license, past the 200th, on three pages");
     page.wait("#licenses-first").await;
@@ -773,7 +787,10 @@ async fn dashboard_scenario(
     page.until_text("#upload-status", "Uploaded model.bin version 1 (6.0 MiB)").await;
     let progress = page
         .client
-        .execute("const p = document.getElementById('upload-progress'); return [p.value, Number(p.dataset.events)]", vec![])
+        .execute(
+            "const p = document.getElementById('upload-progress'); return [p.value, Number(p.dataset.events)]",
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(progress[0], json!(100), "the bar is full");

@@ -585,7 +585,8 @@ async function licenseView(key) {
     card("Bound machines", h("div", { id: "machines" }, table(machines, [
       ["Machine (HWID)", m => h("code", {}, m.hwid)],
       ["First seen", m => m.firstSeen ? when(m.firstSeen) : "—"], ["Last seen", m => m.lastSeen ? when(m.lastSeen) : "—"],
-      ["", m => confirmAction({ id: "release-" + m.hwid.replace(/\W/g, "_"), label: "Release", consequence: "This machine loses its slot; it must validate again (and find a free slot) to use the license.",
+      // Releasing one machine needs the API's machine list (it is absent from older servers).
+      ["", m => !Array.isArray(l.machines) ? "" : confirmAction({ id: "release-" + m.hwid.replace(/\W/g, "_"), label: "Release", consequence: "This machine loses its slot; it must validate again (and find a free slot) to use the license.",
         run: async () => { await api("DELETE", "/licenses/" + enc(key) + "/machines/" + enc(m.hwid)); nextFlash = "Machine released"; await route(); return "Released"; } })],
     ], "No machine bound."))),
     card("Live sessions", h("div", { id: "license-sessions" }, sessionsTable(app, live.sessions.filter(s => s.license === key), "No live session uses this license."))),

@@ -263,6 +263,12 @@ pub struct ServeConfig {
     /// How long the answer to a request with an `Idempotency-Key` is kept for replay, in seconds.
     #[arg(help_heading = "Developer API", long, env = "LICENSD_IDEMPOTENCY_TTL_SECS", default_value_t = 86_400)]
     pub idempotency_ttl_secs: u64,
+
+    /// Rows one CSV export (`/v1/licenses.csv`, `/v1/credits/transactions.csv`) answers at most;
+    /// the rest follow with the cursor in the `X-Next-Cursor` header.
+    #[arg(help_heading = "Developer API", long, env = "LICENSD_EXPORT_MAX_ROWS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+    pub export_max_rows: i64,
     /// Seconds a read model may keep failing on the same event before `/healthz` answers 503.
     #[arg(help_heading = "Read models", long, env = "LICENSD_PROJECTION_STUCK_SECS", default_value_t = 60)]
     pub projection_stuck_secs: u64,

@@ -97,6 +97,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     };
     api_config.read_your_writes_timeout = std::time::Duration::from_millis(serve.read_your_writes_timeout_ms);
     api_config.idempotency_ttl = std::time::Duration::from_secs(serve.idempotency_ttl_secs.max(1));
+    api_config.export_max_rows = serve.export_max_rows;
     api_config.idempotency_lease = std::time::Duration::from_secs(serve.idempotency_lease_secs);
     let snapshot_runner = hot_runner.clone();
     let state = AppState::new(services.commands.clone(), hot.clone(), hot_runner, api_config)?;

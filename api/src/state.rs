@@ -40,6 +40,8 @@ pub struct ApiConfig {
     pub files: crate::files::FilesConfig,
     /// One `licensd::access` log record per request.
     pub access_log: bool,
+    /// Rows one CSV export answers at most (`LICENSD_EXPORT_MAX_ROWS`); more follow by cursor.
+    pub export_max_rows: i64,
 }
 
 impl Default for ApiConfig {
@@ -58,6 +60,7 @@ impl Default for ApiConfig {
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
             projection_stuck: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(30),
+            export_max_rows: 10_000,
             idempotency_lease: Duration::from_secs(30),
             live_model: Default::default(),
             live: Default::default(),

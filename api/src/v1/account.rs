@@ -1,17 +1,15 @@
 //! Account-level resources: API keys, credits and the audit log.
 
-use super::{iso, page_size, visible};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, SCOPES};
+use super::{iso, visible};
+use crate::extract::{ApiJson, ApiPath, Caller, SCOPES};
 use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use licensd_domain::account::AccountCommand;
 use licensd_domain::ApiKeyId;
-use licensd_store::SqlValue;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,57 +99,4 @@ pub async fn put_credit_settings(
     let executed = state.commands.account_command(caller.account_id, command, &caller.actor).await?;
     visible(&state, executed.position()).await;
     Ok(credits_json(&state, &caller))
-}
-
-#[derive(Deserialize)]
-pub struct Limit {
-    limit: Option<String>,
-}
-
-/// Newest rows of an account-scoped read model, brought up to date first.
-async fn recent(
-    state: &AppState,
-    projection: Arc<dyn licensd_projections::SqlProjection>,
-    sql: &str,
-    caller: &Caller,
-    limit: i64,
-) -> Result<Vec<Vec<Option<String>>>, ApiError> {
-    state.refresh_sql(projection).await?;
-    let args = [caller.account_id.to_string().into(), SqlValue::from(limit)];
-    state.commands.store().query_rows(sql, &args).await.map_err(ApiError::from)
-}
-
-/// `GET /v1/credits/transactions?limit=N`: grants, debits and billed calls, newest first.
-pub async fn transactions(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiQuery(query): ApiQuery<Limit>,
-) -> Result<Json<Value>, ApiError> {
-    let limit = page_size(query.limit.as_deref())?;
-    let sql = "SELECT CAST(delta AS TEXT), kind, reason, license_key, at FROM rm_credit_ledger
-               WHERE account_id = $1 ORDER BY pos_tx DESC, pos_seq DESC LIMIT $2";
-    let rows = recent(&state, Arc::new(licensd_projections::sql::CreditLedger), sql, &caller, limit).await?;
-    let transactions: Vec<Value> = rows
-        .into_iter()
-        .map(|r| {
-            let delta = r[0].as_deref().and_then(|d| d.parse::<i64>().ok());
-            json!({ "delta": delta, "kind": r[1], "reason": r[2], "licenseKey": r[3], "at": r[4] })
-        })
-        .collect();
-    Ok(Json(json!({ "transactions": transactions })))
-}
-
-/// `GET /v1/audit-log?limit=N`: who changed what, newest first.
-pub async fn audit_log(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiQuery(query): ApiQuery<Limit>,
-) -> Result<Json<Value>, ApiError> {
-    let limit = page_size(query.limit.as_deref())?;
-    let sql = "SELECT stream_id, event_type, actor, at FROM rm_audit_log
-               WHERE account_id = $1 ORDER BY pos_tx DESC, pos_seq DESC LIMIT $2";
-    let rows = recent(&state, Arc::new(licensd_projections::sql::AuditLog), sql, &caller, limit).await?;
-    let entries: Vec<Value> =
-        rows.into_iter().map(|r| json!({ "stream": r[0], "event": r[1], "actor": r[2], "at": r[3] })).collect();
-    Ok(Json(json!({ "entries": entries })))
 }

@@ -2,6 +2,7 @@
 //! Replay, and GDPR erasure of a buyer.
 
 use super::app_settings::{change, owned_app};
+use super::paging::{text, KeyColumn, Filters, Listing, Page, PageRequest};
 use super::{page_size, visible};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
 use crate::{ApiError, AppState};
@@ -239,13 +240,30 @@ pub struct EventFilter {
 
 const STATUSES: [&str; 5] = ["pending", "processed", "skipped", "failed", "held"];
 
-/// The caller's ledger rows matching `filter`, newest first.
+/// `GET /v1/commerce/events`' query: the filter, and the page.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventQuery {
+    provider: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    status: Option<String>,
+    license_key: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+    order: Option<String>,
+}
+
+/// The ledger's sort key: arrival, then the unique stream id.
+const BY_ARRIVAL: &[KeyColumn] = &[text("received_at"), text("stream_id")];
+
+/// One page of the caller's ledger rows matching `filter`.
 async fn matching_events(
     state: &AppState,
     caller: &Caller,
     filter: &EventFilter,
-    limit: i64,
-) -> Result<Vec<Vec<Option<String>>>, ApiError> {
+    request: &PageRequest,
+) -> Result<Page, ApiError> {
     if let Some(status) = filter.status.as_deref().filter(|s| !STATUSES.contains(s)) {
         return Err(ApiError::BadRequest(format!("unknown status '{status}'")));
     }
@@ -255,34 +273,44 @@ async fn matching_events(
         .map(provider)
         .transpose()
         .map_err(|_| ApiError::BadRequest("provider must be stripe or lemon".into()))?;
+    let mut filters = Filters::default();
+    let account = filters.bind(caller.account_id.to_string());
+    filters.require(format!("account_id = {account}"));
+    if let Some(provider) = provider {
+        let provider = filters.bind(provider.as_str().to_string());
+        filters.require(format!("provider = {provider}"));
+    }
+    if let Some(event_type) = filter.event_type.as_deref() {
+        let event_type = filters.bind(event_type.to_string());
+        filters.require(format!("event_type = {event_type}"));
+    }
+    if let Some(status) = filter.status.as_deref() {
+        let status = filters.bind(status.to_string());
+        filters.require(format!("status = {status}"));
+    }
+    if let Some(key) = filter.license_key.as_deref() {
+        let key = filters.bind(format!("%,{},%", key.trim().to_uppercase()));
+        filters.require(format!("license_keys LIKE {key}"));
+    }
     state.refresh_sql(std::sync::Arc::new(licensd_projections::CommerceLedger)).await?;
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM rm_commerce_events
-         WHERE account_id = $1 AND ($2 = '' OR provider = $2) AND ($3 = '' OR event_type = $3)
-           AND ($4 = '' OR status = $4) AND ($5 = '' OR license_keys LIKE $5)
-         ORDER BY received_at DESC, stream_id DESC LIMIT $6"
-    );
-    let key = filter.license_key.as_deref().map(|k| format!("%,{},%", k.trim().to_uppercase())).unwrap_or_default();
-    let args = [
-        caller.account_id.to_string().into(),
-        provider.map(|p| p.as_str()).unwrap_or_default().into(),
-        filter.event_type.clone().unwrap_or_default().into(),
-        filter.status.clone().unwrap_or_default().into(),
-        key.into(),
-        limit.into(),
-    ];
-    Ok(state.commands.store().query_rows(&sql, &args).await?)
+    let listing = Listing { columns: EVENT_COLUMNS, from: "rm_commerce_events", key: BY_ARRIVAL, filters, count: true };
+    listing.fetch(state, request).await
 }
 
-/// `GET /v1/commerce/events`: the ledger, filtered by provider, type, status or license key.
+/// `GET /v1/commerce/events`: the ledger, filtered by provider, type, status or license key,
+/// newest first by default, paged by cursor.
 pub async fn list_events(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(filter): ApiQuery<EventFilter>,
+    ApiQuery(query): ApiQuery<EventQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = page_size(filter.limit.as_deref())?;
-    let rows = matching_events(&state, &caller, &filter, limit).await?;
-    Ok(Json(json!({ "events": rows.iter().map(|r| event_json(r)).collect::<Vec<_>>() })))
+    let limit = page_size(query.limit.as_deref())?;
+    let request = PageRequest::new("commerce-events", limit, query.order.as_deref(), query.cursor.as_deref())?;
+    let EventQuery { provider, event_type, status, license_key, .. } = query;
+    let filter = EventFilter { provider, event_type, status, license_key, limit: None };
+    let page = matching_events(&state, &caller, &filter, &request).await?;
+    let events: Vec<Value> = page.rows.iter().map(|r| event_json(r)).collect();
+    Ok(Json(json!({ "events": events, "cursor": page.cursor, "total": page.total })))
 }
 
 /// The caller's ledger stream for a row id, or 404.
@@ -334,7 +362,8 @@ pub async fn replay_matching(
     if filter.limit.is_some() {
         return Err(ApiError::BadRequest("unknown field `limit`: the bulk replay takes at most 200 per call".into()));
     }
-    let rows = matching_events(&state, &caller, &filter, 200).await?;
+    let newest = PageRequest::new("commerce-events", 200, None, None)?;
+    let rows = matching_events(&state, &caller, &filter, &newest).await?.rows;
     let mut replayed = 0;
     for row in rows {
         let status = row.get(3).cloned().flatten().unwrap_or_default();

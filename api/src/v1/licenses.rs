@@ -1,6 +1,5 @@
-use super::app_settings::owned_app;
 use super::{current_license, iso, visible};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
+use crate::extract::{ApiJson, ApiPath, Caller};
 use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -330,79 +329,6 @@ pub async fn mint_offline_file(
     change(&state, &caller, &license, LicenseCommand::RecordMintedFile { hwid, jti: jti.clone() }).await?;
     let file_name = format!("{}.authforge", license.key);
     Ok((StatusCode::CREATED, Json(json!({ "file": file, "fileName": file_name, "jti": jti }))))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListQuery {
-    app_id: Option<String>,
-    /// Part of a key or label, any case.
-    search: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
-/// Where a page ended: the last row's creation time and key (opaque to clients).
-#[derive(serde::Serialize, Deserialize)]
-struct Cursor {
-    c: String,
-    k: String,
-}
-
-/// `GET /v1/licenses?appId=&limit=&cursor=`: oldest first, `cursor: null` on the last page.
-pub async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-    let app_id = query.app_id.ok_or_else(|| ApiError::BadRequest("appId is required".into()))?;
-    let app = owned_app(&state, &caller, &app_id)?;
-    let limit = super::page_size(query.limit.as_deref())?;
-    let bad_cursor = || ApiError::BadRequest("cursor is not one this API returned".into());
-    let after = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
-        Some(text) => {
-            let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad_cursor())?;
-            serde_json::from_slice::<Cursor>(&bytes).map_err(|_| bad_cursor())?
-        }
-        None => Cursor { c: String::new(), k: String::new() },
-    };
-    let search = query.search.unwrap_or_default();
-    if search.chars().count() > 100 {
-        return Err(ApiError::BadRequest("search must be at most 100 characters".into()));
-    }
-    // LIKE wildcards in the search text match themselves only approximately; harmless for a filter.
-    let pattern = format!("%{}%", search.trim().to_uppercase());
-    // The listing reads the SQL read model; bring it up to date so a write just made shows.
-    state.refresh_sql(std::sync::Arc::new(licensd_projections::sql::Licenses)).await?;
-    let rows = state
-        .commands
-        .store()
-        .query_rows(
-            "SELECT license_key, created_at FROM rm_licenses
-             WHERE app_id = $1 AND (created_at > $2 OR (created_at = $2 AND license_key > $3))
-               AND (UPPER(license_key) LIKE $5 OR UPPER(COALESCE(label, '')) LIKE $5)
-             ORDER BY created_at, license_key LIMIT $4",
-            &[app.app_id.to_string().into(), after.c.into(), after.k.into(), (limit + 1).into(), pattern.into()],
-        )
-        .await
-        .map_err(ApiError::from)?;
-    let more = rows.len() as i64 > limit;
-    let page: Vec<(String, String)> =
-        rows.into_iter().take(limit as usize).filter_map(|r| Some((r.first()?.clone()?, r.get(1)?.clone()?))).collect();
-    let licenses: Vec<Value> = page
-        .iter()
-        .filter_map(|(key, _)| LicenseKey::parse(key).ok().and_then(|k| state.hot.license(&k)))
-        .map(|l| license_json(&l))
-        .collect();
-    let cursor = match page.last() {
-        Some((key, created)) if more => {
-            let cursor = Cursor { c: created.clone(), k: key.clone() };
-            Some(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&cursor).unwrap_or_default()))
-        }
-        _ => None,
-    };
-    Ok(Json(json!({ "licenses": licenses, "cursor": cursor })))
 }
 
 #[derive(Deserialize)]

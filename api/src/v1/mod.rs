@@ -4,10 +4,14 @@ mod account;
 mod app_settings;
 mod apps;
 mod commerce;
+mod csv;
 mod files;
 mod idempotency;
+mod ledgers;
+mod license_list;
 mod licenses;
 mod model_limits;
+mod paging;
 mod schemas;
 mod spec;
 mod users;
@@ -31,7 +35,7 @@ pub use model_limits::LiveModelLimits;
 pub fn routes(state: &AppState) -> Router<AppState> {
     let limits = &state.config.live_model;
     let operations = spec::operations(limits);
-    let document = std::sync::Arc::new(spec::document(&operations, limits));
+    let document = std::sync::Arc::new(spec::document(&operations, limits, state.config.export_max_rows));
     // Per operation, so a method the path does not offer is a plain 405 and claims no key.
     let guard = axum::middleware::from_fn_with_state(state.clone(), idempotency::guard);
     spec::router(&operations, |route| route.route_layer(guard.clone()))
@@ -51,6 +55,16 @@ pub(crate) fn page_size(limit: Option<&str>) -> Result<i64, ApiError> {
         None => Ok(50),
         Some(Ok(n)) if (1..=MAX_PAGE).contains(&n) => Ok(n),
         Some(_) => Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}"))),
+    }
+}
+
+/// Rows one CSV export answers: `limit` 1–`LICENSD_EXPORT_MAX_ROWS`, default all of them.
+pub(crate) fn export_size(state: &AppState, limit: Option<&str>) -> Result<i64, ApiError> {
+    let most = state.config.export_max_rows;
+    match limit.map(str::parse::<i64>) {
+        None => Ok(most),
+        Some(Ok(n)) if (1..=most).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::BadRequest(format!("limit must be between 1 and {most}"))),
     }
 }
 

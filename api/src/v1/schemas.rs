@@ -130,13 +130,15 @@ pub fn all() -> Value {
         "type": "object", "required": ["balance", "lowBalanceThreshold", "belowThreshold"],
         "properties": { "balance": { "type": "integer" }, "lowBalanceThreshold": nullable("integer"), "belowThreshold": { "type": "boolean" } },
     });
-    let transactions = json!({ "type": "object", "required": ["transactions"], "properties": { "transactions": { "type": "array", "items": {
+    let transactions = json!({ "type": "object", "required": ["transactions", "cursor"], "properties": { "cursor": nullable("string"), "transactions": { "type": "array", "items": {
             "type": "object", "required": ["delta", "kind", "at"],
             "properties": { "delta": { "type": "integer" }, "kind": string(), "reason": nullable("string"), "licenseKey": nullable("string"), "at": string() } } } } });
-    let audit_log = json!({ "type": "object", "required": ["entries"], "properties": { "entries": { "type": "array", "items": {
-            "type": "object", "required": ["stream", "event", "actor", "at"],
-            "properties": { "stream": string(), "event": string(), "actor": string(), "at": string() } } } } });
-    let deliveries = json!({ "type": "object", "required": ["deliveries"], "properties": { "deliveries": { "type": "array", "items": {
+    let actor_kind = json!({ "type": "string", "enum": ["operator", "api_key", "dashboard", "portal", "client", "system"] });
+    let audit_log = json!({ "type": "object", "required": ["entries", "cursor"], "properties": { "cursor": nullable("string"), "entries": { "type": "array", "items": {
+            "type": "object", "required": ["stream", "event", "actor", "actorKind", "at"],
+            "properties": { "stream": string(), "event": string(), "actor": string(), "actorKind": actor_kind, "at": string() } } } } });
+    let deliveries = json!({ "type": "object", "required": ["deliveries", "cursor", "total"], "properties": {
+            "cursor": nullable("string"), "total": { "type": "integer", "minimum": 0 }, "deliveries": { "type": "array", "items": {
             "type": "object", "required": ["deliveryId", "event", "status", "attempts", "createdAt"],
             "properties": {
                 "deliveryId": string(), "event": string(), "status": { "type": "string", "enum": ["pending", "delivered", "failed"] },
@@ -197,8 +199,9 @@ pub fn all() -> Value {
         "WebhookTest": { "type": "object", "required": ["ok", "status"], "properties": { "ok": { "type": "boolean" }, "status": nullable("integer"), "error": string() } },
         "Deliveries": deliveries,
         "License": license,
-        "LicensePage": { "type": "object", "required": ["licenses", "cursor"], "properties": {
-            "licenses": { "type": "array", "items": { "$ref": "#/components/schemas/License" } }, "cursor": nullable("string") } },
+        "LicensePage": { "type": "object", "required": ["licenses", "cursor", "total"], "properties": {
+            "licenses": { "type": "array", "items": { "$ref": "#/components/schemas/License" } }, "cursor": nullable("string"),
+            "total": { "type": "integer", "minimum": 0 } } },
         "MintFile": {
           "type": "object",
           "properties": { "hwid": nullable("string"), "activationRequest": nullable("string"), "anyMachine": { "type": "boolean" } },

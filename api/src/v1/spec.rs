@@ -1,7 +1,7 @@
 //! The Developer API as one table: each operation's route and its OpenAPI description side by
 //! side. The router and `/v1/openapi.json` are both built from it, so they cannot disagree.
 
-use super::{account, app_settings, apps, commerce, files, licenses, users, webhooks, LiveModelLimits};
+use super::{account, app_settings, apps, commerce, files, ledgers, license_list, licenses, users, webhooks, LiveModelLimits};
 use crate::AppState;
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
@@ -19,6 +19,8 @@ pub struct Operation {
     /// The body is raw bytes streamed to the handler (a file upload): no JSON schema, and no
     /// `Idempotency-Key` (the idempotency guard would have to buffer the body).
     streamed: bool,
+    /// Answers `text/csv` rather than JSON.
+    csv: bool,
 }
 
 fn op(method: &'static str, path: &'static str, route: MethodRouter<AppState>, summary: &'static str) -> Operation {
@@ -32,6 +34,7 @@ fn op(method: &'static str, path: &'static str, route: MethodRouter<AppState>, s
         response: reference("Ok"),
         query: &[],
         streamed: false,
+        csv: false,
     }
 }
 
@@ -49,6 +52,12 @@ impl Operation {
 
     fn streamed(mut self) -> Self {
         self.streamed = true;
+        self
+    }
+
+    fn csv(mut self) -> Self {
+        self.csv = true;
+        self.response = json!({ "type": "string" });
         self
     }
 
@@ -89,19 +98,66 @@ const PATCH: MethodFilter = MethodFilter::PATCH;
 
 /// Every Developer API operation.
 pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
-    const LIMIT: &[(&str, &str, bool)] = &[("limit", "integer", false)];
     const EVENT_FILTER: &[(&str, &str, bool)] = &[
         ("provider", "string", false),
         ("type", "string", false),
         ("status", "string", false),
         ("licenseKey", "string", false),
         ("limit", "integer", false),
+        ("cursor", "string", false),
+        ("order", "order", false),
     ];
     const LICENSE_LIST: &[(&str, &str, bool)] = &[
         ("appId", "string", true),
-        ("search", "string", false),
+        ("search", "short-string", false),
         ("limit", "integer", false),
         ("cursor", "string", false),
+        ("order", "order", false),
+        ("sort", "license-sort", false),
+        ("status", "license-status", false),
+        ("label", "short-string", false),
+        ("expiresAfter", "date-time", false),
+        ("expiresBefore", "date-time", false),
+    ];
+    const LICENSE_EXPORT: &[(&str, &str, bool)] = &[
+        ("appId", "string", true),
+        ("search", "short-string", false),
+        ("limit", "export-limit", false),
+        ("cursor", "string", false),
+        ("order", "order", false),
+        ("sort", "license-sort", false),
+        ("status", "license-status", false),
+        ("label", "short-string", false),
+        ("expiresAfter", "date-time", false),
+        ("expiresBefore", "date-time", false),
+    ];
+    const TRANSACTIONS: &[(&str, &str, bool)] = &[
+        ("limit", "integer", false),
+        ("cursor", "string", false),
+        ("order", "order", false),
+        ("kind", "short-string", false),
+        ("licenseKey", "string", false),
+    ];
+    const TRANSACTION_EXPORT: &[(&str, &str, bool)] = &[
+        ("limit", "export-limit", false),
+        ("cursor", "string", false),
+        ("order", "order", false),
+        ("kind", "short-string", false),
+        ("licenseKey", "string", false),
+    ];
+    const AUDIT: &[(&str, &str, bool)] = &[
+        ("limit", "integer", false),
+        ("cursor", "string", false),
+        ("order", "order", false),
+        ("actorKind", "actor-kinds", false),
+        ("excludeActorKind", "actor-kinds", false),
+        ("action", "short-string", false),
+    ];
+    const DELIVERIES: &[(&str, &str, bool)] = &[
+        ("limit", "integer", false),
+        ("cursor", "string", false),
+        ("order", "order", false),
+        ("status", "delivery-status", false),
     ];
     const USER_LIST: &[(&str, &str, bool)] =
         &[("search", "string", false), ("limit", "integer", false), ("cursor", "string", false)];
@@ -210,16 +266,19 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
         op("delete", "/apps/{app_id}/webhooks/{webhook_id}", on(DELETE, webhooks::delete), "Delete a webhook"),
         op("post", "/apps/{app_id}/webhooks/{webhook_id}/test", on(POST, webhooks::test), "Send a signed test.ping")
             .returns(200, reference("WebhookTest")),
-        op("get", "/apps/{app_id}/webhooks/{webhook_id}/deliveries", on(GET, webhooks::deliveries), "A webhook's delivery log")
-            .query(LIMIT)
+        op("get", "/apps/{app_id}/webhooks/{webhook_id}/deliveries", on(GET, webhooks::deliveries), "A webhook's delivery log, newest first by default")
+            .query(DELIVERIES)
             .returns(200, reference("Deliveries")),
         op("post", "/apps/{app_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", on(POST, webhooks::redeliver), "Queue a delivery again"),
         op("post", "/licenses", on(POST, licenses::create), "Create 1 to 100 licenses")
             .body(reference("LicenseCreate"))
             .returns(201, object(json!({ "licenses": array(reference("License")) }), &["licenses"])),
-        op("get", "/licenses", on(GET, licenses::list), "List an app's licenses, oldest first (search: key or label)")
+        op("get", "/licenses", on(GET, license_list::list), "List an app's licenses, newest first by default (search: key or label)")
             .query(LICENSE_LIST)
             .returns(200, reference("LicensePage")),
+        op("get", "/licenses.csv", on(GET, license_list::export), "Export an app's licenses as CSV (the listing's filters)")
+            .query(LICENSE_EXPORT)
+            .csv(),
         op("get", "/licenses/{key}", on(GET, licenses::get), "Get a license").returns(200, reference("License")),
         op("get", "/licenses/{key}/events", on(GET, licenses::history), "The license's event history, oldest first")
             .returns(200, object(json!({ "events": array(reference("HistoryEvent")) }), &["events"])),
@@ -248,11 +307,14 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
             .body(json!({ "type": "object", "additionalProperties": false,
                           "properties": { "lowBalanceThreshold": { "type": "integer", "minimum": 0, "maximum": u64::MAX, "nullable": true } } }))
             .returns(200, reference("Credits")),
-        op("get", "/credits/transactions", on(GET, account::transactions), "Credit movements, newest first")
-            .query(LIMIT)
+        op("get", "/credits/transactions", on(GET, ledgers::transactions), "Credit movements, newest first by default")
+            .query(TRANSACTIONS)
             .returns(200, reference("Transactions")),
-        op("get", "/audit-log", on(GET, account::audit_log), "Who changed what, newest first")
-            .query(LIMIT)
+        op("get", "/credits/transactions.csv", on(GET, ledgers::transactions_export), "Export credit movements as CSV")
+            .query(TRANSACTION_EXPORT)
+            .csv(),
+        op("get", "/audit-log", on(GET, ledgers::audit_log), "Who changed what, newest first by default")
+            .query(AUDIT)
             .returns(200, reference("AuditLog")),
         op("put", "/commerce/connections/{provider}", on(PUT, commerce::put_connection), "Connect Stripe or Lemon Squeezy (re-keying keeps the webhook URL)")
             .body(reference("ConnectionUpdate"))
@@ -269,9 +331,10 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
             .body(reference("MappingUpdate"))
             .returns(200, reference("Mapping")),
         op("delete", "/commerce/mappings/{mapping_id}", on(DELETE, commerce::delete_mapping), "Delete a product mapping"),
-        op("get", "/commerce/events", on(GET, commerce::list_events), "The commerce event ledger, newest first")
+        op("get", "/commerce/events", on(GET, commerce::list_events), "The commerce event ledger, newest first by default")
             .query(EVENT_FILTER)
-            .returns(200, object(json!({ "events": array(reference("CommerceEvent")) }), &["events"])),
+            .returns(200, object(json!({ "events": array(reference("CommerceEvent")), "cursor": nullable(string.clone()),
+                "total": { "type": "integer", "minimum": 0 } }), &["events", "cursor", "total"])),
         op("get", "/commerce/events/{event_id}", on(GET, commerce::get_event), "One ledger entry with its reason and retry metadata")
             .returns(200, reference("CommerceEvent")),
         op("post", "/commerce/events/{event_id}/replay", on(POST, commerce::replay_event), "Replay a skipped, failed or held entry")
@@ -296,7 +359,7 @@ pub fn router(
     })
 }
 
-fn parameters(op: &Operation) -> Vec<Value> {
+fn parameters(op: &Operation, export_max_rows: i64) -> Vec<Value> {
     let in_path = op.path.split('/').filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'));
     let path = in_path.map(|name| {
         let schema = match name {
@@ -308,11 +371,20 @@ fn parameters(op: &Operation) -> Vec<Value> {
         json!({ "name": name, "in": "path", "required": true, "schema": schema })
     });
     let query = op.query.iter().map(|(name, kind, required)| {
-        let schema = match *name {
-            "limit" => json!({ "type": "integer", "minimum": 1, "maximum": 200 }),
-            "provider" => json!({ "type": "string", "enum": ["stripe", "lemon"] }),
-            "status" => json!({ "type": "string", "enum": ["pending", "processed", "skipped", "failed", "held"] }),
-            _ if *kind == "string" => json!({ "type": "string", "pattern": NO_CONTROL_CHARACTERS }),
+        let schema = match (*name, *kind) {
+            (_, "order") => json!({ "type": "string", "enum": ["desc", "asc"] }),
+            (_, "license-sort") => json!({ "type": "string", "enum": ["created", "expires", "key"] }),
+            (_, "license-status") => json!({ "type": "string", "enum": ["active", "expired", "revoked"] }),
+            (_, "delivery-status") => json!({ "type": "string", "enum": ["pending", "delivered", "failed"] }),
+            (_, "date-time") => json!({ "type": "string", "format": "date-time" }),
+            (_, "short-string") => json!({ "type": "string", "maxLength": 100, "pattern": NO_CONTROL_CHARACTERS }),
+            (_, "export-limit") => json!({ "type": "integer", "minimum": 1, "maximum": export_max_rows }),
+            (_, "actor-kinds") => json!({ "type": "string",
+                "pattern": "^(operator|api_key|dashboard|portal|client|system)(,(operator|api_key|dashboard|portal|client|system))*$" }),
+            ("limit", _) => json!({ "type": "integer", "minimum": 1, "maximum": 200 }),
+            ("provider", _) => json!({ "type": "string", "enum": ["stripe", "lemon"] }),
+            ("status", _) => json!({ "type": "string", "enum": ["pending", "processed", "skipped", "failed", "held"] }),
+            (_, "string") => json!({ "type": "string", "pattern": NO_CONTROL_CHARACTERS }),
             _ => json!({ "type": kind }),
         };
         json!({ "name": name, "in": "query", "required": required, "schema": schema })
@@ -366,16 +438,18 @@ fn forbid_control_characters(schema: &mut Value) {
 }
 
 /// The OpenAPI 3.0 document of `operations`.
-pub fn document(operations: &[Operation], limits: &LiveModelLimits) -> Value {
+pub fn document(operations: &[Operation], limits: &LiveModelLimits, export_max_rows: i64) -> Value {
     let mut paths = Map::new();
     for op in operations {
+        let media_type = if op.csv { "text/csv" } else { "application/json" };
         let mut operation = json!({
             "summary": op.summary,
             "operationId": format!("{} {}", op.method, op.path),
-            "parameters": parameters(op),
+            "parameters": parameters(op, export_max_rows),
             "security": [{ "apiKey": [] }],
             "responses": {
-                op.status.to_string(): { "description": "Success", "content": { "application/json": { "schema": op.response } } },
+                op.status.to_string(): { "description": "Success", "content": {
+                    media_type: { "schema": op.response } } },
                 "default": { "description": "Error", "content": { "application/json": { "schema": reference("Error") } } },
             },
         });

@@ -2,6 +2,7 @@
 //! `POST .../{webhookId}/test`, and (beyond the docs) the delivery log with redelivery.
 
 use super::app_settings::{change, owned_app};
+use super::paging::{text, Filters, KeyColumn, Listing, PageRequest};
 use super::{iso, visible};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
 use crate::{ApiError, AppState};
@@ -10,7 +11,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
 use licensd_domain::app::{App, AppCommand, Webhook};
-use licensd_store::{SqlValue, Statement};
+use licensd_store::Statement;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -170,32 +171,50 @@ pub async fn test(
 }
 
 #[derive(Deserialize)]
-pub struct Page {
+pub struct DeliveryQuery {
     limit: Option<String>,
+    cursor: Option<String>,
+    order: Option<String>,
+    /// `pending`, `delivered` or `failed`.
+    status: Option<String>,
 }
 
-/// `GET /v1/apps/{appId}/webhooks/{webhookId}/deliveries?limit=N` (1–200, default 50), newest first.
+/// Deliveries by creation, then by their unique id.
+const BY_CREATION: &[KeyColumn] = &[text("created_at"), text("delivery_id")];
+
+/// `GET /v1/apps/{appId}/webhooks/{webhookId}/deliveries`: newest first by default, paged by cursor.
 pub async fn deliveries(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath((app_id, webhook_id)): ApiPath<(String, String)>,
-    ApiQuery(page): ApiQuery<Page>,
+    ApiQuery(query): ApiQuery<DeliveryQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let app = owned_app(&state, &caller, &app_id)?;
     owned_webhook(&app, &webhook_id)?;
-    let limit = super::page_size(page.limit.as_deref())?;
-    let rows = state
-        .commands
-        .store()
-        .query_rows(
-            "SELECT delivery_id, event, status, CAST(attempts AS TEXT), created_at, last_attempt_at,
-                CAST(last_status AS TEXT), last_error, next_attempt_at
-             FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY created_at DESC, delivery_id DESC LIMIT $2",
-            &[webhook_id.as_str().into(), SqlValue::from(limit)],
-        )
-        .await
-        .map_err(ApiError::from)?;
-    let deliveries: Vec<Value> = rows
+    let limit = super::page_size(query.limit.as_deref())?;
+    let request = PageRequest::new("deliveries", limit, query.order.as_deref(), query.cursor.as_deref())?;
+    let mut filters = Filters::default();
+    let webhook = filters.bind(webhook_id.clone());
+    filters.require(format!("webhook_id = {webhook}"));
+    match query.status.as_deref() {
+        None => {}
+        Some(status @ ("pending" | "delivered" | "failed")) => {
+            let status = filters.bind(status.to_string());
+            filters.require(format!("status = {status}"));
+        }
+        Some(_) => return Err(ApiError::BadRequest("status must be pending, delivered or failed".into())),
+    }
+    let listing = Listing {
+        columns: "delivery_id, event, status, CAST(attempts AS TEXT), created_at, last_attempt_at,
+                  CAST(last_status AS TEXT), last_error, next_attempt_at",
+        from: "webhook_deliveries",
+        key: BY_CREATION,
+        filters,
+        count: true,
+    };
+    let page = listing.fetch(&state, &request).await?;
+    let deliveries: Vec<Value> = page
+        .rows
         .into_iter()
         .map(|r| {
             let number = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<u64>().ok());
@@ -206,7 +225,7 @@ pub async fn deliveries(
             })
         })
         .collect();
-    Ok(Json(json!({ "deliveries": deliveries })))
+    Ok(Json(json!({ "deliveries": deliveries, "cursor": page.cursor, "total": page.total })))
 }
 
 /// `POST .../deliveries/{deliveryId}/redeliver`: queues the delivery again, now.

@@ -1,0 +1,250 @@
+//! The Developer API behind the merchant dashboard (issue 20): every list paged by opaque cursor
+//! with `order` and filters, totals, and the CSV exports. Each test runs on SQLite and Postgres.
+
+mod common;
+
+use common::{on_both_backends, Merchant, Server};
+use serde_json::{json, Value};
+
+const RELAXED: &[(&str, &str)] = &[
+    ("LICENSD_VALIDATE_PER_KEY", "1000"),
+    ("LICENSD_VALIDATE_PER_IP", "1000"),
+    ("LICENSD_API_BURST", "1000"),
+    ("LICENSD_API_PER_SECOND", "1000"),
+];
+
+/// Every page of `path` (which has no cursor yet): the items under `field`, and each page's answer.
+fn all_pages(server: &Server, api_key: &str, path: &str, field: &str) -> (Vec<Value>, Vec<Value>) {
+    let mut items = Vec::new();
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}&cursor={c}"),
+            None => path.to_string(),
+        };
+        let (status, page) = server.get(api_key, &url);
+        assert_eq!(status, 200, "{url}: {page}");
+        items.extend(page[field].as_array().unwrap().iter().cloned());
+        cursor = page["cursor"].as_str().map(String::from);
+        pages.push(page);
+        if cursor.is_none() {
+            return (items, pages);
+        }
+        assert!(pages.len() < 100, "paging does not end");
+    }
+}
+
+fn keys(licenses: &[Value]) -> Vec<String> {
+    licenses.iter().map(|l| l["licenseKey"].as_str().unwrap().to_string()).collect()
+}
+
+fn bad_request(server: &Server, api_key: &str, path: &str) -> String {
+    let (status, error) = server.get(api_key, path);
+    assert_eq!((status, error["error"].as_str()), (400, Some("bad_request")), "{path}: {error}");
+    error["message"].as_str().unwrap().to_string()
+}
+
+/// A GET answered as text: (status, content type, next cursor header, body).
+fn get_csv(server: &Server, api_key: &str, path: &str) -> (u16, String, Option<String>, String) {
+    let response = reqwest::blocking::Client::new()
+        .get(format!("{}{path}", server.base))
+        .bearer_auth(api_key)
+        .send()
+        .expect("GET");
+    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from);
+    let content_type = header("content-type").unwrap_or_default();
+    let next = header("x-next-cursor");
+    (response.status().as_u16(), content_type, next, response.text().unwrap())
+}
+
+/// Five licenses created one after another: plain, labelled, revoked, expired, and expiring later.
+fn seeded_licenses(server: &Server, m: &Merchant) -> Vec<String> {
+    let created = vec![
+        m.license(server, json!({})),
+        m.license(server, json!({ "label": "=HYPERLINK(\"x\"),a" })),
+        m.license(server, json!({ "label": "gold" })),
+        m.license(server, json!({ "label": "gold", "expiresAt": "2030-01-01T00:00:00Z" })),
+        m.license(server, json!({ "expiresAt": "2031-06-01T00:00:00Z" })),
+    ];
+    m.put(server, &format!("/v1/licenses/{}", created[2]), json!({ "action": "revoke" }));
+    // An expiry in the past makes the license expired (not revoked).
+    m.put(server, &format!("/v1/licenses/{}", created[3]), json!({ "action": "extend", "expiresAt": "2020-01-01T00:00:00Z" }));
+    created
+}
+
+#[test]
+fn licenses_are_paged_newest_first_with_filters_sorts_and_totals() {
+    on_both_backends(RELAXED, |deployment, server| {
+        let m = deployment.merchant_with_credits(server, "pages@example.com", 10);
+        let created = seeded_licenses(server, &m);
+        let list = format!("/v1/licenses?appId={}", m.app_id);
+
+        // Newest first by default, two at a time; `total` counts every match on every page.
+        let (newest_first, pages) = all_pages(server, &m.api_key, &format!("{list}&limit=2"), "licenses");
+        assert_eq!(pages.len(), 3);
+        assert!(pages.iter().all(|p| p["total"] == 5), "{pages:?}");
+        let mut expected = created.clone();
+        expected.reverse();
+        assert_eq!(keys(&newest_first), expected);
+        let (oldest_first, _) = all_pages(server, &m.api_key, &format!("{list}&limit=2&order=asc"), "licenses");
+        assert_eq!(keys(&oldest_first), created);
+
+        // A cursor is a position, not an offset: a license created between two pages neither
+        // repeats nor hides a row of the listing being read.
+        let (status, first) = server.get(&m.api_key, &format!("{list}&limit=2"));
+        assert_eq!(status, 200);
+        let newcomer = m.license(server, json!({}));
+        let rest = format!("{list}&limit=2&cursor={}", first["cursor"].as_str().unwrap());
+        let (after, _) = all_pages(server, &m.api_key, &rest, "licenses");
+        let mut seen = keys(first["licenses"].as_array().unwrap());
+        seen.extend(keys(&after));
+        assert_eq!(seen, expected, "the newcomer is on no page of the listing begun before it");
+        assert_eq!(server.get(&m.api_key, &list).1["licenses"][0]["licenseKey"], newcomer.as_str());
+
+        // Filters: status (expired is an active license past its expiry), label, expiry window.
+        let matching = |query: &str| {
+            let (status, page) = server.get(&m.api_key, &format!("{list}&{query}"));
+            assert_eq!(status, 200, "{query}: {page}");
+            (keys(page["licenses"].as_array().unwrap()), page["total"].as_i64().unwrap())
+        };
+        assert_eq!(matching("status=revoked"), (vec![created[2].clone()], 1));
+        assert_eq!(matching("status=expired"), (vec![created[3].clone()], 1));
+        assert_eq!(
+            matching("status=active&order=asc"),
+            (vec![created[0].clone(), created[1].clone(), created[4].clone(), newcomer.clone()], 4)
+        );
+        assert_eq!(matching("label=gold&order=asc"), (vec![created[2].clone(), created[3].clone()], 2));
+        assert_eq!(
+            matching("expiresAfter=2021-01-01T00:00:00Z&expiresBefore=2032-01-01T00:00:00Z"),
+            (vec![created[4].clone()], 1)
+        );
+        assert_eq!(matching("search=HYPERLINK"), (vec![created[1].clone()], 1));
+
+        // Sorted by expiry: dated licenses soonest first, licenses without expiry last.
+        let (by_expiry, _) =
+            all_pages(server, &m.api_key, &format!("{list}&sort=expires&order=asc&limit=2"), "licenses");
+        assert_eq!(keys(&by_expiry)[..2], [created[3].clone(), created[4].clone()]);
+        assert_eq!(by_expiry.len(), 6);
+        let (by_key, _) = all_pages(server, &m.api_key, &format!("{list}&sort=key&order=asc&limit=4"), "licenses");
+        let mut sorted = keys(&by_key);
+        sorted.sort();
+        assert_eq!(keys(&by_key), sorted);
+
+        // Bad input: a clear 400 each.
+        for bad in ["order=up", "sort=price", "status=lapsed", "expiresAfter=soon", "limit=0", "cursor=%21%21"] {
+            bad_request(server, &m.api_key, &format!("{list}&{bad}"));
+        }
+        let long = "x".repeat(101);
+        bad_request(server, &m.api_key, &format!("{list}&label={long}"));
+        // A cursor only resumes the list, sort and order it came from.
+        let cursor = first["cursor"].as_str().unwrap();
+        let message = bad_request(server, &m.api_key, &format!("{list}&order=asc&cursor={cursor}"));
+        assert!(message.contains("cursor"), "{message}");
+        bad_request(server, &m.api_key, &format!("{list}&sort=key&cursor={cursor}"));
+        bad_request(server, &m.api_key, &format!("/v1/credits/transactions?cursor={cursor}"));
+    });
+}
+
+#[test]
+fn licenses_and_transactions_export_as_csv_with_formulas_defused() {
+    let env: Vec<(&str, &str)> = RELAXED.iter().copied().chain([("LICENSD_EXPORT_MAX_ROWS", "4")]).collect();
+    on_both_backends(&env, |deployment, server| {
+        let m = deployment.merchant_with_credits(server, "csv@example.com", 10);
+        let created = seeded_licenses(server, &m);
+        let export = format!("/v1/licenses.csv?appId={}&order=asc", m.app_id);
+
+        let (status, content_type, next, body) = get_csv(server, &m.api_key, &export);
+        assert_eq!(status, 200, "{body}");
+        assert!(content_type.starts_with("text/csv"), "{content_type}");
+        let lines: Vec<&str> = body.split("\r\n").filter(|l| !l.is_empty()).collect();
+        assert_eq!(
+            lines[0],
+            "licenseKey,appId,status,label,expiresAt,maxHwidSlots,hwidCount,levels,maxSessions,createdAt"
+        );
+        assert_eq!(lines.len(), 5, "at most LICENSD_EXPORT_MAX_ROWS rows: {body}");
+        assert!(lines[1].starts_with(&format!("{},{},active,,,1,0,,,", created[0], m.app_id)), "{}", lines[1]);
+        // The label starts like a formula and holds a comma and quotes: quoted, doubled, defused.
+        assert!(lines[2].contains(",active,\"'=HYPERLINK(\"\"x\"\"),a\","), "{}", lines[2]);
+        assert!(lines[3].contains(",revoked,gold,"), "{}", lines[3]);
+        assert!(lines[4].contains(",expired,gold,2020-01-01T00:00:00.000Z,"), "{}", lines[4]);
+        let next = next.expect("more rows follow by cursor");
+        let (_, _, last, rest) = get_csv(server, &m.api_key, &format!("{export}&cursor={next}"));
+        assert_eq!(last, None);
+        let rest: Vec<&str> = rest.split("\r\n").filter(|l| !l.is_empty()).collect();
+        assert_eq!(rest.len(), 2, "{rest:?}");
+        assert!(rest[1].starts_with(&created[4]));
+        let (status, _, _, _) = get_csv(server, &m.api_key, &format!("{export}&limit=5"));
+        assert_eq!(status, 400, "a limit over LICENSD_EXPORT_MAX_ROWS is refused");
+        let (status, _, _, _) = get_csv(server, &m.api_key, &format!("/v1/licenses.csv?appId={}&status=x", m.app_id));
+        assert_eq!(status, 400);
+
+        // Transactions: a grant and two validations, negative deltas written as numbers.
+        for nonce in 1..=2u32 {
+            let body = json!({ "appId": m.app_id, "appSecret": m.app_secret, "licenseKey": created[0],
+                               "hwid": "machine-1", "nonce": format!("{nonce:032x}") });
+            assert_eq!(server.auth("/auth/validate", &body).0, 200);
+        }
+        let (status, _, _, body) = get_csv(server, &m.api_key, "/v1/credits/transactions.csv?order=asc");
+        assert_eq!(status, 200, "{body}");
+        let lines: Vec<&str> = body.split("\r\n").filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines[0], "at,delta,kind,reason,licenseKey");
+        assert_eq!(lines.len(), 4, "{body}");
+        assert!(lines[1].contains(",10,grant,"), "{}", lines[1]);
+        assert!(lines[2].contains(",-1,validation,") && lines[2].ends_with(&created[0]), "{}", lines[2]);
+    });
+}
+
+#[test]
+fn transactions_audit_log_and_commerce_events_page_by_cursor_with_filters() {
+    on_both_backends(RELAXED, |deployment, server| {
+        let m = deployment.merchant_with_credits(server, "ledgers@example.com", 20);
+        let key = m.license(server, json!({ "maxHwidSlots": 3 }));
+        for nonce in 1..=5u32 {
+            let body = json!({ "appId": m.app_id, "appSecret": m.app_secret, "licenseKey": key,
+                               "hwid": format!("machine-{}", nonce % 3), "nonce": format!("{nonce:032x}") });
+            assert_eq!(server.auth("/auth/validate", &body).0, 200);
+        }
+
+        // Transactions: six movements, two per page, in both orders, filtered by kind.
+        let (newest, pages) =
+            all_pages(server, &m.api_key, "/v1/credits/transactions?limit=2", "transactions");
+        assert_eq!((newest.len(), pages.len()), (6, 3));
+        let kinds: Vec<&str> = newest.iter().map(|t| t["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["validation", "validation", "validation", "validation", "validation", "grant"]);
+        let (mut oldest, _) =
+            all_pages(server, &m.api_key, "/v1/credits/transactions?limit=4&order=asc", "transactions");
+        oldest.reverse();
+        assert_eq!(oldest, newest);
+        let (grants, _) = all_pages(server, &m.api_key, "/v1/credits/transactions?kind=grant", "transactions");
+        assert_eq!(grants.len(), 1);
+        let (of_key, _) =
+            all_pages(server, &m.api_key, &format!("/v1/credits/transactions?licenseKey={key}"), "transactions");
+        assert_eq!(of_key.len(), 5);
+        bad_request(server, &m.api_key, "/v1/credits/transactions?licenseKey=nope");
+        bad_request(server, &m.api_key, "/v1/credits/transactions?order=sideways");
+
+        // Audit log: the three machine bindings are the client's; leaving them out keeps the
+        // merchant's own changes.
+        let (clients, _) = all_pages(server, &m.api_key, "/v1/audit-log?actorKind=client&limit=2", "entries");
+        assert_eq!(clients.len(), 3, "{clients:?}");
+        assert!(clients.iter().all(|e| e["actorKind"] == "client" && e["event"] == "HwidBound"), "{clients:?}");
+        let (others, _) = all_pages(server, &m.api_key, "/v1/audit-log?excludeActorKind=client&limit=2", "entries");
+        assert!(!others.is_empty() && others.iter().all(|e| e["actorKind"] != "client"), "{others:?}");
+        assert!(others.iter().any(|e| e["event"] == "LicenseCreated" && e["actorKind"] == "api_key"));
+        let (all, _) = all_pages(server, &m.api_key, "/v1/audit-log?limit=3", "entries");
+        assert_eq!(all.len(), clients.len() + others.len());
+        let (created, _) = all_pages(server, &m.api_key, "/v1/audit-log?action=LicenseCreated", "entries");
+        assert_eq!(created.len(), 1);
+        let (mixed, _) =
+            all_pages(server, &m.api_key, "/v1/audit-log?actorKind=operator,api_key&order=asc", "entries");
+        assert_eq!(mixed.first().map(|e| &e["actorKind"]), Some(&json!("operator")), "the account came first");
+        bad_request(server, &m.api_key, "/v1/audit-log?actorKind=robot");
+
+        // Commerce events: the paging answer shape even when the ledger is empty.
+        let (status, events) = server.get(&m.api_key, "/v1/commerce/events?limit=5&order=asc");
+        assert_eq!(status, 200, "{events}");
+        assert_eq!((events["events"].as_array().map(Vec::len), &events["cursor"], &events["total"]), (Some(0), &Value::Null, &json!(0)));
+        bad_request(server, &m.api_key, "/v1/commerce/events?cursor=abc");
+    });
+}

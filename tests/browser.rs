@@ -86,6 +86,11 @@ struct Page {
 impl Page {
     async fn open(&self, path: &str) {
         self.client.goto(&format!("{}{path}", self.base)).await.expect("navigate");
+        // A dashboard route is drawn by script after the navigation: wait until this one is.
+        if let Some((_, hash)) = path.split_once('#').filter(|_| path.starts_with("/dashboard")) {
+            let settled = format!("main[data-route=\"#{}\"]:not([aria-busy])", hash.replace('"', "\\\""));
+            self.wait(&settled).await;
+        }
     }
 
     async fn wait(&self, css: &str) -> fantoccini::elements::Element {
@@ -538,11 +543,7 @@ async fn users_page_scenario(deployment: &Deployment, dir: &std::path::Path, sho
 
 /// The logins of the users table, in order.
 async fn logins(page: &Page) -> Vec<String> {
-    let mut logins = Vec::new();
-    for cell in page.client.find_all(Locator::Css("#users .user-login")).await.unwrap() {
-        logins.push(cell.text().await.unwrap());
-    }
-    logins
+    page.texts("#users .user-login").await
 }
 
 /// axe-core (from the npm registry, as the project's accessibility checker), fetched once into
@@ -715,9 +716,25 @@ async fn dashboard_scenario(
         next.click().await.unwrap();
     }
     assert_eq!((pages, &seen), (3, &all_keys), "every license, past the 200th, on three pages");
+    // Newest first: the last page ends with the oldest license.
+    let (_, oldest) =
+        blocking(|| server.get(&m.api_key, &format!("/v1/licenses?appId={}&order=asc&limit=1", m.app_id)));
+    let oldest_key = oldest["licenses"][0]["licenseKey"].as_str().unwrap().to_string();
+    assert_eq!(page.texts("#licenses .license-key").await.last(), Some(&oldest_key));
+    page.until_text("#license-count", "300 licenses match").await;
     page.wait("#licenses-first").await;
     let csv = page.wait("#licenses-csv").await.attr("href").await.unwrap().unwrap();
     assert!(csv.starts_with("/v1/licenses.csv?appId="), "{csv}");
+    // The export link works with the dashboard's session: a header and every license.
+    let rows = page
+        .client
+        .execute_async(
+            "const done = arguments[1]; fetch(arguments[0]).then(r => r.text()).then(t => done(t.trim().split('\\n').length))",
+            vec![json!(csv)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows, json!(301), "{csv}");
     if audit {
         page.audit(axe, "a11y-app-licenses").await;
     }
@@ -868,6 +885,53 @@ async fn dashboard_scenario(
     page.submit("form:has(textarea)").await;
     let said = page.text("form:has(textarea) .status").await;
     assert!(said.contains("must be a JSON object"), "{said}");
+
+    // The overview's charts add up every billed call of the day: 266 validations show as 266 (the
+    // old chart summed one page of 200 transactions), matching the API's ledger for today.
+    let busy = all_keys.iter().nth(1).unwrap().clone();
+    blocking(|| {
+        for _ in 0..266 {
+            bind_machine(&server, &m.app_id, &m.app_secret, &busy, "machine-b");
+        }
+    });
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let (mut validations, mut burned, mut cursor) = (0u64, 0i64, None::<String>);
+    loop {
+        let path =
+            format!("/v1/credits/transactions?limit=200{}", cursor.map(|c| format!("&cursor={c}")).unwrap_or_default());
+        let (status, page) = blocking(|| server.get(&m.api_key, &path));
+        assert_eq!(status, 200, "{page}");
+        for t in page["transactions"].as_array().unwrap() {
+            if t["at"].as_str().unwrap().starts_with(&today) {
+                validations += u64::from(t["kind"] == "validation");
+                burned += (-t["delta"].as_i64().unwrap()).max(0);
+            }
+        }
+        cursor = page["cursor"].as_str().map(String::from);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert!(validations >= 266, "each validation is billed: {validations}");
+    page.open("/dashboard#/overview").await;
+    let bar = |chart: &str| format!("#{chart} rect[data-day='{today}']");
+    let shown = page.wait(&bar("chart-validations")).await.attr("data-value").await.unwrap();
+    assert_eq!(shown, Some(validations.to_string()), "validations today");
+    let shown = page.wait(&bar("chart-credits")).await.attr("data-value").await.unwrap();
+    assert_eq!(shown, Some(burned.to_string()), "credits burned today");
+    assert!(page.text("#balance-lasts").await.contains("lasts about"));
+    if audit {
+        page.audit(axe, "a11y-overview").await;
+    }
+
+    // The audit log leaves the client's machine bindings out by default, and shows them on request.
+    page.open("/dashboard#/audit").await;
+    page.wait("#audit-filter").await;
+    let by = page.texts("main td:nth-child(3)").await;
+    assert!(!by.is_empty() && !by.iter().any(|b| b == "Client"), "{by:?}");
+    page.wait("#audit-actor").await.select_by_value("client").await.unwrap();
+    page.submit("#audit-filter").await;
+    page.until_text("main table", "Client").await;
 
     for (route, marker, name) in [
         ("#/commerce", "main section", "a11y-commerce"),

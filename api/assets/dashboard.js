@@ -548,7 +548,7 @@ function eventName(e) {
 /** Who did it, in words: the API's own wording when it has one, else the actor's kind. */
 function actorName(e) {
   if (e.actorName) return e.actorName;
-  const kind = String(e.actor || "").split(":")[0];
+  const kind = e.actorKind || String(e.actor || "").split(":")[0];
   return { api_key: "API key", dashboard: "Dashboard", client: "Client", portal: "Portal", operator: "Operator", system: "licensd", stripe: "Stripe", lemon: "Lemon Squeezy" }[kind] || kind || "unknown";
 }
 
@@ -758,6 +758,89 @@ async function creditsView(params) {
   ];
 }
 
+// ---- Overview ----
+
+/** The last `days` UTC dates, oldest first ("2026-12-06"). */
+function lastDays(days) {
+  const out = [];
+  const today = Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate());
+  for (let i = days - 1; i >= 0; i--) out.push(new Date(today - i * 86400000).toISOString().slice(0, 10));
+  return out;
+}
+
+/** Every entry of a paged list newer than `since`, following the cursor (newest first) up to
+ *  `maxPages` pages; `complete` says whether the period was read to its start. */
+async function readSince(path, field, atField, since, maxPages) {
+  const rows = [];
+  let cursor = null;
+  for (let pageNo = 0; pageNo < maxPages; pageNo++) {
+    const page = await api("GET", path + (path.includes("?") ? "&" : "?") + "limit=200&order=desc" + (cursor ? "&cursor=" + enc(cursor) : ""));
+    for (const row of page[field]) {
+      if ((row[atField] || "") < since) return { rows, complete: true };
+      rows.push(row);
+    }
+    cursor = page.cursor;
+    if (!cursor) return { rows, complete: true };
+  }
+  return { rows, complete: false };
+}
+
+function perDay(days, rows, atField, value) {
+  const sums = new Map(days.map(d => [d, 0]));
+  for (const row of rows) {
+    const day = (row[atField] || "").slice(0, 10);
+    if (sums.has(day)) sums.set(day, sums.get(day) + value(row));
+  }
+  return [...sums.entries()];
+}
+
+/** The account at a glance: licenses by status and live sessions per app, then per day over the
+ *  period: credits burned (with how long the balance lasts at that rate), billed validations and
+ *  heartbeats, commerce events, and the most active licenses. The daily figures add up every
+ *  ledger entry of the period, read page by page. */
+async function overviewView(params) {
+  const days = lastDays(Math.min(Math.max(Number(params.get("days")) || 14, 1), 90));
+  const since = days[0];
+  const [{ apps }, credits] = await Promise.all([api("GET", "/apps"), api("GET", "/credits")]);
+  const perApp = await Promise.all(apps.map(async (app) => {
+    const count = (status) => api("GET", "/licenses?appId=" + app.appId + "&limit=1&status=" + status).then(p => p.total ?? p.licenses.length);
+    const [active, expired, revoked, live] = await Promise.all([count("active"), count("expired"), count("revoked"),
+      api("GET", "/apps/" + app.appId + "/sessions").then(r => r.sessions.length).catch(() => 0)]);
+    return { app, active, expired, revoked, live };
+  }));
+  const [ledger, commerce] = await Promise.all([
+    readSince("/credits/transactions", "transactions", "at", since, 50),
+    readSince("/commerce/events", "events", "receivedAt", since, 10),
+  ]);
+  const burned = perDay(days, ledger.rows, "at", t => t.delta < 0 ? -t.delta : 0);
+  const validations = perDay(days, ledger.rows, "at", t => t.kind === "validation" ? 1 : 0);
+  const heartbeats = perDay(days, ledger.rows, "at", t => t.kind === "heartbeat" ? (parseInt(t.reason, 10) || 1) : 0);
+  const sales = perDay(days, commerce.rows, "receivedAt", () => 1);
+  const total = burned.reduce((n, [, v]) => n + v, 0);
+  const rate = total / days.length;
+  const lasts = rate > 0 ? "lasts about " + plural(Math.floor(credits.balance / rate), "day") + " at this rate (" + (Math.round(rate * 10) / 10) + " a day)" : "no credits used in this period";
+  const activity = new Map();
+  for (const t of ledger.rows) if (t.licenseKey && t.delta < 0) activity.set(t.licenseKey, (activity.get(t.licenseKey) || 0) - t.delta);
+  const top = [...activity.entries()].sort((a, b) => b[1] - a[1]).slice(0, 5);
+  const partial = ledger.complete && commerce.complete ? "" : notice("The period has more entries than this page reads at once: the earliest days are incomplete.", "error");
+  const periodLinks = h("p", {}, "Period: ", [7, 14, 30, 90].map(n => [h("a", { href: "#/overview?days=" + n, "aria-current": days.length === n ? "page" : null }, n + " days"), " "]));
+  return [
+    h("h1", {}, "Overview"), periodLinks, partial,
+    h("div", { class: "grid" },
+      card("Credits", h("div", { class: "stat", id: "overview-balance" }, String(credits.balance)), h("p", { id: "balance-lasts" }, lasts)),
+      card("Licenses", table(perApp, [
+        ["App", r => h("a", { href: "#/apps/" + r.app.appId }, r.app.name)], ["Active", r => r.active], ["Expired", r => r.expired], ["Revoked", r => r.revoked], ["Live sessions", r => r.live],
+      ], "No apps yet."))),
+    card("Credits burned per day", barChart(burned.map(([d, v]) => [d, v]), { title: "Credits burned per day", id: "chart-credits", unit: "credits" })),
+    card("Billed validations per day", barChart(validations, { title: "Billed validations per day", id: "chart-validations", unit: "validations" })),
+    card("Billed heartbeats per day", barChart(heartbeats, { title: "Billed heartbeats per day", id: "chart-heartbeats", unit: "heartbeats" })),
+    card("Commerce events per day", barChart(sales, { title: "Commerce events per day", id: "chart-commerce", unit: "events" })),
+    card("Most active licenses", table(top.map(([key, n]) => ({ key, n })), [
+      ["License", r => h("a", { href: "#/licenses/" + r.key, class: "mono" }, r.key)], ["Credits used", r => r.n],
+    ], "No license used credits in this period.")),
+  ];
+}
+
 async function apiKeysView() {
   const { apiKeys } = await api("GET", "/api-keys");
   const shown = h("div");
@@ -811,11 +894,17 @@ const routes = [
   [/^#\/commerce(\?.*)?$/, (m) => commerceView(new URLSearchParams((m[1] || "").slice(1)))],
   [/^#\/credits(\?.*)?$/, (m) => creditsView(new URLSearchParams((m[1] || "").slice(1)))],
   [/^#\/api-keys$/, () => apiKeysView()],
+  [/^#\/overview(\?.*)?$/, (m) => overviewView(new URLSearchParams((m[1] || "").slice(1)))],
   [/^#\/audit(\?.*)?$/, (m) => auditView(new URLSearchParams((m[1] || "").slice(1)))],
   [/^.*$/, () => appsView()],
 ];
 
+/** Counts route() calls: a view that finishes loading after a newer one began is dropped, so
+ *  quick clicks never leave an older page on screen. */
+let routeGeneration = 0;
+
 async function route() {
+  const generation = ++routeGeneration;
   const hash = location.hash || "#/apps";
   for (const link of document.querySelectorAll("header nav a")) {
     if (hash.startsWith(link.getAttribute("href"))) link.setAttribute("aria-current", "page");
@@ -827,15 +916,19 @@ async function route() {
     view.setAttribute("aria-busy", "true");
     try {
       const content = await render(match);
+      if (generation !== routeGeneration) return;
       view.replaceChildren(...[content].flat());
       if (nextFlash) flash(nextFlash, "ok");
       nextFlash = null;
     } catch (error) {
+      if (generation !== routeGeneration) return;
       if (!(error instanceof ApiFailure)) console.error(error);
       view.replaceChildren(notice(error.message, "error"));
     } finally {
-      view.removeAttribute("aria-busy");
-      view.dataset.route = hash;
+      if (generation === routeGeneration) {
+        view.removeAttribute("aria-busy");
+        view.dataset.route = hash;
+      }
     }
     return;
   }

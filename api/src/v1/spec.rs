@@ -1,7 +1,9 @@
 //! The Developer API as one table: each operation's route and its OpenAPI description side by
 //! side. The router and `/v1/openapi.json` are both built from it, so they cannot disagree.
 
-use super::{account, app_settings, apps, commerce, files, ledgers, license_list, licenses, users, webhooks, LiveModelLimits};
+use super::{
+    account, app_settings, apps, commerce, files, ledgers, license_list, licenses, users, webhooks, LiveModelLimits,
+};
 use crate::AppState;
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;

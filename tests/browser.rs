@@ -318,6 +318,9 @@ async fn merchant_and_end_user_flows_work_in_a_real_browser() {
     assert_eq!(page.text("#portal-title").await, "Acme Licenses", "branding after sign-in");
     assert!(!page.text("#masked-key").await.contains(&key[5..9]), "the key is shown masked");
     page.shot("portal-home").await;
+    let axe = blocking(axe_source);
+    page.audit(&axe, "a11y-portal-home").await;
+    assert_eq!(page.text("#bound-devices").await, "machine-a", "the bound device is listed");
 
     // Reset until the policy refuses: two resets, then the button is disabled with the reason.
     for (round, machine) in ["machine-b", "machine-c"].iter().enumerate() {
@@ -337,6 +340,9 @@ async fn merchant_and_end_user_flows_work_in_a_real_browser() {
     let support = page.wait("#support-link").await.attr("href").await.unwrap();
     assert_eq!(support.as_deref(), Some("https://help.acme.example/tickets"));
     page.shot("portal-reset-refused").await;
+    page.audit(&axe, "a11y-portal-reset-refused").await;
+    let help = page.text("#reset-support").await;
+    assert!(help.contains("Support page: help.acme.example/tickets"), "labelled support links: {help}");
     // The API refuses as well: the policy is enforced server-side, not by the button.
     let (status, answer) = blocking(|| server.get(&api_key, &format!("/v1/licenses/{key}")));
     assert_eq!((status, answer["hwidList"].as_array().map(Vec::len)), (200, Some(1)));

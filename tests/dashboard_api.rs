@@ -243,6 +243,25 @@ fn transactions_audit_log_and_commerce_events_page_by_cursor_with_filters() {
         assert_eq!(mixed.first().map(|e| &e["actorKind"]), Some(&json!("operator")), "the account came first");
         bad_request(server, &m.api_key, "/v1/audit-log?actorKind=robot");
 
+        // The key's history in words: names, actors, summaries; nonces only with detail=full.
+        let (status, history) = server.get(&m.api_key, &format!("/v1/licenses/{key}/events"));
+        assert_eq!(status, 200, "{history}");
+        let events = history["events"].as_array().unwrap();
+        let created = events.iter().find(|e| e["type"] == "LicenseCreated").unwrap();
+        assert_eq!(created["name"], "License created");
+        assert!(created["actorName"].as_str().unwrap().starts_with("API key af_live_"), "{created}");
+        assert_eq!(created["summary"], "Up to 3 machines, no expiry");
+        let bound = events.iter().find(|e| e["type"] == "HwidBound").unwrap();
+        assert_eq!((&bound["name"], &bound["actorName"]), (&json!("Machine bound"), &json!("Client (SDK)")));
+        assert!(bound["summary"].as_str().unwrap().starts_with("Machine machine-"), "{bound}");
+        let billed = events.iter().find(|e| e["type"] == "ValidationBilled").unwrap();
+        assert_eq!((&billed["name"], &billed["summary"]), (&json!("Validated"), &json!("1 credit")));
+        assert!(!history.to_string().contains(&format!("{:032x}", 1)), "no nonce by default: {history}");
+        assert!(events.iter().all(|e| e.get("data").is_none()));
+        let (_, full) = server.get(&m.api_key, &format!("/v1/licenses/{key}/events?detail=full"));
+        assert!(full.to_string().contains(&format!("{:032x}", 1)), "the raw data has the nonce");
+        bad_request(server, &m.api_key, &format!("/v1/licenses/{key}/events?detail=everything"));
+
         // Commerce events: the paging answer shape even when the ledger is empty.
         let (status, events) = server.get(&m.api_key, "/v1/commerce/events?limit=5&order=asc");
         assert_eq!(status, 200, "{events}");
@@ -251,5 +270,106 @@ fn transactions_audit_log_and_commerce_events_page_by_cursor_with_filters() {
             (Some(0), &Value::Null, &json!(0))
         );
         bad_request(server, &m.api_key, "/v1/commerce/events?cursor=abc");
+    });
+}
+
+#[test]
+fn webhook_deliveries_are_paged_by_cursor_with_a_status_filter() {
+    let port = common::free_port();
+    let env: Vec<(&str, &str)> = RELAXED
+        .iter()
+        .copied()
+        .chain([("LICENSD_WEBHOOK_ALLOW_HTTP_LOOPBACK", "true"), ("LICENSD_WEBHOOK_RETRY_BASE_MS", "60000")])
+        .collect();
+    on_both_backends(&env, |deployment, server| {
+        let m = deployment.merchant_with_credits(server, "hooks@example.com", 10);
+        // Nothing listens there: every delivery stays queued for a retry.
+        let url = format!("http://127.0.0.1:{port}/hook");
+        let hooks = format!("/v1/apps/{}/webhooks", m.app_id);
+        let (status, hook) = server.post(&m.api_key, &hooks, &json!({ "url": url, "events": ["license.created"] }));
+        assert_eq!(status, 201, "{hook}");
+        let log = format!("{hooks}/{}/deliveries", hook["webhookId"].as_str().unwrap());
+        for _ in 0..5 {
+            m.license(server, json!({}));
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while server.get(&m.api_key, &log).1["total"] != 5 {
+            assert!(std::time::Instant::now() < deadline, "five deliveries are queued");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let (newest, pages) = all_pages(server, &m.api_key, &format!("{log}?limit=2"), "deliveries");
+        assert_eq!((newest.len(), pages.len()), (5, 3));
+        assert!(pages.iter().all(|p| p["total"] == 5));
+        let (mut oldest, _) = all_pages(server, &m.api_key, &format!("{log}?limit=3&order=asc"), "deliveries");
+        oldest.reverse();
+        let ids = |d: &[Value]| d.iter().map(|d| d["deliveryId"].clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&oldest), ids(&newest));
+        let (delivered, _) = all_pages(server, &m.api_key, &format!("{log}?status=delivered"), "deliveries");
+        assert!(delivered.is_empty());
+        bad_request(server, &m.api_key, &format!("{log}?status=lost"));
+        bad_request(server, &m.api_key, &format!("{log}?cursor=%7B%7D"));
+    });
+}
+
+#[test]
+fn the_overview_counts_a_seeded_day_from_the_roll_up_not_a_page_of_the_ledger() {
+    on_both_backends(RELAXED, |deployment, server| {
+        let m = deployment.merchant_with_credits(server, "overview@example.com", 1000);
+        let busy = m.license(server, json!({ "label": "busy", "maxHwidSlots": 2 }));
+        let quiet = m.license(server, json!({}));
+        let revoked = m.license(server, json!({}));
+        m.put(server, &format!("/v1/licenses/{revoked}"), json!({ "action": "revoke" }));
+        m.license(server, json!({ "expiresAt": "2030-01-01T00:00:00Z" }));
+        let expired = m.license(server, json!({ "expiresAt": "2030-01-01T00:00:00Z" }));
+        m.put(server, &format!("/v1/licenses/{expired}"), json!({ "action": "extend", "expiresAt": "2020-01-01T00:00:00Z" }));
+        let validate = |key: &str, hwid: &str, nonce: u32| {
+            let body = json!({ "appId": m.app_id, "appSecret": m.app_secret, "licenseKey": key, "hwid": hwid,
+                               "nonce": format!("{nonce:032x}") });
+            let (status, answer) = server.auth("/auth/validate", &body);
+            assert_eq!(status, 200, "{answer}");
+        };
+        // 266 validations: more than the 200 rows a page of the ledger ever held.
+        for n in 0..266 {
+            validate(&busy, if n % 2 == 0 { "pc-a" } else { "pc-b" }, n + 1);
+        }
+        validate(&quiet, "pc-c", 1000);
+
+        let (status, overview) = server.get(&m.api_key, &format!("/v1/overview?appId={}&days=2", m.app_id));
+        assert_eq!(status, 200, "{overview}");
+        let daily = overview["daily"].as_array().unwrap();
+        assert_eq!(daily.len(), 2, "one entry per day of the window, empty days included");
+        let sum = |field: &str| daily.iter().map(|d| d[field].as_i64().unwrap()).sum::<i64>();
+        assert_eq!(sum("validations"), 267);
+        assert_eq!(sum("creditsBurned"), 267);
+        assert_eq!(sum("newLicenses"), 5);
+        assert_eq!(sum("heartbeats"), 0);
+        assert_eq!(overview["licenses"], json!({ "active": 3, "expired": 1, "revoked": 1 }));
+        assert_eq!(overview["activeMachines"], 3);
+        assert_eq!(overview["liveSessions"], 0);
+        let credits = &overview["credits"];
+        assert_eq!((credits["balance"].as_i64(), credits["burnedInPeriod"].as_i64()), (Some(733), Some(267)));
+        // 267 credits over two days: 133.5 a day, so 733 last five more days.
+        assert_eq!((credits["burnPerDay"].as_f64(), credits["lastsDays"].as_i64()), (Some(133.5), Some(5)));
+        let top = overview["topLicenses"].as_array().unwrap();
+        assert_eq!(top[0], json!({ "licenseKey": busy, "label": "busy", "validations": 266, "heartbeats": 0 }));
+        assert_eq!(top[1]["licenseKey"], quiet.as_str());
+        assert_eq!(top.len(), 2);
+
+        // Without appId: the whole account (the same single app here); another account sees none of it.
+        let (_, account) = server.get(&m.api_key, "/v1/overview?days=2");
+        assert_eq!((account["appId"].clone(), account["daily"].clone()), (Value::Null, overview["daily"].clone()));
+        let other = deployment.merchant_with_credits(server, "other@example.com", 0);
+        let (_, theirs) = server.get(&other.api_key, "/v1/overview");
+        assert_eq!(theirs["daily"].as_array().unwrap().len(), 30, "30 days by default");
+        assert!(theirs["daily"].as_array().unwrap().iter().all(|d| d["validations"] == 0));
+        assert_eq!(theirs["credits"]["lastsDays"], Value::Null, "no burn, no projection");
+        assert_eq!(server.get(&other.api_key, &format!("/v1/overview?appId={}", m.app_id)).0, 403);
+        for bad in ["days=0", "days=367", "days=x"] {
+            bad_request(server, &m.api_key, &format!("/v1/overview?{bad}"));
+        }
+
+        // The roll-up is one of the read models the CLI reports (and hashes) like the others.
+        let hashes = common::caught_up_hashes(deployment);
+        assert!(hashes.iter().any(|(name, _)| name == "usage_rollup"), "{hashes:?}");
     });
 }

@@ -120,6 +120,11 @@ pub struct Live {
 }
 
 impl Live {
+    /// Sessions of `app` open now (the dashboard's overview).
+    pub(crate) fn sessions_of_app(&self, app: licensd_domain::AppId) -> usize {
+        self.registry.of_app(app).iter().filter(|s| !s.is_ended()).count()
+    }
+
     pub fn new(config: LiveConfig) -> Self {
         Self {
             ip_limits: limits::IpLimits::new(config.ip_actions_per_minute, config.ip_block, config.rate_backoff),

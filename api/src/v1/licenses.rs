@@ -1,5 +1,5 @@
 use super::{current_license, iso, visible};
-use crate::extract::{ApiJson, ApiPath, Caller};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
 use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -141,13 +141,27 @@ pub async fn get(
     Ok(Json(answer))
 }
 
-/// `GET /v1/licenses/{key}/events`: every event of the license, as recorded (the audit trail of
-/// one key: creation, bindings, resets, billing, portal resets, commerce links).
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    /// `full` adds each event's raw data (nonces and internal ids included).
+    detail: Option<String>,
+}
+
+/// `GET /v1/licenses/{key}/events`: every event of the license (the audit trail of one key:
+/// creation, bindings, resets, billing, portal resets, commerce links), each with its name and
+/// actor in words and a one-line summary; `?detail=full` adds the data as recorded.
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(key): ApiPath<String>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    use super::history_words::{actor_name, event_name, summary};
+    let full = match query.detail.as_deref() {
+        None | Some("summary") => false,
+        Some("full") => true,
+        Some(_) => return Err(ApiError::BadRequest("detail must be summary or full".into())),
+    };
     use licensd_store::EventStore;
     let license = owned_license(&state, &caller, &key)?;
     let stream = licensd_domain::StreamCategory::License.stream_id(&license.key);
@@ -155,13 +169,21 @@ pub async fn history(
     let events: Vec<Value> = events
         .into_iter()
         .map(|e| {
-            json!({
+            let actor = e.metadata_fields().actor.as_deref().unwrap_or("unknown").to_string();
+            let data: Value = serde_json::from_str(e.payload.get()).unwrap_or(Value::Null);
+            let mut event = json!({
                 "version": e.version,
                 "type": e.event_type,
+                "name": event_name(&e.event_type),
                 "at": iso(e.recorded_at),
-                "actor": e.metadata_fields().actor.as_deref().unwrap_or("unknown"),
-                "data": e.payload,
-            })
+                "actor": actor,
+                "actorName": actor_name(&state, caller.account_id, &actor, &data),
+                "summary": summary(&e.event_type, &data),
+            });
+            if full {
+                event["data"] = data;
+            }
+            event
         })
         .collect();
     Ok(Json(json!({ "events": events })))

@@ -6,6 +6,34 @@ fn string() -> Value {
     json!({ "type": "string" })
 }
 
+/// `GET /v1/overview`'s answer.
+fn overview() -> Value {
+    let count = || json!({ "type": "integer", "minimum": 0 });
+    let day = json!({ "type": "object", "additionalProperties": false,
+        "required": ["day", "validations", "heartbeats", "creditsBurned", "newLicenses", "commerceEvents"],
+        "properties": { "day": { "type": "string", "format": "date" }, "validations": count(), "heartbeats": count(),
+                        "creditsBurned": count(), "newLicenses": count(), "commerceEvents": count() } });
+    let top = json!({ "type": "object", "additionalProperties": false,
+        "required": ["licenseKey", "label", "validations", "heartbeats"],
+        "properties": { "licenseKey": { "type": "string" }, "label": nullable("string"), "validations": count(), "heartbeats": count() } });
+    json!({
+        "type": "object", "additionalProperties": false,
+        "required": ["appId", "days", "from", "to", "licenses", "activeMachines", "liveSessions", "credits", "daily", "topLicenses"],
+        "properties": {
+            "appId": nullable("string"), "days": { "type": "integer", "minimum": 1 },
+            "from": { "type": "string", "format": "date" }, "to": { "type": "string", "format": "date" },
+            "licenses": { "type": "object", "additionalProperties": false, "required": ["active", "expired", "revoked"],
+                          "properties": { "active": count(), "expired": count(), "revoked": count() } },
+            "activeMachines": count(), "liveSessions": count(),
+            "credits": { "type": "object", "additionalProperties": false, "required": ["balance", "burnedInPeriod", "burnPerDay", "lastsDays"],
+                         "properties": { "balance": { "type": "integer" }, "burnedInPeriod": count(), "burnPerDay": { "type": "number", "minimum": 0 },
+                                         "lastsDays": { "type": "integer", "minimum": 0, "nullable": true } } },
+            "daily": { "type": "array", "items": day },
+            "topLicenses": { "type": "array", "items": top },
+        },
+    })
+}
+
 fn nullable(kind: &str) -> Value {
     json!({ "type": kind, "nullable": true })
 }
@@ -82,10 +110,11 @@ pub fn all() -> Value {
     });
     let history_event = json!({
         "type": "object",
-        "required": ["version", "type", "at", "actor", "data"],
+        "required": ["version", "type", "name", "at", "actor", "actorName", "summary"],
         "properties": {
-            "version": { "type": "integer" }, "type": string(), "at": string(), "actor": string(),
-            "data": { "type": "object" },
+            "version": { "type": "integer" }, "type": string(), "name": string(), "at": string(), "actor": string(),
+            "actorName": string(), "summary": string(),
+            "data": { "type": "object", "description": "the event as recorded; only with ?detail=full" },
         },
     });
     let app = json!({
@@ -199,6 +228,7 @@ pub fn all() -> Value {
         "WebhookList": { "type": "object", "required": ["webhooks"], "properties": { "webhooks": { "type": "array", "items": { "$ref": "#/components/schemas/Webhook" } } } },
         "WebhookTest": { "type": "object", "required": ["ok", "status"], "properties": { "ok": { "type": "boolean" }, "status": nullable("integer"), "error": string() } },
         "Deliveries": deliveries,
+        "Overview": overview(),
         "License": license,
         "LicensePage": { "type": "object", "required": ["licenses", "cursor", "total"], "properties": {
             "licenses": { "type": "array", "items": { "$ref": "#/components/schemas/License" } }, "cursor": nullable("string"),

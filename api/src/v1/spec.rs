@@ -2,7 +2,7 @@
 //! side. The router and `/v1/openapi.json` are both built from it, so they cannot disagree.
 
 use super::{
-    account, app_settings, apps, commerce, files, ledgers, license_list, licenses, users, webhooks, LiveModelLimits,
+    account, app_settings, apps, commerce, files, ledgers, license_list, licenses, overview, users, webhooks, LiveModelLimits,
 };
 use crate::AppState;
 use axum::routing::{on, MethodFilter, MethodRouter};
@@ -155,6 +155,8 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
         ("excludeActorKind", "actor-kinds", false),
         ("action", "short-string", false),
     ];
+    const HISTORY: &[(&str, &str, bool)] = &[("detail", "detail", false)];
+    const OVERVIEW: &[(&str, &str, bool)] = &[("appId", "string", false), ("days", "days", false)];
     const DELIVERIES: &[(&str, &str, bool)] = &[
         ("limit", "integer", false),
         ("cursor", "string", false),
@@ -282,7 +284,8 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
             .query(LICENSE_EXPORT)
             .csv(),
         op("get", "/licenses/{key}", on(GET, licenses::get), "Get a license").returns(200, reference("License")),
-        op("get", "/licenses/{key}/events", on(GET, licenses::history), "The license's event history, oldest first")
+        op("get", "/licenses/{key}/events", on(GET, licenses::history), "The license's event history, oldest first, in words (detail=full adds the raw data)")
+            .query(HISTORY)
             .returns(200, object(json!({ "events": array(reference("HistoryEvent")) }), &["events"])),
         op("put", "/licenses/{key}", on(PUT, licenses::update), "Revoke, activate, extend or reset HWIDs; or set levels and maxSessions")
             .body(reference("LicenseAction"))
@@ -315,6 +318,9 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
         op("get", "/credits/transactions.csv", on(GET, ledgers::transactions_export), "Export credit movements as CSV")
             .query(TRANSACTION_EXPORT)
             .csv(),
+        op("get", "/overview", on(GET, overview::overview), "Overview of an app (or, without appId, the account): licenses by status, machines, live sessions, daily usage, credits outlook, top licenses")
+            .query(OVERVIEW)
+            .returns(200, reference("Overview")),
         op("get", "/audit-log", on(GET, ledgers::audit_log), "Who changed what, newest first by default")
             .query(AUDIT)
             .returns(200, reference("AuditLog")),
@@ -380,6 +386,8 @@ fn parameters(op: &Operation, export_max_rows: i64) -> Vec<Value> {
             (_, "delivery-status") => json!({ "type": "string", "enum": ["pending", "delivered", "failed"] }),
             (_, "date-time") => json!({ "type": "string", "format": "date-time" }),
             (_, "short-string") => json!({ "type": "string", "maxLength": 100, "pattern": NO_CONTROL_CHARACTERS }),
+            (_, "detail") => json!({ "type": "string", "enum": ["summary", "full"] }),
+            (_, "days") => json!({ "type": "integer", "minimum": 1, "maximum": overview::MAX_DAYS }),
             (_, "export-limit") => json!({ "type": "integer", "minimum": 1, "maximum": export_max_rows }),
             (_, "actor-kinds") => json!({ "type": "string",
                 "pattern": "^(operator|api_key|dashboard|portal|client|system)(,(operator|api_key|dashboard|portal|client|system))*$" }),

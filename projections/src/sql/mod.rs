@@ -4,6 +4,7 @@ mod audit;
 mod commerce_ledger;
 mod credit_ledger;
 mod licenses;
+mod usage_rollup;
 mod webhook_outbox;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -15,6 +16,7 @@ pub use audit::AuditLog;
 pub use commerce_ledger::CommerceLedger;
 pub use credit_ledger::CreditLedger;
 pub use licenses::Licenses;
+pub use usage_rollup::UsageRollup;
 pub use webhook_outbox::WebhookOutbox;
 
 /// A persisted read model. Bump `version` when `statements` change meaning: the runner then
@@ -54,6 +56,7 @@ pub fn all_sql_projections() -> Vec<Arc<dyn SqlProjection>> {
         Arc::new(AuditLog),
         Arc::new(WebhookOutbox),
         Arc::new(CommerceLedger),
+        Arc::new(UsageRollup),
     ]
 }
 

@@ -1,0 +1,137 @@
+use super::SqlProjection;
+use licensd_domain::license::LicenseEvent;
+use licensd_domain::AnyEvent;
+use licensd_store::{RecordedEvent, SqlValue, Statement};
+
+/// `rm_usage_daily` and `rm_usage_license_daily`: validations, heartbeats, credits burned, new
+/// licenses and commerce fulfilments per app (and per license) and UTC day, counted from every
+/// event rather than from a page of the ledger. Increments are exact: the runner writes a pace's
+/// rows and its checkpoint in one transaction, so no event is counted twice.
+pub struct UsageRollup;
+
+/// What one license event adds to its day.
+#[derive(Default)]
+struct Counts {
+    validations: i64,
+    heartbeats: i64,
+    credits_burned: i64,
+    new_licenses: i64,
+    commerce_events: i64,
+}
+
+fn counts(event: &LicenseEvent) -> Option<Counts> {
+    let counts = match event {
+        LicenseEvent::ValidationBilled { credits, .. } => {
+            Counts { validations: 1, credits_burned: i64::from(*credits), ..Counts::default() }
+        }
+        LicenseEvent::HeartbeatBilled { heartbeats, credits, .. } => {
+            Counts { heartbeats: i64::from(*heartbeats), credits_burned: i64::from(*credits), ..Counts::default() }
+        }
+        LicenseEvent::OfflineActivated { credits, .. } | LicenseEvent::OfflineFileMinted { credits, .. } => {
+            Counts { credits_burned: i64::from(*credits), ..Counts::default() }
+        }
+        LicenseEvent::LicenseCreated { .. } => Counts { new_licenses: 1, ..Counts::default() },
+        LicenseEvent::CommerceLinked { .. } => Counts { commerce_events: 1, ..Counts::default() },
+        _ => return None,
+    };
+    Some(counts)
+}
+
+/// Adds `counts` to the license's app and day (the app is looked up in `rm_usage_licenses`).
+const ADD_TO_APP_DAY: &str =
+    "INSERT INTO rm_usage_daily (app_id, day, account_id, validations, heartbeats, credits_burned, new_licenses,
+            commerce_events)
+     SELECT app_id, $2, account_id, $3, $4, $5, $6, $7 FROM rm_usage_licenses WHERE license_key = $1
+     ON CONFLICT (app_id, day) DO UPDATE SET
+        validations = rm_usage_daily.validations + excluded.validations,
+        heartbeats = rm_usage_daily.heartbeats + excluded.heartbeats,
+        credits_burned = rm_usage_daily.credits_burned + excluded.credits_burned,
+        new_licenses = rm_usage_daily.new_licenses + excluded.new_licenses,
+        commerce_events = rm_usage_daily.commerce_events + excluded.commerce_events";
+
+const ADD_TO_LICENSE_DAY: &str =
+    "INSERT INTO rm_usage_license_daily (license_key, day, app_id, account_id, validations, heartbeats)
+     SELECT license_key, $2, app_id, account_id, $3, $4 FROM rm_usage_licenses WHERE license_key = $1
+     ON CONFLICT (license_key, day) DO UPDATE SET
+        validations = rm_usage_license_daily.validations + excluded.validations,
+        heartbeats = rm_usage_license_daily.heartbeats + excluded.heartbeats";
+
+impl SqlProjection for UsageRollup {
+    fn name(&self) -> &'static str {
+        "usage_rollup"
+    }
+
+    fn version(&self) -> i32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_usage_licenses", "rm_usage_daily", "rm_usage_license_daily"]
+    }
+
+    fn statements(&self, event: &RecordedEvent, decoded: &AnyEvent) -> Vec<Statement> {
+        let AnyEvent::License(license_event) = decoded else { return vec![] };
+        let Some(counts) = counts(license_event) else { return vec![] };
+        let Some((_, key)) = event.stream_id.split_once('-') else { return vec![] };
+        let day = event.recorded_at.format("%Y-%m-%d").to_string();
+        let mut statements = Vec::with_capacity(3);
+        if let LicenseEvent::LicenseCreated { app_id, account_id, .. } = license_event {
+            statements.push(Statement::new(
+                "INSERT INTO rm_usage_licenses (license_key, app_id, account_id) VALUES ($1, $2, $3)
+                 ON CONFLICT (license_key) DO UPDATE SET app_id = excluded.app_id, account_id = excluded.account_id",
+                [key.into(), app_id.to_string().into(), account_id.to_string().into()],
+            ));
+        }
+        statements.push(Statement::new(
+            ADD_TO_APP_DAY,
+            [
+                SqlValue::from(key),
+                day.clone().into(),
+                counts.validations.into(),
+                counts.heartbeats.into(),
+                counts.credits_burned.into(),
+                counts.new_licenses.into(),
+                counts.commerce_events.into(),
+            ],
+        ));
+        if counts.validations > 0 || counts.heartbeats > 0 {
+            statements.push(Statement::new(
+                ADD_TO_LICENSE_DAY,
+                [SqlValue::from(key), day.into(), counts.validations.into(), counts.heartbeats.into()],
+            ));
+        }
+        statements
+    }
+
+    fn canonical_queries(&self) -> &'static [&'static str] {
+        &[
+            "SELECT license_key || '|' || app_id || '|' || account_id FROM rm_usage_licenses ORDER BY license_key",
+            "SELECT app_id || '|' || day || '|' || account_id || '|' || CAST(validations AS TEXT) || '|' ||
+                CAST(heartbeats AS TEXT) || '|' || CAST(credits_burned AS TEXT) || '|' ||
+                CAST(new_licenses AS TEXT) || '|' || CAST(commerce_events AS TEXT)
+             FROM rm_usage_daily ORDER BY app_id, day",
+            "SELECT license_key || '|' || day || '|' || app_id || '|' || account_id || '|' ||
+                CAST(validations AS TEXT) || '|' || CAST(heartbeats AS TEXT)
+             FROM rm_usage_license_daily ORDER BY license_key, day",
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_usage_events_count() {
+        let at = chrono::Utc::now();
+        assert!(counts(&LicenseEvent::LicenseRevoked { at }).is_none());
+        let hb = counts(&LicenseEvent::HeartbeatBilled {
+            account_id: licensd_domain::AccountId::new(),
+            heartbeats: 10,
+            credits: 1,
+            at,
+        })
+        .unwrap();
+        assert_eq!((hb.heartbeats, hb.credits_burned, hb.validations), (10, 1, 0));
+    }
+}

@@ -69,11 +69,7 @@ fn seeded_licenses(server: &Server, m: &Merchant) -> Vec<String> {
     ];
     m.put(server, &format!("/v1/licenses/{}", created[2]), json!({ "action": "revoke" }));
     // An expiry in the past makes the license expired (not revoked).
-    m.put(
-        server,
-        &format!("/v1/licenses/{}", created[3]),
-        json!({ "action": "extend", "expiresAt": "2020-01-01T00:00:00Z" }),
-    );
+    m.put(server, &format!("/v1/licenses/{}", created[3]), json!({ "action": "extend", "expiresAt": "2020-01-01T00:00:00Z" }));
     created
 }
 
@@ -211,7 +207,8 @@ fn transactions_audit_log_and_commerce_events_page_by_cursor_with_filters() {
         }
 
         // Transactions: six movements, two per page, in both orders, filtered by kind.
-        let (newest, pages) = all_pages(server, &m.api_key, "/v1/credits/transactions?limit=2", "transactions");
+        let (newest, pages) =
+            all_pages(server, &m.api_key, "/v1/credits/transactions?limit=2", "transactions");
         assert_eq!((newest.len(), pages.len()), (6, 3));
         let kinds: Vec<&str> = newest.iter().map(|t| t["kind"].as_str().unwrap()).collect();
         assert_eq!(kinds, ["validation", "validation", "validation", "validation", "validation", "grant"]);
@@ -239,7 +236,8 @@ fn transactions_audit_log_and_commerce_events_page_by_cursor_with_filters() {
         assert_eq!(all.len(), clients.len() + others.len());
         let (created, _) = all_pages(server, &m.api_key, "/v1/audit-log?action=LicenseCreated", "entries");
         assert_eq!(created.len(), 1);
-        let (mixed, _) = all_pages(server, &m.api_key, "/v1/audit-log?actorKind=operator,api_key&order=asc", "entries");
+        let (mixed, _) =
+            all_pages(server, &m.api_key, "/v1/audit-log?actorKind=operator,api_key&order=asc", "entries");
         assert_eq!(mixed.first().map(|e| &e["actorKind"]), Some(&json!("operator")), "the account came first");
         bad_request(server, &m.api_key, "/v1/audit-log?actorKind=robot");
 
@@ -265,10 +263,7 @@ fn transactions_audit_log_and_commerce_events_page_by_cursor_with_filters() {
         // Commerce events: the paging answer shape even when the ledger is empty.
         let (status, events) = server.get(&m.api_key, "/v1/commerce/events?limit=5&order=asc");
         assert_eq!(status, 200, "{events}");
-        assert_eq!(
-            (events["events"].as_array().map(Vec::len), &events["cursor"], &events["total"]),
-            (Some(0), &Value::Null, &json!(0))
-        );
+        assert_eq!((events["events"].as_array().map(Vec::len), &events["cursor"], &events["total"]), (Some(0), &Value::Null, &json!(0)));
         bad_request(server, &m.api_key, "/v1/commerce/events?cursor=abc");
     });
 }

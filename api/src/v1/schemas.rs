@@ -162,8 +162,7 @@ pub fn all() -> Value {
     let transactions = json!({ "type": "object", "required": ["transactions", "cursor"], "properties": { "cursor": nullable("string"), "transactions": { "type": "array", "items": {
             "type": "object", "required": ["delta", "kind", "at"],
             "properties": { "delta": { "type": "integer" }, "kind": string(), "reason": nullable("string"), "licenseKey": nullable("string"), "at": string() } } } } });
-    let actor_kind =
-        json!({ "type": "string", "enum": ["operator", "api_key", "dashboard", "portal", "client", "system"] });
+    let actor_kind = json!({ "type": "string", "enum": ["operator", "api_key", "dashboard", "portal", "client", "system"] });
     let audit_log = json!({ "type": "object", "required": ["entries", "cursor"], "properties": { "cursor": nullable("string"), "entries": { "type": "array", "items": {
             "type": "object", "required": ["stream", "event", "actor", "actorKind", "at"],
             "properties": { "stream": string(), "event": string(), "actor": string(), "actorKind": actor_kind, "at": string() } } } } });

@@ -374,7 +374,29 @@ async function webhooksCard(app) {
   }), shown, deliveries);
 }
 
+/** Signing keys in two steps, where the API lists them: add a key (it does not sign yet, so
+ *  clients can ship it), make it sign, retire the old one. */
+function signingKeysCard(app, keys) {
+  const path = "/apps/" + app.appId + "/signing-keys";
+  const redraw = (text) => { nextFlash = text; return route().then(() => text); };
+  return card("Signing keys", h("p", { class: "muted" }, "Licenses are signed by one key; clients verify with the public keys they ship. Add a key, ship its public key in your app, then make it sign and retire the old one."),
+    h("div", { id: "signing-keys" }, table(keys, [
+      ["Key id", k => h("code", {}, k.keyId)], ["Public key", k => h("code", {}, k.publicKey)],
+      ["State", k => badge(k.state === "verifying" ? "not signing yet" : k.state)], ["Added", k => k.createdAt ? when(k.createdAt) : "—"],
+      ["", k => k.state !== "verifying" ? "" : h("span", {},
+        confirmAction({ id: "promote-" + k.keyId, label: "Make it sign",
+          consequence: "From now on licenses are signed with key " + k.keyId + ". Clients that do not ship its public key yet reject the new signatures.",
+          run: () => api("POST", path + "/" + enc(k.keyId) + "/promote").then(() => redraw("Key " + k.keyId + " signs now")) }), " ",
+        confirmAction({ id: "retire-" + k.keyId, label: "Retire",
+          consequence: "Key " + k.keyId + " is withdrawn: signatures made with it no longer verify against this app's published keys. This cannot be undone.",
+          run: () => api("DELETE", path + "/" + enc(k.keyId)).then(() => redraw("Key " + k.keyId + " retired")) }))],
+    ])),
+    actionButton({ id: "add-signing-key", label: "Add a new key", run: () => api("POST", path).then(() => redraw("Key added: it does not sign until you make it")) }));
+}
+
 async function settingsCard(app) {
+  // Older servers have no key list: the one-step rotation is offered instead.
+  const keys = await api("GET", "/apps/" + app.appId + "/signing-keys").then(r => r.signingKeys).catch(() => null);
   const s = app.settings;
   const shown = h("div", { id: "rotated" });
   const settings = form([
@@ -395,7 +417,7 @@ async function settingsCard(app) {
           shown.replaceChildren(secretBox("New app secret", [["App secret", r.appSecret]]));
           return "Secret rotated: copy the new one below";
         } }),
-      confirmAction({ id: "rotate-signing-key", label: "Rotate signing key",
+      keys ? "" : confirmAction({ id: "rotate-signing-key", label: "Rotate signing key",
         consequence: "A new key signs from now on. Clients that only hold the current public key reject the new signatures until they ship the new key (see the key list above).",
         run: async () => {
           const r = await api("POST", "/apps/" + app.appId + "/signing-keys");
@@ -407,7 +429,8 @@ async function settingsCard(app) {
         : confirmAction({ id: "toggle-app", label: "Disable app",
           consequence: "Every license of " + app.name + " stops validating and every live session is disconnected until you enable the app again.",
           run: async () => { await api("PUT", "/apps/" + app.appId, { disabled: true }); nextFlash = "App disabled"; await route(); return "App disabled"; } })),
-    shown, h("p", {}, h("a", { href: "#/apps/" + app.appId + "/variables" }, "App variables")));
+    shown, h("p", {}, h("a", { href: "#/apps/" + app.appId + "/variables" }, "App variables")),
+    keys ? signingKeysCard(app, keys) : "");
 }
 
 /** The four lists, with what each does in words. */
@@ -552,12 +575,30 @@ function actorName(e) {
   return { api_key: "API key", dashboard: "Dashboard", client: "Client", portal: "Portal", operator: "Operator", system: "licensd", stripe: "Stripe", lemon: "Lemon Squeezy" }[kind] || kind || "unknown";
 }
 
+/** The raw payload of one history entry (nonces and ids included), fetched when expanded. */
+let rawHistory = null;
+function rawEvent(key, e) {
+  const code = h("code", {}, "…");
+  const details = h("details", {}, h("summary", {}, "Raw"), code);
+  details.addEventListener("toggle", async () => {
+    if (!details.open || code.dataset.loaded) return;
+    try {
+      if (!rawHistory || rawHistory.key !== key) rawHistory = { key, events: api("GET", "/licenses/" + enc(key) + "/events?detail=full").then(r => r.events) };
+      const full = (await rawHistory.events).find(x => x.version === e.version);
+      code.textContent = JSON.stringify(full ? full.data : null);
+      code.dataset.loaded = "1";
+    } catch (error) { code.textContent = error.message; }
+  });
+  return details;
+}
+
 function machinesOf(l) {
   if (Array.isArray(l.machines)) return l.machines;
   return l.hwidList.map(hwid => ({ hwid }));
 }
 
 async function licenseView(key) {
+  rawHistory = null;
   const l = await api("GET", "/licenses/" + enc(key));
   const [{ events }, vars, live] = await Promise.all([
     api("GET", "/licenses/" + enc(key) + "/events"),
@@ -584,7 +625,7 @@ async function licenseView(key) {
       form([["date", "Extend to", { attrs: { type: "date", required: true } }]], "Extend", (v) => act(() => change({ action: "extend", expiresAt: new Date(v.date + "T23:59:59Z").toISOString() }, "Extended")))),
     card("Bound machines", h("div", { id: "machines" }, table(machines, [
       ["Machine (HWID)", m => h("code", {}, m.hwid)],
-      ["First seen", m => m.firstSeen ? when(m.firstSeen) : "—"], ["Last seen", m => m.lastSeen ? when(m.lastSeen) : "—"],
+      ["Bound", m => m.boundAt ? when(m.boundAt) : "—"],
       // Releasing one machine needs the API's machine list (it is absent from older servers).
       ["", m => !Array.isArray(l.machines) ? "" : confirmAction({ id: "release-" + m.hwid.replace(/\W/g, "_"), label: "Release", consequence: "This machine loses its slot; it must validate again (and find a free slot) to use the license.",
         run: async () => { await api("DELETE", "/licenses/" + enc(key) + "/machines/" + enc(m.hwid)); nextFlash = "Machine released"; await route(); return "Released"; } })],
@@ -609,7 +650,8 @@ async function licenseView(key) {
     })),
     card("History", h("div", { id: "history" }, table(events.slice().reverse(), [
       ["When", e => when(e.at)], ["What", e => h("span", { class: "event-type", title: e.type }, eventName(e))], ["By", e => actorName(e)],
-      ["", e => h("details", {}, h("summary", {}, "Details"), h("code", {}, JSON.stringify(e.data !== undefined ? e.data : e.summary || {})))],
+      ["Details", e => e.summary || ""],
+      ["", e => rawEvent(key, e)],
     ]))),
   ];
 }
@@ -760,84 +802,44 @@ async function creditsView(params) {
 
 // ---- Overview ----
 
-/** The last `days` UTC dates, oldest first ("2026-12-06"). */
-function lastDays(days) {
-  const out = [];
-  const today = Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate());
-  for (let i = days - 1; i >= 0; i--) out.push(new Date(today - i * 86400000).toISOString().slice(0, 10));
-  return out;
-}
-
-/** Every entry of a paged list newer than `since`, following the cursor (newest first) up to
- *  `maxPages` pages; `complete` says whether the period was read to its start. */
-async function readSince(path, field, atField, since, maxPages) {
-  const rows = [];
-  let cursor = null;
-  for (let pageNo = 0; pageNo < maxPages; pageNo++) {
-    const page = await api("GET", path + (path.includes("?") ? "&" : "?") + "limit=200&order=desc" + (cursor ? "&cursor=" + enc(cursor) : ""));
-    for (const row of page[field]) {
-      if ((row[atField] || "") < since) return { rows, complete: true };
-      rows.push(row);
-    }
-    cursor = page.cursor;
-    if (!cursor) return { rows, complete: true };
-  }
-  return { rows, complete: false };
-}
-
-function perDay(days, rows, atField, value) {
-  const sums = new Map(days.map(d => [d, 0]));
-  for (const row of rows) {
-    const day = (row[atField] || "").slice(0, 10);
-    if (sums.has(day)) sums.set(day, sums.get(day) + value(row));
-  }
-  return [...sums.entries()];
-}
-
-/** The account at a glance: licenses by status and live sessions per app, then per day over the
- *  period: credits burned (with how long the balance lasts at that rate), billed validations and
- *  heartbeats, commerce events, and the most active licenses. The daily figures add up every
- *  ledger entry of the period, read page by page. */
+/** The account (or one app) at a glance, from the API's daily roll-up: licenses by status,
+ *  machines and live sessions now, and per day over the period: billed credits (with how long
+ *  the balance lasts at that rate), validations, heartbeats, new licenses, commerce events; the
+ *  busiest licenses. */
 async function overviewView(params) {
-  const days = lastDays(Math.min(Math.max(Number(params.get("days")) || 14, 1), 90));
-  const since = days[0];
-  const [{ apps }, credits] = await Promise.all([api("GET", "/apps"), api("GET", "/credits")]);
-  const perApp = await Promise.all(apps.map(async (app) => {
-    const count = (status) => api("GET", "/licenses?appId=" + app.appId + "&limit=1&status=" + status).then(p => p.total ?? p.licenses.length);
-    const [active, expired, revoked, live] = await Promise.all([count("active"), count("expired"), count("revoked"),
-      api("GET", "/apps/" + app.appId + "/sessions").then(r => r.sessions.length).catch(() => 0)]);
-    return { app, active, expired, revoked, live };
-  }));
-  const [ledger, commerce] = await Promise.all([
-    readSince("/credits/transactions", "transactions", "at", since, 50),
-    readSince("/commerce/events", "events", "receivedAt", since, 10),
-  ]);
-  const burned = perDay(days, ledger.rows, "at", t => t.delta < 0 ? -t.delta : 0);
-  const validations = perDay(days, ledger.rows, "at", t => t.kind === "validation" ? 1 : 0);
-  const heartbeats = perDay(days, ledger.rows, "at", t => t.kind === "heartbeat" ? (parseInt(t.reason, 10) || 1) : 0);
-  const sales = perDay(days, commerce.rows, "receivedAt", () => 1);
-  const total = burned.reduce((n, [, v]) => n + v, 0);
-  const rate = total / days.length;
-  const lasts = rate > 0 ? "lasts about " + plural(Math.floor(credits.balance / rate), "day") + " at this rate (" + (Math.round(rate * 10) / 10) + " a day)" : "no credits used in this period";
-  const activity = new Map();
-  for (const t of ledger.rows) if (t.licenseKey && t.delta < 0) activity.set(t.licenseKey, (activity.get(t.licenseKey) || 0) - t.delta);
-  const top = [...activity.entries()].sort((a, b) => b[1] - a[1]).slice(0, 5);
-  const partial = ledger.complete && commerce.complete ? "" : notice("The period has more entries than this page reads at once: the earliest days are incomplete.", "error");
-  const periodLinks = h("p", {}, "Period: ", [7, 14, 30, 90].map(n => [h("a", { href: "#/overview?days=" + n, "aria-current": days.length === n ? "page" : null }, n + " days"), " "]));
+  const days = Math.min(Math.max(Number(params.get("days")) || 14, 1), 366);
+  const appId = params.get("appId") || "";
+  const [{ apps }, o] = await Promise.all([api("GET", "/apps"), api("GET", "/overview?days=" + days + (appId ? "&appId=" + enc(appId) : ""))]);
+  const link = (extra) => "#/overview?" + new URLSearchParams(Object.assign(appId ? { appId } : {}, { days: String(days) }, extra)).toString();
+  const scope = form([["appId", "Show", { options: [["", "All apps"], ...apps.map(a => [a.appId, a.name])], id: "overview-app" }]], "Show", async (v) => {
+    location.hash = "#/overview?" + new URLSearchParams(Object.assign(v.appId ? { appId: v.appId } : {}, { days: String(days) })).toString();
+  }, { id: "overview-scope" });
+  scope.elements.appId.value = appId;
+  const series = (field) => o.daily.map(d => [d.day, d[field]]);
+  const c = o.credits;
+  const lasts = c.lastsDays === null || c.lastsDays === undefined ? "No credits used in this period."
+    : "Lasts about " + plural(c.lastsDays, "day") + " at this rate (" + (Math.round(c.burnPerDay * 10) / 10) + " a day).";
   return [
-    h("h1", {}, "Overview"), periodLinks, partial,
+    h("h1", {}, "Overview"),
+    h("div", { class: "actions" }, scope, h("p", {}, "Period: ", [7, 14, 30, 90].map(n => [h("a", { href: link({ days: String(n) }), "aria-current": days === n ? "page" : null }, n + " days"), " "]))),
     h("div", { class: "grid" },
-      card("Credits", h("div", { class: "stat", id: "overview-balance" }, String(credits.balance)), h("p", { id: "balance-lasts" }, lasts)),
-      card("Licenses", table(perApp, [
-        ["App", r => h("a", { href: "#/apps/" + r.app.appId }, r.app.name)], ["Active", r => r.active], ["Expired", r => r.expired], ["Revoked", r => r.revoked], ["Live sessions", r => r.live],
-      ], "No apps yet."))),
-    card("Credits burned per day", barChart(burned.map(([d, v]) => [d, v]), { title: "Credits burned per day", id: "chart-credits", unit: "credits" })),
-    card("Billed validations per day", barChart(validations, { title: "Billed validations per day", id: "chart-validations", unit: "validations" })),
-    card("Billed heartbeats per day", barChart(heartbeats, { title: "Billed heartbeats per day", id: "chart-heartbeats", unit: "heartbeats" })),
-    card("Commerce events per day", barChart(sales, { title: "Commerce events per day", id: "chart-commerce", unit: "events" })),
-    card("Most active licenses", table(top.map(([key, n]) => ({ key, n })), [
-      ["License", r => h("a", { href: "#/licenses/" + r.key, class: "mono" }, r.key)], ["Credits used", r => r.n],
-    ], "No license used credits in this period.")),
+      card("Credits", h("div", { class: "stat", id: "overview-balance" }, String(c.balance)), h("p", { id: "balance-lasts" }, lasts),
+        h("p", { class: "muted" }, plural(c.burnedInPeriod, "credit") + " used in " + plural(o.days, "day") + " (the whole account).")),
+      card("Licenses", h("dl", { class: "facts", id: "overview-licenses" },
+        h("dt", {}, "Active"), h("dd", {}, String(o.licenses.active)),
+        h("dt", {}, "Expired"), h("dd", {}, String(o.licenses.expired)),
+        h("dt", {}, "Revoked"), h("dd", {}, String(o.licenses.revoked)),
+        h("dt", {}, "Machines in use"), h("dd", {}, String(o.activeMachines)),
+        h("dt", {}, "Live sessions now"), h("dd", {}, String(o.liveSessions))))),
+    card("Credits used per day", barChart(series("creditsBurned"), { title: "Credits used per day", id: "chart-credits", unit: "credits" })),
+    card("Validations per day", barChart(series("validations"), { title: "Validations per day", id: "chart-validations", unit: "validations" })),
+    card("Heartbeats per day", barChart(series("heartbeats"), { title: "Heartbeats per day", id: "chart-heartbeats", unit: "heartbeats" })),
+    card("New licenses per day", barChart(series("newLicenses"), { title: "New licenses per day", id: "chart-new-licenses", unit: "licenses" })),
+    card("Purchases and renewals per day", barChart(series("commerceEvents"), { title: "Purchases and renewals per day", id: "chart-commerce", unit: "events" })),
+    card("Busiest licenses", h("div", { id: "top-licenses" }, table(o.topLicenses, [
+      ["License", t => h("a", { href: "#/licenses/" + t.licenseKey, class: "mono" }, t.licenseKey)], ["Label", t => t.label || ""],
+      ["Validations", t => t.validations], ["Heartbeats", t => t.heartbeats],
+    ], "No license was used in this period."))),
   ];
 }
 

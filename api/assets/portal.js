@@ -19,7 +19,7 @@ function show(...children) {
 }
 
 function signInView(message) {
-  document.documentElement.style.removeProperty("--accent");
+  for (const name of ["--accent", "--on-accent", "--accent-ink"]) document.documentElement.style.removeProperty(name);
   document.getElementById("portal-title").textContent = "License portal";
   show(h("section", { class: "card" }, h("h2", {}, "Sign in"),
     h("p", { class: "muted" }, "Enter your license key and the email you bought it with. We will email you a sign-in code."),
@@ -50,7 +50,15 @@ function codeView(challengeId, message, error) {
 function brand(branding) {
   document.getElementById("portal-title").textContent = branding.displayName;
   document.title = branding.displayName;
-  if (branding.accentColor) document.documentElement.style.setProperty("--accent", branding.accentColor);
+  if (branding.accentColor) {
+    // The merchant's colour stays readable whatever it is: text on it is white or ink, whichever
+    // contrasts more, and where it would be text on white a light colour gives way to ink.
+    const style = document.documentElement.style;
+    style.setProperty("--accent", branding.accentColor);
+    const onWhite = contrast(branding.accentColor, "#ffffff");
+    style.setProperty("--on-accent", onWhite >= contrast(branding.accentColor, "#1c1c28") ? "#ffffff" : "#1c1c28");
+    style.setProperty("--accent-ink", onWhite >= 4.5 ? branding.accentColor : "#1c1c28");
+  }
 }
 
 /** Support contacts, each on its own line with a label saying what it is. */

@@ -738,7 +738,7 @@ function svg(tag, attrs, text) {
 function barChart(points, { title, id, unit }) {
   const shown = window.innerWidth < 640 ? points.slice(-14) : points;
   if (!shown.length || shown.every(([, v]) => !v)) return h("p", { class: "muted", id }, "Nothing yet for " + title.toLowerCase() + ".");
-  const slot = 24, left = 34, top = 16, plot = 110, bottom = 26;
+  const slot = 26, left = 40, top = 18, plot = 110, bottom = 28;
   const width = left + shown.length * slot + 4;
   const max = Math.max(...shown.map(([, v]) => v), 1);
   const chart = svg("svg", { viewBox: "0 0 " + width + " " + (top + plot + bottom), class: "chart", role: "img", id, "aria-label": title + ": " + shown.map(([d, v]) => d + " " + v).join(", ") });
@@ -754,7 +754,7 @@ function barChart(points, { title, id, unit }) {
     if (value) chart.append(svg("text", { class: "value", x: x + (slot - 6) / 2, y: top + plot - height - 3, "text-anchor": "middle" }, value));
     if (i % every === 0) chart.append(svg("text", { x: x + (slot - 6) / 2, y: top + plot + 14, "text-anchor": "middle" }, day.slice(5)));
   });
-  return h("figure", { class: "chart" }, chart, h("figcaption", { class: "muted" }, title));
+  return h("figure", { class: "chart" }, chart);
 }
 
 /** Cursor paging links for a list view whose filters live in the hash. */

@@ -13,11 +13,21 @@ const RELAXED: &[(&str, &str)] = &[
     ("LICENSD_API_PER_SECOND", "1000"),
 ];
 
-/// Every page of `path` (which has no cursor yet): the items under `field`, and each page's answer.
+/// Every page of `path` (which has no cursor): the items under `field`, and each page's answer.
 fn all_pages(server: &Server, api_key: &str, path: &str, field: &str) -> (Vec<Value>, Vec<Value>) {
+    pages_from(server, api_key, path, field, None)
+}
+
+/// Like [`all_pages`], from the page `cursor` points at.
+fn pages_from(
+    server: &Server,
+    api_key: &str,
+    path: &str,
+    field: &str,
+    mut cursor: Option<String>,
+) -> (Vec<Value>, Vec<Value>) {
     let mut items = Vec::new();
     let mut pages = Vec::new();
-    let mut cursor: Option<String> = None;
     loop {
         let url = match &cursor {
             Some(c) => format!("{path}&cursor={c}"),
@@ -32,6 +42,17 @@ fn all_pages(server: &Server, api_key: &str, path: &str, field: &str) -> (Vec<Va
             return (items, pages);
         }
         assert!(pages.len() < 100, "paging does not end");
+    }
+}
+
+/// Bills are committed just after their answers: waits until the ledger holds `rows` movements.
+fn wait_for_ledger(server: &Server, api_key: &str, rows: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while server.get(api_key, "/v1/credits/transactions?limit=200").1["transactions"].as_array().map_or(0, Vec::len)
+        < rows
+    {
+        assert!(std::time::Instant::now() < deadline, "{rows} ledger rows");
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
@@ -58,18 +79,27 @@ fn get_csv(server: &Server, api_key: &str, path: &str) -> (u16, String, Option<S
     (response.status().as_u16(), content_type, next, response.text().unwrap())
 }
 
+/// An expiry two seconds from now (the API takes only future expiries); see [`wait_until_expired`].
+fn soon() -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339()
+}
+
+fn wait_until_expired() {
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+}
+
 /// Five licenses created one after another: plain, labelled, revoked, expired, and expiring later.
 fn seeded_licenses(server: &Server, m: &Merchant) -> Vec<String> {
     let created = vec![
         m.license(server, json!({})),
         m.license(server, json!({ "label": "=HYPERLINK(\"x\"),a" })),
         m.license(server, json!({ "label": "gold" })),
-        m.license(server, json!({ "label": "gold", "expiresAt": "2030-01-01T00:00:00Z" })),
+        m.license(server, json!({ "label": "gold", "expiresAt": soon() })),
         m.license(server, json!({ "expiresAt": "2031-06-01T00:00:00Z" })),
     ];
     m.put(server, &format!("/v1/licenses/{}", created[2]), json!({ "action": "revoke" }));
-    // An expiry in the past makes the license expired (not revoked).
-    m.put(server, &format!("/v1/licenses/{}", created[3]), json!({ "action": "extend", "expiresAt": "2020-01-01T00:00:00Z" }));
+    // Past its expiry the license is expired (not revoked).
+    wait_until_expired();
     created
 }
 
@@ -95,8 +125,8 @@ fn licenses_are_paged_newest_first_with_filters_sorts_and_totals() {
         let (status, first) = server.get(&m.api_key, &format!("{list}&limit=2"));
         assert_eq!(status, 200);
         let newcomer = m.license(server, json!({}));
-        let rest = format!("{list}&limit=2&cursor={}", first["cursor"].as_str().unwrap());
-        let (after, _) = all_pages(server, &m.api_key, &rest, "licenses");
+        let next = first["cursor"].as_str().map(String::from);
+        let (after, _) = pages_from(server, &m.api_key, &format!("{list}&limit=2"), "licenses", next);
         let mut seen = keys(first["licenses"].as_array().unwrap());
         seen.extend(keys(&after));
         assert_eq!(seen, expected, "the newcomer is on no page of the listing begun before it");
@@ -116,7 +146,7 @@ fn licenses_are_paged_newest_first_with_filters_sorts_and_totals() {
         );
         assert_eq!(matching("label=gold&order=asc"), (vec![created[2].clone(), created[3].clone()], 2));
         assert_eq!(
-            matching("expiresAfter=2021-01-01T00:00:00Z&expiresBefore=2032-01-01T00:00:00Z"),
+            matching("expiresAfter=2031-01-01T00:00:00Z&expiresBefore=2032-01-01T00:00:00Z"),
             (vec![created[4].clone()], 1)
         );
         assert_eq!(matching("search=HYPERLINK"), (vec![created[1].clone()], 1));
@@ -167,7 +197,7 @@ fn licenses_and_transactions_export_as_csv_with_formulas_defused() {
         // The label starts like a formula and holds a comma and quotes: quoted, doubled, defused.
         assert!(lines[2].contains(",active,\"'=HYPERLINK(\"\"x\"\"),a\","), "{}", lines[2]);
         assert!(lines[3].contains(",revoked,gold,"), "{}", lines[3]);
-        assert!(lines[4].contains(",expired,gold,2020-01-01T00:00:00.000Z,"), "{}", lines[4]);
+        assert!(lines[4].contains(",expired,gold,"), "{}", lines[4]);
         let next = next.expect("more rows follow by cursor");
         let (_, _, last, rest) = get_csv(server, &m.api_key, &format!("{export}&cursor={next}"));
         assert_eq!(last, None);
@@ -185,6 +215,7 @@ fn licenses_and_transactions_export_as_csv_with_formulas_defused() {
                                "hwid": "machine-1", "nonce": format!("{nonce:032x}") });
             assert_eq!(server.auth("/auth/validate", &body).0, 200);
         }
+        wait_for_ledger(server, &m.api_key, 3);
         let (status, _, _, body) = get_csv(server, &m.api_key, "/v1/credits/transactions.csv?order=asc");
         assert_eq!(status, 200, "{body}");
         let lines: Vec<&str> = body.split("\r\n").filter(|l| !l.is_empty()).collect();
@@ -205,10 +236,10 @@ fn transactions_audit_log_and_commerce_events_page_by_cursor_with_filters() {
                                "hwid": format!("machine-{}", nonce % 3), "nonce": format!("{nonce:032x}") });
             assert_eq!(server.auth("/auth/validate", &body).0, 200);
         }
+        wait_for_ledger(server, &m.api_key, 6);
 
         // Transactions: six movements, two per page, in both orders, filtered by kind.
-        let (newest, pages) =
-            all_pages(server, &m.api_key, "/v1/credits/transactions?limit=2", "transactions");
+        let (newest, pages) = all_pages(server, &m.api_key, "/v1/credits/transactions?limit=2", "transactions");
         assert_eq!((newest.len(), pages.len()), (6, 3));
         let kinds: Vec<&str> = newest.iter().map(|t| t["kind"].as_str().unwrap()).collect();
         assert_eq!(kinds, ["validation", "validation", "validation", "validation", "validation", "grant"]);
@@ -236,8 +267,7 @@ fn transactions_audit_log_and_commerce_events_page_by_cursor_with_filters() {
         assert_eq!(all.len(), clients.len() + others.len());
         let (created, _) = all_pages(server, &m.api_key, "/v1/audit-log?action=LicenseCreated", "entries");
         assert_eq!(created.len(), 1);
-        let (mixed, _) =
-            all_pages(server, &m.api_key, "/v1/audit-log?actorKind=operator,api_key&order=asc", "entries");
+        let (mixed, _) = all_pages(server, &m.api_key, "/v1/audit-log?actorKind=operator,api_key&order=asc", "entries");
         assert_eq!(mixed.first().map(|e| &e["actorKind"]), Some(&json!("operator")), "the account came first");
         bad_request(server, &m.api_key, "/v1/audit-log?actorKind=robot");
 
@@ -263,7 +293,10 @@ fn transactions_audit_log_and_commerce_events_page_by_cursor_with_filters() {
         // Commerce events: the paging answer shape even when the ledger is empty.
         let (status, events) = server.get(&m.api_key, "/v1/commerce/events?limit=5&order=asc");
         assert_eq!(status, 200, "{events}");
-        assert_eq!((events["events"].as_array().map(Vec::len), &events["cursor"], &events["total"]), (Some(0), &Value::Null, &json!(0)));
+        assert_eq!(
+            (events["events"].as_array().map(Vec::len), &events["cursor"], &events["total"]),
+            (Some(0), &Value::Null, &json!(0))
+        );
         bad_request(server, &m.api_key, "/v1/commerce/events?cursor=abc");
     });
 }
@@ -315,8 +348,8 @@ fn the_overview_counts_a_seeded_day_from_the_roll_up_not_a_page_of_the_ledger() 
         let revoked = m.license(server, json!({}));
         m.put(server, &format!("/v1/licenses/{revoked}"), json!({ "action": "revoke" }));
         m.license(server, json!({ "expiresAt": "2030-01-01T00:00:00Z" }));
-        let expired = m.license(server, json!({ "expiresAt": "2030-01-01T00:00:00Z" }));
-        m.put(server, &format!("/v1/licenses/{expired}"), json!({ "action": "extend", "expiresAt": "2020-01-01T00:00:00Z" }));
+        m.license(server, json!({ "expiresAt": soon() }));
+        wait_until_expired();
         let validate = |key: &str, hwid: &str, nonce: u32| {
             let body = json!({ "appId": m.app_id, "appSecret": m.app_secret, "licenseKey": key, "hwid": hwid,
                                "nonce": format!("{nonce:032x}") });
@@ -329,8 +362,20 @@ fn the_overview_counts_a_seeded_day_from_the_roll_up_not_a_page_of_the_ledger() 
         }
         validate(&quiet, "pc-c", 1000);
 
-        let (status, overview) = server.get(&m.api_key, &format!("/v1/overview?appId={}&days=2", m.app_id));
-        assert_eq!(status, 200, "{overview}");
+        // Bills are committed just after their answers: wait until the last one is in the log.
+        let overview_path = format!("/v1/overview?appId={}&days=2", m.app_id);
+        let total = |overview: &Value| {
+            overview["daily"].as_array().unwrap().iter().map(|d| d["validations"].as_i64().unwrap()).sum::<i64>()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let overview = loop {
+            let (status, overview) = server.get(&m.api_key, &overview_path);
+            assert_eq!(status, 200, "{overview}");
+            if total(&overview) >= 267 || std::time::Instant::now() > deadline {
+                break overview;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
         let daily = overview["daily"].as_array().unwrap();
         assert_eq!(daily.len(), 2, "one entry per day of the window, empty days included");
         let sum = |field: &str| daily.iter().map(|d| d[field].as_i64().unwrap()).sum::<i64>();
@@ -366,5 +411,57 @@ fn the_overview_counts_a_seeded_day_from_the_roll_up_not_a_page_of_the_ledger() 
         // The roll-up is one of the read models the CLI reports (and hashes) like the others.
         let hashes = common::caught_up_hashes(deployment);
         assert!(hashes.iter().any(|(name, _)| name == "usage_rollup"), "{hashes:?}");
+    });
+}
+
+#[test]
+fn one_bound_machine_is_released_and_machines_show_when_they_were_bound() {
+    on_both_backends(RELAXED, |deployment, server| {
+        let m = deployment.merchant_with_credits(server, "machines@example.com", 20);
+        let key = m.license(server, json!({ "maxHwidSlots": 2 }));
+        let validate = |hwid: &str, nonce: u32| {
+            let body = json!({ "appId": m.app_id, "appSecret": m.app_secret, "licenseKey": key, "hwid": hwid,
+                               "nonce": format!("{nonce:032x}") });
+            server.auth("/auth/validate", &body)
+        };
+        assert_eq!(validate("pc-1", 1).0, 200);
+        assert_eq!(validate("pc/2 é", 2).0, 200);
+        assert_eq!(validate("pc-3", 3).1["error"], "hwid_mismatch", "both slots are taken");
+
+        let (status, license) = server.get(&m.api_key, &format!("/v1/licenses/{key}"));
+        assert_eq!(status, 200, "{license}");
+        let machines = license["machines"].as_array().unwrap();
+        let hwids: Vec<&str> = machines.iter().map(|m| m["hwid"].as_str().unwrap()).collect();
+        assert_eq!(hwids, ["pc-1", "pc/2 é"]);
+        assert!(machines.iter().all(|m| m["boundAt"].as_str().is_some_and(|at| at.ends_with('Z'))), "{machines:?}");
+
+        // Release the second machine (its HWID percent-encoded in the path): only it goes.
+        let path = format!("/v1/licenses/{key}/machines/pc%2F2%20%C3%A9");
+        let (status, released) = server.send("DELETE", &m.api_key, &path, None);
+        assert_eq!(status, 200, "{released}");
+        assert_eq!(released["license"]["hwidList"], json!(["pc-1"]));
+        let (status, missing) = server.send("DELETE", &m.api_key, &path, None);
+        assert_eq!((status, missing["error"].as_str()), (404, Some("not_found")), "{missing}");
+        assert_eq!(validate("pc-3", 4).0, 200, "the freed slot takes a new machine");
+        let (_, license) = server.get(&m.api_key, &format!("/v1/licenses/{key}"));
+        let hwids: Vec<&str> =
+            license["machines"].as_array().unwrap().iter().map(|m| m["hwid"].as_str().unwrap()).collect();
+        assert_eq!(hwids, ["pc-1", "pc-3"]);
+        let (_, listed) = server.get(&m.api_key, &format!("/v1/licenses?appId={}", m.app_id));
+        assert_eq!(listed["licenses"][0]["hwidList"], json!(["pc-1", "pc-3"]));
+        let (_, history) = server.get(&m.api_key, &format!("/v1/licenses/{key}/events"));
+        let release = history["events"].as_array().unwrap().iter().find(|e| e["type"] == "HwidReleased").cloned();
+        assert_eq!(
+            release.map(|e| (e["name"].clone(), e["summary"].clone())),
+            Some((json!("Machine released"), json!("Machine pc/2 é")))
+        );
+        // The CSV's machine count follows the read model.
+        let (_, _, _, csv) = get_csv(server, &m.api_key, &format!("/v1/licenses.csv?appId={}", m.app_id));
+        assert!(csv.contains(",active,,,2,2,,,"), "{csv}");
+
+        // Another account's license: 403, nothing released.
+        let other = deployment.merchant_with_credits(server, "other-machines@example.com", 0);
+        let (status, _) = server.send("DELETE", &other.api_key, &format!("/v1/licenses/{key}/machines/pc-1"), None);
+        assert_eq!(status, 403);
     });
 }

@@ -260,17 +260,33 @@ fn signing_key_rotation_with_a_two_key_trust_list() {
     let old_key = w.merchant.public_key.clone();
     client(&w, "m1").login(&key).expect("old key signs");
 
-    let (status, rotated) =
-        w.server().post(&w.merchant.api_key, &format!("/v1/apps/{}/signing-keys", w.merchant.app_id), &json!({}));
-    assert_eq!(status, 201);
-    let new_key = rotated["signingKeys"][0]["publicKey"].as_str().unwrap().to_string();
+    let keys = format!("/v1/apps/{}/signing-keys", w.merchant.app_id);
+    // Step one: the new key is published but does not sign, so old-key-only clients keep working.
+    let (status, added) = w.server().post(&w.merchant.api_key, &keys, &json!({}));
+    assert_eq!(status, 201, "{added}");
+    let (new, old) = (&added["signingKeys"][0], &added["signingKeys"][1]);
+    assert_eq!((new["state"].as_str(), old["state"].as_str()), (Some("verifying"), Some("signing")));
+    let new_key = new["publicKey"].as_str().unwrap().to_string();
     assert_ne!(new_key, old_key);
+    client(&w, "m1").login(&key).expect("the old key still signs until the new one is promoted");
 
+    // Step two: promoted, the new key signs; clients trusting both keep working.
+    let promote = format!("{keys}/{}/promote", new["keyId"].as_str().unwrap());
+    let (status, promoted) = w.server().post(&w.merchant.api_key, &promote, &json!({}));
+    assert_eq!((status, promoted["signingKeys"][0]["state"].as_str()), (200, Some("signing")), "{promoted}");
     assert_eq!(code(client(&w, "m1").login(&key)), "signature_mismatch", "old-key-only clients reject new signatures");
     let mut both = config(&w, "m1");
     both.public_key = String::new();
     both.public_keys = vec![new_key, old_key];
     AuthForgeClient::new(both).login(&key).expect("a client trusting both keys keeps working");
+
+    // Retiring: the old key goes; the signer cannot.
+    let retire =
+        |id: &Value| w.server().send("DELETE", &w.merchant.api_key, &format!("{keys}/{}", id.as_str().unwrap()), None);
+    assert_eq!(retire(&new["keyId"]).0, 409, "the signing key is never retired");
+    let (status, listed) = retire(&old["keyId"]);
+    assert_eq!((status, listed["signingKeys"][1]["state"].as_str()), (200, Some("retired")), "{listed}");
+    assert_eq!(w.server().get(&w.merchant.api_key, &keys).1, listed);
 }
 
 #[test]

@@ -139,6 +139,8 @@ impl From<DomainError> for ApiError {
             | D::LicenseLinkedToOtherUser
             | D::LicenseAlreadyActivated
             | D::LicenseLinkedToUser
+            | D::SigningKeyInUse
+            | D::SigningKeyRetired
             | D::SelfBanLimitReached => Self::Conflict(e.to_string()),
             D::InvalidLicenseKey
             | D::InvalidHwidSlots

@@ -87,6 +87,22 @@ pub enum AppEvent {
         signing_key: SigningKey,
         at: DateTime<Utc>,
     },
+    /// Step one of a rotation: the key is published but does not sign yet, so clients holding
+    /// only the current key keep working while releases that trust both ship.
+    SigningKeyAdded {
+        signing_key: SigningKey,
+        at: DateTime<Utc>,
+    },
+    /// Step two: the key signs from now on; the previous signer stays published (verifying only).
+    SigningKeyPromoted {
+        key_id: String,
+        at: DateTime<Utc>,
+    },
+    /// The key is withdrawn: listed as retired, never signing again.
+    SigningKeyRetired {
+        key_id: String,
+        at: DateTime<Utc>,
+    },
     VariablesSet {
         variables: Variables,
         at: DateTime<Utc>,
@@ -273,6 +289,9 @@ impl DomainEvent for AppEvent {
             Self::AppEnabled { .. } => "AppEnabled",
             Self::AppSecretRotated { .. } => "AppSecretRotated",
             Self::SigningKeyRotated { .. } => "SigningKeyRotated",
+            Self::SigningKeyAdded { .. } => "SigningKeyAdded",
+            Self::SigningKeyPromoted { .. } => "SigningKeyPromoted",
+            Self::SigningKeyRetired { .. } => "SigningKeyRetired",
             Self::VariablesSet { .. } => "VariablesSet",
             Self::SecurityListsChanged { .. } => "SecurityListsChanged",
             Self::SecurityListEdited { .. } => "SecurityListEdited",
@@ -300,8 +319,17 @@ pub struct App {
     pub name: String,
     pub disabled: bool,
     pub secret: Sealed,
-    /// Oldest first; the last one is the active signer.
+    /// Oldest first; `signer` names the one that signs.
     pub signing_keys: Vec<SigningKey>,
+    /// The key that signs; `None` (apps and snapshots from before two-step rotation): the newest.
+    #[serde(default)]
+    pub signer: Option<String>,
+    /// Keys withdrawn: still listed, never signing again.
+    #[serde(default)]
+    pub retired_keys: Vec<String>,
+    /// When each key was added, by key id (absent for keys added before this was recorded).
+    #[serde(default)]
+    pub keys_added_at: Vec<(String, DateTime<Utc>)>,
     pub variables: Variables,
     /// Compiled when events are applied; shared, so cloning an app does not copy its lists.
     #[serde(with = "shared")]
@@ -329,7 +357,41 @@ impl App {
 
     /// The key that signs from now on.
     pub fn active_signing_key(&self) -> Option<&SigningKey> {
-        self.signing_keys.last()
+        let named = self.signer.as_ref().and_then(|id| self.signing_keys.iter().find(|k| &k.key_id == id));
+        named.or(self.signing_keys.last())
+    }
+
+    /// Where a key stands: signing, verifying only (published, not signing) or retired.
+    pub fn signing_key_state(&self, key_id: &str) -> SigningKeyState {
+        if self.active_signing_key().is_some_and(|k| k.key_id == key_id) {
+            SigningKeyState::Signing
+        } else if self.retired_keys.iter().any(|k| k == key_id) {
+            SigningKeyState::Retired
+        } else {
+            SigningKeyState::Verifying
+        }
+    }
+
+    pub fn signing_key_added_at(&self, key_id: &str) -> Option<DateTime<Utc>> {
+        self.keys_added_at.iter().find(|(id, _)| id == key_id).map(|(_, at)| *at)
+    }
+}
+
+/// See [`App::signing_key_state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningKeyState {
+    Signing,
+    Verifying,
+    Retired,
+}
+
+impl SigningKeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Signing => "signing",
+            Self::Verifying => "verifying",
+            Self::Retired => "retired",
+        }
     }
 }
 
@@ -371,6 +433,18 @@ pub enum AppCommand {
     },
     RotateSigningKey {
         signing_key: SigningKey,
+    },
+    /// Publishes a key that does not sign yet.
+    AddSigningKey {
+        signing_key: SigningKey,
+    },
+    /// Makes a published, unretired key the signer.
+    PromoteSigningKey {
+        key_id: String,
+    },
+    /// Withdraws a key that does not sign.
+    RetireSigningKey {
+        key_id: String,
     },
     SetVariables(Variables),
     /// Sets the lists given to exactly these entries, as deltas against the current lists.
@@ -438,6 +512,9 @@ impl Aggregate for AppState {
                 disabled: false,
                 secret: secret.clone(),
                 signing_keys: vec![signing_key.clone()],
+                signer: Some(signing_key.key_id.clone()),
+                retired_keys: Vec::new(),
+                keys_added_at: vec![(signing_key.key_id.clone(), *created_at)],
                 variables: Variables::default(),
                 lists: Arc::default(),
                 settings: AppSettings::default(),
@@ -456,7 +533,20 @@ impl Aggregate for AppState {
             E::AppDisabled { .. } => app.disabled = true,
             E::AppEnabled { .. } => app.disabled = false,
             E::AppSecretRotated { secret, .. } => app.secret = secret.clone(),
-            E::SigningKeyRotated { signing_key, .. } => app.signing_keys.push(signing_key.clone()),
+            E::SigningKeyRotated { signing_key, at } => {
+                app.signing_keys.push(signing_key.clone());
+                app.keys_added_at.push((signing_key.key_id.clone(), *at));
+                app.signer = Some(signing_key.key_id.clone());
+            }
+            E::SigningKeyAdded { signing_key, at } => {
+                // The signer stays as it is: pin it, so an app from before `signer` existed does
+                // not switch to the newest key.
+                app.signer = app.active_signing_key().map(|k| k.key_id.clone());
+                app.signing_keys.push(signing_key.clone());
+                app.keys_added_at.push((signing_key.key_id.clone(), *at));
+            }
+            E::SigningKeyPromoted { key_id, .. } => app.signer = Some(key_id.clone()),
+            E::SigningKeyRetired { key_id, .. } => app.retired_keys.push(key_id.clone()),
             E::VariablesSet { variables, .. } => app.variables = variables.clone(),
             E::SecurityListsChanged { lists, .. } => Arc::make_mut(&mut app.lists).replace_merchant_lists(lists),
             E::SecurityListEdited { list, added, removed, .. } => {
@@ -560,6 +650,32 @@ impl Aggregate for AppState {
                     return Err(DomainError::AlreadyExists("signing key"));
                 }
                 vec![E::SigningKeyRotated { signing_key, at }]
+            }
+            C::AddSigningKey { signing_key } => {
+                if app.signing_keys.iter().any(|k| k.key_id == signing_key.key_id) {
+                    return Err(DomainError::AlreadyExists("signing key"));
+                }
+                vec![E::SigningKeyAdded { signing_key, at }]
+            }
+            C::PromoteSigningKey { key_id } => {
+                if !app.signing_keys.iter().any(|k| k.key_id == key_id) {
+                    return Err(DomainError::NotFound("signing key"));
+                }
+                match app.signing_key_state(&key_id) {
+                    SigningKeyState::Signing => vec![],
+                    SigningKeyState::Retired => return Err(DomainError::SigningKeyRetired),
+                    SigningKeyState::Verifying => vec![E::SigningKeyPromoted { key_id, at }],
+                }
+            }
+            C::RetireSigningKey { key_id } => {
+                if !app.signing_keys.iter().any(|k| k.key_id == key_id) {
+                    return Err(DomainError::NotFound("signing key"));
+                }
+                match app.signing_key_state(&key_id) {
+                    SigningKeyState::Signing => return Err(DomainError::SigningKeyInUse),
+                    SigningKeyState::Retired => vec![],
+                    SigningKeyState::Verifying => vec![E::SigningKeyRetired { key_id, at }],
+                }
             }
             C::SetVariables(variables) => vec![E::VariablesSet { variables, at }],
             C::SetSecurityLists(update) => set_lists(&app.lists, &update, at)?,
@@ -805,6 +921,33 @@ mod tests {
         assert_eq!(ids, ["k1", "k2"]);
         let again = AppState::fold(&events).decide(AppCommand::RotateSigningKey { signing_key: key("k2") }, now());
         assert_eq!(again, Err(DomainError::AlreadyExists("signing key")));
+    }
+
+    #[test]
+    fn a_two_step_rotation_publishes_first_then_signs_then_retires_the_old_key() {
+        let mut events = history();
+        let step = |events: &mut Vec<AppEvent>, command: AppCommand| {
+            let decided = AppState::fold(events).decide(command, now());
+            decided.map(|new| events.extend(new))
+        };
+        step(&mut events, AppCommand::AddSigningKey { signing_key: key("k2") }).unwrap();
+        let app = AppState::fold(&events).0.unwrap();
+        assert_eq!(app.active_signing_key().map(|k| k.key_id.as_str()), Some("k1"), "added, not signing");
+        assert_eq!(app.signing_key_state("k2"), SigningKeyState::Verifying);
+        let retire = |id: &str| AppCommand::RetireSigningKey { key_id: id.into() };
+        let promote = |id: &str| AppCommand::PromoteSigningKey { key_id: id.into() };
+        assert_eq!(step(&mut events, retire("k1")), Err(DomainError::SigningKeyInUse));
+        assert_eq!(step(&mut events, promote("nope")), Err(DomainError::NotFound("signing key")));
+        step(&mut events, promote("k2")).unwrap();
+        let before = events.len();
+        step(&mut events, promote("k2")).unwrap();
+        assert_eq!(events.len(), before, "promoting the signer again changes nothing");
+        step(&mut events, retire("k1")).unwrap();
+        let app = AppState::fold(&events).0.unwrap();
+        assert_eq!(app.active_signing_key().map(|k| k.key_id.as_str()), Some("k2"));
+        assert_eq!(app.signing_key_state("k1"), SigningKeyState::Retired);
+        assert_eq!(step(&mut events, promote("k1")), Err(DomainError::SigningKeyRetired));
+        assert_eq!(app.signing_key_added_at("k2"), Some(now()));
     }
 
     #[test]

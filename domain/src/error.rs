@@ -51,6 +51,10 @@ pub enum DomainError {
     InvalidMapping(String),
     #[error("price {0} is already mapped in this app")]
     MappingConflict(String),
+    #[error("the signing key signs now: promote another key first")]
+    SigningKeyInUse,
+    #[error("the signing key is retired and cannot sign again")]
+    SigningKeyRetired,
     #[error("the ledger entry is not waiting to be processed")]
     LedgerNotWorkable,
     #[error("only skipped, failed or held ledger entries can be replayed")]

@@ -41,6 +41,11 @@ pub enum LicenseEvent {
     HwidReset {
         at: DateTime<Utc>,
     },
+    /// The merchant freed one bound machine's slot (the others stay bound).
+    HwidReleased {
+        hwid: String,
+        at: DateTime<Utc>,
+    },
     /// The end user reset their machines in the self-service portal (after `HwidReset`, in the
     /// same append); the policy counts these.
     PortalResetRecorded {
@@ -143,6 +148,7 @@ impl DomainEvent for LicenseEvent {
             Self::LicenseExtended { .. } => "LicenseExtended",
             Self::HwidBound { .. } => "HwidBound",
             Self::HwidReset { .. } => "HwidReset",
+            Self::HwidReleased { .. } => "HwidReleased",
             Self::PortalResetRecorded { .. } => "PortalResetRecorded",
             Self::LicenseDeleted { .. } => "LicenseDeleted",
             Self::VariablesSet { .. } => "VariablesSet",
@@ -242,6 +248,10 @@ pub enum LicenseCommand {
         expires_at: Option<DateTime<Utc>>,
     },
     ResetHwid,
+    /// Frees the slot of one bound machine.
+    ReleaseHwid {
+        hwid: String,
+    },
     /// An end user's reset from the portal, allowed only inside the app's policy.
     PortalReset {
         policy: crate::portal::PortalPolicy,
@@ -354,6 +364,7 @@ impl Aggregate for LicenseState {
                 license.hwids.push(hwid.clone());
             }
             E::HwidReset { .. } => license.hwids.clear(),
+            E::HwidReleased { hwid, .. } => license.hwids.retain(|bound| bound != hwid),
             E::PortalResetRecorded { at } => license.portal_resets.push(*at),
             E::VariablesSet { variables, .. } => license.variables = variables.clone(),
             E::LicenseLevelsSet { levels, .. } => license.levels = levels.clone(),
@@ -430,6 +441,8 @@ impl License {
             }
             C::ResetHwid if license.hwids.is_empty() => vec![],
             C::ResetHwid => vec![E::HwidReset { at }],
+            C::ReleaseHwid { hwid } if license.hwids.contains(&hwid) => vec![E::HwidReleased { hwid, at }],
+            C::ReleaseHwid { .. } => return Err(DomainError::NotFound("machine")),
             C::PortalReset { policy } => {
                 crate::portal::evaluate_reset(&policy, &license.portal_resets, license.hwids.len(), now)
                     .map_err(DomainError::PortalResetRefused)?;
@@ -707,6 +720,20 @@ mod tests {
         let past = now() - chrono::Duration::seconds(1);
         assert_eq!(given_when(&[], base(1, None, Some(past))), Err(DomainError::ExpiryInPast));
         assert!(given_when(&[], base(16, Some("x".repeat(128)), None)).is_ok());
+    }
+
+    #[test]
+    fn releasing_one_machine_frees_its_slot_and_keeps_the_others() {
+        let bound = |hwid: &str| LicenseEvent::HwidBound { hwid: hwid.into(), at: now() };
+        let history = vec![created(2, None), bound("hw-1"), bound("hw-2")];
+        assert_eq!(given_when(&history, bind("hw-3")), Err(DomainError::HwidSlotsFull));
+        let release = |hwid: &str| LicenseCommand::ReleaseHwid { hwid: hwid.into() };
+        assert_eq!(given_when(&history, release("hw-9")), Err(DomainError::NotFound("machine")));
+        let released = given_when(&history, release("hw-1")).unwrap();
+        let history: Vec<_> = history.into_iter().chain(released).collect();
+        let LicenseState::Live(license) = LicenseState::fold(&history) else { panic!("live") };
+        assert_eq!(license.hwids, ["hw-2"]);
+        assert!(matches!(&given_when(&history, bind("hw-3")).unwrap()[..], [LicenseEvent::HwidBound { .. }]));
     }
 
     #[test]

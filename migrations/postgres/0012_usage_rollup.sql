@@ -35,3 +35,11 @@ CREATE TABLE rm_usage_license_daily (
 );
 CREATE INDEX rm_usage_license_daily_by_app ON rm_usage_license_daily (app_id, day);
 CREATE INDEX rm_usage_license_daily_by_account ON rm_usage_license_daily (account_id, day);
+
+-- Machines bound to each license now, with when each was bound (projection `license_machines`).
+CREATE TABLE rm_license_machines (
+    license_key TEXT NOT NULL,
+    hwid        TEXT NOT NULL,
+    bound_at    TEXT NOT NULL,
+    PRIMARY KEY (license_key, hwid)
+);

@@ -134,8 +134,12 @@ def test_offline_activation_and_login_from_file(licensd):
 def test_key_rotation_with_two_trusted_keys(licensd):
     key = licensd.license(maxHwidSlots=3)
     old = licensd.app["publicKey"]
-    rotated = licensd.api("POST", f"/v1/apps/{licensd.app['appId']}/signing-keys", {})
-    new = rotated["signingKeys"][0]["publicKey"]
+    keys = f"/v1/apps/{licensd.app['appId']}/signing-keys"
+    added = licensd.api("POST", keys, {})
+    new = added["signingKeys"][0]["publicKey"]
+    assert added["signingKeys"][0]["state"] == "verifying"
+    assert client(licensd, "py-rot", keys=old).login(key), "the old key signs until the new one is promoted"
+    licensd.api("POST", f"{keys}/{added['signingKeys'][0]['keyId']}/promote", {})
     failures = Failures()
     assert client(licensd, "py-rot", keys=old, failures=failures).login(key) is False
     assert failures.seen, "an old-key-only client rejects the new signature"

@@ -1,10 +1,9 @@
-//! App-scoped settings: variables, security lists, switches and limits, signing-key rotation.
+//! App-scoped settings: variables, security lists, switches and limits.
 
 use super::{current_app, visible};
 use crate::extract::{ApiJson, ApiPath, Caller};
 use crate::{ApiError, AppState};
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use licensd_domain::app::{App, AppCommand, AppSettings};
 use licensd_domain::{AccessLists, AppId, ListName, SecurityListsUpdate, VariableAccess, VariableAccessMap, Variables};
@@ -220,26 +219,6 @@ pub async fn put_settings(
     let settings = merge_settings(app.settings.clone(), &body)?;
     let app = change(&state, &caller, &app, AppCommand::SetSettings(settings)).await?;
     Ok(Json(settings_json(&app.settings)))
-}
-
-/// `POST /v1/apps/{appId}/signing-keys` (beyond the docs): a new key signs from now on; the
-/// previous ones stay listed so clients can trust both during the cut-over.
-pub async fn rotate_signing_key(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(app_id): ApiPath<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let app = owned_app(&state, &caller, &app_id)?;
-    let signing_key = state.commands.new_signing_key(app.app_id);
-    let app = change(&state, &caller, &app, AppCommand::RotateSigningKey { signing_key }).await?;
-    let keys: Vec<Value> = app
-        .signing_keys
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, k)| json!({ "keyId": k.key_id, "publicKey": k.public_key, "active": i == 0 }))
-        .collect();
-    Ok((StatusCode::CREATED, Json(json!({ "signingKeys": keys }))))
 }
 
 #[derive(Deserialize)]

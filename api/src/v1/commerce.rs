@@ -2,7 +2,7 @@
 //! Replay, and GDPR erasure of a buyer.
 
 use super::app_settings::{change, owned_app};
-use super::paging::{text, KeyColumn, Filters, Listing, Page, PageRequest};
+use super::paging::{text, Filters, KeyColumn, Listing, Page, PageRequest};
 use super::{page_size, visible};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
 use crate::{ApiError, AppState};

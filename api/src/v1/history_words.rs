@@ -14,6 +14,7 @@ pub(crate) fn event_name(event_type: &str) -> &str {
         "LicenseExtended" => "Expiry changed",
         "HwidBound" => "Machine bound",
         "HwidReset" => "Machines reset",
+        "HwidReleased" => "Machine released",
         "PortalResetRecorded" => "Reset from the customer portal",
         "LicenseDeleted" => "License deleted",
         "VariablesSet" => "Variables replaced",
@@ -41,7 +42,8 @@ pub(crate) fn actor_name(state: &AppState, account: AccountId, actor: &str, data
     }
     match actor.split_once(':') {
         Some(("api_key", id)) => {
-            let prefix = state.hot.api_keys_of(account).into_iter().find(|k| k.key_id.to_string() == id).map(|k| k.prefix);
+            let prefix =
+                state.hot.api_keys_of(account).into_iter().find(|k| k.key_id.to_string() == id).map(|k| k.prefix);
             match prefix {
                 Some(prefix) => format!("API key {prefix}…"),
                 None => "A revoked API key".into(),
@@ -90,7 +92,7 @@ pub(crate) fn summary(event_type: &str, data: &Value) -> String {
             Some(at) => format!("Expires {at}"),
             None => "No expiry".into(),
         },
-        "HwidBound" => format!("Machine {}", text("hwid")),
+        "HwidBound" | "HwidReleased" => format!("Machine {}", text("hwid")),
         "OfflineActivated" => format!("Machine {}, {}", text("hwid"), plural(number("credits"), "credit")),
         "OfflineFileMinted" => match data.get("hwid").and_then(Value::as_str) {
             Some(hwid) => format!("For machine {hwid}, {}", plural(number("credits"), "credit")),

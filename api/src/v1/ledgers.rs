@@ -46,8 +46,7 @@ async fn transaction_page(
         filters.require(format!("kind = {kind}"));
     }
     if let Some(key) = query.license_key.as_deref() {
-        let key = LicenseKey::parse(key)
-            .map_err(|_| ApiError::BadRequest("licenseKey is not a license key".into()))?;
+        let key = LicenseKey::parse(key).map_err(|_| ApiError::BadRequest("licenseKey is not a license key".into()))?;
         let key = filters.bind(key.to_string());
         filters.require(format!("license_key = {key}"));
     }

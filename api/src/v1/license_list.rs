@@ -114,13 +114,7 @@ async fn listing(
     }
     // The listing reads the SQL read model; bring it up to date so a write just made shows.
     state.refresh_sql(std::sync::Arc::new(licensd_projections::sql::Licenses)).await?;
-    let listing = Listing {
-        columns: "license_key",
-        from: "rm_licenses",
-        key,
-        filters,
-        count: true,
-    };
+    let listing = Listing { columns: "license_key", from: "rm_licenses", key, filters, count: true };
     Ok((listing, request))
 }
 
@@ -179,7 +173,15 @@ pub async fn export(
         ]
     });
     let header = [
-        "licenseKey", "appId", "status", "label", "expiresAt", "maxHwidSlots", "hwidCount", "levels", "maxSessions",
+        "licenseKey",
+        "appId",
+        "status",
+        "label",
+        "expiresAt",
+        "maxHwidSlots",
+        "hwidCount",
+        "levels",
+        "maxSessions",
         "createdAt",
     ];
     Ok(csv::response("licenses.csv", csv::document(&header, rows), page.cursor))

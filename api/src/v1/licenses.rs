@@ -138,7 +138,37 @@ pub async fn get(
     let email = state.commands.pii().get(&subject, "email").await?;
     let mut answer = license_json(&license);
     answer["email"] = json!(email);
+    answer["machines"] = Value::Array(machines(&state, &license).await?);
     Ok(Json(answer))
+}
+
+/// The license's bound machines, in binding order, each with when it was bound (from the
+/// `license_machines` read model; `null` while it has not caught up).
+async fn machines(state: &AppState, license: &License) -> Result<Vec<Value>, ApiError> {
+    state.refresh_sql(std::sync::Arc::new(licensd_projections::sql::LicenseMachines)).await?;
+    let rows = state
+        .commands
+        .store()
+        .query_rows(
+            "SELECT hwid, bound_at FROM rm_license_machines WHERE license_key = $1",
+            &[license.key.to_string().into()],
+        )
+        .await?;
+    let bound_at = |hwid: &str| rows.iter().find(|r| r[0].as_deref() == Some(hwid)).and_then(|r| r[1].clone());
+    Ok(license.hwids.iter().map(|hwid| json!({ "hwid": hwid, "boundAt": bound_at(hwid) })).collect())
+}
+
+/// `DELETE /v1/licenses/{key}/machines/{hwid}`: frees one bound machine's slot (404 when the
+/// machine is not bound); the other machines stay bound.
+pub async fn release_machine(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((key, hwid)): ApiPath<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let license = owned_license(&state, &caller, &key)?;
+    let command = LicenseCommand::ReleaseHwid { hwid };
+    let license = change(&state, &caller, &license, command).await?.ok_or(ApiError::Internal)?;
+    Ok(Json(json!({ "ok": true, "license": license_json(&license) })))
 }
 
 #[derive(Deserialize)]

@@ -15,6 +15,7 @@ mod model_limits;
 mod overview;
 mod paging;
 mod schemas;
+mod signing_keys;
 mod spec;
 mod users;
 mod webhooks;

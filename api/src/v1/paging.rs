@@ -108,12 +108,7 @@ pub(crate) struct PageRequest {
 }
 
 impl PageRequest {
-    pub(crate) fn new(
-        scope: &str,
-        limit: i64,
-        order: Option<&str>,
-        cursor: Option<&str>,
-    ) -> Result<Self, ApiError> {
+    pub(crate) fn new(scope: &str, limit: i64, order: Option<&str>, cursor: Option<&str>) -> Result<Self, ApiError> {
         let order = Order::parse(order)?;
         let scope = format!("{scope}:{}", order.name());
         let after = match cursor.filter(|c| !c.is_empty()) {
@@ -191,7 +186,10 @@ impl Listing<'_> {
             rows.iter_mut().map(|row| row.split_off(row.len().saturating_sub(key.len()))).collect();
         let cursor = match keys.pop() {
             Some(last) if more => {
-                let body = CursorBody { s: request.scope.clone(), v: last.into_iter().map(Option::unwrap_or_default).collect() };
+                let body = CursorBody {
+                    s: request.scope.clone(),
+                    v: last.into_iter().map(Option::unwrap_or_default).collect(),
+                };
                 Some(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&body).map_err(|_| ApiError::Internal)?))
             }
             _ => None,

@@ -77,6 +77,9 @@ pub fn all() -> Value {
             "expiresAt": nullable("string"), "maxHwidSlots": { "type": "integer" }, "hwidList": strings(),
             "hwid": nullable("string"), "label": nullable("string"), "levels": strings(),
             "maxSessions": nullable("integer"), "createdAt": string(),
+            "machines": { "type": "array", "description": "GET /v1/licenses/{key} only: the bound machines, each with when it was bound",
+                "items": { "type": "object", "required": ["hwid", "boundAt"],
+                           "properties": { "hwid": string(), "boundAt": nullable("string") } } },
         },
     });
     let settings = json!({
@@ -162,7 +165,8 @@ pub fn all() -> Value {
     let transactions = json!({ "type": "object", "required": ["transactions", "cursor"], "properties": { "cursor": nullable("string"), "transactions": { "type": "array", "items": {
             "type": "object", "required": ["delta", "kind", "at"],
             "properties": { "delta": { "type": "integer" }, "kind": string(), "reason": nullable("string"), "licenseKey": nullable("string"), "at": string() } } } } });
-    let actor_kind = json!({ "type": "string", "enum": ["operator", "api_key", "dashboard", "portal", "client", "system"] });
+    let actor_kind =
+        json!({ "type": "string", "enum": ["operator", "api_key", "dashboard", "portal", "client", "system"] });
     let audit_log = json!({ "type": "object", "required": ["entries", "cursor"], "properties": { "cursor": nullable("string"), "entries": { "type": "array", "items": {
             "type": "object", "required": ["stream", "event", "actor", "actorKind", "at"],
             "properties": { "stream": string(), "event": string(), "actor": string(), "actorKind": actor_kind, "at": string() } } } } });
@@ -200,8 +204,11 @@ pub fn all() -> Value {
                             "websocketApiKey": { "$ref": "#/components/schemas/WebsocketApiKey" }, "createdAt": string() },
         },
         "SigningKeys": { "type": "object", "required": ["signingKeys"], "properties": { "signingKeys": { "type": "array", "items": {
-            "type": "object", "required": ["keyId", "publicKey", "active"],
-            "properties": { "keyId": string(), "publicKey": string(), "active": { "type": "boolean" } } } } } },
+            "type": "object", "required": ["keyId", "publicKey", "state", "active", "createdAt"],
+            "properties": { "keyId": string(), "publicKey": string(),
+                            "state": { "type": "string", "enum": ["signing", "verifying", "retired"] },
+                            "active": { "type": "boolean", "description": "true for the signing key" },
+                            "createdAt": nullable("string") } } } } },
         "Settings": settings,
         "PortalPolicy": portal_policy,
         "HistoryEvent": history_event,

@@ -2,7 +2,8 @@
 //! side. The router and `/v1/openapi.json` are both built from it, so they cannot disagree.
 
 use super::{
-    account, app_settings, apps, commerce, files, ledgers, license_list, licenses, overview, users, webhooks, LiveModelLimits,
+    account, app_settings, apps, commerce, files, ledgers, license_list, licenses, overview, signing_keys, users,
+    webhooks, LiveModelLimits,
 };
 use crate::AppState;
 use axum::routing::{on, MethodFilter, MethodRouter};
@@ -190,8 +191,14 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
             .returns(200, object(json!({ "appId": string, "websocketApiKey": reference("WebsocketApiKey") }), &["appId", "websocketApiKey"])),
         op("post", "/apps/{app_id}/secret", on(POST, app_settings::rotate_secret), "Rotate the app secret (shown once)")
             .returns(200, object(json!({ "appId": string, "appSecret": string }), &["appId", "appSecret"])),
-        op("post", "/apps/{app_id}/signing-keys", on(POST, app_settings::rotate_signing_key), "Rotate the signing key")
+        op("get", "/apps/{app_id}/signing-keys", on(GET, signing_keys::list), "List the signing keys: which one signs, which only verify, which are retired")
+            .returns(200, reference("SigningKeys")),
+        op("post", "/apps/{app_id}/signing-keys", on(POST, signing_keys::add), "Add a signing key that does not sign yet (step one of a rotation)")
             .returns(201, reference("SigningKeys")),
+        op("post", "/apps/{app_id}/signing-keys/{key_id}/promote", on(POST, signing_keys::promote), "Make a key the signer (step two; the previous signer still verifies)")
+            .returns(200, reference("SigningKeys")),
+        op("delete", "/apps/{app_id}/signing-keys/{key_id}", on(DELETE, signing_keys::retire), "Retire a key that does not sign")
+            .returns(200, reference("SigningKeys")),
         op("get", "/apps/{app_id}/users", on(GET, users::list), "List the app's end users (search: the exact login)")
             .query(USER_LIST)
             .returns(200, object(json!({ "users": array(reference("AppUser")), "cursor": nullable(string.clone()) }), &["users", "cursor"])),
@@ -291,6 +298,8 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
             .body(reference("LicenseAction"))
             .returns(200, object(json!({ "ok": { "type": "boolean" }, "license": reference("License") }), &["ok", "license"])),
         op("delete", "/licenses/{key}", on(DELETE, licenses::delete), "Delete a license"),
+        op("delete", "/licenses/{key}/machines/{hwid}", on(DELETE, licenses::release_machine), "Release one bound machine (its slot is free again)")
+            .returns(200, object(json!({ "ok": { "type": "boolean" }, "license": reference("License") }), &["ok", "license"])),
         op("get", "/licenses/{key}/variables", on(GET, licenses::get_variables), "Get license variables").returns(200, reference("Variables")),
         op("put", "/licenses/{key}/variables", on(PUT, licenses::put_variables), "Replace license variables")
             .body(reference("Variables"))

@@ -58,6 +58,10 @@ impl SqlProjection for Licenses {
                 "UPDATE rm_licenses SET hwid_count = hwid_count + 1, updated_at = $1 WHERE license_key = $2",
                 [at, key],
             ),
+            LicenseEvent::HwidReleased { .. } => Statement::new(
+                "UPDATE rm_licenses SET hwid_count = hwid_count - 1, updated_at = $1 WHERE license_key = $2",
+                [at, key],
+            ),
             LicenseEvent::HwidReset { .. } => Statement::new(
                 "UPDATE rm_licenses SET hwid_count = 0, updated_at = $1 WHERE license_key = $2",
                 [at, key],

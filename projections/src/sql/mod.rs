@@ -3,6 +3,7 @@
 mod audit;
 mod commerce_ledger;
 mod credit_ledger;
+mod license_machines;
 mod licenses;
 mod usage_rollup;
 mod webhook_outbox;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 pub use audit::AuditLog;
 pub use commerce_ledger::CommerceLedger;
 pub use credit_ledger::CreditLedger;
+pub use license_machines::LicenseMachines;
 pub use licenses::Licenses;
 pub use usage_rollup::UsageRollup;
 pub use webhook_outbox::WebhookOutbox;
@@ -57,6 +59,7 @@ pub fn all_sql_projections() -> Vec<Arc<dyn SqlProjection>> {
         Arc::new(WebhookOutbox),
         Arc::new(CommerceLedger),
         Arc::new(UsageRollup),
+        Arc::new(LicenseMachines),
     ]
 }
 

@@ -1,0 +1,48 @@
+use super::{timestamp, SqlProjection};
+use licensd_domain::license::LicenseEvent;
+use licensd_domain::AnyEvent;
+use licensd_store::{RecordedEvent, SqlValue, Statement};
+
+/// `rm_license_machines`: the machines bound to each license now and when each was bound (the
+/// in-memory license keeps only the HWIDs, so the dashboard's "bound since" comes from here).
+pub struct LicenseMachines;
+
+impl SqlProjection for LicenseMachines {
+    fn name(&self) -> &'static str {
+        "license_machines"
+    }
+
+    fn version(&self) -> i32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_license_machines"]
+    }
+
+    fn statements(&self, event: &RecordedEvent, decoded: &AnyEvent) -> Vec<Statement> {
+        let AnyEvent::License(license_event) = decoded else { return vec![] };
+        let Some((_, key)) = event.stream_id.split_once('-') else { return vec![] };
+        let key = SqlValue::from(key);
+        let statement = match license_event {
+            LicenseEvent::HwidBound { hwid, .. } => Statement::new(
+                "INSERT INTO rm_license_machines (license_key, hwid, bound_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (license_key, hwid) DO NOTHING",
+                [key, hwid.as_str().into(), timestamp(event.recorded_at).into()],
+            ),
+            LicenseEvent::HwidReleased { hwid, .. } => Statement::new(
+                "DELETE FROM rm_license_machines WHERE license_key = $1 AND hwid = $2",
+                [key, hwid.as_str().into()],
+            ),
+            LicenseEvent::HwidReset { .. } | LicenseEvent::LicenseDeleted { .. } => {
+                Statement::new("DELETE FROM rm_license_machines WHERE license_key = $1", [key])
+            }
+            _ => return vec![],
+        };
+        vec![statement]
+    }
+
+    fn canonical_queries(&self) -> &'static [&'static str] {
+        &["SELECT license_key || '|' || hwid || '|' || bound_at FROM rm_license_machines ORDER BY license_key, hwid"]
+    }
+}

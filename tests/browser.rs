@@ -782,6 +782,33 @@ async fn dashboard_scenario(
     let (_, shown) = blocking(|| server.get(&m.api_key, &format!("/v1/apps/{}", m.app_id)));
     assert_eq!(shown["disabled"], false);
 
+    // Signing keys in two steps: a new key is added without signing, made to sign after a
+    // confirmation (cancelled first: nothing changes), and the old one retired.
+    let keys = || blocking(|| server.get(&m.api_key, &format!("/v1/apps/{}/signing-keys", m.app_id)).1);
+    let state_of = |keys: &Value, state: &str| -> Vec<String> {
+        let all = keys["signingKeys"].as_array().unwrap();
+        all.iter().filter(|k| k["state"] == state).map(|k| k["keyId"].as_str().unwrap().to_string()).collect()
+    };
+    let old_key = state_of(&keys(), "signing");
+    page.wait("#add-signing-key").await.click().await.unwrap();
+    page.until_text("#flash", "Key added").await;
+    let new_key = state_of(&keys(), "verifying");
+    assert_eq!((old_key.len(), new_key.len()), (1, 1));
+    page.wait(&format!("#promote-{}", new_key[0])).await.click().await.unwrap();
+    let consequence = page.text(&format!("#promote-{}-consequence", new_key[0])).await;
+    assert!(consequence.contains("reject the new signatures"), "{consequence}");
+    page.wait(&format!("#promote-{}-cancel", new_key[0])).await.click().await.unwrap();
+    assert_eq!(state_of(&keys(), "signing"), old_key, "cancelled: the old key still signs");
+    page.wait(&format!("#promote-{}", new_key[0])).await.click().await.unwrap();
+    page.wait(&format!("#promote-{}-yes", new_key[0])).await.click().await.unwrap();
+    page.until_text("#flash", "signs now").await;
+    assert_eq!(state_of(&keys(), "signing"), new_key);
+    page.wait(&format!("#retire-{}", old_key[0])).await.click().await.unwrap();
+    page.wait(&format!("#retire-{}-yes", old_key[0])).await.click().await.unwrap();
+    page.until_text("#flash", "retired").await;
+    assert_eq!(state_of(&keys(), "retired"), old_key);
+    page.shot("dashboard-signing-keys").await;
+
     // Security lists: one entry per row, added and removed, labelled in words.
     page.open(&format!("{app}/security")).await;
     assert!(page.text("#list-hwidBlacklist h3").await.contains("Blocked machines"));
@@ -878,6 +905,12 @@ async fn dashboard_scenario(
     if audit {
         page.audit(axe, "a11y-license").await;
     }
+    // Release one machine, after its confirmation.
+    page.wait("#machines button[id^='release-']").await.click().await.unwrap();
+    assert!(page.text("#machines .consequence").await.contains("loses its slot"));
+    page.wait("#machines button[id$='-yes']").await.click().await.unwrap();
+    page.until_text("#flash", "Machine released").await;
+    assert_eq!(license()["machines"], json!([]), "released");
     page.wait("#toggle-status").await.click().await.unwrap();
     page.wait("#toggle-status-yes").await.click().await.unwrap();
     page.until_text("#flash", "Revoked").await;

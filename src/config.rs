@@ -494,6 +494,11 @@ pub struct LiveArgs {
     /// Bytes of files one identity may receive per UTC day (status 302); 0: no quota.
     #[arg(help_heading = "Protected files", long, env = "LICENSD_FILE_DAILY_BYTES_PER_IDENTITY", default_value_t = 20 * 1024 * 1024 * 1024)]
     pub file_daily_bytes_per_identity: u64,
+    /// Bytes of that quota one transfer reserves at once (one database write per reservation,
+    /// never per chunk; what it does not send is given back when it ends, and a crash loses at
+    /// most this much of the day's quota per running transfer).
+    #[arg(help_heading = "Protected files", long, env = "LICENSD_FILE_QUOTA_LEASE_BYTES", default_value_t = licensd_api::live::files::DEFAULT_QUOTA_LEASE_BYTES)]
+    pub file_quota_lease_bytes: u64,
     /// Seconds a file download URL stays valid (single use).
     #[arg(help_heading = "Protected files", long, env = "LICENSD_FILE_URL_TTL_SECS", default_value_t = 60)]
     pub file_url_ttl_secs: u64,
@@ -532,6 +537,7 @@ impl LiveArgs {
                 max_per_session: self.file_max_transfers_per_session.max(1),
                 max_per_app: self.file_max_transfers_per_app.max(1),
                 daily_bytes_per_identity: self.file_daily_bytes_per_identity,
+                quota_lease_bytes: self.file_quota_lease_bytes.max(1),
                 url_ttl: secs(self.file_url_ttl_secs),
                 public_base_url: self.file_public_base_url.clone(),
             },

@@ -127,3 +127,34 @@ async fn more_connections_than_the_limit_are_refused_with_429_not_queued() {
         .sum();
     assert!(others * 100 <= report.sent, "answers are 200 or 429, not resets: {report:?}");
 }
+
+/// `licensd-bench files` end to end on a small file (8 MiB, 3 clients): every mode completes
+/// and every client's bytes hash to the file's SHA-256; the report and the JSON carry the
+/// figures. Never asserts on speed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_files_benchmark_runs_and_verifies_every_download() {
+    let options = licensd_bench::files::FilesOptions {
+        licensd: common::BIN.into(),
+        size: 8 * 1024 * 1024,
+        clients: 3,
+        scratch: None,
+    };
+    let results = licensd_bench::files::run(&options).await.expect("the files benchmark");
+    assert_eq!(results.size_bytes, 8 * 1024 * 1024);
+    for (what, run) in [
+        ("upload", &results.upload),
+        ("baseline", &results.baseline),
+        ("stream", &results.stream),
+        ("url", &results.url),
+    ] {
+        assert!(run.verified && run.mb_per_s > 0.0, "{what}: {run:?}");
+    }
+    let modes: Vec<(&str, usize)> = results.concurrent.iter().map(|c| (c.mode.as_str(), c.verified)).collect();
+    assert_eq!(modes, [("stream", 3), ("url", 3)]);
+    assert!(results.concurrent.iter().all(|c| c.rss_peak_bytes >= c.rss_before_bytes && c.rss_before_bytes > 0));
+    let section = licensd_bench::files::report::section(&results);
+    assert!(section.starts_with(licensd_bench::files::report::HEADING), "{section}");
+    let json = licensd_bench::files::report::with_json(r#"{"live": {"x": 1}}"#, &results).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!((json["live"]["x"].as_u64(), json["files"]["size_bytes"].as_u64()), (Some(1), Some(8 * 1024 * 1024)));
+}

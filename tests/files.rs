@@ -184,6 +184,70 @@ fn a_200_mib_upload_is_streamed_and_versions_policies_and_deletion_work() {
     });
 }
 
+/// Deleting a file while another file of the app is being uploaded with the very same bytes:
+/// the upload is held (a debug-build gate) after its bytes are in the store and before its
+/// version is recorded, the other file is deleted then, and the new version still has its
+/// bytes. Bytes of a file deleted meanwhile that nothing else holds go once the upload is
+/// recorded; deleting the last file that holds them removes them too.
+#[test]
+fn deleting_a_file_keeps_the_bytes_an_upload_in_flight_stores() {
+    let gate = common::TempDir::new();
+    let gate_dir = gate.0.to_string_lossy().to_string();
+    let env: Vec<(&str, &str)> =
+        RELAXED_LIMITS.iter().copied().chain([("LICENSD_TEST_UPLOAD_GATE_DIR", gate_dir.as_str())]).collect();
+    on_both_backends(&env, |deployment, server| {
+        for stale in ["second.bin.stored", "second.bin.go"] {
+            let _ = std::fs::remove_file(gate.0.join(stale));
+        }
+        for open in ["first.bin.go", "other.bin.go"] {
+            std::fs::write(gate.0.join(open), b"").unwrap();
+        }
+        let (api_key, app_id) = deployment.merchant(server, "gc@example.com");
+        let shared = b"the same bytes under two names".to_vec();
+        let (status, first) = upload_bytes(server, &api_key, &app_id, "first.bin", &shared);
+        assert_eq!(status, 201, "{first}");
+        let (status, other) = upload_bytes(server, &api_key, &app_id, "other.bin", b"bytes of another file");
+        assert_eq!(status, 201, "{other}");
+        let blobs = deployment.data_dir.join("files").join("blobs").join(&app_id);
+        let shared_blob = blobs.join(first["sha256"].as_str().unwrap());
+        let other_blob = blobs.join(other["sha256"].as_str().unwrap());
+
+        let uploader = {
+            let (base, key, app, bytes) = (server.base.clone(), api_key.clone(), app_id.clone(), shared.clone());
+            std::thread::spawn(move || {
+                let response =
+                    http().put(format!("{base}/v1/apps/{app}/files/second.bin")).bearer_auth(key).body(bytes).send();
+                let response = response.expect("the held upload");
+                (response.status().as_u16(), response.json::<Value>().unwrap_or(Value::Null))
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !gate.0.join("second.bin.stored").exists() {
+            assert!(std::time::Instant::now() < deadline, "the upload never stored its bytes");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The bytes are in the store; the version is not recorded yet.
+        for name in ["first.bin", "other.bin"] {
+            let (status, answer) = server.send("DELETE", &api_key, &format!("/v1/apps/{app_id}/files/{name}"), None);
+            assert_eq!(status, 200, "{name}: {answer}");
+        }
+        assert!(shared_blob.exists(), "the deletion removed bytes an upload in flight had just stored");
+        std::fs::write(gate.0.join("second.bin.go"), b"").unwrap();
+        let (status, second) = uploader.join().unwrap();
+        assert_eq!(status, 201, "{second}");
+        assert_eq!(second["sha256"], first["sha256"]);
+        assert_eq!(std::fs::read(&shared_blob).ok(), Some(shared.clone()), "the new version's bytes are whole");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while other_blob.exists() {
+            assert!(std::time::Instant::now() < deadline, "bytes no file holds were never removed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (status, _) = server.send("DELETE", &api_key, &format!("/v1/apps/{app_id}/files/second.bin"), None);
+        assert_eq!(status, 200);
+        assert!(!shared_blob.exists(), "deleting the last file that holds them removes the bytes");
+    });
+}
+
 /// Sends an upload over a raw socket: the head (with `Content-Length: announced` or chunked),
 /// then `body_len` bytes from another thread for as long as the server reads them; returns the
 /// status line the server answered with. A refusal that comes before the body is read whole is

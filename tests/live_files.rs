@@ -419,3 +419,80 @@ fn clients_that_read_nothing_keep_the_server_memory_bounded() {
     let first = next_chunk(ws);
     assert_eq!((first.meta["offset"].clone(), first.meta["file_size"].clone()), (json!(0), json!(SIZE)));
 }
+
+/// A session initialized and authorized with the license `license`.
+fn licensed_session(rt: &std::sync::Arc<tokio::runtime::Runtime>, server: &Server, key: &str, license: &str) -> Ws {
+    let mut ws = Ws::connect(rt, &server.base);
+    assert_eq!(ws.init(key, "machine-1")["status"], 1);
+    assert_eq!(ws.call(json!({"type": 2, "id": 2, "license": license}))["status"], 1);
+    ws
+}
+
+/// The daily quota is persisted: after a restart the bytes a license received that day still
+/// count (on both backends), so the transfer that would pass the quota is refused with 302.
+#[test]
+fn the_daily_quota_counts_across_a_restart() {
+    common::each_backend(|deployment: &Deployment| {
+        let env = env(&[("LICENSD_FILE_DAILY_BYTES_PER_IDENTITY", "200000")]);
+        let server = deployment.start_with(&env);
+        let (m, key) = merchant(deployment, &server, "quotarestart@example.com");
+        upload(&server, &m, "small.bin", 4, 150_000);
+        let license = m.license(&server, json!({ "levels": [] }));
+        let rt = client::runtime();
+        let mut ws = licensed_session(&rt, &server, &key, &license);
+        ws.send(json!({"type": 7, "id": 31, "filename": "small.bin"}));
+        let mut bytes = Vec::new();
+        let (_, last, _, _) = read_stream(&mut ws, 31, &mut bytes, true);
+        assert_eq!((last["status"].clone(), bytes.len()), (json!(1), 150_000));
+        drop(ws);
+        server.terminate();
+
+        let server = deployment.start_with(&env);
+        let mut ws = licensed_session(&rt, &server, &key, &license);
+        let answer = ws.call(json!({"type": 7, "id": 32, "filename": "small.bin"}));
+        assert_eq!(answer["status"], 302, "50,000 bytes left after the restart, less than a chunk: {answer}");
+        // Another license of the app still has its whole quota.
+        let other = m.license(&server, json!({ "levels": [] }));
+        let mut fresh = licensed_session(&rt, &server, &key, &other);
+        fresh.send(json!({"type": 7, "id": 33, "filename": "small.bin"}));
+        let (_, last, _, received) = read_stream(&mut fresh, 33, &mut Vec::new(), false);
+        assert_eq!((last["status"].clone(), received), (json!(1), 150_000));
+    });
+}
+
+/// Download URLs are persisted: one used before a restart is refused after it (404), one issued
+/// before the restart and not used yet still downloads the file once (on both backends).
+#[test]
+fn download_urls_are_single_use_across_a_restart() {
+    common::each_backend(|deployment: &Deployment| {
+        let server = deployment.start_with(&env(&[]));
+        let (m, key) = merchant(deployment, &server, "urlrestart@example.com");
+        const SIZE: u64 = 300_001;
+        upload(&server, &m, "client.dll", 8, SIZE);
+        m.put(&server, &format!("/v1/apps/{}/settings", m.app_id), json!({"fileDownloadUrl": true}));
+        let rt = client::runtime();
+        let mut ws = session(&rt, &server, &m, &key, Some(json!([])));
+        let token = |answer: Value| {
+            assert_eq!(answer["status"], 1, "{answer}");
+            answer["presigned_url"].as_str().unwrap().rsplit('/').next().unwrap().to_string()
+        };
+        let used = token(ws.call(json!({"type": 7, "id": 5, "filename": "client.dll"})));
+        let unused = token(ws.call(json!({"type": 7, "id": 6, "filename": "client.dll"})));
+        let http = reqwest::blocking::Client::new();
+        let response = http.get(format!("{}/files/dl/{used}", server.base)).send().unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(hex::encode(Sha256::digest(response.bytes().unwrap())), generated_sha(8, SIZE));
+        drop(ws);
+        server.terminate();
+
+        let server = deployment.start_with(&env(&[]));
+        let again = http.get(format!("{}/files/dl/{used}", server.base)).send().unwrap();
+        assert_eq!(again.status().as_u16(), 404, "a used URL stays used after a restart");
+        let response =
+            http.get(format!("{}/files/dl/{unused}", server.base)).header("Range", "bytes=1-").send().unwrap();
+        assert_eq!(response.status().as_u16(), 206, "an unused URL issued before the restart still works once");
+        assert_eq!(response.bytes().unwrap().as_ref(), &generated(8, SIZE)[1..]);
+        let twice = http.get(format!("{}/files/dl/{unused}", server.base)).send().unwrap();
+        assert_eq!(twice.status().as_u16(), 404, "single use");
+    });
+}

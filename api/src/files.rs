@@ -1,11 +1,16 @@
 //! What every part of the API that touches protected files shares: the blob store the bytes
-//! live in, the per-file delivery counters and the upload limit (`LICENSD_FILE_MAX_BYTES`).
+//! live in, the per-file delivery counters, the upload limit (`LICENSD_FILE_MAX_BYTES`), when
+//! bytes may leave the store ([`gc`]), and the persisted state of delivery (the daily quota and
+//! the download tokens, in the database so a restart or another node sees them).
 //! The Developer API's routes are in `v1/files.rs`; delivery to live sessions uses the same
 //! [`FilesRuntime`] through `AppState::files`.
 
+pub mod gc;
+
+use crate::live::files::{quota::DailyQuota, tokens::Tokens, FileDeliveryConfig};
 use crate::ApiError;
 use licensd_blobs::BlobStore;
-use licensd_projections::FileCounters;
+use licensd_projections::{FileCounters, HotModel};
 use std::sync::Arc;
 
 /// Largest upload by default: 2 GiB.
@@ -31,11 +36,32 @@ pub struct FilesRuntime {
     pub config: FilesConfig,
     /// Transfer counters per file (`transfer_count`, `last_transferred_at`, bytes served).
     pub counters: FileCounters,
+    /// Uploads in flight and the deletions waiting for them.
+    pub gc: Arc<gc::BlobGc>,
+    /// The daily byte quota per identity (persisted).
+    pub quota: Arc<DailyQuota>,
+    /// Outstanding download URLs (persisted).
+    pub tokens: Tokens,
 }
 
 impl FilesRuntime {
-    pub fn new(store: licensd_store::Store, config: FilesConfig) -> Self {
-        Self { config, counters: FileCounters::new(store) }
+    pub fn new(
+        store: licensd_store::Store,
+        hot: Arc<HotModel>,
+        config: FilesConfig,
+        delivery: &FileDeliveryConfig,
+    ) -> Self {
+        Self {
+            config,
+            counters: FileCounters::new(store.clone()),
+            gc: gc::BlobGc::new(hot),
+            quota: Arc::new(DailyQuota::new(
+                store.clone(),
+                delivery.daily_bytes_per_identity,
+                delivery.quota_lease_bytes,
+            )),
+            tokens: Tokens::new(store),
+        }
     }
 
     /// The blob store, or 503 when none is configured.

@@ -123,7 +123,12 @@ impl AppState {
         Ok(Self {
             live,
             app_users: Arc::new(crate::app_users::AppUsersRuntime::new(&commands, config.app_users.clone())),
-            files: Arc::new(crate::files::FilesRuntime::new(commands.store().clone(), config.files.clone())),
+            files: Arc::new(crate::files::FilesRuntime::new(
+                commands.store().clone(),
+                hot.clone(),
+                config.files.clone(),
+                &config.live.files,
+            )),
             auth: Arc::new(AuthRuntime::new(&commands, config.auth.clone())),
             webhook_sender: licensd_workers::webhooks::WebhookSender::new(
                 Duration::from_secs(10),

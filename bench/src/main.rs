@@ -54,6 +54,10 @@ enum Cmd {
     /// App users alone: Argon2 verify time, sign-ins/s, validation p99 beside a wrong-password
     /// flood (prints JSON; `--write BENCHMARKS.md` updates its section).
     Users(UsersArgs),
+    /// Protected file delivery alone: a loopback TCP copy as the baseline, stream mode, URL mode,
+    /// and many clients at once with the server's memory (prints JSON; `--write BENCHMARKS.md`
+    /// updates its section and the `files` key of BENCHMARKS.json beside it).
+    Files(FilesArgs),
     /// Only the suite's overload-and-recovery run on SQLite (prints JSON).
     Overload(SuiteArgs),
     /// Raw appends through licensd's writer next to a plain multi-row INSERT loop (prints JSON).
@@ -152,6 +156,26 @@ struct UsersArgs {
 }
 
 #[derive(clap::Args)]
+struct FilesArgs {
+    /// Use this licensd binary instead of building target/release/licensd.
+    #[arg(long)]
+    licensd: Option<PathBuf>,
+    /// Size of the file in bytes (default 1 GiB).
+    #[arg(long, default_value_t = 1 << 30)]
+    size: u64,
+    /// Clients downloading at once, in stream mode and then URL mode (0 skips that run).
+    #[arg(long, default_value_t = 50)]
+    clients: usize,
+    /// Folder the file is written to (default: the system's temporary folder).
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+    /// Replace the file-delivery section of this BENCHMARKS.md, and set `files` in the
+    /// BENCHMARKS.json beside it (the JSON goes to stdout).
+    #[arg(long)]
+    write: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct SuiteArgs {
     /// Use this licensd binary instead of building target/release/licensd.
     #[arg(long)]
@@ -244,6 +268,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Suite(args) => run_suite(args).await,
             Cmd::Live(args) => run_live(args).await,
             Cmd::Users(args) => run_users(args).await,
+            Cmd::Files(args) => run_files(args).await,
             Cmd::LiveHold { share } => licensd_bench::live::hold::child(serde_json::from_str(&share)?).await,
             Cmd::Overload(args) => {
                 let options = suite_options(args)?;
@@ -388,6 +413,27 @@ async fn run_users(args: UsersArgs) -> anyhow::Result<()> {
         let markdown = std::fs::read_to_string(&path).unwrap_or_default();
         std::fs::write(&path, licensd_bench::users::report::replace_section(&markdown, &section))?;
         eprintln!("updated {}", path.display());
+    }
+    Ok(())
+}
+
+async fn run_files(args: FilesArgs) -> anyhow::Result<()> {
+    let licensd = match args.licensd {
+        Some(path) => path,
+        None => build_licensd()?,
+    };
+    let options =
+        licensd_bench::files::FilesOptions { licensd, size: args.size, clients: args.clients, scratch: args.scratch };
+    let results = licensd_bench::files::run(&options).await?;
+    println!("{}", serde_json::to_string_pretty(&results)?);
+    if let Some(path) = args.write {
+        use licensd_bench::files::report;
+        let markdown = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(&path, report::replace_section(&markdown, &report::section(&results)))?;
+        let json_path = path.with_extension("json");
+        let json = std::fs::read_to_string(&json_path).unwrap_or_default();
+        std::fs::write(&json_path, report::with_json(&json, &results)?)?;
+        eprintln!("updated {} and {}", path.display(), json_path.display());
     }
     Ok(())
 }

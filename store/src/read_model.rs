@@ -251,6 +251,27 @@ impl Store {
         Ok(rows)
     }
 
+    /// One write sent as a single statement in its own implicit transaction (no `BEGIN` and
+    /// `COMMIT` around it: one round trip on Postgres), with its `RETURNING` rows as text. For
+    /// hot paths whose one statement is atomic by itself (redeeming a single-use token).
+    pub async fn execute_single(&self, statement: &Statement) -> Result<Vec<Vec<Option<String>>>, StoreError> {
+        macro_rules! run {
+            ($executor:expr) => {{
+                let rows = bind(sqlx::query(statement.sql), &statement.args).fetch_all($executor).await?;
+                rows.iter()
+                    .map(|row| {
+                        (0..row.len()).map(|i| row.try_get::<Option<String>, _>(i)).collect::<Result<Vec<_>, _>>()
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            }};
+        }
+        let rows = match self {
+            Store::Sqlite(s) => run!(&s.writer),
+            Store::Postgres(s) => run!(&s.pool),
+        };
+        Ok(rows)
+    }
+
     /// The first column of every row, as text (NULL as none).
     pub async fn query_text(&self, sql: &str, args: &[SqlValue]) -> Result<Vec<Option<String>>, StoreError> {
         let rows = self.query_rows(sql, args).await?;

@@ -5,7 +5,9 @@
 //! An upload is never held in memory: the body goes chunk by chunk into the blob store, which
 //! computes its size and SHA-256 as it passes and refuses it past `LICENSD_FILE_MAX_BYTES`
 //! (413). Only a complete upload is recorded (`FileVersionUploaded`); a refused or interrupted
-//! one leaves no version and no stored bytes.
+//! one leaves no version and no stored bytes. Uploads and deletions go through the files
+//! runtime's GC guard (`crate::files::gc`), so a deletion never removes bytes an upload in
+//! flight has just stored.
 
 use super::{iso, owned_app, visible};
 use crate::extract::{ApiJson, ApiPath, Caller};
@@ -99,6 +101,19 @@ fn body_stream(body: Body, idle: std::time::Duration) -> ByteStream {
     .boxed()
 }
 
+/// Debug builds only, for tests that need an upload held between storing its bytes and
+/// recording its version (the window a deletion must not remove those bytes in): with
+/// `LICENSD_TEST_UPLOAD_GATE_DIR` set, the upload of `name` writes `<dir>/<name>.stored` and
+/// waits until `<dir>/<name>.go` exists. Release builds have no such variable.
+#[cfg(debug_assertions)]
+async fn test_gate(name: &str) {
+    let Some(dir) = std::env::var_os("LICENSD_TEST_UPLOAD_GATE_DIR").map(std::path::PathBuf::from) else { return };
+    let _ = tokio::fs::write(dir.join(format!("{name}.stored")), b"").await;
+    while tokio::fs::metadata(dir.join(format!("{name}.go"))).await.is_err() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// `PUT /v1/apps/{appId}/files/{name}`: the body is the file's new content (any media type).
 /// 201 with the file; 400 for a bad name; 413 past the size limit (nothing is stored).
 pub async fn upload(
@@ -116,15 +131,32 @@ pub async fn upload(
     if announced.is_some_and(|length| length > max_bytes) {
         return Err(ApiError::PayloadTooLarge);
     }
-    let blobs = state.files.blobs()?;
+    let blobs = state.files.blobs()?.clone();
+    // Registered before any byte is stored: deletions of the app's bytes wait until this
+    // upload's version is in the model (or it failed).
+    let mut in_flight = state.files.gc.upload_started(app.app_id, blobs.clone()).await;
     let namespace = app.app_id.to_string();
     let stored = blobs
         .put(&namespace, body_stream(body, state.config.body_read_timeout), max_bytes)
         .await
         .map_err(blob_error)?;
-    let upload = (stored.size, stored.sha256, stored.key);
-    let executed =
-        state.commands.record_file_upload(caller.account_id, app.app_id, &name, upload, &caller.actor).await?;
+    #[cfg(debug_assertions)]
+    test_gate(&name).await;
+    // Recorded in a task of its own: a client that goes away now cannot cut the recording off
+    // between the commit and the guard learning its position.
+    let recording = {
+        let (state, caller, name, app_id) = (state.clone(), caller.clone(), name.clone(), app.app_id);
+        tokio::spawn(async move {
+            let upload = (stored.size, stored.sha256, stored.key);
+            let executed =
+                state.commands.record_file_upload(caller.account_id, app_id, &name, upload, &caller.actor).await;
+            if let Ok(executed) = &executed {
+                in_flight.recorded(executed.position());
+            }
+            executed
+        })
+    };
+    let executed = recording.await.map_err(|_| ApiError::Internal)??;
     visible(&state, executed.position()).await;
     let file = owned_file(&state, &app, &name)?;
     let counts = state.files.counters.of_file(app.app_id, &name).await?;
@@ -223,21 +255,15 @@ pub async fn delete(
     let app = owned_app(&state, &caller, &app_id)?;
     let file = owned_file(&state, &app, &name)?;
     let executed = state.commands.delete_file(caller.account_id, app.app_id, &name, &caller.actor).await?;
-    if !visible(&state, executed.position()).await {
-        // The model does not show the deletion yet, so it cannot tell which blobs are shared:
-        // keeping them is safe (they are only unreferenced bytes).
-        return Ok(Json(json!({ "ok": true })));
-    }
-    let blobs = state.files.blobs()?;
-    let mut keys: Vec<&str> = file.versions().map(|v| v.storage_key.as_str()).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    for key in keys {
-        if !state.hot.blob_in_use(app.app_id, key) {
-            if let Err(e) = blobs.delete(key).await {
-                tracing::warn!(error = %e, "cannot remove a deleted file's bytes");
-            }
-        }
+    let blobs = state.files.blobs()?.clone();
+    let keys: Vec<String> = file.versions().map(|v| v.storage_key.clone()).collect();
+    if visible(&state, executed.position()).await {
+        state.files.gc.collect(app.app_id, keys, blobs.as_ref()).await;
+    } else {
+        // Until the model shows the deletion it cannot tell which bytes are shared: collect
+        // once it does.
+        let (gc, app_id) = (state.files.gc.clone(), app.app_id);
+        tokio::spawn(async move { gc.collect_after(executed.position(), app_id, keys, blobs).await });
     }
     state.files.counters.forget(app.app_id, &name).await?;
     Ok(Json(json!({ "ok": true })))

@@ -62,6 +62,12 @@ pub fn current(state: &AppState, app_id: AppId, name: &str) -> Option<Served> {
     })
 }
 
+/// The version's file on this machine when the blob store is a local folder (a download then
+/// reads it with positioned reads straight into the buffers it sends).
+pub fn local_path(state: &AppState, file: &Served) -> Option<std::path::PathBuf> {
+    state.files.config.blobs.as_ref()?.local_path(&file.storage_key)
+}
+
 /// The version's bytes from `offset` on.
 pub async fn open(state: &AppState, file: &Served, offset: u64) -> std::io::Result<Reader> {
     let blobs = state.files.blobs().map_err(|_| std::io::Error::other("no blob store is configured"))?;

@@ -1,12 +1,14 @@
 //! `GET /files/dl/{token}` (URL mode, decision 1): the version the token was issued for, streamed
 //! from the blob store (never whole in memory), from `Range: bytes=N-` (206 with
-//! `Content-Range`) or whole (200). The token is spent by the request, valid or not; the session
-//! that asked for it must still be live; the download takes a transfer slot of the session and
-//! of the app for as long as it runs, and its bytes count against the identity's daily quota (a
-//! spent quota cuts the body short).
+//! `Content-Range`) or whole (200). The token is spent by the request, valid or not; the file
+//! must still hold the version; when this process issued the token, the session that asked for
+//! it must still be live (sessions are per process: a token issued before a restart or by
+//! another node is honoured on its own, single use and 60 s); the download takes a transfer slot
+//! of the session and of the app for as long as it runs, and its bytes count against the
+//! identity's daily quota (a spent quota cuts the body short).
 
 use super::catalog::{self, Reader, Served};
-use super::quota::day_of;
+use super::quota::{Charge, Holder};
 use super::slots::Slot;
 use crate::extract::ApiPath;
 use crate::live::session::LiveSession;
@@ -16,11 +18,54 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::io::AsyncReadExt;
 
 /// Bytes read from the store per body chunk.
 const READ_BYTES: usize = 256 * 1024;
+
+/// Where a download's bytes come from. Hyper writes a body through its own buffers, so the
+/// kernel's `sendfile` cannot be used; the local store's file is instead read with positioned
+/// reads on the blocking pool straight into the buffer each body chunk is (one copy from the
+/// page cache, none through an intermediate buffer). Another store streams through its reader.
+enum Source {
+    #[cfg(unix)]
+    Local {
+        file: Arc<std::fs::File>,
+        offset: u64,
+    },
+    Store(Reader),
+}
+
+impl Source {
+    async fn open(state: &AppState, file: &Served, start: u64) -> std::io::Result<Self> {
+        #[cfg(unix)]
+        if let Some(path) = catalog::local_path(state, file) {
+            let opened = tokio::fs::File::open(path).await?.into_std().await;
+            return Ok(Self::Local { file: Arc::new(opened), offset: start });
+        }
+        Ok(Self::Store(catalog::open(state, file, start).await?))
+    }
+
+    /// The next `want` bytes (fewer only at an error).
+    async fn read(&mut self, want: usize) -> std::io::Result<Bytes> {
+        match self {
+            #[cfg(unix)]
+            Self::Local { file, offset } => {
+                let (file, at) = (Arc::clone(file), *offset);
+                let chunk = tokio::task::spawn_blocking(move || {
+                    let mut chunk = vec![0u8; want];
+                    std::os::unix::fs::FileExt::read_exact_at(&*file, &mut chunk, at)?;
+                    Ok::<_, std::io::Error>(chunk)
+                })
+                .await
+                .map_err(std::io::Error::other)??;
+                *offset += want as u64;
+                Ok(chunk.into())
+            }
+            Self::Store(reader) => read_chunk(reader, want).await,
+        }
+    }
+}
 
 /// What a `Range` header asks for, against a file of `size` bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,9 +105,25 @@ pub async fn download(
 ) -> Result<Response, ApiError> {
     let live = state.live.clone();
     let gone = || ApiError::NotFound("This download URL is unknown, used or expired".into());
-    let grant = live.files.tokens.redeem(&token, Instant::now()).ok_or_else(gone)?;
-    let session = live.registry.get(grant.session_id).filter(|s| !s.is_ended()).ok_or_else(gone)?;
+    let redeemed = state.files.tokens.redeem(&token, state.commands.now()).await.map_err(|error| {
+        tracing::warn!(%error, "a download token could not be redeemed");
+        ApiError::Unavailable("The file store is unavailable".into())
+    })?;
+    let redeemed = redeemed.ok_or_else(gone)?;
+    let grant = redeemed.grant;
+    let session = if redeemed.issued_here {
+        Some(live.registry.get(grant.session_id).filter(|s| !s.is_ended()).ok_or_else(gone)?)
+    } else {
+        None
+    };
     let file = grant.file;
+    let still_there = state
+        .hot
+        .file(file.app_id, &file.name)
+        .is_some_and(|f| f.versions().any(|v| v.version == file.version && v.storage_key == file.storage_key));
+    if !still_there {
+        return Err(ApiError::NotFound("The file of this download URL no longer exists".into()));
+    }
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, start, end) = match wanted(range, file.size) {
         Wanted::Whole => (StatusCode::OK, 0, file.size.saturating_sub(1)),
@@ -78,7 +139,7 @@ pub async fn download(
     let length = if file.size == 0 { 0 } else { end - start + 1 };
     let busy = || ApiError::Unavailable("too many file transfers running; retry later".into());
     let slot = live.files.slots.take(file.app_id).ok_or_else(busy)?;
-    {
+    if let Some(session) = &session {
         let mut files = session.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if files.running() >= live.files.config.max_per_session {
             return Err(busy());
@@ -88,34 +149,39 @@ pub async fn download(
     // From here on, dropping `running` (an error, the body's end, a closed connection) gives
     // both slots back.
     let running = Running { session, state: state.clone(), file: file.clone(), start, sent: 0, length, _slot: slot };
-    let reader = catalog::open(&state, &file, start).await.map_err(|error| {
+    let reader = Source::open(&state, &file, start).await.map_err(|error| {
         tracing::warn!(file = %file.name, version = file.version, %error, "file open failed");
         ApiError::Internal
     })?;
-    let identity = grant.identity;
-    let body = futures::stream::unfold((reader, running), move |(mut reader, mut running)| {
-        let identity = identity.clone();
-        async move {
+    let commands = state.commands.clone();
+    let meter = state.files.quota.meter(
+        Holder::new(file.app_id, &grant.identity),
+        length,
+        Arc::new(move || commands.now().timestamp()),
+    );
+    let body =
+        futures::stream::unfold((reader, running, meter), move |(mut reader, mut running, mut meter)| async move {
             let left = running.length - running.sent;
             if left == 0 {
                 return None;
             }
             let want = usize::try_from(left).map_or(READ_BYTES, |left| left.min(READ_BYTES));
-            let live = &running.state.live;
-            let day = day_of(running.state.commands.now().timestamp());
-            if !live.files.quota.charge(running.file.app_id, &identity, want as u64, day) {
-                let error = std::io::Error::other("the daily file quota of this identity is spent");
-                return Some((Err(error), (reader, running.finished())));
+            let refusal = match meter.charge(want as u64).await {
+                Charge::Granted => None,
+                Charge::Spent => Some("the daily file quota of this identity is spent"),
+                Charge::Failed => Some("the daily file quota could not be read"),
+            };
+            if let Some(refusal) = refusal {
+                return Some((Err(std::io::Error::other(refusal)), (reader, running.finished(), meter)));
             }
-            match read_chunk(&mut reader, want).await {
+            match reader.read(want).await {
                 Ok(chunk) => {
                     running.sent += chunk.len() as u64;
-                    Some((Ok(chunk), (reader, running)))
+                    Some((Ok(chunk), (reader, running, meter)))
                 }
-                Err(error) => Some((Err(error), (reader, running.finished()))),
+                Err(error) => Some((Err(error), (reader, running.finished(), meter))),
             }
-        }
-    });
+        });
     let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -140,7 +206,8 @@ async fn read_chunk(reader: &mut Reader, want: usize) -> std::io::Result<Bytes> 
 /// One running download: gives back the session's and the app's slot and records the transfer
 /// when the body ends, is cut short, or is dropped with the connection.
 struct Running {
-    session: Arc<LiveSession>,
+    /// The session that asked for the URL, when it lives in this process.
+    session: Option<Arc<LiveSession>>,
     state: AppState,
     file: Served,
     start: u64,
@@ -159,8 +226,8 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        {
-            let mut files = self.session.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(session) = &self.session {
+            let mut files = session.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             files.downloads = files.downloads.saturating_sub(1);
         }
         // Completed: the client got the file up to its end.

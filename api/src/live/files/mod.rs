@@ -6,7 +6,11 @@
 //!
 //! `frame` builds the chunk frames (the framing decision, isolated); `transfer` runs one stream
 //! with its bounded window; `slots` caps concurrent transfers per app; `quota` is the daily byte
-//! quota per identity; `tokens` the download URLs; `download` serves them over HTTP.
+//! quota per identity; `tokens` the download URLs; `download` serves them over HTTP. The quota
+//! and the tokens are persisted (they live in `crate::files::FilesRuntime`, beside the store).
+
+/// Allowance a transfer leases from the daily quota at once by default: 8 MiB.
+pub const DEFAULT_QUOTA_LEASE_BYTES: u64 = 8 * 1024 * 1024;
 
 pub mod catalog;
 pub mod download;
@@ -34,6 +38,9 @@ pub struct FileDeliveryConfig {
     /// Bytes one identity (license, app user, else client id) may receive per UTC day; 0 is
     /// no quota.
     pub daily_bytes_per_identity: u64,
+    /// Allowance one transfer leases from the persisted quota at once (one SQL write per lease,
+    /// never per chunk; a crash loses at most this much of a day's quota per running transfer).
+    pub quota_lease_bytes: u64,
     /// How long a download URL stays valid (decision 1: 60 s).
     pub url_ttl: Duration,
     /// Base of the download URLs; default `http(s)://<Host of the upgrade>`.
@@ -48,6 +55,7 @@ impl Default for FileDeliveryConfig {
             max_per_session: 2,
             max_per_app: 64,
             daily_bytes_per_identity: 20 * 1024 * 1024 * 1024,
+            quota_lease_bytes: DEFAULT_QUOTA_LEASE_BYTES,
             url_ttl: Duration::from_secs(60),
             public_base_url: None,
         }
@@ -58,18 +66,11 @@ impl Default for FileDeliveryConfig {
 pub struct Delivery {
     pub config: FileDeliveryConfig,
     pub slots: slots::AppSlots,
-    pub quota: quota::DailyQuota,
-    pub tokens: tokens::Tokens,
 }
 
 impl Delivery {
     pub fn new(config: FileDeliveryConfig) -> Self {
-        Self {
-            slots: slots::AppSlots::new(config.max_per_app),
-            quota: quota::DailyQuota::new(config.daily_bytes_per_identity),
-            tokens: tokens::Tokens::default(),
-            config,
-        }
+        Self { slots: slots::AppSlots::new(config.max_per_app), config }
     }
 }
 

@@ -10,6 +10,7 @@
 
 use super::catalog::{Reader, Served};
 use super::frame::{self, Meta};
+use super::quota::{Charge, Meter};
 use super::Stop;
 use crate::live::envelope::PacketId;
 use crate::live::session::{LiveSession, Out};
@@ -55,15 +56,16 @@ impl Ended {
     }
 }
 
-/// Streams the plan's range; `charge` counts a chunk's bytes against the daily quota (`false`:
-/// the quota is spent, the transfer ends with 302 before that chunk).
+/// Streams the plan's range; `meter` counts each chunk's bytes against the daily quota before
+/// it is read (spent: the transfer ends with 302 before that chunk; the quota's database
+/// unreachable: 6).
 pub async fn pump(
     live: &Live,
     session: &LiveSession,
     plan: &Plan,
     reader: &mut Reader,
     stop: &mut watch::Receiver<Option<Stop>>,
-    mut charge: impl FnMut(u64) -> bool,
+    meter: &mut Meter,
 ) -> Ended {
     let size = plan.file.size;
     let window = Arc::new(Semaphore::new(plan.window_chunks.max(1)));
@@ -102,9 +104,18 @@ pub async fn pump(
             return Ended::SessionEnded(sent(offset));
         }
         let length = usize::try_from(size - offset).map_or(buffer.len(), |left| left.min(buffer.len()));
-        if length > 0 && !charge(length as u64) {
-            terminal(offset, QUOTA_EXCEEDED);
-            return Ended::QuotaExceeded(sent(offset));
+        if length > 0 {
+            match meter.charge(length as u64).await {
+                Charge::Granted => {}
+                Charge::Spent => {
+                    terminal(offset, QUOTA_EXCEEDED);
+                    return Ended::QuotaExceeded(sent(offset));
+                }
+                Charge::Failed => {
+                    terminal(offset, crate::live::packets::INTERNAL_ERROR);
+                    return Ended::Failed(sent(offset));
+                }
+            }
         }
         let bytes = &mut buffer[..length];
         if let Err(error) = reader.read_exact(bytes).await {
@@ -189,7 +200,7 @@ mod tests {
             let (live, session, plan, data) = (live.clone(), session.clone(), plan.clone(), data.clone());
             tokio::spawn(async move {
                 let mut reader = reader(&data, 0);
-                pump(&live, &session, &plan, &mut reader, &mut stop, |_| true).await
+                pump(&live, &session, &plan, &mut reader, &mut stop, &mut Meter::unlimited()).await
             })
         };
         until_queued(&session, 3).await;
@@ -230,7 +241,7 @@ mod tests {
             let (live, session, plan, data) = (live.clone(), session.clone(), plan(&data, 0), data.clone());
             tokio::spawn(async move {
                 let mut reader = reader(&data, 0);
-                pump(&live, &session, &plan, &mut reader, &mut stop, |_| true).await
+                pump(&live, &session, &plan, &mut reader, &mut stop, &mut Meter::unlimited()).await
             })
         };
         until_queued(&session, 3).await;
@@ -261,7 +272,8 @@ mod tests {
                 }
             })
         };
-        assert_eq!(pump(&live, &session, &resumed, &mut rest, &mut stop, |_| true).await, Ended::Completed(7_000));
+        let ended = pump(&live, &session, &resumed, &mut rest, &mut stop, &mut Meter::unlimited()).await;
+        assert_eq!(ended, Ended::Completed(7_000));
         let frames = drainer.await.unwrap();
         assert_eq!(frames[0].0["offset"], 3000);
         assert_eq!(frames[0].0["file_size"], 10_000);
@@ -281,15 +293,8 @@ mod tests {
         let mut plan = plan(&data, 0);
         plan.window_chunks = 10;
         let (_stop_tx, mut stop) = watch::channel(None);
-        let mut left = 3_500u64;
-        let charge = |n: u64| {
-            let ok = n <= left;
-            if ok {
-                left -= n;
-            }
-            ok
-        };
-        let ended = pump(&live, &session, &plan, &mut reader(&data, 0), &mut stop, charge).await;
+        let mut meter = Meter::fixed(3_500);
+        let ended = pump(&live, &session, &plan, &mut reader(&data, 0), &mut stop, &mut meter).await;
         assert_eq!(ended, Ended::QuotaExceeded(3_000));
         let frames = drain(&session);
         assert_eq!(frames.len(), 4);
@@ -306,7 +311,7 @@ mod tests {
         let session = Arc::new(LiveSession::new(IpAddr::from([127, 0, 0, 1]), 60));
         let plan = plan(&[], 0);
         let (_stop_tx, mut stop) = watch::channel(None);
-        let ended = pump(&live, &session, &plan, &mut reader(&[], 0), &mut stop, |_| true).await;
+        let ended = pump(&live, &session, &plan, &mut reader(&[], 0), &mut stop, &mut Meter::unlimited()).await;
         assert_eq!(ended, Ended::Completed(0));
         let frames = drain(&session);
         assert_eq!(frames.len(), 1);

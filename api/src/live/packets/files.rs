@@ -4,7 +4,7 @@
 use super::{answer, status, Ctx, Reply, INTERNAL_ERROR, NOT_AUTHORIZED, OK};
 use crate::live::envelope::{response, string_field, Close, PacketId};
 use crate::live::files::catalog::{self, Served};
-use crate::live::files::quota::day_of;
+use crate::live::files::quota::{day_of, Holder};
 use crate::live::files::tokens::Grant;
 use crate::live::files::transfer::{self, Ended, Plan, QUOTA_EXCEEDED};
 use crate::live::files::{valid_name, Active, Stop};
@@ -90,11 +90,16 @@ pub async fn transfer(ctx: &Ctx<'_>, id: PacketId, body: &Map<String, Value>) ->
     let delivery = &ctx.live.files;
     let first_chunk = (file.size - resume_at).min(delivery.config.chunk_bytes as u64);
     let day = day_of(state.commands.now().timestamp());
-    if delivery.quota.remaining(caller.app_id, &caller.identity, day) < first_chunk {
-        return Ok(status(id, QUOTA_EXCEEDED));
+    match state.files.quota.remaining(&Holder::new(caller.app_id, &caller.identity), day).await {
+        Ok(left) if left < first_chunk => return Ok(status(id, QUOTA_EXCEEDED)),
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(%error, "the file quota could not be read");
+            return Ok(status(id, INTERNAL_ERROR));
+        }
     }
     if app.settings.file_download_url {
-        Ok(download_url(ctx, id, caller, file))
+        Ok(download_url(ctx, id, caller, file).await)
     } else {
         Ok(stream(ctx, id, caller, file, resume_at).await)
     }
@@ -104,23 +109,32 @@ fn files_of(session: &LiveSession) -> std::sync::MutexGuard<'_, crate::live::fil
     session.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// URL mode: a single-use URL bound to this session and this version.
-fn download_url(ctx: &Ctx<'_>, id: PacketId, caller: Caller, file: Served) -> Reply {
+/// URL mode: a single-use URL bound to this session and this version (stored, so it outlives a
+/// restart and works on another node sharing the database).
+async fn download_url(ctx: &Ctx<'_>, id: PacketId, caller: Caller, file: Served) -> Reply {
     let delivery = &ctx.live.files;
-    let mut files = files_of(ctx.session);
-    if files.running() >= delivery.config.max_per_session {
-        return status(id, TOO_MANY);
-    }
-    let Some(base) = delivery.config.public_base_url.clone().or_else(|| files.base_url.clone()) else {
-        return status(id, INTERNAL_ERROR);
+    let base = {
+        let mut files = files_of(ctx.session);
+        if files.running() >= delivery.config.max_per_session {
+            return status(id, TOO_MANY);
+        }
+        let Some(base) = delivery.config.public_base_url.clone().or_else(|| files.base_url.clone()) else {
+            return status(id, INTERNAL_ERROR);
+        };
+        files.streamed.insert(file.name.clone(), file.version);
+        base
     };
-    files.streamed.insert(file.name.clone(), file.version);
-    drop(files);
-    let now = std::time::Instant::now();
+    let now = ctx.state.commands.now();
+    let ttl = chrono::Duration::from_std(delivery.config.url_ttl).unwrap_or(chrono::Duration::seconds(60));
     let (size, checksum) = (file.size, file.sha256.clone());
-    let grant =
-        Grant { session_id: ctx.session.id, file, identity: caller.identity, expires: now + delivery.config.url_ttl };
-    let token = delivery.tokens.issue(grant, now);
+    let grant = Grant { session_id: ctx.session.id, file, identity: caller.identity, expires: now + ttl };
+    let token = match ctx.state.files.tokens.issue(grant, now).await {
+        Ok(token) => token,
+        Err(error) => {
+            tracing::warn!(%error, "a download token could not be stored");
+            return status(id, INTERNAL_ERROR);
+        }
+    };
     let fields = Map::from_iter([
         ("presigned_url".to_string(), Value::from(format!("{}/files/dl/{token}", base.trim_end_matches('/')))),
         ("file_size".to_string(), Value::from(size)),
@@ -180,9 +194,11 @@ async fn run(
     mut stop: watch::Receiver<Option<Stop>>,
     caller: &Caller,
 ) -> Ended {
-    let quota = &live.files.quota;
-    let charge = |bytes| quota.charge(caller.app_id, &caller.identity, bytes, day_of(state.commands.now().timestamp()));
-    transfer::pump(live, session, plan, &mut reader, &mut stop, charge).await
+    let commands = state.commands.clone();
+    let holder = Holder::new(caller.app_id, &caller.identity);
+    let planned = plan.file.size - plan.resume_at;
+    let mut meter = state.files.quota.meter(holder, planned, Arc::new(move || commands.now().timestamp()));
+    transfer::pump(live, session, plan, &mut reader, &mut stop, &mut meter).await
 }
 
 /// Drops a transfer's entry, unless a newer transfer of the name took it.

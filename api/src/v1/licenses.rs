@@ -156,7 +156,11 @@ pub async fn get(
 /// The license's bound machines, in binding order, each with when it was bound (from the
 /// `license_machines` read model; `null` while it has not caught up).
 async fn machines(state: &AppState, license: &License) -> Result<Vec<Value>, ApiError> {
-    state.refresh_sql(std::sync::Arc::new(licensd_projections::sql::LicenseMachines)).await?;
+    // The license itself comes from memory, so a catch-up that cannot write (a full disk, a
+    // read-only database) must not fail the answer: the times are then the read model's as it is.
+    if let Err(e) = state.refresh_sql(std::sync::Arc::new(licensd_projections::sql::LicenseMachines)).await {
+        tracing::warn!(error = %e, "license machines read model not caught up; answering with it as it is");
+    }
     let rows = state
         .commands
         .store()

@@ -153,20 +153,24 @@ pub async fn get(
     Ok(Json(answer))
 }
 
-/// The license's bound machines, in binding order, each with when it was bound (from the
-/// `license_machines` read model; `null` while it has not caught up).
+/// The license's bound machines, in binding order, each with when it was bound and when it last
+/// logged in (from the `license_machines` read model; `null` while it has not caught up).
 async fn machines(state: &AppState, license: &License) -> Result<Vec<Value>, ApiError> {
     state.refresh_sql(std::sync::Arc::new(licensd_projections::sql::LicenseMachines)).await?;
     let rows = state
         .commands
         .store()
         .query_rows(
-            "SELECT hwid, bound_at FROM rm_license_machines WHERE license_key = $1",
+            "SELECT hwid, bound_at, last_seen_at FROM rm_license_machines WHERE license_key = $1",
             &[license.key.to_string().into()],
         )
         .await?;
-    let bound_at = |hwid: &str| rows.iter().find(|r| r[0].as_deref() == Some(hwid)).and_then(|r| r[1].clone());
-    Ok(license.hwids.iter().map(|hwid| json!({ "hwid": hwid, "boundAt": bound_at(hwid) })).collect())
+    let column = |hwid: &str, i: usize| rows.iter().find(|r| r[0].as_deref() == Some(hwid)).and_then(|r| r[i].clone());
+    Ok(license
+        .hwids
+        .iter()
+        .map(|hwid| json!({ "hwid": hwid, "boundAt": column(hwid, 1), "lastSeenAt": column(hwid, 2) }))
+        .collect())
 }
 
 /// `DELETE /v1/licenses/{key}/machines/{hwid}`: frees one bound machine's slot (404 when the

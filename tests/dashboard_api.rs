@@ -292,6 +292,24 @@ fn transactions_audit_log_and_commerce_events_page_by_cursor_with_filters() {
         assert!(full.to_string().contains(&format!("{:032x}", 1)), "the raw data has the nonce");
         bad_request(server, &m.api_key, &format!("/v1/licenses/{key}/events?detail=everything"));
 
+        // The history paged by version: oldest first by default like the whole answer (which has
+        // no cursor), newest first on request; a page's cursor resumes only its own order.
+        assert!(history.get("cursor").is_none(), "one answer without limit or cursor");
+        let versions = |events: &[Value]| events.iter().map(|e| e["version"].as_i64().unwrap()).collect::<Vec<_>>();
+        let every = versions(events);
+        assert_eq!(every.len(), 9, "created, three bindings, five validations");
+        let history_path = format!("/v1/licenses/{key}/events?limit=4");
+        let (paged, pages) = all_pages(server, &m.api_key, &history_path, "events");
+        assert_eq!((versions(&paged), pages.len()), (every.clone(), 3));
+        let (mut newest, _) = all_pages(server, &m.api_key, &format!("{history_path}&order=desc"), "events");
+        newest.reverse();
+        assert_eq!(versions(&newest), every);
+        let cursor = pages[0]["cursor"].as_str().unwrap();
+        bad_request(server, &m.api_key, &format!("{history_path}&order=desc&cursor={cursor}"));
+        for bad in ["limit=0", "limit=201", "order=sideways", "cursor=abc"] {
+            bad_request(server, &m.api_key, &format!("/v1/licenses/{key}/events?{bad}"));
+        }
+
         // Commerce events: the paging answer shape even when the ledger is empty.
         let (status, events) = server.get(&m.api_key, "/v1/commerce/events?limit=5&order=asc");
         assert_eq!(status, 200, "{events}");

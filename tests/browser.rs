@@ -207,6 +207,55 @@ fn held_purchase(server: &Server, api_key: &str, app_id: &str) -> String {
     ledger_status(server, api_key, "evt_browser_1", "held")
 }
 
+/// A webhook for new licenses on loopback where nothing listens, and three licenses: three
+/// deliveries queued. Returns the webhook's id.
+fn three_webhook_deliveries(server: &Server, api_key: &str, app_id: &str) -> String {
+    let url = format!("http://127.0.0.1:{}/hook", common::free_port());
+    let hooks = format!("/v1/apps/{app_id}/webhooks");
+    let (status, hook) = server.post(api_key, &hooks, &json!({ "url": url, "events": ["license.created"] }));
+    assert_eq!(status, 201, "{hook}");
+    let id = hook["webhookId"].as_str().unwrap().to_string();
+    let (status, made) = server.post(api_key, "/v1/licenses", &json!({ "appId": app_id, "quantity": 3 }));
+    assert_eq!(status, 201, "{made}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.get(api_key, &format!("{hooks}/{id}/deliveries")).1["total"] != 3 {
+        assert!(Instant::now() < deadline, "three deliveries are queued");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    id
+}
+
+/// Three signed Stripe events of a type no mapping handles: three ledger entries (skipped).
+fn three_skipped_commerce_events(server: &Server, api_key: &str) {
+    let (status, connection) = server.send(
+        "PUT",
+        api_key,
+        "/v1/commerce/connections/stripe",
+        Some(&json!({ "signingSecret": STRIPE_SECRET })),
+    );
+    assert_eq!(status, 200, "{connection}");
+    for n in 1..=3 {
+        let event = json!({ "id": format!("evt_page_{n}"), "object": "event", "type": "customer.created",
+            "created": 1_700_000_000 + n, "data": { "object": { "id": format!("cus_{n}"), "object": "customer" } } });
+        let body = event.to_string();
+        let t = chrono::Utc::now().timestamp();
+        let signature = format!("t={t},v1={}", hmac_hex(STRIPE_SECRET, format!("{t}.{body}").as_bytes()));
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{}{}", server.base, connection["webhookPath"].as_str().unwrap()))
+            .header("Stripe-Signature", signature)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.get(api_key, "/v1/commerce/events").1["total"] != 3 {
+        assert!(Instant::now() < deadline, "three commerce events are recorded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits for the ledger entry of `external_id` to reach `status`; returns its event id.
 fn ledger_status(server: &Server, api_key: &str, external_id: &str, status: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -622,6 +671,37 @@ impl Page {
         serde_json::from_value(found).unwrap()
     }
 
+    /// The `attribute` of every `css` element on each page of a paged list, following `next`
+    /// until it is gone (each page read once it has replaced the one before).
+    async fn every_page(&self, css: &str, attribute: &str, next: &str) -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        let mut before: Option<String> = None;
+        loop {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let rows = loop {
+                let found = self
+                    .client
+                    .execute(
+                        "return [...document.querySelectorAll(arguments[0])].map(e => e.getAttribute(arguments[1]))",
+                        vec![json!(css), json!(attribute)],
+                    )
+                    .await
+                    .unwrap();
+                let rows: Vec<String> = serde_json::from_value(found).unwrap_or_default();
+                if !rows.is_empty() && rows.first() != before.as_ref() {
+                    break rows;
+                }
+                assert!(Instant::now() < deadline, "the page of {css} never came");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            before = rows.first().cloned();
+            all.extend(rows);
+            assert!(all.len() < 1000, "paging does not end");
+            let Ok(link) = self.client.find(Locator::Css(next)).await else { return all };
+            link.click().await.unwrap();
+        }
+    }
+
     /// The id of the focused element.
     async fn focused(&self) -> String {
         let id = self.client.execute("return document.activeElement && document.activeElement.id", vec![]).await;
@@ -664,7 +744,9 @@ async fn dashboard_scenario(
     axe: &str,
     audit: bool,
 ) {
-    let server = blocking(|| deployment.start_with(&client::live_env(&[])));
+    // Webhooks may target loopback, where nothing listens: deliveries stay queued for a retry.
+    let hooks_env = [("LICENSD_WEBHOOK_ALLOW_HTTP_LOOPBACK", "true"), ("LICENSD_WEBHOOK_RETRY_BASE_MS", "60000")];
+    let server = blocking(|| deployment.start_with(&client::live_env(&hooks_env)));
     let (m, ws_key) = blocking(|| client::live_merchant(deployment, &server, MERCHANT));
     blocking(|| {
         deployment.cli(&["credits", "grant", "--account", &m.account_id, "--amount", "5000"]);
@@ -886,10 +968,40 @@ async fn dashboard_scenario(
         }
     });
 
+    // Webhook deliveries and commerce events page with the API's cursors, like the license list.
+    let hook = blocking(|| three_webhook_deliveries(&server, &m.api_key, &m.app_id));
+    page.open(&format!("{app}/webhooks")).await;
+    page.wait(&format!("#deliveries-{hook}")).await.click().await.unwrap();
+    page.until_text("#deliveries-count", "3 deliveries").await;
+    page.open(&format!("{app}/webhooks?deliveries={hook}&limit=2")).await;
+    let shown = page.every_page(".delivery", "data-delivery", "#deliveries-next").await;
+    let (_, listed) = blocking(|| server.get(&m.api_key, &format!("/v1/apps/{}/webhooks/{hook}/deliveries", m.app_id)));
+    let ids: Vec<String> =
+        listed["deliveries"].as_array().unwrap().iter().map(|d| d["deliveryId"].as_str().unwrap().into()).collect();
+    assert_eq!(shown, ids, "two pages of two hold the three deliveries, newest first");
+    page.wait("#deliveries-first").await;
+    blocking(|| three_skipped_commerce_events(&server, &m.api_key));
+    page.open("/dashboard#/commerce?limit=2").await;
+    page.until_text("#commerce-count", "3 events").await;
+    let shown = page.every_page(".commerce-event", "data-event", "#commerce-events-next").await;
+    let (_, listed) = blocking(|| server.get(&m.api_key, "/v1/commerce/events"));
+    let ids: Vec<String> =
+        listed["events"].as_array().unwrap().iter().map(|e| e["eventId"].as_str().unwrap().into()).collect();
+    assert_eq!(shown, ids, "two pages of two hold the three events, newest first");
+    page.wait("#commerce-events-first").await;
+
     // One license: revoke asks first (cancel: still active), levels, an offline file, then a
     // confirmed revoke; the history reads in words with no raw payload shown.
     page.open(&format!("/dashboard#/licenses/{key}")).await;
     page.until_text("#machines", "machine-a").await;
+    // The bound machine shows when it was first and last seen, as the API has them.
+    let (_, shown) = blocking(|| server.get(&m.api_key, &format!("/v1/licenses/{key}")));
+    let machine = &shown["machines"][0];
+    assert!(machine["lastSeenAt"].is_string(), "{shown}");
+    for (css, field) in [("#machines time.bound-at", "boundAt"), ("#machines time.last-seen", "lastSeenAt")] {
+        let at = page.wait(css).await.attr("datetime").await.unwrap();
+        assert_eq!(at.as_deref(), machine[field].as_str(), "{css}");
+    }
     page.wait("#toggle-status").await.click().await.unwrap();
     assert!(page.text("#toggle-status-consequence").await.contains("stops validating"));
     page.wait("#toggle-status-cancel").await.click().await.unwrap();
@@ -924,6 +1036,17 @@ async fn dashboard_scenario(
     page.submit("form:has(textarea)").await;
     let said = page.text("form:has(textarea) .status").await;
     assert!(said.contains("must be a JSON object"), "{said}");
+
+    // The history pages newest first through the API's cursor, like the lists.
+    page.open(&format!("/dashboard#/licenses/{key}?limit=3")).await;
+    let shown = page.every_page("#history .event-type", "data-version", "#history-next").await;
+    let (_, all) = blocking(|| server.get(&m.api_key, &format!("/v1/licenses/{key}/events")));
+    let mut versions: Vec<String> =
+        all["events"].as_array().unwrap().iter().map(|e| e["version"].to_string()).collect();
+    versions.reverse();
+    assert!(versions.len() > 6, "more than two pages: {versions:?}");
+    assert_eq!(shown, versions, "every event once, newest first");
+    page.wait("#history-first").await;
 
     // The overview's charts add up every billed call of the day: 266 validations show as 266 (the
     // old chart summed one page of 200 transactions), matching the API's ledger for today.

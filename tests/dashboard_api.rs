@@ -292,6 +292,24 @@ fn transactions_audit_log_and_commerce_events_page_by_cursor_with_filters() {
         assert!(full.to_string().contains(&format!("{:032x}", 1)), "the raw data has the nonce");
         bad_request(server, &m.api_key, &format!("/v1/licenses/{key}/events?detail=everything"));
 
+        // The history paged by version: oldest first by default like the whole answer (which has
+        // no cursor), newest first on request; a page's cursor resumes only its own order.
+        assert!(history.get("cursor").is_none(), "one answer without limit or cursor");
+        let versions = |events: &[Value]| events.iter().map(|e| e["version"].as_i64().unwrap()).collect::<Vec<_>>();
+        let every = versions(events);
+        assert_eq!(every.len(), 9, "created, three bindings, five validations");
+        let history_path = format!("/v1/licenses/{key}/events?limit=4");
+        let (paged, pages) = all_pages(server, &m.api_key, &history_path, "events");
+        assert_eq!((versions(&paged), pages.len()), (every.clone(), 3));
+        let (mut newest, _) = all_pages(server, &m.api_key, &format!("{history_path}&order=desc"), "events");
+        newest.reverse();
+        assert_eq!(versions(&newest), every);
+        let cursor = pages[0]["cursor"].as_str().unwrap();
+        bad_request(server, &m.api_key, &format!("{history_path}&order=desc&cursor={cursor}"));
+        for bad in ["limit=0", "limit=201", "order=sideways", "cursor=abc"] {
+            bad_request(server, &m.api_key, &format!("/v1/licenses/{key}/events?{bad}"));
+        }
+
         // Commerce events: the paging answer shape even when the ledger is empty.
         let (status, events) = server.get(&m.api_key, "/v1/commerce/events?limit=5&order=asc");
         assert_eq!(status, 200, "{events}");
@@ -417,7 +435,7 @@ fn the_overview_counts_a_seeded_day_from_the_roll_up_not_a_page_of_the_ledger() 
 }
 
 #[test]
-fn one_bound_machine_is_released_and_machines_show_when_they_were_bound() {
+fn one_bound_machine_is_released_and_machines_show_when_they_were_bound_and_last_seen() {
     on_both_backends(RELAXED, |deployment, server| {
         let m = deployment.merchant_with_credits(server, "machines@example.com", 20);
         let key = m.license(server, json!({ "maxHwidSlots": 2 }));
@@ -437,6 +455,25 @@ fn one_bound_machine_is_released_and_machines_show_when_they_were_bound() {
         assert_eq!(hwids, ["pc-1", "pc/2 é"]);
         assert!(machines.iter().all(|m| m["boundAt"].as_str().is_some_and(|at| at.ends_with('Z'))), "{machines:?}");
 
+        // Last seen: every validation of a bound machine moves it; the binding was its first.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(validate("pc-1", 5).0, 200);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let machines = loop {
+            let (_, license) = server.get(&m.api_key, &format!("/v1/licenses/{key}"));
+            let machines = license["machines"].as_array().unwrap().clone();
+            let at = |i: usize, field: &str| machines[i][field].as_str().unwrap_or_default().to_string();
+            if at(0, "lastSeenAt") > at(1, "boundAt") {
+                break machines;
+            }
+            assert!(std::time::Instant::now() < deadline, "pc-1's second validation shows: {machines:?}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let field = |i: usize, name: &str| machines[i][name].as_str().unwrap().to_string();
+        assert!(field(0, "lastSeenAt") > field(0, "boundAt"), "{machines:?}");
+        assert!(field(1, "lastSeenAt") >= field(1, "boundAt"), "seen once, when it was bound: {machines:?}");
+        assert!(field(1, "lastSeenAt") < field(0, "lastSeenAt"), "{machines:?}");
+
         // Release the second machine (its HWID percent-encoded in the path): only it goes.
         let path = format!("/v1/licenses/{key}/machines/pc%2F2%20%C3%A9");
         let (status, released) = server.send("DELETE", &m.api_key, &path, None);
@@ -444,7 +481,7 @@ fn one_bound_machine_is_released_and_machines_show_when_they_were_bound() {
         assert_eq!(released["license"]["hwidList"], json!(["pc-1"]));
         let (status, missing) = server.send("DELETE", &m.api_key, &path, None);
         assert_eq!((status, missing["error"].as_str()), (404, Some("not_found")), "{missing}");
-        assert_eq!(validate("pc-3", 4).0, 200, "the freed slot takes a new machine");
+        assert_eq!(validate("pc-3", 6).0, 200, "the freed slot takes a new machine");
         let (_, license) = server.get(&m.api_key, &format!("/v1/licenses/{key}"));
         let hwids: Vec<&str> =
             license["machines"].as_array().unwrap().iter().map(|m| m["hwid"].as_str().unwrap()).collect();

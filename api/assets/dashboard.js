@@ -117,7 +117,7 @@ async function appView(appId, tab, params) {
     users: () => appUsersView(appId, params),
     files: () => filesTab(app),
     sessions: () => sessionsTab(app),
-    webhooks: () => webhooksCard(app),
+    webhooks: () => webhooksCard(app, params),
     settings: async () => [await settingsCard(app), await portalPolicyCard(appId)],
     security: () => securityCard(appId),
   }[tab];
@@ -346,22 +346,34 @@ async function portalPolicyCard(appId) {
     h("p", { class: "muted" }, "End users sign in at ", h("a", { href: "/portal" }, "/portal"), " with their license key and email."));
 }
 
-async function webhooksCard(app) {
-  const { webhooks } = await api("GET", "/apps/" + app.appId + "/webhooks");
-  const deliveries = h("div");
-  const shown = h("div");
-  const showDeliveries = async (hook) => {
-    const list = await api("GET", "/apps/" + app.appId + "/webhooks/" + hook.webhookId + "/deliveries");
-    deliveries.replaceChildren(h("h3", {}, "Deliveries to " + hook.url), table(list.deliveries, [
-      ["Event", d => d.event], ["Status", d => badge(d.status)], ["Attempts", d => d.attempts],
+/** One webhook's delivery log, newest first, a page at a time through the API's cursor (the
+ *  webhook, cursor and page size live in the hash, like the license list's). */
+async function deliveriesOf(app, hook, filters, base) {
+  const path = "/apps/" + app.appId + "/webhooks/" + hook.webhookId + "/deliveries";
+  const query = Object.assign({ limit: "50" }, filters);
+  delete query.deliveries;
+  const page = await api("GET", path + "?" + new URLSearchParams(query).toString());
+  return h("div", { id: "deliveries" }, h("h3", {}, "Deliveries to " + hook.url),
+    h("p", { class: "muted", id: "deliveries-count" }, plural(page.total, "delivery", "deliveries")),
+    table(page.deliveries, [
+      ["Event", d => h("span", { class: "delivery", "data-delivery": d.deliveryId }, d.event)], ["Status", d => badge(d.status)], ["Attempts", d => d.attempts],
       ["Last status", d => d.lastStatus || d.lastError || "—"], ["Created", d => when(d.createdAt)],
-      ["", d => h("button", { class: "secondary", onclick: () => act(() => api("POST", "/apps/" + app.appId + "/webhooks/" + hook.webhookId + "/deliveries/" + d.deliveryId + "/redeliver"), "Queued again").then(() => showDeliveries(hook)) }, "Redeliver")],
-    ], "No deliveries yet."));
-  };
+      ["", d => h("button", { class: "secondary", onclick: () => act(() => api("POST", path + "/" + d.deliveryId + "/redeliver"), "Queued again").then(route) }, "Redeliver")],
+    ], "No deliveries yet."),
+    pager(base, filters, page.cursor, "deliveries"));
+}
+
+async function webhooksCard(app, params) {
+  const { webhooks } = await api("GET", "/apps/" + app.appId + "/webhooks");
+  const base = "#/apps/" + app.appId + "/webhooks";
+  const filters = paramsObject(params, ["deliveries", "cursor", "limit"]);
+  const hook = webhooks.find(w => w.webhookId === filters.deliveries);
+  const deliveries = hook ? await deliveriesOf(app, hook, filters, base) : "";
+  const shown = h("div");
   return card("Webhooks", table(webhooks, [
     ["URL", w => h("code", {}, w.url)], ["Events", w => w.events.join(", ")],
     ["Last delivery", w => w.lastDeliveryStatus ? w.lastDeliveryStatus + " at " + when(w.lastDeliveryAt) : "—"],
-    ["", w => h("span", {}, h("button", { class: "secondary", onclick: () => showDeliveries(w) }, "Deliveries"), " ",
+    ["", w => h("span", {}, h("a", { href: base + "?deliveries=" + enc(w.webhookId), id: "deliveries-" + w.webhookId, class: "button secondary" }, "Deliveries"), " ",
       h("button", { class: "secondary", onclick: () => act(() => api("POST", "/apps/" + app.appId + "/webhooks/" + w.webhookId + "/test"), "Test ping sent") }, "Send test"), " ",
       confirmAction({ id: "delete-webhook-" + w.webhookId, label: "Delete webhook",
         consequence: "Events stop being sent to " + w.url + "; its delivery log is no longer shown. This cannot be undone.",
@@ -592,16 +604,24 @@ function rawEvent(key, e) {
   return details;
 }
 
+/** A moment of a machine's life, with the exact time kept for tools (and tests). */
+function seenAt(iso, cls) {
+  return iso ? h("time", { datetime: iso, class: cls }, when(iso)) : "—";
+}
+
 function machinesOf(l) {
   if (Array.isArray(l.machines)) return l.machines;
   return l.hwidList.map(hwid => ({ hwid }));
 }
 
-async function licenseView(key) {
+/** One license; its history newest first, a page at a time through the API's cursor (kept in
+ *  the hash with the page size, like the lists'). */
+async function licenseView(key, params) {
   rawHistory = null;
   const l = await api("GET", "/licenses/" + enc(key));
-  const [{ events }, vars, live] = await Promise.all([
-    api("GET", "/licenses/" + enc(key) + "/events"),
+  const filters = paramsObject(params, ["cursor", "limit"]);
+  const [history, vars, live] = await Promise.all([
+    api("GET", "/licenses/" + enc(key) + "/events?" + new URLSearchParams(Object.assign({ limit: "50", order: "desc" }, filters)).toString()),
     api("GET", "/licenses/" + enc(key) + "/variables"),
     api("GET", "/apps/" + l.appId + "/sessions").catch(() => ({ sessions: [] })),
   ]);
@@ -625,7 +645,8 @@ async function licenseView(key) {
       form([["date", "Extend to", { attrs: { type: "date", required: true } }]], "Extend", (v) => act(() => change({ action: "extend", expiresAt: new Date(v.date + "T23:59:59Z").toISOString() }, "Extended")))),
     card("Bound machines", h("div", { id: "machines" }, table(machines, [
       ["Machine (HWID)", m => h("code", {}, m.hwid)],
-      ["Bound", m => m.boundAt ? when(m.boundAt) : "—"],
+      ["First seen (bound)", m => seenAt(m.boundAt, "bound-at")],
+      ["Last seen", m => seenAt(m.lastSeenAt, "last-seen")],
       // Releasing one machine needs the API's machine list (it is absent from older servers).
       ["", m => !Array.isArray(l.machines) ? "" : confirmAction({ id: "release-" + m.hwid.replace(/\W/g, "_"), label: "Release", consequence: "This machine loses its slot; it must validate again (and find a free slot) to use the license.",
         run: async () => { await api("DELETE", "/licenses/" + enc(key) + "/machines/" + enc(m.hwid)); nextFlash = "Machine released"; await route(); return "Released"; } })],
@@ -648,11 +669,11 @@ async function licenseView(key) {
     card("Variables (JSON object)", form([["json", "Variables", { textarea: true, value: JSON.stringify(vars, null, 2) }]], "Save variables", async (v) => {
       await act(() => api("PUT", "/licenses/" + enc(key) + "/variables", parseJsonField(v.json, "Variables")), "Variables saved");
     })),
-    card("History", h("div", { id: "history" }, table(events.slice().reverse(), [
-      ["When", e => when(e.at)], ["What", e => h("span", { class: "event-type", title: e.type }, eventName(e))], ["By", e => actorName(e)],
+    card("History", h("div", { id: "history" }, table(history.events, [
+      ["When", e => when(e.at)], ["What", e => h("span", { class: "event-type", title: e.type, "data-version": e.version }, eventName(e))], ["By", e => actorName(e)],
       ["Details", e => e.summary || ""],
       ["", e => rawEvent(key, e)],
-    ]))),
+    ]), pager("#/licenses/" + enc(key), filters, history.cursor, "history"))),
   ];
 }
 
@@ -660,22 +681,25 @@ async function licenseView(key) {
 
 async function commerceView(params) {
   const [{ connections }, { mappings }, { apps }] = await Promise.all([api("GET", "/commerce/connections"), api("GET", "/commerce/mappings"), api("GET", "/apps")]);
-  const status = params.get("status") || "";
-  const { events } = await api("GET", "/commerce/events?limit=200" + (status ? "&status=" + enc(status) : ""));
+  const filters = paramsObject(params, ["status", "cursor", "limit"]);
+  const status = filters.status || "";
+  const page = await api("GET", "/commerce/events?" + new URLSearchParams(Object.assign({ limit: "50" }, filters)).toString());
   const shown = h("div");
   const filter = h("select", { id: "event-status", "aria-label": "Filter by status", onchange: (e) => { location.hash = "#/commerce" + (e.target.value ? "?status=" + e.target.value : ""); } },
     ["", "pending", "processed", "skipped", "failed", "held"].map(s => h("option", { value: s, selected: s === status }, s || "any status")));
   return [
     card("Events", h("p", {}, filter, " ",
       h("button", { class: "secondary", id: "bulk-replay", onclick: () => act(() => api("POST", "/commerce/events/replay", status ? { status } : {}), null).then(r => { flash("Replayed " + r.replayed + " events", "ok"); }) }, "Replay all skipped, failed and held" + (status ? " (" + status + ")" : ""))),
-      table(events, [
-        ["Received", e => when(e.receivedAt)], ["Provider", e => e.provider], ["Type", e => e.type],
+      h("p", { class: "muted", id: "commerce-count" }, plural(page.total, "event")),
+      table(page.events, [
+        ["Received", e => h("span", { class: "commerce-event", "data-event": e.eventId }, when(e.receivedAt))], ["Provider", e => e.provider], ["Type", e => e.type],
         ["Status", e => h("span", { class: "event-status" }, badge(e.status))],
         ["Reason", e => [e.reason, e.error].filter(Boolean).join(": ") + (e.retryCount ? " (retries " + e.retryCount + ")" : "")],
         ["Licenses", e => e.licenseKeys.map(k => h("a", { href: "#/licenses/" + k, class: "mono" }, k + " "))],
         ["", e => ["skipped", "failed", "held"].includes(e.status)
           ? h("button", { class: "replay", "data-event": e.eventId, onclick: () => act(() => api("POST", "/commerce/events/" + enc(e.eventId) + "/replay"), "Replay queued").then(() => setTimeout(route, 500)) }, "Replay") : ""],
-      ], "No commerce events.")),
+      ], "No commerce events."),
+      pager("#/commerce", filters, page.cursor, "commerce-events")),
     card("Connections", table(connections, [
       ["Provider", c => c.provider], ["Webhook URL", c => h("code", {}, location.origin + "/billing/webhook/" + c.provider + "/" + c.connectionId)],
       ["API key", c => c.hasApiKey ? "stored" : "none"],
@@ -892,7 +916,7 @@ const routes = [
   [/^#\/apps\/([^/?]+)\/variables$/, (m) => appVariablesView(m[1])],
   [/^#\/apps\/([^/?]+)\/users\/([^/?]+)$/, (m) => appUserView(m[1], decodeURIComponent(m[2]))],
   [/^#\/apps\/([^/?]+)(?:\/([a-z]+))?(\?.*)?$/, (m) => appView(m[1], m[2] || "licenses", new URLSearchParams((m[3] || "").slice(1)))],
-  [/^#\/licenses\/([^/?]+)$/, (m) => licenseView(decodeURIComponent(m[1]))],
+  [/^#\/licenses\/([^/?]+)(\?.*)?$/, (m) => licenseView(decodeURIComponent(m[1]), new URLSearchParams((m[2] || "").slice(1)))],
   [/^#\/commerce(\?.*)?$/, (m) => commerceView(new URLSearchParams((m[1] || "").slice(1)))],
   [/^#\/credits(\?.*)?$/, (m) => creditsView(new URLSearchParams((m[1] || "").slice(1)))],
   [/^#\/api-keys$/, () => apiKeysView()],

@@ -124,6 +124,38 @@ impl PageRequest {
         };
         Ok(Self { scope, order, limit, after })
     }
+
+    /// One page of `rows` already in memory, given in ascending order of their unique integer
+    /// `key` (a stream's versions, say): the page in the request's order after its cursor, and the
+    /// cursor of the next page (`None` on the last).
+    pub(crate) fn page_of<T>(
+        &self,
+        rows: Vec<T>,
+        key: impl Fn(&T) -> i64,
+    ) -> Result<(Vec<T>, Option<String>), ApiError> {
+        let after = match self.after.as_deref() {
+            None => None,
+            Some([value]) => Some(value.parse::<i64>().map_err(|_| bad_cursor())?),
+            Some(_) => return Err(bad_cursor()),
+        };
+        let mut page: Vec<T> = match self.order {
+            Order::Asc => rows.into_iter().filter(|r| after.is_none_or(|a| key(r) > a)).collect(),
+            Order::Desc => rows.into_iter().rev().filter(|r| after.is_none_or(|a| key(r) < a)).collect(),
+        };
+        let more = page.len() as i64 > self.limit;
+        page.truncate(usize::try_from(self.limit).unwrap_or(usize::MAX));
+        let cursor = match page.last() {
+            Some(last) if more => Some(self.cursor_at(vec![key(last).to_string()])?),
+            _ => None,
+        };
+        Ok((page, cursor))
+    }
+
+    /// The cursor resuming this listing after a row with sort key `key`.
+    fn cursor_at(&self, key: Vec<String>) -> Result<String, ApiError> {
+        let body = CursorBody { s: self.scope.clone(), v: key };
+        Ok(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&body).map_err(|_| ApiError::Internal)?))
+    }
 }
 
 /// One page: the selected columns of each row (the sort key stripped off), the cursor of the next
@@ -185,13 +217,7 @@ impl Listing<'_> {
         let mut keys: Vec<Vec<Option<String>>> =
             rows.iter_mut().map(|row| row.split_off(row.len().saturating_sub(key.len()))).collect();
         let cursor = match keys.pop() {
-            Some(last) if more => {
-                let body = CursorBody {
-                    s: request.scope.clone(),
-                    v: last.into_iter().map(Option::unwrap_or_default).collect(),
-                };
-                Some(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&body).map_err(|_| ApiError::Internal)?))
-            }
+            Some(last) if more => Some(request.cursor_at(last.into_iter().map(Option::unwrap_or_default).collect())?),
             _ => None,
         };
         Ok(Page { rows, cursor, total })

@@ -77,9 +77,10 @@ pub fn all() -> Value {
             "expiresAt": nullable("string"), "maxHwidSlots": { "type": "integer" }, "hwidList": strings(),
             "hwid": nullable("string"), "label": nullable("string"), "levels": strings(),
             "maxSessions": nullable("integer"), "createdAt": string(),
-            "machines": { "type": "array", "description": "GET /v1/licenses/{key} only: the bound machines, each with when it was bound",
-                "items": { "type": "object", "required": ["hwid", "boundAt"],
-                           "properties": { "hwid": string(), "boundAt": nullable("string") } } },
+            "machines": { "type": "array",
+                "description": "GET /v1/licenses/{key} only: the bound machines, each with when it was bound and when it last validated",
+                "items": { "type": "object", "required": ["hwid", "boundAt", "lastSeenAt"],
+                           "properties": { "hwid": string(), "boundAt": nullable("string"), "lastSeenAt": nullable("string") } } },
         },
     });
     let settings = json!({

@@ -156,7 +156,12 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
         ("excludeActorKind", "actor-kinds", false),
         ("action", "short-string", false),
     ];
-    const HISTORY: &[(&str, &str, bool)] = &[("detail", "detail", false)];
+    const HISTORY: &[(&str, &str, bool)] = &[
+        ("detail", "detail", false),
+        ("limit", "integer", false),
+        ("cursor", "string", false),
+        ("order", "order", false),
+    ];
     const OVERVIEW: &[(&str, &str, bool)] = &[("appId", "string", false), ("days", "days", false)];
     const DELIVERIES: &[(&str, &str, bool)] = &[
         ("limit", "integer", false),
@@ -291,9 +296,9 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
             .query(LICENSE_EXPORT)
             .csv(),
         op("get", "/licenses/{key}", on(GET, licenses::get), "Get a license").returns(200, reference("License")),
-        op("get", "/licenses/{key}/events", on(GET, licenses::history), "The license's event history, oldest first, in words (detail=full adds the raw data)")
+        op("get", "/licenses/{key}/events", on(GET, licenses::history), "The license's event history, oldest first by default, in words (detail=full adds the raw data); paged (with a cursor in the answer) when limit or cursor is given")
             .query(HISTORY)
-            .returns(200, object(json!({ "events": array(reference("HistoryEvent")) }), &["events"])),
+            .returns(200, object(json!({ "events": array(reference("HistoryEvent")), "cursor": nullable(string.clone()) }), &["events"])),
         op("put", "/licenses/{key}", on(PUT, licenses::update), "Revoke, activate, extend or reset HWIDs; or set levels and maxSessions")
             .body(reference("LicenseAction"))
             .returns(200, object(json!({ "ok": { "type": "boolean" }, "license": reference("License") }), &["ok", "license"])),

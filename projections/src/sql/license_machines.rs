@@ -3,8 +3,10 @@ use licensd_domain::license::LicenseEvent;
 use licensd_domain::AnyEvent;
 use licensd_store::{RecordedEvent, SqlValue, Statement};
 
-/// `rm_license_machines`: the machines bound to each license now and when each was bound (the
-/// in-memory license keeps only the HWIDs, so the dashboard's "bound since" comes from here).
+/// `rm_license_machines`: the machines bound to each license now, when each was bound and when it
+/// last logged in (the in-memory license keeps only the HWIDs, so the dashboard's "first seen" and
+/// "last seen" come from here). A login is a validation billed with its machine's HWID; the
+/// binding counts as the first.
 pub struct LicenseMachines;
 
 impl SqlProjection for LicenseMachines {
@@ -13,7 +15,7 @@ impl SqlProjection for LicenseMachines {
     }
 
     fn version(&self) -> i32 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -26,8 +28,14 @@ impl SqlProjection for LicenseMachines {
         let key = SqlValue::from(key);
         let statement = match license_event {
             LicenseEvent::HwidBound { hwid, .. } => Statement::new(
-                "INSERT INTO rm_license_machines (license_key, hwid, bound_at) VALUES ($1, $2, $3)
+                "INSERT INTO rm_license_machines (license_key, hwid, bound_at, last_seen_at) VALUES ($1, $2, $3, $3)
                  ON CONFLICT (license_key, hwid) DO NOTHING",
+                [key, hwid.as_str().into(), timestamp(event.recorded_at).into()],
+            ),
+            // Validations written before the HWID was recorded move nothing; nor does one of a
+            // machine released meanwhile (no row).
+            LicenseEvent::ValidationBilled { hwid: Some(hwid), .. } => Statement::new(
+                "UPDATE rm_license_machines SET last_seen_at = $3 WHERE license_key = $1 AND hwid = $2",
                 [key, hwid.as_str().into(), timestamp(event.recorded_at).into()],
             ),
             LicenseEvent::HwidReleased { hwid, .. } => Statement::new(
@@ -43,6 +51,7 @@ impl SqlProjection for LicenseMachines {
     }
 
     fn canonical_queries(&self) -> &'static [&'static str] {
-        &["SELECT license_key || '|' || hwid || '|' || bound_at FROM rm_license_machines ORDER BY license_key, hwid"]
+        &["SELECT license_key || '|' || hwid || '|' || bound_at || '|' || COALESCE(last_seen_at, '') \
+           FROM rm_license_machines ORDER BY license_key, hwid"]
     }
 }

@@ -428,9 +428,11 @@ fn the_overview_counts_a_seeded_day_from_the_roll_up_not_a_page_of_the_ledger() 
             bad_request(server, &m.api_key, &format!("/v1/overview?{bad}"));
         }
 
-        // The roll-up is one of the read models the CLI reports (and hashes) like the others.
-        let hashes = common::caught_up_hashes(deployment);
-        assert!(hashes.iter().any(|(name, _)| name == "usage_rollup"), "{hashes:?}");
+        // The roll-up is one of the read models the CLI reports (and hashes) like the others. The
+        // server still runs, so the other read models may trail the log by a pace: only the
+        // report is checked here, not that everything is caught up.
+        let hashes = common::projection_hashes(deployment);
+        assert!(hashes.iter().any(|(name, _, _)| name == "usage_rollup"), "{hashes:?}");
     });
 }
 

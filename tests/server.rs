@@ -139,7 +139,7 @@ fn credits_grant_reports_the_ledger_balance_and_rebuild_reproduces_it() {
     let (_, live_hash, caught_up) = ledger(common::projection_hashes(&deployment)).unwrap();
     assert!(caught_up);
     let rebuilt = deployment.cli(&["rebuild"]);
-    assert_eq!(rebuilt["rebuilt"].as_array().unwrap().len(), 6, "hot and five SQL projections");
+    assert_eq!(rebuilt["rebuilt"].as_array().unwrap().len(), 8, "hot and seven SQL projections");
     let after = caught_up_hashes(&deployment);
     assert!(after.contains(&("credit_ledger".to_string(), live_hash)));
 }

@@ -15,17 +15,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 const PASSWORD: &str = "a long dashboard password";
 
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("HTTP client")
-}
+use common::no_redirect_client as http;
 
 /// `licensd rotate-master-key` as the deployment's other commands run, with `env` added.
 fn rotate_command(deployment: &Deployment, new_key_file: &std::path::Path, env: &[(&str, &str)]) -> Command {

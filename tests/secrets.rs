@@ -12,13 +12,7 @@ use std::time::Duration;
 const PASSWORD: &str = "a long dashboard password";
 const WRONG: &str = "not the password at all";
 
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("HTTP client")
-}
+use common::no_redirect_client as http;
 
 /// One dashboard sign-in form post; returns the status (303 signed in, 401 wrong, 429 locked).
 fn sign_in(base: &str, email: &str, password: &str) -> u16 {

@@ -220,6 +220,15 @@ pub struct Server {
     pub base: String,
 }
 
+/// A client that shows redirects instead of following them (the dashboard's sign-in answers 303).
+pub fn no_redirect_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("HTTP client")
+}
+
 fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client")
 }

@@ -92,6 +92,9 @@ pub async fn restore(config: &Config, from: &Path) -> anyhow::Result<()> {
     if manifest["logFile"].as_str() != Some(&*name.to_string_lossy()) {
         bail!("the backup's log file is {} but this deployment's is {}", manifest["logFile"], name.to_string_lossy());
     }
+    // Held until the restored database was opened: a server starting meanwhile would create an
+    // empty database under the files being copied in.
+    let _data_lock = crate::data_lock::hold_for_offline(config, None, "restore").await?;
     let files = licensd_store::sqlite_files(&log_file);
     if let Some(existing) = files.iter().find(|f| f.exists()) {
         bail!("{} exists: restore into a fresh data folder (nothing was changed)", existing.display());

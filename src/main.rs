@@ -3,6 +3,7 @@
 mod backup;
 mod cluster;
 mod config;
+mod data_lock;
 mod files;
 mod healthcheck;
 mod operator;

@@ -1,14 +1,19 @@
-//! `licensd rotate-master-key`: makes a new key the one that seals, and re-seals every value of
-//! the mutable tables (the PII vault, kept idempotent answers) under it.
+//! `licensd rotate-master-key`: makes a new key the one that seals, re-seals every sealed value
+//! under it (the secrets inside events, the PII vault, kept idempotent answers), then drops the
+//! older keys from the keyring.
 //!
 //! Steps, each safe to repeat: (1) the new key is written to its own file (`--new-key-file`)
 //! before anything refers to it; (2) keyring row N+1, sealed under the new key and holding every
-//! older key, is inserted; from then on only the new key opens the database; (3) rows not yet
-//! under the new key are re-sealed in batches; (4) the new key file replaces the key file the
-//! settings name. A run cut short anywhere is finished by running the command again: the new key
-//! file opens the ring written in step 2, and step 3 skips the rows already done.
+//! older key, is inserted; from then on only the new key opens the database; (3) each app and
+//! account whose secrets are under an older key gets an event carrying them sealed anew, and the
+//! mutable tables' rows not yet under the new key are re-sealed in batches; (4) the local
+//! snapshot of the in-memory model (it holds the old ciphertexts) is deleted and row N+1 is
+//! rewritten without the older keys; (5) the new key file replaces the key file the settings
+//! name. A run cut short anywhere is finished by running the command again: the new key file
+//! opens the ring written in step 2, and step 3 skips what is done.
 //!
-//! The server must be stopped (every node): a running server keeps sealing under the old key.
+//! Every server must be stopped (a running one keeps sealing under the old key): SQLite, the
+//! data folder's lock; Postgres, no live lease (see [`crate::data_lock`]).
 
 use crate::config::Config;
 use crate::services;
@@ -30,6 +35,13 @@ pub struct RotateArgs {
     /// Rows re-sealed per transaction.
     #[arg(help_heading = "Key rotation", long, env = "LICENSD_ROTATE_BATCH", default_value_t = 500)]
     pub batch: usize,
+
+    /// Also move the keys that sign tokens (SDK session tokens, dashboard and portal sessions,
+    /// CSRF tokens, portal sign-in codes) to the new key: every one issued before stops
+    /// verifying, so everyone signs in again. Use it when the old key may have leaked. Decided
+    /// when the new key is added (a resumed run keeps the first run's choice).
+    #[arg(help_heading = "Key rotation", long, env = "LICENSD_ROTATE_SIGN_EVERYONE_OUT")]
+    pub sign_everyone_out: bool,
 }
 
 /// The file the settings read the key from (`None`: the key is in `LICENSD_MASTER_KEY`).
@@ -60,7 +72,10 @@ pub async fn run(config: &Config, args: &RotateArgs) -> anyhow::Result<()> {
         .or_else(|| key_file.as_deref().map(|f| with_suffix(f, ".new")))
         .unwrap_or_else(|| config.data_dir.join("master.key.new"));
     let store = services::connect(config).await?;
-    let result = rotate(config, args, &store, &given, key_file.as_deref(), &new_path).await;
+    let result = match crate::data_lock::hold_for_offline(config, Some(&store), "rotate-master-key").await {
+        Ok(_lock) => rotate(config, args, &store, &given, key_file.as_deref(), &new_path).await,
+        Err(e) => Err(e),
+    };
     store.close().await;
     println!("{}", serde_json::to_string_pretty(&result?).unwrap_or_default());
     Ok(())
@@ -96,10 +111,14 @@ async fn rotate(
             if new.same_sealing_key(&ring) {
                 bail!("{} holds the current key: remove it to rotate to a fresh key", new_path.display());
             }
-            (keyring::add_key(store, &ring, &new).await.context("cannot add the new key to the keyring")?, false)
+            let added = keyring::add_key(store, &ring, &new, args.sign_everyone_out).await;
+            (added.context("cannot add the new key to the keyring")?, false)
         }
     };
     let mut resealed = serde_json::Map::new();
+    let events = reseal_events(config, store, &ring).await?;
+    resealed.insert("eventStreams".into(), events.streams.into());
+    resealed.insert("eventValues".into(), events.values.into());
     for column in [&keyring::PII_VALUES, &licensd_api::SEALED_IDEMPOTENT_ANSWERS] {
         let count = keyring::reseal(store, &ring, column, args.batch, |done| {
             tracing::info!(table = column.name, resealed = done, "re-sealed a batch");
@@ -108,14 +127,45 @@ async fn rotate(
         .with_context(|| format!("cannot re-seal {}", column.name))?;
         resealed.insert(column.name.to_string(), count.into());
     }
+    let snapshot_deleted = match config.snapshot_path().filter(|p| p.exists()) {
+        Some(path) => {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot delete the old snapshot {}", path.display()))?;
+            true
+        }
+        None => false,
+    };
+    let ring = keyring::forget_older_keys(store, &ring).await.context("cannot drop the older keys")?;
+    // Nothing the server reads may still need a dropped key: a second pass must find nothing.
+    let left = reseal_events(config, store, &ring).await.context("a value still needs an older key")?;
+    if left.values > 0 {
+        bail!("{} values were still under an older key after re-sealing; run the rotation again", left.values);
+    }
     let (key_now_in, note) = install(key_file, new_path)?;
     Ok(json!({
         "keyId": ring.key_id(),
         "resumed": was_resumed,
         "resealed": resealed,
+        "olderKeysDropped": true,
+        "signedEveryoneOut": ring.tokens_from_sealing_key(),
+        "snapshotDeleted": snapshot_deleted,
         "keyFile": key_now_in.display().to_string(),
         "note": note,
     }))
+}
+
+/// Step 3 for the secrets inside events: appended through a writer of its own, closed (so
+/// every event is committed) before the next step.
+async fn reseal_events(config: &Config, store: &Store, ring: &MasterKey) -> anyhow::Result<licensd_commands::Resealed> {
+    let mut services = services::Services::with_key(config, store.clone(), ring.clone());
+    let result = services
+        .commands
+        .reseal_event_secrets(|done| {
+            tracing::info!(streams = done.streams, values = done.values, "re-sealed the secrets of a stream");
+        })
+        .await;
+    services.close_writer().await;
+    result.context("cannot re-seal the secrets held in events")
 }
 
 /// A key file's key, if the file exists.

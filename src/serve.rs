@@ -26,6 +26,8 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&serve.listen)
         .await
         .with_context(|| format!("cannot listen on {}", serve.listen))?;
+    // Held until the server has stopped: rotate-master-key and restore refuse meanwhile.
+    let _data_lock = crate::data_lock::hold_for_server(config)?;
     let blobs = serve.files.open(&config.data_dir)?;
     let services = Services::open(config).await?;
     // Before uploads are accepted: what uploads cut short by a crash left behind goes.

@@ -139,6 +139,11 @@ impl Services {
             }
         };
         migrate(config, &store).await?;
+        Ok(Self::with_key(config, store, key))
+    }
+
+    /// The services over an open, migrated store, sealing with `key` (a ring already opened).
+    pub fn with_key(config: &Config, store: Store, key: MasterKey) -> Self {
         let writer_config = WriterConfig {
             queue_capacity: config.write_queue,
             max_batch: config.write_batch,
@@ -147,7 +152,7 @@ impl Services {
         let (writer, writer_task) = Writer::spawn(store.clone(), writer_config);
         let clock = Arc::new(SystemClock);
         let commands = Commands::with_folded_streams(store.clone(), writer, clock, key, config.folded_streams);
-        Ok(Self { store, commands, writer_task: Some(writer_task) })
+        Self { store, commands, writer_task: Some(writer_task) }
     }
 
     /// Commits everything queued and stops the writer: every acknowledged write is then in the log.

@@ -197,3 +197,151 @@ fn request_spans_are_exported_over_otlp_http() {
     }
     assert!(!contains(&bodies, key.as_bytes()), "a license key in a span");
 }
+
+/// One span as OTLP carries it (`opentelemetry.proto.trace.v1.Span`): the fields the tests read.
+#[derive(Debug, Clone, Default)]
+struct OtlpSpan {
+    trace_id: Vec<u8>,
+    span_id: Vec<u8>,
+    parent_span_id: Vec<u8>,
+    name: String,
+    start: u64,
+    end: u64,
+}
+
+/// A protobuf field's value: varints and fixed-width numbers as numbers, length-delimited
+/// fields (strings, bytes, nested messages) as their bytes.
+enum Field<'a> {
+    Number(u64),
+    Bytes(&'a [u8]),
+}
+
+fn varint(buf: &mut &[u8]) -> u64 {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let Some((&byte, rest)) = buf.split_first() else { panic!("a varint cut short") };
+        *buf = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    value
+}
+
+/// The fields of one protobuf message in wire order: (field number, value).
+fn fields(mut buf: &[u8]) -> Vec<(u64, Field<'_>)> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let key = varint(&mut buf);
+        let (number, value) = match key & 7 {
+            0 => (key >> 3, Field::Number(varint(&mut buf))),
+            1 => {
+                let (bytes, rest) = buf.split_at(8);
+                buf = rest;
+                (key >> 3, Field::Number(u64::from_le_bytes(bytes.try_into().unwrap())))
+            }
+            2 => {
+                let length = varint(&mut buf) as usize;
+                let (bytes, rest) = buf.split_at(length);
+                buf = rest;
+                (key >> 3, Field::Bytes(bytes))
+            }
+            5 => {
+                let (bytes, rest) = buf.split_at(4);
+                buf = rest;
+                (key >> 3, Field::Number(u64::from(u32::from_le_bytes(bytes.try_into().unwrap()))))
+            }
+            other => panic!("wire type {other} is not in OTLP"),
+        };
+        out.push((number, value));
+    }
+    out
+}
+
+/// The nested messages at field `number`.
+fn messages<'a>(buf: &'a [u8], number: u64) -> Vec<&'a [u8]> {
+    fields(buf)
+        .into_iter()
+        .filter_map(|(n, value)| match value {
+            Field::Bytes(bytes) if n == number => Some(bytes),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every span of an `ExportTraceServiceRequest` body: resource_spans (1) → scope_spans (2) →
+/// spans (2), each with trace_id (1), span_id (2), parent_span_id (4), name (5), start (7), end (8).
+fn decode_spans(body: &[u8]) -> Vec<OtlpSpan> {
+    let mut spans = Vec::new();
+    for resource in messages(body, 1) {
+        for scope in messages(resource, 2) {
+            for raw in messages(scope, 2) {
+                let mut span = OtlpSpan::default();
+                for (number, value) in fields(raw) {
+                    match (number, value) {
+                        (1, Field::Bytes(b)) => span.trace_id = b.to_vec(),
+                        (2, Field::Bytes(b)) => span.span_id = b.to_vec(),
+                        (4, Field::Bytes(b)) => span.parent_span_id = b.to_vec(),
+                        (5, Field::Bytes(b)) => span.name = String::from_utf8_lossy(b).into_owned(),
+                        (7, Field::Number(n)) => span.start = n,
+                        (8, Field::Number(n)) => span.end = n,
+                        _ => {}
+                    }
+                }
+                spans.push(span);
+            }
+        }
+    }
+    spans
+}
+
+/// The steps inside a request (event-log reads and appends, SQL read-model reads, signing) are
+/// exported as spans whose parent is the request's span, in its trace and within its time.
+#[test]
+fn the_steps_of_a_request_are_exported_as_its_child_spans() {
+    each_backend(|deployment| {
+        let (endpoint, received) = otlp_receiver();
+        let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
+        let server = deployment.start_with(&env);
+        let merchant = deployment.merchant_with_credits(&server, "steps@example.com", 10);
+        let key = merchant.license(&server, json!({}));
+        assert_eq!(server.get(&merchant.api_key, &format!("/v1/licenses/{key}")).0, 200);
+        let sdk = authforge::AuthForgeClient::new(authforge::AuthForgeConfig {
+            app_id: merchant.app_id.clone(),
+            app_secret: merchant.app_secret.clone(),
+            public_key: merchant.public_key.clone(),
+            api_base_url: server.base.clone(),
+            hwid_override: Some("traced-machine".into()),
+            ..Default::default()
+        });
+        sdk.login(&key).expect("an SDK login");
+        server.terminate(); // flushes what is still queued
+
+        let spans: Vec<OtlpSpan> =
+            received.lock().unwrap().iter().flat_map(|(_, _, body)| decode_spans(body)).collect();
+        let child_of = |request: &str, step: &str| {
+            spans.iter().any(|child| {
+                child.name == step
+                    && spans.iter().any(|parent| {
+                        parent.name == request
+                            && parent.span_id == child.parent_span_id
+                            && parent.trace_id == child.trace_id
+                            && parent.start <= child.start
+                            && child.end <= parent.end
+                    })
+            })
+        };
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        for (request, step) in [
+            ("POST /v1/licenses", "store.append"),
+            ("GET /v1/licenses/{key}", "sql.read"),
+            ("POST /auth/validate", "sign"),
+            ("POST /auth/validate", "store.append"),
+        ] {
+            assert!(child_of(request, step), "no '{step}' span under '{request}': {names:?}");
+        }
+        let roots = spans.iter().filter(|s| s.parent_span_id.is_empty() && !s.name.contains(' ')).count();
+        assert_eq!(roots, 0, "a step outside a request became a trace of its own: {names:?}");
+    });
+}

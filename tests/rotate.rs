@@ -1,8 +1,10 @@
 //! `licensd rotate-master-key` with the real binary on SQLite and Postgres: after a rotation
 //! (cut short by SIGKILL, then run again) the server starts with the new key and everything
 //! sealed before still works (SDK sessions signed with the app's key, license emails, dashboard
-//! sign-in, webhook signatures, kept idempotent answers), the old key is refused and opens none
-//! of the re-sealed vault rows, and the read models hash as before.
+//! sign-in, webhook signatures, commerce webhook signatures, kept idempotent answers), the old key
+//! is refused and opens none of the re-sealed vault rows, the keyring no longer holds the old
+//! key (the secrets inside events were recorded sealed anew), and a rebuild gives the read models
+//! the rotation left. A rotation is refused while a server runs.
 
 mod common;
 
@@ -17,6 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 const PASSWORD: &str = "a long dashboard password";
+const LEMON_SECRET: &str = "lemon-signing-secret";
 
 use common::no_redirect_client as http;
 
@@ -102,6 +105,7 @@ struct Before {
     licenses: Vec<String>,
     webhook: String,
     idempotent_answer: Value,
+    lemon_path: String,
 }
 
 fn create_data(deployment: &Deployment, server: &Server) -> Before {
@@ -135,7 +139,11 @@ fn create_data(deployment: &Deployment, server: &Server) -> Before {
     *secret.lock().unwrap() = hook["secret"].as_str().unwrap().to_string();
     let webhook = hook["webhookId"].as_str().unwrap().to_string();
     let idempotent_answer = idempotent_app(server, &merchant);
-    Before { merchant, licenses, webhook, idempotent_answer }
+    let lemon = json!({ "signingSecret": LEMON_SECRET, "apiKey": "lemon-api-key" });
+    let (status, connection) = server.send("PUT", &merchant.api_key, "/v1/commerce/connections/lemon", Some(&lemon));
+    assert_eq!(status, 200, "{connection}");
+    let lemon_path = connection["webhookPath"].as_str().unwrap().to_string();
+    Before { merchant, licenses, webhook, idempotent_answer, lemon_path }
 }
 
 /// `POST /v1/apps` under a fixed idempotency key: its kept answer holds an app secret, sealed.
@@ -173,6 +181,33 @@ fn check_everything_works(server: &Server, before: &Before) {
     let (_, tested) = server.post(&merchant.api_key, &test_path, &json!({}));
     assert_eq!(tested, json!({ "ok": true, "status": 200 }), "the delivery is signed with the webhook's secret");
     assert_eq!(idempotent_app(server, merchant), before.idempotent_answer, "the kept answer opens");
+    // The connection's signing secret opens: a body signed with it passes the signature check
+    // (and is then refused as no event at all); a wrong signature is refused as such.
+    let lemon = |signature: &str| {
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{}{}", server.base, before.lemon_path))
+            .header("X-Signature", signature)
+            .header("Content-Type", "application/json")
+            .body("{}")
+            .send()
+            .expect("POST a Lemon Squeezy webhook");
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().unwrap_or(Value::Null)["error"].clone())
+    };
+    assert_eq!(lemon(&hmac_hex(LEMON_SECRET, b"{}")), (400, json!("bad_request")), "the signature verified");
+    assert_eq!(lemon(&hmac_hex("another secret", b"{}")), (400, json!("invalid_signature")));
+}
+
+/// The keyring `key` opens in the deployment's database.
+fn ring_of(deployment: &Deployment, key: &str) -> Option<MasterKey> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let options = licensd_store::StoreOptions { max_connections: 2, ..Default::default() };
+    runtime.block_on(async {
+        let store = licensd_store::Store::connect(&deployment.database_url, &options).await.unwrap();
+        let ring = licensd_commands::keyring::open_ring(&store, &MasterKey::parse(key).unwrap()).await.unwrap();
+        store.close().await;
+        ring
+    })
 }
 
 /// Rows of `sql`, read straight from the deployment's database, every column as text.
@@ -282,10 +317,27 @@ fn a_rotation_cut_short_and_run_again_moves_every_secret_to_the_new_key() {
         }
         let answers = kept_answers(deployment);
         assert!(!answers.is_empty() && answers.iter().all(|body| body.starts_with("v2.1.")), "{answers:?}");
-        assert_eq!(caught_up_hashes(&rotated), hashes, "a rotation appends no event and changes no read model");
+        // The secrets inside events were recorded sealed anew, and the read models follow.
+        let resealed =
+            query(deployment, "SELECT CAST(payload AS TEXT) FROM events WHERE event_type = 'SecretsResealed'");
+        assert_eq!(resealed.len(), 2, "the merchant's app and the kept answer's app: {resealed:?}");
+        let payloads = format!("{resealed:?}");
+        for part in ["secret", "signing_keys", "websocket_key", "webhooks"] {
+            assert!(payloads.contains(part), "{part} was re-sealed: {payloads}");
+        }
+        assert_eq!(
+            query(deployment, "SELECT CAST(payload AS TEXT) FROM events WHERE event_type = 'CommerceResealed'").len(),
+            1
+        );
+        // Read models hash sealed values as "Sealed(..)": the hashes cannot tell new ciphertexts
+        // from old, so what they show is that a rebuild ends where the rotation left them.
+        let after = caught_up_hashes(&rotated);
+        // The old key is gone from the keyring: the new key's ring opens nothing it sealed.
+        let ring = ring_of(&rotated, &new_key).expect("the new key opens the keyring");
+        assert!(ring.open(&old.seal(b"x", "p"), "p").is_err(), "the keyring no longer holds the old key");
         let rebuilt = rotated.cli(&["rebuild"]);
         assert!(rebuilt.to_string().contains("hash"), "{rebuilt}");
-        assert_eq!(caught_up_hashes(&rotated), hashes, "a rebuild after the rotation gives the same read models");
+        assert_eq!(caught_up_hashes(&rotated), after, "a rebuild after the rotation gives the same read models");
 
         let server = rotated.start_with(RELAXED_LIMITS);
         check_everything_works(&server, &before);
@@ -299,8 +351,7 @@ fn a_rotation_cut_short_and_run_again_moves_every_secret_to_the_new_key() {
         let fresh = vault_rows(deployment).into_iter().find(|(s, _, _)| s.contains(&key)).expect("the new row");
         assert!(fresh.2.starts_with("v2.1."), "new values are sealed under the new key");
 
-        // A second rotation: key 2's keyring row holds keys 0 and 1, so values sealed under
-        // either (inside events, and the row just written) still open.
+        // A second rotation moves everything from key 1 to key 2 the same way.
         let second_file = deployment.data_dir.join("rotated-again.key");
         let output = rotate_command(&rotated, &second_file, &[]).output().unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -320,5 +371,68 @@ fn a_rotation_cut_short_and_run_again_moves_every_secret_to_the_new_key() {
         assert_eq!(answer["email"], "after@example.com");
         server.terminate();
         assert!(vault_rows(deployment).iter().all(|(_, _, v)| v.starts_with("v2.2.")));
+    });
+}
+
+/// A dashboard session cookie for the account's owner.
+fn dashboard_cookie(server: &Server) -> String {
+    let form = [("email", "owner@example.com"), ("password", PASSWORD)];
+    let signed_in = http().post(format!("{}/dashboard/login", server.base)).form(&form).send().expect("sign-in");
+    assert_eq!(signed_in.status().as_u16(), 303);
+    signed_in.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string()
+}
+
+/// The dashboard's status for a browser sending `cookie` (200 signed in, 303 to the sign-in page).
+fn dashboard_status(server: &Server, cookie: &str) -> u16 {
+    http().get(format!("{}/dashboard", server.base)).header("cookie", cookie).send().unwrap().status().as_u16()
+}
+
+#[test]
+fn a_rotation_waits_for_every_server_to_stop_and_can_sign_everyone_out() {
+    each_backend(|deployment| {
+        let server = deployment.start_with(RELAXED_LIMITS);
+        let merchant = deployment.merchant_with_credits(&server, "owner@example.com", 10);
+        deployment
+            .cli_with_input(&["account", "set-password", "--account", &merchant.account_id], &format!("{PASSWORD}\n"));
+        let cookie = dashboard_cookie(&server);
+        assert_eq!(dashboard_status(&server, &cookie), 200);
+
+        let new_key_file = deployment.data_dir.join("next.key");
+        let refused = rotate_command(deployment, &new_key_file, &[("LICENSD_ROTATE_SIGN_EVERYONE_OUT", "true")])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "refused while the server runs");
+        let why = if deployment.master_key.is_some() { "nodes are running" } else { "server is running" };
+        assert!(stderr.contains(why) && stderr.contains("nothing was changed"), "{stderr}");
+        assert_eq!(stderr.matches("nothing was changed").count(), 1, "said once: {stderr}");
+        assert!(!new_key_file.exists(), "no new key was written");
+        assert_eq!(ring_of(deployment, &current_key(deployment)).unwrap().key_id(), 0, "no key was added");
+        if deployment.master_key.is_none() {
+            let second = deployment.serve_fails();
+            assert!(second.contains("another licensd process"), "a second server on the folder: {second}");
+        }
+        server.terminate();
+
+        let output = rotate_command(deployment, &new_key_file, &[("LICENSD_ROTATE_SIGN_EVERYONE_OUT", "true")])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["signedEveryoneOut"], true, "{report}");
+        let new_key = match &deployment.master_key {
+            Some(_) => std::fs::read_to_string(&new_key_file).unwrap().trim().to_string(),
+            None => current_key(deployment),
+        };
+        let rotated = Deployment {
+            data_dir: deployment.data_dir.clone(),
+            database_url: deployment.database_url.clone(),
+            master_key: deployment.master_key.as_ref().map(|_| new_key),
+        };
+        let server = rotated.start_with(RELAXED_LIMITS);
+        assert_eq!(dashboard_status(&server, &cookie), 303, "the session signed under the old token key is over");
+        let cookie = dashboard_cookie(&server);
+        assert_eq!(dashboard_status(&server, &cookie), 200, "signing in again works");
+        server.terminate();
     });
 }

@@ -88,7 +88,7 @@ fn session_tokens_that_are_forged_expired_or_borrowed_are_refused() {
 
     // Tokens minted with the deployment's real key: expired, and for A's license under B's app.
     let master = MasterKey::load_or_generate(&t.deployment.data_dir).unwrap().0;
-    let minter = TokenKey::new(master.derive("licensd session token v1"));
+    let minter = TokenKey::new(master.derive_token("licensd session token v1"));
     let now = chrono::Utc::now().timestamp();
     let claims = |app: &str, exp: i64| Claims {
         exp,

@@ -29,6 +29,16 @@ pub fn ledger_stream(provider: Provider, connection_id: Uuid, external_id: &str)
     StreamCategory::Commerce.stream_id(format!("{}-{connection_id}-{external_id}", provider.as_str()))
 }
 
+/// The sealing purpose of a connection's API key.
+pub fn connection_key_purpose(connection_id: Uuid) -> String {
+    format!("commerce-api-key:{connection_id}")
+}
+
+/// The sealing purpose of a connection's webhook signing secret.
+pub fn connection_secret_purpose(connection_id: Uuid) -> String {
+    format!("commerce-signing-secret:{connection_id}")
+}
+
 impl Commands {
     fn keyed_digest(&self, label: &str, input: &str) -> [u8; 32] {
         self.master_key().keyed_digest(label, input)

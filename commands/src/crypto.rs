@@ -5,8 +5,11 @@
 //! subject.
 //!
 //! A `MasterKey` is a keyring (see [`crate::keyring`]): the newest key seals, every older key
-//! only opens, and the keys derived for digests and MACs come from key 0 forever, because those
-//! digests live in stream ids and rows that a rotation cannot rewrite.
+//! only opens, and the keys derived for digests come from key 0 forever, because those digests
+//! live in stream ids and rows that a rotation cannot rewrite. The keys that sign short-lived
+//! tokens (SDK sessions, dashboard and portal sessions, CSRF) come from key 0 too, until a
+//! rotation with `--sign-everyone-out` moves them to its new key (every token issued before then
+//! stops verifying).
 
 use crate::CommandError;
 use base64::{engine::general_purpose::STANDARD, Engine};
@@ -42,8 +45,11 @@ pub struct MasterKey {
     current: RingKey,
     /// Open only: values sealed before the last rotation (inside immutable events).
     older: std::sync::Arc<Vec<RingKey>>,
-    /// Key 0's bytes: the root every derived key (digests, MACs, entropy) comes from.
+    /// Key 0's bytes: the root every derived key (digests, entropy) comes from.
     root: [u8; 32],
+    /// The root of the keys that sign tokens ([`MasterKey::derive_token`]): key 0's bytes, or
+    /// the key a rotation that signed everyone out introduced.
+    tokens: [u8; 32],
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -69,7 +75,7 @@ impl MasterKey {
                 || CommandError::Crypto("a master key is 32 bytes as 64 hex characters or base64".into()),
             )?;
         let raw: [u8; 32] = bytes.try_into().map_err(|_| CommandError::Crypto("a master key is 32 bytes".into()))?;
-        Ok(Self { current: RingKey::new(0, raw), older: Default::default(), root: raw })
+        Ok(Self { current: RingKey::new(0, raw), older: Default::default(), root: raw, tokens: raw })
     }
 
     /// The id of the key that seals.
@@ -82,22 +88,51 @@ impl MasterKey {
         self.current.raw.iter().zip(other.current.raw.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 
-    /// The given key as key `id` of a ring whose older keys are `older` (key 0 among them
-    /// when `id` > 0): what [`crate::keyring`] builds from the database's keyring rows.
-    pub(crate) fn ring(current: [u8; 32], id: u32, older: Vec<RingKey>) -> Result<Self, CommandError> {
-        let root = if id == 0 {
-            current
-        } else {
-            older.iter().find(|k| k.id == 0).map(|k| k.raw).ok_or_else(|| {
+    /// The given key as key `id` of a ring whose older keys are `older`: what [`crate::keyring`]
+    /// builds from the database's keyring rows. `root` is key 0's bytes (found among `older`
+    /// when not given: rings written before older keys could be forgotten); `tokens` the token
+    /// root (the derivation root when not given).
+    pub(crate) fn ring(
+        current: [u8; 32],
+        id: u32,
+        older: Vec<RingKey>,
+        root: Option<[u8; 32]>,
+        tokens: Option<[u8; 32]>,
+    ) -> Result<Self, CommandError> {
+        let root = match (id, root) {
+            (0, _) => current,
+            (_, Some(root)) => root,
+            _ => older.iter().find(|k| k.id == 0).map(|k| k.raw).ok_or_else(|| {
                 CommandError::Crypto("the keyring lacks key 0, which every derived key comes from".into())
-            })?
+            })?,
         };
-        Ok(Self { current: RingKey::new(id, current), older: std::sync::Arc::new(older), root })
+        let tokens = tokens.unwrap_or(root);
+        Ok(Self { current: RingKey::new(id, current), older: std::sync::Arc::new(older), root, tokens })
+    }
+
+    /// The same ring without its older keys: it opens only what the sealing key sealed (derived
+    /// and token keys unchanged).
+    pub(crate) fn without_older_keys(&self) -> Self {
+        Self { older: Default::default(), ..self.clone() }
+    }
+
+    pub(crate) fn root_raw(&self) -> [u8; 32] {
+        self.root
+    }
+
+    pub(crate) fn tokens_raw(&self) -> [u8; 32] {
+        self.tokens
+    }
+
+    /// Whether token keys derive from the sealing key (a rotation signed everyone out, or key 0
+    /// alone).
+    pub fn tokens_from_sealing_key(&self) -> bool {
+        self.tokens.iter().zip(self.current.raw.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 
     /// Only the key that seals, as key `id` (no older keys): to open the keyring row sealed under it.
     pub(crate) fn single(&self, id: u32) -> Self {
-        Self { current: RingKey::new(id, self.current.raw), older: Default::default(), root: self.root }
+        Self { current: RingKey::new(id, self.current.raw), older: Default::default(), ..self.clone() }
     }
 
     pub(crate) fn current_raw(&self) -> [u8; 32] {
@@ -128,10 +163,13 @@ impl MasterKey {
 
     /// A key for another purpose (e.g. session-token MACs), derived so it never equals the master key.
     pub fn derive(&self, label: &str) -> [u8; 32] {
-        use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.root).expect("HMAC takes any key length");
-        mac.update(label.as_bytes());
-        mac.finalize().into_bytes().into()
+        derive_from(&self.root, label)
+    }
+
+    /// A key that signs short-lived tokens (sessions, CSRF, one-time codes): derived from the
+    /// token root, which a rotation may move to its new key to sign everyone out.
+    pub fn derive_token(&self, label: &str) -> [u8; 32] {
+        derive_from(&self.tokens, label)
     }
 
     /// HMAC-SHA256 of `input` under the key derived for `label`: a digest only this deployment
@@ -205,6 +243,13 @@ impl MasterKey {
     }
 }
 
+fn derive_from(root: &[u8; 32], label: &str) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(root).expect("HMAC takes any key length");
+    mac.update(label.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
 /// HMAC-SHA256 of `input` under `key` (a key from [`MasterKey::derive`]).
 pub(crate) fn keyed_digest(key: &[u8; 32], input: &str) -> [u8; 32] {
     use hmac::{Hmac, Mac};
@@ -249,7 +294,7 @@ mod tests {
     fn a_ring_seals_under_its_newest_key_and_opens_under_every_key() {
         let old = key();
         let sealed_before = old.seal(b"secret", "p");
-        let ring = MasterKey::ring([0x22; 32], 1, vec![RingKey::new(0, [0x11; 32])]).unwrap();
+        let ring = MasterKey::ring([0x22; 32], 1, vec![RingKey::new(0, [0x11; 32])], None, None).unwrap();
         let sealed_after = ring.seal(b"secret", "p");
         assert!(sealed_after.0.starts_with("v2.1."), "{}", sealed_after.0);
         assert_eq!(MasterKey::sealed_key_id(&sealed_after.0), Some(1));
@@ -259,7 +304,13 @@ mod tests {
         assert!(old.open(&sealed_after, "p").is_err(), "the old key alone opens what the new one sealed");
         assert!(ring.open(&sealed_after, "q").is_err(), "another purpose");
         assert_eq!(ring.derive("label"), old.derive("label"), "derived keys come from key 0");
-        assert!(MasterKey::ring([0x22; 32], 1, vec![]).is_err(), "a ring without key 0");
+        assert_eq!(ring.derive_token("label"), old.derive_token("label"), "token keys too, unless moved");
+        assert!(MasterKey::ring([0x22; 32], 1, vec![], None, None).is_err(), "a ring without key 0");
+        let forgetful = MasterKey::ring([0x22; 32], 1, vec![], Some([0x11; 32]), Some([0x22; 32])).unwrap();
+        assert!(forgetful.open(&sealed_before, "p").is_err(), "the forgotten key 0 opens nothing");
+        assert_eq!(forgetful.open(&sealed_after, "p").unwrap(), b"secret");
+        assert_eq!(forgetful.derive("label"), old.derive("label"), "digests keep their root");
+        assert_ne!(forgetful.derive_token("label"), old.derive_token("label"), "token keys moved");
     }
 
     #[test]

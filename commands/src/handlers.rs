@@ -98,15 +98,15 @@ fn decode_all<A: Aggregate>(recorded: &[RecordedEvent]) -> Result<Vec<A::Event>,
     recorded.iter().map(|e| decode_event::<A::Event>(&e.event_type, e.schema_version, &e.payload)).collect()
 }
 
-fn app_secret_purpose(app_id: AppId) -> String {
+pub(crate) fn app_secret_purpose(app_id: AppId) -> String {
     format!("app-secret:{app_id}")
 }
 
-fn webhook_secret_purpose(webhook_id: &str) -> String {
+pub(crate) fn webhook_secret_purpose(webhook_id: &str) -> String {
     format!("webhook-secret:{webhook_id}")
 }
 
-fn signing_key_purpose(app_id: AppId, key_id: &str) -> String {
+pub(crate) fn signing_key_purpose(app_id: AppId, key_id: &str) -> String {
     format!("signing-key:{app_id}:{key_id}")
 }
 
@@ -318,7 +318,9 @@ impl Commands {
                 }
             })
             .collect();
-        self.inner.writer.append(AppendRequest::new(stream_id, expected, events).with_pii(pii)).await
+        let append = self.inner.writer.append(AppendRequest::new(stream_id, expected, events).with_pii(pii));
+        // Queued for the group commit and waiting for it: the request's share of the write.
+        tracing::Instrument::instrument(append, licensd_store::trace::step("store.append")).await
     }
 
     /// A merchant account with its first Developer API key (all scopes); refused when another

@@ -4,7 +4,11 @@
 //! row `N` is sealed under key `N` and holds every older key (0 .. N-1). Starting with key `N`
 //! opens row `N` and so the whole ring; an older key opens no row newer than itself, so once the
 //! mutable tables are re-sealed it opens none of them either. Values inside immutable events
-//! keep naming the key they were sealed under, which is why the older keys stay in the ring.
+//! keep naming the key they were sealed under until the rotation records them sealed anew (see
+//! [`crate::reseal`]); then [`forget_older_keys`] rewrites row `N` without the older keys, and
+//! the ring opens nothing they sealed. The row keeps key 0's bytes as the root of derived digests
+//! (they sit in stream ids; see [`crate::MasterKey`]) and the token root, neither of which opens
+//! a sealed value.
 
 use crate::crypto::RingKey;
 use crate::{CommandError, MasterKey};
@@ -18,8 +22,33 @@ fn row_purpose(id: u32) -> String {
 
 #[derive(Serialize, Deserialize)]
 struct RingRow {
-    /// Every key older than the row's own: `(id, hex)`.
+    /// Every key older than the row's own that still opens values: `(id, hex)`.
     keys: Vec<(u32, String)>,
+    /// Key 0's bytes (hex), the root of derived digests; rows written before keys could be
+    /// forgotten have it among `keys` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    root: Option<String>,
+    /// The token root (hex); absent: the derivation root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tokens: Option<String>,
+}
+
+fn raw_key(row_id: u32, what: &str, hex_key: &str) -> Result<[u8; 32], CommandError> {
+    hex::decode(hex_key)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| CommandError::Crypto(format!("keyring row {row_id}: {what} is not 32 bytes")))
+}
+
+/// Row `id` holding `older`, sealed under `sealing` (which is key `id`).
+fn row_text(sealing: &MasterKey, id: u32, older: &[RingKey]) -> Result<String, CommandError> {
+    let row = RingRow {
+        keys: older.iter().map(|k| (k.id, hex::encode(k.raw))).collect(),
+        root: Some(hex::encode(sealing.root_raw())),
+        tokens: Some(hex::encode(sealing.tokens_raw())),
+    };
+    let text = serde_json::to_string(&row).map_err(|e| CommandError::Crypto(e.to_string()))?;
+    Ok(sealing.single(id).seal(text.as_bytes(), &row_purpose(id)).0)
 }
 
 /// Whether the keyring table exists yet (it does not before migrations on an older database).
@@ -65,32 +94,49 @@ pub async fn open_ring(store: &Store, given: &MasterKey) -> Result<Option<Master
         serde_json::from_str(&text).map_err(|e| CommandError::Crypto(format!("keyring row {id}: {e}")))?;
     let mut older = Vec::with_capacity(row.keys.len());
     for (key_id, hex_key) in row.keys {
-        let raw = hex::decode(&hex_key)
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| CommandError::Crypto(format!("keyring row {id}: key {key_id} is not 32 bytes")))?;
-        older.push(RingKey::new(key_id, raw));
+        older.push(RingKey::new(key_id, raw_key(id, &format!("key {key_id}"), &hex_key)?));
     }
-    let current = given.current_raw();
-    MasterKey::ring(current, id, older).map(Some)
+    let root = row.root.map(|r| raw_key(id, "the derivation root", &r)).transpose()?;
+    let tokens = row.tokens.map(|t| raw_key(id, "the token root", &t)).transpose()?;
+    MasterKey::ring(given.current_raw(), id, older, root, tokens).map(Some)
 }
 
 /// Makes `new` the sealing key after every key of `ring`: writes keyring row `ring.key_id() + 1`
-/// (sealed under `new`, holding all of `ring`) and returns the grown ring.
-pub async fn add_key(store: &Store, ring: &MasterKey, new: &MasterKey) -> Result<MasterKey, CommandError> {
+/// (sealed under `new`, holding all of `ring`) and returns the grown ring. With `sign_out`,
+/// token keys derive from `new` from then on.
+pub async fn add_key(
+    store: &Store,
+    ring: &MasterKey,
+    new: &MasterKey,
+    sign_out: bool,
+) -> Result<MasterKey, CommandError> {
     let id = ring.key_id() + 1;
     let older: Vec<RingKey> = ring.keys().cloned().collect();
-    let row = RingRow { keys: older.iter().map(|k| (k.id, hex::encode(k.raw))).collect() };
-    let text = serde_json::to_string(&row).map_err(|e| CommandError::Crypto(e.to_string()))?;
-    let sealed = new.single(id).seal(text.as_bytes(), &row_purpose(id));
+    let tokens = if sign_out { new.current_raw() } else { ring.tokens_raw() };
+    let grown = MasterKey::ring(new.current_raw(), id, older.clone(), Some(ring.root_raw()), Some(tokens))?;
     let now = chrono::Utc::now().timestamp_millis();
     let insert = Statement::new(
         "INSERT INTO master_keyring (key_id, sealed, created_at) VALUES ($1, $2, $3)",
-        [i64::from(id).into(), sealed.0.into(), now.into()],
+        [i64::from(id).into(), row_text(&grown, id, &older)?.into(), now.into()],
     );
     store.execute(&[insert]).await?;
-    let current = new.current_raw();
-    MasterKey::ring(current, id, older)
+    Ok(grown)
+}
+
+/// Rewrites the newest keyring row without the older keys, once nothing the server reads is
+/// sealed under them: the ring then opens only what the sealing key sealed. Repeating it
+/// changes nothing.
+pub async fn forget_older_keys(store: &Store, ring: &MasterKey) -> Result<MasterKey, CommandError> {
+    let id = ring.key_id();
+    if id == 0 {
+        return Ok(ring.clone()); // never rotated: no keyring row, no older key
+    }
+    let update = Statement::new(
+        "UPDATE master_keyring SET sealed = $1 WHERE key_id = $2",
+        [row_text(ring, id, &[])?.into(), i64::from(id).into()],
+    );
+    store.execute(&[update]).await?;
+    Ok(ring.without_older_keys())
 }
 
 /// A table column holding sealed values in rows a rotation may rewrite.
@@ -171,7 +217,7 @@ mod tests {
         let ring0 = open_ring(&store, &k0).await.unwrap().expect("a database never rotated");
         assert_eq!((ring0.key_id(), newest_key_id(&store).await.unwrap()), (0, 0));
 
-        add_key(&store, &ring0, &k1).await.unwrap();
+        add_key(&store, &ring0, &k1, false).await.unwrap();
         assert!(open_ring(&store, &k0).await.unwrap().is_none(), "the old key no longer opens the ring");
         let ring1 = open_ring(&store, &k1).await.unwrap().expect("the new key opens it");
         assert_eq!(ring1.key_id(), 1);
@@ -184,13 +230,30 @@ mod tests {
         assert_eq!(vault(&ring1).get("s2", "email").await.unwrap().as_deref(), Some("b@example.com"));
         assert!(vault(&k0).get("s1", "email").await.is_err(), "the old key alone opens no re-sealed row");
 
-        add_key(&store, &ring1, &k2).await.unwrap();
+        add_key(&store, &ring1, &k2, false).await.unwrap();
         assert!(open_ring(&store, &k1).await.unwrap().is_none());
         let ring2 = open_ring(&store, &k2).await.unwrap().expect("the newest key");
         assert_eq!(ring2.key_id(), 2);
         assert_eq!(ring2.open(&k0.seal(b"x", "p"), "p").unwrap(), b"x", "key 0 stays in the ring");
         assert_eq!(ring2.open(&ring1.seal(b"y", "p"), "p").unwrap(), b"y", "key 1 too");
         assert_eq!(ring2.derive("label"), k0.derive("label"), "derived keys come from key 0");
+        assert_eq!(ring2.derive_token("label"), k0.derive_token("label"), "token keys too");
+
+        // Forgotten older keys: the newest key alone opens its ring, which opens only its own values.
+        let under_k2 = ring2.seal(b"z", "p");
+        forget_older_keys(&store, &ring2).await.unwrap();
+        let forgetful = open_ring(&store, &k2).await.unwrap().expect("the newest key still opens the ring");
+        assert!(forgetful.open(&k0.seal(b"x", "p"), "p").is_err(), "key 0 is gone from the ring");
+        assert_eq!(forgetful.open(&under_k2, "p").unwrap(), b"z");
+        assert_eq!(forgetful.derive("label"), k0.derive("label"), "digests keep key 0's root");
+
+        // Signing everyone out: token keys move to the new key, digests stay.
+        let k3 = key("44");
+        let ring3 = add_key(&store, &forgetful, &k3, true).await.unwrap();
+        let reopened = open_ring(&store, &k3).await.unwrap().expect("key 3 opens its row");
+        assert_eq!(reopened.derive_token("label"), ring3.derive_token("label"));
+        assert_ne!(reopened.derive_token("label"), k0.derive_token("label"), "tokens moved to key 3");
+        assert_eq!(reopened.derive("label"), k0.derive("label"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

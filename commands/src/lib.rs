@@ -18,6 +18,7 @@ mod metadata;
 pub mod offline;
 pub mod password;
 mod pii;
+mod reseal;
 pub mod signup_quota;
 mod websocket_key;
 mod writer;
@@ -31,4 +32,5 @@ pub use handlers::{
 };
 pub use metadata::Actor;
 pub use pii::PiiVault;
+pub use reseal::Resealed;
 pub use writer::{Writer, WriterConfig, WriterHandle, WriterStats};

@@ -10,7 +10,7 @@ use licensd_domain::{AccountId, AppId};
 /// The label the digest key is derived under (changing it orphans every stored digest).
 const DIGEST_LABEL: &str = "websocket-api-key";
 
-fn sealing_purpose(app_id: AppId) -> String {
+pub(crate) fn sealing_purpose(app_id: AppId) -> String {
     format!("websocket-key:{app_id}")
 }
 

@@ -74,6 +74,12 @@ pub enum AccountEvent {
         provider: crate::commerce::Provider,
         at: DateTime<Utc>,
     },
+    /// A master-key rotation sealed a connection's secrets anew: same connection, same values,
+    /// new ciphertexts.
+    CommerceResealed {
+        connection: crate::commerce::Connection,
+        at: DateTime<Utc>,
+    },
     /// Dashboard sign-in: a keyed digest of the merchant's email (the address stays in the PII
     /// vault); a password was set, and ends every older session. The Argon2id verifier is sealed
     /// in a deletable table, never here: `password_hash` is only read from events written before
@@ -104,6 +110,7 @@ impl DomainEvent for AccountEvent {
             Self::LowBalanceAlertRearmed { .. } => "LowBalanceAlertRearmed",
             Self::CommerceConnected { .. } => "CommerceConnected",
             Self::CommerceDisconnected { .. } => "CommerceDisconnected",
+            Self::CommerceResealed { .. } => "CommerceResealed",
             Self::DashboardLoginSet { .. } => "DashboardLoginSet",
         }
     }
@@ -174,6 +181,9 @@ pub enum AccountCommand {
     Disconnect {
         provider: crate::commerce::Provider,
     },
+    /// Records a connection's secrets sealed anew by a master-key rotation (nothing when the
+    /// connection is gone; the rotation runs with every server stopped, so nothing re-keys it meanwhile).
+    Reseal(crate::commerce::Connection),
     /// Records a new dashboard password (its verifier is sealed outside the log first).
     SetDashboardLogin {
         email_digest: String,
@@ -215,6 +225,11 @@ impl Aggregate for AccountState {
                 account.connections.push(connection.clone());
             }
             E::CommerceDisconnected { provider, .. } => account.connections.retain(|c| c.provider != *provider),
+            E::CommerceResealed { connection, .. } => {
+                if let Some(c) = account.connections.iter_mut().find(|c| c.connection_id == connection.connection_id) {
+                    *c = connection.clone();
+                }
+            }
             E::AccountCreated { .. }
             | E::CreditsGranted { .. }
             | E::CreditsDebited { .. }
@@ -277,6 +292,15 @@ impl Aggregate for AccountState {
                     return Err(DomainError::NotFound("connection"));
                 }
                 vec![E::CommerceDisconnected { provider, at }]
+            }
+            C::Reseal(connection) => {
+                let same = |c: &&crate::commerce::Connection| {
+                    c.connection_id == connection.connection_id && c.provider == connection.provider
+                };
+                match account.connections.iter().find(same) {
+                    Some(current) if *current != connection => vec![E::CommerceResealed { connection, at }],
+                    _ => vec![],
+                }
             }
             C::SetDashboardLogin { email_digest } => {
                 vec![E::DashboardLoginSet { email_digest, password_hash: None, at }]

@@ -9,6 +9,7 @@ use crate::{
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub const MAX_APP_NAME_CHARS: usize = 100;
@@ -55,6 +56,61 @@ pub struct SigningKey {
     /// Raw 32-byte public key, standard base64.
     pub public_key: String,
     pub private_key: Sealed,
+}
+
+/// An app's sealed values re-sealed under a new master key, each replacing the value it names.
+/// Absent or empty parts are unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResealedSecrets {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Sealed>,
+    /// Private signing keys by key id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signing_keys: BTreeMap<String, Sealed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket_key: Option<Sealed>,
+    /// Webhook signing secrets by webhook id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub webhooks: BTreeMap<String, Sealed>,
+}
+
+impl ResealedSecrets {
+    pub fn is_empty(&self) -> bool {
+        self.secret.is_none()
+            && self.signing_keys.is_empty()
+            && self.websocket_key.is_none()
+            && self.webhooks.is_empty()
+    }
+
+    /// Only the entries naming something the app holds: a key or webhook removed meanwhile is
+    /// not brought back by a rotation that read the app before.
+    fn kept_for(mut self, app: &App) -> Self {
+        self.signing_keys.retain(|id, _| app.signing_keys.iter().any(|k| &k.key_id == id));
+        self.webhooks.retain(|id, _| app.webhook(id).is_some());
+        if app.websocket_key.is_none() {
+            self.websocket_key = None;
+        }
+        self
+    }
+
+    fn apply_to(&self, app: &mut App) {
+        if let Some(secret) = &self.secret {
+            app.secret = secret.clone();
+        }
+        for key in &mut app.signing_keys {
+            if let Some(sealed) = self.signing_keys.get(&key.key_id) {
+                key.private_key = sealed.clone();
+            }
+        }
+        if let (Some(key), Some(sealed)) = (&mut app.websocket_key, &self.websocket_key) {
+            key.sealed = sealed.clone();
+        }
+        for webhook in &mut app.webhooks {
+            if let Some(sealed) = self.webhooks.get(&webhook.webhook_id) {
+                webhook.secret = sealed.clone();
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +234,12 @@ pub enum AppEvent {
     /// Replaces every variable's access strategy; names not listed are `auth_required`.
     VariableAccessSet {
         access: VariableAccessMap,
+        at: DateTime<Utc>,
+    },
+    /// A master-key rotation sealed the app's secrets anew under the new key: the same values,
+    /// new ciphertexts, so the old key can be dropped without losing them.
+    SecretsResealed {
+        resealed: ResealedSecrets,
         at: DateTime<Utc>,
     },
     /// A GDPR erasure ran for this app: counts only, never the customer's identifiers.
@@ -307,6 +369,7 @@ impl DomainEvent for AppEvent {
             Self::WebsocketKeySet { .. } => "WebsocketKeySet",
             Self::AppVersionChanged { .. } => "AppVersionChanged",
             Self::VariableAccessSet { .. } => "VariableAccessSet",
+            Self::SecretsResealed { .. } => "SecretsResealed",
         }
     }
 }
@@ -489,6 +552,8 @@ pub enum AppCommand {
         max_chars: usize,
     },
     SetVariableAccess(VariableAccessMap),
+    /// Records secrets sealed anew by a master-key rotation (entries the app no longer has are dropped).
+    Reseal(ResealedSecrets),
     RecordForget {
         licenses_redacted: u64,
         ledger_rows_scanned: u64,
@@ -608,6 +673,7 @@ impl Aggregate for AppState {
             E::WebsocketKeySet { websocket_key, .. } => app.websocket_key = Some(websocket_key.clone()),
             E::AppVersionChanged { version, .. } => app.version = version.clone(),
             E::VariableAccessSet { access, .. } => app.variable_access = access.clone(),
+            E::SecretsResealed { resealed, .. } => resealed.apply_to(&mut app),
         }
         Self(Some(app))
     }
@@ -801,6 +867,10 @@ impl Aggregate for AppState {
             }
             C::SetVariableAccess(access) if access == app.variable_access => vec![],
             C::SetVariableAccess(access) => vec![E::VariableAccessSet { access, at }],
+            C::Reseal(resealed) => match resealed.kept_for(app) {
+                resealed if resealed.is_empty() => vec![],
+                resealed => vec![E::SecretsResealed { resealed, at }],
+            },
             C::RecordForget { licenses_redacted, ledger_rows_scanned, ledger_rows_redacted, users_erased, reason } => {
                 vec![E::CustomersForgotten {
                     licenses_redacted,

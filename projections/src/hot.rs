@@ -752,6 +752,13 @@ impl HotModel {
             AccountEvent::CommerceDisconnected { provider, .. } => {
                 self.connections.retain(|_, (owner, c)| !(*owner == account_id && c.provider == *provider));
             }
+            AccountEvent::CommerceResealed { connection, .. } => {
+                if let Some(mut entry) = self.connections.get_mut(&connection.connection_id) {
+                    if entry.0 == account_id {
+                        entry.1 = connection.clone();
+                    }
+                }
+            }
             AccountEvent::DashboardLoginSet { email_digest, password_hash, .. } => {
                 account.login_generation += 1;
                 // Insert before removing the old email's entry, so the same email never vanishes.

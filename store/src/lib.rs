@@ -14,6 +14,7 @@ mod read_model;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 mod types;
 
 pub use append::UPSERT_PII;
@@ -157,11 +158,15 @@ impl EventStore for Store {
     }
 
     async fn read_stream(&self, stream_id: &str, from_version: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+        use tracing::Instrument;
         hot_path::note_read();
-        match self {
-            Self::Sqlite(s) => s.read_stream(stream_id, from_version).await,
-            Self::Postgres(s) => s.read_stream(stream_id, from_version).await,
-        }
+        let read = async {
+            match self {
+                Self::Sqlite(s) => s.read_stream(stream_id, from_version).await,
+                Self::Postgres(s) => s.read_stream(stream_id, from_version).await,
+            }
+        };
+        read.instrument(trace::step("store.read_stream")).await
     }
 
     async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {

@@ -280,13 +280,19 @@ impl Store {
 
     /// Every column of every row, as text: the query casts non-text columns (`CAST(x AS TEXT)`).
     pub async fn query_rows(&self, sql: &str, args: &[SqlValue]) -> Result<Vec<Vec<Option<String>>>, StoreError> {
+        use tracing::Instrument;
         crate::hot_path::note_read();
-        let rows = with_reader!(self, |db| {
-            let rows = bind(sqlx::query(sql), args).fetch_all(db).await?;
-            rows.iter()
-                .map(|row| (0..row.len()).map(|i| row.try_get::<Option<String>, _>(i)).collect::<Result<Vec<_>, _>>())
-                .collect::<Result<Vec<_>, _>>()?
-        });
-        Ok(rows)
+        let read = async {
+            let rows = with_reader!(self, |db| {
+                let rows = bind(sqlx::query(sql), args).fetch_all(db).await?;
+                rows.iter()
+                    .map(|row| {
+                        (0..row.len()).map(|i| row.try_get::<Option<String>, _>(i)).collect::<Result<Vec<_>, _>>()
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            });
+            Ok::<_, StoreError>(rows)
+        };
+        read.instrument(crate::trace::step("sql.read")).await
     }
 }

@@ -28,6 +28,7 @@ pub struct SessionPayload<'a> {
 }
 
 pub fn signed(payload: &impl Serialize, signer: &SigningKey, key_id: &str) -> Json<Value> {
+    let _signing = licensd_store::trace::step("sign").entered();
     let body = STANDARD.encode(serde_json::to_vec(payload).unwrap_or_default());
     let signature = STANDARD.encode(signer.sign(body.as_bytes()).to_bytes());
     Json(json!({ "status": "ok", "payload": body, "signature": signature, "keyId": key_id }))

@@ -111,7 +111,7 @@ impl AuthRuntime {
             selfban_ip: limiter(config.selfban_per_ip),
             selfban_key: limiter(config.selfban_per_key),
             keyring: keyring::Keyring::new(commands.clone()),
-            tokens: token::TokenKey::new(commands.master_key().derive("licensd session token v1")),
+            tokens: token::TokenKey::new(commands.master_key().derive_token("licensd session token v1")),
             locks: hotpath::LicenseLocks::new(),
             heartbeats: DashMap::new(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),

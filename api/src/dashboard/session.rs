@@ -74,8 +74,8 @@ impl DashboardAuth {
             max: config.max_lockout.max(config.lockout),
         };
         Self {
-            sessions: Signer::new(master_key.derive("dashboard-session")),
-            csrf: Signer::new(master_key.derive("dashboard-csrf")),
+            sessions: Signer::new(master_key.derive_token("dashboard-session")),
+            csrf: Signer::new(master_key.derive_token("dashboard-csrf")),
             lockout: Lockout::new(store, policy),
             per_ip: RateLimiter::new(config.attempts_per_ip.max(1), config.lockout),
             decoy_verifier: licensd_commands::password::hash_password("decoy password, never matches")

@@ -60,11 +60,11 @@ impl Portal {
         Self {
             challenges: challenge::Challenges::new(
                 store,
-                master_key.derive("portal-code"),
+                master_key.derive_token("portal-code"),
                 config.challenge_ttl,
                 config.max_guesses,
             ),
-            sessions: Signer::new(master_key.derive("portal-session")),
+            sessions: Signer::new(master_key.derive_token("portal-session")),
             per_ip: RateLimiter::new(config.challenges_per_ip.max(1), config.rate_window),
             per_key: RateLimiter::new(config.challenges_per_key.max(1), config.rate_window),
             code_checks: RateLimiter::new(config.sessions_per_ip.max(1), config.rate_window),

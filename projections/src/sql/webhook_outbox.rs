@@ -132,6 +132,9 @@ const UPSERT_WEBHOOK: &str = "INSERT INTO wh_webhooks (webhook_id, app_id, url, 
      ON CONFLICT (webhook_id) DO UPDATE SET url = excluded.url, events = excluded.events,
         enabled = excluded.enabled, secret = excluded.secret";
 
+/// A rotation's new ciphertext for a webhook's secret (the app id guards against a stray id).
+const RESEAL_WEBHOOK: &str = "UPDATE wh_webhooks SET secret = $1 WHERE webhook_id = $2 AND app_id = $3";
+
 impl WebhookOutbox {
     /// The rows `wh_webhooks` gives [`Subscriptions`].
     const SUBSCRIPTIONS: &'static str =
@@ -160,6 +163,13 @@ impl WebhookOutbox {
                     ],
                 )]
             }
+            AnyEvent::App(AppEvent::SecretsResealed { resealed, .. }) => resealed
+                .webhooks
+                .iter()
+                .map(|(webhook_id, secret)| {
+                    Statement::new(RESEAL_WEBHOOK, [secret.0.as_str().into(), webhook_id.as_str().into(), id.into()])
+                })
+                .collect(),
             AnyEvent::AppUser(user_event) => {
                 let Some((name, app_id)) = user_webhook_event(user_event) else { return vec![] };
                 let app_id = app_id.to_string();

@@ -530,15 +530,8 @@ fn marker(stream: &str) -> String {
     format!("ev:{stream}")
 }
 
-/// The sealing purpose of a connection's API key.
-pub fn connection_key_purpose(connection_id: uuid::Uuid) -> String {
-    format!("commerce-api-key:{connection_id}")
-}
-
-/// The sealing purpose of a connection's webhook signing secret.
-pub fn connection_secret_purpose(connection_id: uuid::Uuid) -> String {
-    format!("commerce-signing-secret:{connection_id}")
-}
+/// Kept where the connection's secrets are sealed (a key rotation re-seals them there too).
+pub use licensd_commands::commerce::{connection_key_purpose, connection_secret_purpose};
 
 fn recorded_events(recorded: &[licensd_store::RecordedEvent]) -> Result<Vec<CommerceEvent>, CommandError> {
     recorded

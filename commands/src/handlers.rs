@@ -506,7 +506,9 @@ impl Commands {
             let (commands, spec, actor) = (self.clone(), spec.clone(), actor.clone());
             // Each license draws from its own fork: the same on a re-run, whatever the scheduling.
             let entropy = batch.fork(&format!("license:{index}"));
-            tasks.spawn(entropy.scope(async move { (index, commands.create_license(account_id, spec, &actor).await) }));
+            let create = entropy.scope(async move { (index, commands.create_license(account_id, spec, &actor).await) });
+            // Inside the request's trace span (if any), so its steps show under the request.
+            tasks.spawn(tracing::Instrument::instrument(create, tracing::Span::current()));
         }
         let mut created = vec![None; quantity];
         let mut first_error = None;

@@ -324,6 +324,29 @@ mod tests {
     }
 
     #[test]
+    fn a_resealed_connection_replaces_only_the_connection_it_names() {
+        use crate::commerce::{Connection, Provider};
+        use crate::Sealed;
+        let connection = |id: u128, provider, secret: &str| Connection {
+            connection_id: uuid::Uuid::from_u128(id),
+            provider,
+            signing_secret: Sealed(secret.into()),
+            api_key: None,
+        };
+        let mut events = created();
+        let connect = AccountCommand::Connect(connection(1, Provider::Lemon, "old"));
+        events.extend(AccountState::fold(&events).decide(connect, now()).unwrap());
+        let state = AccountState::fold(&events);
+        let reseal = |c| state.decide(AccountCommand::Reseal(c), now()).unwrap();
+        assert_eq!(reseal(connection(2, Provider::Lemon, "new")), vec![], "another connection id");
+        assert_eq!(reseal(connection(1, Provider::Stripe, "new")), vec![], "another provider");
+        assert_eq!(reseal(connection(1, Provider::Lemon, "old")), vec![], "nothing changed");
+        let resealed = reseal(connection(1, Provider::Lemon, "new"));
+        let account = state.clone().evolve(&resealed[0]).0.unwrap();
+        assert_eq!(account.connections, vec![connection(1, Provider::Lemon, "new")]);
+    }
+
+    #[test]
     fn credits_must_be_positive() {
         let state = AccountState::fold(&created());
         let grant = |amount| AccountCommand::GrantCredits { amount, reason: "test".into() };

@@ -1130,6 +1130,32 @@ mod tests {
     }
 
     #[test]
+    fn resealed_secrets_replace_only_what_the_app_still_holds() {
+        let mut events = history();
+        let state = AppState::fold(&events);
+        events.extend(state.decide(AppCommand::CreateWebhook(webhook("wh_1", &["license.created"])), now()).unwrap());
+        let state = AppState::fold(&events);
+        let sealed = |text: &str| Sealed(text.into());
+        let resealed = ResealedSecrets {
+            secret: Some(sealed("new secret")),
+            signing_keys: [("k1".to_string(), sealed("new k1")), ("gone".to_string(), sealed("x"))].into(),
+            websocket_key: Some(sealed("no key to reseal")),
+            webhooks: [("wh_1".to_string(), sealed("new hook")), ("wh_gone".to_string(), sealed("x"))].into(),
+        };
+        let decided = state.decide(AppCommand::Reseal(resealed), now()).unwrap();
+        let [AppEvent::SecretsResealed { resealed, .. }] = &decided[..] else { panic!("{decided:?}") };
+        assert_eq!(resealed.signing_keys.keys().collect::<Vec<_>>(), ["k1"], "a key the app lacks is dropped");
+        assert_eq!(resealed.webhooks.keys().collect::<Vec<_>>(), ["wh_1"], "a webhook it lacks too");
+        assert_eq!(resealed.websocket_key, None, "the app has no WebSocket key");
+        let app = state.evolve(&decided[0]).0.unwrap();
+        assert_eq!(app.secret, sealed("new secret"));
+        assert_eq!(app.signing_keys[0].private_key, sealed("new k1"));
+        assert_eq!(app.webhooks[0].secret, sealed("new hook"));
+        let nothing = ResealedSecrets { webhooks: [("wh_gone".to_string(), sealed("x"))].into(), ..Default::default() };
+        assert_eq!(AppState(Some(app)).decide(AppCommand::Reseal(nothing), now()).unwrap(), vec![], "nothing to record");
+    }
+
+    #[test]
     fn an_app_has_at_most_five_webhooks_with_known_events() {
         let mut events = history();
         for i in 0..MAX_WEBHOOKS {

@@ -339,6 +339,21 @@ fn a_rotation_cut_short_and_run_again_moves_every_secret_to_the_new_key() {
         assert!(rebuilt.to_string().contains("hash"), "{rebuilt}");
         assert_eq!(caught_up_hashes(&rotated), after, "a rebuild after the rotation gives the same read models");
 
+        // SQLite: a backup taken after the rotation restores into a fresh folder, with the
+        // new key file beside it, and everything opens there (the old key is not needed).
+        if deployment.master_key.is_none() {
+            let backups = common::TempDir::new();
+            let folder = backups.0.join("after-rotation");
+            rotated.cli(&["backup", "--to", folder.to_str().unwrap()]);
+            let restored = Deployment::sqlite(&backups.0.join("restored"));
+            let report = restored.cli(&["restore", "--from", folder.to_str().unwrap()]);
+            assert_eq!(report["matchesBackup"], true, "{report}");
+            assert_eq!(current_key(&restored), new_key, "the backup carried the new key");
+            let server = restored.start_with(RELAXED_LIMITS);
+            check_everything_works(&server, &before);
+            server.terminate();
+        }
+
         let server = rotated.start_with(RELAXED_LIMITS);
         check_everything_works(&server, &before);
         let key = before.merchant.license(&server, json!({}));

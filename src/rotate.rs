@@ -117,6 +117,12 @@ async fn rotate(
     };
     let mut resealed = serde_json::Map::new();
     let events = reseal_events(config, store, &ring).await?;
+    // The SQL read models (the webhook outbox keeps webhook secrets) take the new ciphertexts
+    // now, not when a server next starts.
+    licensd_projections::SqlRunner::shared(store.clone(), licensd_projections::all_sql_projections(), Default::default())
+        .catch_up()
+        .await
+        .context("cannot bring the SQL read models up to the re-sealing events")?;
     resealed.insert("eventStreams".into(), events.streams.into());
     resealed.insert("eventValues".into(), events.values.into());
     for column in [&keyring::PII_VALUES, &licensd_api::SEALED_IDEMPOTENT_ANSWERS] {
@@ -193,8 +199,8 @@ fn install(key_file: Option<&Path>, new_path: &Path) -> anyhow::Result<(PathBuf,
             if let Some(dir) = key_file.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::File::open(dir).and_then(|d| d.sync_all()).ok(); // the rename survives a crash
             }
-            let note = "rotated; the key file now holds the new key (the old key is refused from now on; \
-                        older keys stay in the database's keyring, sealed under the new one)";
+            let note = "rotated; the key file now holds the new key (the old key is refused from now on, and the \
+                        keyring no longer holds it: keep it only with backups taken before this rotation)";
             Ok((key_file.to_path_buf(), note.to_string()))
         }
         Err(e) => {

@@ -9,13 +9,14 @@
 
 use crate::config::Config;
 use anyhow::{bail, Context};
-use std::fs::{File, TryLockError};
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::File;
 use std::path::PathBuf;
 
 const LOCK_FILE: &str = "licensd.lock";
 
-/// Held for as long as it lives; `None` inside on Postgres (nothing to hold).
-pub struct DataLock(#[allow(dead_code)] Option<File>);
+/// Held for as long as it lives (dropping it unlocks); `None` inside on Postgres (nothing to hold).
+pub struct DataLock(#[allow(dead_code)] Option<Flock<File>>);
 
 fn lock_path(config: &Config) -> PathBuf {
     config.data_dir.join(LOCK_FILE)
@@ -23,7 +24,7 @@ fn lock_path(config: &Config) -> PathBuf {
 
 /// Takes the SQLite data folder's lock, creating the folder and the file if needed; `Ok(None)`
 /// when another process holds it.
-fn try_take(config: &Config) -> anyhow::Result<Option<File>> {
+fn try_take(config: &Config) -> anyhow::Result<Option<Flock<File>>> {
     let path = lock_path(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data folder {}", config.data_dir.display()))?;
@@ -33,10 +34,10 @@ fn try_take(config: &Config) -> anyhow::Result<Option<File>> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => Ok(Some(locked)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }
 }
 

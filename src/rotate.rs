@@ -119,10 +119,14 @@ async fn rotate(
     let events = reseal_events(config, store, &ring).await?;
     // The SQL read models (the webhook outbox keeps webhook secrets) take the new ciphertexts
     // now, not when a server next starts.
-    licensd_projections::SqlRunner::shared(store.clone(), licensd_projections::all_sql_projections(), Default::default())
-        .catch_up()
-        .await
-        .context("cannot bring the SQL read models up to the re-sealing events")?;
+    licensd_projections::SqlRunner::shared(
+        store.clone(),
+        licensd_projections::all_sql_projections(),
+        Default::default(),
+    )
+    .catch_up()
+    .await
+    .context("cannot bring the SQL read models up to the re-sealing events")?;
     resealed.insert("eventStreams".into(), events.streams.into());
     resealed.insert("eventValues".into(), events.values.into());
     for column in [&keyring::PII_VALUES, &licensd_api::SEALED_IDEMPOTENT_ANSWERS] {

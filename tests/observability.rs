@@ -260,7 +260,7 @@ fn fields(mut buf: &[u8]) -> Vec<(u64, Field<'_>)> {
 }
 
 /// The nested messages at field `number`.
-fn messages<'a>(buf: &'a [u8], number: u64) -> Vec<&'a [u8]> {
+fn messages(buf: &[u8], number: u64) -> Vec<&[u8]> {
     fields(buf)
         .into_iter()
         .filter_map(|(n, value)| match value {

@@ -332,6 +332,8 @@ fn a_rotation_cut_short_and_run_again_moves_every_secret_to_the_new_key() {
         // Read models hash sealed values as "Sealed(..)": the hashes cannot tell new ciphertexts
         // from old, so what they show is that a rebuild ends where the rotation left them.
         let after = caught_up_hashes(&rotated);
+        let audit = |hashes: &[(String, String)]| hashes.iter().find(|(n, _)| n == "audit_log").map(|(_, h)| h.clone());
+        assert_ne!(audit(&after), audit(&hashes), "the re-sealing events are in the audit log");
         // The old key is gone from the keyring: the new key's ring opens nothing it sealed.
         let ring = ring_of(&rotated, &new_key).expect("the new key opens the keyring");
         assert!(ring.open(&old.seal(b"x", "p"), "p").is_err(), "the keyring no longer holds the old key");

@@ -1152,7 +1152,11 @@ mod tests {
         assert_eq!(app.signing_keys[0].private_key, sealed("new k1"));
         assert_eq!(app.webhooks[0].secret, sealed("new hook"));
         let nothing = ResealedSecrets { webhooks: [("wh_gone".to_string(), sealed("x"))].into(), ..Default::default() };
-        assert_eq!(AppState(Some(app)).decide(AppCommand::Reseal(nothing), now()).unwrap(), vec![], "nothing to record");
+        assert_eq!(
+            AppState(Some(app)).decide(AppCommand::Reseal(nothing), now()).unwrap(),
+            vec![],
+            "nothing to record"
+        );
     }
 
     #[test]

@@ -14,7 +14,8 @@ COPY projections/Cargo.toml projections/
 COPY api/Cargo.toml api/
 COPY workers/Cargo.toml workers/
 COPY bench/Cargo.toml bench/
-RUN for crate in domain store commands projections api workers bench; do \
+COPY blobs/Cargo.toml blobs/
+RUN for crate in domain store commands projections api workers bench blobs; do \
         mkdir -p "$crate/src" && touch "$crate/src/lib.rs"; \
     done \
     && mkdir -p src bench/src/bin bench/benches \
@@ -22,7 +23,7 @@ RUN for crate in domain store commands projections api workers bench; do \
         echo 'fn main() {}' > "$main"; \
     done \
     && cargo build --release --locked --bin licensd \
-    && rm -rf src domain store commands projections api workers bench
+    && rm -rf src domain store commands projections api workers bench blobs
 
 # The real sources. Their timestamps may be older than the placeholders', so they are touched:
 # cargo decides what to rebuild by modification time.

@@ -43,6 +43,11 @@ fn rotate_command(deployment: &Deployment, new_key_file: &std::path::Path, env: 
 /// Starts a rotation re-sealing one row per transaction and SIGKILLs it once the first batch
 /// is committed.
 fn rotate_and_kill_midway(deployment: &Deployment, new_key_file: &std::path::Path) {
+    rotate_and_kill_at(deployment, new_key_file, "re-sealed a batch");
+}
+
+/// Starts a rotation and SIGKILLs it at its first log line containing `step`.
+fn rotate_and_kill_at(deployment: &Deployment, new_key_file: &std::path::Path, step: &str) {
     let mut child = rotate_command(deployment, new_key_file, &[("LICENSD_LOG", "info"), ("LICENSD_ROTATE_BATCH", "1")])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -54,10 +59,10 @@ fn rotate_and_kill_midway(deployment: &Deployment, new_key_file: &std::path::Pat
     loop {
         line.clear();
         if stderr.read_line(&mut line).unwrap_or(0) == 0 {
-            panic!("the rotation ended before its first batch: {seen}");
+            panic!("the rotation ended before '{step}': {seen}");
         }
         seen.push_str(&line);
-        if line.contains("re-sealed a batch") {
+        if line.contains(step) {
             break;
         }
     }
@@ -451,6 +456,58 @@ fn a_rotation_waits_for_every_server_to_stop_and_can_sign_everyone_out() {
         assert_eq!(dashboard_status(&server, &cookie), 303, "the session signed under the old token key is over");
         let cookie = dashboard_cookie(&server);
         assert_eq!(dashboard_status(&server, &cookie), 200, "signing in again works");
+        server.terminate();
+    });
+}
+
+#[test]
+fn a_rotation_killed_while_re_sealing_events_finishes_when_run_again() {
+    each_backend(|deployment| {
+        let server = deployment.start_with(RELAXED_LIMITS);
+        let merchant = deployment.merchant_with_credits(&server, "owner@example.com", 10);
+        for i in 0..5 {
+            let (status, app) = server.post(&merchant.api_key, "/v1/apps", &json!({ "name": format!("app {i}") }));
+            assert_eq!(status, 201, "{app}");
+        }
+        let key = merchant.license(&server, json!({}));
+        server.terminate();
+        let resealed = || {
+            let rows = query(deployment, "SELECT stream_id FROM events WHERE event_type = 'SecretsResealed'");
+            rows.into_iter().filter_map(|row| row.into_iter().next().flatten()).collect::<Vec<_>>()
+        };
+
+        let new_key_file = deployment.data_dir.join("next.key");
+        rotate_and_kill_at(deployment, &new_key_file, "re-sealed the secrets of a stream");
+        let first_run = resealed();
+        assert!(!first_run.is_empty(), "the first run recorded at least one app");
+        let output = rotate_command(deployment, &new_key_file, &[]).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["resumed"], true, "{report}");
+        let mut streams = resealed();
+        assert_eq!(streams.len(), 6, "each of the six apps once: {streams:?}");
+        streams.dedup();
+        assert_eq!(streams.len(), 6, "no app twice");
+        assert!(first_run.iter().all(|s| streams.contains(s)));
+
+        let rotated = Deployment {
+            data_dir: deployment.data_dir.clone(),
+            database_url: deployment.database_url.clone(),
+            master_key: deployment
+                .master_key
+                .as_ref()
+                .map(|_| std::fs::read_to_string(&new_key_file).unwrap().trim().to_string()),
+        };
+        let server = rotated.start_with(RELAXED_LIMITS);
+        let sdk = AuthForgeClient::new(AuthForgeConfig {
+            app_id: merchant.app_id.clone(),
+            app_secret: merchant.app_secret.clone(),
+            public_key: merchant.public_key.clone(),
+            api_base_url: server.base.clone(),
+            hwid_override: Some("machine".into()),
+            ..Default::default()
+        });
+        sdk.login(&key).expect("the app's secret and signing key open under the new key alone");
         server.terminate();
     });
 }

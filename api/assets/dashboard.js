@@ -129,7 +129,7 @@ async function appView(appId, tab, params) {
 async function licensesTab(app, params) {
   const appId = app.appId;
   const filters = {};
-  for (const name of ["search", "status", "order", "cursor", "limit"]) if (params.get(name)) filters[name] = params.get(name);
+  for (const name of ["search", "email", "status", "order", "cursor", "limit"]) if (params.get(name)) filters[name] = params.get(name);
   const limit = filters.limit || "50";
   const query = new URLSearchParams(Object.assign({ appId, limit }, filters)).toString();
   const page = await api("GET", "/licenses?" + query);
@@ -137,6 +137,7 @@ async function licensesTab(app, params) {
   const shownFilters = Object.assign({}, filters); delete shownFilters.cursor;
   const filterForm = form([
     ["search", "Key or label", { value: filters.search || "", attrs: { type: "search", id: "license-search" } }],
+    ["email", "Buyer email (exact)", { value: filters.email || "", attrs: { type: "email", id: "license-email", maxlength: 254 } }],
     ["status", "Status", { options: ["", "active", "expired", "revoked"], id: "license-status" }],
     ["order", "Order", { options: ["desc", "asc"], id: "license-order" }],
   ], "Filter", async (v) => {
@@ -860,11 +861,31 @@ async function overviewView(params) {
     card("Heartbeats per day", barChart(series("heartbeats"), { title: "Heartbeats per day", id: "chart-heartbeats", unit: "heartbeats" })),
     card("New licenses per day", barChart(series("newLicenses"), { title: "New licenses per day", id: "chart-new-licenses", unit: "licenses" })),
     card("Purchases and renewals per day", barChart(series("commerceEvents"), { title: "Purchases and renewals per day", id: "chart-commerce", unit: "events" })),
+    ...revenueCards(o),
     card("Busiest licenses", h("div", { id: "top-licenses" }, table(o.topLicenses, [
       ["License", t => h("a", { href: "#/licenses/" + t.licenseKey, class: "mono" }, t.licenseKey)], ["Label", t => t.label || ""],
       ["Validations", t => t.validations], ["Heartbeats", t => t.heartbeats],
     ], "No license was used in this period."))),
   ];
+}
+
+/** Revenue per day, one chart per currency paid in the period (amounts in the currency's main
+ *  unit), and how many fulfilled purchases had no amount (counted apart, never as 0). */
+function revenueCards(o) {
+  const digits = (currency) => {
+    try { return new Intl.NumberFormat("en", { style: "currency", currency }).resolvedOptions().maximumFractionDigits; } catch { return 2; }
+  };
+  const charts = o.revenue.byCurrency.map(({ currency }) => {
+    const scale = 10 ** digits(currency);
+    const points = o.daily.map(d => [d.day, ((d.revenue.find(r => r.currency === currency) || {}).amountMinor || 0) / scale]);
+    const title = "Revenue per day (" + currency + ")";
+    return card(title, barChart(points, { title, id: "chart-revenue-" + currency.toLowerCase(), unit: currency }));
+  });
+  const unknown = o.revenue.purchasesOfUnknownAmount;
+  const note = unknown ? h("p", { class: "muted", id: "revenue-unknown" }, plural(unknown, "purchase") + " in this period with no amount recorded (not counted as 0).") : "";
+  if (!charts.length) return [card("Revenue per day", h("p", { class: "muted", id: "chart-revenue" }, "No paid purchase fulfilled in this period."), note)];
+  if (note) charts.push(card("Revenue of unknown amount", note));
+  return charts;
 }
 
 async function apiKeysView() {

@@ -122,6 +122,18 @@ impl Hooks for World {
     }
 }
 
+/// A receiver answering `script` (see [`Receiver::start`]), subscribed to `events` of the
+/// merchant's app and verifying with the webhook's secret.
+fn subscribed(server: &common::Server, merchant: &common::Merchant, events: &[&str], script: Vec<u16>) -> Receiver {
+    let secret = Arc::new(Mutex::new(String::new()));
+    let receiver = Receiver::start(secret.clone(), script);
+    let hooks = format!("/v1/apps/{}/webhooks", merchant.app_id);
+    let (status, created) = server.post(&merchant.api_key, &hooks, &json!({ "url": receiver.url, "events": events }));
+    assert_eq!(status, 201, "{created}");
+    *secret.lock().unwrap() = created["secret"].as_str().unwrap().to_string();
+    receiver
+}
+
 #[test]
 fn license_events_arrive_signed_and_the_api_manages_webhooks() {
     let w = World::new(FAST_RETRIES, 100);
@@ -216,13 +228,7 @@ fn a_failing_delivery_holds_the_later_ones_of_the_same_license() {
     each_backend(|deployment| {
         let server = deployment.start_with(FAST_RETRIES);
         let merchant = deployment.merchant_with_credits(&server, "order@example.com", 100);
-        let secret = Arc::new(Mutex::new(String::new()));
-        let receiver = Receiver::start(secret.clone(), vec![500, 503, 500]);
-        let hooks = format!("/v1/apps/{}/webhooks", merchant.app_id);
-        let events = json!({ "url": receiver.url, "events": ["license.created", "license.validated"] });
-        let (status, created) = server.post(&merchant.api_key, &hooks, &events);
-        assert_eq!(status, 201, "{created}");
-        *secret.lock().unwrap() = created["secret"].as_str().unwrap().to_string();
+        let receiver = subscribed(&server, &merchant, &["license.created", "license.validated"], vec![500, 503, 500]);
 
         let key = merchant.license(&server, json!({}));
         let validate = json!({ "appId": merchant.app_id, "appSecret": merchant.app_secret, "licenseKey": key,
@@ -245,13 +251,7 @@ fn releasing_one_machine_fires_hwid_reset_naming_it_and_a_full_reset_names_none(
     each_backend(|deployment| {
         let server = deployment.start_with(FAST_RETRIES);
         let merchant = deployment.merchant_with_credits(&server, "release@example.com", 100);
-        let secret = Arc::new(Mutex::new(String::new()));
-        let receiver = Receiver::start(secret.clone(), vec![]);
-        let hooks = format!("/v1/apps/{}/webhooks", merchant.app_id);
-        let events = json!({ "url": receiver.url, "events": ["license.hwid_reset"] });
-        let (status, created) = server.post(&merchant.api_key, &hooks, &events);
-        assert_eq!(status, 201, "{created}");
-        *secret.lock().unwrap() = created["secret"].as_str().unwrap().to_string();
+        let receiver = subscribed(&server, &merchant, &["license.hwid_reset"], vec![]);
 
         let key = merchant.license(&server, json!({ "maxHwidSlots": 2 }));
         for (n, hwid) in ["machine-1", "machine-2"].into_iter().enumerate() {

@@ -137,7 +137,7 @@ async function licensesTab(app, params) {
   const shownFilters = Object.assign({}, filters); delete shownFilters.cursor;
   const filterForm = form([
     ["search", "Key or label", { value: filters.search || "", attrs: { type: "search", id: "license-search" } }],
-    ["email", "Buyer email (exact)", { value: filters.email || "", attrs: { type: "email", id: "license-email", maxlength: 254 } }],
+    ["email", "Buyer email (exact)", { value: filters.email || "", attrs: { type: "email", id: "license-filter-email", maxlength: 254 } }],
     ["status", "Status", { options: ["", "active", "expired", "revoked"], id: "license-status" }],
     ["order", "Order", { options: ["desc", "asc"], id: "license-order" }],
   ], "Filter", async (v) => {
@@ -649,7 +649,7 @@ async function licenseView(key, params) {
       ["First seen (bound)", m => seenAt(m.boundAt, "bound-at")],
       ["Last seen", m => seenAt(m.lastSeenAt, "last-seen")],
       // Releasing one machine needs the API's machine list (it is absent from older servers).
-      ["", m => !Array.isArray(l.machines) ? "" : confirmAction({ id: "release-" + m.hwid.replace(/\W/g, "_"), label: "Release", consequence: "This machine loses its slot; it must validate again (and find a free slot) to use the license.",
+      ["", m => !Array.isArray(l.machines) ? "" : confirmAction({ id: "release-" + m.hwid.replace(/\W/g, "_"), label: "Release", consequence: "This machine loses its slot and its live sessions end; it must validate again (and find a free slot) to use the license.",
         run: async () => { await api("DELETE", "/licenses/" + enc(key) + "/machines/" + enc(m.hwid)); nextFlash = "Machine released"; await route(); return "Released"; } })],
     ], "No machine bound."))),
     card("Live sessions", h("div", { id: "license-sessions" }, sessionsTable(app, live.sessions.filter(s => s.license === key), "No live session uses this license."))),

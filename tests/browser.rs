@@ -408,6 +408,8 @@ async fn merchant_and_end_user_flows_work_in_a_real_browser() {
     page.open("/dashboard#/overview").await;
     let bar = page.wait(&format!("#chart-revenue-eur rect[data-day='{today}']")).await;
     assert_eq!(bar.attr("data-value").await.unwrap().as_deref(), Some("29"));
+    // The period is chosen by links named in days (they once printed as their URLs).
+    assert_eq!(page.text("#overview-period").await, "Period: 7 days 14 days 30 days 90 days");
     page.shot("dashboard-overview-revenue").await;
 
     // The other pages render for this account.

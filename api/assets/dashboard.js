@@ -846,7 +846,7 @@ async function overviewView(params) {
     : "Lasts about " + plural(c.lastsDays, "day") + " at this rate (" + (Math.round(c.burnPerDay * 10) / 10) + " a day).";
   return [
     h("h1", {}, "Overview"),
-    h("div", { class: "actions" }, scope, h("p", {}, "Period: ", [7, 14, 30, 90].map(n => [h("a", { href: link({ days: String(n) }), "aria-current": days === n ? "page" : null }, n + " days"), " "]))),
+    h("div", { class: "actions" }, scope, h("p", { id: "overview-period" }, "Period: ", [7, 14, 30, 90].flatMap(n => [h("a", { href: link({ days: String(n) }), "aria-current": days === n ? "page" : null }, n + " days"), " "]))),
     h("div", { class: "grid" },
       card("Credits", h("div", { class: "stat", id: "overview-balance" }, String(c.balance)), h("p", { id: "balance-lasts" }, lasts),
         h("p", { class: "muted" }, plural(c.burnedInPeriod, "credit") + " used in " + plural(o.days, "day") + " (the whole account).")),

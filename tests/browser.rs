@@ -551,8 +551,12 @@ async fn users_page_scenario(deployment: &Deployment, dir: &std::path::Path, sho
     let status_of = || blocking(|| server.get(&m.api_key, &format!("{users}/{ann}")));
     assert_eq!(status_of().1["status"], "active");
 
-    // Blacklist: event 301 on ann's session; unblacklist; she signs in again.
+    // Blacklist, after its confirmation names the consequence: event 301 on ann's session;
+    // unblacklist; she signs in again.
     page.wait("#toggle-blacklist").await.click().await.unwrap();
+    assert!(page.text("#toggle-blacklist-confirm .consequence").await.contains("1 live session"));
+    assert_eq!(status_of().1["status"], "active", "nothing before the confirmation");
+    page.wait("#toggle-blacklist-yes").await.click().await.unwrap();
     page.until_text("#flash", "User blacklisted").await;
     page.until_text("#user-status", "blacklisted").await;
     blocking(|| assert_eq!(ws.recv()["event_type"], 301));

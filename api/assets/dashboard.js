@@ -550,8 +550,12 @@ async function appUserView(appId, userId) {
         h("dt", {}, "License required"), h("dd", {}, u.licenseRequired ? "yes" : "no"),
         h("dt", {}, "Created"), h("dd", {}, when(u.createdAt))),
       h("p", {},
-        h("button", { class: blacklisted ? "" : "danger", id: "toggle-blacklist", onclick: () => change({ status: blacklisted ? "active" : "blacklisted" }, blacklisted ? "User unblacklisted" : "User blacklisted") },
-          blacklisted ? "Unblacklist" : "Blacklist"), " ",
+        blacklisted
+          ? h("button", { id: "toggle-blacklist", onclick: () => change({ status: "active" }, "User unblacklisted") }, "Unblacklist")
+          : confirmAction({ id: "toggle-blacklist", label: "Blacklist",
+            consequence: "Their " + plural(mine.length, "live session") + " get event 301 and are signed out; they cannot sign in until unblacklisted.",
+            run: async () => { await api("PATCH", userPath(appId, userId), { status: "blacklisted" }); nextFlash = "User blacklisted"; await route(); return "User blacklisted"; } }),
+        " ",
         h("button", { class: "danger", id: "delete-user", onclick: askDelete }, "Delete user…")),
       confirmBox),
     card("Reset password", h("p", { class: "muted" }, "The user's live sessions are signed out (event 304); only the new password works afterwards."),
@@ -562,12 +566,16 @@ async function appUserView(appId, userId) {
         }, { id: "reset-password-form" })),
     card("Linked licenses", h("div", { id: "user-licenses" }, table(u.licenses.map(key => ({ key })), [
       ["Key", l => h("a", { href: "#/licenses/" + l.key, class: "mono" }, l.key)],
-      ["", l => h("button", { class: "secondary", onclick: () => change({ unlinkLicense: l.key }, "License unlinked") }, "Unlink")],
+      ["", l => confirmAction({ id: "unlink-" + l.key, label: "Unlink",
+        consequence: "The license no longer belongs to this user: their sessions lose its identity, and its key works on its own again.",
+        run: async () => { await api("PATCH", userPath(appId, userId), { unlinkLicense: l.key }); nextFlash = "License unlinked"; await route(); return "License unlinked"; } })],
     ], "No license linked."))),
     card("Live sessions", h("div", { id: "user-sessions" }, table(mine, [
       ["Client ID", s => h("code", {}, s.clientId || "")], ["IP", s => s.ip], ["Connected", s => s.connected ? "yes" : "resumable"],
       ["Since", s => when(s.connectedAt)], ["Last activity", s => when(s.lastActivityAt)],
-      ["", s => h("button", { class: "secondary", onclick: () => act(() => api("DELETE", "/apps/" + appId + "/sessions/" + s.sessionId), "Disconnected").then(route) }, "Disconnect")],
+      ["", s => confirmAction({ id: "kick-" + s.sessionId, label: "Disconnect",
+        consequence: "This session ends now (event 1, then close 4100); the client must sign in again.",
+        run: async () => { await api("DELETE", "/apps/" + appId + "/sessions/" + s.sessionId); nextFlash = "Disconnected"; await route(); return "Disconnected"; } })],
     ], "Not signed in anywhere right now."))),
   ];
 }

@@ -274,6 +274,12 @@ pub struct ServeConfig {
     #[arg(help_heading = "Developer API", long, env = "LICENSD_EXPORT_MAX_ROWS", default_value_t = 10_000,
           value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
     pub export_max_rows: i64,
+    /// How often this node writes its machines' last heartbeats (shown as a machine's last seen
+    /// on the license page) and its live session counts per app (summed over the nodes by
+    /// `GET /v1/overview`), in milliseconds.
+    #[arg(help_heading = "Developer API", long, env = "LICENSD_PRESENCE_FLUSH_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub presence_flush_ms: u64,
     /// Seconds a read model may keep failing on the same event before `/healthz` answers 503.
     #[arg(help_heading = "Read models", long, env = "LICENSD_PROJECTION_STUCK_SECS", default_value_t = 60)]
     pub projection_stuck_secs: u64,

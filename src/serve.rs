@@ -106,6 +106,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     api_config.read_your_writes_timeout = std::time::Duration::from_millis(serve.read_your_writes_timeout_ms);
     api_config.idempotency_ttl = std::time::Duration::from_secs(serve.idempotency_ttl_secs.max(1));
     api_config.export_max_rows = serve.export_max_rows;
+    api_config.presence_flush = Duration::from_millis(serve.presence_flush_ms);
     api_config.idempotency_lease = std::time::Duration::from_secs(serve.idempotency_lease_secs);
     let snapshot_runner = hot_runner.clone();
     let state = AppState::new(services.commands.clone(), hot.clone(), hot_runner, api_config)?;
@@ -113,6 +114,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         state.metrics.set_extra(Arc::new(move |out: &mut String| snapshot_age(&path, out)));
     }
     let live = state.live.clone();
+    let presence = licensd_api::presence::spawn_flusher(state.clone());
     let app = router(state);
     let (stopping, stop) = watch::channel(false);
     let closing = live.clone();
@@ -145,6 +147,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
             tracing::warn!("grace period over; dropping remaining connections");
         }
     }
+    presence.abort();
     snapshots_stop.send_replace(true);
     if let Some(task) = snapshots {
         let _ = task.await;

@@ -179,32 +179,39 @@ fn bind_machine(server: &Server, app_id: &str, secret: &str, key: &str, hwid: &s
 
 /// A Stripe checkout whose line items cannot be read during an outage, so it ends up held.
 fn held_purchase(server: &Server, api_key: &str, app_id: &str) -> String {
-    let (status, connection) = server.send(
-        "PUT",
-        api_key,
-        "/v1/commerce/connections/stripe",
-        Some(&json!({ "signingSecret": STRIPE_SECRET, "apiKey": "sk_test_browser" })),
-    );
-    assert_eq!(status, 200, "{connection}");
+    let path = connect_stripe(server, api_key, json!({ "signingSecret": STRIPE_SECRET, "apiKey": "sk_test_browser" }));
     let mapping = json!({ "provider": "stripe", "priceId": "price_pro", "appId": app_id, "kind": "one_time" });
     let (status, answer) = server.post(api_key, "/v1/commerce/mappings", &mapping);
     assert_eq!(status, 201, "{answer}");
     let event = json!({ "id": "evt_browser_1", "object": "event", "type": "checkout.session.completed",
         "created": 1_700_000_000, "data": { "object": {
             "id": "cs_pro", "object": "checkout.session", "mode": "payment", "payment_status": "paid",
-            "customer": "cus_dana", "payment_intent": "pi_browser", "customer_details": { "email": BUYER } } } });
+            "customer": "cus_dana", "payment_intent": "pi_browser", "customer_details": { "email": BUYER },
+            "amount_total": 2900, "currency": "eur" } } });
+    post_stripe(server, &path, &event);
+    ledger_status(server, api_key, "evt_browser_1", "held")
+}
+
+/// Connects the merchant's Stripe account with `settings`; returns the webhook path.
+fn connect_stripe(server: &Server, api_key: &str, settings: Value) -> String {
+    let (status, connection) = server.send("PUT", api_key, "/v1/commerce/connections/stripe", Some(&settings));
+    assert_eq!(status, 200, "{connection}");
+    connection["webhookPath"].as_str().unwrap().to_string()
+}
+
+/// Delivers `event` to the Stripe webhook `path`, signed as Stripe signs, and expects it taken.
+fn post_stripe(server: &Server, path: &str, event: &Value) {
     let body = event.to_string();
     let t = chrono::Utc::now().timestamp();
     let signature = format!("t={t},v1={}", hmac_hex(STRIPE_SECRET, format!("{t}.{body}").as_bytes()));
     let response = reqwest::blocking::Client::new()
-        .post(format!("{}{}", server.base, connection["webhookPath"].as_str().unwrap()))
+        .post(format!("{}{path}", server.base))
         .header("Stripe-Signature", signature)
         .header("Content-Type", "application/json")
         .body(body)
         .send()
         .unwrap();
     assert_eq!(response.status(), 200);
-    ledger_status(server, api_key, "evt_browser_1", "held")
 }
 
 /// A webhook for new licenses on loopback where nothing listens, and three licenses: three
@@ -227,27 +234,11 @@ fn three_webhook_deliveries(server: &Server, api_key: &str, app_id: &str) -> Str
 
 /// Three signed Stripe events of a type no mapping handles: three ledger entries (skipped).
 fn three_skipped_commerce_events(server: &Server, api_key: &str) {
-    let (status, connection) = server.send(
-        "PUT",
-        api_key,
-        "/v1/commerce/connections/stripe",
-        Some(&json!({ "signingSecret": STRIPE_SECRET })),
-    );
-    assert_eq!(status, 200, "{connection}");
+    let path = connect_stripe(server, api_key, json!({ "signingSecret": STRIPE_SECRET }));
     for n in 1..=3 {
         let event = json!({ "id": format!("evt_page_{n}"), "object": "event", "type": "customer.created",
             "created": 1_700_000_000 + n, "data": { "object": { "id": format!("cus_{n}"), "object": "customer" } } });
-        let body = event.to_string();
-        let t = chrono::Utc::now().timestamp();
-        let signature = format!("t={t},v1={}", hmac_hex(STRIPE_SECRET, format!("{t}.{body}").as_bytes()));
-        let response = reqwest::blocking::Client::new()
-            .post(format!("{}{}", server.base, connection["webhookPath"].as_str().unwrap()))
-            .header("Stripe-Signature", signature)
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 200);
+        post_stripe(server, &path, &event);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while server.get(api_key, "/v1/commerce/events").1["total"] != 3 {
@@ -409,6 +400,17 @@ async fn merchant_and_end_user_flows_work_in_a_real_browser() {
     page.shot("dashboard-commerce").await;
     let (_, entry) = blocking(|| server.get(&api_key, &format!("/v1/commerce/events/{event_id}")));
     assert_eq!(entry["licenseKeys"].as_array().map(Vec::len), Some(1), "{entry}");
+    // The fulfilled purchase is charted as revenue (EUR 29.00 today), as the roll-up says.
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let (_, overview) = blocking(|| server.get(&api_key, "/v1/overview?days=14"));
+    let day = overview["daily"].as_array().unwrap().iter().find(|d| d["day"] == today.as_str()).unwrap().clone();
+    assert_eq!(day["revenue"], json!([{ "currency": "EUR", "amountMinor": 2900, "purchases": 1 }]), "{day}");
+    page.open("/dashboard#/overview").await;
+    let bar = page.wait(&format!("#chart-revenue-eur rect[data-day='{today}']")).await;
+    assert_eq!(bar.attr("data-value").await.unwrap().as_deref(), Some("29"));
+    // The period is chosen by links named in days (they once printed as their URLs).
+    assert_eq!(page.text("#overview-period").await, "Period: 7 days 14 days 30 days 90 days");
+    page.shot("dashboard-overview-revenue").await;
 
     // The other pages render for this account.
     for (route, marker, name) in [
@@ -549,8 +551,12 @@ async fn users_page_scenario(deployment: &Deployment, dir: &std::path::Path, sho
     let status_of = || blocking(|| server.get(&m.api_key, &format!("{users}/{ann}")));
     assert_eq!(status_of().1["status"], "active");
 
-    // Blacklist: event 301 on ann's session; unblacklist; she signs in again.
+    // Blacklist, after its confirmation names the consequence: event 301 on ann's session;
+    // unblacklist; she signs in again.
     page.wait("#toggle-blacklist").await.click().await.unwrap();
+    assert!(page.text("#toggle-blacklist-confirm .consequence").await.contains("1 live session"));
+    assert_eq!(status_of().1["status"], "active", "nothing before the confirmation");
+    page.wait("#toggle-blacklist-yes").await.click().await.unwrap();
     page.until_text("#flash", "User blacklisted").await;
     page.until_text("#user-status", "blacklisted").await;
     blocking(|| assert_eq!(ws.recv()["event_type"], 301));
@@ -826,6 +832,15 @@ async fn dashboard_scenario(
     if audit {
         page.audit(axe, "a11y-app-licenses").await;
     }
+    // The buyer-email filter finds the one license sold to that address, typed in any case.
+    let sold = all_keys.iter().next().unwrap().clone();
+    let email = json!({ "email": "filter.me@example.com" });
+    let (status, _) = blocking(|| server.send("PUT", &m.api_key, &format!("/v1/licenses/{sold}/email"), Some(&email)));
+    assert_eq!(status, 200);
+    page.fill("#license-filter-email", "Filter.Me@Example.com").await;
+    page.submit("#license-filter").await;
+    page.until_text("#license-count", "1 license matches").await;
+    assert_eq!(page.texts("#licenses .license-key").await, vec![sold]);
 
     // The App ID and the public key with its key id are shown on every tab; the secret never.
     for tab in ["licenses", "users", "files", "sessions", "webhooks", "settings", "security"] {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{fake_stripe_api, hmac_hex, Deployment, MailSink, Server, TempDir};
+use common::{each_backend, fake_stripe_api, hmac_hex, Deployment, MailSink, Server, TempDir};
 use serde_json::{json, Value};
 
 use std::io::Read;
@@ -324,6 +324,67 @@ fn stripe_and_lemon_purchases_flow_through_the_ledger_and_erasure_leaves_no_trac
     assert_eq!(traces(&deployment), Vec::<String>::new());
     deployment.cli(&["rebuild"]);
     assert_eq!(traces(&deployment), Vec::<String>::new(), "a rebuild does not bring it back");
+}
+
+#[test]
+fn fulfilled_purchases_are_summed_per_currency_and_day_and_unknown_amounts_are_not_zero() {
+    each_backend(|deployment| {
+        let dir = TempDir::new();
+        let shop = open_shop(deployment, &[("LICENSD_COMMERCE_RETRY_DELAY_MS", "300")], &dir.0.join("server.log"));
+        shop.mapping(
+            json!({ "provider": "stripe", "priceId": "price_a", "kind": "one_time", "respectQuantity": true }),
+        );
+        shop.mapping(json!({ "provider": "lemon", "priceId": "777", "kind": "one_time" }));
+        let items = |price: &str, quantity: u32| json!({ "object": "list", "data": [{ "price": { "id": price, "product": "prod_1" }, "quantity": quantity }] });
+        let paid = |id: &str, price: &str, quantity: u32, money: Value| {
+            let mut extra = money;
+            extra["line_items"] = items(price, quantity);
+            let event = checkout(id, &format!("cs_{id}"), extra);
+            assert_eq!(shop.post_stripe(&event).0, 200);
+            shop.settled(id, false)
+        };
+        assert_eq!(
+            paid("evt_a", "price_a", 1, json!({ "amount_total": 1900, "currency": "eur" }))["status"],
+            "processed"
+        );
+        // Two licenses of one payment: its amount counts once.
+        let two = paid("evt_b", "price_a", 2, json!({ "amount_total": 2500, "currency": "eur" }));
+        assert_eq!(two["licenseKeys"].as_array().map(Vec::len), Some(2), "{two}");
+        // A payload without an amount (as every event recorded before amounts were): unknown.
+        assert_eq!(paid("evt_c", "price_a", 1, json!({}))["status"], "processed");
+        // Not fulfilled (no mapping): not revenue.
+        assert_eq!(paid("evt_d", "price_x", 1, json!({ "amount_total": 999, "currency": "eur" }))["status"], "skipped");
+        let order = json!({
+            "meta": { "event_name": "order_created" },
+            "data": { "type": "orders", "id": "77", "attributes": {
+                "customer_id": 1, "user_email": "lemon@example.com", "total": 1000, "currency": "USD",
+                "updated_at": "2026-11-23T10:00:00.000000Z",
+                "first_order_item": { "variant_id": 777, "product_id": 5, "quantity": 1 } } }
+        });
+        assert_eq!(shop.post_lemon(&order).0, 200);
+        assert_eq!(shop.settled("order_created:77:2026-11-23T10:00:00.000000Z", false)["status"], "processed");
+
+        let expected = json!([
+            { "currency": "EUR", "amountMinor": 4400, "purchases": 2 },
+            { "currency": "USD", "amountMinor": 1000, "purchases": 1 },
+        ]);
+        let (status, overview) = shop.api("GET", &format!("/v1/overview?appId={}&days=2", shop.app_id), None);
+        assert_eq!(status, 200, "{overview}");
+        assert_eq!(overview["revenue"], json!({ "byCurrency": expected, "purchasesOfUnknownAmount": 1 }));
+        let today = &overview["daily"][1];
+        assert_eq!((&today["revenue"], &today["purchasesOfUnknownAmount"]), (&expected, &json!(1)), "{today}");
+        assert_eq!(overview["daily"][0]["revenue"], json!([]), "nothing the day before");
+        // The account's overview sums its apps alike.
+        let (_, account) = shop.api("GET", "/v1/overview?days=1", None);
+        assert_eq!(account["revenue"]["byCurrency"], expected);
+
+        // A rebuild of the roll-up from the log gives the same rows.
+        let Shop { server, .. } = shop;
+        server.terminate();
+        let live = common::caught_up_hashes(deployment);
+        deployment.cli(&["rebuild", "--projection", "usage_rollup"]);
+        assert_eq!(common::caught_up_hashes(deployment), live);
+    });
 }
 
 /// Every cell of every table (event payloads included) that mentions the buyer's email.

@@ -506,3 +506,132 @@ fn one_bound_machine_is_released_and_machines_show_when_they_were_bound_and_last
         assert_eq!(status, 403);
     });
 }
+
+#[test]
+fn licenses_are_found_by_their_buyers_exact_email_until_it_is_changed_removed_or_erased() {
+    on_both_backends(RELAXED, |deployment, server| {
+        let m = deployment.merchant_with_credits(server, "emails@example.com", 10);
+        let ann = m.license(server, json!({ "email": "Ann@Example.com" }));
+        let ann_again = m.license(server, json!({ "email": "ann@example.com" }));
+        let bob = m.license(server, json!({}));
+        m.put(server, &format!("/v1/licenses/{bob}/email"), json!({ "email": "bob@example.com" }));
+        let _nobody = m.license(server, json!({}));
+        // Another merchant's license with the same buyer never shows in this app's listing.
+        let other = deployment.merchant_with_credits(server, "other-emails@example.com", 10);
+        let _theirs = other.license(server, json!({ "email": "ann@example.com" }));
+
+        let list = format!("/v1/licenses?appId={}&order=asc", m.app_id);
+        let by_email = |email: &str| {
+            let (status, page) = server.get(&m.api_key, &format!("{list}&email={email}"));
+            assert_eq!(status, 200, "{email}: {page}");
+            (keys(page["licenses"].as_array().unwrap()), page["total"].as_i64().unwrap())
+        };
+        // Exact after normalization (case, surrounding spaces); a part of an address matches nothing.
+        assert_eq!(by_email("ann@example.com"), (vec![ann.clone(), ann_again.clone()], 2));
+        assert_eq!(by_email("%20ANN@example.COM%20"), (vec![ann.clone(), ann_again.clone()], 2));
+        assert_eq!(by_email("bob@example.com"), (vec![bob.clone()], 1));
+        assert_eq!(by_email("nn@example.com"), (vec![], 0));
+        // Combined with the other filters and exported alike.
+        assert_eq!(by_email("ann@example.com&status=revoked"), (vec![], 0));
+        let (status, _, _, csv) =
+            get_csv(server, &m.api_key, &format!("/v1/licenses.csv?appId={}&email=bob@example.com", m.app_id));
+        assert_eq!(status, 200);
+        assert_eq!(csv.lines().count(), 2, "{csv}");
+        assert!(csv.contains(&bob), "{csv}");
+
+        // A changed address is found under the new one only; a removed one under none.
+        m.put(server, &format!("/v1/licenses/{ann_again}/email"), json!({ "email": "carol@example.com" }));
+        assert_eq!(by_email("ann@example.com"), (vec![ann.clone()], 1));
+        assert_eq!(by_email("carol@example.com"), (vec![ann_again.clone()], 1));
+        m.put(server, &format!("/v1/licenses/{ann_again}/email"), json!({ "email": null }));
+        assert_eq!(by_email("carol@example.com"), (vec![], 0));
+
+        // Erasure (GDPR) clears the index with the address.
+        let (status, forgot) = server.post(
+            &m.api_key,
+            &format!("/v1/apps/{}/customers/forget", m.app_id),
+            &json!({ "customerEmail": "ann@example.com" }),
+        );
+        assert_eq!(status, 200, "{forgot}");
+        assert_eq!(forgot["licensesRedacted"], 1, "{forgot}");
+        assert_eq!(by_email("ann@example.com"), (vec![], 0));
+        assert_eq!(by_email("bob@example.com"), (vec![bob.clone()], 1), "other buyers stay findable");
+
+        // Bad input: a clear 400, nothing else read.
+        for bad in ["not-an-address", "a@b", "a%00b@example.com", &format!("{}@example.com", "x".repeat(250))] {
+            let message = bad_request(server, &m.api_key, &format!("{list}&email={bad}"));
+            assert!(message.contains("email"), "{bad}: {message}");
+        }
+    });
+}
+
+/// The session token in a signed `/auth/validate` answer.
+fn session_token(answer: &Value) -> String {
+    use base64::Engine;
+    let payload = base64::engine::general_purpose::STANDARD.decode(answer["payload"].as_str().unwrap()).unwrap();
+    serde_json::from_slice::<Value>(&payload).unwrap()["sessionToken"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_machine_kept_alive_by_heartbeats_alone_shows_its_last_heartbeat_even_after_a_restart() {
+    let mut env = RELAXED.to_vec();
+    env.push(("LICENSD_PRESENCE_FLUSH_MS", "200"));
+    common::each_backend(|deployment| {
+        let server = deployment.start_with(&env);
+        let m = deployment.merchant_with_credits(&server, "heartbeats@example.com", 50);
+        let key = m.license(&server, json!({ "maxHwidSlots": 2 }));
+        let validate = |hwid: &str| {
+            let nonce = uuid::Uuid::new_v4().simple().to_string();
+            let body = json!({ "appId": m.app_id, "appSecret": m.app_secret, "licenseKey": key, "hwid": hwid,
+                               "nonce": nonce });
+            let (status, answer) = server.auth("/auth/validate", &body);
+            assert_eq!(status, 200, "{answer}");
+            session_token(&answer)
+        };
+        let mut token = validate("pc-1");
+        let _other = validate("pc-2");
+        let machines = |server: &Server| {
+            let (status, license) = server.get(&m.api_key, &format!("/v1/licenses/{key}"));
+            assert_eq!(status, 200, "{license}");
+            license["machines"].as_array().unwrap().clone()
+        };
+        // Both validations are shown first (their events reach the read model).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let validated = loop {
+            let list = machines(&server);
+            if list.iter().all(|m| m["lastSeenAt"].is_string()) {
+                break list[0]["lastSeenAt"].as_str().unwrap().to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "validations shown: {list:?}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+
+        // Three heartbeats (fewer than ten: no event is billed), later than the validation.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        for _ in 0..3 {
+            let nonce = uuid::Uuid::new_v4().simple().to_string();
+            let beat = json!({ "appId": m.app_id, "sessionToken": token, "hwid": "pc-1", "nonce": nonce });
+            let (status, answer) = server.auth("/auth/heartbeat", &beat);
+            assert_eq!(status, 200, "{answer}");
+            token = session_token(&answer);
+        }
+        let beaten = machines(&server);
+        let last_beat = beaten[0]["lastSeenAt"].as_str().unwrap().to_string();
+        assert!(last_beat > validated, "the heartbeat moves last seen: {validated} -> {beaten:?}");
+        assert_eq!(beaten[1]["lastSeenAt"], beaten[1]["boundAt"], "only pc-1 beat: {beaten:?}");
+        let (_, history) = server.get(&m.api_key, &format!("/v1/licenses/{key}/events"));
+        assert!(
+            history["events"].as_array().unwrap().iter().all(|e| e["type"] != "HeartbeatBilled"),
+            "no event was written for the beats: {history}"
+        );
+
+        // Written by the flusher: a restarted server (memory empty) still shows it.
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        server.terminate();
+        let server = deployment.start_with(&env);
+        let after = machines(&server);
+        assert_eq!(after[0]["lastSeenAt"].as_str(), Some(last_beat.as_str()), "{after:?}");
+
+        server.terminate();
+    });
+}

@@ -244,6 +244,46 @@ fn session_values_and_panel_actions() {
 }
 
 #[test]
+fn releasing_a_machine_ends_its_sessions_and_no_other() {
+    on_both_backends(&env(&[]), |deployment, server| {
+        let (m, ws_key) = merchant(deployment, server, "release-live@example.com");
+        let license = m.license(server, json!({ "maxHwidSlots": 2 }));
+        let rt = client::runtime();
+        let authorized = |client_id: &str, subscribe: bool| {
+            let mut ws = Ws::connect(&rt, &server.base);
+            assert_eq!(ws.init(&ws_key, client_id)["status"], 1);
+            if subscribe {
+                assert_eq!(ws.call(json!({"type": 17, "id": 2, "subscribed": true}))["status"], 1);
+            }
+            let answer = ws.call(json!({"type": 2, "id": 3, "license": license}));
+            assert_eq!(answer["status"], 1, "{answer}");
+            ws
+        };
+        let mut subscribed = authorized("machine-1", true);
+        let mut quiet = authorized("machine-1", false);
+        let mut other = authorized("machine-2", true);
+
+        let path = format!("/v1/licenses/{license}/machines/machine-1");
+        let (status, released) = server.send("DELETE", &m.api_key, &path, None);
+        assert_eq!(status, 200, "{released}");
+        // Event 200 (the binding was reset), event 1 (the panel disconnected it), close 4100.
+        assert_eq!(subscribed.recv(), json!({"id": 18446744073709551615u64, "event_type": 200}));
+        assert_eq!(subscribed.recv(), json!({"id": 18446744073709551615u64, "event_type": 1}));
+        assert_eq!(closes_with(&mut subscribed, 4100), "disconnected from panel");
+        assert_eq!(closes_with(&mut quiet, 4100), "disconnected from panel");
+        // The other machine's session goes on, and heard nothing.
+        assert_eq!(other.call(json!({"type": 15, "id": 4}))["status"], 1, "still authorized");
+        let (_, listed) = server.get(&m.api_key, &format!("/v1/apps/{}/sessions", m.app_id));
+        let clients: Vec<&str> =
+            listed["sessions"].as_array().unwrap().iter().map(|s| s["clientId"].as_str().unwrap()).collect();
+        assert_eq!(clients, ["machine-2"], "{listed}");
+        // The released machine may come back: it binds the freed slot again.
+        let mut back = authorized("machine-1", false);
+        assert_eq!(back.call(json!({"type": 15, "id": 4}))["status"], 1);
+    });
+}
+
+#[test]
 fn expiry_is_pushed_by_the_timer() {
     let dir = TempDir::new();
     let deployment = Deployment::sqlite(&dir.0);

@@ -394,6 +394,78 @@ fn portal_sign_in_and_dashboard_lockouts_hold_across_nodes() {
     }
 }
 
+#[test]
+fn the_overview_counts_live_sessions_and_heartbeats_of_every_node() {
+    let Some(cluster) = Cluster::new() else { return };
+    let mut env = live_env(CLUSTER);
+    env.push(("LICENSD_PRESENCE_FLUSH_MS", "200"));
+    let start = |node: usize, name: &str| {
+        let mut env = env.clone();
+        env.push(("LICENSD_NODE_ID", name));
+        cluster.nodes[node].start_with(&env)
+    };
+    let a = start(0, "node-a");
+    let b = start(1, "node-b");
+    let (m, ws_key) = live_merchant(&cluster.nodes[0], &a, "multi-overview@example.com");
+    let license = m.license(&a, json!({}));
+    let live_sessions = |server: &Server| {
+        let (status, overview) = server.get(&m.api_key, &format!("/v1/overview?appId={}&days=1", m.app_id));
+        assert_eq!(status, 200, "{overview}");
+        overview["liveSessions"].as_i64().unwrap()
+    };
+    let until = |what: &str, check: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    // Two sessions on B, one on A: each node's overview counts all three.
+    let rt = client::runtime();
+    let mut held = Vec::new();
+    for (server, client_id) in [(&b, "machine-1"), (&b, "machine-2"), (&a, "machine-3")] {
+        // B learns of the app created on A within its log poll (600 until then).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let ws = loop {
+            let mut ws = Ws::connect(&rt, &server.base);
+            let status = ws.init(&ws_key, client_id)["status"].clone();
+            if status == 1 {
+                break ws;
+            }
+            assert!(status == 600 && Instant::now() < deadline, "initialize on {}: {status}", server.base);
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        held.push(ws);
+    }
+    until("A counts B's sessions", &|| live_sessions(&a) == 3);
+    until("B counts A's session", &|| live_sessions(&b) == 3);
+
+    // A heartbeat served by B shows as the machine's last seen on A.
+    let (status, answer) = validate(&a, &m.app_id, &m.app_secret, &license, "machine-9");
+    assert_eq!(status, 200, "validation on A: {answer}");
+    let token = {
+        use base64::Engine;
+        let payload = base64::engine::general_purpose::STANDARD.decode(answer["payload"].as_str().unwrap()).unwrap();
+        serde_json::from_slice::<Value>(&payload).unwrap()["sessionToken"].as_str().unwrap().to_string()
+    };
+    let seen = |server: &Server| {
+        let (_, page) = server.get(&m.api_key, &format!("/v1/licenses/{license}"));
+        page["machines"][0]["lastSeenAt"].as_str().unwrap_or_default().to_string()
+    };
+    until("A shows the validation", &|| !seen(&a).is_empty());
+    let validated = seen(&a);
+    std::thread::sleep(Duration::from_millis(20));
+    let beat = json!({ "appId": m.app_id, "sessionToken": token, "hwid": "machine-9", "nonce": "0".repeat(32) });
+    assert_eq!(b.auth("/auth/heartbeat", &beat).0, 200);
+    until("A shows B's heartbeat", &|| seen(&a) > validated);
+
+    // A node that stops counts for nothing once its rows are stale (three flush intervals).
+    drop(b);
+    until("B's sessions leave A's count", &|| live_sessions(&a) == 1);
+    drop(held);
+}
+
 /// Trusted proxies: behind one, each forwarded client has its own per-IP budget and the access
 /// log names it; from an untrusted peer the same header is ignored. (SQLite: no shared state.)
 #[test]

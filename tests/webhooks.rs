@@ -122,6 +122,18 @@ impl Hooks for World {
     }
 }
 
+/// A receiver answering `script` (see [`Receiver::start`]), subscribed to `events` of the
+/// merchant's app and verifying with the webhook's secret.
+fn subscribed(server: &common::Server, merchant: &common::Merchant, events: &[&str], script: Vec<u16>) -> Receiver {
+    let secret = Arc::new(Mutex::new(String::new()));
+    let receiver = Receiver::start(secret.clone(), script);
+    let hooks = format!("/v1/apps/{}/webhooks", merchant.app_id);
+    let (status, created) = server.post(&merchant.api_key, &hooks, &json!({ "url": receiver.url, "events": events }));
+    assert_eq!(status, 201, "{created}");
+    *secret.lock().unwrap() = created["secret"].as_str().unwrap().to_string();
+    receiver
+}
+
 #[test]
 fn license_events_arrive_signed_and_the_api_manages_webhooks() {
     let w = World::new(FAST_RETRIES, 100);
@@ -216,13 +228,7 @@ fn a_failing_delivery_holds_the_later_ones_of_the_same_license() {
     each_backend(|deployment| {
         let server = deployment.start_with(FAST_RETRIES);
         let merchant = deployment.merchant_with_credits(&server, "order@example.com", 100);
-        let secret = Arc::new(Mutex::new(String::new()));
-        let receiver = Receiver::start(secret.clone(), vec![500, 503, 500]);
-        let hooks = format!("/v1/apps/{}/webhooks", merchant.app_id);
-        let events = json!({ "url": receiver.url, "events": ["license.created", "license.validated"] });
-        let (status, created) = server.post(&merchant.api_key, &hooks, &events);
-        assert_eq!(status, 201, "{created}");
-        *secret.lock().unwrap() = created["secret"].as_str().unwrap().to_string();
+        let receiver = subscribed(&server, &merchant, &["license.created", "license.validated"], vec![500, 503, 500]);
 
         let key = merchant.license(&server, json!({}));
         let validate = json!({ "appId": merchant.app_id, "appSecret": merchant.app_secret, "licenseKey": key,
@@ -237,6 +243,35 @@ fn a_failing_delivery_holds_the_later_ones_of_the_same_license() {
             "three failed attempts and the success of license.created, then license.validated"
         );
         assert!(got.iter().all(|r| r.signature_valid));
+    });
+}
+
+#[test]
+fn releasing_one_machine_fires_hwid_reset_naming_it_and_a_full_reset_names_none() {
+    each_backend(|deployment| {
+        let server = deployment.start_with(FAST_RETRIES);
+        let merchant = deployment.merchant_with_credits(&server, "release@example.com", 100);
+        let receiver = subscribed(&server, &merchant, &["license.hwid_reset"], vec![]);
+
+        let key = merchant.license(&server, json!({ "maxHwidSlots": 2 }));
+        for (n, hwid) in ["machine-1", "machine-2"].into_iter().enumerate() {
+            let validate = json!({ "appId": merchant.app_id, "appSecret": merchant.app_secret, "licenseKey": key,
+                                   "hwid": hwid, "nonce": format!("{:032x}", n + 1) });
+            assert_eq!(server.auth("/auth/validate", &validate).0, 200);
+        }
+        let path = format!("/v1/licenses/{key}/machines/machine-2");
+        assert_eq!(server.send("DELETE", &merchant.api_key, &path, None).0, 200);
+        let got = receiver.wait_for(1, |r| r.body["data"]["licenseKey"] == key.as_str());
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].event, "license.hwid_reset");
+        assert!(got[0].signature_valid);
+        assert_eq!(got[0].body["data"]["hwid"], "machine-2", "the released machine is named");
+        assert_eq!(got[0].body["data"]["status"], "active");
+
+        merchant.put(&server, &format!("/v1/licenses/{key}"), json!({ "action": "reset-hwid" }));
+        let got = receiver.wait_for(2, |r| r.body["data"]["licenseKey"] == key.as_str());
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[1].body["data"]["hwid"], Value::Null, "a full reset names no machine");
     });
 }
 

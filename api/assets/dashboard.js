@@ -129,7 +129,7 @@ async function appView(appId, tab, params) {
 async function licensesTab(app, params) {
   const appId = app.appId;
   const filters = {};
-  for (const name of ["search", "status", "order", "cursor", "limit"]) if (params.get(name)) filters[name] = params.get(name);
+  for (const name of ["search", "email", "status", "order", "cursor", "limit"]) if (params.get(name)) filters[name] = params.get(name);
   const limit = filters.limit || "50";
   const query = new URLSearchParams(Object.assign({ appId, limit }, filters)).toString();
   const page = await api("GET", "/licenses?" + query);
@@ -137,6 +137,7 @@ async function licensesTab(app, params) {
   const shownFilters = Object.assign({}, filters); delete shownFilters.cursor;
   const filterForm = form([
     ["search", "Key or label", { value: filters.search || "", attrs: { type: "search", id: "license-search" } }],
+    ["email", "Buyer email (exact)", { value: filters.email || "", attrs: { type: "email", id: "license-filter-email", maxlength: 254 } }],
     ["status", "Status", { options: ["", "active", "expired", "revoked"], id: "license-status" }],
     ["order", "Order", { options: ["desc", "asc"], id: "license-order" }],
   ], "Filter", async (v) => {
@@ -549,8 +550,12 @@ async function appUserView(appId, userId) {
         h("dt", {}, "License required"), h("dd", {}, u.licenseRequired ? "yes" : "no"),
         h("dt", {}, "Created"), h("dd", {}, when(u.createdAt))),
       h("p", {},
-        h("button", { class: blacklisted ? "" : "danger", id: "toggle-blacklist", onclick: () => change({ status: blacklisted ? "active" : "blacklisted" }, blacklisted ? "User unblacklisted" : "User blacklisted") },
-          blacklisted ? "Unblacklist" : "Blacklist"), " ",
+        blacklisted
+          ? h("button", { id: "toggle-blacklist", onclick: () => change({ status: "active" }, "User unblacklisted") }, "Unblacklist")
+          : confirmAction({ id: "toggle-blacklist", label: "Blacklist",
+            consequence: "Their " + plural(mine.length, "live session") + " get event 301 and are signed out; they cannot sign in until unblacklisted.",
+            run: async () => { await api("PATCH", userPath(appId, userId), { status: "blacklisted" }); nextFlash = "User blacklisted"; await route(); return "User blacklisted"; } }),
+        " ",
         h("button", { class: "danger", id: "delete-user", onclick: askDelete }, "Delete user…")),
       confirmBox),
     card("Reset password", h("p", { class: "muted" }, "The user's live sessions are signed out (event 304); only the new password works afterwards."),
@@ -561,12 +566,16 @@ async function appUserView(appId, userId) {
         }, { id: "reset-password-form" })),
     card("Linked licenses", h("div", { id: "user-licenses" }, table(u.licenses.map(key => ({ key })), [
       ["Key", l => h("a", { href: "#/licenses/" + l.key, class: "mono" }, l.key)],
-      ["", l => h("button", { class: "secondary", onclick: () => change({ unlinkLicense: l.key }, "License unlinked") }, "Unlink")],
+      ["", l => confirmAction({ id: "unlink-" + l.key, label: "Unlink",
+        consequence: "The license no longer belongs to this user: their sessions lose its identity, and its key works on its own again.",
+        run: async () => { await api("PATCH", userPath(appId, userId), { unlinkLicense: l.key }); nextFlash = "License unlinked"; await route(); return "License unlinked"; } })],
     ], "No license linked."))),
     card("Live sessions", h("div", { id: "user-sessions" }, table(mine, [
       ["Client ID", s => h("code", {}, s.clientId || "")], ["IP", s => s.ip], ["Connected", s => s.connected ? "yes" : "resumable"],
       ["Since", s => when(s.connectedAt)], ["Last activity", s => when(s.lastActivityAt)],
-      ["", s => h("button", { class: "secondary", onclick: () => act(() => api("DELETE", "/apps/" + appId + "/sessions/" + s.sessionId), "Disconnected").then(route) }, "Disconnect")],
+      ["", s => confirmAction({ id: "kick-" + s.sessionId, label: "Disconnect",
+        consequence: "This session ends now (event 1, then close 4100); the client must sign in again.",
+        run: async () => { await api("DELETE", "/apps/" + appId + "/sessions/" + s.sessionId); nextFlash = "Disconnected"; await route(); return "Disconnected"; } })],
     ], "Not signed in anywhere right now."))),
   ];
 }
@@ -648,7 +657,7 @@ async function licenseView(key, params) {
       ["First seen (bound)", m => seenAt(m.boundAt, "bound-at")],
       ["Last seen", m => seenAt(m.lastSeenAt, "last-seen")],
       // Releasing one machine needs the API's machine list (it is absent from older servers).
-      ["", m => !Array.isArray(l.machines) ? "" : confirmAction({ id: "release-" + m.hwid.replace(/\W/g, "_"), label: "Release", consequence: "This machine loses its slot; it must validate again (and find a free slot) to use the license.",
+      ["", m => !Array.isArray(l.machines) ? "" : confirmAction({ id: "release-" + m.hwid.replace(/\W/g, "_"), label: "Release", consequence: "This machine loses its slot and its live sessions end; it must validate again (and find a free slot) to use the license.",
         run: async () => { await api("DELETE", "/licenses/" + enc(key) + "/machines/" + enc(m.hwid)); nextFlash = "Machine released"; await route(); return "Released"; } })],
     ], "No machine bound."))),
     card("Live sessions", h("div", { id: "license-sessions" }, sessionsTable(app, live.sessions.filter(s => s.license === key), "No live session uses this license."))),
@@ -845,7 +854,7 @@ async function overviewView(params) {
     : "Lasts about " + plural(c.lastsDays, "day") + " at this rate (" + (Math.round(c.burnPerDay * 10) / 10) + " a day).";
   return [
     h("h1", {}, "Overview"),
-    h("div", { class: "actions" }, scope, h("p", {}, "Period: ", [7, 14, 30, 90].map(n => [h("a", { href: link({ days: String(n) }), "aria-current": days === n ? "page" : null }, n + " days"), " "]))),
+    h("div", { class: "actions" }, scope, h("p", { id: "overview-period" }, "Period: ", [7, 14, 30, 90].flatMap(n => [h("a", { href: link({ days: String(n) }), "aria-current": days === n ? "page" : null }, n + " days"), " "]))),
     h("div", { class: "grid" },
       card("Credits", h("div", { class: "stat", id: "overview-balance" }, String(c.balance)), h("p", { id: "balance-lasts" }, lasts),
         h("p", { class: "muted" }, plural(c.burnedInPeriod, "credit") + " used in " + plural(o.days, "day") + " (the whole account).")),
@@ -860,11 +869,31 @@ async function overviewView(params) {
     card("Heartbeats per day", barChart(series("heartbeats"), { title: "Heartbeats per day", id: "chart-heartbeats", unit: "heartbeats" })),
     card("New licenses per day", barChart(series("newLicenses"), { title: "New licenses per day", id: "chart-new-licenses", unit: "licenses" })),
     card("Purchases and renewals per day", barChart(series("commerceEvents"), { title: "Purchases and renewals per day", id: "chart-commerce", unit: "events" })),
+    ...revenueCards(o),
     card("Busiest licenses", h("div", { id: "top-licenses" }, table(o.topLicenses, [
       ["License", t => h("a", { href: "#/licenses/" + t.licenseKey, class: "mono" }, t.licenseKey)], ["Label", t => t.label || ""],
       ["Validations", t => t.validations], ["Heartbeats", t => t.heartbeats],
     ], "No license was used in this period."))),
   ];
+}
+
+/** Revenue per day, one chart per currency paid in the period (amounts in the currency's main
+ *  unit), and how many fulfilled purchases had no amount (counted apart, never as 0). */
+function revenueCards(o) {
+  const digits = (currency) => {
+    try { return new Intl.NumberFormat("en", { style: "currency", currency }).resolvedOptions().maximumFractionDigits; } catch { return 2; }
+  };
+  const charts = o.revenue.byCurrency.map(({ currency }) => {
+    const scale = 10 ** digits(currency);
+    const points = o.daily.map(d => [d.day, ((d.revenue.find(r => r.currency === currency) || {}).amountMinor || 0) / scale]);
+    const title = "Revenue per day (" + currency + ")";
+    return card(title, barChart(points, { title, id: "chart-revenue-" + currency.toLowerCase(), unit: currency }));
+  });
+  const unknown = o.revenue.purchasesOfUnknownAmount;
+  const note = unknown ? h("p", { class: "muted", id: "revenue-unknown" }, plural(unknown, "purchase") + " in this period with no amount recorded (not counted as 0).") : "";
+  if (!charts.length) return [card("Revenue per day", h("p", { class: "muted", id: "chart-revenue" }, "No paid purchase fulfilled in this period."), note)];
+  if (note) charts.push(card("Revenue of unknown amount", note));
+  return charts;
 }
 
 async function apiKeysView() {

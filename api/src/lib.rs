@@ -17,6 +17,7 @@ pub mod listener;
 pub mod live;
 mod metrics;
 pub mod portal;
+pub mod presence;
 pub mod server;
 mod signed;
 mod state;

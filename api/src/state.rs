@@ -48,6 +48,8 @@ pub struct ApiConfig {
     pub request_spans: bool,
     /// Rows one CSV export answers at most (`LICENSD_EXPORT_MAX_ROWS`); more follow by cursor.
     pub export_max_rows: i64,
+    /// How often machines' heartbeats and live session counts are written (`LICENSD_PRESENCE_FLUSH_MS`).
+    pub presence_flush: Duration,
 }
 
 impl Default for ApiConfig {
@@ -69,6 +71,7 @@ impl Default for ApiConfig {
             trusted_proxies: Default::default(),
             node: "licensd".into(),
             export_max_rows: 10_000,
+            presence_flush: Duration::from_secs(30),
             idempotency_lease: Duration::from_secs(30),
             live_model: Default::default(),
             live: Default::default(),
@@ -98,6 +101,8 @@ pub struct AppState {
     pub app_users: Arc<crate::app_users::AppUsersRuntime>,
     /// Protected files: blob store, delivery counters, limits.
     pub files: Arc<crate::files::FilesRuntime>,
+    /// Machines' heartbeats and live session counts on their way to the database.
+    pub presence: Arc<crate::presence::Presence>,
     /// Catches the in-memory model up on demand, one caller at a time; with the time the last
     /// catch-up started, so callers that queued behind it can share its result.
     refresher: Arc<tokio::sync::Mutex<(HotRunner, Option<std::time::Instant>)>>,
@@ -121,6 +126,7 @@ impl AppState {
             tracing::warn!("the hot model already has a listener: live sessions get no pushes");
         }
         Ok(Self {
+            presence: Arc::new(crate::presence::Presence::new(config.presence_flush)),
             live,
             app_users: Arc::new(crate::app_users::AppUsersRuntime::new(&commands, config.app_users.clone())),
             files: Arc::new(crate::files::FilesRuntime::new(

@@ -31,6 +31,6 @@ pub use handlers::{
     api_key_hash, normalize_email, AccountCreated, AppCreated, Commands, Executed, NewLicense, API_KEY_PREFIX,
 };
 pub use metadata::Actor;
-pub use pii::PiiVault;
+pub use pii::{buyer_email_digest, PiiVault};
 pub use reseal::Resealed;
 pub use writer::{Writer, WriterConfig, WriterHandle, WriterStats};

@@ -74,3 +74,28 @@ impl PiiVault {
         Ok(self.store.execute(&[Statement::new("DELETE FROM pii WHERE subject = $1", [subject.into()])]).await?)
     }
 }
+
+/// The keyed index of a buyer's email (HMAC-SHA256 of the normalized address under a key derived
+/// from the master key): license events carry it so the license listing can filter by email
+/// without reading the vault, and it tells nothing to whoever lacks the master key. `None` for
+/// text that is no address.
+pub fn buyer_email_digest(key: &MasterKey, email: &str) -> Option<String> {
+    let email = crate::normalize_email(email).ok()?;
+    Some(hex::encode(key.keyed_digest("license-buyer-email", &email)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buyer_email_digests_match_normalized_addresses_only() {
+        let key = MasterKey::parse(&"11".repeat(32)).unwrap();
+        let ann = buyer_email_digest(&key, "ann@example.com").unwrap();
+        assert_eq!(buyer_email_digest(&key, "  Ann@Example.COM ").as_deref(), Some(ann.as_str()));
+        assert_ne!(buyer_email_digest(&key, "bob@example.com").as_deref(), Some(ann.as_str()));
+        let other = MasterKey::parse(&"22".repeat(32)).unwrap();
+        assert_ne!(buyer_email_digest(&other, "ann@example.com").as_deref(), Some(ann.as_str()));
+        assert_eq!(buyer_email_digest(&key, "not an address"), None);
+    }
+}

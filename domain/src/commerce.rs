@@ -134,6 +134,30 @@ pub struct NormalizedEvent {
     pub subscription_id: Option<String>,
     /// Payment references (payment intent, order id) that later refunds and disputes quote.
     pub payment_refs: Vec<String>,
+    /// What the buyer paid, for purchases and renewals whose payload says; absent in events
+    /// recorded before amounts were (the overview counts those as of unknown amount, not 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Amount>,
+}
+
+/// A sum of money as the provider reported it: in the currency's minor unit (cents for USD).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Amount {
+    pub minor: i64,
+    /// ISO 4217 code, upper case (`USD`).
+    pub currency: String,
+}
+
+impl Amount {
+    /// An amount from a payload's integer and currency code; `None` unless the amount is a
+    /// whole number of minor units (≥ 0) and the code three ASCII letters.
+    pub fn from_payload(minor: Option<&serde_json::Value>, currency: Option<&str>) -> Option<Self> {
+        let minor = minor?.as_i64().filter(|m| *m >= 0)?;
+        let currency = currency?.trim();
+        (currency.len() == 3 && currency.chars().all(|c| c.is_ascii_alphabetic()))
+            .then(|| Self { minor, currency: currency.to_ascii_uppercase() })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -403,6 +427,7 @@ mod tests {
             line_items: None,
             subscription_id: None,
             payment_refs: vec![],
+            amount: None,
         };
         let receive = LedgerCommand::Receive {
             connection_id: Uuid::nil(),

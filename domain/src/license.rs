@@ -111,8 +111,12 @@ pub enum LicenseEvent {
         at: DateTime<Utc>,
     },
     /// The buyer's email was set or replaced. The address is personal data and lives only in
-    /// the PII vault; the event records that the change happened, for the audit trail.
+    /// the PII vault; the event records that the change happened, for the audit trail, and the
+    /// address's keyed digest (HMAC under a key derived from the master key) that the listing's
+    /// `email` filter matches on. Absent in events written before the digest was recorded.
     BuyerEmailSet {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        email_digest: Option<String>,
         at: DateTime<Utc>,
     },
     /// The buyer's email was removed.
@@ -291,9 +295,10 @@ pub enum LicenseCommand {
         refs: Vec<String>,
     },
     UnlinkCommerce,
-    /// Records that the buyer's email (kept in the PII vault) was set (`true`) or removed.
+    /// Records that the buyer's email (kept in the PII vault) was set (with its keyed digest)
+    /// or removed (`None`).
     RecordBuyerEmail {
-        present: bool,
+        email_digest: Option<String>,
     },
     /// Sets the fields given (`max_sessions: Some(None)` removes the limit); what is already so
     /// records nothing. Both changes are decided together, so a bad one changes neither.
@@ -487,8 +492,10 @@ impl License {
                 at,
             }],
             C::UnlinkCommerce => vec![E::CommerceUnlinked { at }],
-            C::RecordBuyerEmail { present: true } => vec![E::BuyerEmailSet { at }],
-            C::RecordBuyerEmail { present: false } => vec![E::BuyerEmailRemoved { at }],
+            C::RecordBuyerEmail { email_digest: Some(digest) } => {
+                vec![E::BuyerEmailSet { email_digest: Some(digest), at }]
+            }
+            C::RecordBuyerEmail { email_digest: None } => vec![E::BuyerEmailRemoved { at }],
             C::Configure { levels, max_sessions } => configure(license, levels, max_sessions, at)?,
             C::LinkUser { user_id, app_id, hwid } => link_user(license, user_id, app_id, hwid, now)?,
             C::UnlinkUser { user_id } if license.linked_user == Some(user_id) => {

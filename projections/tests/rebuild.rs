@@ -80,6 +80,7 @@ async fn busy_day(commands: &Commands, round: usize) -> Vec<WebsocketKeys> {
             line_items: None,
             subscription_id: Some(format!("sub_{merchant}")),
             payment_refs: vec![],
+            amount: Some(licensd_domain::commerce::Amount { minor: 1900 + round as i64, currency: "EUR".into() }),
         };
         let inbound = InboundEvent {
             connection_id: uuid::Uuid::new_v4(),

@@ -61,6 +61,14 @@ pub trait EventStore: Send + Sync {
         from_version: u64,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
 
+    /// One page of a stream: up to `page.limit` events past `page.from` in `page`'s direction,
+    /// read without the rest of the stream (a license's history, a page at a time).
+    fn read_stream_page(
+        &self,
+        stream_id: &str,
+        page: StreamPage,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
     /// Up to `limit` events after `after` in global order. An event committed late is never
     /// skipped: a reader only sees positions below which nothing can still appear.
     fn read_all(
@@ -167,6 +175,14 @@ impl EventStore for Store {
             }
         };
         read.instrument(trace::step("store.read_stream")).await
+    }
+
+    async fn read_stream_page(&self, stream_id: &str, page: StreamPage) -> Result<Vec<RecordedEvent>, StoreError> {
+        hot_path::note_read();
+        match self {
+            Self::Sqlite(s) => s.read_stream_page(stream_id, page).await,
+            Self::Postgres(s) => s.read_stream_page(stream_id, page).await,
+        }
     }
 
     async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {

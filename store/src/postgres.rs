@@ -6,7 +6,7 @@
 use crate::append::{append_all, AppendTx, Inserted, PlannedRow, StoredId, STREAM_VERSION_SQL, UPSERT_PII};
 use crate::{
     AppendPaths, AppendRequest, AppendResult, EncodedAppend, EncodedEvent, EventStore, PiiRow, Position, RecordedEvent,
-    StoreError, StoreOptions,
+    StoreError, StoreOptions, StreamPage,
 };
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
@@ -305,6 +305,13 @@ impl EventStore for PostgresStore {
     async fn read_stream(&self, stream_id: &str, from_version: u64) -> Result<Vec<RecordedEvent>, StoreError> {
         let sql = format!("{SELECT_EVENTS} WHERE stream_id = $1 AND version >= $2 ORDER BY version");
         let rows = sqlx::query(&sql).bind(stream_id).bind(from_version as i64).fetch_all(&self.pool).await?;
+        rows.into_iter().map(decode).collect()
+    }
+
+    async fn read_stream_page(&self, stream_id: &str, page: StreamPage) -> Result<Vec<RecordedEvent>, StoreError> {
+        let (condition, from, limit) = page.sql();
+        let sql = format!("{SELECT_EVENTS} WHERE stream_id = $1 AND {condition} LIMIT $3");
+        let rows = sqlx::query(&sql).bind(stream_id).bind(from).bind(limit).fetch_all(&self.pool).await?;
         rows.into_iter().map(decode).collect()
     }
 

@@ -355,3 +355,27 @@ mod tests {
         }
     }
 }
+
+/// Which page of a stream [`crate::EventStore::read_stream_page`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamPage {
+    /// The version the page starts after (exclusive); `None`: the stream's first event
+    /// (forwards) or its last (backwards).
+    pub from: Option<u64>,
+    /// Newest first (versions below `from`), instead of oldest first (versions above it).
+    pub backwards: bool,
+    pub limit: usize,
+}
+
+impl StreamPage {
+    /// The SQL condition and order of the page, for `version` compared with `$2` and `LIMIT $3`.
+    pub(crate) fn sql(&self) -> (&'static str, i64, i64) {
+        let limit = i64::try_from(self.limit).unwrap_or(i64::MAX);
+        let from = self.from.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        if self.backwards {
+            ("version < $2 ORDER BY version DESC", from.unwrap_or(i64::MAX), limit)
+        } else {
+            ("version > $2 ORDER BY version", from.unwrap_or(-1), limit)
+        }
+    }
+}

@@ -8,6 +8,7 @@
 use licensd_store::testing::TempDatabase;
 use licensd_store::{
     AppendRequest, EventStore, ExpectedVersion, NewEvent, PiiRow, Position, PostgresStore, Store, StoreError,
+    StreamPage,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -85,6 +86,7 @@ contract!(
     a_refused_value_fails_only_its_own_request_when_appended_one_by_one,
     personal_data_is_written_with_its_events_or_not_at_all,
     a_rerun_batch_across_streams_is_recognised_after_the_streams_moved_on,
+    a_stream_is_read_a_page_at_a_time_in_either_direction,
 );
 
 async fn appends_and_reads_back_a_stream(store: &Store) {
@@ -391,4 +393,29 @@ async fn a_rerun_batch_across_streams_is_recognised_after_the_streams_moved_on(s
     }
     assert_eq!(store.read_stream("t-rerun-a", 1).await.unwrap().len(), 3);
     assert_eq!(store.read_stream("t-rerun-b", 1).await.unwrap().len(), 2);
+}
+
+async fn a_stream_is_read_a_page_at_a_time_in_either_direction(store: &Store) {
+    let events: Vec<_> = (1..=7).map(event).collect();
+    store.append(request("paged-1", ExpectedVersion::NoStream, events)).await.unwrap();
+    store.append(request("paged-2", ExpectedVersion::NoStream, vec![event(8)])).await.unwrap();
+    let versions = |page: StreamPage| async move {
+        let read = store.read_stream_page("paged-1", page).await.unwrap();
+        assert!(read.iter().all(|e| e.stream_id == "paged-1"), "only the stream asked for");
+        read.iter().map(|e| e.version).collect::<Vec<_>>()
+    };
+    let forwards = |from, limit| StreamPage { from, backwards: false, limit };
+    let backwards = |from, limit| StreamPage { from, backwards: true, limit };
+    assert_eq!(versions(forwards(None, 3)).await, [1, 2, 3]);
+    assert_eq!(versions(forwards(Some(3), 3)).await, [4, 5, 6]);
+    assert_eq!(versions(forwards(Some(6), 3)).await, [7]);
+    assert_eq!(versions(forwards(Some(7), 3)).await, Vec::<u64>::new());
+    assert_eq!(versions(backwards(None, 3)).await, [7, 6, 5]);
+    assert_eq!(versions(backwards(Some(5), 3)).await, [4, 3, 2]);
+    assert_eq!(versions(backwards(Some(2), 3)).await, [1]);
+    assert_eq!(versions(backwards(Some(1), 3)).await, Vec::<u64>::new());
+    assert_eq!(versions(forwards(None, 0)).await, Vec::<u64>::new());
+    assert_eq!(versions(forwards(Some(u64::MAX), 3)).await, Vec::<u64>::new(), "a bound past any version");
+    let missing = store.read_stream_page("paged-missing", forwards(None, 3)).await.unwrap();
+    assert!(missing.is_empty());
 }

@@ -62,6 +62,8 @@ async fn run(state: &AppState, ip: ClientIp, body: &Bytes) -> Result<Response, R
         Ok(license.decide(LicenseCommand::BillHeartbeats { heartbeats: beats }, now)?)
     })
     .await?;
+    // The machine's last seen moves with every beat, not only the billed ones (see `presence`).
+    state.presence.note_heartbeat(&key, &hwid, now);
     auth.heartbeats.insert(key, if beats >= HEARTBEATS_PER_CREDIT { 0 } else { beats });
     // Signing needs nothing the lock protects: other requests for this license go ahead.
     drop(serialised);

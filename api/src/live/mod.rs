@@ -121,6 +121,11 @@ pub struct Live {
 
 impl Live {
     /// Sessions of `app` open now (the dashboard's overview).
+    /// Live sessions per app with any, for the overview's sum over the nodes.
+    pub(crate) fn session_counts(&self) -> Vec<(licensd_domain::AppId, usize)> {
+        self.registry.apps().into_iter().map(|app| (app, self.sessions_of_app(app))).collect()
+    }
+
     pub(crate) fn sessions_of_app(&self, app: licensd_domain::AppId) -> usize {
         self.registry.of_app(app).iter().filter(|s| !s.is_ended()).count()
     }

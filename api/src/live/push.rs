@@ -62,10 +62,33 @@ enum UserChange {
 /// One applied event that concerns live sessions, owned so it can leave the apply lock.
 #[derive(Debug, Clone, PartialEq)]
 enum Job {
-    License { key: LicenseKey, change: LicenseChange, committed: Committed },
-    AppPaused { app_id: AppId, committed: Committed },
-    AppVersion { app_id: AppId, version: String, committed: Committed },
-    User { user_id: AppUserId, change: UserChange, committed: Committed },
+    License {
+        key: LicenseKey,
+        change: LicenseChange,
+        committed: Committed,
+    },
+    AppPaused {
+        app_id: AppId,
+        committed: Committed,
+    },
+    AppVersion {
+        app_id: AppId,
+        version: String,
+        committed: Committed,
+    },
+    User {
+        user_id: AppUserId,
+        change: UserChange,
+        committed: Committed,
+    },
+    /// The merchant released one bound machine: the sessions it runs (by license, or signed in
+    /// as the license's user) end.
+    MachineReleased {
+        key: LicenseKey,
+        hwid: String,
+        user: Option<AppUserId>,
+        committed: Committed,
+    },
 }
 
 /// The listener installed in the hot model.
@@ -107,6 +130,11 @@ impl AppliedListener for Push {
         }
         let committed = Some(applied.recorded_at);
         match applied.event {
+            AnyEvent::License(LicenseEvent::HwidReleased { hwid, .. }) => {
+                let Ok(key) = LicenseKey::parse(applied.id) else { return };
+                let user = model.with_license(&key, |license, _| license.linked_user).flatten();
+                self.hand_off(Job::MachineReleased { key, hwid: hwid.clone(), user, committed });
+            }
             AnyEvent::License(e) => {
                 let Some(change) = license_change(e) else { return };
                 let Ok(key) = LicenseKey::parse(applied.id) else { return };
@@ -171,6 +199,7 @@ fn run(live: &Arc<Live>, job: Job) {
         Job::License { key, change, committed } => license_event(live, &key, &change, committed),
         Job::AppPaused { app_id, committed } => pause(live, app_id, committed),
         Job::User { user_id, change, committed } => user_event(live, user_id, &change, committed),
+        Job::MachineReleased { key, hwid, user, committed } => machine_released(live, &key, &hwid, user, committed),
         Job::AppVersion { app_id, version, committed } => {
             let content = Map::from_iter([("version".to_string(), Value::from(version))]);
             let text = event(APP_VERSION_CHANGED, content);
@@ -194,6 +223,17 @@ fn license_event(live: &Arc<Live>, key: &LicenseKey, change: &LicenseChange, com
             LicenseChange::Deleted => live.push_event(session, &plain(LICENSE_DELETED), committed),
             LicenseChange::Extended(expires_at) => rearm(live, session, *expires_at),
         }
+    }
+}
+
+/// A released machine's sessions: event 200 (its client binding was reset), then event 1 and
+/// close 4100 (the panel disconnected it). Other machines' sessions on the license go on.
+fn machine_released(live: &Live, key: &LicenseKey, hwid: &str, user: Option<AppUserId>, committed: Committed) {
+    let by_user = user.map(|user| live.registry.on_user(user)).unwrap_or_default();
+    let on_machine = |session: &Arc<LiveSession>| session.state().init.as_ref().is_some_and(|i| i.client_id == hwid);
+    for session in live.registry.on_license(key).into_iter().chain(by_user).filter(on_machine) {
+        live.push_event(&session, &event(LICENSE_CLIENT_ID_RESET, Map::new()), committed);
+        live.push_event_then_close(&session, &event(DISCONNECT, Map::new()), committed, Close::FromPanel);
     }
 }
 

@@ -78,6 +78,11 @@ impl Registry {
         self.by_app.entry(app_id).or_default().insert(session.id);
     }
 
+    /// The apps with initialized sessions.
+    pub fn apps(&self) -> Vec<AppId> {
+        self.by_app.iter().filter(|entry| !entry.value().is_empty()).map(|entry| *entry.key()).collect()
+    }
+
     /// The initialized sessions of an app.
     pub fn of_app(&self, app_id: AppId) -> Vec<Arc<LiveSession>> {
         let ids: Vec<SessionId> = self.by_app.get(&app_id).map(|s| s.iter().copied().collect()).unwrap_or_default();

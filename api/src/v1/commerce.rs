@@ -454,7 +454,9 @@ pub async fn forget_customer(
             continue;
         }
         vault.erase(&record).await?;
-        for command in [LicenseCommand::Revoke, LicenseCommand::UnlinkCommerce] {
+        // Removing the email also clears its keyed index from the listing's read model.
+        let email_removed = LicenseCommand::RecordBuyerEmail { email_digest: None };
+        for command in [LicenseCommand::Revoke, LicenseCommand::UnlinkCommerce, email_removed] {
             state.commands.license_command(caller.account_id, &key, command, &actor).await?;
         }
         licenses_redacted += 1;

@@ -30,6 +30,8 @@ pub struct ListQuery {
     status: Option<String>,
     /// The exact label.
     label: Option<String>,
+    /// The buyer's email, matched exactly after normalization (by its keyed index).
+    email: Option<String>,
     expires_after: Option<String>,
     expires_before: Option<String>,
 }
@@ -88,6 +90,12 @@ async fn listing(
         short("label", label)?;
         let label = filters.bind(label.to_string());
         filters.require(format!("label = {label}"));
+    }
+    if let Some(email) = query.email.as_deref().filter(|e| !e.trim().is_empty()) {
+        let digest = licensd_commands::buyer_email_digest(state.commands.master_key(), email)
+            .ok_or_else(|| ApiError::BadRequest("email is not a valid address".into()))?;
+        let digest = filters.bind(digest);
+        filters.require(format!("email_digest = {digest}"));
     }
     let now = state.commands.now();
     match query.status.as_deref() {

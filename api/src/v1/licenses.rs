@@ -153,8 +153,10 @@ pub async fn get(
     Ok(Json(answer))
 }
 
-/// The license's bound machines, in binding order, each with when it was bound and when it last
-/// logged in (from the `license_machines` read model; `null` while it has not caught up).
+/// The license's bound machines, in binding order, each with when it was bound and when it was
+/// last seen: its last validation (the `license_machines` read model; `null` while it has not
+/// caught up) or its last heartbeat since it was bound (written by every node's presence flusher,
+/// or still noted in this node's memory), whichever is later.
 async fn machines(state: &AppState, license: &License) -> Result<Vec<Value>, ApiError> {
     // The license itself comes from memory, so a catch-up that cannot write (a full disk, a
     // read-only database) must not fail the answer: the times are then the read model's as it is.
@@ -165,7 +167,11 @@ async fn machines(state: &AppState, license: &License) -> Result<Vec<Value>, Api
         .commands
         .store()
         .query_rows(
-            "SELECT hwid, bound_at, last_seen_at FROM rm_license_machines WHERE license_key = $1",
+            // A heartbeat before the machine's latest binding belongs to an earlier binding.
+            "SELECT m.hwid, m.bound_at, m.last_seen_at, h.last_seen_at FROM rm_license_machines m
+             LEFT JOIN machine_heartbeats h
+                ON h.license_key = m.license_key AND h.hwid = m.hwid AND h.last_seen_at >= m.bound_at
+             WHERE m.license_key = $1",
             &[license.key.to_string().into()],
         )
         .await?;
@@ -173,7 +179,14 @@ async fn machines(state: &AppState, license: &License) -> Result<Vec<Value>, Api
     Ok(license
         .hwids
         .iter()
-        .map(|hwid| json!({ "hwid": hwid, "boundAt": column(hwid, 1), "lastSeenAt": column(hwid, 2) }))
+        .map(|hwid| {
+            let bound_at = column(hwid, 1);
+            let pending = state.presence.pending(&license.key, hwid).map(super::iso);
+            let pending = pending.filter(|at| bound_at.as_ref().is_some_and(|bound| at >= bound));
+            // Every time is RFC 3339 UTC with milliseconds: the latest is the greatest text.
+            let last_seen = [column(hwid, 2), column(hwid, 3), pending].into_iter().flatten().max();
+            json!({ "hwid": hwid, "boundAt": bound_at, "lastSeenAt": last_seen })
+        })
         .collect())
 }
 
@@ -205,8 +218,7 @@ pub struct HistoryQuery {
 /// `GET /v1/licenses/{key}/events`: the events of the license (the audit trail of one key:
 /// creation, bindings, resets, billing, portal resets, commerce links), each with its name and
 /// actor in words and a one-line summary; `?detail=full` adds the data as recorded. Paged by
-/// version when `limit` or `cursor` is given. Each page reads the whole stream, as the unpaged
-/// answer always did (the store reads a stream forwards only; README "Missing" says so).
+/// version when `limit` or `cursor` is given; a page reads only its own events from the store.
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
@@ -226,8 +238,14 @@ pub async fn history(
     use licensd_store::EventStore;
     let license = owned_license(&state, &caller, &key)?;
     let stream = licensd_domain::StreamCategory::License.stream_id(&license.key);
-    let events = state.commands.store().read_stream(&stream, 0).await?;
-    let (events, cursor) = request.page_of(events, |e| i64::try_from(e.version).unwrap_or(i64::MAX))?;
+    let version = |e: &licensd_store::RecordedEvent| i64::try_from(e.version).unwrap_or(i64::MAX);
+    let (events, cursor) = if paged {
+        // Only the page (and one event more) is read, however long the stream.
+        let read = state.commands.store().read_stream_page(&stream, request.stream_page()?).await?;
+        request.page_read(read, version)?
+    } else {
+        request.page_of(state.commands.store().read_stream(&stream, 0).await?, version)?
+    };
     let events: Vec<Value> = events
         .into_iter()
         .map(|e| {
@@ -434,7 +452,9 @@ pub async fn put_email(
 ) -> Result<Json<Value>, ApiError> {
     let license = owned_license(&state, &caller, &key)?;
     let email = body.email.filter(|e| !e.is_empty()).map(|e| buyer_email(&e)).transpose()?;
-    record_buyer_email(&state, &caller, &license.key, email.as_deref()).await?;
+    let recorded = record_buyer_email(&state, &caller, &license.key, email.as_deref()).await?;
+    // Read your writes: the listing's email filter (caught up on demand) shows the change.
+    visible(&state, recorded).await;
     Ok(Json(json!({ "ok": true, "email": email })))
 }
 
@@ -465,7 +485,12 @@ async fn record_buyer_email(
         }
     };
     // The change is an action on the license: audited by an event that holds no address.
-    let record = licensd_domain::license::LicenseCommand::RecordBuyerEmail { present: email.is_some() };
+    // The keyed index the listing's `email` filter matches (the address itself stays in the vault).
+    let email_digest = email
+        .map(|email| licensd_commands::buyer_email_digest(state.commands.master_key(), email))
+        .map(|digest| digest.ok_or_else(|| ApiError::BadRequest("email is not a valid address".into())))
+        .transpose()?;
+    let record = licensd_domain::license::LicenseCommand::RecordBuyerEmail { email_digest };
     let executed = state.commands.license_command_with_pii(caller.account_id, key, record, &caller.actor, pii).await?;
     Ok(executed.position())
 }

@@ -1,6 +1,6 @@
 //! `GET /v1/overview?appId=&days=`: the dashboard's overview of one app, or of the whole account
-//! without `appId`, from the daily roll-up read model (`usage_rollup`), the license listing model
-//! and the live-session registry.
+//! without `appId`, from the daily roll-up read model (`usage_rollup`), the license listing model,
+//! this node's live-session registry and the other nodes' session counts (see `presence`).
 
 use super::app_settings::owned_app;
 use crate::extract::{ApiQuery, Caller};
@@ -92,14 +92,17 @@ pub async fn overview(
         .await?;
     let by_day: HashMap<String, Vec<Option<String>>> =
         rows.into_iter().filter_map(|r| Some((r.first()?.clone()?, r))).collect();
+    let revenue = Revenue::read(store, column, &scope, &from).await?;
     let daily: Vec<Value> = (0..days)
         .map(|offset| {
             let day = (first_day + Duration::days(offset)).format("%Y-%m-%d").to_string();
             let row = by_day.get(&day);
             let cell = |i: usize| number(row.and_then(|r| r.get(i)));
+            let (paid, unknown) = revenue.of_day(&day);
             json!({
                 "day": day, "validations": cell(1), "heartbeats": cell(2), "creditsBurned": cell(3),
                 "newLicenses": cell(4), "commerceEvents": cell(5),
+                "revenue": paid, "purchasesOfUnknownAmount": unknown,
             })
         })
         .collect();
@@ -135,7 +138,11 @@ pub async fn overview(
         })
         .collect();
 
-    let live_sessions: usize = apps.iter().map(|app| state.live.sessions_of_app(app.app_id)).sum();
+    // This node's sessions as they are now, the other nodes' as they last wrote them.
+    let here: usize = apps.iter().map(|app| state.live.sessions_of_app(app.app_id)).sum();
+    let app_ids: Vec<_> = apps.iter().map(|app| app.app_id).collect();
+    let elsewhere = state.presence.other_nodes_sessions(store, &state.config.node, &app_ids, now).await?;
+    let live_sessions = here as i64 + elsewhere;
     Ok(Json(json!({
         "appId": query.app_id.as_ref().map(|_| apps[0].app_id.to_string()),
         "days": days,
@@ -145,7 +152,64 @@ pub async fn overview(
         "activeMachines": number(counts.get(3)),
         "liveSessions": live_sessions,
         "credits": { "balance": balance, "burnedInPeriod": burned, "burnPerDay": per_day, "lastsDays": lasts_days },
+        "revenue": revenue.totals(),
         "daily": daily,
         "topLicenses": top,
     })))
+}
+
+/// Fulfilled purchases' and renewals' payments in the window, from the roll-up: per day and
+/// currency, with the purchases whose amount is unknown (currency `''`) kept apart.
+struct Revenue {
+    /// (day, currency, minor units, purchases)
+    rows: Vec<(String, String, i64, i64)>,
+}
+
+impl Revenue {
+    async fn read(store: &licensd_store::Store, column: &str, scope: &str, from: &SqlValue) -> Result<Self, ApiError> {
+        let rows = store
+            .query_rows(
+                &format!(
+                    "SELECT day, currency, CAST(SUM(amount_minor) AS TEXT), CAST(SUM(purchases) AS TEXT)
+                     FROM rm_usage_revenue WHERE {column} = $1 AND day >= $2 GROUP BY day, currency
+                     ORDER BY day, currency"
+                ),
+                &[scope.into(), from.clone()],
+            )
+            .await?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                let text = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+                (text(0), text(1), number(r.get(2)), number(r.get(3)))
+            })
+            .collect();
+        Ok(Self { rows })
+    }
+
+    /// One currency's sum as the API shows it: minor units, and how many payments made it.
+    fn entry(currency: &str, minor: i64, purchases: i64) -> Value {
+        json!({ "currency": currency, "amountMinor": minor, "purchases": purchases })
+    }
+
+    /// A day's revenue per currency, and its purchases of unknown amount.
+    fn of_day(&self, day: &str) -> (Vec<Value>, i64) {
+        let rows = self.rows.iter().filter(|(d, ..)| d == day);
+        let unknown = rows.clone().filter(|(_, c, ..)| c.is_empty()).map(|r| r.3).sum();
+        let paid = rows.filter(|(_, c, ..)| !c.is_empty()).map(|(_, c, m, p)| Self::entry(c, *m, *p)).collect();
+        (paid, unknown)
+    }
+
+    /// The window's revenue per currency, and its purchases of unknown amount.
+    fn totals(&self) -> Value {
+        let mut sums: std::collections::BTreeMap<&str, (i64, i64)> = Default::default();
+        for (_, currency, minor, purchases) in &self.rows {
+            let sum = sums.entry(currency.as_str()).or_default();
+            sum.0 += minor;
+            sum.1 += purchases;
+        }
+        let unknown = sums.remove("").map_or(0, |(_, purchases)| purchases);
+        let paid: Vec<Value> = sums.iter().map(|(c, (m, p))| Self::entry(c, *m, *p)).collect();
+        json!({ "byCurrency": paid, "purchasesOfUnknownAmount": unknown })
+    }
 }

@@ -133,15 +133,38 @@ impl PageRequest {
         rows: Vec<T>,
         key: impl Fn(&T) -> i64,
     ) -> Result<(Vec<T>, Option<String>), ApiError> {
-        let after = match self.after.as_deref() {
-            None => None,
-            Some([value]) => Some(value.parse::<i64>().map_err(|_| bad_cursor())?),
-            Some(_) => return Err(bad_cursor()),
-        };
-        let mut page: Vec<T> = match self.order {
+        let after = self.after_integer()?;
+        let page: Vec<T> = match self.order {
             Order::Asc => rows.into_iter().filter(|r| after.is_none_or(|a| key(r) > a)).collect(),
             Order::Desc => rows.into_iter().rev().filter(|r| after.is_none_or(|a| key(r) < a)).collect(),
         };
+        self.page_read(page, key)
+    }
+
+    /// The integer sort key the cursor resumes after (a stream's version), if any.
+    fn after_integer(&self) -> Result<Option<i64>, ApiError> {
+        match self.after.as_deref() {
+            None => Ok(None),
+            Some([value]) => Ok(Some(value.parse::<i64>().map_err(|_| bad_cursor())?)),
+            Some(_) => Err(bad_cursor()),
+        }
+    }
+
+    /// The page of a stream to read from the store: one event more than the page, to know
+    /// whether another page follows.
+    pub(crate) fn stream_page(&self) -> Result<licensd_store::StreamPage, ApiError> {
+        let from = self.after_integer()?.map(|v| u64::try_from(v).map_err(|_| bad_cursor())).transpose()?;
+        let limit = usize::try_from(self.limit).unwrap_or(usize::MAX).saturating_add(1);
+        Ok(licensd_store::StreamPage { from, backwards: self.order == Order::Desc, limit })
+    }
+
+    /// One page from `rows` already in the request's order and past its cursor (at most one
+    /// more than the page): the page, and the cursor of the next page (`None` on the last).
+    pub(crate) fn page_read<T>(
+        &self,
+        mut page: Vec<T>,
+        key: impl Fn(&T) -> i64,
+    ) -> Result<(Vec<T>, Option<String>), ApiError> {
         let more = page.len() as i64 > self.limit;
         page.truncate(usize::try_from(self.limit).unwrap_or(usize::MAX));
         let cursor = match page.last() {

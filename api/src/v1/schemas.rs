@@ -9,16 +9,25 @@ fn string() -> Value {
 /// `GET /v1/overview`'s answer.
 fn overview() -> Value {
     let count = || json!({ "type": "integer", "minimum": 0 });
+    // Minor units (cents) per ISO 4217 currency, with the payments summed.
+    let money = || {
+        json!({ "type": "array", "items": { "type": "object", "additionalProperties": false,
+        "required": ["currency", "amountMinor", "purchases"],
+        "properties": { "currency": { "type": "string", "pattern": "^[A-Z]{3}$" }, "amountMinor": count(), "purchases": count() } } })
+    };
     let day = json!({ "type": "object", "additionalProperties": false,
-        "required": ["day", "validations", "heartbeats", "creditsBurned", "newLicenses", "commerceEvents"],
+        "required": ["day", "validations", "heartbeats", "creditsBurned", "newLicenses", "commerceEvents", "revenue",
+                     "purchasesOfUnknownAmount"],
         "properties": { "day": { "type": "string", "format": "date" }, "validations": count(), "heartbeats": count(),
-                        "creditsBurned": count(), "newLicenses": count(), "commerceEvents": count() } });
+                        "creditsBurned": count(), "newLicenses": count(), "commerceEvents": count(),
+                        "revenue": money(), "purchasesOfUnknownAmount": count() } });
     let top = json!({ "type": "object", "additionalProperties": false,
         "required": ["licenseKey", "label", "validations", "heartbeats"],
         "properties": { "licenseKey": { "type": "string" }, "label": nullable("string"), "validations": count(), "heartbeats": count() } });
     json!({
         "type": "object", "additionalProperties": false,
-        "required": ["appId", "days", "from", "to", "licenses", "activeMachines", "liveSessions", "credits", "daily", "topLicenses"],
+        "required": ["appId", "days", "from", "to", "licenses", "activeMachines", "liveSessions", "credits", "revenue", "daily",
+                     "topLicenses"],
         "properties": {
             "appId": nullable("string"), "days": { "type": "integer", "minimum": 1 },
             "from": { "type": "string", "format": "date" }, "to": { "type": "string", "format": "date" },
@@ -28,6 +37,8 @@ fn overview() -> Value {
             "credits": { "type": "object", "additionalProperties": false, "required": ["balance", "burnedInPeriod", "burnPerDay", "lastsDays"],
                          "properties": { "balance": { "type": "integer" }, "burnedInPeriod": count(), "burnPerDay": { "type": "number", "minimum": 0 },
                                          "lastsDays": { "type": "integer", "minimum": 0, "nullable": true } } },
+            "revenue": { "type": "object", "additionalProperties": false, "required": ["byCurrency", "purchasesOfUnknownAmount"],
+                         "properties": { "byCurrency": money(), "purchasesOfUnknownAmount": count() } },
             "daily": { "type": "array", "items": day },
             "topLicenses": { "type": "array", "items": top },
         },

@@ -119,6 +119,7 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
         ("sort", "license-sort", false),
         ("status", "license-status", false),
         ("label", "short-string", false),
+        ("email", "email", false),
         ("expiresAfter", "date-time", false),
         ("expiresBefore", "date-time", false),
     ];
@@ -131,6 +132,7 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
         ("sort", "license-sort", false),
         ("status", "license-status", false),
         ("label", "short-string", false),
+        ("email", "email", false),
         ("expiresAfter", "date-time", false),
         ("expiresBefore", "date-time", false),
     ];
@@ -289,7 +291,7 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
         op("post", "/licenses", on(POST, licenses::create), "Create 1 to 100 licenses")
             .body(reference("LicenseCreate"))
             .returns(201, object(json!({ "licenses": array(reference("License")) }), &["licenses"])),
-        op("get", "/licenses", on(GET, license_list::list), "List an app's licenses, newest first by default (search: key or label)")
+        op("get", "/licenses", on(GET, license_list::list), "List an app's licenses, newest first by default (search: key or label; email: the buyer's exact address)")
             .query(LICENSE_LIST)
             .returns(200, reference("LicensePage")),
         op("get", "/licenses.csv", on(GET, license_list::export), "Export an app's licenses as CSV (the listing's filters)")
@@ -399,6 +401,7 @@ fn parameters(op: &Operation, export_max_rows: i64) -> Vec<Value> {
             (_, "license-status") => json!({ "type": "string", "enum": ["active", "expired", "revoked"] }),
             (_, "delivery-status") => json!({ "type": "string", "enum": ["pending", "delivered", "failed"] }),
             (_, "date-time") => json!({ "type": "string", "format": "date-time" }),
+            (_, "email") => json!({ "type": "string", "maxLength": 254, "pattern": EMAIL_OR_EMPTY }),
             (_, "short-string") => json!({ "type": "string", "maxLength": 100, "pattern": NO_CONTROL_CHARACTERS }),
             (_, "detail") => json!({ "type": "string", "enum": ["summary", "full"] }),
             (_, "days") => json!({ "type": "integer", "minimum": 1, "maximum": overview::MAX_DAYS }),

@@ -14,7 +14,8 @@ impl SqlProjection for Licenses {
     }
 
     fn version(&self) -> i32 {
-        1
+        // 2: the buyer email's keyed index (`email_digest`).
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -36,7 +37,7 @@ impl SqlProjection for Licenses {
                      ON CONFLICT (license_key) DO UPDATE SET app_id = excluded.app_id,
                         account_id = excluded.account_id, status = 'active', expires_at = excluded.expires_at,
                         max_hwid_slots = excluded.max_hwid_slots, hwid_count = 0, label = excluded.label,
-                        created_at = excluded.created_at, updated_at = excluded.updated_at",
+                        email_digest = NULL, created_at = excluded.created_at, updated_at = excluded.updated_at",
                 [
                     key,
                     app_id.to_string().into(),
@@ -82,9 +83,16 @@ impl SqlProjection for Licenses {
             | LicenseEvent::OfflineFileMinted { .. }
             | LicenseEvent::CommerceLinked { .. }
             | LicenseEvent::CommerceUnlinked { .. }
-            | LicenseEvent::PortalResetRecorded { .. }
-            | LicenseEvent::BuyerEmailSet { .. }
-            | LicenseEvent::BuyerEmailRemoved { .. } => return vec![],
+            | LicenseEvent::PortalResetRecorded { .. } => return vec![],
+            // An address set before digests were recorded is not findable (NULL), never the
+            // address it replaced.
+            LicenseEvent::BuyerEmailSet { email_digest, .. } => Statement::new(
+                "UPDATE rm_licenses SET email_digest = $1 WHERE license_key = $2",
+                [email_digest.clone().into(), key],
+            ),
+            LicenseEvent::BuyerEmailRemoved { .. } => {
+                Statement::new("UPDATE rm_licenses SET email_digest = NULL WHERE license_key = $1", [key])
+            }
         };
         vec![statement]
     }
@@ -92,7 +100,8 @@ impl SqlProjection for Licenses {
     fn canonical_queries(&self) -> &'static [&'static str] {
         &["SELECT license_key || '|' || app_id || '|' || account_id || '|' || status || '|' ||
               COALESCE(expires_at, '~') || '|' || CAST(max_hwid_slots AS TEXT) || '|' ||
-              CAST(hwid_count AS TEXT) || '|' || COALESCE(label, '~') || '|' || created_at || '|' || updated_at
+              CAST(hwid_count AS TEXT) || '|' || COALESCE(label, '~') || '|' || created_at || '|' || updated_at || '|' ||
+              COALESCE(email_digest, '~')
            FROM rm_licenses ORDER BY license_key"]
     }
 }

@@ -1,12 +1,14 @@
 use super::SqlProjection;
+use licensd_domain::commerce::{CommerceAction, CommerceEvent};
 use licensd_domain::license::LicenseEvent;
 use licensd_domain::AnyEvent;
 use licensd_store::{RecordedEvent, SqlValue, Statement};
 
 /// `rm_usage_daily` and `rm_usage_license_daily`: validations, heartbeats, credits burned, new
 /// licenses and commerce fulfilments per app (and per license) and UTC day, counted from every
-/// event rather than from a page of the ledger. Increments are exact: the runner writes a pace's
-/// rows and its checkpoint in one transaction, so no event is counted twice.
+/// event rather than from a page of the ledger; `rm_usage_revenue`: what fulfilled purchases and
+/// renewals were paid, per app, day and currency. Increments are exact: the runner writes a
+/// pace's rows and its checkpoint in one transaction, so no event is counted twice.
 pub struct UsageRollup;
 
 /// What one license event adds to its day.
@@ -56,20 +58,68 @@ const ADD_TO_LICENSE_DAY: &str =
         validations = rm_usage_license_daily.validations + excluded.validations,
         heartbeats = rm_usage_license_daily.heartbeats + excluded.heartbeats";
 
+/// A payment received (its amount unknown when the payload or an older event had none),
+/// waiting for its fulfilment to say which app it paid for.
+const RECORD_PAYMENT: &str = "INSERT INTO rm_usage_payments (stream_id, account_id, currency, amount_minor, counted)
+     VALUES ($1, $2, $3, $4, 0) ON CONFLICT (stream_id) DO NOTHING";
+
+/// Adds a fulfilled payment to the day and currency of the app of its first license (`''`: of
+/// unknown amount), once: a replayed entry fulfilled again is not paid again.
+const ADD_REVENUE: &str = "INSERT INTO rm_usage_revenue (app_id, day, account_id, currency, amount_minor, purchases)
+     SELECT l.app_id, $2, p.account_id, COALESCE(p.currency, ''), COALESCE(p.amount_minor, 0), 1
+     FROM rm_usage_payments p JOIN rm_usage_licenses l ON l.license_key = $3
+     WHERE p.stream_id = $1 AND p.counted = 0
+     ON CONFLICT (app_id, day, currency) DO UPDATE SET
+        amount_minor = rm_usage_revenue.amount_minor + excluded.amount_minor,
+        purchases = rm_usage_revenue.purchases + excluded.purchases";
+
+fn revenue(event: &RecordedEvent, commerce: &CommerceEvent) -> Vec<Statement> {
+    let stream = SqlValue::from(event.stream_id.as_str());
+    match commerce {
+        CommerceEvent::CommerceEventReceived { account_id, normalized, .. }
+            if matches!(normalized.action, CommerceAction::Purchase | CommerceAction::Renewal) =>
+        {
+            let amount = normalized.amount.as_ref();
+            vec![Statement::new(
+                RECORD_PAYMENT,
+                [
+                    stream,
+                    account_id.to_string().into(),
+                    amount.map(|a| a.currency.clone()).into(),
+                    SqlValue::Int(amount.map(|a| a.minor)),
+                ],
+            )]
+        }
+        CommerceEvent::CommerceEventProcessed { licenses, .. } => {
+            let Some(first) = licenses.first() else { return vec![] };
+            let day = event.recorded_at.format("%Y-%m-%d").to_string();
+            vec![
+                Statement::new(ADD_REVENUE, [stream.clone(), day.into(), first.as_str().into()]),
+                Statement::new("UPDATE rm_usage_payments SET counted = 1 WHERE stream_id = $1", [stream]),
+            ]
+        }
+        _ => vec![],
+    }
+}
+
 impl SqlProjection for UsageRollup {
     fn name(&self) -> &'static str {
         "usage_rollup"
     }
 
     fn version(&self) -> i32 {
-        1
+        // 2: revenue per currency (`rm_usage_payments`, `rm_usage_revenue`).
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["rm_usage_licenses", "rm_usage_daily", "rm_usage_license_daily"]
+        &["rm_usage_licenses", "rm_usage_daily", "rm_usage_license_daily", "rm_usage_payments", "rm_usage_revenue"]
     }
 
     fn statements(&self, event: &RecordedEvent, decoded: &AnyEvent) -> Vec<Statement> {
+        if let AnyEvent::Commerce(commerce) = decoded {
+            return revenue(event, commerce);
+        }
         let AnyEvent::License(license_event) = decoded else { return vec![] };
         let Some(counts) = counts(license_event) else { return vec![] };
         let Some((_, key)) = event.stream_id.split_once('-') else { return vec![] };
@@ -113,6 +163,12 @@ impl SqlProjection for UsageRollup {
             "SELECT license_key || '|' || day || '|' || app_id || '|' || account_id || '|' ||
                 CAST(validations AS TEXT) || '|' || CAST(heartbeats AS TEXT)
              FROM rm_usage_license_daily ORDER BY license_key, day",
+            "SELECT stream_id || '|' || account_id || '|' || COALESCE(currency, '~') || '|' ||
+                COALESCE(CAST(amount_minor AS TEXT), '~') || '|' || CAST(counted AS TEXT)
+             FROM rm_usage_payments ORDER BY stream_id",
+            "SELECT app_id || '|' || day || '|' || currency || '|' || account_id || '|' ||
+                CAST(amount_minor AS TEXT) || '|' || CAST(purchases AS TEXT)
+             FROM rm_usage_revenue ORDER BY app_id, day, currency",
         ]
     }
 }

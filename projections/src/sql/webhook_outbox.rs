@@ -86,6 +86,10 @@ fn webhook_event(event: &LicenseEvent) -> Option<(&'static str, Option<&str>)> {
         LicenseEvent::LicenseActivated { .. } => ("license.activated", None),
         LicenseEvent::HwidBound { hwid, .. } => ("license.hwid_bound", Some(hwid.as_str())),
         LicenseEvent::HwidReset { .. } => ("license.hwid_reset", None),
+        // One machine's binding cleared: the documented event, naming the machine (a full reset
+        // names none). Releases logged before this fired nothing; the projection's version is
+        // kept, since a replay would queue every past delivery again.
+        LicenseEvent::HwidReleased { hwid, .. } => ("license.hwid_reset", Some(hwid.as_str())),
         LicenseEvent::LicenseDeleted { .. } => ("license.deleted", None),
         _ => return None,
     })

@@ -3,7 +3,7 @@
 //! Only what fulfilment needs is kept; the raw body is never stored (it holds the buyer's
 //! address, name and more).
 
-use licensd_domain::commerce::{CommerceAction, LineItem, NormalizedEvent, Provider};
+use licensd_domain::commerce::{Amount, CommerceAction, LineItem, NormalizedEvent, Provider};
 use serde_json::Value;
 
 /// Longest external event id accepted (it becomes part of a stream id).
@@ -107,7 +107,15 @@ fn stripe(event: &Value) -> Result<Inbound, NormalizeError> {
     };
     let email = text(object, "/customer_details/email").or_else(|| field("customer_email"));
     let object_id = field("id");
-    let normalized = NormalizedEvent { action, object_id, line_items, subscription_id, payment_refs };
+    // What was paid: a checkout session's total, an invoice's amount paid (a first invoice is
+    // ignored: its checkout already counted the money).
+    let paid = match action {
+        CommerceAction::Purchase => object.get("amount_total"),
+        CommerceAction::Renewal => object.get("amount_paid"),
+        _ => None,
+    };
+    let amount = Amount::from_payload(paid, object.get("currency").and_then(Value::as_str));
+    let normalized = NormalizedEvent { action, object_id, line_items, subscription_id, payment_refs, amount };
     Ok(Inbound { external_id, event_type, normalized, email, customer_id: field("customer") })
 }
 
@@ -142,7 +150,16 @@ fn lemon(event: &Value) -> Result<Inbound, NormalizeError> {
         "subscription_payment_refunded" => (CommerceAction::Revoke, None, attr("subscription_id"), vec![]),
         _ => (CommerceAction::Unmapped, None, None, vec![]),
     };
-    let normalized = NormalizedEvent { action, object_id: Some(data_id), line_items, subscription_id, payment_refs };
+    // An order's and a subscription invoice's `total` (minor units) and `currency`.
+    let paid = matches!(action, CommerceAction::Purchase | CommerceAction::Renewal);
+    let amount = paid
+        .then(|| {
+            let attributes = event.pointer("/data/attributes")?;
+            Amount::from_payload(attributes.get("total"), attributes.get("currency").and_then(Value::as_str))
+        })
+        .flatten();
+    let object_id = Some(data_id);
+    let normalized = NormalizedEvent { action, object_id, line_items, subscription_id, payment_refs, amount };
     Ok(Inbound { external_id, event_type, normalized, email: attr("user_email"), customer_id: attr("customer_id") })
 }
 
@@ -169,6 +186,40 @@ mod tests {
             (Some("buyer@example.com"), Some("cus_1"))
         );
         assert!(!serde_json::to_string(&inbound.normalized).unwrap().contains("buyer@"));
+        assert_eq!(inbound.normalized.amount, None, "no total in the payload: unknown, not 0");
+    }
+
+    #[test]
+    fn purchases_and_renewals_record_what_was_paid_in_minor_units() {
+        let session = json!({ "id": "evt_1", "type": "checkout.session.completed", "data": { "object": {
+            "id": "cs_1", "amount_total": 1999, "currency": "eur" } } });
+        let inbound = normalize(Provider::Stripe, session.to_string().as_bytes()).unwrap();
+        assert_eq!(inbound.normalized.amount, Some(Amount { minor: 1999, currency: "EUR".into() }));
+        let invoice = |reason: &str| {
+            json!({ "id": "evt_2", "type": "invoice.paid", "data": { "object": {
+                "id": "in_1", "billing_reason": reason, "subscription": "sub_1", "amount_paid": 500, "currency": "usd" } } })
+        };
+        let renewal = normalize(Provider::Stripe, invoice("subscription_cycle").to_string().as_bytes()).unwrap();
+        assert_eq!(renewal.normalized.amount, Some(Amount { minor: 500, currency: "USD".into() }));
+        let first = normalize(Provider::Stripe, invoice("subscription_create").to_string().as_bytes()).unwrap();
+        assert_eq!(first.normalized.amount, None, "the checkout already counted it");
+        // A refund is not revenue; nonsense amounts are unknown.
+        let refund = json!({ "id": "evt_3", "type": "charge.refunded", "data": { "object": {
+            "id": "ch_1", "amount_refunded": 1999, "amount_total": 1999, "currency": "eur" } } });
+        assert_eq!(normalize(Provider::Stripe, refund.to_string().as_bytes()).unwrap().normalized.amount, None);
+        for (total, currency) in [(json!(-5), json!("usd")), (json!(1.5), json!("usd")), (json!(5), json!("dollars"))] {
+            let odd = json!({ "id": "evt_4", "type": "checkout.session.completed", "data": { "object": {
+                "id": "cs_2", "amount_total": total, "currency": currency } } });
+            assert_eq!(normalize(Provider::Stripe, odd.to_string().as_bytes()).unwrap().normalized.amount, None);
+        }
+
+        let order = json!({ "meta": { "event_name": "order_created" }, "data": { "id": "42", "attributes": {
+            "total": 1900, "currency": "USD", "first_order_item": { "variant_id": 5, "quantity": 1 } } } });
+        let inbound = normalize(Provider::Lemon, order.to_string().as_bytes()).unwrap();
+        assert_eq!(inbound.normalized.amount, Some(Amount { minor: 1900, currency: "USD".into() }));
+        let refunded = json!({ "meta": { "event_name": "order_refunded" }, "data": { "id": "42", "attributes": {
+            "total": 1900, "currency": "USD" } } });
+        assert_eq!(normalize(Provider::Lemon, refunded.to_string().as_bytes()).unwrap().normalized.amount, None);
     }
 
     #[test]

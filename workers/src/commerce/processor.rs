@@ -342,6 +342,20 @@ impl CommerceWorker {
         if !mapping.variables.is_empty() {
             follow_ups.push(LicenseCommand::SetVariables(mapping.variables.clone()));
         }
+        let subject = StreamCategory::License.stream_id(key);
+        let mut pii = Vec::new();
+        for field in ["email", "customer_id"] {
+            if let Some(value) = self.commands.pii().get(stream, field).await? {
+                if field == "email" {
+                    // The buyer's email is findable in the license listing by its keyed index.
+                    let email_digest = licensd_commands::buyer_email_digest(self.commands.master_key(), &value);
+                    if email_digest.is_some() {
+                        follow_ups.push(LicenseCommand::RecordBuyerEmail { email_digest });
+                    }
+                }
+                pii.push(self.commands.pii().row(&subject, field, &value));
+            }
+        }
         let mut link_refs = refs.to_vec();
         link_refs.push(marker(stream));
         follow_ups.push(LicenseCommand::LinkCommerce {
@@ -352,13 +366,6 @@ impl CommerceWorker {
         for command in follow_ups {
             let decided = LicenseState::fold(&events).decide(command, now)?;
             events.extend(decided);
-        }
-        let subject = StreamCategory::License.stream_id(key);
-        let mut pii = Vec::new();
-        for field in ["email", "customer_id"] {
-            if let Some(value) = self.commands.pii().get(stream, field).await? {
-                pii.push(self.commands.pii().row(&subject, field, &value));
-            }
         }
         let account = Some(entry.account_id);
         let appended =

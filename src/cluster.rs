@@ -36,6 +36,9 @@ pub struct ClusterArgs {
     /// peer is always the client.
     #[arg(help_heading = "Several nodes", long, env = "LICENSD_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+
+    #[command(flatten)]
+    pub kafka: crate::kafka::KafkaArgs,
 }
 
 impl ClusterArgs {

@@ -5,6 +5,7 @@ mod cluster;
 mod config;
 mod files;
 mod healthcheck;
+mod kafka;
 mod operator;
 mod rotate;
 mod serve;

@@ -113,7 +113,9 @@ fn options(vars: impl Iterator<Item = (String, String)>) -> anyhow::Result<Vec<(
     for (name, value) in vars {
         let Some(rest) = name.strip_prefix(OPTION_PREFIX) else { continue };
         let key = rest.to_ascii_lowercase().replace('_', ".");
-        if key.is_empty() || !key.split('.').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric())) {
+        if key.is_empty()
+            || !key.split('.').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric()))
+        {
             anyhow::bail!("{name} does not name a librdkafka option (e.g. {OPTION_PREFIX}SECURITY_PROTOCOL)");
         }
         options.push((key, value));

@@ -570,7 +570,8 @@ impl Broker {
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let created = rt.block_on(admin.create_topics(&[NewTopic::new(TOPIC, 3, TopicReplication::Fixed(1))], &options));
+            let created =
+                rt.block_on(admin.create_topics(&[NewTopic::new(TOPIC, 3, TopicReplication::Fixed(1))], &options));
             match created.as_ref().map(|results| results.as_slice()) {
                 Ok([Ok(_)]) | Ok([Err((_, RDKafkaErrorCode::TopicAlreadyExists))]) => return,
                 other => assert!(Instant::now() < deadline, "cannot create the topic: {other:?}"),
@@ -716,16 +717,19 @@ fn with_kafka_a_revocation_on_node_b_is_pushed_on_node_c_while_postgres_polling_
     }
 }
 
+/// The nodes still running.
+fn running(nodes: &[Option<Server>]) -> Vec<&Server> {
+    nodes.iter().flatten().collect()
+}
+
 #[test]
 fn the_kafka_relay_moves_when_its_owner_is_sigkilled_and_nothing_is_missed() {
     let Some(broker) = Broker::start() else { return };
     let Some(cluster) = Cluster::new() else { return };
     let mut nodes: Vec<Option<Server>> = start_kafka_nodes(&cluster, &broker).into_iter().map(Some).collect();
-    let live = |nodes: &[Option<Server>]| -> Vec<usize> { (0..3).filter(|i| nodes[*i].is_some()).collect() };
-    let servers = |nodes: &[Option<Server>]| -> Vec<&Server> { nodes.iter().flatten().collect() };
-    wait_for_source(&servers(&nodes), "kafka", Duration::from_secs(30));
-    let owner = relay_owner(&servers(&nodes), Duration::from_secs(10));
-    let m = cluster.nodes[0].merchant_with_credits(servers(&nodes)[0], "kafka-relay@example.com", 100);
+    wait_for_source(&running(&nodes), "kafka", Duration::from_secs(30));
+    let owner = relay_owner(&running(&nodes), Duration::from_secs(10));
+    let m = cluster.nodes[0].merchant_with_credits(running(&nodes)[0], "kafka-relay@example.com", 100);
     let survivors: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
     // Licenses written on the survivors before and while the relay's owner dies.
     let mut keys = Vec::new();
@@ -737,10 +741,11 @@ fn the_kafka_relay_moves_when_its_owner_is_sigkilled_and_nothing_is_missed() {
     for i in 0..6 {
         keys.push(m.license(nodes[survivors[i % 2]].as_ref().unwrap(), json!({})));
     }
-    let new_owner = relay_owner(&servers(&nodes), Duration::from_secs(10));
-    eprintln!("the relay moved to node {} {:?} after its owner was SIGKILLed", live(&nodes)[new_owner], killed.elapsed());
+    let new_owner = relay_owner(&running(&nodes), Duration::from_secs(10));
+    let moved_to = survivors[new_owner];
+    eprintln!("the relay moved to node {moved_to} {:?} after its owner was SIGKILLed", killed.elapsed());
     // Every license reaches both survivors (each wrote half of them; the rest came by Kafka).
-    converged(&servers(&nodes), Duration::from_secs(20));
+    converged(&running(&nodes), Duration::from_secs(20));
     for &i in &survivors {
         let server = nodes[i].as_ref().unwrap();
         for key in &keys {

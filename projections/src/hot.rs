@@ -909,13 +909,15 @@ pub(crate) mod tests {
         let model = Arc::new(HotModel::default());
         let (account_id, now) = (AccountId::new(), Utc::now());
         let account = StreamCategory::Account.stream_id(account_id);
-        let mut events = vec![recorded(1, account.clone(), 1, &AccountEvent::AccountCreated { account_id, created_at: now })];
+        let mut events =
+            vec![recorded(1, account.clone(), 1, &AccountEvent::AccountCreated { account_id, created_at: now })];
         let grants = 2000;
         for i in 0..grants {
             let grant = AccountEvent::CreditsGranted { amount: 1, reason: "t".into(), at: now };
             events.push(recorded(i + 2, account.clone(), i as u64 + 2, &grant));
         }
-        let decode = |e: &RecordedEvent| AnyEvent::decode(&e.stream_id, &e.event_type, e.schema_version, &e.payload).unwrap();
+        let decode =
+            |e: &RecordedEvent| AnyEvent::decode(&e.stream_id, &e.event_type, e.schema_version, &e.payload).unwrap();
         let decoded: Arc<Vec<Option<AnyEvent>>> = Arc::new(events.iter().map(decode).collect());
         let events = Arc::new(events);
         let tail = {
@@ -950,7 +952,12 @@ pub(crate) mod tests {
         assert_eq!(model.position(), events.last().unwrap().position);
         assert!(applied <= events.len(), "{applied} applied by the follower, {waited} waits");
         // A chained event whose predecessor is missing waits; one already applied is a duplicate.
-        let later = recorded(grants + 10, account, grants as u64 + 10, &AccountEvent::CreditsGranted { amount: 1, reason: "t".into(), at: now });
+        let later = recorded(
+            grants + 10,
+            account,
+            grants as u64 + 10,
+            &AccountEvent::CreditsGranted { amount: 1, reason: "t".into(), at: now },
+        );
         let gap = Position { tx: 0, seq: grants + 5 };
         assert_eq!(model.apply_after(gap, &later, decode(&later).as_ref()), Chained::NotNext);
         assert_eq!(model.apply_after(Position::START, &events[3], decoded[3].as_ref()), Chained::AlreadyApplied);

@@ -63,9 +63,10 @@ impl Workers {
         if let Some(config) = kafka {
             let relay = Arc::new(kafka::relay::Relay::new(store.clone(), config.clone())?);
             let wake = commits.clone();
-            let relaying = gated(ownership::KAFKA_RELAY, held.role(ownership::KAFKA_RELAY), stopped.clone(), move |stop| {
-                relay.clone().run(wake.clone(), stop)
-            });
+            let relaying =
+                gated(ownership::KAFKA_RELAY, held.role(ownership::KAFKA_RELAY), stopped.clone(), move |stop| {
+                    relay.clone().run(wake.clone(), stop)
+                });
             tasks.push((ownership::KAFKA_RELAY, tokio::spawn(relaying)));
             let log = HotRunner::new(store.clone(), hot.clone(), hot_tail);
             let follower = kafka::follower::Follower::new(config, hot.clone(), log);

@@ -140,8 +140,12 @@ impl Follower {
         let mut next = Some(link);
         while let Some(link) = next.take() {
             let event = &link.event;
-            let decoded = match AnyEvent::decode(&event.stream_id, &event.event_type, event.schema_version, &event.payload)
-            {
+            let decoded = match AnyEvent::decode(
+                &event.stream_id,
+                &event.event_type,
+                event.schema_version,
+                &event.payload,
+            ) {
                 Ok(decoded) => decoded,
                 Err(e) => {
                     // The log read meets the same event and reports it as the model's failure.

@@ -130,9 +130,21 @@ pub fn render(out: &mut String) {
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let counters = [
         ("licensd_kafka_events_applied_total", "Events this node applied from Kafka messages.", &APPLIED),
-        ("licensd_kafka_gap_reads_total", "Times a gap in the relayed chain was read from the Postgres log.", &GAP_READS),
-        ("licensd_kafka_messages_rejected_total", "Messages on the topic that were not relay messages this version reads.", &REJECTED),
-        ("licensd_kafka_relay_published_total", "Events this node's relay published and the broker acknowledged.", &PUBLISHED),
+        (
+            "licensd_kafka_gap_reads_total",
+            "Times a gap in the relayed chain was read from the Postgres log.",
+            &GAP_READS,
+        ),
+        (
+            "licensd_kafka_messages_rejected_total",
+            "Messages on the topic that were not relay messages this version reads.",
+            &REJECTED,
+        ),
+        (
+            "licensd_kafka_relay_published_total",
+            "Events this node's relay published and the broker acknowledged.",
+            &PUBLISHED,
+        ),
     ];
     for (name, help, counter) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", load(counter));

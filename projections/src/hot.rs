@@ -947,7 +947,7 @@ pub(crate) mod tests {
             prev = event.position;
         }
         tail.join().unwrap();
-        assert_eq!(model.account(account_id).unwrap().balance, grants as i64, "every grant counted once");
+        assert_eq!(model.account(account_id).unwrap().balance, grants, "every grant counted once");
         assert_eq!(model.applied_events(), events.len() as u64, "no event applied twice");
         assert_eq!(model.position(), events.last().unwrap().position);
         assert!(applied <= events.len(), "{applied} applied by the follower, {waited} waits");
@@ -961,6 +961,6 @@ pub(crate) mod tests {
         let gap = Position { tx: 0, seq: grants + 5 };
         assert_eq!(model.apply_after(gap, &later, decode(&later).as_ref()), Chained::NotNext);
         assert_eq!(model.apply_after(Position::START, &events[3], decoded[3].as_ref()), Chained::AlreadyApplied);
-        assert_eq!(model.account(account_id).unwrap().balance, grants as i64);
+        assert_eq!(model.account(account_id).unwrap().balance, grants);
     }
 }

@@ -54,23 +54,21 @@ impl Follower {
 
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         set_source(LogSource::PostgresFallback);
-        let consumer = loop {
-            match self.consumer() {
-                Ok(consumer) => break Arc::new(consumer),
-                Err(e) => {
-                    // Only a setting librdkafka refuses gets here (it connects lazily): the log
-                    // still feeds the model.
-                    tracing::error!(error = %e, "cannot create the Kafka consumer; following the Postgres log");
-                    let mut state = self.state();
-                    while !*stop.borrow() {
-                        self.read_log(&mut state).await;
-                        tokio::select! {
-                            _ = tokio::time::sleep(self.config.fallback_poll) => {}
-                            _ = stop.changed() => {}
-                        }
+        let consumer = match self.consumer() {
+            Ok(consumer) => Arc::new(consumer),
+            Err(e) => {
+                // Only a setting librdkafka refuses gets here (it connects lazily): the log
+                // still feeds the model.
+                tracing::error!(error = %e, "cannot create the Kafka consumer; following the Postgres log");
+                let mut state = self.state();
+                while !*stop.borrow() {
+                    self.read_log(&mut state).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.config.fallback_poll) => {}
+                        _ = stop.changed() => {}
                     }
-                    return;
                 }
+                return;
             }
         };
         let mut state = self.state();

@@ -33,7 +33,10 @@ impl Relay {
     /// The producer is idempotent (`enable.idempotence`, so `acks=all` and retries never
     /// duplicate or reorder within a partition); the pass-through options may tune it.
     pub fn new(store: Store, config: KafkaConfig) -> Result<Self, KafkaError> {
-        let ours = [("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "2")];
+        // A message the broker has not acknowledged within 30 s fails its step, which starts
+        // again from the checkpoint (librdkafka's default waits 5 minutes).
+        let ours =
+            [("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "2"), ("message.timeout.ms", "30000")];
         let producer = config.client(&ours).create()?;
         Ok(Self { store, config, producer })
     }
@@ -80,7 +83,13 @@ impl Relay {
     pub async fn run(self: std::sync::Arc<Self>, mut wake: watch::Receiver<u64>, mut stop: watch::Receiver<bool>) {
         tracing::info!(topic = %self.config.topic, "Kafka relay started");
         while !*stop.borrow() {
-            let wait = match self.step().await {
+            // A step waiting for an unreachable broker is abandoned when the role is lost or the
+            // node stops: its checkpoint has not moved, so nothing is lost.
+            let stepped = tokio::select! {
+                stepped = self.step() => stepped,
+                _ = stop.changed() => break,
+            };
+            let wait = match stepped {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => self.config.relay_poll,
                 Err(e) => {

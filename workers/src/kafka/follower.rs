@@ -46,6 +46,9 @@ impl Follower {
             ("enable.auto.commit", "true"),
             ("auto.offset.reset", "latest"),
             ("enable.partition.eof", "false"),
+            // A broker that holds an empty fetch for its whole wait (tansu does) delays every
+            // event by up to this; librdkafka's default is 500 ms.
+            ("fetch.wait.max.ms", "50"),
         ];
         let consumer: StreamConsumer = self.config.client(&ours).create()?;
         consumer.subscribe(&[self.config.topic.as_str()])?;

@@ -683,6 +683,32 @@ fn activated_on(server: &Server, m: &common::Merchant, license: &str) {
     }
 }
 
+/// A merchant with 100 credits and one app, and the app's WebSocket API key. The account is
+/// made by the operator CLI, whose commit reaches a node through the relay, not as the node's own
+/// write: the app is created once `server` knows the account's API key.
+fn kafka_merchant(deployment: &Deployment, server: &Server, email: &str) -> (common::Merchant, String) {
+    let account = deployment.cli(&["account", "create", "--email", email]);
+    let api_key = account["apiKey"].as_str().unwrap().to_string();
+    let account_id = account["accountId"].as_str().unwrap().to_string();
+    deployment.cli(&["credits", "grant", "--account", &account_id, "--amount", "100"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.get(&api_key, "/v1/apps").0 == 401 {
+        assert!(Instant::now() < deadline, "the account made by the CLI never reached {}", server.base);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, app) = server.post(&api_key, "/v1/apps", &json!({ "name": "Kafka app" }));
+    assert_eq!(status, 201, "{app}");
+    let text = |field: &str| app[field].as_str().unwrap().to_string();
+    let merchant = common::Merchant {
+        account_id,
+        api_key,
+        app_id: text("appId"),
+        app_secret: text("appSecret"),
+        public_key: text("publicKey"),
+    };
+    (merchant, text("websocketApiKey"))
+}
+
 #[test]
 fn with_kafka_a_revocation_on_node_b_is_pushed_on_node_c_while_postgres_polling_is_slow() {
     let Some(broker) = Broker::start() else { return };
@@ -691,7 +717,7 @@ fn with_kafka_a_revocation_on_node_b_is_pushed_on_node_c_while_postgres_polling_
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     wait_for_source(&[a, b, c], "kafka", Duration::from_secs(30));
     relay_owner(&[a, b, c], Duration::from_secs(10));
-    let (m, ws_key) = live_merchant(&cluster.nodes[0], a, "kafka-live@example.com");
+    let (m, ws_key) = kafka_merchant(&cluster.nodes[0], a, "kafka-live@example.com");
     let license = m.license(a, json!({}));
     assert_eq!(validate(a, &m.app_id, &m.app_secret, &license, "machine-1").0, 200, "SDK validation on node A");
     converged(&[a, b, c], Duration::from_secs(10));
@@ -729,7 +755,7 @@ fn the_kafka_relay_moves_when_its_owner_is_sigkilled_and_nothing_is_missed() {
     let mut nodes: Vec<Option<Server>> = start_kafka_nodes(&cluster, &broker).into_iter().map(Some).collect();
     wait_for_source(&running(&nodes), "kafka", Duration::from_secs(30));
     let owner = relay_owner(&running(&nodes), Duration::from_secs(10));
-    let m = cluster.nodes[0].merchant_with_credits(running(&nodes)[0], "kafka-relay@example.com", 100);
+    let (m, _) = kafka_merchant(&cluster.nodes[0], running(&nodes)[0], "kafka-relay@example.com");
     let survivors: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
     // Licenses written on the survivors before and while the relay's owner dies.
     let mut keys = Vec::new();
@@ -765,7 +791,7 @@ fn the_broker_stopped_under_load_sends_nodes_to_postgres_and_back_to_kafka_with_
     let nodes = start_kafka_nodes(&cluster, &broker);
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     wait_for_source(&[a, b, c], "kafka", Duration::from_secs(30));
-    let (m, ws_key) = live_merchant(&cluster.nodes[0], a, "kafka-outage@example.com");
+    let (m, ws_key) = kafka_merchant(&cluster.nodes[0], a, "kafka-outage@example.com");
     let license = m.license(a, json!({}));
     let rt = client::runtime();
     converged(&[a, b, c], Duration::from_secs(10));

@@ -700,9 +700,13 @@ impl HotModel {
     fn record_burn(&self, app_id: AppId, at: chrono::DateTime<chrono::Utc>, credits: u64) {
         let minute = at.timestamp() / 60;
         let mut buckets = self.burn.entry(app_id).or_default();
-        match buckets.back_mut() {
-            Some((m, c)) if *m == minute => *c += credits,
-            _ => buckets.push_back((minute, credits)),
+        // Bills do not always come in minute order (this node's own are recorded ahead of the
+        // log, other nodes' arrive in log order): each goes to its minute's bucket, kept sorted,
+        // so the buckets are the same whatever the order, as a replay of the log makes them.
+        match buckets.iter().rposition(|(m, _)| *m <= minute) {
+            Some(i) if buckets[i].0 == minute => buckets[i].1 += credits,
+            Some(i) => buckets.insert(i + 1, (minute, credits)),
+            None => buckets.push_front((minute, credits)),
         }
         while buckets.front().is_some_and(|(m, _)| *m <= minute - MINUTES_PER_DAY) {
             buckets.pop_front();
@@ -962,5 +966,24 @@ pub(crate) mod tests {
         assert_eq!(model.apply_after(gap, &later, decode(&later).as_ref()), Chained::NotNext);
         assert_eq!(model.apply_after(Position::START, &events[3], decoded[3].as_ref()), Chained::AlreadyApplied);
         assert_eq!(model.account(account_id).unwrap().balance, grants);
+    }
+
+    /// Bills applied out of minute order (own ones recorded ahead, other nodes' from the log)
+    /// leave the same burn buckets, and so the same content hash, as in order.
+    #[test]
+    fn burn_buckets_do_not_depend_on_the_order_bills_arrive_in() {
+        let app_id = AppId::new();
+        let minute = |m: i64| chrono::DateTime::from_timestamp(m * 60 + 7, 0).unwrap();
+        let (in_order, shuffled) = (HotModel::default(), HotModel::default());
+        for m in [27, 27, 28, 28, 30] {
+            in_order.record_burn(app_id, minute(m), 1);
+        }
+        for m in [28, 27, 30, 27, 28] {
+            shuffled.record_burn(app_id, minute(m), 1);
+        }
+        let buckets = |model: &HotModel| model.burn.get(&app_id).unwrap().iter().copied().collect::<Vec<_>>();
+        assert_eq!(buckets(&in_order), vec![(27, 2), (28, 2), (30, 1)]);
+        assert_eq!(buckets(&shuffled), buckets(&in_order));
+        assert_eq!(shuffled.digest(), in_order.digest());
     }
 }

@@ -841,7 +841,13 @@ fn the_broker_stopped_under_load_sends_nodes_to_postgres_and_back_to_kafka_with_
     let during_outage = written.lock().unwrap().len() - before_outage;
     broker.resume();
     wait_for_source(&[a, b, c], "kafka", Duration::from_secs(60));
-    std::thread::sleep(Duration::from_secs(1));
+    // The load goes on until some licenses were written with Kafka back.
+    let back = written.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while written.lock().unwrap().len() < back + 3 {
+        assert!(Instant::now() < deadline, "no writes went through after the broker came back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     load.join().unwrap();
     let written = written.lock().unwrap().clone();

@@ -670,7 +670,10 @@ fn revocation_is_pushed(m: &common::Merchant, license: &str, on: &Server, ws: &m
     let event = ws.recv();
     let delay = started.elapsed();
     assert_eq!(event, json!({"id": 18446744073709551615u64, "event_type": 201}), "the revocation push");
-    assert!(delay < Duration::from_secs(2), "the push came after {delay:?}");
+    // The delay includes the Developer API's answer on `on`, whose read-your-writes wait may
+    // itself go through the relay (README "Several nodes"); the whole suite on two loaded cores
+    // has taken 2.75 s for it.
+    assert!(delay < Duration::from_secs(5), "the push came after {delay:?}");
     m.put(on, &format!("/v1/licenses/{license}"), json!({"action": "activate"}));
     delay
 }

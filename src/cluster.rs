@@ -36,6 +36,9 @@ pub struct ClusterArgs {
     /// peer is always the client.
     #[arg(help_heading = "Several nodes", long, env = "LICENSD_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+
+    #[command(flatten)]
+    pub kafka: crate::kafka::KafkaArgs,
 }
 
 impl ClusterArgs {
@@ -61,11 +64,15 @@ impl ClusterArgs {
         })
     }
 
-    /// The in-memory model's tail: polls at most `LICENSD_LOG_POLL_MS` apart.
+    /// The in-memory model's tail: polls at most `LICENSD_LOG_POLL_MS` apart. With Kafka, other
+    /// nodes' events come through the topic: the tail then follows this node's own commits and
+    /// polls only every `LICENSD_LOG_POLL_MS`, never at the quick pace it otherwise takes after
+    /// progress.
     pub fn hot_tail(&self) -> licensd_projections::TailConfig {
         let defaults = licensd_projections::TailConfig::default();
         let max_idle = Duration::from_millis(self.log_poll_ms.max(1));
-        licensd_projections::TailConfig { max_idle, min_idle: defaults.min_idle.min(max_idle), ..defaults }
+        let min_idle = if self.kafka.kafka_brokers.is_some() { max_idle } else { defaults.min_idle.min(max_idle) };
+        licensd_projections::TailConfig { max_idle, min_idle, ..defaults }
     }
 
     pub fn trusted_proxies(&self) -> anyhow::Result<licensd_api::client_ip::TrustedProxies> {

@@ -6,6 +6,7 @@ mod config;
 mod data_lock;
 mod files;
 mod healthcheck;
+mod kafka;
 mod operator;
 mod rotate;
 mod serve;

@@ -17,6 +17,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     let portal = serve.portal()?;
     let leases = serve.cluster.leases(&config.data_dir)?;
     let trusted_proxies = serve.cluster.trusted_proxies()?;
+    let kafka = serve.cluster.kafka.config(&leases.node, config.is_postgres())?;
     let tls = match (&serve.tls_cert, &serve.tls_key) {
         (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
         _ => None,
@@ -60,7 +61,8 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     let commits = services.commands.writer().subscribe_commits();
     let tails = (serve.cluster.hot_tail(), serve.sql_tail());
     let node = leases.node.clone();
-    let workers = Workers::start(&services.commands, hot.clone(), commits, tails, serve.webhooks(), commerce, leases)?;
+    let workers =
+        Workers::start(&services.commands, hot.clone(), commits, tails, serve.webhooks(), commerce, leases, kafka)?;
     let (snapshots_stop, snapshots_stopped) = watch::channel(false);
     let snapshots = snapshot_path.clone().map(|path| {
         if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -3,7 +3,9 @@
 //! single-owner role runs on exactly one node and moves when its owner is SIGKILLed, webhooks go
 //! out once per (event, webhook), portal challenges and dashboard lockouts hold whichever node a
 //! request lands on. Skipped when `LICENSD_TEST_POSTGRES_URL` is unset, like every Postgres test.
-//! The trusted-proxy test needs no database of its own kind and runs on SQLite.
+//! The trusted-proxy test needs no database of its own kind and runs on SQLite. The Kafka tests
+//! also need a Kafka-protocol broker (`LICENSD_TEST_KAFKA_BROKER_BIN`, the tansu binary that
+//! `.ci/tansu` builds): skipped without it, failed without it when `CI` is set.
 
 #[path = "live/client.rs"]
 #[allow(dead_code)] // the parts the live tests use and these do not
@@ -47,8 +49,13 @@ impl Cluster {
     }
 
     fn start(&self, node: usize, name: &str) -> Server {
+        self.start_with(node, name, &[])
+    }
+
+    fn start_with(&self, node: usize, name: &str, extra: &[(&str, &str)]) -> Server {
         let mut env = live_env(CLUSTER);
         env.push(("LICENSD_NODE_ID", name));
+        env.extend_from_slice(extra);
         self.nodes[node].start_with(&env)
     }
 }
@@ -529,6 +536,9 @@ fn bad_cluster_settings_stop_the_start_before_anything_is_created() {
         ("LICENSD_LEASE_RENEW_MS", "6000"),
         ("LICENSD_LEASE_RENEW_MS", "0"),
         ("LICENSD_NODE_ID", " "),
+        // Kafka needs several nodes, so Postgres; and an option name must name one.
+        ("LICENSD_KAFKA_BROKERS", "127.0.0.1:9"),
+        ("LICENSD_KAFKA_OPTION_SSL__CA", "x"),
     ];
     for (name, value) in cases {
         let mut child = std::process::Command::new(common::BIN)
@@ -556,5 +566,380 @@ fn bad_cluster_settings_stop_the_start_before_anything_is_created() {
         assert!(!status.success(), "{name}={value:?}");
         assert!(stderr.contains(name), "{name}={value:?}: {stderr}");
         assert!(!dir.0.join("licensd.db").exists(), "{name}={value:?}: no database was created");
+    }
+}
+
+/// A real Kafka-protocol broker process (tansu, on its SQLite storage engine in a folder of its
+/// own) on a free port; stopped and started again on the same port and storage.
+struct Broker {
+    bin: std::path::PathBuf,
+    dir: TempDir,
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+/// The topic the Kafka tests use, with three partitions so that events of different streams
+/// arrive out of log order.
+const TOPIC: &str = "licensd-test-events";
+
+impl Broker {
+    fn start() -> Option<Self> {
+        let bin = match std::env::var_os("LICENSD_TEST_KAFKA_BROKER_BIN") {
+            Some(bin) => std::path::PathBuf::from(bin),
+            None if std::env::var_os("CI").is_some() => {
+                panic!("CI is set but LICENSD_TEST_KAFKA_BROKER_BIN is not: .ci/run builds the broker with .ci/tansu")
+            }
+            None => {
+                eprintln!("skipped: LICENSD_TEST_KAFKA_BROKER_BIN is unset (`bash .ci/tansu` builds the broker and prints it)");
+                return None;
+            }
+        };
+        let mut broker = Self { bin, dir: TempDir::new(), port: common::free_port(), child: None };
+        broker.resume();
+        broker.create_topic();
+        Some(broker)
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker process and waits until its port accepts connections.
+    fn resume(&mut self) {
+        let url = format!("tcp://{}", self.address());
+        let child = std::process::Command::new(&self.bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir.0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the broker");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(self.address()).is_err() {
+            assert!(Instant::now() < deadline, "the broker did not listen on {}", self.address());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: the broker stops answering at once.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The broker does not create topics by itself: created here with the admin API.
+    fn create_topic(&self) {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        use rdkafka::types::RDKafkaErrorCode;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let admin: AdminClient<DefaultClientContext> =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", self.address()).create().unwrap();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let created =
+                rt.block_on(admin.create_topics(&[NewTopic::new(TOPIC, 3, TopicReplication::Fixed(1))], &options));
+            match created.as_ref().map(|results| results.as_slice()) {
+                Ok([Ok(_)]) | Ok([Err((_, RDKafkaErrorCode::TopicAlreadyExists))]) => return,
+                other => assert!(Instant::now() < deadline, "cannot create the topic: {other:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Kafka on every node; Postgres polling made slow (a minute), so whatever reaches a node from
+/// another within seconds came through Kafka (or, in fallback, the follower's own log reads).
+fn kafka_env(broker: &Broker) -> Vec<(&'static str, String)> {
+    vec![
+        ("LICENSD_KAFKA_BROKERS", broker.address()),
+        ("LICENSD_KAFKA_TOPIC", TOPIC.to_string()),
+        ("LICENSD_LOG_POLL_MS", "60000".to_string()),
+        ("LICENSD_KAFKA_PROBE_MS", "300".to_string()),
+        ("LICENSD_KAFKA_FALLBACK_POLL_MS", "200".to_string()),
+    ]
+}
+
+fn start_kafka_nodes(cluster: &Cluster, broker: &Broker) -> Vec<Server> {
+    let env = kafka_env(broker);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ["node-a", "node-b", "node-c"].iter().enumerate().map(|(i, name)| cluster.start_with(i, name, &env)).collect()
+}
+
+/// Waits until every one of `servers` says it follows `source` in `/healthz`.
+fn wait_for_source(servers: &[&Server], source: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let sources: Vec<Value> = servers.iter().map(|s| healthz(s)["logSource"].clone()).collect();
+        if sources.iter().all(|s| s == source) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not all nodes follow {source} within {within:?}: {sources:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until every one of `servers` has read the log up to the same position; returns it.
+fn converged(servers: &[&Server], within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let positions: Vec<Value> = servers.iter().map(|s| healthz(s)["readModelPosition"].clone()).collect();
+        if positions.windows(2).all(|w| w[0] == w[1]) {
+            return positions[0].as_str().unwrap_or_default().to_string();
+        }
+        assert!(Instant::now() < deadline, "the nodes' models did not converge: {positions:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn metric(server: &Server, name: &str) -> f64 {
+    let text = server.get_text("/metrics").1;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+}
+
+/// The node whose `/healthz` says it runs the Kafka relay, waiting until exactly one does.
+fn relay_owner(servers: &[&Server], within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let holders: Vec<usize> =
+            (0..servers.len()).filter(|i| roles(servers[*i]).iter().any(|r| r == "kafka-relay")).collect();
+        if let [one] = holders.as_slice() {
+            return *one;
+        }
+        assert!(Instant::now() < deadline, "the relay is not held by exactly one node: {holders:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// After a clean stop, the snapshot a node wrote (its model, applied from Kafka and the log)
+/// equals a replay of the whole log: nothing missed, nothing applied twice.
+fn assert_model_matches_a_rebuild(deployment: &Deployment, node: &str) {
+    let rebuilt = deployment.cli(&["rebuild", "--projection", "hot"]);
+    let snapshot = &rebuilt["rebuilt"][0]["snapshot"];
+    assert_eq!(snapshot["matchesReplay"], json!(true), "{node}: its model equals a rebuild: {rebuilt}");
+}
+
+/// One revocation on `on`, pushed to the live session `ws` (subscribed) on another node within
+/// the deadline; then the license is activated again and `seen_by` validates it.
+fn revocation_is_pushed(m: &common::Merchant, license: &str, on: &Server, ws: &mut Ws, round: u64) -> Duration {
+    let authorized = ws.call(json!({"type": 2, "id": 10 + round * 3, "license": license}));
+    assert_eq!(authorized["status"], 1, "the session's node authorizes the license: {authorized}");
+    let started = Instant::now();
+    m.put(on, &format!("/v1/licenses/{license}"), json!({"action": "revoke"}));
+    let event = ws.recv();
+    let delay = started.elapsed();
+    assert_eq!(event, json!({"id": 18446744073709551615u64, "event_type": 201}), "the revocation push");
+    // The delay includes the Developer API's answer on `on`, whose read-your-writes wait may
+    // itself go through the relay (README "Several nodes"); the whole suite on two loaded cores
+    // has taken 2.75 s for it.
+    assert!(delay < Duration::from_secs(5), "the push came after {delay:?}");
+    m.put(on, &format!("/v1/licenses/{license}"), json!({"action": "activate"}));
+    delay
+}
+
+fn activated_on(server: &Server, m: &common::Merchant, license: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while validate(server, &m.app_id, &m.app_secret, license, "machine-1").0 != 200 {
+        assert!(Instant::now() < deadline, "the re-activation never reached {}", server.base);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A merchant with 100 credits and one app, and the app's WebSocket API key. The account is
+/// made by the operator CLI, whose commit reaches a node through the relay, not as the node's own
+/// write: the app is created once `server` knows the account's API key.
+fn kafka_merchant(deployment: &Deployment, server: &Server, email: &str) -> (common::Merchant, String) {
+    let account = deployment.cli(&["account", "create", "--email", email]);
+    let api_key = account["apiKey"].as_str().unwrap().to_string();
+    let account_id = account["accountId"].as_str().unwrap().to_string();
+    deployment.cli(&["credits", "grant", "--account", &account_id, "--amount", "100"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.get(&api_key, "/v1/apps").0 == 401 {
+        assert!(Instant::now() < deadline, "the account made by the CLI never reached {}", server.base);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, app) = server.post(&api_key, "/v1/apps", &json!({ "name": "Kafka app" }));
+    assert_eq!(status, 201, "{app}");
+    let text = |field: &str| app[field].as_str().unwrap().to_string();
+    let merchant = common::Merchant {
+        account_id,
+        api_key,
+        app_id: text("appId"),
+        app_secret: text("appSecret"),
+        public_key: text("publicKey"),
+    };
+    (merchant, text("websocketApiKey"))
+}
+
+#[test]
+fn with_kafka_a_revocation_on_node_b_is_pushed_on_node_c_while_postgres_polling_is_slow() {
+    let Some(broker) = Broker::start() else { return };
+    let Some(cluster) = Cluster::new() else { return };
+    let nodes = start_kafka_nodes(&cluster, &broker);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    wait_for_source(&[a, b, c], "kafka", Duration::from_secs(30));
+    relay_owner(&[a, b, c], Duration::from_secs(10));
+    let (m, ws_key) = kafka_merchant(&cluster.nodes[0], a, "kafka-live@example.com");
+    let license = m.license(a, json!({}));
+    assert_eq!(validate(a, &m.app_id, &m.app_secret, &license, "machine-1").0, 200, "SDK validation on node A");
+    converged(&[a, b, c], Duration::from_secs(10));
+
+    let rt = client::runtime();
+    let mut ws = Ws::connect(&rt, &c.base);
+    assert_eq!(ws.init(&ws_key, "machine-1")["status"], 1, "node C knows the app created on node A");
+    assert_eq!(ws.call(json!({"type": 17, "id": 1000, "subscribed": true}))["status"], 1);
+    let mut delays = Vec::new();
+    for round in 0..5 {
+        delays.push(revocation_is_pushed(&m, &license, b, &mut ws, round));
+        activated_on(c, &m, &license);
+    }
+    delays.sort();
+    eprintln!("with Kafka: revocation on node B -> push on node C, 5 rounds: {delays:?}");
+    assert!(metric(c, "licensd_kafka_events_applied_total") > 0.0, "node C applied events from Kafka");
+    assert_eq!(metric(c, "licensd_log_source{source=\"kafka\"}"), 1.0);
+    let relay = relay_owner(&[a, b, c], Duration::from_secs(1));
+    assert!(metric(&nodes[relay], "licensd_kafka_relay_published_total") > 0.0);
+    for (i, node) in nodes.into_iter().enumerate() {
+        node.terminate();
+        assert_model_matches_a_rebuild(&cluster.nodes[i], ["node-a", "node-b", "node-c"][i]);
+    }
+}
+
+/// The nodes still running.
+fn running(nodes: &[Option<Server>]) -> Vec<&Server> {
+    nodes.iter().flatten().collect()
+}
+
+#[test]
+fn the_kafka_relay_moves_when_its_owner_is_sigkilled_and_nothing_is_missed() {
+    let Some(broker) = Broker::start() else { return };
+    let Some(cluster) = Cluster::new() else { return };
+    let mut nodes: Vec<Option<Server>> = start_kafka_nodes(&cluster, &broker).into_iter().map(Some).collect();
+    wait_for_source(&running(&nodes), "kafka", Duration::from_secs(30));
+    let owner = relay_owner(&running(&nodes), Duration::from_secs(10));
+    let (m, _) = kafka_merchant(&cluster.nodes[0], running(&nodes)[0], "kafka-relay@example.com");
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
+    // Licenses written on the survivors before and while the relay's owner dies.
+    let mut keys = Vec::new();
+    for i in 0..6 {
+        keys.push(m.license(nodes[survivors[i % 2]].as_ref().unwrap(), json!({})));
+    }
+    let killed = Instant::now();
+    nodes[owner].take().unwrap().kill();
+    for i in 0..6 {
+        keys.push(m.license(nodes[survivors[i % 2]].as_ref().unwrap(), json!({})));
+    }
+    let new_owner = relay_owner(&running(&nodes), Duration::from_secs(10));
+    let moved_to = survivors[new_owner];
+    eprintln!("the relay moved to node {moved_to} {:?} after its owner was SIGKILLed", killed.elapsed());
+    // Every license reaches both survivors (each wrote half of them; the rest came by Kafka).
+    converged(&running(&nodes), Duration::from_secs(20));
+    for &i in &survivors {
+        let server = nodes[i].as_ref().unwrap();
+        for key in &keys {
+            assert_eq!(validate(server, &m.app_id, &m.app_secret, key, "machine-1").0, 200, "{key} on node {i}");
+        }
+    }
+    for i in survivors {
+        nodes[i].take().unwrap().terminate();
+        assert_model_matches_a_rebuild(&cluster.nodes[i], &format!("node {i}"));
+    }
+}
+
+#[test]
+fn the_broker_stopped_under_load_sends_nodes_to_postgres_and_back_to_kafka_with_nothing_missed() {
+    let Some(mut broker) = Broker::start() else { return };
+    let Some(cluster) = Cluster::new() else { return };
+    let nodes = start_kafka_nodes(&cluster, &broker);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    wait_for_source(&[a, b, c], "kafka", Duration::from_secs(30));
+    let (m, ws_key) = kafka_merchant(&cluster.nodes[0], a, "kafka-outage@example.com");
+    let license = m.license(a, json!({}));
+    let rt = client::runtime();
+    converged(&[a, b, c], Duration::from_secs(10));
+    let mut ws = Ws::connect(&rt, &c.base);
+    assert_eq!(ws.init(&ws_key, "machine-1")["status"], 1);
+    assert_eq!(ws.call(json!({"type": 17, "id": 1000, "subscribed": true}))["status"], 1);
+
+    // Load: licenses created on A and B all along, until told to stop.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let load = {
+        let (stop, written) = (stop.clone(), written.clone());
+        let bases = [a.base.clone(), b.base.clone()];
+        let api_key = m.api_key.clone();
+        let app_id = m.app_id.clone();
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let response = client
+                    .post(format!("{}/v1/licenses", bases[i % 2]))
+                    .bearer_auth(&api_key)
+                    .json(&json!({ "appId": app_id }))
+                    .send();
+                if let Ok(response) = response {
+                    if response.status().as_u16() == 201 {
+                        let body: Value = response.json().unwrap_or(Value::Null);
+                        if let Some(key) = body["licenses"][0]["licenseKey"].as_str() {
+                            written.lock().unwrap().push(key.to_string());
+                        }
+                    }
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let before_outage = written.lock().unwrap().len();
+    broker.stop();
+    wait_for_source(&[a, b, c], "postgres-fallback", Duration::from_secs(15));
+    assert_eq!(metric(c, "licensd_log_source{source=\"postgres-fallback\"}"), 1.0);
+    // Pushes still arrive while Kafka is down: the follower reads the log itself.
+    revocation_is_pushed(&m, &license, b, &mut ws, 0);
+    activated_on(c, &m, &license);
+    std::thread::sleep(Duration::from_secs(1));
+    let during_outage = written.lock().unwrap().len() - before_outage;
+    broker.resume();
+    wait_for_source(&[a, b, c], "kafka", Duration::from_secs(60));
+    // The load goes on until some licenses were written with Kafka back.
+    let back = written.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while written.lock().unwrap().len() < back + 3 {
+        assert!(Instant::now() < deadline, "no writes went through after the broker came back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    load.join().unwrap();
+    let written = written.lock().unwrap().clone();
+    assert!(
+        during_outage > 0 && written.len() > before_outage + during_outage,
+        "written before, during, after the outage"
+    );
+    eprintln!("the load wrote {} licenses, {during_outage} of them while the broker was down", written.len());
+    // Back on Kafka, a push still arrives within the deadline.
+    revocation_is_pushed(&m, &license, b, &mut ws, 1);
+    converged(&[a, b, c], Duration::from_secs(20));
+    for key in written.iter().rev().take(10) {
+        assert_eq!(validate(c, &m.app_id, &m.app_secret, key, "machine-1").0, 200, "{key} on node C");
+    }
+    drop(ws);
+    for (i, node) in nodes.into_iter().enumerate() {
+        node.terminate();
+        assert_model_matches_a_rebuild(&cluster.nodes[i], ["node-a", "node-b", "node-c"][i]);
     }
 }

@@ -33,6 +33,9 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         "node": state.config.node,
         // The single-owner roles (SQL read models, webhook dispatcher, commerce) and whether
         // this node runs each now; with several nodes exactly one holds each.
+        // Where this node's in-memory model takes other nodes' events from: `kafka`,
+        // `postgres-fallback` (Kafka configured but unreachable) or `postgres` (no Kafka).
+        "logSource": licensd_workers::kafka::source().name(),
         "roles": licensd_store::leases_held().into_iter().map(|(role, held)| (role.to_string(), Value::Bool(held))).collect::<serde_json::Map<_, _>>(),
     });
     (status, Json(body))

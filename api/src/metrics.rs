@@ -288,6 +288,7 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     );
     stats.sync_seconds.render(&mut out, "licensd_writer_fsync_seconds", "");
     licensd_workers::metrics::render(&mut out);
+    licensd_workers::kafka::render(&mut out);
     if let Some(extra) = state.metrics.extra.get() {
         extra(&mut out);
     }

@@ -54,6 +54,16 @@ pub const DEFAULT_NONCE_WINDOW: Duration = Duration::from_secs(3600);
 /// licenses stored inline would pay for its empty slots too (see BENCHMARKS.md, memory).
 pub(crate) type LicenseEntry = Box<(License, u64)>;
 
+/// What [`HotModel::apply_after`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chained {
+    Applied,
+    /// At or before the model's position: applied before (a duplicate).
+    AlreadyApplied,
+    /// The event before it is not applied yet: it must wait, or the gap be read from the log.
+    NotNext,
+}
+
 pub struct HotModel {
     /// Each license with its stream version, so the hot path appends with `Exact(version)`.
     pub(crate) licenses: DashMap<LicenseKey, LicenseEntry>,
@@ -425,6 +435,24 @@ impl HotModel {
         }
     }
 
+    /// Applies one event only if the model's position is `prev`, the event just before it in log
+    /// order (the Kafka relay chains its messages so). Checked under the apply lock, so the
+    /// Postgres tail applying at the same time can neither make this skip an event nor repeat one.
+    pub fn apply_after(&self, prev: Position, event: &RecordedEvent, decoded: Option<&AnyEvent>) -> Chained {
+        let _applying = self.applying.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let at = self.position();
+        if event.position <= at {
+            return Chained::AlreadyApplied;
+        }
+        if at != prev {
+            return Chained::NotNext;
+        }
+        self.apply_one(event, decoded);
+        self.remember_last(event);
+        self.applied_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Chained::Applied
+    }
+
     /// One event after the model's position; the caller holds the apply lock.
     fn apply_one(&self, event: &RecordedEvent, decoded: Option<&AnyEvent>) {
         let id = StreamCategory::parse(&event.stream_id).map(|(_, id)| id).unwrap_or_default();
@@ -672,9 +700,13 @@ impl HotModel {
     fn record_burn(&self, app_id: AppId, at: chrono::DateTime<chrono::Utc>, credits: u64) {
         let minute = at.timestamp() / 60;
         let mut buckets = self.burn.entry(app_id).or_default();
-        match buckets.back_mut() {
-            Some((m, c)) if *m == minute => *c += credits,
-            _ => buckets.push_back((minute, credits)),
+        // Bills do not always come in minute order (this node's own are recorded ahead of the
+        // log, other nodes' arrive in log order): each goes to its minute's bucket, kept sorted,
+        // so the buckets are the same whatever the order, as a replay of the log makes them.
+        match buckets.iter().rposition(|(m, _)| *m <= minute) {
+            Some(i) if buckets[i].0 == minute => buckets[i].1 += credits,
+            Some(i) => buckets.insert(i + 1, (minute, credits)),
+            None => buckets.push_front((minute, credits)),
         }
         while buckets.front().is_some_and(|(m, _)| *m <= minute - MINUTES_PER_DAY) {
             buckets.pop_front();
@@ -879,5 +911,86 @@ pub(crate) mod tests {
         stale.hwids.clear();
         model.record_append(stale, 2, &[], model.hold_credits(account_id, app_id, 0, now).unwrap());
         assert_eq!(model.license(&key).unwrap().hwids, vec!["hw".to_string()]);
+    }
+
+    /// The Postgres tail (pages) and the Kafka follower (one chained event at a time) apply the
+    /// same events at once: each is applied exactly once, whichever gets there first.
+    #[test]
+    fn the_tail_and_the_chained_follower_racing_apply_each_event_once() {
+        let model = Arc::new(HotModel::default());
+        let (account_id, now) = (AccountId::new(), Utc::now());
+        let account = StreamCategory::Account.stream_id(account_id);
+        let mut events =
+            vec![recorded(1, account.clone(), 1, &AccountEvent::AccountCreated { account_id, created_at: now })];
+        let grants = 2000;
+        for i in 0..grants {
+            let grant = AccountEvent::CreditsGranted { amount: 1, reason: "t".into(), at: now };
+            events.push(recorded(i + 2, account.clone(), i as u64 + 2, &grant));
+        }
+        let decode =
+            |e: &RecordedEvent| AnyEvent::decode(&e.stream_id, &e.event_type, e.schema_version, &e.payload).unwrap();
+        let decoded: Arc<Vec<Option<AnyEvent>>> = Arc::new(events.iter().map(decode).collect());
+        let events = Arc::new(events);
+        let tail = {
+            let (model, events, decoded) = (model.clone(), events.clone(), decoded.clone());
+            std::thread::spawn(move || {
+                for (page, decoded) in events.chunks(7).zip(decoded.chunks(7)) {
+                    model.apply_decoded(page.iter().zip(decoded.iter().map(Option::as_ref)));
+                    std::thread::yield_now();
+                }
+            })
+        };
+        let mut prev = Position::START;
+        let (mut applied, mut waited) = (0, 0u64);
+        for (event, decoded) in events.iter().zip(decoded.iter()) {
+            loop {
+                match model.apply_after(prev, event, decoded.as_ref()) {
+                    Chained::Applied => applied += 1,
+                    Chained::AlreadyApplied => {}
+                    Chained::NotNext => {
+                        waited += 1;
+                        std::thread::yield_now();
+                        continue;
+                    }
+                }
+                break;
+            }
+            prev = event.position;
+        }
+        tail.join().unwrap();
+        assert_eq!(model.account(account_id).unwrap().balance, grants, "every grant counted once");
+        assert_eq!(model.applied_events(), events.len() as u64, "no event applied twice");
+        assert_eq!(model.position(), events.last().unwrap().position);
+        assert!(applied <= events.len(), "{applied} applied by the follower, {waited} waits");
+        // A chained event whose predecessor is missing waits; one already applied is a duplicate.
+        let later = recorded(
+            grants + 10,
+            account,
+            grants as u64 + 10,
+            &AccountEvent::CreditsGranted { amount: 1, reason: "t".into(), at: now },
+        );
+        let gap = Position { tx: 0, seq: grants + 5 };
+        assert_eq!(model.apply_after(gap, &later, decode(&later).as_ref()), Chained::NotNext);
+        assert_eq!(model.apply_after(Position::START, &events[3], decoded[3].as_ref()), Chained::AlreadyApplied);
+        assert_eq!(model.account(account_id).unwrap().balance, grants);
+    }
+
+    /// Bills applied out of minute order (own ones recorded ahead, other nodes' from the log)
+    /// leave the same burn buckets, and so the same content hash, as in order.
+    #[test]
+    fn burn_buckets_do_not_depend_on_the_order_bills_arrive_in() {
+        let app_id = AppId::new();
+        let minute = |m: i64| chrono::DateTime::from_timestamp(m * 60 + 7, 0).unwrap();
+        let (in_order, shuffled) = (HotModel::default(), HotModel::default());
+        for m in [27, 27, 28, 28, 30] {
+            in_order.record_burn(app_id, minute(m), 1);
+        }
+        for m in [28, 27, 30, 27, 28] {
+            shuffled.record_burn(app_id, minute(m), 1);
+        }
+        let buckets = |model: &HotModel| model.burn.get(&app_id).unwrap().iter().copied().collect::<Vec<_>>();
+        assert_eq!(buckets(&in_order), vec![(27, 2), (28, 2), (30, 1)]);
+        assert_eq!(buckets(&shuffled), buckets(&in_order));
+        assert_eq!(shuffled.digest(), in_order.digest());
     }
 }

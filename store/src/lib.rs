@@ -11,6 +11,7 @@ mod hot_path;
 mod leases;
 mod postgres;
 mod read_model;
+mod relay_checkpoint;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -2,6 +2,7 @@
 
 pub mod commerce;
 pub mod destinations;
+pub mod kafka;
 pub mod low_balance;
 pub mod metrics;
 pub mod outbound;
@@ -22,6 +23,7 @@ pub struct Workers {
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     store: licensd_store::Store,
     leases: LeaseConfig,
+    roles: Vec<&'static str>,
 }
 
 impl Workers {
@@ -29,6 +31,9 @@ impl Workers {
     /// commit signal, wakes them early; `tails` configures the two kinds), keeps the database
     /// (SQLite's WAL checkpoint) and delivers webhooks. The SQL projections, the webhook
     /// dispatcher and commerce fulfilment run only while this node holds their lease (`leases`).
+    /// With `kafka`, the Kafka relay is one more such role, and a follower feeds the in-memory
+    /// model from the topic besides its own tail.
+    #[allow(clippy::too_many_arguments)] // each is one independent part's settings
     pub fn start(
         commands: &Commands,
         hot: Arc<HotModel>,
@@ -37,7 +42,8 @@ impl Workers {
         webhooks: WebhookConfig,
         commerce: commerce::CommerceConfig,
         leases: LeaseConfig,
-    ) -> Result<Self, outbound::ClientError> {
+        kafka: Option<kafka::KafkaConfig>,
+    ) -> Result<Self, StartError> {
         let store = commands.store();
         // The outbound clients first: a failure stops the start before any task runs.
         let dispatcher = Arc::new(Dispatcher::new(store.clone(), commands.clone(), webhooks)?);
@@ -49,7 +55,23 @@ impl Workers {
         let hot_runner = HotRunner::new(store.clone(), hot.clone(), hot_tail);
         tasks.push(("hot", tokio::spawn(hot_runner.run(commits.clone(), stopped.clone()))));
         tasks.push(("maintenance", tokio::spawn(maintain(store.clone(), stopped.clone()))));
-        let held = Held::new();
+        let mut roles = ownership::ROLES.to_vec();
+        if kafka.is_some() {
+            roles.push(ownership::KAFKA_RELAY);
+        }
+        let held = Held::of(&roles);
+        if let Some(config) = kafka {
+            let relay = Arc::new(kafka::relay::Relay::new(store.clone(), config.clone())?);
+            let wake = commits.clone();
+            let relaying =
+                gated(ownership::KAFKA_RELAY, held.role(ownership::KAFKA_RELAY), stopped.clone(), move |stop| {
+                    relay.clone().run(wake.clone(), stop)
+                });
+            tasks.push((ownership::KAFKA_RELAY, tokio::spawn(relaying)));
+            let log = HotRunner::new(store.clone(), hot.clone(), hot_tail);
+            let follower = kafka::follower::Follower::new(config, hot.clone(), log);
+            tasks.push(("kafka follower", tokio::spawn(follower.run(stopped.clone()))));
+        }
         // One reader for every SQL read model: each event read and decoded once per pace.
         let sql_runner = SqlRunner::shared(store.clone(), all_sql_projections(), sql_tail);
         let sql =
@@ -74,7 +96,7 @@ impl Workers {
             tasks.push(("low-balance alerts", tokio::spawn(alerts)));
         }
         tasks.push(("leases", tokio::spawn(ownership::keep(store.clone(), leases.clone(), held, stopped))));
-        Ok(Self { stop, tasks, store: store.clone(), leases })
+        Ok(Self { stop, tasks, store: store.clone(), leases, roles })
     }
 
     /// Stops every worker (each finishes its step), then gives up this node's leases so another
@@ -86,8 +108,17 @@ impl Workers {
                 tracing::error!(worker = name, error = %e, "worker ended abnormally");
             }
         }
-        ownership::release(&self.store, &self.leases).await;
+        ownership::release(&self.store, &self.leases, &self.roles).await;
     }
+}
+
+/// Why the workers did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Outbound(#[from] outbound::ClientError),
+    #[error("cannot create the Kafka producer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
 }
 
 /// Database upkeep every second until `stop`.

@@ -13,6 +13,9 @@ pub const SQL_PROJECTIONS: &str = "sql-projections";
 pub const WEBHOOKS: &str = "webhooks";
 /// The commerce process manager (fulfilment of provider events).
 pub const COMMERCE: &str = "commerce";
+/// The Kafka relay (only with `LICENSD_KAFKA_BROKERS`).
+pub const KAFKA_RELAY: &str = "kafka-relay";
+/// The roles every node tries for; the Kafka relay is added when Kafka is configured.
 pub const ROLES: [&str; 3] = [SQL_PROJECTIONS, WEBHOOKS, COMMERCE];
 
 #[derive(Debug, Clone)]
@@ -40,7 +43,16 @@ pub struct Held {
 
 impl Held {
     pub fn new() -> Self {
-        Self { senders: ROLES.iter().map(|role| (*role, watch::channel(false).0)).collect() }
+        Self::of(&ROLES)
+    }
+
+    /// For exactly `roles`.
+    pub fn of(roles: &[&'static str]) -> Self {
+        Self { senders: roles.iter().map(|role| (*role, watch::channel(false).0)).collect() }
+    }
+
+    pub fn roles(&self) -> Vec<&'static str> {
+        self.senders.iter().map(|(role, _)| *role).collect()
     }
 
     pub fn role(&self, role: &'static str) -> watch::Receiver<bool> {
@@ -98,9 +110,9 @@ pub async fn keep(store: Store, config: LeaseConfig, held: Held, mut stop: watch
     }
 }
 
-/// Gives up this node's leases at a clean shutdown (after its workers stopped).
-pub async fn release(store: &Store, config: &LeaseConfig) {
-    for role in ROLES {
+/// Gives up this node's leases (of `roles`) at a clean shutdown (after its workers stopped).
+pub async fn release(store: &Store, config: &LeaseConfig, roles: &[&'static str]) {
+    for &role in roles {
         licensd_store::set_lease_held(role, false);
     }
     if let Err(e) = store.release_leases(&config.node).await {

@@ -1,0 +1,209 @@
+//! The follower: every node feeds its in-memory model (and so its live sessions' pushes) from the
+//! relay's topic, in log order by the chain (`chain.rs`), reading from the Postgres log instead
+//! whenever the chain does not continue within the gap bound or the broker is unreachable.
+//!
+//! The model's own tail keeps running beside it (this node's commits wake it at once; it polls
+//! every `LICENSD_LOG_POLL_MS`): both apply through the model's apply lock, so an event is
+//! applied once whichever source brings it first.
+
+use super::chain::{Chain, Link, Offer};
+use super::{count, set_source, wire, KafkaConfig, LogSource, APPLIED, GAP_READS, REJECTED};
+use licensd_domain::AnyEvent;
+use licensd_projections::{Chained, HotModel, HotRunner};
+use licensd_store::RecordedEvent;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::Message;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub struct Follower {
+    config: KafkaConfig,
+    hot: Arc<HotModel>,
+    /// Reads the gaps (and everything while Kafka is unreachable) from the log.
+    log: HotRunner,
+}
+
+/// The follower's own state between messages.
+struct Following {
+    chain: Chain<RecordedEvent>,
+    /// A message was dropped (the buffer was full): read the log at the next tick.
+    read_now: bool,
+    last_log_read: Instant,
+}
+
+impl Follower {
+    pub fn new(config: KafkaConfig, hot: Arc<HotModel>, log: HotRunner) -> Self {
+        Self { config, hot, log }
+    }
+
+    fn consumer(&self) -> Result<StreamConsumer, KafkaError> {
+        // A group of its own per node (every node needs every partition); a new group starts at
+        // the end of the topic, as the log has everything before it.
+        let ours = [
+            ("group.id", self.config.group.as_str()),
+            ("enable.auto.commit", "true"),
+            ("auto.offset.reset", "latest"),
+            ("enable.partition.eof", "false"),
+            // A broker that holds an empty fetch for its whole wait (tansu does) delays every
+            // event by up to this; librdkafka's default is 500 ms.
+            ("fetch.wait.max.ms", "50"),
+        ];
+        let consumer: StreamConsumer = self.config.client(&ours).create()?;
+        consumer.subscribe(&[self.config.topic.as_str()])?;
+        Ok(consumer)
+    }
+
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        set_source(LogSource::PostgresFallback);
+        let consumer = match self.consumer() {
+            Ok(consumer) => Arc::new(consumer),
+            Err(e) => {
+                // Only a setting librdkafka refuses gets here (it connects lazily): the log
+                // still feeds the model.
+                tracing::error!(error = %e, "cannot create the Kafka consumer; following the Postgres log");
+                let mut state = self.state();
+                while !*stop.borrow() {
+                    self.read_log(&mut state).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.config.fallback_poll) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                return;
+            }
+        };
+        let mut state = self.state();
+        let mut probe = tokio::time::interval(self.config.probe);
+        let tick = (self.config.gap / 2).min(self.config.fallback_poll).max(Duration::from_millis(5));
+        let mut ticks = tokio::time::interval(tick);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !*stop.borrow() {
+            tokio::select! {
+                _ = stop.changed() => {}
+                received = consumer.recv() => match received {
+                    Ok(message) => {
+                        if let Some(payload) = message.payload() {
+                            self.take(&mut state, payload);
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "Kafka consumer error"),
+                },
+                _ = probe.tick() => {
+                    let was = super::source();
+                    let now = if self.reachable(&consumer).await { LogSource::Kafka } else { LogSource::PostgresFallback };
+                    set_source(now);
+                    if was != now {
+                        // Whatever was committed while switching is read from the log at once.
+                        state.read_now = true;
+                    }
+                }
+                _ = ticks.tick() => {
+                    let gap = state.chain.waiting_since().is_some_and(|at| at.elapsed() >= self.config.gap);
+                    let fallback = super::source() == LogSource::PostgresFallback
+                        && state.last_log_read.elapsed() >= self.config.fallback_poll;
+                    if gap {
+                        count(&GAP_READS, 1);
+                    }
+                    if gap || fallback || state.read_now {
+                        self.read_log(&mut state).await;
+                    }
+                }
+            }
+        }
+        close(consumer).await;
+    }
+
+    fn state(&self) -> Following {
+        Following { chain: Chain::new(self.config.buffer), read_now: false, last_log_read: Instant::now() }
+    }
+
+    /// One message from the topic.
+    fn take(&self, state: &mut Following, payload: &[u8]) {
+        let link = match wire::decode(payload) {
+            Ok(link) => link,
+            Err(e) => {
+                count(&REJECTED, 1);
+                tracing::warn!(error = %e, "ignoring a message on the Kafka topic");
+                return;
+            }
+        };
+        match state.chain.offer(self.hot.position(), link, Instant::now()) {
+            Offer::Next(link) => self.apply_chain(state, link),
+            Offer::Dropped => state.read_now = true,
+            Offer::Stale | Offer::Held => {}
+        }
+    }
+
+    /// Applies `link` and then every held message that follows it.
+    fn apply_chain(&self, state: &mut Following, link: Link<RecordedEvent>) {
+        let mut next = Some(link);
+        while let Some(link) = next.take() {
+            let event = &link.event;
+            let decoded = match AnyEvent::decode(
+                &event.stream_id,
+                &event.event_type,
+                event.schema_version,
+                &event.payload,
+            ) {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    // The log read meets the same event and reports it as the model's failure.
+                    count(&REJECTED, 1);
+                    tracing::warn!(position = %event.position, error = %e, "cannot decode a relayed event; reading the log");
+                    state.read_now = true;
+                    return;
+                }
+            };
+            match self.hot.apply_after(link.prev, event, decoded.as_ref()) {
+                Chained::Applied => count(&APPLIED, 1),
+                Chained::AlreadyApplied => {}
+                // The log tail moved the model meanwhile: place the message against the new position.
+                Chained::NotNext => {
+                    if let Offer::Next(link) = state.chain.offer(self.hot.position(), link, Instant::now()) {
+                        next = Some(link);
+                        continue;
+                    }
+                }
+            }
+            next = state.chain.next(self.hot.position());
+        }
+    }
+
+    /// Reads the log to its end, then applies what the buffer holds after it.
+    async fn read_log(&self, state: &mut Following) {
+        state.read_now = false;
+        state.last_log_read = Instant::now();
+        if let Err(e) = self.log.catch_up().await {
+            tracing::warn!(error = %e, "cannot read the log; retrying");
+            return;
+        }
+        if let Some(link) = state.chain.next(self.hot.position()) {
+            self.apply_chain(state, link);
+        }
+    }
+
+    /// Whether the broker answers with the topic's partitions within the probe interval and
+    /// this consumer has been assigned some.
+    async fn reachable(&self, consumer: &Arc<StreamConsumer>) -> bool {
+        let (consumer, topic, timeout) = (consumer.clone(), self.config.topic.clone(), self.config.probe);
+        let asked = tokio::task::spawn_blocking(move || {
+            let metadata = consumer.fetch_metadata(Some(&topic), timeout).ok()?;
+            let found = metadata.topics().iter().any(|t| t.error().is_none() && !t.partitions().is_empty());
+            let assigned = consumer.assignment().ok()?.count() > 0;
+            Some(found && assigned)
+        });
+        matches!(asked.await, Ok(Some(true)))
+    }
+}
+
+/// Leaves the group and closes the consumer off the runtime, waiting a bounded time: closing a
+/// group consumer can hang when the broker does not answer (the process is stopping anyway).
+async fn close(consumer: Arc<StreamConsumer>) {
+    consumer.unsubscribe();
+    let closing = tokio::task::spawn_blocking(move || drop(consumer));
+    if tokio::time::timeout(Duration::from_secs(3), closing).await.is_err() {
+        tracing::warn!("the Kafka consumer did not close in time; leaving it");
+    }
+}

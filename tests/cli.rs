@@ -167,6 +167,47 @@ fn account_list_shows_every_account_with_its_email_and_state() {
     });
 }
 
+/// On Postgres a reader takes only the events of transactions older than the oldest one running
+/// anywhere in the cluster. A transaction that another session (here: another database's client,
+/// in the suite: a parallel test) holds open across a command's commit thus hid that command's
+/// account from the next `account list`, which printed a shorter list as if it were complete.
+#[test]
+fn account_list_waits_for_transactions_running_elsewhere_on_postgres_rather_than_miss_an_account() {
+    let Some(database) = common::temp_postgres() else { return };
+    let dir = TempDir::new();
+    let deployment = Deployment::postgres(&dir.0, &database.url);
+    let admin = std::env::var("LICENSD_TEST_POSTGRES_URL").unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // A transaction with an id, open in another database of the cluster: it pins the horizon.
+    let hold = || {
+        runtime.block_on(async {
+            let mut tx = sqlx::PgPool::connect(&admin).await.unwrap().begin().await.unwrap();
+            sqlx::query("SELECT pg_current_xact_id()").execute(&mut *tx).await.unwrap();
+            tx
+        })
+    };
+    let holder = hold();
+    let created = deployment.cli(&["account", "create", "--email", "pinned@example.com"]);
+    let list = std::thread::spawn({
+        let deployment = Deployment::postgres(&dir.0, &database.url);
+        move || deployment.cli(&["account", "list"])
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    runtime.block_on(holder.commit()).unwrap();
+    let listed = list.join().expect("account list");
+    assert_eq!(listed["accounts"][0]["accountId"], created["accountId"], "{listed}");
+
+    // A transaction that outlasts LICENSD_READ_SETTLE_MS: the command says so instead of printing
+    // a list without the newest account.
+    let holder = hold();
+    deployment.cli(&["account", "create", "--email", "second@example.com"]);
+    let output = deployment.command(&["account", "list"]).env("LICENSD_READ_SETTLE_MS", "200").output().unwrap();
+    runtime.block_on(holder.rollback()).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(stderr(&output).contains("LICENSD_READ_SETTLE_MS"), "{}", stderr(&output));
+    assert_eq!(deployment.cli(&["account", "list"])["accounts"].as_array().unwrap().len(), 2);
+}
+
 #[test]
 fn an_invalid_log_filter_or_format_is_refused_before_anything_starts() {
     let dir = TempDir::new();

@@ -64,6 +64,19 @@ pub struct Config {
     )]
     pub commit_settle_ms: u64,
 
+    /// Postgres: milliseconds an operator command that reads the log waits for the transactions
+    /// running anywhere in the cluster when it starts to end: until then, events other processes
+    /// (or the command itself) committed are not yet readable in order. Past it the command fails
+    /// rather than print an incomplete answer.
+    #[arg(
+        help_heading = "Event log writer",
+        long,
+        env = "LICENSD_READ_SETTLE_MS",
+        default_value_t = 10000,
+        global = true
+    )]
+    pub read_settle_ms: u64,
+
     /// Streams whose folded state commands keep, so a command on a long stream (a license with
     /// many billing events) folds only the events since (0: fold from the first event every time).
     #[arg(help_heading = "Event log writer", long, env = "LICENSD_FOLDED_STREAMS", default_value_t = licensd_commands::DEFAULT_FOLDED_STREAMS, global = true)]

@@ -111,7 +111,7 @@ pub async fn account(config: &Config, command: AccountCommand) -> anyhow::Result
 async fn list_accounts(config: &Config) -> anyhow::Result<()> {
     let services = Services::open(config).await?;
     let listed = async {
-        let (model, _) = replay_hot(&services.store).await?;
+        let (model, _) = replay_hot(config, &services.store).await?;
         let mut accounts = Vec::new();
         for (account_id, view) in model.accounts() {
             let stream = licensd_domain::StreamCategory::Account.stream_id(account_id);
@@ -168,7 +168,7 @@ pub async fn credits(config: &Config, command: CreditsCommand) -> anyhow::Result
     let grant = DomainAccountCommand::GrantCredits { amount, reason };
     let result = services.commands.account_command(account_id, grant, &Actor::Operator).await;
     let balance = match result {
-        Ok(_) => ledger_balance(&services.store, account_id).await,
+        Ok(_) => ledger_balance(config, &services.store, account_id).await,
         Err(e) => Err(anyhow::Error::new(e).context("cannot grant credits")),
     };
     services.shutdown(None).await;
@@ -177,7 +177,8 @@ pub async fn credits(config: &Config, command: CreditsCommand) -> anyhow::Result
 }
 
 /// The account's balance per the credit ledger, brought up to date first.
-async fn ledger_balance(store: &Store, account_id: AccountId) -> anyhow::Result<i64> {
+async fn ledger_balance(config: &Config, store: &Store, account_id: AccountId) -> anyhow::Result<i64> {
+    settle(config, store).await?;
     let ledger = all_sql_projections().into_iter().find(|p| p.name() == "credit_ledger").context("no ledger")?;
     SqlRunner::new(store.clone(), ledger, TailConfig::default()).catch_up().await?;
     let sum = store
@@ -189,8 +190,26 @@ async fn ledger_balance(store: &Store, account_id: AccountId) -> anyhow::Result<
     Ok(sum.into_iter().flatten().next().unwrap_or_default().parse()?)
 }
 
-/// Replays the whole log into a fresh in-memory model.
-async fn replay_hot(store: &Store) -> anyhow::Result<(Arc<HotModel>, u64)> {
+/// Waits until everything committed so far is readable by the log's readers. On Postgres a
+/// reader only takes the events of transactions older than the oldest one still running anywhere
+/// in the cluster (see the store): right after an earlier command's commit, another session (a
+/// server, another database's client) can still hold that horizon below it, and a replay would
+/// silently leave the newest events out (`account list` printing fewer accounts than exist).
+async fn settle(config: &Config, store: &Store) -> anyhow::Result<()> {
+    let timeout = std::time::Duration::from_millis(config.read_settle_ms);
+    if !store.settle(timeout).await? {
+        bail!(
+            "transactions started elsewhere on the Postgres server are still running after {} ms \
+             (LICENSD_READ_SETTLE_MS), so the newest events cannot be read in order yet; try again",
+            config.read_settle_ms
+        );
+    }
+    Ok(())
+}
+
+/// Replays the whole log, up to what was committed when called, into a fresh in-memory model.
+async fn replay_hot(config: &Config, store: &Store) -> anyhow::Result<(Arc<HotModel>, u64)> {
+    settle(config, store).await?;
     let model = Arc::new(HotModel::default());
     let events = HotRunner::new(store.clone(), model.clone(), TailConfig::default()).catch_up().await?;
     Ok((model, events))
@@ -232,11 +251,12 @@ fn selected(name: Option<&str>) -> anyhow::Result<(bool, Vec<Arc<dyn SqlProjecti
 pub async fn rebuild(config: &Config, name: Option<&str>) -> anyhow::Result<()> {
     let store = open_store(config).await?;
     let (hot, sql) = selected(name)?;
+    settle(config, &store).await?;
     let mut report = Vec::new();
     let rate = |events: u64, started: Instant| events as f64 / started.elapsed().as_secs_f64().max(1e-9);
     if hot {
         let started = Instant::now();
-        let (model, events) = replay_hot(&store).await?;
+        let (model, events) = replay_hot(config, &store).await?;
         let seconds = started.elapsed().as_secs_f64();
         let hash = model.digest();
         let snapshot = snapshot_check(config, &store, &hash).await?;
@@ -262,7 +282,7 @@ pub async fn rebuild(config: &Config, name: Option<&str>) -> anyhow::Result<()> 
 pub async fn projections(config: &Config) -> anyhow::Result<()> {
     let store = open_store(config).await?;
     let head = last_position(&store).await?;
-    let (model, _) = replay_hot(&store).await?;
+    let (model, _) = replay_hot(config, &store).await?;
     let mut report = vec![json!({ "projection": "hot", "inMemory": true, "caughtUp": true, "hash": model.digest() })];
     for projection in all_sql_projections() {
         let checkpoint = store.load_checkpoint(projection.name()).await?;

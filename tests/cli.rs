@@ -17,6 +17,10 @@ fn licensd(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("run licensd")
 }
 
+/// A health check that waits long enough for a debug build on a busy machine (the checks that
+/// must fail fail at once: refused connection, wrong certificate).
+const PATIENT: (&str, &str) = ("LICENSD_HEALTHCHECK_TIMEOUT_MS", "30000");
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -28,7 +32,9 @@ fn healthcheck_exits_0_while_the_server_is_healthy_and_1_once_it_is_gone() {
         let port = server.base.rsplit(':').next().unwrap().to_string();
         // The container sets LICENSD_LISTEN to the wildcard address; the check asks loopback.
         let listen = format!("0.0.0.0:{port}");
-        let healthy = licensd(&["healthcheck"], &[("LICENSD_LISTEN", &listen)]);
+        // A loaded machine can take longer than the 3 s default to answer: this test is about
+        // the exit code, not the speed.
+        let healthy = licensd(&["healthcheck"], &[("LICENSD_LISTEN", &listen), PATIENT]);
         assert!(healthy.status.success(), "healthcheck failed: {}", stderr(&healthy));
         let body: Value = serde_json::from_slice(&healthy.stdout).expect("the /healthz document");
         assert_eq!(body["status"], "ok");
@@ -50,7 +56,7 @@ fn healthcheck_speaks_tls_to_a_tls_server_and_trusts_only_its_certificate() {
     let server = deployment.start_with(&[("LICENSD_TLS_CERT", cert), ("LICENSD_TLS_KEY", key)]);
     let listen = server.base.trim_start_matches("http://").to_string();
 
-    let healthy = licensd(&["healthcheck"], &[("LICENSD_LISTEN", &listen), ("LICENSD_TLS_CERT", cert)]);
+    let healthy = licensd(&["healthcheck"], &[("LICENSD_LISTEN", &listen), ("LICENSD_TLS_CERT", cert), PATIENT]);
     assert!(healthy.status.success(), "healthcheck over TLS failed: {}", stderr(&healthy));
     let body: Value = serde_json::from_slice(&healthy.stdout).expect("the /healthz document");
     assert_eq!(body["status"], "ok");
@@ -165,6 +171,47 @@ fn account_list_shows_every_account_with_its_email_and_state() {
         assert_eq!(a["apiKeys"], 1);
         assert!(!listed.to_string().contains(first["apiKey"].as_str().unwrap()), "no key in the listing");
     });
+}
+
+/// On Postgres a reader takes only the events of transactions older than the oldest one running
+/// anywhere in the cluster. A transaction that another session (here: another database's client,
+/// in the suite: a parallel test) holds open across a command's commit thus hid that command's
+/// account from the next `account list`, which printed a shorter list as if it were complete.
+#[test]
+fn account_list_waits_for_transactions_running_elsewhere_on_postgres_rather_than_miss_an_account() {
+    let Some(database) = common::temp_postgres() else { return };
+    let dir = TempDir::new();
+    let deployment = Deployment::postgres(&dir.0, &database.url);
+    let admin = std::env::var("LICENSD_TEST_POSTGRES_URL").unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // A transaction with an id, open in another database of the cluster: it pins the horizon.
+    let hold = || {
+        runtime.block_on(async {
+            let mut tx = sqlx::PgPool::connect(&admin).await.unwrap().begin().await.unwrap();
+            sqlx::query("SELECT pg_current_xact_id()").execute(&mut *tx).await.unwrap();
+            tx
+        })
+    };
+    let holder = hold();
+    let created = deployment.cli(&["account", "create", "--email", "pinned@example.com"]);
+    let list = std::thread::spawn({
+        let deployment = Deployment::postgres(&dir.0, &database.url);
+        move || deployment.cli(&["account", "list"])
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    runtime.block_on(holder.commit()).unwrap();
+    let listed = list.join().expect("account list");
+    assert_eq!(listed["accounts"][0]["accountId"], created["accountId"], "{listed}");
+
+    // A transaction that outlasts LICENSD_READ_SETTLE_MS: the command says so instead of printing
+    // a list without the newest account.
+    let holder = hold();
+    deployment.cli(&["account", "create", "--email", "second@example.com"]);
+    let output = deployment.command(&["account", "list"]).env("LICENSD_READ_SETTLE_MS", "200").output().unwrap();
+    runtime.block_on(holder.rollback()).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(stderr(&output).contains("LICENSD_READ_SETTLE_MS"), "{}", stderr(&output));
+    assert_eq!(deployment.cli(&["account", "list"])["accounts"].as_array().unwrap().len(), 2);
 }
 
 #[test]

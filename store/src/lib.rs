@@ -139,10 +139,11 @@ impl Store {
 
     /// Waits until what other processes committed before this call is readable by `read_all`
     /// (Postgres: the visibility horizon has passed it; SQLite: at once, one writer commits in
-    /// order). Gives up after `timeout` and lets the caller read what is visible.
-    pub async fn settle(&self, timeout: std::time::Duration) -> Result<(), StoreError> {
+    /// order). Gives up after `timeout` and tells so (`false`): the caller then reads only what is
+    /// visible, or refuses to.
+    pub async fn settle(&self, timeout: std::time::Duration) -> Result<bool, StoreError> {
         match self {
-            Self::Sqlite(_) => Ok(()),
+            Self::Sqlite(_) => Ok(true),
             Self::Postgres(s) => s.settle(timeout).await,
         }
     }

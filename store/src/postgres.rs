@@ -56,8 +56,9 @@ impl PostgresStore {
     /// transaction still running anywhere in the cluster: a short write elsewhere (another node's
     /// batch, another database's) holds it back for a moment, and a caller that looks for what
     /// another process has just written (an operator command, another node) must wait that moment
-    /// out rather than conclude that the thing does not exist.
-    pub async fn settle(&self, timeout: Duration) -> Result<(), StoreError> {
+    /// out rather than conclude that the thing does not exist. Tells whether the horizon got there
+    /// before `timeout`.
+    pub async fn settle(&self, timeout: Duration) -> Result<bool, StoreError> {
         const HORIZON: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
         let target: i64 = sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
             .fetch_one(&self.pool)
@@ -65,8 +66,11 @@ impl PostgresStore {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let horizon: i64 = sqlx::query_scalar(HORIZON).fetch_one(&self.pool).await?;
-            if horizon >= target || tokio::time::Instant::now() >= deadline {
-                return Ok(());
+            if horizon >= target {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }

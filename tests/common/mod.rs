@@ -52,7 +52,7 @@ impl Deployment {
         Self { data_dir: dir.to_path_buf(), database_url: url.to_string(), master_key: Some("cd".repeat(32)) }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(BIN);
         command
             .args(args)

@@ -10,6 +10,11 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 use serde_json::{json, Map, Value};
 
+/// A query parameter: its name, its kind (how `parameters` describes it), whether it is required.
+type QueryParam = (&'static str, &'static str, bool);
+
+const LICENSE_KEY: QueryParam = ("licenseKey", "string", false);
+
 pub struct Operation {
     method: &'static str,
     path: &'static str,
@@ -18,7 +23,8 @@ pub struct Operation {
     request: Option<Value>,
     status: u16,
     response: Value,
-    query: &'static [(&'static str, &'static str, bool)],
+    /// In the order the document lists them.
+    query: Vec<QueryParam>,
     /// The body is raw bytes streamed to the handler (a file upload): no JSON schema, and no
     /// `Idempotency-Key` (the idempotency guard would have to buffer the body).
     streamed: bool,
@@ -35,7 +41,7 @@ fn op(method: &'static str, path: &'static str, route: MethodRouter<AppState>, s
         request: None,
         status: 200,
         response: reference("Ok"),
-        query: &[],
+        query: Vec::new(),
         streamed: false,
         csv: false,
     }
@@ -53,6 +59,11 @@ impl Operation {
         self
     }
 
+    /// A document read and replaced whole: the body and the answer are the same schema.
+    fn exchanges(self, schema: &str) -> Self {
+        self.body(reference(schema)).returns(200, reference(schema))
+    }
+
     fn streamed(mut self) -> Self {
         self.streamed = true;
         self
@@ -64,9 +75,15 @@ impl Operation {
         self
     }
 
-    fn query(mut self, query: &'static [(&'static str, &'static str, bool)]) -> Self {
-        self.query = query;
+    fn query(mut self, query: &[QueryParam]) -> Self {
+        self.query.extend_from_slice(query);
         self
+    }
+
+    /// The paging parameters every listing shares; `limit` is of kind `limit_kind` (an export
+    /// allows more rows than a page).
+    fn page(self, limit_kind: &'static str) -> Self {
+        self.query(&[("limit", limit_kind, false), ("cursor", "string", false), ("order", "order", false)])
     }
 }
 
@@ -101,21 +118,10 @@ const PATCH: MethodFilter = MethodFilter::PATCH;
 
 /// Every Developer API operation.
 pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
-    const EVENT_FILTER: &[(&str, &str, bool)] = &[
-        ("provider", "string", false),
-        ("type", "string", false),
-        ("status", "string", false),
-        ("licenseKey", "string", false),
-        ("limit", "integer", false),
-        ("cursor", "string", false),
-        ("order", "order", false),
-    ];
-    const LICENSE_LIST: &[(&str, &str, bool)] = &[
-        ("appId", "string", true),
-        ("search", "short-string", false),
-        ("limit", "integer", false),
-        ("cursor", "string", false),
-        ("order", "order", false),
+    const EVENT_FILTER: &[QueryParam] =
+        &[("provider", "string", false), ("type", "string", false), ("status", "string", false), LICENSE_KEY];
+    const LICENSE_SEARCH: &[QueryParam] = &[("appId", "string", true), ("search", "short-string", false)];
+    const LICENSE_FILTER: &[QueryParam] = &[
         ("sort", "license-sort", false),
         ("status", "license-status", false),
         ("label", "short-string", false),
@@ -123,55 +129,14 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
         ("expiresAfter", "date-time", false),
         ("expiresBefore", "date-time", false),
     ];
-    const LICENSE_EXPORT: &[(&str, &str, bool)] = &[
-        ("appId", "string", true),
-        ("search", "short-string", false),
-        ("limit", "export-limit", false),
-        ("cursor", "string", false),
-        ("order", "order", false),
-        ("sort", "license-sort", false),
-        ("status", "license-status", false),
-        ("label", "short-string", false),
-        ("email", "email", false),
-        ("expiresAfter", "date-time", false),
-        ("expiresBefore", "date-time", false),
-    ];
-    const TRANSACTIONS: &[(&str, &str, bool)] = &[
-        ("limit", "integer", false),
-        ("cursor", "string", false),
-        ("order", "order", false),
-        ("kind", "short-string", false),
-        ("licenseKey", "string", false),
-    ];
-    const TRANSACTION_EXPORT: &[(&str, &str, bool)] = &[
-        ("limit", "export-limit", false),
-        ("cursor", "string", false),
-        ("order", "order", false),
-        ("kind", "short-string", false),
-        ("licenseKey", "string", false),
-    ];
-    const AUDIT: &[(&str, &str, bool)] = &[
-        ("limit", "integer", false),
-        ("cursor", "string", false),
-        ("order", "order", false),
+    const TRANSACTION_FILTER: &[QueryParam] = &[("kind", "short-string", false), LICENSE_KEY];
+    const AUDIT_FILTER: &[QueryParam] = &[
         ("actorKind", "actor-kinds", false),
         ("excludeActorKind", "actor-kinds", false),
         ("action", "short-string", false),
     ];
-    const HISTORY: &[(&str, &str, bool)] = &[
-        ("detail", "detail", false),
-        ("limit", "integer", false),
-        ("cursor", "string", false),
-        ("order", "order", false),
-    ];
-    const OVERVIEW: &[(&str, &str, bool)] = &[("appId", "string", false), ("days", "days", false)];
-    const DELIVERIES: &[(&str, &str, bool)] = &[
-        ("limit", "integer", false),
-        ("cursor", "string", false),
-        ("order", "order", false),
-        ("status", "delivery-status", false),
-    ];
-    const USER_LIST: &[(&str, &str, bool)] =
+    const OVERVIEW: &[QueryParam] = &[("appId", "string", false), ("days", "days", false)];
+    const USER_LIST: &[QueryParam] =
         &[("search", "string", false), ("limit", "integer", false), ("cursor", "string", false)];
     let string = json!({ "type": "string" });
     let user_login = json!({ "type": "string", "minLength": 4, "maxLength": 320, "pattern": NO_CONTROL_CHARACTERS });
@@ -250,22 +215,18 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
         op("delete", "/apps/{app_id}/sessions/{session_id}", on(DELETE, crate::live::kick_session), "Disconnect one live session (event 1, then close 4100)"),
         op("get", "/apps/{app_id}/settings", on(GET, app_settings::get_settings), "Get app settings").returns(200, reference("Settings")),
         op("put", "/apps/{app_id}/settings", on(PUT, app_settings::put_settings), "Change app settings (omitted fields stay)")
-            .body(reference("Settings"))
-            .returns(200, reference("Settings")),
+            .exchanges("Settings"),
         op("get", "/apps/{app_id}/portal", on(GET, app_settings::get_portal), "Get the self-service portal policy")
             .returns(200, reference("PortalPolicy")),
         op("put", "/apps/{app_id}/portal", on(PUT, app_settings::put_portal), "Change the portal policy (omitted fields stay)")
-            .body(reference("PortalPolicy"))
-            .returns(200, reference("PortalPolicy")),
+            .exchanges("PortalPolicy"),
         op("get", "/apps/{app_id}/variables", on(GET, app_settings::get_variables), "Get app variables").returns(200, reference("Variables")),
         op("put", "/apps/{app_id}/variables", on(PUT, app_settings::put_variables), "Replace app variables")
-            .body(reference("Variables"))
-            .returns(200, reference("Variables")),
+            .exchanges("Variables"),
         op("get", "/apps/{app_id}/variable-access", on(GET, app_settings::get_variable_access), "Who may read each app variable over a live session")
             .returns(200, reference("VariableAccess")),
         op("put", "/apps/{app_id}/variable-access", on(PUT, app_settings::put_variable_access), "Replace the variables' access strategies (names left out: auth_required)")
-            .body(reference("VariableAccess"))
-            .returns(200, reference("VariableAccess")),
+            .exchanges("VariableAccess"),
         op("get", "/apps/{app_id}/security", on(GET, app_settings::get_security), "Get security lists").returns(200, reference("SecurityLists")),
         op("put", "/apps/{app_id}/security", on(PUT, app_settings::put_security), "Replace the security lists given")
             .body(reference("SecurityListsUpdate"))
@@ -285,21 +246,27 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
         op("post", "/apps/{app_id}/webhooks/{webhook_id}/test", on(POST, webhooks::test), "Send a signed test.ping")
             .returns(200, reference("WebhookTest")),
         op("get", "/apps/{app_id}/webhooks/{webhook_id}/deliveries", on(GET, webhooks::deliveries), "A webhook's delivery log, newest first by default")
-            .query(DELIVERIES)
+            .page("integer")
+            .query(&[("status", "delivery-status", false)])
             .returns(200, reference("Deliveries")),
         op("post", "/apps/{app_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", on(POST, webhooks::redeliver), "Queue a delivery again"),
         op("post", "/licenses", on(POST, licenses::create), "Create 1 to 100 licenses")
             .body(reference("LicenseCreate"))
             .returns(201, object(json!({ "licenses": array(reference("License")) }), &["licenses"])),
         op("get", "/licenses", on(GET, license_list::list), "List an app's licenses, newest first by default (search: key or label; email: the buyer's exact address)")
-            .query(LICENSE_LIST)
+            .query(LICENSE_SEARCH)
+            .page("integer")
+            .query(LICENSE_FILTER)
             .returns(200, reference("LicensePage")),
         op("get", "/licenses.csv", on(GET, license_list::export), "Export an app's licenses as CSV (the listing's filters)")
-            .query(LICENSE_EXPORT)
+            .query(LICENSE_SEARCH)
+            .page("export-limit")
+            .query(LICENSE_FILTER)
             .csv(),
         op("get", "/licenses/{key}", on(GET, licenses::get), "Get a license").returns(200, reference("License")),
         op("get", "/licenses/{key}/events", on(GET, licenses::history), "The license's event history, oldest first by default, in words (detail=full adds the raw data); paged (with a cursor in the answer) when limit or cursor is given")
-            .query(HISTORY)
+            .query(&[("detail", "detail", false)])
+            .page("integer")
             .returns(200, object(json!({ "events": array(reference("HistoryEvent")), "cursor": nullable(string.clone()) }), &["events"])),
         op("put", "/licenses/{key}", on(PUT, licenses::update), "Revoke, activate, extend or reset HWIDs; or set levels and maxSessions")
             .body(reference("LicenseAction"))
@@ -309,8 +276,7 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
             .returns(200, object(json!({ "ok": { "type": "boolean" }, "license": reference("License") }), &["ok", "license"])),
         op("get", "/licenses/{key}/variables", on(GET, licenses::get_variables), "Get license variables").returns(200, reference("Variables")),
         op("put", "/licenses/{key}/variables", on(PUT, licenses::put_variables), "Replace license variables")
-            .body(reference("Variables"))
-            .returns(200, reference("Variables")),
+            .exchanges("Variables"),
         op("put", "/licenses/{key}/email", on(PUT, licenses::put_email), "Set or remove the buyer's email")
             .body(closed(object(json!({ "email": { "type": "string", "maxLength": 254, "nullable": true, "pattern": EMAIL_OR_EMPTY } }), &[])))
             .returns(200, object(json!({ "ok": { "type": "boolean" }, "email": nullable(string.clone()) }), &["ok"])),
@@ -329,16 +295,19 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
                           "properties": { "lowBalanceThreshold": { "type": "integer", "minimum": 0, "maximum": u64::MAX, "nullable": true } } }))
             .returns(200, reference("Credits")),
         op("get", "/credits/transactions", on(GET, ledgers::transactions), "Credit movements, newest first by default")
-            .query(TRANSACTIONS)
+            .page("integer")
+            .query(TRANSACTION_FILTER)
             .returns(200, reference("Transactions")),
         op("get", "/credits/transactions.csv", on(GET, ledgers::transactions_export), "Export credit movements as CSV")
-            .query(TRANSACTION_EXPORT)
+            .page("export-limit")
+            .query(TRANSACTION_FILTER)
             .csv(),
         op("get", "/overview", on(GET, overview::overview), "Overview of an app (or, without appId, the account): licenses by status, machines, live sessions, daily usage, credits outlook, top licenses")
             .query(OVERVIEW)
             .returns(200, reference("Overview")),
         op("get", "/audit-log", on(GET, ledgers::audit_log), "Who changed what, newest first by default")
-            .query(AUDIT)
+            .page("integer")
+            .query(AUDIT_FILTER)
             .returns(200, reference("AuditLog")),
         op("put", "/commerce/connections/{provider}", on(PUT, commerce::put_connection), "Connect Stripe or Lemon Squeezy (re-keying keeps the webhook URL)")
             .body(reference("ConnectionUpdate"))
@@ -357,6 +326,7 @@ pub fn operations(limits: &LiveModelLimits) -> Vec<Operation> {
         op("delete", "/commerce/mappings/{mapping_id}", on(DELETE, commerce::delete_mapping), "Delete a product mapping"),
         op("get", "/commerce/events", on(GET, commerce::list_events), "The commerce event ledger, newest first by default")
             .query(EVENT_FILTER)
+            .page("integer")
             .returns(200, object(json!({ "events": array(reference("CommerceEvent")), "cursor": nullable(string.clone()),
                 "total": { "type": "integer", "minimum": 0 } }), &["events", "cursor", "total"])),
         op("get", "/commerce/events/{event_id}", on(GET, commerce::get_event), "One ledger entry with its reason and retry metadata")

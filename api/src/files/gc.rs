@@ -446,7 +446,8 @@ mod tests {
             assert_eq!(two.uploads_in_flight(app_id).await.unwrap(), 0);
 
             let claim = two.claim(app_id).await.unwrap().expect("nothing holds the app");
-            let waiting = tokio::time::timeout(Duration::from_millis(300), one.upload_started(app_id, folder.1.clone()));
+            let waiting =
+                tokio::time::timeout(Duration::from_millis(300), one.upload_started(app_id, folder.1.clone()));
             assert!(waiting.await.is_err(), "an upload registered while another node removes bytes");
             two.release(app_id, claim).await.unwrap();
             let upload = tokio::time::timeout(Duration::from_secs(5), one.upload_started(app_id, folder.1.clone()));

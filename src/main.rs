@@ -81,9 +81,9 @@ enum Command {
 
 /// Transparent huge pages stay off for this process unless `LICENSD_TRANSPARENT_HUGE_PAGES=true`.
 /// The allocator asks the kernel for huge pages on its arenas (`madvise`), and then a few live
-/// bytes keep a whole 2 MiB page resident: with 50 URL-mode downloads at once the server grew by
-/// +70 MiB with them and +58 MiB without (release build) (BENCHMARKS.md, "Protected file delivery"). Set before
-/// the runtime starts; the kernel checks the flag at every later fault, arenas made earlier too.
+/// bytes keep a whole 2 MiB page resident: with 50 URL-mode downloads at once the release server
+/// grew by +70 MiB with them and +58 MiB without (BENCHMARKS.md, "Protected file delivery"). Set
+/// before the runtime starts; the kernel checks the flag at every later fault.
 #[cfg(target_os = "linux")]
 fn transparent_huge_pages() {
     if std::env::var("LICENSD_TRANSPARENT_HUGE_PAGES").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true")) {

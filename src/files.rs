@@ -32,6 +32,13 @@ pub struct FileArgs {
     /// Accept an `http://` endpoint (a local S3-compatible server; never across a network).
     #[arg(help_heading = "Protected files", long, env = "LICENSD_BLOB_S3_ALLOW_HTTP", default_value_t = false)]
     pub blob_s3_allow_http: bool,
+    /// Seconds an upload's registration holds removals of its app's bytes back (on every node)
+    /// without a renewal; renewed every third of it while the upload runs.
+    #[arg(help_heading = "Protected files", long, env = "LICENSD_FILE_UPLOAD_LEASE_SECS", default_value_t = licensd_api::files::DEFAULT_UPLOAD_LEASE.as_secs())]
+    pub file_upload_lease_secs: u64,
+    /// Seconds between sweeps of bytes whose removal is pending (also run at start-up).
+    #[arg(help_heading = "Protected files", long, env = "LICENSD_FILE_GC_SWEEP_SECS", default_value_t = licensd_api::files::DEFAULT_GC_SWEEP_EVERY.as_secs())]
+    pub file_gc_sweep_secs: u64,
 }
 
 impl FileArgs {
@@ -63,6 +70,11 @@ impl FileArgs {
     }
 
     pub fn config(&self, blobs: Arc<dyn BlobStore>) -> licensd_api::files::FilesConfig {
-        licensd_api::files::FilesConfig { max_bytes: self.file_max_bytes.max(1), blobs: Some(blobs) }
+        licensd_api::files::FilesConfig {
+            max_bytes: self.file_max_bytes.max(1),
+            blobs: Some(blobs),
+            upload_lease: std::time::Duration::from_secs(self.file_upload_lease_secs.max(1)),
+            gc_sweep_every: std::time::Duration::from_secs(self.file_gc_sweep_secs.max(1)),
+        }
     }
 }

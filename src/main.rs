@@ -81,7 +81,33 @@ enum Command {
     RotateMasterKey(rotate::RotateArgs),
 }
 
+/// Transparent huge pages stay off for this process unless `LICENSD_TRANSPARENT_HUGE_PAGES=true`.
+/// The allocator asks the kernel for huge pages on its arenas (`madvise`), and then a few live
+/// bytes keep a whole 2 MiB page resident: with 50 URL-mode downloads at once the release server
+/// grew by +70 MiB with them and +58 MiB without (BENCHMARKS.md, "Protected file delivery"). Set
+/// before the runtime starts; the kernel checks the flag at every later fault.
+#[cfg(target_os = "linux")]
+fn transparent_huge_pages() {
+    if std::env::var("LICENSD_TRANSPARENT_HUGE_PAGES").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        return;
+    }
+    extern "C" {
+        fn prctl(option: std::ffi::c_int, ...) -> std::ffi::c_int;
+    }
+    const PR_SET_THP_DISABLE: std::ffi::c_int = 41;
+    let (on, unused): (std::ffi::c_ulong, std::ffi::c_ulong) = (1, 0);
+    // SAFETY: PR_SET_THP_DISABLE reads its integer arguments only and touches none of our memory.
+    let refused = unsafe { prctl(PR_SET_THP_DISABLE, on, unused, unused, unused) };
+    if refused != 0 {
+        eprintln!("licensd: transparent huge pages could not be turned off; memory figures may be higher");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn transparent_huge_pages() {}
+
 fn main() -> ExitCode {
+    transparent_huge_pages();
     let cli = Cli::parse();
     let telemetry = match init_logging(&cli.config) {
         Ok(telemetry) => telemetry,

@@ -115,6 +115,8 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     if let Some(path) = snapshot_path.clone() {
         state.metrics.set_extra(Arc::new(move |out: &mut String| snapshot_age(&path, out)));
     }
+    // Removals of deleted files' bytes that a process left pending (its own, or another node's).
+    state.files.start_sweeps();
     let live = state.live.clone();
     let presence = licensd_api::presence::spawn_flusher(state.clone());
     let app = router(state);

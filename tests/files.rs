@@ -414,3 +414,156 @@ fn uploads_go_to_the_s3_compatible_store() {
         assert!(matches!(gone, Err(licensd_blobs::BlobError::NotFound)), "{gone:?}");
     });
 }
+
+/// Waits (up to 60 s) for `done`, polling.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts an upload of `bytes` as `name` on its own thread (held by the test gate when the
+/// server has one); joins to its status and answer.
+fn upload_in_background(
+    server: &Server,
+    api_key: &str,
+    app_id: &str,
+    name: &str,
+    bytes: Vec<u8>,
+) -> std::thread::JoinHandle<(u16, Value)> {
+    let url = format!("{}/v1/apps/{app_id}/files/{name}", server.base);
+    let key = api_key.to_string();
+    std::thread::spawn(move || match http().put(url).bearer_auth(key).body(bytes).send() {
+        Ok(response) => (response.status().as_u16(), response.json::<Value>().unwrap_or(Value::Null)),
+        Err(_) => (0, Value::Null),
+    })
+}
+
+/// A deletion whose bytes waited behind an upload in flight, when the process ends (SIGKILL)
+/// before the upload does: after a restart the sweep removes them (once the dead upload's
+/// registration lapsed), and never the bytes a live version names.
+#[test]
+fn bytes_left_pending_by_a_killed_process_are_swept_after_a_restart() {
+    let gate = common::TempDir::new();
+    let gate_dir = gate.0.to_string_lossy().to_string();
+    let env: Vec<(&str, &str)> = RELAXED_LIMITS
+        .iter()
+        .copied()
+        .chain([
+            ("LICENSD_TEST_UPLOAD_GATE_DIR", gate_dir.as_str()),
+            ("LICENSD_FILE_UPLOAD_LEASE_SECS", "2"),
+            ("LICENSD_FILE_GC_SWEEP_SECS", "1"),
+        ])
+        .collect();
+    common::each_backend(|deployment: &Deployment| {
+        for stale in ["held.bin.stored", "held.bin.go"] {
+            let _ = std::fs::remove_file(gate.0.join(stale));
+        }
+        for open in ["doomed.bin.go", "kept.bin.go"] {
+            std::fs::write(gate.0.join(open), b"").unwrap();
+        }
+        let server = deployment.start_with(&env);
+        let (api_key, app_id) = deployment.merchant(&server, "sweep@example.com");
+        let (status, doomed) = upload_bytes(&server, &api_key, &app_id, "doomed.bin", b"bytes to be deleted");
+        assert_eq!(status, 201, "{doomed}");
+        let (status, kept) = upload_bytes(&server, &api_key, &app_id, "kept.bin", b"bytes a live file keeps");
+        assert_eq!(status, 201, "{kept}");
+        let blobs = deployment.data_dir.join("files").join("blobs").join(&app_id);
+        let (doomed_blob, kept_blob) =
+            (blobs.join(doomed["sha256"].as_str().unwrap()), blobs.join(kept["sha256"].as_str().unwrap()));
+        let held = upload_in_background(&server, &api_key, &app_id, "held.bin", b"held at the gate".to_vec());
+        eventually("the held upload never stored its bytes", || gate.0.join("held.bin.stored").exists());
+        let (status, answer) = server.send("DELETE", &api_key, &format!("/v1/apps/{app_id}/files/doomed.bin"), None);
+        assert_eq!(status, 200, "{answer}");
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(doomed_blob.exists(), "removed while an upload of the app was in flight");
+        server.kill();
+        let _ = held.join();
+
+        let server = deployment.start_with(&env);
+        eventually("the bytes left pending were never swept", || !doomed_blob.exists());
+        assert!(kept_blob.exists(), "the sweep removed bytes a live version names");
+        let (status, file) = server.get(&api_key, &format!("/v1/apps/{app_id}/files/kept.bin"));
+        assert_eq!((status, &file["sha256"]), (200, &kept["sha256"]));
+    });
+}
+
+/// Two real servers on one Postgres database and one S3 bucket (moto): a file deleted on one
+/// node while an upload of the same bytes is in flight on the other keeps them; the deletion's
+/// other bytes go once that upload is done, and deleting the new version on the first node
+/// removes its bytes. Postgres only (SQLite is one node).
+#[test]
+fn a_deletion_on_one_node_waits_for_an_upload_on_another() {
+    let Some(database) = common::temp_postgres() else {
+        eprintln!("skipped: LICENSD_TEST_POSTGRES_URL is unset");
+        return;
+    };
+    let Some(moto) = moto::start() else { return };
+    let gate = common::TempDir::new();
+    let gate_dir = gate.0.to_string_lossy().to_string();
+    let mut env: Vec<(&str, &str)> = RELAXED_LIMITS.to_vec();
+    env.extend([
+        ("LICENSD_BLOB_STORE", "s3"),
+        ("LICENSD_BLOB_S3_BUCKET", moto::BUCKET),
+        ("LICENSD_BLOB_S3_ENDPOINT", moto.endpoint.as_str()),
+        ("LICENSD_BLOB_S3_ACCESS_KEY_ID", "testing"),
+        ("LICENSD_BLOB_S3_SECRET_ACCESS_KEY", "testing"),
+        ("LICENSD_BLOB_S3_ALLOW_HTTP", "true"),
+        ("LICENSD_LOG_POLL_MS", "100"),
+        ("LICENSD_FILE_GC_SWEEP_SECS", "1"),
+    ]);
+    let dirs = [common::TempDir::new(), common::TempDir::new()];
+    let nodes = [Deployment::postgres(&dirs[0].0, &database.url), Deployment::postgres(&dirs[1].0, &database.url)];
+    let first = nodes[0].start_with(&env);
+    let held_env: Vec<(&str, &str)> =
+        env.iter().copied().chain([("LICENSD_TEST_UPLOAD_GATE_DIR", gate_dir.as_str())]).collect();
+    let second = nodes[1].start_with(&held_env);
+    let (api_key, app_id) = nodes[0].merchant(&first, "two-nodes@example.com");
+
+    let store = licensd_blobs::S3BlobStore::open(&licensd_blobs::S3Config {
+        bucket: moto::BUCKET.into(),
+        endpoint: Some(moto.endpoint.clone()),
+        region: "us-east-1".into(),
+        access_key_id: Some("testing".into()),
+        secret_access_key: Some("testing".into()),
+        allow_http: true,
+    })
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let stored = |key: &str| runtime.block_on(licensd_blobs::BlobStore::len(&store, key)).is_ok();
+
+    let shared = b"the same bytes on two nodes".to_vec();
+    let (status, one) = upload_bytes(&first, &api_key, &app_id, "one.bin", &shared);
+    assert_eq!(status, 201, "{one}");
+    let (status, other) = upload_bytes(&first, &api_key, &app_id, "other.bin", b"only the deleted file's");
+    assert_eq!(status, 201, "{other}");
+    let shared_key = format!("{app_id}/{}", one["sha256"].as_str().unwrap());
+    let other_key = format!("{app_id}/{}", other["sha256"].as_str().unwrap());
+
+    // The second node stores the same bytes and is held before recording its version.
+    let held = upload_in_background(&second, &api_key, &app_id, "two.bin", shared.clone());
+    eventually("the second node's upload never stored its bytes", || gate.0.join("two.bin.stored").exists());
+    for name in ["one.bin", "other.bin"] {
+        let (status, answer) = first.send("DELETE", &api_key, &format!("/v1/apps/{app_id}/files/{name}"), None);
+        assert_eq!(status, 200, "{name}: {answer}");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(stored(&shared_key), "the first node removed bytes the second node's upload had just stored");
+    assert!(stored(&other_key), "removed while an upload of the app was in flight on another node");
+
+    std::fs::write(gate.0.join("two.bin.go"), b"").unwrap();
+    let (status, two) = held.join().unwrap();
+    assert_eq!((status, &two["sha256"]), (201, &one["sha256"]), "{two}");
+    eventually("the deleted file's own bytes were never removed", || !stored(&other_key));
+    assert!(stored(&shared_key), "bytes of the new version were removed");
+
+    // The first node learns of the new version from the log, then deleting it removes the bytes.
+    eventually("the first node never showed the second node's version", || {
+        first.get(&api_key, &format!("/v1/apps/{app_id}/files/two.bin")).0 == 200
+    });
+    let (status, answer) = first.send("DELETE", &api_key, &format!("/v1/apps/{app_id}/files/two.bin"), None);
+    assert_eq!(status, 200, "{answer}");
+    eventually("deleting the last file that holds them never removed the bytes", || !stored(&shared_key));
+}

@@ -6,6 +6,8 @@
 #[allow(dead_code)] // the scenarios here use part of the shared client
 mod client;
 mod common;
+#[path = "../blobs/tests/moto/mod.rs"]
+mod moto;
 
 use client::{live_env as env, live_merchant as merchant, Ws};
 use common::{on_both_backends, Deployment, Merchant, Server, TempDir};
@@ -495,4 +497,45 @@ fn download_urls_are_single_use_across_a_restart() {
         let twice = http.get(format!("{}/files/dl/{unused}", server.base)).send().unwrap();
         assert_eq!(twice.status().as_u16(), 404, "single use");
     });
+}
+
+/// The same deliveries from the S3-compatible store (moto's server): a file in the bucket
+/// streams whole over a live session with matching checksums, and URL mode serves a range of it.
+#[test]
+fn a_file_in_the_s3_store_is_streamed_and_downloaded() {
+    let Some(moto) = moto::start() else { return };
+    let dir = TempDir::new();
+    let deployment = Deployment::sqlite(&dir.0);
+    let server = deployment.start_with(&env(&[
+        ("LICENSD_BLOB_STORE", "s3"),
+        ("LICENSD_BLOB_S3_BUCKET", moto::BUCKET),
+        ("LICENSD_BLOB_S3_ENDPOINT", moto.endpoint.as_str()),
+        ("LICENSD_BLOB_S3_ACCESS_KEY_ID", "testing"),
+        ("LICENSD_BLOB_S3_SECRET_ACCESS_KEY", "testing"),
+        ("LICENSD_BLOB_S3_ALLOW_HTTP", "true"),
+    ]));
+    let (m, key) = merchant(&deployment, &server, "files-s3@example.com");
+    const SIZE: u64 = 6 * 1024 * 1024 + 11;
+    upload(&server, &m, "model.bin", 21, SIZE);
+    let expected = generated_sha(21, SIZE);
+    let rt = client::runtime();
+    let mut ws = session(&rt, &server, &m, &key, Some(json!([])));
+    ws.send(json!({"type": 7, "id": 4, "filename": "model.bin", "resume_at": 0}));
+    let mut unused = Vec::new();
+    let (hasher, last, _, received) = read_stream(&mut ws, 4, &mut unused, false);
+    assert_eq!((received, last["status"].clone()), (SIZE, json!(1)), "{last}");
+    assert_eq!(hex::encode(hasher.finalize()), expected, "the bytes streamed from the bucket are the file");
+    assert_eq!((last["file_checksum"].clone(), last["range_checksum"].clone()), (json!(expected), json!(expected)));
+
+    m.put(&server, &format!("/v1/apps/{}/settings", m.app_id), json!({"fileDownloadUrl": true}));
+    let answer = ws.call(json!({"type": 7, "id": 5, "filename": "model.bin", "resume_at": 0}));
+    assert_eq!(answer["status"], 1, "{answer}");
+    let response = reqwest::blocking::Client::new()
+        .get(answer["presigned_url"].as_str().unwrap())
+        .header("Range", "bytes=1000000-")
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 206);
+    assert_eq!(response.headers()["content-range"], format!("bytes 1000000-{}/{SIZE}", SIZE - 1).as_str());
+    assert_eq!(response.bytes().unwrap().as_ref(), &generated(21, SIZE)[1_000_000..]);
 }

@@ -12,6 +12,7 @@ use crate::ApiError;
 use licensd_blobs::BlobStore;
 use licensd_projections::{FileCounters, HotModel};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Largest upload by default: 2 GiB.
 pub const DEFAULT_FILE_MAX_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -23,11 +24,26 @@ pub struct FilesConfig {
     /// Where the bytes go (`LICENSD_BLOB_STORE`); `None` (a bare test router) refuses uploads
     /// and deliveries with 503.
     pub blobs: Option<Arc<dyn BlobStore>>,
+    /// How long an upload's registration holds removals back without a renewal
+    /// (`LICENSD_FILE_UPLOAD_LEASE_SECS`; renewed every third of it while the upload runs).
+    pub upload_lease: Duration,
+    /// How often pending removals are swept (`LICENSD_FILE_GC_SWEEP_SECS`; also at start-up).
+    pub gc_sweep_every: Duration,
 }
+
+/// `LICENSD_FILE_UPLOAD_LEASE_SECS` by default.
+pub const DEFAULT_UPLOAD_LEASE: Duration = Duration::from_secs(120);
+/// `LICENSD_FILE_GC_SWEEP_SECS` by default.
+pub const DEFAULT_GC_SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 impl Default for FilesConfig {
     fn default() -> Self {
-        Self { max_bytes: DEFAULT_FILE_MAX_BYTES, blobs: None }
+        Self {
+            max_bytes: DEFAULT_FILE_MAX_BYTES,
+            blobs: None,
+            upload_lease: DEFAULT_UPLOAD_LEASE,
+            gc_sweep_every: DEFAULT_GC_SWEEP_EVERY,
+        }
     }
 }
 
@@ -36,7 +52,7 @@ pub struct FilesRuntime {
     pub config: FilesConfig,
     /// Transfer counters per file (`transfer_count`, `last_transferred_at`, bytes served).
     pub counters: FileCounters,
-    /// Uploads in flight and the deletions waiting for them.
+    /// Uploads in flight and removals of deleted files' bytes (shared through the database).
     pub gc: Arc<gc::BlobGc>,
     /// The daily byte quota per identity (persisted).
     pub quota: Arc<DailyQuota>,
@@ -52,15 +68,23 @@ impl FilesRuntime {
         delivery: &FileDeliveryConfig,
     ) -> Self {
         Self {
+            gc: gc::BlobGc::new(store.clone(), hot, config.upload_lease),
             config,
             counters: FileCounters::new(store.clone()),
-            gc: gc::BlobGc::new(hot),
             quota: Arc::new(DailyQuota::new(
                 store.clone(),
                 delivery.daily_bytes_per_identity,
                 delivery.quota_lease_bytes,
             )),
             tokens: Tokens::new(store),
+        }
+    }
+
+    /// Sweeps pending removals now (start-up: what an ended process left) and then every
+    /// `LICENSD_FILE_GC_SWEEP_SECS`. Call once the model has loaded.
+    pub fn start_sweeps(&self) {
+        if let Some(blobs) = &self.config.blobs {
+            self.gc.start_sweeps(Arc::clone(blobs), self.config.gc_sweep_every);
         }
     }
 

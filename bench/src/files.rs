@@ -41,6 +41,8 @@ pub struct FilesOptions {
     pub size: u64,
     /// Clients of the concurrent run (0 skips it).
     pub clients: usize,
+    /// The concurrent run's modes, in order: `false` stream, `true` URL.
+    pub url_modes: Vec<bool>,
     /// Folder the file is written to (default: the system's temporary folder).
     pub scratch: Option<PathBuf>,
 }
@@ -210,7 +212,7 @@ async fn on_server(
 
     let mut concurrent = Vec::new();
     if options.clients > 0 {
-        for url_mode in [false, true] {
+        for &url_mode in &options.url_modes {
             set_url_mode(&setup, url_mode).await?;
             let mode = if url_mode { "url" } else { "stream" };
             eprintln!("== files: {} clients at once, {mode} mode", options.clients);

@@ -166,6 +166,9 @@ struct FilesArgs {
     /// Clients downloading at once, in stream mode and then URL mode (0 skips that run).
     #[arg(long, default_value_t = 50)]
     clients: usize,
+    /// Modes of the many-clients run: `stream`, `url` or both (to profile one alone).
+    #[arg(long, value_delimiter = ',', default_value = "stream,url")]
+    modes: Vec<String>,
     /// Folder the file is written to (default: the system's temporary folder).
     #[arg(long)]
     scratch: Option<PathBuf>,
@@ -422,8 +425,14 @@ async fn run_files(args: FilesArgs) -> anyhow::Result<()> {
         Some(path) => path,
         None => build_licensd()?,
     };
-    let options =
-        licensd_bench::files::FilesOptions { licensd, size: args.size, clients: args.clients, scratch: args.scratch };
+    let url_modes = args.modes.iter().map(|mode| mode == "url").collect();
+    let options = licensd_bench::files::FilesOptions {
+        licensd,
+        size: args.size,
+        clients: args.clients,
+        url_modes,
+        scratch: args.scratch,
+    };
     let results = licensd_bench::files::run(&options).await?;
     println!("{}", serde_json::to_string_pretty(&results)?);
     if let Some(path) = args.write {

@@ -1,106 +1,341 @@
-//! When the bytes of a deleted file may leave the blob store. Blobs are content-addressed per
-//! app, so two files (or an upload in flight) may share one: bytes go only when no live version
-//! of the app names them and no upload of the app is between storing its bytes and having its
-//! version shown by the in-memory model.
+//! When the bytes of a deleted file may leave the blob store, decided alike by every node that
+//! shares the database. Blobs are content-addressed per app, so two files (or an upload in
+//! flight, on any node) may share one: bytes go only when no live version of the app names them
+//! and no upload of the app is between storing its bytes and being visible to the node deciding.
 //!
-//! Every decision is taken under one lock: an upload registers before it stores anything, and a
-//! deletion that finds an upload of the app in flight leaves its keys pending; the last upload
-//! to finish (its version shown by the model, or failed) collects them. So an upload's bytes are
-//! never removed in the window between their rename into place and their version being recorded,
-//! and a deletion is never lost (only delayed, or dropped with the process: unreferenced bytes).
+//! The state is in the database (migration `blob_gc`, both backends):
+//! - an upload registers a row before it stores a byte, renews it while it runs, and marks it
+//!   done with the log position of its version once its own model shows it; a node whose model
+//!   is behind that position counts the upload as still in flight (it could not see the version
+//!   that names the bytes);
+//! - a deletion records its keys as pending removals (with the deletion's position), so they
+//!   survive the process ending;
+//! - removing takes a claim on the app (a lease row) that succeeds only while no upload of the
+//!   app is in flight for this node; registering an upload waits while another node's claim is
+//!   live. Both statements first lock the app's row (an upsert), so on Postgres one waits for
+//!   the other's commit and then reads it (each statement of a read-committed transaction reads
+//!   what was committed before it), and on SQLite the single writer orders them anyway.
+//!
+//! The claim is taken after a deletion, by the last upload of an app to finish, and by the sweep
+//! every `LICENSD_FILE_GC_SWEEP_SECS` (and at start-up), which removes every pending key whose
+//! deletion the model shows and that no live version names. So a removal is only ever delayed,
+//! never lost, and never takes bytes a version (recorded or about to be) names.
+//!
+//! Expiries use the node's clock: the nodes' clocks must agree to well within the upload lease
+//! (`LICENSD_FILE_UPLOAD_LEASE_SECS`, 120 s), as NTP keeps them.
 
 use licensd_blobs::BlobStore;
 use licensd_domain::AppId;
 use licensd_projections::HotModel;
-use licensd_store::Position;
-use std::collections::{BTreeSet, HashMap};
+use licensd_store::{Position, SqlValue, Statement, Store, StoreError};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Mutex;
 
-/// How long a finished upload waits for the model to show its version before it stops holding
-/// back deletions (the model is normally milliseconds behind; past this it is stuck, which
-/// `/healthz` reports).
+/// How long a finished upload waits for its own model to show its version, and how long a done
+/// row then holds other nodes back (a model further behind is stuck, which `/healthz` reports).
 const SHOWN_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Uploads in flight and deletions waiting for them, per app.
-#[derive(Debug, Default)]
-struct AppGc {
-    uploads: usize,
-    pending: BTreeSet<String>,
+/// How long a removal may hold its claim: removing is a few deletes; a node that dies while
+/// holding it blocks the app's uploads until then.
+const CLAIM: Duration = Duration::from_secs(60);
+
+/// How often an upload waiting for another node's removal looks again.
+const CLAIM_POLL: Duration = Duration::from_millis(50);
+
+/// Locks the app's row (creating it): the first statement of registering and of claiming.
+const LOCK_APP: &str = "INSERT INTO blob_gc_apps (app_id, removing_node, removing_until) VALUES ($1, '', 0)
+     ON CONFLICT (app_id) DO UPDATE SET app_id = excluded.app_id";
+
+/// Registers an upload unless a removal of the app holds a live claim.
+const REGISTER: &str = "INSERT INTO blob_uploads_in_flight
+     (upload_id, app_id, node, done, position_tx, position_seq, expires_at)
+     SELECT $1, $2, $3, 0, 0, 0, $4
+     WHERE NOT EXISTS (SELECT 1 FROM blob_gc_apps WHERE app_id = $2 AND removing_until >= $5)";
+
+/// Claims the app for a removal: no live claim, and no live upload this node's model (at
+/// `$5`, `$6`) could not see.
+const CLAIM_APP: &str = "UPDATE blob_gc_apps SET removing_node = $2, removing_until = $3
+     WHERE app_id = $1 AND removing_until < $4
+       AND NOT EXISTS (SELECT 1 FROM blob_uploads_in_flight u
+                       WHERE u.app_id = $1 AND u.expires_at >= $4
+                         AND (u.done = 0 OR u.position_tx > $5 OR (u.position_tx = $5 AND u.position_seq > $6)))";
+
+const RELEASE: &str = "UPDATE blob_gc_apps SET removing_until = 0 WHERE app_id = $1 AND removing_node = $2";
+const RENEW: &str = "UPDATE blob_uploads_in_flight SET expires_at = $2 WHERE upload_id = $1 AND done = 0";
+const DONE: &str =
+    "UPDATE blob_uploads_in_flight SET done = 1, position_tx = $2, position_seq = $3, expires_at = $4 WHERE upload_id = $1";
+const ABANDON: &str = "DELETE FROM blob_uploads_in_flight WHERE upload_id = $1";
+const FORGET_EXPIRED: &str = "DELETE FROM blob_uploads_in_flight WHERE expires_at < $1";
+const PENDING: &str = "INSERT INTO blob_pending_removals (app_id, storage_key, position_tx, position_seq)
+     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+const PENDING_OF_APP: &str = "SELECT storage_key, CAST(position_tx AS TEXT), CAST(position_seq AS TEXT)
+     FROM blob_pending_removals WHERE app_id = $1";
+const PENDING_APPS: &str = "SELECT DISTINCT app_id FROM blob_pending_removals";
+const PENDING_DONE: &str =
+    "DELETE FROM blob_pending_removals WHERE app_id = $1 AND storage_key = $2 AND position_tx = $3 AND position_seq = $4";
+const IN_FLIGHT_OF_APP: &str =
+    "SELECT CAST(COUNT(*) AS TEXT) FROM blob_uploads_in_flight WHERE app_id = $1 AND done = 0 AND expires_at >= $2";
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A removal's hold on an app.
+#[derive(Debug)]
+struct Claim {
+    id: String,
+    /// When it lapses (Unix ms).
+    until: i64,
+    /// The model's position when it was taken.
+    seen: Position,
 }
 
 #[derive(Debug)]
 pub struct BlobGc {
-    apps: Mutex<HashMap<AppId, AppGc>>,
+    store: Store,
     hot: Arc<HotModel>,
+    /// This process, in the rows it writes (for operators reading them).
+    node: String,
+    /// How long a registration lives without a renewal.
+    lease: Duration,
 }
 
 impl BlobGc {
-    pub fn new(hot: Arc<HotModel>) -> Arc<Self> {
-        Arc::new(Self { apps: Mutex::default(), hot })
+    pub fn new(store: Store, hot: Arc<HotModel>, lease: Duration) -> Arc<Self> {
+        let lease = lease.max(Duration::from_secs(1));
+        Arc::new(Self { store, hot, node: uuid::Uuid::new_v4().to_string(), lease })
     }
 
-    /// Registers an upload of the app before its bytes are stored; the guard holds deletions
-    /// back until [`UploadInFlight::recorded`] saw its version in the model, or it is dropped.
-    pub async fn upload_started(self: &Arc<Self>, app_id: AppId, blobs: Arc<dyn BlobStore>) -> UploadInFlight {
-        self.apps.lock().await.entry(app_id).or_default().uploads += 1;
-        UploadInFlight { gc: Some(Arc::clone(self)), app_id, blobs, position: None }
-    }
-
-    /// Removes the bytes under `keys` that no live version of the app names, now, or once the
-    /// app's uploads in flight are done. Call after the model shows the deletion.
-    pub async fn collect(&self, app_id: AppId, keys: impl IntoIterator<Item = String>, blobs: &dyn BlobStore) {
-        let mut apps = self.apps.lock().await;
-        match apps.get_mut(&app_id) {
-            Some(app) if app.uploads > 0 => app.pending.extend(keys),
-            _ => self.remove_unreferenced(app_id, keys, blobs).await,
+    /// Registers an upload of the app before its bytes are stored (waiting while another node
+    /// removes bytes of the app); the guard holds removals back, on every node, until its
+    /// version is shown by the model, or it is dropped without one.
+    pub async fn upload_started(
+        self: &Arc<Self>,
+        app_id: AppId,
+        blobs: Arc<dyn BlobStore>,
+    ) -> Result<UploadInFlight, StoreError> {
+        let upload_id = uuid::Uuid::new_v4().to_string();
+        loop {
+            let now = now_ms();
+            let expires = now.saturating_add(ms(self.lease));
+            let statements = [
+                Statement::new(LOCK_APP, [app_id.to_string().into()]),
+                Statement::new(
+                    REGISTER,
+                    [
+                        upload_id.clone().into(),
+                        app_id.to_string().into(),
+                        self.node.clone().into(),
+                        expires.into(),
+                        now.into(),
+                    ],
+                ),
+            ];
+            // The lock upsert touches one row; the registration one more when it was allowed.
+            if self.store.execute(&statements).await? >= 2 {
+                let valid_until = Arc::new(AtomicI64::new(expires));
+                let renewer = tokio::spawn(renew(Arc::clone(self), upload_id.clone(), Arc::clone(&valid_until)));
+                return Ok(UploadInFlight {
+                    gc: Some(Arc::clone(self)),
+                    upload_id,
+                    app_id,
+                    blobs,
+                    position: None,
+                    valid_until,
+                    renewer,
+                });
+            }
+            tokio::time::sleep(CLAIM_POLL).await;
         }
+    }
+
+    /// Records, durably, that the file deleted at `position` named `keys`: from now on every
+    /// node's collector removes those no live version names, once its model shows `position`.
+    pub async fn pending(
+        &self,
+        app_id: AppId,
+        keys: impl IntoIterator<Item = String>,
+        position: Position,
+    ) -> Result<(), StoreError> {
+        let keys: BTreeSet<String> = keys.into_iter().collect();
+        let statements: Vec<Statement> = keys
+            .into_iter()
+            .map(|key| {
+                Statement::new(
+                    PENDING,
+                    [app_id.to_string().into(), key.into(), position.tx.into(), position.seq.into()],
+                )
+            })
+            .collect();
+        self.store.execute(&statements).await.map(drop)
     }
 
     /// [`Self::collect`] once the model shows `position` (a deletion answered before it did).
-    pub async fn collect_after(
-        &self,
-        position: Option<Position>,
-        app_id: AppId,
-        keys: Vec<String>,
-        blobs: Arc<dyn BlobStore>,
-    ) {
-        if let Some(position) = position {
-            if self.hot.wait_for(position, SHOWN_TIMEOUT).await.is_err() {
-                tracing::warn!("a file deletion was not shown by the model in time; its bytes are kept");
-                return;
-            }
+    pub async fn collect_after(&self, position: Position, app_id: AppId, blobs: Arc<dyn BlobStore>) {
+        if self.hot.wait_for(position, SHOWN_TIMEOUT).await.is_err() {
+            tracing::warn!("a file deletion was not shown by the model in time; the sweep removes its bytes later");
+            return;
         }
-        self.collect(app_id, keys, blobs.as_ref()).await;
+        if let Err(error) = self.collect(app_id, blobs.as_ref()).await {
+            tracing::warn!(%error, "bytes pending removal not collected; the sweep tries again");
+        }
     }
 
-    /// Called with the lock held, so no upload can register meanwhile.
-    async fn remove_unreferenced(&self, app_id: AppId, keys: impl IntoIterator<Item = String>, blobs: &dyn BlobStore) {
-        for key in keys {
-            if self.hot.blob_in_use(app_id, &key) {
+    /// Removes the app's pending keys that the model shows deleted and no live version names,
+    /// when the app can be claimed (no upload in flight for this node, no other removal).
+    /// Returns how many blobs were removed, `None` when the app could not be claimed.
+    pub async fn collect(&self, app_id: AppId, blobs: &dyn BlobStore) -> Result<Option<u64>, StoreError> {
+        let Some(claim) = self.claim(app_id).await? else { return Ok(None) };
+        let removed = self.remove_pending(app_id, blobs, claim.seen, claim.until).await;
+        let released = self.release(app_id, claim).await;
+        let removed = removed?;
+        released?;
+        Ok(Some(removed))
+    }
+
+    /// Claims the app for removing bytes: `None` while an upload of the app is in flight that
+    /// this node's model does not show yet, or another removal holds it.
+    async fn claim(&self, app_id: AppId) -> Result<Option<Claim>, StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let claimed_at = now_ms();
+        let until = claimed_at.saturating_add(ms(CLAIM));
+        // Read before claiming: every upload this position covers is visible to the checks below.
+        let seen = self.hot.position();
+        let statements = [
+            Statement::new(LOCK_APP, [app_id.to_string().into()]),
+            Statement::new(
+                CLAIM_APP,
+                [
+                    app_id.to_string().into(),
+                    id.clone().into(),
+                    until.into(),
+                    claimed_at.into(),
+                    seen.tx.into(),
+                    seen.seq.into(),
+                ],
+            ),
+        ];
+        // The lock upsert touches one row; the claim one more when it was allowed.
+        let claimed = self.store.execute(&statements).await? >= 2;
+        Ok(claimed.then_some(Claim { id, until, seen }))
+    }
+
+    async fn release(&self, app_id: AppId, claim: Claim) -> Result<(), StoreError> {
+        self.store.execute(&[Statement::new(RELEASE, [app_id.to_string().into(), claim.id.into()])]).await.map(drop)
+    }
+
+    /// With the claim held: removes what is pending and no live version names.
+    async fn remove_pending(
+        &self,
+        app_id: AppId,
+        blobs: &dyn BlobStore,
+        seen: Position,
+        until: i64,
+    ) -> Result<u64, StoreError> {
+        let rows = self.store.query_rows(PENDING_OF_APP, &[app_id.to_string().into()]).await?;
+        let mut removed = 0;
+        for row in rows {
+            let mut cells = row.into_iter().map(Option::unwrap_or_default);
+            let (Some(key), Some(tx), Some(seq)) = (cells.next(), cells.next(), cells.next()) else { continue };
+            let (Ok(tx), Ok(seq)) = (tx.parse::<i64>(), seq.parse::<i64>()) else { continue };
+            // A deletion the model does not show yet: its key still looks in use. Later.
+            if (Position { tx, seq }) > seen {
                 continue;
             }
-            if let Err(e) = blobs.delete(&key).await {
-                tracing::warn!(error = %e, "cannot remove a deleted file's bytes");
+            // Stop well before the claim lapses: past it, an upload may have registered.
+            if now_ms() >= until - ms(CLAIM) / 4 {
+                break;
             }
+            if !self.hot.blob_in_use(app_id, &key) {
+                match blobs.delete(&key).await {
+                    Ok(()) => removed += 1,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot remove a deleted file's bytes; the sweep tries again");
+                        continue;
+                    }
+                }
+            }
+            let done = Statement::new(PENDING_DONE, [app_id.to_string().into(), key.into(), tx.into(), seq.into()]);
+            self.store.execute(&[done]).await?;
         }
+        Ok(removed)
     }
 
-    async fn upload_done(&self, app_id: AppId, blobs: &dyn BlobStore) {
-        let mut apps = self.apps.lock().await;
-        let Some(app) = apps.get_mut(&app_id) else { return };
-        app.uploads = app.uploads.saturating_sub(1);
-        if app.uploads == 0 {
-            let pending = std::mem::take(&mut app.pending);
-            apps.remove(&app_id);
-            self.remove_unreferenced(app_id, pending, blobs).await;
+    /// Every app with pending removals, collected; returns how many blobs were removed. Run at
+    /// start-up and every `LICENSD_FILE_GC_SWEEP_SECS`: what a process that ended (or a
+    /// deletion that found an upload in flight) left pending is removed here.
+    pub async fn sweep(&self, blobs: &dyn BlobStore) -> Result<u64, StoreError> {
+        self.store.execute(&[Statement::new(FORGET_EXPIRED, [now_ms().into()])]).await?;
+        let apps = self.store.query_text(PENDING_APPS, &[]).await?;
+        let mut removed = 0;
+        for app in apps.into_iter().flatten() {
+            let Ok(app_id) = app.parse().map(AppId) else { continue };
+            removed += self.collect(app_id, blobs).await?.unwrap_or(0);
         }
+        Ok(removed)
     }
 
-    /// Uploads in flight for the app (tests).
-    pub async fn uploads_in_flight(&self, app_id: AppId) -> usize {
-        self.apps.lock().await.get(&app_id).map_or(0, |app| app.uploads)
+    /// Sweeps now and then every `every`, for as long as the process runs.
+    pub fn start_sweeps(self: &Arc<Self>, blobs: Arc<dyn BlobStore>, every: Duration) {
+        let gc = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every.max(Duration::from_secs(1)));
+            loop {
+                ticks.tick().await;
+                match gc.sweep(blobs.as_ref()).await {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::info!(removed, "unreferenced file bytes removed"),
+                    Err(error) => tracing::warn!(%error, "the file store's sweep failed; it runs again later"),
+                }
+            }
+        });
+    }
+
+    /// Uploads of the app registered and not done, on any node (tests, operators).
+    pub async fn uploads_in_flight(&self, app_id: AppId) -> Result<usize, StoreError> {
+        let count = self.store.query_text(IN_FLIGHT_OF_APP, &[app_id.to_string().into(), now_ms().into()]).await?;
+        Ok(count.into_iter().flatten().next().and_then(|c| c.parse().ok()).unwrap_or(0))
+    }
+
+    /// The upload's version is visible here: mark it done (other nodes wait until their models
+    /// reach `position`), or drop it when nothing was recorded; then collect what waited for it.
+    async fn upload_done(&self, upload_id: String, app_id: AppId, position: Option<Position>, blobs: &dyn BlobStore) {
+        let statement = match position {
+            Some(p) => {
+                let expires = now_ms().saturating_add(ms(SHOWN_TIMEOUT));
+                Statement::new(DONE, [upload_id.into(), p.tx.into(), p.seq.into(), expires.into()])
+            }
+            None => Statement::new(ABANDON, [SqlValue::from(upload_id)]),
+        };
+        if let Err(error) = self.store.execute(&[statement]).await {
+            // The row expires by itself within the lease; until then it holds removals back.
+            tracing::warn!(%error, "an upload's end could not be recorded for the file store's collector");
+            return;
+        }
+        if let Err(error) = self.collect(app_id, blobs).await {
+            tracing::warn!(%error, "bytes pending removal not collected; the sweep tries again");
+        }
+    }
+}
+
+/// Keeps an upload's registration alive (every third of the lease) while it runs; records until
+/// when it is known to be valid.
+async fn renew(gc: Arc<BlobGc>, upload_id: String, valid_until: Arc<AtomicI64>) {
+    let every = gc.lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let expires = now_ms().saturating_add(ms(gc.lease));
+        let renewed = gc.store.execute(&[Statement::new(RENEW, [upload_id.clone().into(), expires.into()])]).await;
+        match renewed {
+            Ok(_) => valid_until.store(expires, Ordering::Release),
+            Err(error) => tracing::warn!(%error, "an upload's registration could not be renewed"),
+        }
     }
 }
 
@@ -109,12 +344,22 @@ impl BlobGc {
 /// recorded version, or at once when nothing was recorded.
 pub struct UploadInFlight {
     gc: Option<Arc<BlobGc>>,
+    upload_id: String,
     app_id: AppId,
     blobs: Arc<dyn BlobStore>,
     position: Option<Position>,
+    valid_until: Arc<AtomicI64>,
+    renewer: tokio::task::JoinHandle<()>,
 }
 
 impl UploadInFlight {
+    /// Whether the registration is still known to hold removals back (its renewals reached the
+    /// database): an upload whose registration lapsed must not record a version, since another
+    /// node may have removed its bytes meanwhile.
+    pub fn still_registered(&self) -> bool {
+        now_ms() < self.valid_until.load(Ordering::Acquire)
+    }
+
     /// The upload's version was committed at `position`.
     pub fn recorded(&mut self, position: Option<Position>) {
         self.position = position;
@@ -123,8 +368,10 @@ impl UploadInFlight {
 
 impl Drop for UploadInFlight {
     fn drop(&mut self) {
+        self.renewer.abort();
         let Some(gc) = self.gc.take() else { return };
-        let (app_id, blobs, position) = (self.app_id, Arc::clone(&self.blobs), self.position);
+        let (upload_id, app_id, blobs, position) =
+            (std::mem::take(&mut self.upload_id), self.app_id, Arc::clone(&self.blobs), self.position);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         runtime.spawn(async move {
             if let Some(position) = position {
@@ -132,7 +379,158 @@ impl Drop for UploadInFlight {
                     tracing::warn!("an uploaded version was not shown by the model in time; deletions go on");
                 }
             }
-            gc.upload_done(app_id, blobs.as_ref()).await;
+            gc.upload_done(upload_id, app_id, position, blobs.as_ref()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use licensd_blobs::LocalBlobStore;
+    use licensd_store::testing::on_both_backends;
+    use std::sync::Mutex;
+
+    /// A blob store in a fresh temporary folder (removed when dropped).
+    struct Folder(std::path::PathBuf, Arc<dyn BlobStore>);
+
+    impl Folder {
+        fn new() -> Self {
+            let path = std::env::temp_dir().join(format!("licensd-gc-{}", uuid::Uuid::new_v4()));
+            let store: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::open(&path).unwrap());
+            Self(path, store)
+        }
+
+        async fn stored(&self, app_id: AppId, bytes: &'static [u8]) -> String {
+            let body = futures::stream::iter([Ok::<_, std::io::Error>(axum::body::Bytes::from_static(bytes))]).boxed();
+            self.1.put(&app_id.to_string(), body, 1 << 20).await.unwrap().key
+        }
+    }
+
+    impl Drop for Folder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    use futures::StreamExt;
+
+    /// Two nodes: each its own collector and model, one database.
+    fn nodes(store: &Store) -> [Arc<BlobGc>; 2] {
+        let node = || BlobGc::new(store.clone(), Arc::new(HotModel::default()), Duration::from_secs(60));
+        [node(), node()]
+    }
+
+    /// An upload registered on one node holds removals back on the other; a removal's claim
+    /// holds registrations back; once both are over the pending bytes go.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upload_on_one_node_holds_removals_on_another_back() {
+        on_both_backends(|store| async move {
+            let folder = Folder::new();
+            let [one, two] = nodes(&store);
+            let app_id = AppId(uuid::Uuid::new_v4());
+            let key = folder.stored(app_id, b"deleted file's bytes").await;
+            let upload = one.upload_started(app_id, folder.1.clone()).await.unwrap();
+            assert_eq!(two.uploads_in_flight(app_id).await.unwrap(), 1);
+            two.pending(app_id, [key.clone()], Position::START).await.unwrap();
+            assert_eq!(two.collect(app_id, folder.1.as_ref()).await.unwrap(), None, "an upload is in flight");
+            assert!(folder.1.len(&key).await.is_ok());
+            drop(upload);
+            // Released in the background; then the pending bytes go (no version names them).
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while folder.1.len(&key).await.is_ok() {
+                assert!(std::time::Instant::now() < deadline, "pending bytes never removed");
+                two.sweep(folder.1.as_ref()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(two.uploads_in_flight(app_id).await.unwrap(), 0);
+
+            let claim = two.claim(app_id).await.unwrap().expect("nothing holds the app");
+            let waiting =
+                tokio::time::timeout(Duration::from_millis(300), one.upload_started(app_id, folder.1.clone()));
+            assert!(waiting.await.is_err(), "an upload registered while another node removes bytes");
+            two.release(app_id, claim).await.unwrap();
+            let upload = tokio::time::timeout(Duration::from_secs(5), one.upload_started(app_id, folder.1.clone()));
+            drop(upload.await.expect("registered once the claim is released").unwrap());
+        })
+        .await;
+    }
+
+    /// An upload recorded at a position a node's model has not reached holds that node's
+    /// removals back: it cannot see the version naming the bytes yet.
+    #[tokio::test]
+    async fn a_recorded_upload_holds_back_nodes_whose_model_is_behind() {
+        on_both_backends(|store| async move {
+            let folder = Folder::new();
+            let [one, two] = nodes(&store);
+            let app_id = AppId(uuid::Uuid::new_v4());
+            let ahead = Position { tx: 0, seq: 7 };
+            let registered = one.upload_started(app_id, folder.1.clone()).await.unwrap();
+            let id = registered.upload_id.clone();
+            std::mem::forget(registered); // ended by hand below, as the drop's task would
+            one.upload_done(id, app_id, Some(ahead), folder.1.as_ref()).await;
+            assert!(two.claim(app_id).await.unwrap().is_none(), "the model at 0:0 cannot see 0:7");
+        })
+        .await;
+    }
+
+    /// Many registrations on one node race many removal claims on another: the database never
+    /// lets both hold the app at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn registrations_and_claims_exclude_each_other() {
+        on_both_backends(|store| async move {
+            let folder = Folder::new();
+            let [one, two] = nodes(&store);
+            let app_id = AppId(uuid::Uuid::new_v4());
+            // (uploads held, claims held, claims won, uploads won)
+            let held = Arc::new(Mutex::new((0u32, 0u32, 0u32, 0u32)));
+            let mut tasks = Vec::new();
+            for i in 0..8 {
+                let (one, two, held, blobs) = (one.clone(), two.clone(), held.clone(), folder.1.clone());
+                tasks.push(tokio::spawn(async move {
+                    for _ in 0..6 {
+                        if i % 2 == 0 {
+                            let upload = one.upload_started(app_id, blobs.clone()).await.unwrap();
+                            {
+                                let mut h = held.lock().unwrap();
+                                assert_eq!(h.1, 0, "an upload registered while a removal held the app");
+                                h.0 += 1;
+                                h.3 += 1;
+                            }
+                            tokio::time::sleep(Duration::from_millis(3)).await;
+                            held.lock().unwrap().0 -= 1;
+                            // The row goes in the background: wait so the next round starts clean.
+                            let id = upload.upload_id.clone();
+                            drop(upload);
+                            one.upload_done(id, app_id, None, blobs.as_ref()).await;
+                        } else {
+                            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                            let claim = loop {
+                                if let Some(claim) = two.claim(app_id).await.unwrap() {
+                                    break claim;
+                                }
+                                assert!(std::time::Instant::now() < deadline, "no claim won in 30 s");
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            };
+                            {
+                                let mut h = held.lock().unwrap();
+                                assert_eq!(h.0, 0, "a removal claimed the app while an upload held it");
+                                h.1 += 1;
+                                h.2 += 1;
+                            }
+                            tokio::time::sleep(Duration::from_millis(3)).await;
+                            held.lock().unwrap().1 -= 1;
+                            two.release(app_id, claim).await.unwrap();
+                        }
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+            let h = *held.lock().unwrap();
+            assert_eq!(h, (0, 0, 24, 24), "every upload registered and every removal claimed once");
+        })
+        .await;
     }
 }

@@ -134,7 +134,7 @@ pub async fn upload(
     let blobs = state.files.blobs()?.clone();
     // Registered before any byte is stored: deletions of the app's bytes wait until this
     // upload's version is in the model (or it failed).
-    let mut in_flight = state.files.gc.upload_started(app.app_id, blobs.clone()).await;
+    let mut in_flight = state.files.gc.upload_started(app.app_id, blobs.clone()).await?;
     let namespace = app.app_id.to_string();
     let stored = blobs
         .put(&namespace, body_stream(body, state.config.body_read_timeout), max_bytes)
@@ -142,6 +142,10 @@ pub async fn upload(
         .map_err(blob_error)?;
     #[cfg(debug_assertions)]
     test_gate(&name).await;
+    if !in_flight.still_registered() {
+        // Its renewals did not reach the database: another node may have removed these bytes.
+        return Err(ApiError::Unavailable("the upload could not be kept registered; send it again".into()));
+    }
     // Recorded in a task of its own: a client that goes away now cannot cut the recording off
     // between the commit and the guard learning its position.
     let recording = {
@@ -257,13 +261,16 @@ pub async fn delete(
     let executed = state.commands.delete_file(caller.account_id, app.app_id, &name, &caller.actor).await?;
     let blobs = state.files.blobs()?.clone();
     let keys: Vec<String> = file.versions().map(|v| v.storage_key.clone()).collect();
+    let position = executed.position().unwrap_or_else(|| state.hot.position());
+    // Durable before anything is removed: a process that ends now leaves them to the sweep.
+    state.files.gc.pending(app.app_id, keys, position).await?;
     if visible(&state, executed.position()).await {
-        state.files.gc.collect(app.app_id, keys, blobs.as_ref()).await;
+        state.files.gc.collect(app.app_id, blobs.as_ref()).await?;
     } else {
         // Until the model shows the deletion it cannot tell which bytes are shared: collect
         // once it does.
         let (gc, app_id) = (state.files.gc.clone(), app.app_id);
-        tokio::spawn(async move { gc.collect_after(executed.position(), app_id, keys, blobs).await });
+        tokio::spawn(async move { gc.collect_after(position, app_id, blobs).await });
     }
     state.files.counters.forget(app.app_id, &name).await?;
     Ok(Json(json!({ "ok": true })))

@@ -52,8 +52,12 @@ impl Source {
             #[cfg(unix)]
             Self::Local { file, offset } => {
                 let (file, at) = (Arc::clone(file), *offset);
+                // Allocated here, on a runtime worker, not on the blocking thread: the allocator
+                // keeps a heap per thread, and 50 downloads at once run their reads on up to 50
+                // blocking threads, each of which then kept its own heap's pages (the profile in
+                // BENCHMARKS.md, "Protected file delivery").
+                let mut chunk = vec![0u8; want];
                 let chunk = tokio::task::spawn_blocking(move || {
-                    let mut chunk = vec![0u8; want];
                     std::os::unix::fs::FileExt::read_exact_at(&*file, &mut chunk, at)?;
                     Ok::<_, std::io::Error>(chunk)
                 })

@@ -118,15 +118,26 @@ pub fn decode_event_with<E: DomainEvent>(
     schema_version: i32,
     payload: &RawValue,
 ) -> Result<E, DomainError> {
+    decode_text_with(registry, event_type, schema_version, payload.get())
+}
+
+/// [`decode_event_with`] from the stored text itself, for a reader that borrows it from the
+/// database's row (a `RawValue` would check the whole payload as JSON once more first).
+fn decode_text_with<E: DomainEvent>(
+    registry: &[crate::upcast::Upcaster],
+    event_type: &str,
+    schema_version: i32,
+    payload: &str,
+) -> Result<E, DomainError> {
     let undecodable = |e: serde_json::Error| DomainError::UndecodableEvent {
         event_type: event_type.to_string(),
         schema_version,
         reason: e.to_string(),
     };
     if !crate::upcast::has_step(registry, E::CATEGORY, event_type, schema_version) {
-        return serde_json::from_str(payload.get()).map_err(undecodable);
+        return serde_json::from_str(payload).map_err(undecodable);
     }
-    let tree: serde_json::Value = serde_json::from_str(payload.get()).map_err(undecodable)?;
+    let tree: serde_json::Value = serde_json::from_str(payload).map_err(undecodable)?;
     let (payload, _) = crate::upcast::upcast(registry, E::CATEGORY, event_type, schema_version, &tree);
     E::deserialize(&*payload).map_err(undecodable)
 }
@@ -143,9 +154,9 @@ pub fn is_unknown_type<E: DomainEvent>(event_type: &str) -> bool {
 fn decode_known<E: DomainEvent>(
     event_type: &str,
     schema_version: i32,
-    payload: &RawValue,
+    payload: &str,
 ) -> Result<Option<E>, DomainError> {
-    match decode_event(event_type, schema_version, payload) {
+    match decode_text_with(crate::upcast::UPCASTERS, event_type, schema_version, payload) {
         Ok(event) => Ok(Some(event)),
         Err(_) if is_unknown_type::<E>(event_type) => Ok(None),
         Err(e) => Err(e),
@@ -196,6 +207,17 @@ impl AnyEvent {
         event_type: &str,
         schema_version: i32,
         payload: &RawValue,
+    ) -> Result<Option<Self>, DomainError> {
+        Self::decode_text(stream_id, event_type, schema_version, payload.get())
+    }
+
+    /// [`Self::decode`] from the stored payload text, borrowed (a rebuild reads it straight
+    /// from the database's row and parses it once, here).
+    pub fn decode_text(
+        stream_id: &str,
+        event_type: &str,
+        schema_version: i32,
+        payload: &str,
     ) -> Result<Option<Self>, DomainError> {
         let Some((category, _)) = StreamCategory::parse(stream_id) else { return Ok(None) };
         let (t, v, p) = (event_type, schema_version, payload);

@@ -10,7 +10,7 @@ use licensd_domain::app::{App, AppState};
 use licensd_domain::commerce::Connection;
 use licensd_domain::license::{License, LicenseEvent, LicenseState};
 use licensd_domain::{AccountId, Aggregate, AnyEvent, ApiKeyId, AppId, LicenseKey, StreamCategory};
-use licensd_store::{Position, RecordedEvent};
+use licensd_store::{LogEvent, Position, RecordedEvent};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
@@ -409,14 +409,14 @@ impl HotModel {
     pub fn apply(&self, event: &RecordedEvent) -> Result<(), ProjectionError> {
         let decoded = AnyEvent::decode(&event.stream_id, &event.event_type, event.schema_version, &event.payload)
             .map_err(|source| ProjectionError::Decode { position: event.position, source })?;
-        self.apply_decoded([(event, decoded.as_ref())]);
+        self.apply_decoded([(event.as_log_event(), decoded.as_ref())]);
         Ok(())
     }
 
     /// Applies events of the log already decoded (`None`: a type this version does not know),
     /// in log order, as [`Self::apply`] does one by one; the apply lock is taken once for all
     /// of them, so a reader that decoded a page elsewhere applies it without paying per event.
-    pub fn apply_decoded<'a>(&self, events: impl IntoIterator<Item = (&'a RecordedEvent, Option<&'a AnyEvent>)>) {
+    pub fn apply_decoded<'a>(&self, events: impl IntoIterator<Item = (LogEvent<'a>, Option<&'a AnyEvent>)>) {
         let _applying = self.applying.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut last = None;
         let mut applied = 0;
@@ -424,13 +424,13 @@ impl HotModel {
             if event.position <= self.position() {
                 continue;
             }
-            self.apply_one(event, decoded);
+            self.apply_one(&event, decoded);
             last = Some(event);
             applied += 1;
         }
         if let Some(last) = last {
             // Read only under the apply lock (by snapshots), so noting the page's last is enough.
-            self.remember_last(last);
+            self.remember_last(&last);
             self.applied_events.fetch_add(applied, std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -454,8 +454,8 @@ impl HotModel {
     }
 
     /// One event after the model's position; the caller holds the apply lock.
-    fn apply_one(&self, event: &RecordedEvent, decoded: Option<&AnyEvent>) {
-        let id = StreamCategory::parse(&event.stream_id).map(|(_, id)| id).unwrap_or_default();
+    fn apply_one(&self, event: &LogEvent<'_>, decoded: Option<&AnyEvent>) {
+        let id = StreamCategory::parse(event.stream_id).map(|(_, id)| id).unwrap_or_default();
         if decoded.is_none() {
             // Written by a later version: skipped (and counted) rather than stopping the model.
             crate::status::skipped(crate::runner::HOT, 1);
@@ -488,7 +488,7 @@ impl HotModel {
         if let (Some(listener), Some(decoded)) = (self.listener.get(), decoded) {
             let applied = Applied {
                 position: event.position,
-                stream_id: &event.stream_id,
+                stream_id: event.stream_id,
                 id,
                 event: decoded,
                 recorded_at: event.recorded_at,
@@ -506,17 +506,17 @@ impl HotModel {
     }
 
     /// Notes the event as the last applied, reusing the stream id's buffer (no allocation per event).
-    fn remember_last(&self, event: &RecordedEvent) {
+    fn remember_last(&self, event: &LogEvent<'_>) {
         let mut last = self.last_applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match last.as_mut() {
             Some(last) => {
                 last.event_id = event.event_id;
                 last.stream_id.clear();
-                last.stream_id.push_str(&event.stream_id);
+                last.stream_id.push_str(event.stream_id);
                 last.version = event.version;
             }
             None => {
-                let (event_id, stream_id, version) = (event.event_id, event.stream_id.clone(), event.version);
+                let (event_id, stream_id, version) = (event.event_id, event.stream_id.to_string(), event.version);
                 *last = Some(LastApplied { event_id, stream_id, version });
             }
         }

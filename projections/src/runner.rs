@@ -3,7 +3,7 @@
 
 use crate::{status, HotModel, ProjectionError, SqlProjection};
 use licensd_domain::AnyEvent;
-use licensd_store::{EventStore, Position, ProjectionMove, RecordedEvent, Statement, Store};
+use licensd_store::{EventStore, LogPage, Position, ProjectionMove, RecordedEvent, Statement, Store};
 use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::sync::Arc;
@@ -141,7 +141,33 @@ impl Page {
     }
 
     fn apply_to(&self, model: &HotModel) {
-        model.apply_decoded(self.events.iter().zip(self.decoded.iter().map(Option::as_ref)));
+        model.apply_decoded(
+            self.events.iter().map(RecordedEvent::as_log_event).zip(self.decoded.iter().map(Option::as_ref)),
+        );
+    }
+}
+
+/// A page of the whole-log reader ([`Store::scan_log`]) with each event decoded from the text
+/// borrowed from the page (`None`: a type this version does not know).
+struct ScannedPage {
+    page: LogPage,
+    decoded: Vec<Option<AnyEvent>>,
+}
+
+impl ScannedPage {
+    fn decode(page: LogPage) -> Result<Self, ProjectionError> {
+        let decoded = page
+            .events()
+            .map(|event| {
+                AnyEvent::decode_text(event.stream_id, event.event_type, event.schema_version, event.payload)
+                    .map_err(|source| ProjectionError::Decode { position: event.position, source })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { page, decoded })
+    }
+
+    fn apply_to(&self, model: &HotModel) {
+        model.apply_decoded(self.page.events().zip(self.decoded.iter().map(Option::as_ref)));
     }
 }
 
@@ -185,11 +211,13 @@ impl HotRunner {
     }
 
     async fn read_ahead(&self) -> Result<u64, ProjectionError> {
-        let (mut pages, reader) = read_pages(&self.store, self.model.position(), self.config.batch, Page::decode);
+        let (mut pages, reader) = self.store.scan_log(self.model.position(), self.config.batch, ScannedPage::decode);
         let mut applied = 0;
         while let Some(page) = pages.recv().await {
+            // A page that does not decode stops the reader (the receiver is dropped on return).
+            let page = page?;
             page.apply_to(&self.model);
-            applied += page.events.len() as u64;
+            applied += page.page.len() as u64;
         }
         reader.await.map_err(|e| ProjectionError::Task(e.to_string()))??;
         Ok(applied)

@@ -9,10 +9,12 @@ mod backup;
 mod commit_timing;
 mod hot_path;
 mod leases;
+mod log_page;
 mod postgres;
 mod read_model;
 mod relay_checkpoint;
 mod sqlite;
+mod sqlite_scan;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod trace;
@@ -23,6 +25,7 @@ pub use backup::{backup_sqlite, sqlite_event_lines, sqlite_files, sqlite_log_fil
 pub use commit_timing::commit_timing_scope;
 pub use hot_path::{hot_path_scope, hot_path_sql_reads};
 pub use leases::{leases_held, set_lease_held};
+pub use log_page::{LogEvent, LogPage};
 pub use postgres::PostgresStore;
 pub use read_model::{Checkpoint, ProjectionMove, SqlValue, Statement};
 pub use sqlite::SqliteStore;
@@ -146,6 +149,44 @@ impl Store {
             Self::Sqlite(_) => Ok(true),
             Self::Postgres(s) => s.settle(timeout).await,
         }
+    }
+
+    /// Reads the log after `after` to its end in pages of `batch`, for readers of all of it
+    /// (start-up, rebuilds), on a reader of its own: each page passes through `prepare` there
+    /// (decoding, say) and on to the receiver, two ahead at most. The reader ends at the end of
+    /// the log, on an error (its handle returns it), or once the receiver is dropped. On SQLite
+    /// it runs on a blocking thread with a read-only connection of its own and copies each row
+    /// once, straight from SQLite's row into the page.
+    pub fn scan_log<T: Send + 'static>(
+        &self,
+        after: Position,
+        batch: usize,
+        mut prepare: impl FnMut(LogPage) -> T + Send + 'static,
+    ) -> (tokio::sync::mpsc::Receiver<T>, tokio::task::JoinHandle<Result<(), StoreError>>) {
+        let (pages_in, pages) = tokio::sync::mpsc::channel::<T>(2);
+        let reader = match self {
+            Self::Sqlite(s) => {
+                let log_file = s.log_file().to_path_buf();
+                tokio::task::spawn_blocking(move || {
+                    sqlite_scan::scan(&log_file, after, batch, |page| pages_in.blocking_send(prepare(page)).is_ok())
+                })
+            }
+            Self::Postgres(s) => {
+                let store = s.clone();
+                tokio::spawn(async move {
+                    let mut position = after;
+                    loop {
+                        let events = store.read_all(position, batch).await?;
+                        let Some(last) = events.last() else { return Ok(()) };
+                        position = last.position;
+                        if pages_in.send(prepare(LogPage::from_recorded(&events))).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                })
+            }
+        };
+        (pages, reader)
     }
 
     pub async fn close(&self) {

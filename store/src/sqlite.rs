@@ -171,6 +171,11 @@ impl SqliteStore {
         Ok(frames)
     }
 
+    /// The log's file, for the whole-log reader's own connection.
+    pub(crate) fn log_file(&self) -> &std::path::Path {
+        &self.log_file
+    }
+
     pub fn append_paths(&self) -> &AppendPaths {
         &self.paths
     }

@@ -87,6 +87,9 @@ contract!(
     personal_data_is_written_with_its_events_or_not_at_all,
     a_rerun_batch_across_streams_is_recognised_after_the_streams_moved_on,
     a_stream_is_read_a_page_at_a_time_in_either_direction,
+    the_whole_log_reader_gives_what_read_all_gives,
+    the_whole_log_reader_starts_after_the_position_given,
+    the_whole_log_reader_stops_once_its_receiver_is_gone,
 );
 
 async fn appends_and_reads_back_a_stream(store: &Store) {
@@ -418,4 +421,74 @@ async fn a_stream_is_read_a_page_at_a_time_in_either_direction(store: &Store) {
     assert_eq!(versions(forwards(Some(u64::MAX), 3)).await, Vec::<u64>::new(), "a bound past any version");
     let missing = store.read_stream_page("paged-missing", forwards(None, 3)).await.unwrap();
     assert!(missing.is_empty());
+}
+
+/// Reads the log after `after` with [`Store::scan_log`] in pages of `batch`; returns each
+/// page's events as (position, event id, stream, version, type, schema, payload text, recorded
+/// at), page by page.
+type Scanned = (Position, Uuid, String, u64, String, i32, String, chrono::DateTime<chrono::Utc>);
+
+async fn scan(store: &Store, after: Position, batch: usize) -> Vec<Vec<Scanned>> {
+    let (mut pages, reader) = store.scan_log(after, batch, |page| {
+        page.events()
+            .map(|e| {
+                let owned = (e.stream_id.to_string(), e.event_type.to_string(), e.payload.to_string());
+                (e.position, e.event_id, owned.0, e.version, owned.1, e.schema_version, owned.2, e.recorded_at)
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut all = Vec::new();
+    while let Some(page) = pages.recv().await {
+        all.push(page);
+    }
+    reader.await.unwrap().unwrap();
+    all
+}
+
+fn as_scanned(e: &licensd_store::RecordedEvent) -> Scanned {
+    let text = (e.stream_id.clone(), e.event_type.clone(), e.payload.get().to_string());
+    (e.position, e.event_id, text.0, e.version, text.1, e.schema_version, text.2, e.recorded_at)
+}
+
+/// Events with text the reader must hand over byte for byte: escapes, non-ASCII, an emoji, a
+/// long payload, and a stream id with a quote in it.
+async fn append_varied(store: &Store) -> Vec<licensd_store::RecordedEvent> {
+    let long = "x".repeat(70_000);
+    for i in 0..9 {
+        let mut e = event(i);
+        if i == 4 {
+            e.payload = json!({ "n": i, "long": long, "emoji": "🦀", "escaped": "tab\tnewline\n\u{1}" });
+        }
+        let stream = format!("scan-{}-o'neil", i % 4);
+        store.append(request(&stream, ExpectedVersion::Any, vec![e])).await.unwrap();
+    }
+    read_everything(store, 9).await
+}
+
+async fn the_whole_log_reader_gives_what_read_all_gives(store: &Store) {
+    let read = append_varied(store).await;
+    assert_eq!(read.len(), 9);
+    let pages = scan(store, Position::START, 4).await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 1], "pages of at most 4, in order");
+    let scanned: Vec<Scanned> = pages.into_iter().flatten().collect();
+    assert_eq!(scanned, read.iter().map(as_scanned).collect::<Vec<_>>());
+    assert!(scanned[4].6.contains("🦀") && scanned[4].6.len() > 70_000, "the long payload whole");
+}
+
+async fn the_whole_log_reader_starts_after_the_position_given(store: &Store) {
+    let read = append_varied(store).await;
+    let after = read[5].position;
+    let scanned: Vec<Scanned> = scan(store, after, 100).await.into_iter().flatten().collect();
+    assert_eq!(scanned, read[6..].iter().map(as_scanned).collect::<Vec<_>>());
+    let at_the_end = scan(store, read[8].position, 100).await;
+    assert!(at_the_end.is_empty(), "nothing after the last event: {at_the_end:?}");
+}
+
+async fn the_whole_log_reader_stops_once_its_receiver_is_gone(store: &Store) {
+    append_varied(store).await;
+    let (pages, reader) = store.scan_log(Position::START, 1, |page| page.len());
+    drop(pages);
+    // Nine pages of one; with nobody receiving, the reader stops at the first it cannot hand on.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), reader).await;
+    assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
 }

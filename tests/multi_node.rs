@@ -463,8 +463,14 @@ fn the_overview_counts_live_sessions_and_heartbeats_of_every_node() {
     until("A shows the validation", &|| !seen(&a).is_empty());
     let validated = seen(&a);
     std::thread::sleep(Duration::from_millis(20));
-    let beat = json!({ "appId": m.app_id, "sessionToken": token, "hwid": "machine-9", "nonce": "0".repeat(32) });
-    assert_eq!(b.auth("/auth/heartbeat", &beat).0, 200);
+    // B learns of the session made on A within its log poll: until then it refuses the token
+    // (403). Each try has a nonce of its own, as a nonce is good for one heartbeat.
+    let tries = std::sync::atomic::AtomicU64::new(0);
+    until("B accepts a heartbeat of the session made on A", &|| {
+        let nonce = format!("{:032x}", tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let beat = json!({ "appId": m.app_id, "sessionToken": token, "hwid": "machine-9", "nonce": nonce });
+        b.auth("/auth/heartbeat", &beat).0 == 200
+    });
     until("A shows B's heartbeat", &|| seen(&a) > validated);
 
     // A node that stops counts for nothing once its rows are stale (three flush intervals).

@@ -153,6 +153,36 @@ fn options(vars: impl Iterator<Item = (String, String)>) -> anyhow::Result<Vec<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    }
+
+    fn config(args: &[&str]) -> anyhow::Result<Option<KafkaConfig>> {
+        let cli = Cli::try_parse_from(["licensd", "--kafka-brokers", "127.0.0.1:9092"].iter().chain(args))?;
+        cli.kafka.config("node-a", true)
+    }
+
+    #[test]
+    fn the_topic_settings_default_to_six_partitions_and_the_brokers_replication_and_bad_ones_are_refused() {
+        let defaults = config(&[]).unwrap().unwrap();
+        assert_eq!((defaults.partitions, defaults.replication), (6, -1));
+        assert_eq!(defaults.relay_stall, Duration::from_millis(3000));
+        let set = config(&["--kafka-partitions", "2", "--kafka-replication", "3"]).unwrap().unwrap();
+        assert_eq!((set.partitions, set.replication), (2, 3));
+        for bad in [
+            &["--kafka-partitions", "0"][..],
+            &["--kafka-partitions", "-1"],
+            &["--kafka-replication", "0"],
+            &["--kafka-replication", "-2"],
+            &["--kafka-relay-stall-ms", "0"],
+        ] {
+            assert!(config(bad).is_err(), "{bad:?} is refused");
+        }
+    }
 
     #[test]
     fn options_come_from_their_prefix_and_malformed_names_are_refused() {

@@ -107,6 +107,21 @@ fn validate(server: &Server, app_id: &str, secret: &str, key: &str, hwid: &str) 
     )
 }
 
+/// A WebSocket session on `server`, initialized once the node has learned of the app made on
+/// another node, which takes up to its log poll (it answers 600 until then).
+fn initialized(rt: &Arc<tokio::runtime::Runtime>, server: &Server, ws_key: &str, client_id: &str) -> Ws {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut ws = Ws::connect(rt, &server.base);
+        let status = ws.init(ws_key, client_id)["status"].clone();
+        if status == 1 {
+            return ws;
+        }
+        assert!(status == 600 && Instant::now() < deadline, "initialize on {}: {status}", server.base);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_revocation_on_node_b_reaches_a_live_session_on_node_c_within_the_deadline() {
     let Some(cluster) = Cluster::new() else { return };
@@ -120,8 +135,7 @@ fn a_revocation_on_node_b_reaches_a_live_session_on_node_c_within_the_deadline()
 
     let rt = client::runtime();
     let mut delays = Vec::new();
-    let mut ws = Ws::connect(&rt, &c.base);
-    assert_eq!(ws.init(&ws_key, "machine-1")["status"], 1, "node C knows the app created on node A");
+    let mut ws = initialized(&rt, &c, &ws_key, "machine-1");
     for round in 0..5u64 {
         let authorized = ws.call(json!({"type": 2, "id": 10 + round * 3, "license": license}));
         assert_eq!(authorized["status"], 1, "node C authorizes the license: {authorized}");
@@ -432,18 +446,7 @@ fn the_overview_counts_live_sessions_and_heartbeats_of_every_node() {
     let rt = client::runtime();
     let mut held = Vec::new();
     for (server, client_id) in [(&b, "machine-1"), (&b, "machine-2"), (&a, "machine-3")] {
-        // B learns of the app created on A within its log poll (600 until then).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let ws = loop {
-            let mut ws = Ws::connect(&rt, &server.base);
-            let status = ws.init(&ws_key, client_id)["status"].clone();
-            if status == 1 {
-                break ws;
-            }
-            assert!(status == 600 && Instant::now() < deadline, "initialize on {}: {status}", server.base);
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        held.push(ws);
+        held.push(initialized(&rt, server, &ws_key, client_id));
     }
     until("A counts B's sessions", &|| live_sessions(&a) == 3);
     until("B counts A's session", &|| live_sessions(&b) == 3);

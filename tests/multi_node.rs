@@ -132,6 +132,8 @@ fn a_revocation_on_node_b_reaches_a_live_session_on_node_c_within_the_deadline()
     let (m, ws_key) = live_merchant(&cluster.nodes[0], &a, "multi-live@example.com");
     let license = m.license(&a, json!({}));
     assert_eq!(validate(&a, &m.app_id, &m.app_secret, &license, "machine-1").0, 200, "SDK validation on node A");
+    // C learns of the license within its log poll (its session answered 100, unknown, before).
+    activated_on(&c, &m, &license);
 
     let rt = client::runtime();
     let mut delays = Vec::new();

@@ -52,6 +52,23 @@ pub struct KafkaArgs {
     /// commits wake it at once).
     #[arg(help_heading = "Several nodes", long, env = "LICENSD_KAFKA_RELAY_POLL_MS", default_value_t = 50)]
     pub kafka_relay_poll_ms: u64,
+
+    /// How long an event may wait for the relay, in milliseconds, before the other nodes take the
+    /// relay as stalled (dead with its lease not yet expired, or cut off from the broker) and read
+    /// the Postgres log until it publishes again. Below the lease TTL + renew, so that a dead
+    /// relay's followers do not wait for its successor.
+    #[arg(help_heading = "Several nodes", long, env = "LICENSD_KAFKA_RELAY_STALL_MS", default_value_t = 3000)]
+    pub kafka_relay_stall_ms: u64,
+
+    /// Partitions of the topic when it is missing and a node creates it (more partitions let
+    /// the broker spread the load; each node still reads every one).
+    #[arg(help_heading = "Several nodes", long, env = "LICENSD_KAFKA_PARTITIONS", default_value_t = 6)]
+    pub kafka_partitions: i32,
+
+    /// Replicas of each partition when a node creates the topic; -1 takes the broker's
+    /// `default.replication.factor`.
+    #[arg(help_heading = "Several nodes", long, env = "LICENSD_KAFKA_REPLICATION", default_value_t = -1, allow_negative_numbers = true)]
+    pub kafka_replication: i32,
 }
 
 impl KafkaArgs {
@@ -92,6 +109,12 @@ impl KafkaArgs {
         if self.kafka_buffer == 0 || self.kafka_relay_batch == 0 {
             anyhow::bail!("LICENSD_KAFKA_BUFFER and LICENSD_KAFKA_RELAY_BATCH must be above 0");
         }
+        if self.kafka_partitions < 1 {
+            anyhow::bail!("LICENSD_KAFKA_PARTITIONS must be above 0");
+        }
+        if self.kafka_replication == 0 || self.kafka_replication < -1 {
+            anyhow::bail!("LICENSD_KAFKA_REPLICATION must be above 0, or -1 for the broker's default");
+        }
         Ok(Some(KafkaConfig {
             brokers: brokers.to_string(),
             topic,
@@ -103,6 +126,9 @@ impl KafkaArgs {
             buffer: self.kafka_buffer,
             relay_batch: self.kafka_relay_batch,
             relay_poll: positive("LICENSD_KAFKA_RELAY_POLL_MS", self.kafka_relay_poll_ms)?,
+            relay_stall: positive("LICENSD_KAFKA_RELAY_STALL_MS", self.kafka_relay_stall_ms)?,
+            partitions: self.kafka_partitions,
+            replication: self.kafka_replication,
         }))
     }
 }
@@ -127,6 +153,36 @@ fn options(vars: impl Iterator<Item = (String, String)>) -> anyhow::Result<Vec<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    }
+
+    fn config(args: &[&str]) -> anyhow::Result<Option<KafkaConfig>> {
+        let cli = Cli::try_parse_from(["licensd", "--kafka-brokers", "127.0.0.1:9092"].iter().chain(args))?;
+        cli.kafka.config("node-a", true)
+    }
+
+    #[test]
+    fn the_topic_settings_default_to_six_partitions_and_the_brokers_replication_and_bad_ones_are_refused() {
+        let defaults = config(&[]).unwrap().unwrap();
+        assert_eq!((defaults.partitions, defaults.replication), (6, -1));
+        assert_eq!(defaults.relay_stall, Duration::from_millis(3000));
+        let set = config(&["--kafka-partitions", "2", "--kafka-replication", "3"]).unwrap().unwrap();
+        assert_eq!((set.partitions, set.replication), (2, 3));
+        for bad in [
+            &["--kafka-partitions", "0"][..],
+            &["--kafka-partitions", "-1"],
+            &["--kafka-replication", "0"],
+            &["--kafka-replication", "-2"],
+            &["--kafka-relay-stall-ms", "0"],
+        ] {
+            assert!(config(bad).is_err(), "{bad:?} is refused");
+        }
+    }
 
     #[test]
     fn options_come_from_their_prefix_and_malformed_names_are_refused() {

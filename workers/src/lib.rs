@@ -69,7 +69,7 @@ impl Workers {
                 });
             tasks.push((ownership::KAFKA_RELAY, tokio::spawn(relaying)));
             let log = HotRunner::new(store.clone(), hot.clone(), hot_tail);
-            let follower = kafka::follower::Follower::new(config, hot.clone(), log);
+            let follower = kafka::follower::Follower::new(config, hot.clone(), log, store.clone());
             tasks.push(("kafka follower", tokio::spawn(follower.run(stopped.clone()))));
         }
         // One reader for every SQL read model: each event read and decoded once per pace.

@@ -10,9 +10,10 @@ use super::chain::{Chain, Link, Offer};
 use super::{count, set_source, wire, KafkaConfig, LogSource, APPLIED, GAP_READS, REJECTED};
 use licensd_domain::AnyEvent;
 use licensd_projections::{Chained, HotModel, HotRunner};
-use licensd_store::RecordedEvent;
+use licensd_store::{EventStore, RecordedEvent, Store};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::Message;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +24,9 @@ pub struct Follower {
     hot: Arc<HotModel>,
     /// Reads the gaps (and everything while Kafka is unreachable) from the log.
     log: HotRunner,
+    /// Where the relay's checkpoint is: a relay that stopped publishing while the broker still
+    /// answers shows there as an old unpublished event.
+    store: Store,
 }
 
 /// The follower's own state between messages.
@@ -34,8 +38,8 @@ struct Following {
 }
 
 impl Follower {
-    pub fn new(config: KafkaConfig, hot: Arc<HotModel>, log: HotRunner) -> Self {
-        Self { config, hot, log }
+    pub fn new(config: KafkaConfig, hot: Arc<HotModel>, log: HotRunner, store: Store) -> Self {
+        Self { config, hot, log, store }
     }
 
     fn consumer(&self) -> Result<StreamConsumer, KafkaError> {
@@ -92,7 +96,19 @@ impl Follower {
                 },
                 _ = probe.tick() => {
                     let was = super::source();
-                    let now = if self.reachable(&consumer).await { LogSource::Kafka } else { LogSource::PostgresFallback };
+                    let now = match self.reachable(&consumer).await {
+                        Probe::Following if self.relay_stalled().await => LogSource::PostgresFallback,
+                        Probe::Following => LogSource::Kafka,
+                        Probe::TopicMissing => {
+                            // Created here rather than by the relay alone: the relay may be down
+                            // or on a node that has not started yet; every node racing is fine.
+                            if let Err(e) = super::topic::ensure(&self.config).await {
+                                tracing::warn!(error = %e, topic = %self.config.topic, "cannot create the Kafka topic");
+                            }
+                            LogSource::PostgresFallback
+                        }
+                        Probe::NotYet => LogSource::PostgresFallback,
+                    };
                     set_source(now);
                     if was != now {
                         // Whatever was committed while switching is read from the log at once.
@@ -185,17 +201,58 @@ impl Follower {
     }
 
     /// Whether the broker answers with the topic's partitions within the probe interval and
-    /// this consumer has been assigned some.
-    async fn reachable(&self, consumer: &Arc<StreamConsumer>) -> bool {
+    /// this consumer has been assigned some, or answers that the topic does not exist.
+    async fn reachable(&self, consumer: &Arc<StreamConsumer>) -> Probe {
         let (consumer, topic, timeout) = (consumer.clone(), self.config.topic.clone(), self.config.probe);
         let asked = tokio::task::spawn_blocking(move || {
-            let metadata = consumer.fetch_metadata(Some(&topic), timeout).ok()?;
-            let found = metadata.topics().iter().any(|t| t.error().is_none() && !t.partitions().is_empty());
-            let assigned = consumer.assignment().ok()?.count() > 0;
-            Some(found && assigned)
+            let Ok(metadata) = consumer.fetch_metadata(Some(&topic), timeout) else { return Probe::NotYet };
+            let listed = metadata.topics().iter().find(|t| t.name() == topic);
+            match listed {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {}
+                Some(t) if matches!(t.error(), Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)) => {
+                    return Probe::TopicMissing
+                }
+                None => return Probe::TopicMissing,
+                Some(_) => return Probe::NotYet,
+            }
+            match consumer.assignment() {
+                Ok(assigned) if assigned.count() > 0 => Probe::Following,
+                _ => Probe::NotYet,
+            }
         });
-        matches!(asked.await, Ok(Some(true)))
+        asked.await.unwrap_or(Probe::NotYet)
     }
+}
+
+impl Follower {
+    /// Whether the oldest event the relay has not published was committed longer than
+    /// `relay_stall` ago: the relay is dead (its lease not yet expired), stuck or cut off from
+    /// the broker while this node is not, and Kafka would bring nothing. A log that cannot be
+    /// read counts as not stalled (the log reads would fail just the same).
+    async fn relay_stalled(&self) -> bool {
+        let Ok(checkpoint) = self.store.relay_checkpoint(&self.config.topic).await else { return false };
+        let Ok(oldest) = self.store.read_all(checkpoint, 1).await else { return false };
+        let Some(oldest) = oldest.first() else { return false };
+        let age = chrono::Utc::now().signed_duration_since(oldest.recorded_at).to_std().unwrap_or_default();
+        let stalled = age >= self.config.relay_stall;
+        if stalled && super::source() == LogSource::Kafka {
+            tracing::warn!(
+                unpublished_for_ms = age.as_millis() as u64,
+                "the Kafka relay has not published an event committed {age:?} ago; following the Postgres log until it does"
+            );
+        }
+        stalled
+    }
+}
+
+/// What the broker said about the topic.
+enum Probe {
+    /// It answers with the topic's partitions, and this consumer has some assigned.
+    Following,
+    /// It answers that there is no such topic.
+    TopicMissing,
+    /// It does not answer in time, or this consumer has no partitions yet.
+    NotYet,
 }
 
 /// Leaves the group and closes the consumer off the runtime, waiting a bounded time: closing a

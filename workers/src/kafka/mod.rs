@@ -5,6 +5,7 @@
 pub mod chain;
 pub mod follower;
 pub mod relay;
+pub mod topic;
 pub mod wire;
 
 use rdkafka::ClientConfig;
@@ -35,6 +36,13 @@ pub struct KafkaConfig {
     pub relay_batch: usize,
     /// Longest wait of the relay between two reads of the log when nothing new was seen.
     pub relay_poll: Duration,
+    /// How old the oldest unpublished event may grow before followers take the relay as
+    /// stalled and read the log instead.
+    pub relay_stall: Duration,
+    /// Partitions of the topic when a node creates it (`topic.rs`).
+    pub partitions: i32,
+    /// Replicas of each partition when a node creates the topic; -1 leaves it to the broker.
+    pub replication: i32,
 }
 
 /// The options' values stay out (a SASL password is one of them).

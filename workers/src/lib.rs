@@ -2,6 +2,7 @@
 
 pub mod commerce;
 pub mod destinations;
+pub mod email_index;
 pub mod low_balance;
 pub mod metrics;
 pub mod outbound;

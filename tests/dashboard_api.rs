@@ -636,29 +636,6 @@ fn a_machine_kept_alive_by_heartbeats_alone_shows_its_last_heartbeat_even_after_
     });
 }
 
-/// Runs SQL against the deployment's database (the server may be running): the rows' first
-/// column for a `SELECT`, nothing otherwise; a change to a read model (`rm_` table) goes to the
-/// read models' database.
-fn sql(deployment: &common::Deployment, statement: &'static str, args: Vec<licensd_store::SqlValue>) -> Vec<String> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(async {
-        let options = licensd_store::StoreOptions::durable();
-        let store = licensd_store::Store::connect(&deployment.database_url, &options).await.unwrap();
-        let rows = if statement.starts_with("SELECT") {
-            store.query_text(statement, &args).await.unwrap().into_iter().flatten().collect()
-        } else if statement.contains(" rm_") {
-            // The read models (on SQLite, their own file).
-            store.execute_read_models(&[licensd_store::Statement::new(statement, args)]).await.unwrap();
-            vec![]
-        } else {
-            store.execute(&[licensd_store::Statement::new(statement, args)]).await.unwrap();
-            vec![]
-        };
-        store.close().await;
-        rows
-    })
-}
-
 /// Waits up to 20 s for `done`, then fails with `what`.
 fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -687,8 +664,8 @@ fn a_license_whose_email_was_stored_before_the_index_is_found_by_it_after_the_st
         } else {
             "UPDATE events SET payload = json_remove(payload, '$.email_digest') WHERE event_type = 'BuyerEmailSet'"
         };
-        sql(deployment, strip, vec![]);
-        sql(deployment, "UPDATE rm_licenses SET email_digest = NULL", vec![]);
+        common::sql(deployment, strip, vec![]);
+        common::sql(deployment, "UPDATE rm_licenses SET email_digest = NULL", vec![]);
 
         let by_email = |server: &Server, email: &str| {
             let (status, page) = server.get(&m.api_key, &format!("/v1/licenses?appId={}&email={email}", m.app_id));
@@ -697,7 +674,7 @@ fn a_license_whose_email_was_stored_before_the_index_is_found_by_it_after_the_st
         };
         let digests = |key: &str| {
             let stream = format!("license-{key}");
-            sql(
+            common::sql(
                 deployment,
                 "SELECT CAST(payload AS TEXT) FROM events WHERE stream_id = $1 AND event_type = 'BuyerEmailSet'",
                 vec![stream.into()],
@@ -718,7 +695,7 @@ fn a_license_whose_email_was_stored_before_the_index_is_found_by_it_after_the_st
         server.terminate();
 
         // Started again (another node, or a rerun after a crash): nothing is appended twice.
-        sql(deployment, "UPDATE rm_licenses SET email_digest = NULL", vec![]);
+        common::sql(deployment, "UPDATE rm_licenses SET email_digest = NULL", vec![]);
         let server = deployment.start_with(RELAXED);
         std::thread::sleep(std::time::Duration::from_millis(500));
         assert_eq!((digests(&old), digests(&removed)), (1, 0));
@@ -747,7 +724,7 @@ fn heartbeat_rows_of_released_machines_and_deleted_licenses_are_pruned() {
             assert_eq!(status, 200, "{answer}");
         }
         let rows = || {
-            sql(
+            common::sql(
                 deployment,
                 "SELECT hwid FROM machine_heartbeats WHERE license_key = $1 ORDER BY hwid",
                 vec![key.clone().into()],

@@ -293,6 +293,10 @@ pub struct ServeConfig {
     #[arg(help_heading = "Developer API", long, env = "LICENSD_PRESENCE_FLUSH_MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub presence_flush_ms: u64,
+    /// Licenses' vault emails read per query by the start-up backfill of the email index.
+    #[arg(help_heading = "Developer API", long, env = "LICENSD_EMAIL_BACKFILL_BATCH", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub email_backfill_batch: u64,
     /// Seconds a read model may keep failing on the same event before `/healthz` answers 503.
     #[arg(help_heading = "Read models", long, env = "LICENSD_PROJECTION_STUCK_SECS", default_value_t = 60)]
     pub projection_stuck_secs: u64,

@@ -63,6 +63,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     let node = leases.node.clone();
     let workers =
         Workers::start(&services.commands, hot.clone(), commits, tails, serve.webhooks(), commerce, leases, kafka)?;
+    spawn_email_backfill(services.commands.clone(), serve.email_backfill_batch as usize);
     let (snapshots_stop, snapshots_stopped) = watch::channel(false);
     let snapshots = snapshot_path.clone().map(|path| {
         if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -206,4 +207,19 @@ fn snapshot_age(path: &std::path::Path, out: &mut String) {
         out,
         "# HELP licensd_snapshot_age_seconds Seconds since the in-memory model's snapshot was last written.\n# TYPE licensd_snapshot_age_seconds gauge\nlicensd_snapshot_age_seconds {age}"
     );
+}
+
+/// Indexes the buyer emails an older release stored without their digest (see
+/// `licensd_workers::email_index`), beside serving: every node may run it, none doubles an event.
+fn spawn_email_backfill(commands: licensd_commands::Commands, batch: usize) {
+    tokio::spawn(async move {
+        match licensd_workers::email_index::backfill_buyer_emails(&commands, batch).await {
+            Ok(done) if done.indexed > 0 => {
+                tracing::info!(seen = done.seen, indexed = done.indexed, "buyer emails indexed for the email filter")
+            }
+            Ok(_) => {}
+            // Resumable: the next start finds what is left.
+            Err(e) => tracing::warn!(error = %e, "buyer email backfill stopped; the next start resumes it"),
+        }
+    });
 }

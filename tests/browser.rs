@@ -914,7 +914,16 @@ async fn dashboard_scenario(
     page.until_text("#list-hwidBlacklist", "bad-machine").await;
     let lists = || blocking(|| server.get(&m.api_key, &format!("/v1/apps/{}/security", m.app_id)).1);
     assert_eq!(lists()["hwidBlacklist"], json!(["bad-machine"]));
-    page.wait("#list-hwidBlacklist button").await.click().await.unwrap();
+    // Removing an entry names the consequence first; cancelled, the entry stays.
+    page.wait("#remove-hwidBlacklist-bad_machine").await.click().await.unwrap();
+    assert!(page
+        .text("#remove-hwidBlacklist-bad_machine-confirm .consequence")
+        .await
+        .contains("bad-machine are accepted again"));
+    page.wait("#remove-hwidBlacklist-bad_machine-cancel").await.click().await.unwrap();
+    assert_eq!(lists()["hwidBlacklist"], json!(["bad-machine"]), "cancelled: the entry stays");
+    page.wait("#remove-hwidBlacklist-bad_machine").await.click().await.unwrap();
+    page.wait("#remove-hwidBlacklist-bad_machine-yes").await.click().await.unwrap();
     page.until_text("#flash", "Removed bad-machine").await;
     assert_eq!(lists()["hwidBlacklist"], json!([]));
 

@@ -635,3 +635,109 @@ fn a_machine_kept_alive_by_heartbeats_alone_shows_its_last_heartbeat_even_after_
         server.terminate();
     });
 }
+
+/// Waits up to 20 s for `done`, then fails with `what`.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_license_whose_email_was_stored_before_the_index_is_found_by_it_after_the_start_up_backfill() {
+    common::each_backend(|deployment| {
+        let server = deployment.start_with(RELAXED);
+        let m = deployment.merchant_with_credits(&server, "backfill@example.com", 10);
+        let old = m.license(&server, json!({ "email": "Old@Example.com" }));
+        let removed = m.license(&server, json!({ "email": "gone@example.com" }));
+        m.put(&server, &format!("/v1/licenses/{removed}/email"), json!({ "email": null }));
+        let (_, answer) = server.get(&m.api_key, &format!("/v1/licenses?appId={}&limit=10", m.app_id));
+        assert_eq!(answer["total"], 2, "{answer}");
+        server.terminate();
+
+        // As an older release left them: the events say an email was set but carry no digest,
+        // the read model has none; `removed` had its address removed (no vault row).
+        let strip = if deployment.database_url.starts_with("postgres") {
+            "UPDATE events SET payload = payload - 'email_digest' WHERE event_type = 'BuyerEmailSet'"
+        } else {
+            "UPDATE events SET payload = json_remove(payload, '$.email_digest') WHERE event_type = 'BuyerEmailSet'"
+        };
+        common::sql(deployment, strip, vec![]);
+        common::sql(deployment, "UPDATE rm_licenses SET email_digest = NULL", vec![]);
+
+        let by_email = |server: &Server, email: &str| {
+            let (status, page) = server.get(&m.api_key, &format!("/v1/licenses?appId={}&email={email}", m.app_id));
+            assert_eq!(status, 200, "{page}");
+            keys(page["licenses"].as_array().unwrap())
+        };
+        let digests = |key: &str| {
+            let stream = format!("license-{key}");
+            common::sql(
+                deployment,
+                "SELECT CAST(payload AS TEXT) FROM events WHERE stream_id = $1 AND event_type = 'BuyerEmailSet'",
+                vec![stream.into()],
+            )
+            .iter()
+            .filter(|p| p.contains("email_digest"))
+            .count()
+        };
+        assert_eq!(digests(&old), 0, "seeded the old way");
+
+        // The start indexes the old license once; the removed address stays unfindable.
+        let server = deployment.start_with(RELAXED);
+        eventually("the backfill indexes the old license", || {
+            by_email(&server, "old@example.com") == vec![old.clone()]
+        });
+        assert_eq!(by_email(&server, "gone@example.com"), Vec::<String>::new());
+        assert_eq!((digests(&old), digests(&removed)), (1, 0));
+        server.terminate();
+
+        // Started again (another node, or a rerun after a crash): nothing is appended twice.
+        common::sql(deployment, "UPDATE rm_licenses SET email_digest = NULL", vec![]);
+        let server = deployment.start_with(RELAXED);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert_eq!((digests(&old), digests(&removed)), (1, 0));
+        server.terminate();
+    });
+}
+
+#[test]
+fn heartbeat_rows_of_released_machines_and_deleted_licenses_are_pruned() {
+    let mut env = RELAXED.to_vec();
+    env.push(("LICENSD_PRESENCE_FLUSH_MS", "100"));
+    common::each_backend(|deployment| {
+        let server = deployment.start_with(&env);
+        let m = deployment.merchant_with_credits(&server, "pruned@example.com", 50);
+        let key = m.license(&server, json!({ "maxHwidSlots": 2 }));
+        for hwid in ["pc-1", "pc-2"] {
+            let nonce = uuid::Uuid::new_v4().simple().to_string();
+            let body = json!({ "appId": m.app_id, "appSecret": m.app_secret, "licenseKey": key, "hwid": hwid,
+                               "nonce": nonce });
+            let (status, answer) = server.auth("/auth/validate", &body);
+            assert_eq!(status, 200, "{answer}");
+            let nonce = uuid::Uuid::new_v4().simple().to_string();
+            let beat =
+                json!({ "appId": m.app_id, "sessionToken": session_token(&answer), "hwid": hwid, "nonce": nonce });
+            let (status, answer) = server.auth("/auth/heartbeat", &beat);
+            assert_eq!(status, 200, "{answer}");
+        }
+        let rows = || {
+            common::sql(
+                deployment,
+                "SELECT hwid FROM machine_heartbeats WHERE license_key = $1 ORDER BY hwid",
+                vec![key.clone().into()],
+            )
+        };
+        eventually("both heartbeats written", || rows() == ["pc-1", "pc-2"]);
+
+        let (status, answer) = server.send("DELETE", &m.api_key, &format!("/v1/licenses/{key}/machines/pc-1"), None);
+        assert_eq!(status, 200, "{answer}");
+        eventually("the released machine's row pruned", || rows() == ["pc-2"]);
+        let (status, answer) = server.send("DELETE", &m.api_key, &format!("/v1/licenses/{key}"), None);
+        assert!(status < 300, "{status} {answer}");
+        eventually("the deleted license's rows pruned", || rows().is_empty());
+        server.terminate();
+    });
+}

@@ -263,24 +263,6 @@ fn setting_and_clearing_a_license_email_is_audited_without_the_address() {
     });
 }
 
-/// Runs one SQL statement against the deployment's database (the server may be running).
-fn sql(deployment: &Deployment, statement: &'static str, args: Vec<licensd_store::SqlValue>) -> Vec<String> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(async {
-        let store = licensd_store::Store::connect(&deployment.database_url, &licensd_store::StoreOptions::durable())
-            .await
-            .unwrap();
-        let rows = if statement.starts_with("SELECT") {
-            store.query_text(statement, &args).await.unwrap().into_iter().flatten().collect()
-        } else {
-            store.execute(&[licensd_store::Statement::new(statement, args)]).await.unwrap();
-            vec![]
-        };
-        store.close().await;
-        rows
-    })
-}
-
 #[test]
 fn removing_a_license_email_keeps_its_other_personal_data() {
     each_backend(|deployment| {
@@ -294,9 +276,9 @@ fn removing_a_license_email_keeps_its_other_personal_data() {
         // opened here; only whether the row survives matters).
         let subject = format!("license-{key}");
         let insert = "INSERT INTO pii (subject, field, value) VALUES ($1, 'customer_id', 'v1.sealed')";
-        sql(deployment, insert, vec![subject.clone().into()]);
+        common::sql(deployment, insert, vec![subject.clone().into()]);
         assert_eq!(server.send("PUT", &api_key, &email_path, Some(&json!({ "email": null }))).0, 200);
-        let fields = sql(deployment, "SELECT field FROM pii WHERE subject = $1", vec![subject.into()]);
+        let fields = common::sql(deployment, "SELECT field FROM pii WHERE subject = $1", vec![subject.into()]);
         assert_eq!(fields, vec!["customer_id".to_string()], "only the email is removed");
     });
 }

@@ -454,6 +454,17 @@ const SECURITY_LISTS = [
   ["ipWhitelist", "whitelist", "ip", "Allowed IP addresses only", "When this list has entries, only these addresses or ranges are accepted."],
 ];
 
+/** What removing one entry does, in words: a blocked entry is let in again; an allowed entry is
+ *  shut out, and removing the last one opens the check to everyone (an empty allow list allows all). */
+function removalConsequence(list, type, value, count) {
+  const what = type === "hwid" ? "machine" : "address";
+  const everyone = type === "hwid" ? "every machine" : "every address";
+  if (list === "blacklist") return "Clients from " + value + " are accepted again at their next request.";
+  return count === 1
+    ? "This is the last entry: the list becomes empty, so " + everyone + " is accepted again."
+    : "Clients from " + value + " are refused at their next request, unless another allowed " + what + " covers them.";
+}
+
 /** The security lists, one entry per row: each row removes itself, a row at the end adds. */
 async function securityCard(appId) {
   const lists = await api("GET", "/apps/" + appId + "/security");
@@ -468,11 +479,14 @@ async function securityCard(appId) {
     return h("section", { class: "list", id: "list-" + field },
       h("h3", {}, title), h("p", { class: "muted" }, explain),
       entries.length ? h("ul", { class: "entries" }, entries.map(value => h("li", {}, h("code", {}, value), " ",
-        actionButton({ id: "remove-" + field + "-" + value.replace(/\W/g, "_"), label: "Remove", run: async () => {
-          await api("DELETE", path, { type, value });
-          nextFlash = "Removed " + value;
-          await route();
-        } })))) : h("p", { class: "muted" }, "No entries."),
+        confirmAction({ id: "remove-" + field + "-" + value.replace(/\W/g, "_"), label: "Remove " + value,
+          consequence: removalConsequence(list, type, value, entries.length),
+          run: async () => {
+            await api("DELETE", path, { type, value });
+            nextFlash = "Removed " + value;
+            await route();
+            return "Removed " + value;
+          } })))) : h("p", { class: "muted" }, "No entries."),
       add);
   }));
 }

@@ -208,6 +208,23 @@ pub struct License {
     /// The app user the license is linked to: at most one, decided on this stream.
     #[serde(default)]
     pub linked_user: Option<crate::app_user::AppUserId>,
+    /// What the log says of the buyer email's keyed index, so the backfill of licenses from
+    /// before the index appends it once and never over a later change or removal.
+    #[serde(default)]
+    pub buyer_email: BuyerEmailIndex,
+}
+
+/// The buyer email's index as the license's events record it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BuyerEmailIndex {
+    /// No email event, or only ones written before the digest was recorded: an address in the
+    /// vault (a purchase's, or an older release's) may still need its digest.
+    #[default]
+    NotIndexed,
+    /// The latest email event carries this digest.
+    Indexed(String),
+    /// The email was removed: nothing to index.
+    Removed,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -300,6 +317,11 @@ pub enum LicenseCommand {
     RecordBuyerEmail {
         email_digest: Option<String>,
     },
+    /// Backfill: records the digest of the address the vault holds, only while the log has no
+    /// digest and no removal (a second node, a rerun, or a change meanwhile make it a no-op).
+    IndexBuyerEmail {
+        email_digest: String,
+    },
     /// Sets the fields given (`max_sessions: Some(None)` removes the limit); what is already so
     /// records nothing. Both changes are decided together, so a bad one changes neither.
     Configure {
@@ -358,6 +380,7 @@ impl Aggregate for LicenseState {
                     levels: Vec::new(),
                     max_sessions: None,
                     linked_user: None,
+                    buyer_email: BuyerEmailIndex::NotIndexed,
                 })
             }
             (_, E::LicenseDeleted { .. }) => return Self::Deleted,
@@ -393,8 +416,11 @@ impl Aggregate for LicenseState {
             | E::OfflineFileMinted { .. }
             | E::CommerceLinked { .. }
             | E::CommerceUnlinked { .. }
-            | E::BuyerEmailSet { .. }
-            | E::BuyerEmailRemoved { .. } => {}
+            | E::BuyerEmailSet { email_digest: None, .. } => {}
+            E::BuyerEmailSet { email_digest: Some(digest), .. } => {
+                license.buyer_email = BuyerEmailIndex::Indexed(digest.clone())
+            }
+            E::BuyerEmailRemoved { .. } => license.buyer_email = BuyerEmailIndex::Removed,
         }
         Self::Live(license)
     }
@@ -496,6 +522,10 @@ impl License {
                 vec![E::BuyerEmailSet { email_digest: Some(digest), at }]
             }
             C::RecordBuyerEmail { email_digest: None } => vec![E::BuyerEmailRemoved { at }],
+            C::IndexBuyerEmail { email_digest } => match license.buyer_email {
+                BuyerEmailIndex::NotIndexed => vec![E::BuyerEmailSet { email_digest: Some(email_digest), at }],
+                BuyerEmailIndex::Indexed(_) | BuyerEmailIndex::Removed => vec![],
+            },
             C::Configure { levels, max_sessions } => configure(license, levels, max_sessions, at)?,
             C::LinkUser { user_id, app_id, hwid } => link_user(license, user_id, app_id, hwid, now)?,
             C::UnlinkUser { user_id } if license.linked_user == Some(user_id) => {
@@ -691,6 +721,23 @@ mod tests {
     /// given `history`, when `command` at `now()`, then the result.
     fn given_when(history: &[LicenseEvent], command: LicenseCommand) -> Result<Vec<LicenseEvent>, DomainError> {
         LicenseState::fold(history).decide(command, now())
+    }
+
+    #[test]
+    fn the_email_backfill_records_a_digest_once_and_never_over_a_newer_one_or_a_removal() {
+        let index = |digest: &str| LicenseCommand::IndexBuyerEmail { email_digest: digest.into() };
+        let set =
+            |digest: Option<&str>| LicenseEvent::BuyerEmailSet { email_digest: digest.map(Into::into), at: now() };
+        // Never indexed: a license from a purchase, or one whose set event predates the digest.
+        for history in [vec![created(1, None)], vec![created(1, None), set(None)]] {
+            assert_eq!(given_when(&history, index("aa")).unwrap(), vec![set(Some("aa"))]);
+        }
+        let indexed = vec![created(1, None), set(None), set(Some("aa"))];
+        assert_eq!(given_when(&indexed, index("aa")).unwrap(), vec![], "a second node: nothing");
+        let changed = vec![created(1, None), set(Some("bb"))];
+        assert_eq!(given_when(&changed, index("aa")).unwrap(), vec![], "a newer address wins");
+        let removed = vec![created(1, None), set(None), LicenseEvent::BuyerEmailRemoved { at: now() }];
+        assert_eq!(given_when(&removed, index("aa")).unwrap(), vec![], "a removal stays");
     }
 
     fn bind(hwid: &str) -> LicenseCommand {

@@ -216,6 +216,7 @@ fn vacated(license: &License) -> License {
         levels: Vec::new(),
         max_sessions: None,
         linked_user: None,
+        buyer_email: Default::default(),
     }
 }
 

@@ -541,6 +541,7 @@ mod tests {
             levels: vec![format!("level-{n}")],
             max_sessions: Some(u32::from(n)),
             linked_user: (n % 2 == 0).then(licensd_domain::app_user::AppUserId::new),
+            buyer_email: Default::default(),
         }
     }
 

@@ -341,6 +341,29 @@ pub fn each_backend(test: impl Fn(&Deployment)) {
     }
 }
 
+/// Runs SQL against the deployment's database (the server may be running): the rows' first
+/// column for a `SELECT`, nothing otherwise; a change to a read model (`rm_` table) goes to the
+/// read models' database.
+pub fn sql(deployment: &Deployment, statement: &'static str, args: Vec<licensd_store::SqlValue>) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let options = licensd_store::StoreOptions::durable();
+        let store = licensd_store::Store::connect(&deployment.database_url, &options).await.unwrap();
+        let rows = if statement.starts_with("SELECT") {
+            store.query_text(statement, &args).await.unwrap().into_iter().flatten().collect()
+        } else if statement.contains(" rm_") {
+            // The read models (on SQLite, their own file).
+            store.execute_read_models(&[licensd_store::Statement::new(statement, args)]).await.unwrap();
+            vec![]
+        } else {
+            store.execute(&[licensd_store::Statement::new(statement, args)]).await.unwrap();
+            vec![]
+        };
+        store.close().await;
+        rows
+    })
+}
+
 /// A throwaway Postgres database, or `None` when `LICENSD_TEST_POSTGRES_URL` is unset.
 pub fn temp_postgres() -> Option<licensd_store::testing::TempDatabase> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");

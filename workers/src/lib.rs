@@ -3,6 +3,7 @@
 pub mod commerce;
 pub mod destinations;
 pub mod kafka;
+pub mod email_index;
 pub mod low_balance;
 pub mod metrics;
 pub mod outbound;

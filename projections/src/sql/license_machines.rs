@@ -15,7 +15,9 @@ impl SqlProjection for LicenseMachines {
     }
 
     fn version(&self) -> i32 {
-        2
+        // 3: releases, resets and deletions prune the machines' heartbeat rows (the replay on
+        // upgrade prunes the rows earlier releases left behind).
+        3
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -26,24 +28,43 @@ impl SqlProjection for LicenseMachines {
         let AnyEvent::License(license_event) = decoded else { return vec![] };
         let Some((_, key)) = event.stream_id.split_once('-') else { return vec![] };
         let key = SqlValue::from(key);
+        let at = SqlValue::from(timestamp(event.recorded_at));
         let statement = match license_event {
             LicenseEvent::HwidBound { hwid, .. } => Statement::new(
                 "INSERT INTO rm_license_machines (license_key, hwid, bound_at, last_seen_at) VALUES ($1, $2, $3, $3)
                  ON CONFLICT (license_key, hwid) DO NOTHING",
-                [key, hwid.as_str().into(), timestamp(event.recorded_at).into()],
+                [key, hwid.as_str().into(), at],
             ),
             // Validations written before the HWID was recorded move nothing; nor does one of a
             // machine released meanwhile (no row).
             LicenseEvent::ValidationBilled { hwid: Some(hwid), .. } => Statement::new(
                 "UPDATE rm_license_machines SET last_seen_at = $3 WHERE license_key = $1 AND hwid = $2",
-                [key, hwid.as_str().into(), timestamp(event.recorded_at).into()],
+                [key, hwid.as_str().into(), at],
             ),
-            LicenseEvent::HwidReleased { hwid, .. } => Statement::new(
-                "DELETE FROM rm_license_machines WHERE license_key = $1 AND hwid = $2",
-                [key, hwid.as_str().into()],
-            ),
+            // A machine that leaves takes its heartbeat row along (`machine_heartbeats` is no read
+            // model, so nothing else would ever remove it). Only beats up to the event: a later
+            // one belongs to a later binding, which a replay of this old event must keep.
+            LicenseEvent::HwidReleased { hwid, .. } => {
+                let hwid = SqlValue::from(hwid.as_str());
+                return vec![
+                    Statement::new(
+                        "DELETE FROM rm_license_machines WHERE license_key = $1 AND hwid = $2",
+                        [key.clone(), hwid.clone()],
+                    ),
+                    Statement::new(
+                        "DELETE FROM machine_heartbeats WHERE license_key = $1 AND hwid = $2 AND last_seen_at <= $3",
+                        [key, hwid, at],
+                    ),
+                ];
+            }
             LicenseEvent::HwidReset { .. } | LicenseEvent::LicenseDeleted { .. } => {
-                Statement::new("DELETE FROM rm_license_machines WHERE license_key = $1", [key])
+                return vec![
+                    Statement::new("DELETE FROM rm_license_machines WHERE license_key = $1", [key.clone()]),
+                    Statement::new(
+                        "DELETE FROM machine_heartbeats WHERE license_key = $1 AND last_seen_at <= $2",
+                        [key, at],
+                    ),
+                ];
             }
             _ => return vec![],
         };

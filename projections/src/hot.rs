@@ -448,8 +448,9 @@ impl HotModel {
         if at != prev {
             return Chained::NotNext;
         }
-        self.apply_one(event, decoded);
-        self.remember_last(event);
+        let event = event.as_log_event();
+        self.apply_one(&event, decoded);
+        self.remember_last(&event);
         self.applied_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Chained::Applied
     }

@@ -937,7 +937,9 @@ pub(crate) mod tests {
             let (model, events, decoded) = (model.clone(), events.clone(), decoded.clone());
             std::thread::spawn(move || {
                 for (page, decoded) in events.chunks(7).zip(decoded.chunks(7)) {
-                    model.apply_decoded(page.iter().zip(decoded.iter().map(Option::as_ref)));
+                    model.apply_decoded(
+                        page.iter().map(RecordedEvent::as_log_event).zip(decoded.iter().map(Option::as_ref)),
+                    );
                     std::thread::yield_now();
                 }
             })

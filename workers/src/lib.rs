@@ -2,8 +2,8 @@
 
 pub mod commerce;
 pub mod destinations;
-pub mod kafka;
 pub mod email_index;
+pub mod kafka;
 pub mod low_balance;
 pub mod metrics;
 pub mod outbound;

@@ -138,6 +138,7 @@ async fn the_files_benchmark_runs_and_verifies_every_download() {
         size: 8 * 1024 * 1024,
         clients: 3,
         scratch: None,
+        url_modes: vec![false, true],
     };
     let results = licensd_bench::files::run(&options).await.expect("the files benchmark");
     assert_eq!(results.size_bytes, 8 * 1024 * 1024);

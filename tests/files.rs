@@ -360,14 +360,7 @@ fn a_sigkill_mid_upload_leaves_no_version_and_no_temporary_file() {
 fn uploads_go_to_the_s3_compatible_store() {
     let Some(moto) = moto::start() else { return };
     let mut env: Vec<(&str, &str)> = RELAXED_LIMITS.to_vec();
-    env.extend([
-        ("LICENSD_BLOB_STORE", "s3"),
-        ("LICENSD_BLOB_S3_BUCKET", moto::BUCKET),
-        ("LICENSD_BLOB_S3_ENDPOINT", moto.endpoint.as_str()),
-        ("LICENSD_BLOB_S3_ACCESS_KEY_ID", "testing"),
-        ("LICENSD_BLOB_S3_SECRET_ACCESS_KEY", "testing"),
-        ("LICENSD_BLOB_S3_ALLOW_HTTP", "true"),
-    ]);
+    env.extend(moto.server_env());
     on_both_backends(&env, |deployment, server| {
         let (api_key, app_id) = deployment.merchant(server, "s3@example.com");
         let (body, sha) = Generated::new(12 * MIB + 123, 77);
@@ -380,15 +373,7 @@ fn uploads_go_to_the_s3_compatible_store() {
         );
         assert!(files_under(&deployment.data_dir.join("files")).is_empty(), "nothing is stored locally");
 
-        let store = licensd_blobs::S3BlobStore::open(&licensd_blobs::S3Config {
-            bucket: moto::BUCKET.into(),
-            endpoint: Some(moto.endpoint.clone()),
-            region: "us-east-1".into(),
-            access_key_id: Some("testing".into()),
-            secret_access_key: Some("testing".into()),
-            allow_http: true,
-        })
-        .unwrap();
+        let store = licensd_blobs::S3BlobStore::open(&moto.config()).unwrap();
         let key = format!("{app_id}/{sha}");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let read_back = runtime.block_on(async {
@@ -504,16 +489,8 @@ fn a_deletion_on_one_node_waits_for_an_upload_on_another() {
     let gate = common::TempDir::new();
     let gate_dir = gate.0.to_string_lossy().to_string();
     let mut env: Vec<(&str, &str)> = RELAXED_LIMITS.to_vec();
-    env.extend([
-        ("LICENSD_BLOB_STORE", "s3"),
-        ("LICENSD_BLOB_S3_BUCKET", moto::BUCKET),
-        ("LICENSD_BLOB_S3_ENDPOINT", moto.endpoint.as_str()),
-        ("LICENSD_BLOB_S3_ACCESS_KEY_ID", "testing"),
-        ("LICENSD_BLOB_S3_SECRET_ACCESS_KEY", "testing"),
-        ("LICENSD_BLOB_S3_ALLOW_HTTP", "true"),
-        ("LICENSD_LOG_POLL_MS", "100"),
-        ("LICENSD_FILE_GC_SWEEP_SECS", "1"),
-    ]);
+    env.extend(moto.server_env());
+    env.extend([("LICENSD_LOG_POLL_MS", "100"), ("LICENSD_FILE_GC_SWEEP_SECS", "1")]);
     let dirs = [common::TempDir::new(), common::TempDir::new()];
     let nodes = [Deployment::postgres(&dirs[0].0, &database.url), Deployment::postgres(&dirs[1].0, &database.url)];
     let first = nodes[0].start_with(&env);
@@ -522,15 +499,7 @@ fn a_deletion_on_one_node_waits_for_an_upload_on_another() {
     let second = nodes[1].start_with(&held_env);
     let (api_key, app_id) = nodes[0].merchant(&first, "two-nodes@example.com");
 
-    let store = licensd_blobs::S3BlobStore::open(&licensd_blobs::S3Config {
-        bucket: moto::BUCKET.into(),
-        endpoint: Some(moto.endpoint.clone()),
-        region: "us-east-1".into(),
-        access_key_id: Some("testing".into()),
-        secret_access_key: Some("testing".into()),
-        allow_http: true,
-    })
-    .unwrap();
+    let store = licensd_blobs::S3BlobStore::open(&moto.config()).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let stored = |key: &str| runtime.block_on(licensd_blobs::BlobStore::len(&store, key)).is_ok();
 

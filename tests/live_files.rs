@@ -506,14 +506,7 @@ fn a_file_in_the_s3_store_is_streamed_and_downloaded() {
     let Some(moto) = moto::start() else { return };
     let dir = TempDir::new();
     let deployment = Deployment::sqlite(&dir.0);
-    let server = deployment.start_with(&env(&[
-        ("LICENSD_BLOB_STORE", "s3"),
-        ("LICENSD_BLOB_S3_BUCKET", moto::BUCKET),
-        ("LICENSD_BLOB_S3_ENDPOINT", moto.endpoint.as_str()),
-        ("LICENSD_BLOB_S3_ACCESS_KEY_ID", "testing"),
-        ("LICENSD_BLOB_S3_SECRET_ACCESS_KEY", "testing"),
-        ("LICENSD_BLOB_S3_ALLOW_HTTP", "true"),
-    ]));
+    let server = deployment.start_with(&env(&moto.server_env()));
     let (m, key) = merchant(&deployment, &server, "files-s3@example.com");
     const SIZE: u64 = 6 * 1024 * 1024 + 11;
     upload(&server, &m, "model.bin", 21, SIZE);

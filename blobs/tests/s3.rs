@@ -6,23 +6,12 @@ mod moto;
 #[allow(dead_code)]
 mod local_contract;
 
-use licensd_blobs::{BlobStore, S3BlobStore, S3Config};
-
-fn config(endpoint: &str) -> S3Config {
-    S3Config {
-        bucket: moto::BUCKET.into(),
-        endpoint: Some(endpoint.into()),
-        region: "us-east-1".into(),
-        access_key_id: Some("testing".into()),
-        secret_access_key: Some("testing".into()),
-        allow_http: true,
-    }
-}
+use licensd_blobs::{BlobStore, S3BlobStore};
 
 #[tokio::test]
 async fn s3_store_keeps_the_contract() {
     let Some(moto) = tokio::task::spawn_blocking(moto::start).await.unwrap() else { return };
-    let store = S3BlobStore::open(&config(&moto.endpoint)).unwrap();
+    let store = S3BlobStore::open(&moto.config()).unwrap();
     local_contract::contract(&store).await;
     // Fresh temporaries are another node's uploads in progress: the sweep leaves them.
     assert_eq!(store.sweep_temporaries().await.unwrap(), 0);

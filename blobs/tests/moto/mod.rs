@@ -20,6 +20,32 @@ pub struct Moto {
     pub endpoint: String,
 }
 
+impl Moto {
+    /// The client settings for this server's bucket (moto takes any credentials).
+    pub fn config(&self) -> licensd_blobs::S3Config {
+        licensd_blobs::S3Config {
+            bucket: BUCKET.into(),
+            endpoint: Some(self.endpoint.clone()),
+            region: "us-east-1".into(),
+            access_key_id: Some("testing".into()),
+            secret_access_key: Some("testing".into()),
+            allow_http: true,
+        }
+    }
+
+    /// The settings that point a licensd server's `s3` blob store at this server's bucket.
+    pub fn server_env(&self) -> [(&'static str, &str); 6] {
+        [
+            ("LICENSD_BLOB_STORE", "s3"),
+            ("LICENSD_BLOB_S3_BUCKET", BUCKET),
+            ("LICENSD_BLOB_S3_ENDPOINT", self.endpoint.as_str()),
+            ("LICENSD_BLOB_S3_ACCESS_KEY_ID", "testing"),
+            ("LICENSD_BLOB_S3_SECRET_ACCESS_KEY", "testing"),
+            ("LICENSD_BLOB_S3_ALLOW_HTTP", "true"),
+        ]
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -148,7 +148,10 @@ def test_key_rotation_with_two_trusted_keys(licensd):
 
 def test_the_sdk_speaks_https_to_the_native_tls_listener(licensd, monkeypatch):
     cert, key = self_signed_certificate(licensd.data_dir)
-    tls = Licensd(licensd.data_dir)  # a second server on the same database, HTTPS only
+    # The same data folder served over HTTPS only. One server at a time holds a data folder's
+    # lock, so the plain-HTTP server steps aside for this test and comes back after it.
+    licensd.stop()
+    tls = Licensd(licensd.data_dir)
     tls.api_key, tls.app = licensd.api_key, licensd.app
     tls.start(LICENSD_TLS_CERT=cert, LICENSD_TLS_KEY=key)
     try:
@@ -160,3 +163,4 @@ def test_the_sdk_speaks_https_to_the_native_tls_listener(licensd, monkeypatch):
         assert client(tls, "py-tls", keys=current, failures=failures).login(license_key), failures.seen
     finally:
         tls.stop()
+        licensd.start()

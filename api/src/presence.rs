@@ -43,16 +43,22 @@ impl Presence {
         self.seen.get(&(key.clone(), hwid.to_string())).map(|t| *t)
     }
 
-    /// Takes every noted heartbeat; each entry removed returns its newest time, so a beat noted
-    /// meanwhile is either taken here or left for the next flush.
-    fn take(&self) -> Vec<((LicenseKey, String), DateTime<Utc>)> {
-        let keys: Vec<_> = self.seen.iter().map(|entry| entry.key().clone()).collect();
-        keys.into_iter().filter_map(|key| self.seen.remove(&key)).collect()
+    /// Every noted heartbeat, left in place: a reader keeps seeing it until the database has it.
+    fn snapshot(&self) -> Vec<((LicenseKey, String), DateTime<Utc>)> {
+        self.seen.iter().map(|entry| (entry.key().clone(), *entry.value())).collect()
+    }
+
+    /// Drops the heartbeats the database now holds; a machine that beat again since its snapshot
+    /// keeps its newer time for the next flush.
+    fn forget_written(&self, written: &[((LicenseKey, String), DateTime<Utc>)]) {
+        for (key, at) in written {
+            self.seen.remove_if(key, |_, noted| noted <= at);
+        }
     }
 
     /// Writes the noted heartbeats and this node's live session counts per app, in one
-    /// transaction on the read models' side. On failure the heartbeats are noted again (nothing
-    /// is lost; the next flush retries).
+    /// transaction on the read models' side. Entries leave memory only once written (a failed
+    /// flush leaves them for the next one; the license page never sees a machine's time go back).
     pub async fn flush(
         &self,
         store: &Store,
@@ -60,7 +66,7 @@ impl Presence {
         sessions: &[(AppId, usize)],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let taken = self.take();
+        let taken = self.snapshot();
         let mut statements: Vec<Statement> = taken
             .iter()
             .map(|((key, hwid), at)| {
@@ -75,10 +81,8 @@ impl Presence {
             )
         }));
         let written = store.execute_read_models(&statements).await;
-        if written.is_err() {
-            for ((key, hwid), at) in taken {
-                self.note_heartbeat(&key, &hwid, at);
-            }
+        if written.is_ok() {
+            self.forget_written(&taken);
         }
         written.map(drop)
     }
@@ -135,7 +139,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_machine_keeps_its_latest_heartbeat_until_taken() {
+    fn a_machine_keeps_its_latest_heartbeat_until_written() {
         let presence = Presence::new(Duration::from_secs(1));
         let key = LicenseKey::from_random([7; 16]);
         let early = Utc::now();
@@ -144,10 +148,25 @@ mod tests {
         presence.note_heartbeat(&key, "pc-1", early);
         assert_eq!(presence.pending(&key, "pc-1"), Some(late));
         assert_eq!(presence.pending(&key, "pc-2"), None);
-        let taken = presence.take();
+        let taken = presence.snapshot();
         assert_eq!(taken.len(), 1);
         assert_eq!(taken[0].1, late);
+        assert_eq!(presence.pending(&key, "pc-1"), Some(late), "still there until written");
+        presence.forget_written(&taken);
         assert_eq!(presence.pending(&key, "pc-1"), None);
+    }
+
+    #[test]
+    fn a_beat_noted_during_a_flush_outlives_it() {
+        let presence = Presence::new(Duration::from_secs(1));
+        let key = LicenseKey::from_random([8; 16]);
+        let first = Utc::now();
+        presence.note_heartbeat(&key, "pc-1", first);
+        let written = presence.snapshot();
+        let again = first + chrono::Duration::seconds(1);
+        presence.note_heartbeat(&key, "pc-1", again);
+        presence.forget_written(&written);
+        assert_eq!(presence.pending(&key, "pc-1"), Some(again));
     }
 
     #[test]
@@ -163,7 +182,9 @@ mod tests {
                     for i in 0..500 {
                         presence.note_heartbeat(&key, &format!("pc-{t}-{i}"), at);
                         if i % 50 == 0 {
-                            taken.extend(presence.take());
+                            let written = presence.snapshot();
+                            presence.forget_written(&written);
+                            taken.extend(written);
                         }
                     }
                     taken
@@ -171,7 +192,7 @@ mod tests {
             })
             .collect();
         let mut machines: Vec<_> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
-        machines.extend(presence.take());
+        machines.extend(presence.snapshot());
         let mut hwids: Vec<String> = machines.into_iter().map(|((_, hwid), _)| hwid).collect();
         hwids.sort();
         hwids.dedup();

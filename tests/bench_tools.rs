@@ -159,3 +159,69 @@ async fn the_files_benchmark_runs_and_verifies_every_download() {
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!((json["live"]["x"].as_u64(), json["files"]["size_bytes"].as_u64()), (Some(1), Some(8 * 1024 * 1024)));
 }
+
+/// `licensd-bench nodes` end to end with tiny counts: three nodes on one Postgres database with
+/// a real broker. Every throughput step has verified answers from every node and none failed;
+/// every revocation on node A was pushed to its session on node C, through Kafka and then with
+/// the broker stopped, and node C's own histogram counted each push. Never asserts on speed.
+/// Skipped without `LICENSD_TEST_POSTGRES_URL`, and without `LICENSD_TEST_KAFKA_BROKER_BIN`
+/// unless `CI` is set (then it fails, like the multi-node Kafka tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_benchmark_spreads_the_load_and_counts_every_push_through_kafka_and_the_fallback() {
+    let Ok(postgres_url) = std::env::var("LICENSD_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: LICENSD_TEST_POSTGRES_URL is unset");
+        return;
+    };
+    let broker = match std::env::var_os("LICENSD_TEST_KAFKA_BROKER_BIN") {
+        Some(bin) => std::path::PathBuf::from(bin),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but LICENSD_TEST_KAFKA_BROKER_BIN is not: .ci/run builds the broker with .ci/tansu")
+        }
+        None => {
+            eprintln!("skipped: LICENSD_TEST_KAFKA_BROKER_BIN is unset (`bash .ci/tansu` builds the broker)");
+            return;
+        }
+    };
+    use licensd_bench::nodes::{self, report, NodesOptions};
+    let options = NodesOptions {
+        licensd: common::BIN.into(),
+        broker,
+        postgres_url,
+        nodes: 3,
+        partitions: 3,
+        licenses: 30,
+        concurrency: 6,
+        warmup: Duration::from_millis(300),
+        duration: Duration::from_secs(1),
+        revocations: 3,
+        idle: Duration::from_secs(1),
+        floors: false,
+    };
+    let results = nodes::run(&options).await.expect("the nodes benchmark");
+    assert_eq!(results.steps.iter().map(|s| s.nodes).collect::<Vec<_>>(), [1, 2, 3]);
+    for step in &results.steps {
+        assert!(step.verified > 0 && step.verified == step.sent && step.failed_checks == 0, "{step:?}");
+        let clients: Vec<usize> = step.per_node.iter().map(|n| n.clients).collect();
+        assert_eq!(clients.iter().sum::<usize>(), 6, "the same clients, spread: {step:?}");
+        assert!(step.per_node.iter().all(|n| n.verified > 0), "every node answered: {step:?}");
+    }
+    assert_eq!(results.steps[0].ratio_to_one, 1.0);
+    for (source, pushes) in [("kafka", &results.kafka), ("postgres-fallback", &results.fallback)] {
+        let pushes = pushes.as_ref().expect("revocations ran");
+        assert_eq!(pushes.log_source, source);
+        assert_eq!(pushes.revocation.repetitions, 3, "{source}: every revocation's event 201 arrived");
+        assert_eq!(pushes.revocation.server.count, 3, "{source}: node C wrote each push: {pushes:?}");
+        assert!(pushes.revocation.client.p50 > 0 && pushes.revocation.api_answer.p50 > 0, "{pushes:?}");
+    }
+    let three = &results.steps[2];
+    assert!(three.published_per_second > 0.0, "the relay published the bills: {three:?}");
+    assert!(three.per_node.iter().all(|n| n.applied_from_kafka_per_second > 0.0), "{three:?}");
+    let probe = results.probe.as_ref().expect("the idle windows ran");
+    assert!(probe.default.transactions_per_second > 0.0 && probe.slow.probe_ms == 10_000, "{probe:?}");
+    let section = report::section(&results);
+    assert!(section.starts_with(report::HEADING), "{section}");
+    assert!(section.contains("through Kafka") && section.contains("Postgres fallback"), "{section}");
+    let json = report::with_json(r#"{"files": {"x": 1}}"#, &results).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!((json["files"]["x"].as_u64(), json["nodes"]["steps"].as_array().map(Vec::len)), (Some(1), Some(3)));
+}

@@ -66,11 +66,20 @@ impl Deployment {
         &self.database_url
     }
 
+    /// The Postgres database's name (`None` on SQLite).
+    pub fn database_name(&self) -> Option<&str> {
+        self.drop_database.as_ref().map(|(_, name)| name.as_str())
+    }
+
     fn command(&self, args: &[&str]) -> Command {
+        self.command_in(&self.data_dir, args)
+    }
+
+    fn command_in(&self, data_dir: &Path, args: &[&str]) -> Command {
         let mut command = Command::new(&self.bin);
         command
             .args(args)
-            .env("LICENSD_DATA_DIR", &self.data_dir)
+            .env("LICENSD_DATA_DIR", data_dir)
             .env("LICENSD_DATABASE_URL", &self.database_url)
             .env("LICENSD_LOG", "warn");
         if let Some(key) = &self.master_key {
@@ -90,7 +99,20 @@ impl Deployment {
 
     /// Starts `licensd serve` on a free port; returns once it listens.
     pub fn start(&self, env: &[(&str, String)]) -> anyhow::Result<Server> {
-        let mut command = self.command(&["serve"]);
+        self.serve(self.command(&["serve"]), env)
+    }
+
+    /// Starts another node on the same database (Postgres): `LICENSD_NODE_ID` is `node`, and its
+    /// data folder (its snapshot) is a subfolder of its own.
+    pub fn start_node(&self, node: &str, env: &[(&str, String)]) -> anyhow::Result<Server> {
+        let data_dir = self.data_dir.join(node);
+        std::fs::create_dir_all(&data_dir)?;
+        let mut command = self.command_in(&data_dir, &["serve"]);
+        command.env("LICENSD_NODE_ID", node);
+        self.serve(command, env)
+    }
+
+    fn serve(&self, mut command: Command, env: &[(&str, String)]) -> anyhow::Result<Server> {
         command.env("LICENSD_LISTEN", "127.0.0.1:0").stdout(Stdio::piped()).stderr(Stdio::inherit());
         for (name, value) in env {
             command.env(name, value);
@@ -199,11 +221,17 @@ fn first_line(child: &mut Child, timeout: Duration) -> anyhow::Result<String> {
 }
 
 fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
+    query(url, sql).map(drop)
+}
+
+/// Runs `sql` with `psql` on `url`; returns its unaligned output (rows on lines, `|` between
+/// columns), trimmed.
+pub fn query(url: &str, sql: &str) -> anyhow::Result<String> {
     let output = Command::new("psql").args([url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql]).output()?;
     if !output.status.success() {
         bail!("psql {sql:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
 /// `url` with its database name replaced by `name`.

@@ -536,20 +536,11 @@ pub mod report {
 
     /// Replaces the section in `markdown` (or appends it).
     pub fn replace_section(markdown: &str, section: &str) -> String {
-        let Some(start) = markdown.find(HEADING) else {
-            return format!("{}\n\n{section}", markdown.trim_end());
-        };
-        let after = start + HEADING.len();
-        let end = markdown[after..].find("\n## ").map_or(markdown.len(), |i| after + i + 1);
-        format!("{}{section}{}", &markdown[..start], &markdown[end..])
+        crate::report::replace_section(markdown, HEADING, section, None)
     }
 
     /// `json` (BENCHMARKS.json's text) with its `files` key set to the results.
     pub fn with_json(json: &str, r: &FilesResults) -> anyhow::Result<String> {
-        let mut all: serde_json::Value =
-            if json.trim().is_empty() { serde_json::json!({}) } else { serde_json::from_str(json)? };
-        let object = all.as_object_mut().ok_or_else(|| anyhow::anyhow!("BENCHMARKS.json is not an object"))?;
-        object.insert("files".to_string(), serde_json::to_value(r)?);
-        Ok(serde_json::to_string_pretty(&all)? + "\n")
+        crate::report::with_json_key(json, "files", r)
     }
 }

@@ -23,6 +23,15 @@ pub async fn merchant(deployment: &Deployment, base_url: &str, credits: u64) -> 
     let account_id = account["accountId"].as_str().context("no accountId")?;
     deployment.cli(&["credits", "grant", "--account", account_id, "--amount", &credits.to_string()])?;
     let client = reqwest::Client::new();
+    // With Kafka, the account (committed by the operator command) reaches a node through the
+    // relay, not at once: wait until the node knows its API key.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while client.get(format!("{base_url}/v1/apps")).bearer_auth(&api_key).send().await?.status() == 401 {
+        if std::time::Instant::now() > deadline {
+            bail!("{base_url} did not learn of the account made by the operator command within 30 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let app = api(&client, base_url, &api_key, "/v1/apps", json!({ "name": "Benchmark app" })).await?;
     let text = |field: &str| app[field].as_str().map(str::to_string).context("app field missing");
     let app = AppCredentials::new(&text("appId")?, &text("appSecret")?, &text("publicKey")?)?;

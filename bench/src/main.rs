@@ -58,6 +58,11 @@ enum Cmd {
     /// and many clients at once with the server's memory (prints JSON; `--write BENCHMARKS.md`
     /// updates its section and the `files` key of BENCHMARKS.json beside it).
     Files(FilesArgs),
+    /// Several nodes on one Postgres database with Kafka: validate throughput of 1, 2 and 3
+    /// nodes, revocation on node A → push on node C through Kafka and through the Postgres
+    /// fallback (prints JSON; `--write BENCHMARKS.md` updates its section and the `nodes` key of
+    /// BENCHMARKS.json beside it).
+    Nodes(NodesArgs),
     /// Only the suite's overload-and-recovery run on SQLite (prints JSON).
     Overload(SuiteArgs),
     /// Raw appends through licensd's writer next to a plain multi-row INSERT loop (prints JSON).
@@ -179,6 +184,44 @@ struct FilesArgs {
 }
 
 #[derive(clap::Args)]
+struct NodesArgs {
+    /// Use this licensd binary instead of building target/release/licensd.
+    #[arg(long)]
+    licensd: Option<PathBuf>,
+    /// The Kafka-protocol broker's binary (tansu; `bash .ci/tansu` builds it and prints its path).
+    #[arg(long, env = "LICENSD_TEST_KAFKA_BROKER_BIN")]
+    broker: PathBuf,
+    #[arg(long, env = "LICENSD_BENCH_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres_url: String,
+    /// Up to this many nodes (1 to 3); the throughput is measured with 1, 2, ... of them.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Partitions of the topic the benchmark creates.
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+    #[arg(long, default_value_t = 1000)]
+    licenses: usize,
+    /// Closed-loop clients, the same count whatever the number of nodes.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 2.0)]
+    warmup_secs: f64,
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Timed revocations through Kafka, and as many through the Postgres fallback (0 skips them).
+    #[arg(long, default_value_t = 200)]
+    revocations: usize,
+    /// Idle window of the probe's cost, measured twice: probe at its default and ten times
+    /// slower (0 skips it).
+    #[arg(long, default_value_t = 15.0)]
+    idle_secs: f64,
+    /// Replace the several-nodes section of this BENCHMARKS.md, and set `nodes` in the
+    /// BENCHMARKS.json beside it (the JSON goes to stdout).
+    #[arg(long)]
+    write: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct SuiteArgs {
     /// Use this licensd binary instead of building target/release/licensd.
     #[arg(long)]
@@ -272,6 +315,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Live(args) => run_live(args).await,
             Cmd::Users(args) => run_users(args).await,
             Cmd::Files(args) => run_files(args).await,
+            Cmd::Nodes(args) => run_nodes(args).await,
             Cmd::LiveHold { share } => licensd_bench::live::hold::child(serde_json::from_str(&share)?).await,
             Cmd::Overload(args) => {
                 let options = suite_options(args)?;
@@ -437,13 +481,54 @@ async fn run_files(args: FilesArgs) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&results)?);
     if let Some(path) = args.write {
         use licensd_bench::files::report;
-        let markdown = std::fs::read_to_string(&path).unwrap_or_default();
-        std::fs::write(&path, report::replace_section(&markdown, &report::section(&results)))?;
-        let json_path = path.with_extension("json");
-        let json = std::fs::read_to_string(&json_path).unwrap_or_default();
-        std::fs::write(&json_path, report::with_json(&json, &results)?)?;
-        eprintln!("updated {} and {}", path.display(), json_path.display());
+        let section = report::section(&results);
+        write_report(&path, |md| report::replace_section(md, &section), |json| report::with_json(json, &results))?;
     }
+    Ok(())
+}
+
+async fn run_nodes(args: NodesArgs) -> anyhow::Result<()> {
+    let licensd = match args.licensd {
+        Some(path) => path,
+        None => build_licensd()?,
+    };
+    let options = licensd_bench::nodes::NodesOptions {
+        licensd,
+        broker: args.broker,
+        postgres_url: args.postgres_url,
+        nodes: args.nodes,
+        partitions: args.partitions,
+        licenses: args.licenses,
+        concurrency: args.concurrency,
+        warmup: Duration::from_secs_f64(args.warmup_secs),
+        duration: Duration::from_secs_f64(args.seconds),
+        revocations: args.revocations,
+        idle: Duration::from_secs_f64(args.idle_secs),
+        floors: true,
+    };
+    let results = licensd_bench::nodes::run(&options).await?;
+    println!("{}", serde_json::to_string_pretty(&results)?);
+    if let Some(path) = args.write {
+        use licensd_bench::nodes::report;
+        let section = report::section(&results);
+        write_report(&path, |md| report::replace_section(md, &section), |json| report::with_json(json, &results))?;
+    }
+    Ok(())
+}
+
+/// Rewrites the BENCHMARKS.md at `path` with `markdown` and the BENCHMARKS.json beside it
+/// with `json` (each given the file's current text, empty when there is none).
+fn write_report(
+    path: &std::path::Path,
+    markdown: impl FnOnce(&str) -> String,
+    json: impl FnOnce(&str) -> anyhow::Result<String>,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    std::fs::write(path, markdown(&text))?;
+    let json_path = path.with_extension("json");
+    let text = std::fs::read_to_string(&json_path).unwrap_or_default();
+    std::fs::write(&json_path, json(&text)?)?;
+    eprintln!("updated {} and {}", path.display(), json_path.display());
     Ok(())
 }
 

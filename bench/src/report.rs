@@ -14,6 +14,31 @@ fn verdict(met: bool) -> &'static str {
     }
 }
 
+/// Replaces the section under `heading` in `markdown` (up to the next `## ` heading) with
+/// `section`; a section not there yet goes before the heading `before` when that is found (where
+/// the suite writes it), else at the end.
+pub fn replace_section(markdown: &str, heading: &str, section: &str, before: Option<&str>) -> String {
+    let Some(start) = markdown.find(heading) else {
+        return match before.and_then(|b| markdown.find(b)) {
+            Some(at) => format!("{}{section}{}", &markdown[..at], &markdown[at..]),
+            None => format!("{}\n\n{section}", markdown.trim_end()),
+        };
+    };
+    let after = start + heading.len();
+    let end = markdown[after..].find("\n## ").map_or(markdown.len(), |i| after + i + 1);
+    format!("{}{section}{}", &markdown[..start], &markdown[end..])
+}
+
+/// `json` (BENCHMARKS.json's text, possibly empty) with its key `key` set to `value`, the other
+/// keys kept as they were.
+pub fn with_json_key(json: &str, key: &str, value: &impl serde::Serialize) -> anyhow::Result<String> {
+    let mut all: serde_json::Value =
+        if json.trim().is_empty() { serde_json::json!({}) } else { serde_json::from_str(json)? };
+    let object = all.as_object_mut().ok_or_else(|| anyhow::anyhow!("BENCHMARKS.json is not an object"))?;
+    object.insert(key.to_string(), serde_json::to_value(value)?);
+    Ok(serde_json::to_string_pretty(&all)? + "\n")
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
 }

@@ -299,7 +299,7 @@ async fn prepare(deployment: &Deployment, server: &Server, options: &SuiteOption
     Ok(Target { machines: Arc::new(machines), ..target })
 }
 
-fn floor_app() -> AppCredentials {
+pub(crate) fn floor_app() -> AppCredentials {
     use base64::Engine;
     let public = crate::floor::signing_key().verifying_key();
     let public = base64::engine::general_purpose::STANDARD.encode(public.as_bytes());

@@ -430,15 +430,7 @@ pub mod report {
 
     /// Replaces the section in `markdown` (or appends it).
     pub fn replace_section(markdown: &str, section: &str) -> String {
-        let Some(start) = markdown.find(HEADING) else {
-            // Before the live-session section, where the suite writes it.
-            return match markdown.find(crate::live::report::HEADING) {
-                Some(at) => format!("{}{section}{}", &markdown[..at], &markdown[at..]),
-                None => format!("{}\n\n{section}", markdown.trim_end()),
-            };
-        };
-        let after = start + HEADING.len();
-        let end = markdown[after..].find("\n## ").map_or(markdown.len(), |i| after + i + 1);
-        format!("{}{section}{}", &markdown[..start], &markdown[end..])
+        // Before the live-session section, where the suite writes it.
+        crate::report::replace_section(markdown, HEADING, section, Some(crate::live::report::HEADING))
     }
 }

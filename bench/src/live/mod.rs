@@ -173,7 +173,7 @@ pub struct LiveResults {
     pub notes: Vec<String>,
 }
 
-const CREDITS: u64 = 1_000_000_000_000;
+pub(crate) const CREDITS: u64 = 1_000_000_000_000;
 
 /// Every request and action limit lifted: a benchmark measures the work, not the limiter.
 pub(crate) fn limits_lifted() -> Vec<(&'static str, String)> {
@@ -233,8 +233,7 @@ pub async fn run(options: &LiveOptions) -> anyhow::Result<LiveResults> {
     }
     let addr: SocketAddr = server.base_url.trim_start_matches("http://").parse()?;
     let merchant = fixture::merchant(&deployment, &server.base_url, CREDITS).await?;
-    let http = reqwest::Client::builder().pool_max_idle_per_host(usize::MAX).tcp_nodelay(true).build()?;
-    let api = Api { http: http.clone(), base: server.base_url.clone(), key: merchant.api_key.clone() };
+    let api = Api::new(&server.base_url, &merchant.api_key)?;
 
     let throughput = if options.concurrency > 0 {
         eprintln!("== live: initialize + authorize throughput next to /auth/validate");
@@ -250,7 +249,7 @@ pub async fn run(options: &LiveOptions) -> anyhow::Result<LiveResults> {
     let (held, holders) = hold_sessions(&server, &api, addr, &ws_key, &keys[..sessions], requested, options).await?;
     let revocation = if options.revocations > 0 {
         eprintln!("== live: {} single revocations", options.revocations);
-        Some(revocations(&api, addr, &ws_key, &keys[sessions..], held.sessions, options).await?)
+        Some(revocations(&api, &api, addr, &ws_key, &keys[sessions..], held.sessions, options.sources).await?)
     } else {
         None
     };
@@ -270,14 +269,24 @@ pub async fn run(options: &LiveOptions) -> anyhow::Result<LiveResults> {
 }
 
 /// The Developer API, as the benchmark's merchant.
-struct Api {
+pub(crate) struct Api {
     http: reqwest::Client,
-    base: String,
+    pub(crate) base: String,
     key: String,
 }
 
 impl Api {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> anyhow::Result<Value> {
+    pub(crate) fn new(base: &str, key: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(usize::MAX).tcp_nodelay(true).build()?;
+        Ok(Self { http, base: base.to_string(), key: key.to_string() })
+    }
+
+    /// The same merchant on another server (another node of the same database).
+    pub(crate) fn on(&self, base: &str) -> Self {
+        Self { http: self.http.clone(), base: base.to_string(), key: self.key.clone() }
+    }
+
+    pub(crate) async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> anyhow::Result<Value> {
         let answer = self
             .http
             .request(method.clone(), format!("{}{path}", self.base))
@@ -292,13 +301,13 @@ impl Api {
     }
 
     /// A new app: its credentials and its WebSocket API key.
-    async fn create_app(&self, name: &str) -> anyhow::Result<(AppCredentials, String)> {
+    pub(crate) async fn create_app(&self, name: &str) -> anyhow::Result<(AppCredentials, String)> {
         let app = self.send(reqwest::Method::POST, "/v1/apps", json!({ "name": name })).await?;
         let text = |f: &str| app[f].as_str().map(str::to_string).with_context(|| format!("no {f} in {app}"));
         Ok((AppCredentials::new(&text("appId")?, &text("appSecret")?, &text("publicKey")?)?, text("websocketApiKey")?))
     }
 
-    async fn metrics(&self) -> anyhow::Result<String> {
+    pub(crate) async fn metrics(&self) -> anyhow::Result<String> {
         Ok(self.http.get(format!("{}/metrics", self.base)).send().await?.error_for_status()?.text().await?)
     }
 
@@ -331,7 +340,7 @@ fn open_file_limits(pid: &str) -> (u64, u64) {
 }
 
 /// A plain (label-less) metric's value.
-fn metric(text: &str, name: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
@@ -360,7 +369,7 @@ fn pushes_between(before: &str, after: &str) -> ServerPushes {
 }
 
 /// user + system CPU time of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The command name may hold spaces: fields count from after its closing parenthesis.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
@@ -370,7 +379,7 @@ fn cpu_ticks(pid: u32) -> u64 {
     field(11) + field(12)
 }
 
-fn clock_ticks_per_second() -> f64 {
+pub(crate) fn clock_ticks_per_second() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -461,22 +470,25 @@ async fn settle() {
     tokio::time::sleep(Duration::from_secs(3)).await;
 }
 
-/// One subscribed session per key; each key revoked in turn, timed to its event 201.
-async fn revocations(
+/// One subscribed session per key on the server at `addr` (whose Developer API is
+/// `sessions_on`, for its push histogram); each key revoked in turn through `api` (the same
+/// server, or another node of its database), timed to its event 201.
+pub(crate) async fn revocations(
     api: &Api,
+    sessions_on: &Api,
     addr: SocketAddr,
     ws_key: &str,
     keys: &[String],
     held_meanwhile: usize,
-    options: &LiveOptions,
+    sources: usize,
 ) -> anyhow::Result<Revocation> {
     let mut streams = Vec::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
         let client_id = format!("revoked-{i:05}");
         let opening = Opening { ws_key, client_id: &client_id, license: Some(key), subscribe: true };
-        streams.push(client::open(addr, client::source(i, options.sources), opening).await?);
+        streams.push(client::open(addr, client::source(i, sources), opening).await?);
     }
-    let before = api.metrics().await?;
+    let before = sessions_on.metrics().await?;
     let (mut frames, mut answers) = (Vec::new(), Vec::new());
     for (key, stream) in keys.iter().zip(&mut streams) {
         let sent = Instant::now();
@@ -496,7 +508,7 @@ async fn revocations(
             other => anyhow::bail!("revoking {key}: expected event 201, got {other:?}"),
         }
     }
-    let server = pushes_between(&before, &api.metrics().await?);
+    let server = pushes_between(&before, &sessions_on.metrics().await?);
     for stream in &mut streams {
         client::close(stream).await;
     }

@@ -16,7 +16,7 @@ fn verdict(met: bool) -> &'static str {
     }
 }
 
-fn server_p99(s: &ServerPushes) -> String {
+pub(crate) fn server_p99(s: &ServerPushes) -> String {
     match s.p99_at_most_ms {
         Some(ms) => format!("≤ {ms} ms ({} frames)", s.count),
         None if s.count == 0 => "no frames".to_string(),
@@ -173,16 +173,8 @@ pub fn section(live: &LiveResults) -> String {
 
 /// Replaces (or appends) the live section of an existing BENCHMARKS.md.
 pub fn replace_section(markdown: &str, section: &str) -> String {
-    let Some(start) = markdown.find(HEADING) else {
-        // Before the profile and the how-to, like the suite writes it.
-        return match markdown.find(BEFORE) {
-            Some(at) => format!("{}{section}{}", &markdown[..at], &markdown[at..]),
-            None => format!("{}\n\n{section}", markdown.trim_end()),
-        };
-    };
-    let after = start + HEADING.len();
-    let end = markdown[after..].find("\n## ").map_or(markdown.len(), |i| after + i + 1);
-    format!("{}{section}{}", &markdown[..start], &markdown[end..])
+    // Before the profile and the how-to, like the suite writes it.
+    crate::report::replace_section(markdown, HEADING, section, Some(BEFORE))
 }
 
 #[cfg(test)]

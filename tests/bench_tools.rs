@@ -168,19 +168,10 @@ async fn the_files_benchmark_runs_and_verifies_every_download() {
 /// unless `CI` is set (then it fails, like the multi-node Kafka tests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_nodes_benchmark_spreads_the_load_and_counts_every_push_through_kafka_and_the_fallback() {
+    let Some(broker) = common::kafka_broker_bin() else { return };
     let Ok(postgres_url) = std::env::var("LICENSD_TEST_POSTGRES_URL") else {
         eprintln!("skipped: LICENSD_TEST_POSTGRES_URL is unset");
         return;
-    };
-    let broker = match std::env::var_os("LICENSD_TEST_KAFKA_BROKER_BIN") {
-        Some(bin) => std::path::PathBuf::from(bin),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but LICENSD_TEST_KAFKA_BROKER_BIN is not: .ci/run builds the broker with .ci/tansu")
-        }
-        None => {
-            eprintln!("skipped: LICENSD_TEST_KAFKA_BROKER_BIN is unset (`bash .ci/tansu` builds the broker)");
-            return;
-        }
     };
     use licensd_bench::nodes::{self, report, NodesOptions};
     let options = NodesOptions {

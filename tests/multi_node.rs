@@ -602,16 +602,7 @@ impl Broker {
 
     /// A broker that has no topic yet.
     fn fresh() -> Option<Self> {
-        let bin = match std::env::var_os("LICENSD_TEST_KAFKA_BROKER_BIN") {
-            Some(bin) => std::path::PathBuf::from(bin),
-            None if std::env::var_os("CI").is_some() => {
-                panic!("CI is set but LICENSD_TEST_KAFKA_BROKER_BIN is not: .ci/run builds the broker with .ci/tansu")
-            }
-            None => {
-                eprintln!("skipped: LICENSD_TEST_KAFKA_BROKER_BIN is unset (`bash .ci/tansu` builds the broker and prints it)");
-                return None;
-            }
-        };
+        let bin = common::kafka_broker_bin()?;
         let mut broker = Self { bin, dir: TempDir::new(), port: common::free_port(), child: None };
         broker.resume();
         Some(broker)

@@ -443,6 +443,24 @@ pub fn python_venv() -> PathBuf {
     python
 }
 
+/// The Kafka-protocol broker of the Kafka tests (`LICENSD_TEST_KAFKA_BROKER_BIN`, the tansu
+/// binary that `.ci/tansu` builds): `None`, with a note, when unset; a panic when `CI` is set,
+/// so CI never skips them silently.
+pub fn kafka_broker_bin() -> Option<PathBuf> {
+    match std::env::var_os("LICENSD_TEST_KAFKA_BROKER_BIN") {
+        Some(bin) => Some(PathBuf::from(bin)),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but LICENSD_TEST_KAFKA_BROKER_BIN is not: .ci/run builds the broker with .ci/tansu")
+        }
+        None => {
+            eprintln!(
+                "skipped: LICENSD_TEST_KAFKA_BROKER_BIN is unset (`bash .ci/tansu` builds the broker and prints it)"
+            );
+            None
+        }
+    }
+}
+
 /// A port that was free a moment ago, for servers that cannot report the one they bound.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -508,7 +508,16 @@ pub(crate) async fn revocations(
             other => anyhow::bail!("revoking {key}: expected event 201, got {other:?}"),
         }
     }
-    let server = pushes_between(&before, &sessions_on.metrics().await?);
+    // The server counts a push just after writing its frame: the last one may not be counted
+    // yet when its frame has arrived here.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let server = loop {
+        let server = pushes_between(&before, &sessions_on.metrics().await?);
+        if server.count >= frames.len() as u64 || Instant::now() > deadline {
+            break server;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     for stream in &mut streams {
         client::close(stream).await;
     }

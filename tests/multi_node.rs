@@ -1027,3 +1027,38 @@ fn the_broker_stopped_under_load_sends_nodes_to_postgres_and_back_to_kafka_with_
         assert_model_matches_a_rebuild(&cluster.nodes[i], ["node-a", "node-b", "node-c"][i]);
     }
 }
+
+/// With the broker down, a node reads the log every `LICENSD_KAFKA_FALLBACK_POLL_MS`, not once per
+/// probe: each probe waits up to `LICENSD_KAFKA_PROBE_MS` for a broker that does not answer, and
+/// the log reads must go on meanwhile (the nodes benchmark found pushes on the fallback taking a
+/// probe's wait, 1 s at the default, instead of the fallback poll's 250 ms).
+#[test]
+fn with_the_broker_down_the_log_is_read_at_the_fallback_poll_not_once_per_probe() {
+    let Some(mut broker) = Broker::start() else { return };
+    let Some(cluster) = Cluster::new() else { return };
+    let mut env = kafka_env(&broker);
+    env.retain(|(name, _)| *name != "LICENSD_KAFKA_PROBE_MS");
+    env.push(("LICENSD_KAFKA_PROBE_MS", "6000".to_string()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = cluster.start_with(0, "node-a", &env);
+    let c = cluster.start_with(2, "node-c", &env);
+    wait_for_source(&[&a, &c], "kafka", Duration::from_secs(30));
+    let (m, ws_key) = kafka_merchant(&cluster.nodes[0], &a, "kafka-fallback-pace@example.com");
+    let license = m.license(&a, json!({}));
+    converged(&[&a, &c], Duration::from_secs(10));
+    let rt = client::runtime();
+    let mut ws = Ws::connect(&rt, &c.base);
+    assert_eq!(ws.init(&ws_key, "machine-1")["status"], 1);
+    assert_eq!(ws.call(json!({"type": 17, "id": 1000, "subscribed": true}))["status"], 1);
+    broker.stop();
+    wait_for_source(&[&a, &c], "postgres-fallback", Duration::from_secs(30));
+    let mut delays = Vec::new();
+    for round in 0..4 {
+        delays.push(revocation_is_pushed(&m, &license, &a, &mut ws, round));
+        activated_on(&c, &m, &license);
+    }
+    delays.sort();
+    eprintln!("broker down, probe 6 s, fallback poll 200 ms: revocation on A -> push on C: {delays:?}");
+    // Two fallback polls and the machine's slack; a read once per probe takes up to 6 s.
+    assert!(delays[3] < Duration::from_secs(2), "pushes on the fallback waited for the probe: {delays:?}");
+}

@@ -80,6 +80,10 @@ impl Follower {
         };
         let mut state = self.state();
         let mut probe = tokio::time::interval(self.config.probe);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A probe waits up to its interval for a broker that may not answer: it runs beside this
+        // loop, so that the log reads (the fallback, the gaps) go on at their own pace meanwhile.
+        let mut asking: Option<tokio::task::JoinHandle<Probe>> = None;
         let tick = (self.config.gap / 2).min(self.config.fallback_poll).max(Duration::from_millis(5));
         let mut ticks = tokio::time::interval(tick);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -94,9 +98,11 @@ impl Follower {
                     }
                     Err(e) => tracing::debug!(error = %e, "Kafka consumer error"),
                 },
-                _ = probe.tick() => {
+                _ = probe.tick(), if asking.is_none() => asking = Some(self.ask(&consumer)),
+                asked = async { asking.as_mut().expect("guarded by is_some").await }, if asking.is_some() => {
+                    asking = None;
                     let was = super::source();
-                    let now = match self.reachable(&consumer).await {
+                    let now = match asked.unwrap_or(Probe::NotYet) {
                         Probe::Following if self.relay_stalled().await => LogSource::PostgresFallback,
                         Probe::Following => LogSource::Kafka,
                         Probe::TopicMissing => {
@@ -200,11 +206,12 @@ impl Follower {
         }
     }
 
-    /// Whether the broker answers with the topic's partitions within the probe interval and
-    /// this consumer has been assigned some, or answers that the topic does not exist.
-    async fn reachable(&self, consumer: &Arc<StreamConsumer>) -> Probe {
+    /// Asks, on a blocking thread, whether the broker answers with the topic's partitions within
+    /// the probe interval and this consumer has been assigned some, or answers that the topic
+    /// does not exist.
+    fn ask(&self, consumer: &Arc<StreamConsumer>) -> tokio::task::JoinHandle<Probe> {
         let (consumer, topic, timeout) = (consumer.clone(), self.config.topic.clone(), self.config.probe);
-        let asked = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let Ok(metadata) = consumer.fetch_metadata(Some(&topic), timeout) else { return Probe::NotYet };
             let listed = metadata.topics().iter().find(|t| t.name() == topic);
             match listed {
@@ -219,8 +226,7 @@ impl Follower {
                 Ok(assigned) if assigned.count() > 0 => Probe::Following,
                 _ => Probe::NotYet,
             }
-        });
-        asked.await.unwrap_or(Probe::NotYet)
+        })
     }
 }
 

@@ -39,6 +39,10 @@ pub struct FileArgs {
     /// Seconds between sweeps of bytes whose removal is pending (also run at start-up).
     #[arg(help_heading = "Protected files", long, env = "LICENSD_FILE_GC_SWEEP_SECS", default_value_t = licensd_api::files::DEFAULT_GC_SWEEP_EVERY.as_secs())]
     pub file_gc_sweep_secs: u64,
+    /// Seconds between listings of the store for bytes no version names (an upload's bytes its
+    /// process never recorded); those older than the upload lease are removed (also at start-up).
+    #[arg(help_heading = "Protected files", long, env = "LICENSD_FILE_ORPHAN_SWEEP_SECS", default_value_t = licensd_api::files::DEFAULT_ORPHAN_SWEEP_EVERY.as_secs())]
+    pub file_orphan_sweep_secs: u64,
 }
 
 impl FileArgs {
@@ -75,6 +79,7 @@ impl FileArgs {
             blobs: Some(blobs),
             upload_lease: std::time::Duration::from_secs(self.file_upload_lease_secs.max(1)),
             gc_sweep_every: std::time::Duration::from_secs(self.file_gc_sweep_secs.max(1)),
+            orphan_sweep_every: std::time::Duration::from_secs(self.file_orphan_sweep_secs.max(1)),
         }
     }
 }

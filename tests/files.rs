@@ -475,6 +475,68 @@ fn bytes_left_pending_by_a_killed_process_are_swept_after_a_restart() {
     });
 }
 
+/// An upload held after storing its bytes, then the process killed (SIGKILL) before it records
+/// the version: nothing names those bytes, not even a pending removal. After a restart the orphan
+/// sweep removes them once they are older than the upload lease; the bytes a recorded version
+/// names stay. `stored` says whether the deployment's store holds a blob (by app id and SHA-256).
+fn unrecorded_bytes_are_swept(extra_env: &[(&str, &str)], stored: impl Fn(&Deployment, &str, &str) -> bool) {
+    let gate = common::TempDir::new();
+    let gate_dir = gate.0.to_string_lossy().to_string();
+    let env: Vec<(&str, &str)> = RELAXED_LIMITS
+        .iter()
+        .chain(extra_env)
+        .copied()
+        .chain([
+            ("LICENSD_TEST_UPLOAD_GATE_DIR", gate_dir.as_str()),
+            ("LICENSD_FILE_UPLOAD_LEASE_SECS", "2"),
+            ("LICENSD_FILE_ORPHAN_SWEEP_SECS", "1"),
+        ])
+        .collect();
+    common::each_backend(|deployment: &Deployment| {
+        for stale in ["lost.bin.stored", "lost.bin.go"] {
+            let _ = std::fs::remove_file(gate.0.join(stale));
+        }
+        std::fs::write(gate.0.join("kept.bin.go"), b"").unwrap();
+        let server = deployment.start_with(&env);
+        let (api_key, app_id) = deployment.merchant(&server, "orphans@example.com");
+        let (status, kept) = upload_bytes(&server, &api_key, &app_id, "kept.bin", b"bytes a recorded version names");
+        assert_eq!(status, 201, "{kept}");
+        let kept_sha = kept["sha256"].as_str().unwrap().to_string();
+        let lost = b"bytes stored and never recorded".to_vec();
+        let lost_sha = hex::encode(Sha256::digest(&lost));
+        let held = upload_in_background(&server, &api_key, &app_id, "lost.bin", lost);
+        eventually("the held upload never stored its bytes", || gate.0.join("lost.bin.stored").exists());
+        assert!(stored(deployment, &app_id, &lost_sha), "the held upload's bytes are in the store");
+        server.kill();
+        let _ = held.join();
+
+        let server = deployment.start_with(&env);
+        eventually("bytes no version names were never swept", || !stored(deployment, &app_id, &lost_sha));
+        assert!(stored(deployment, &app_id, &kept_sha), "the sweep removed bytes a recorded version names");
+        let (status, file) = server.get(&api_key, &format!("/v1/apps/{app_id}/files/kept.bin"));
+        assert_eq!((status, file["sha256"].as_str()), (200, Some(kept_sha.as_str())));
+        let (status, _) = server.get(&api_key, &format!("/v1/apps/{app_id}/files/lost.bin"));
+        assert_eq!(status, 404, "the killed upload recorded nothing");
+    });
+}
+
+#[test]
+fn bytes_an_upload_never_recorded_are_swept_from_the_local_store() {
+    unrecorded_bytes_are_swept(&[], |deployment, app_id, sha| {
+        deployment.data_dir.join("files").join("blobs").join(app_id).join(sha).exists()
+    });
+}
+
+#[test]
+fn bytes_an_upload_never_recorded_are_swept_from_the_s3_store() {
+    let Some(moto) = moto::start() else { return };
+    let store = licensd_blobs::S3BlobStore::open(&moto.config()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    unrecorded_bytes_are_swept(&moto.server_env(), |_, app_id, sha| {
+        runtime.block_on(licensd_blobs::BlobStore::len(&store, &format!("{app_id}/{sha}"))).is_ok()
+    });
+}
+
 /// Two real servers on one Postgres database and one S3 bucket (moto): a file deleted on one
 /// node while an upload of the same bytes is in flight on the other keeps them; the deletion's
 /// other bytes go once that upload is done, and deleting the new version on the first node

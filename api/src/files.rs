@@ -29,12 +29,17 @@ pub struct FilesConfig {
     pub upload_lease: Duration,
     /// How often pending removals are swept (`LICENSD_FILE_GC_SWEEP_SECS`; also at start-up).
     pub gc_sweep_every: Duration,
+    /// How often the store is listed for bytes no version names (`LICENSD_FILE_ORPHAN_SWEEP_SECS`;
+    /// also at start-up).
+    pub orphan_sweep_every: Duration,
 }
 
 /// `LICENSD_FILE_UPLOAD_LEASE_SECS` by default.
 pub const DEFAULT_UPLOAD_LEASE: Duration = Duration::from_secs(120);
 /// `LICENSD_FILE_GC_SWEEP_SECS` by default.
 pub const DEFAULT_GC_SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// `LICENSD_FILE_ORPHAN_SWEEP_SECS` by default (a listing of the whole store: hourly).
+pub const DEFAULT_ORPHAN_SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 impl Default for FilesConfig {
     fn default() -> Self {
@@ -43,6 +48,7 @@ impl Default for FilesConfig {
             blobs: None,
             upload_lease: DEFAULT_UPLOAD_LEASE,
             gc_sweep_every: DEFAULT_GC_SWEEP_EVERY,
+            orphan_sweep_every: DEFAULT_ORPHAN_SWEEP_EVERY,
         }
     }
 }
@@ -80,11 +86,12 @@ impl FilesRuntime {
         }
     }
 
-    /// Sweeps pending removals now (start-up: what an ended process left) and then every
-    /// `LICENSD_FILE_GC_SWEEP_SECS`. Call once the model has loaded.
+    /// Sweeps pending removals and unrecorded bytes now (start-up: what an ended process left)
+    /// and then every `LICENSD_FILE_GC_SWEEP_SECS` and `LICENSD_FILE_ORPHAN_SWEEP_SECS`. Call
+    /// once the model has loaded.
     pub fn start_sweeps(&self) {
         if let Some(blobs) = &self.config.blobs {
-            self.gc.start_sweeps(Arc::clone(blobs), self.config.gc_sweep_every);
+            self.gc.start_sweeps(Arc::clone(blobs), self.config.gc_sweep_every, self.config.orphan_sweep_every);
         }
     }
 

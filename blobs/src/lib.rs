@@ -56,6 +56,15 @@ pub enum BlobError {
     Backend(String),
 }
 
+/// One blob found by [`BlobStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedBlob {
+    /// `<namespace>/<sha256 hex>`.
+    pub key: String,
+    /// When its bytes were last written (a re-upload of the same bytes writes them again).
+    pub modified: chrono::DateTime<chrono::Utc>,
+}
+
 /// A store of immutable, content-addressed blobs.
 pub trait BlobStore: Send + Sync + std::fmt::Debug {
     /// Streams `body` into the store under `namespace` (an app id), computing its size and
@@ -77,6 +86,10 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
 
     /// Removes the blob; removing one that is not there succeeds.
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), BlobError>>;
+
+    /// Every blob stored (complete ones only, not an upload's temporary bytes), in no order.
+    /// Anything under the store's folder or prefix that is not a valid key is left out.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<ListedBlob>, BlobError>>;
 
     /// Removes what uploads interrupted by a crash left behind; returns how many. Run at
     /// start-up, before uploads are accepted.

@@ -5,7 +5,7 @@
 //! [`BlobStore::sweep_temporaries`] removes at the next start-up; a reader never sees a partial
 //! blob. A dropped upload (the client went away) removes its temporary file at once.
 
-use crate::{check_namespace, split_key, BlobError, BlobReader, BlobStore, ByteStream, StoredBlob, Tally};
+use crate::{check_namespace, split_key, BlobError, BlobReader, BlobStore, ByteStream, ListedBlob, StoredBlob, Tally};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
@@ -89,6 +89,30 @@ impl LocalBlobStore {
         Ok(Box::new(file))
     }
 
+    /// Walks `blobs/<namespace>/<digest>`; a name that is not a valid key is skipped.
+    async fn list_inner(&self) -> Result<Vec<ListedBlob>, BlobError> {
+        let mut listed = Vec::new();
+        let mut namespaces = tokio::fs::read_dir(&self.blobs).await?;
+        while let Some(namespace) = namespaces.next_entry().await? {
+            let Ok(namespace_name) = namespace.file_name().into_string() else { continue };
+            if check_namespace(&namespace_name).is_err() || !namespace.file_type().await?.is_dir() {
+                continue;
+            }
+            let mut blobs = tokio::fs::read_dir(namespace.path()).await?;
+            while let Some(blob) = blobs.next_entry().await? {
+                let Ok(digest) = blob.file_name().into_string() else { continue };
+                let key = format!("{namespace_name}/{digest}");
+                if split_key(&key).is_err() {
+                    continue;
+                }
+                // Gone since the folder was read (removed by a deletion meanwhile): not listed.
+                let Ok(metadata) = blob.metadata().await else { continue };
+                listed.push(ListedBlob { key, modified: metadata.modified()?.into() });
+            }
+        }
+        Ok(listed)
+    }
+
     async fn sweep_inner(&self) -> Result<u64, BlobError> {
         let mut removed = 0;
         let mut entries = tokio::fs::read_dir(&self.tmp).await?;
@@ -143,6 +167,10 @@ impl BlobStore for LocalBlobStore {
                 _ => Ok(()),
             }
         })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<ListedBlob>, BlobError>> {
+        Box::pin(self.list_inner())
     }
 
     fn sweep_temporaries(&self) -> BoxFuture<'_, Result<u64, BlobError>> {

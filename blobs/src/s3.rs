@@ -8,7 +8,7 @@
 //! be another node's uploads in progress); multipart uploads that were never completed are the
 //! bucket's lifecycle rule's to abort (see README).
 
-use crate::{check_namespace, split_key, BlobError, BlobReader, BlobStore, ByteStream, StoredBlob, Tally};
+use crate::{check_namespace, split_key, BlobError, BlobReader, BlobStore, ByteStream, ListedBlob, StoredBlob, Tally};
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -115,6 +115,21 @@ impl S3BlobStore {
         Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
     }
 
+    /// Lists `blobs/` (paged by the client); an object whose name is not a valid key is skipped.
+    async fn list_inner(&self) -> Result<Vec<ListedBlob>, BlobError> {
+        let prefix = ObjectPath::from("blobs");
+        self.store
+            .list(Some(&prefix))
+            .map_err(backend)
+            .try_filter_map(|meta| {
+                let key = meta.location.as_ref().strip_prefix("blobs/").unwrap_or_default().to_string();
+                let listed = split_key(&key).is_ok().then_some(ListedBlob { key, modified: meta.last_modified });
+                futures::future::ready(Ok(listed))
+            })
+            .try_collect()
+            .await
+    }
+
     async fn sweep_inner(&self) -> Result<u64, BlobError> {
         let cutoff = chrono::Utc::now() - TEMPORARY_GRACE;
         let prefix = ObjectPath::from("tmp");
@@ -158,6 +173,10 @@ impl BlobStore for S3BlobStore {
                 Err(e) => Err(backend(e)),
             }
         })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<ListedBlob>, BlobError>> {
+        Box::pin(self.list_inner())
     }
 
     fn sweep_temporaries(&self) -> BoxFuture<'_, Result<u64, BlobError>> {

@@ -66,9 +66,22 @@ pub async fn contract(store: &dyn BlobStore) {
     }
     assert!(matches!(store.put("../x", generated(1, 1, 1), 10).await, Err(BlobError::InvalidKey)));
 
+    // The listing holds the complete blobs (not the refused or failed uploads), written just now.
+    let started = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let mut listed = store.list().await.unwrap();
+    listed.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut keys: Vec<&str> = listed.iter().map(|b| b.key.as_str()).collect();
+    let mut wanted = vec![stored.key.as_str(), empty.key.as_str()];
+    wanted.sort();
+    keys.dedup();
+    assert_eq!(keys, wanted, "{listed:?}");
+    assert!(listed.iter().all(|b| b.modified > started && b.modified <= chrono::Utc::now()), "{listed:?}");
+
     store.delete(&stored.key).await.unwrap();
     store.delete(&stored.key).await.unwrap();
     assert!(matches!(store.len(&stored.key).await, Err(BlobError::NotFound)));
+    let listed = store.list().await.unwrap();
+    assert_eq!(listed.iter().map(|b| b.key.as_str()).collect::<Vec<_>>(), [empty.key.as_str()], "deleted: not listed");
     assert!(matches!(store.open(&stored.key, 0).await.err(), Some(BlobError::NotFound)));
 }
 

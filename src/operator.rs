@@ -210,7 +210,11 @@ async fn settle(config: &Config, store: &Store) -> anyhow::Result<()> {
 /// Replays the whole log, up to what was committed when called, into a fresh in-memory model.
 async fn replay_hot(config: &Config, store: &Store) -> anyhow::Result<(Arc<HotModel>, u64)> {
     settle(config, store).await?;
-    let model = Arc::new(HotModel::default());
+    let mut model = HotModel::default();
+    if let Some(licenses) = licensd_projections::license_streams(store).await? {
+        model.reserve_licenses(licenses);
+    }
+    let model = Arc::new(model);
     let events = HotRunner::new(store.clone(), model.clone(), TailConfig::default()).catch_up().await?;
     Ok((model, events))
 }

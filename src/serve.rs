@@ -46,7 +46,17 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
         None => None,
     };
     let from_snapshot = restored.is_some();
-    let hot = Arc::new(restored.unwrap_or_else(|| serve.hot_model()));
+    let hot = match restored {
+        Some(model) => model,
+        None => {
+            let mut model = serve.hot_model();
+            if let Some(licenses) = licensd_projections::license_streams(&services.store).await? {
+                model.reserve_licenses(licenses);
+            }
+            model
+        }
+    };
+    let hot = Arc::new(hot);
     let loaded_millis = started.elapsed().as_millis() as u64;
     let hot_runner = HotRunner::new(services.store.clone(), hot.clone(), serve.cluster.hot_tail());
     let replayed = hot_runner.catch_up().await.context("cannot load the read model from the event log")?;

@@ -2,117 +2,96 @@
 //!
 //! The merchant's email is personal data and lives in the PII vault, never in these events.
 
-use crate::{AccountId, Aggregate, ApiKeyId, DomainError, DomainEvent, StreamCategory};
+use crate::{AccountId, Aggregate, ApiKeyId, DomainError, StreamCategory};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum AccountEvent {
-    AccountCreated {
-        account_id: AccountId,
-        created_at: DateTime<Utc>,
-    },
-    ApiKeyIssued {
-        key_id: ApiKeyId,
-        /// SHA-256 (hex) of the full key; the key itself is shown once and never stored.
-        key_hash: String,
-        /// The first characters of the key, so a merchant can tell keys apart.
-        prefix: String,
-        scopes: Vec<String>,
-        at: DateTime<Utc>,
-    },
-    ApiKeyRevoked {
-        key_id: ApiKeyId,
-        at: DateTime<Utc>,
-    },
-    CreditsGranted {
-        amount: u64,
-        reason: String,
-        at: DateTime<Utc>,
-    },
-    CreditsDebited {
-        amount: u64,
-        reason: String,
-        at: DateTime<Utc>,
-    },
-    AccountSuspended {
-        at: DateTime<Utc>,
-    },
-    AccountReinstated {
-        at: DateTime<Utc>,
-    },
-    /// Alert when the balance falls below `threshold` credits; `None` turns the alert off.
-    LowBalanceAlertSet {
-        threshold: Option<u64>,
-        at: DateTime<Utc>,
-    },
-    /// The balance was seen under the threshold while the alert was armed: the alert is due
-    /// (once per crossing; the email follows).
-    LowBalanceAlertRaised {
-        balance: i64,
-        threshold: u64,
-        at: DateTime<Utc>,
-    },
-    /// The merchant was emailed about the raised alert.
-    LowBalanceAlertMailed {
-        at: DateTime<Utc>,
-    },
-    /// The balance was seen at or above the threshold again (or the alert was turned off): the
-    /// next fall under it raises the alert again.
-    LowBalanceAlertRearmed {
-        balance: i64,
-        at: DateTime<Utc>,
-    },
-    /// Connects (or, same provider, re-keys) a payment provider; the connection id, and so the
-    /// webhook URL, survives a re-key.
-    CommerceConnected {
-        connection: crate::commerce::Connection,
-        at: DateTime<Utc>,
-    },
-    CommerceDisconnected {
-        provider: crate::commerce::Provider,
-        at: DateTime<Utc>,
-    },
-    /// A master-key rotation sealed a connection's secrets anew: same connection, same values,
-    /// new ciphertexts.
-    CommerceResealed {
-        connection: crate::commerce::Connection,
-        at: DateTime<Utc>,
-    },
-    /// Dashboard sign-in: a keyed digest of the merchant's email (the address stays in the PII
-    /// vault); a password was set, and ends every older session. The Argon2id verifier is sealed
-    /// in a deletable table, never here: `password_hash` is only read from events written before
-    /// that (the log cannot be rewritten) and is never written again.
-    DashboardLoginSet {
-        email_digest: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        password_hash: Option<String>,
-        at: DateTime<Utc>,
-    },
-}
-
-impl DomainEvent for AccountEvent {
-    const CATEGORY: StreamCategory = StreamCategory::Account;
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::AccountCreated { .. } => "AccountCreated",
-            Self::ApiKeyIssued { .. } => "ApiKeyIssued",
-            Self::ApiKeyRevoked { .. } => "ApiKeyRevoked",
-            Self::CreditsGranted { .. } => "CreditsGranted",
-            Self::CreditsDebited { .. } => "CreditsDebited",
-            Self::AccountSuspended { .. } => "AccountSuspended",
-            Self::AccountReinstated { .. } => "AccountReinstated",
-            Self::LowBalanceAlertSet { .. } => "LowBalanceAlertSet",
-            Self::LowBalanceAlertRaised { .. } => "LowBalanceAlertRaised",
-            Self::LowBalanceAlertMailed { .. } => "LowBalanceAlertMailed",
-            Self::LowBalanceAlertRearmed { .. } => "LowBalanceAlertRearmed",
-            Self::CommerceConnected { .. } => "CommerceConnected",
-            Self::CommerceDisconnected { .. } => "CommerceDisconnected",
-            Self::CommerceResealed { .. } => "CommerceResealed",
-            Self::DashboardLoginSet { .. } => "DashboardLoginSet",
-        }
+crate::typed_decode::event_enum! {
+    category = StreamCategory::Account;
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    pub enum AccountEvent {
+        AccountCreated {
+            account_id: AccountId,
+            created_at: DateTime<Utc>,
+        },
+        ApiKeyIssued {
+            key_id: ApiKeyId,
+            /// SHA-256 (hex) of the full key; the key itself is shown once and never stored.
+            key_hash: String,
+            /// The first characters of the key, so a merchant can tell keys apart.
+            prefix: String,
+            scopes: Vec<String>,
+            at: DateTime<Utc>,
+        },
+        ApiKeyRevoked {
+            key_id: ApiKeyId,
+            at: DateTime<Utc>,
+        },
+        CreditsGranted {
+            amount: u64,
+            reason: String,
+            at: DateTime<Utc>,
+        },
+        CreditsDebited {
+            amount: u64,
+            reason: String,
+            at: DateTime<Utc>,
+        },
+        AccountSuspended {
+            at: DateTime<Utc>,
+        },
+        AccountReinstated {
+            at: DateTime<Utc>,
+        },
+        /// Alert when the balance falls below `threshold` credits; `None` turns the alert off.
+        LowBalanceAlertSet {
+            threshold: Option<u64>,
+            at: DateTime<Utc>,
+        },
+        /// The balance was seen under the threshold while the alert was armed: the alert is due
+        /// (once per crossing; the email follows).
+        LowBalanceAlertRaised {
+            balance: i64,
+            threshold: u64,
+            at: DateTime<Utc>,
+        },
+        /// The merchant was emailed about the raised alert.
+        LowBalanceAlertMailed {
+            at: DateTime<Utc>,
+        },
+        /// The balance was seen at or above the threshold again (or the alert was turned off): the
+        /// next fall under it raises the alert again.
+        LowBalanceAlertRearmed {
+            balance: i64,
+            at: DateTime<Utc>,
+        },
+        /// Connects (or, same provider, re-keys) a payment provider; the connection id, and so the
+        /// webhook URL, survives a re-key.
+        CommerceConnected {
+            connection: crate::commerce::Connection,
+            at: DateTime<Utc>,
+        },
+        CommerceDisconnected {
+            provider: crate::commerce::Provider,
+            at: DateTime<Utc>,
+        },
+        /// A master-key rotation sealed a connection's secrets anew: same connection, same values,
+        /// new ciphertexts.
+        CommerceResealed {
+            connection: crate::commerce::Connection,
+            at: DateTime<Utc>,
+        },
+        /// Dashboard sign-in: a keyed digest of the merchant's email (the address stays in the PII
+        /// vault); a password was set, and ends every older session. The Argon2id verifier is sealed
+        /// in a deletable table, never here: `password_hash` is only read from events written before
+        /// that (the log cannot be rewritten) and is never written again.
+        DashboardLoginSet {
+            email_digest: String,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            password_hash: Option<String>,
+            at: DateTime<Utc>,
+        },
     }
 }
 
@@ -313,6 +292,7 @@ impl Aggregate for AccountState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::DomainEvent;
     use chrono::TimeZone;
 
     fn now() -> DateTime<Utc> {

@@ -4,8 +4,7 @@ use crate::commerce::ProductMapping;
 use crate::security::{AccessLists, ListName, SecurityListsUpdate, MAX_HWID_LEN, MAX_LIST_ENTRIES};
 pub use crate::variables::VariableAccess;
 use crate::{
-    AccountId, Aggregate, AppId, DomainError, DomainEvent, Sealed, SecurityLists, StreamCategory, VariableAccessMap,
-    Variables,
+    AccountId, Aggregate, AppId, DomainError, Sealed, SecurityLists, StreamCategory, VariableAccessMap, Variables,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -113,146 +112,149 @@ impl ResealedSecrets {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum AppEvent {
-    AppCreated {
-        app_id: AppId,
-        account_id: AccountId,
-        name: String,
-        secret: Sealed,
-        signing_key: SigningKey,
-        created_at: DateTime<Utc>,
-    },
-    AppRenamed {
-        name: String,
-        at: DateTime<Utc>,
-    },
-    AppDisabled {
-        at: DateTime<Utc>,
-    },
-    AppEnabled {
-        at: DateTime<Utc>,
-    },
-    AppSecretRotated {
-        secret: Sealed,
-        at: DateTime<Utc>,
-    },
-    /// The new key signs from now on; the previous one stays published for clients that trust both.
-    SigningKeyRotated {
-        signing_key: SigningKey,
-        at: DateTime<Utc>,
-    },
-    /// Step one of a rotation: the key is published but does not sign yet, so clients holding
-    /// only the current key keep working while releases that trust both ship.
-    SigningKeyAdded {
-        signing_key: SigningKey,
-        at: DateTime<Utc>,
-    },
-    /// Step two: the key signs from now on; the previous signer stays published (verifying only).
-    SigningKeyPromoted {
-        key_id: String,
-        at: DateTime<Utc>,
-    },
-    /// The key is withdrawn: listed as retired, never signing again.
-    SigningKeyRetired {
-        key_id: String,
-        at: DateTime<Utc>,
-    },
-    VariablesSet {
-        variables: Variables,
-        at: DateTime<Utc>,
-    },
-    /// The whole-list form older versions wrote: it replaces the merchant's lists (kept so
-    /// existing logs replay; new changes are written as the deltas below).
-    SecurityListsChanged {
-        lists: SecurityLists,
-        at: DateTime<Utc>,
-    },
-    /// Entries added to and removed from one of the merchant's lists.
-    SecurityListEdited {
-        list: ListName,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        added: Vec<String>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        removed: Vec<String>,
-        at: DateTime<Utc>,
-    },
-    /// A tampered client banned its HWID and/or IP (`/auth/selfban`): only the new entries.
-    SelfBanned {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        hwid: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        ip: Option<String>,
-        /// Why, as the client said (the live blacklist packet's `comment`); events written
-        /// before comments were kept have none.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        comment: Option<String>,
-        at: DateTime<Utc>,
-    },
-    /// The merchant removed a self-ban entry from a blacklist.
-    SelfBanLifted {
-        list: ListName,
-        entry: String,
-        at: DateTime<Utc>,
-    },
-    SettingsChanged {
-        settings: AppSettings,
-        at: DateTime<Utc>,
-    },
-    WebhookCreated {
-        webhook: Webhook,
-        at: DateTime<Utc>,
-    },
-    WebhookUpdated {
-        webhook: Webhook,
-        at: DateTime<Utc>,
-    },
-    WebhookDeleted {
-        webhook_id: String,
-        at: DateTime<Utc>,
-    },
-    /// Creates or replaces (same id) a commerce product mapping.
-    ProductMappingSet {
-        mapping: ProductMapping,
-        at: DateTime<Utc>,
-    },
-    ProductMappingDeleted {
-        mapping_id: uuid::Uuid,
-        at: DateTime<Utc>,
-    },
-    /// A new WebSocket API key (at creation and on rotation): the previous one stops working.
-    WebsocketKeySet {
-        websocket_key: WebsocketKey,
-        at: DateTime<Utc>,
-    },
-    /// The version string live sessions are told at initialize (and pushed as event 102).
-    AppVersionChanged {
-        version: String,
-        at: DateTime<Utc>,
-    },
-    /// Replaces every variable's access strategy; names not listed are `auth_required`.
-    VariableAccessSet {
-        access: VariableAccessMap,
-        at: DateTime<Utc>,
-    },
-    /// A master-key rotation sealed the app's secrets anew under the new key: the same values,
-    /// new ciphertexts, so the old key can be dropped without losing them.
-    SecretsResealed {
-        resealed: ResealedSecrets,
-        at: DateTime<Utc>,
-    },
-    /// A GDPR erasure ran for this app: counts only, never the customer's identifiers.
-    CustomersForgotten {
-        licenses_redacted: u64,
-        ledger_rows_scanned: u64,
-        ledger_rows_redacted: u64,
-        /// App users whose account was erased with the customer (login, comment, verifier).
-        #[serde(default)]
-        users_erased: u64,
-        reason: Option<String>,
-        at: DateTime<Utc>,
-    },
+crate::typed_decode::event_enum! {
+    category = StreamCategory::App;
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    pub enum AppEvent {
+        AppCreated {
+            app_id: AppId,
+            account_id: AccountId,
+            name: String,
+            secret: Sealed,
+            signing_key: SigningKey,
+            created_at: DateTime<Utc>,
+        },
+        AppRenamed {
+            name: String,
+            at: DateTime<Utc>,
+        },
+        AppDisabled {
+            at: DateTime<Utc>,
+        },
+        AppEnabled {
+            at: DateTime<Utc>,
+        },
+        AppSecretRotated {
+            secret: Sealed,
+            at: DateTime<Utc>,
+        },
+        /// The new key signs from now on; the previous one stays published for clients that trust both.
+        SigningKeyRotated {
+            signing_key: SigningKey,
+            at: DateTime<Utc>,
+        },
+        /// Step one of a rotation: the key is published but does not sign yet, so clients holding
+        /// only the current key keep working while releases that trust both ship.
+        SigningKeyAdded {
+            signing_key: SigningKey,
+            at: DateTime<Utc>,
+        },
+        /// Step two: the key signs from now on; the previous signer stays published (verifying only).
+        SigningKeyPromoted {
+            key_id: String,
+            at: DateTime<Utc>,
+        },
+        /// The key is withdrawn: listed as retired, never signing again.
+        SigningKeyRetired {
+            key_id: String,
+            at: DateTime<Utc>,
+        },
+        VariablesSet {
+            variables: Variables,
+            at: DateTime<Utc>,
+        },
+        /// The whole-list form older versions wrote: it replaces the merchant's lists (kept so
+        /// existing logs replay; new changes are written as the deltas below).
+        SecurityListsChanged {
+            lists: SecurityLists,
+            at: DateTime<Utc>,
+        },
+        /// Entries added to and removed from one of the merchant's lists.
+        SecurityListEdited {
+            list: ListName,
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            added: Vec<String>,
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            removed: Vec<String>,
+            at: DateTime<Utc>,
+        },
+        /// A tampered client banned its HWID and/or IP (`/auth/selfban`): only the new entries.
+        SelfBanned {
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            hwid: Option<String>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            ip: Option<String>,
+            /// Why, as the client said (the live blacklist packet's `comment`); events written
+            /// before comments were kept have none.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            comment: Option<String>,
+            at: DateTime<Utc>,
+        },
+        /// The merchant removed a self-ban entry from a blacklist.
+        SelfBanLifted {
+            list: ListName,
+            entry: String,
+            at: DateTime<Utc>,
+        },
+        SettingsChanged {
+            settings: AppSettings,
+            at: DateTime<Utc>,
+        },
+        WebhookCreated {
+            webhook: Webhook,
+            at: DateTime<Utc>,
+        },
+        WebhookUpdated {
+            webhook: Webhook,
+            at: DateTime<Utc>,
+        },
+        WebhookDeleted {
+            webhook_id: String,
+            at: DateTime<Utc>,
+        },
+        /// Creates or replaces (same id) a commerce product mapping.
+        ProductMappingSet {
+            mapping: ProductMapping,
+            at: DateTime<Utc>,
+        },
+        ProductMappingDeleted {
+            mapping_id: uuid::Uuid,
+            at: DateTime<Utc>,
+        },
+        /// A new WebSocket API key (at creation and on rotation): the previous one stops working.
+        WebsocketKeySet {
+            websocket_key: WebsocketKey,
+            at: DateTime<Utc>,
+        },
+        /// The version string live sessions are told at initialize (and pushed as event 102).
+        AppVersionChanged {
+            version: String,
+            at: DateTime<Utc>,
+        },
+        /// Replaces every variable's access strategy; names not listed are `auth_required`.
+        VariableAccessSet {
+            access: VariableAccessMap,
+            at: DateTime<Utc>,
+        },
+        /// A master-key rotation sealed the app's secrets anew under the new key: the same values,
+        /// new ciphertexts, so the old key can be dropped without losing them.
+        SecretsResealed {
+            resealed: ResealedSecrets,
+            at: DateTime<Utc>,
+        },
+        /// A GDPR erasure ran for this app: counts only, never the customer's identifiers.
+        CustomersForgotten {
+            licenses_redacted: u64,
+            ledger_rows_scanned: u64,
+            ledger_rows_redacted: u64,
+            /// App users whose account was erased with the customer (login, comment, verifier).
+            #[serde(default)]
+            users_erased: u64,
+            reason: Option<String>,
+            at: DateTime<Utc>,
+        },
+    }
 }
 
 /// Most product mappings one app may have.
@@ -338,40 +340,6 @@ pub struct AppSettings {
     /// over the session (stream mode, the default; websocket.md decision 1).
     #[serde(default)]
     pub file_download_url: bool,
-}
-
-impl DomainEvent for AppEvent {
-    const CATEGORY: StreamCategory = StreamCategory::App;
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::AppCreated { .. } => "AppCreated",
-            Self::AppRenamed { .. } => "AppRenamed",
-            Self::AppDisabled { .. } => "AppDisabled",
-            Self::AppEnabled { .. } => "AppEnabled",
-            Self::AppSecretRotated { .. } => "AppSecretRotated",
-            Self::SigningKeyRotated { .. } => "SigningKeyRotated",
-            Self::SigningKeyAdded { .. } => "SigningKeyAdded",
-            Self::SigningKeyPromoted { .. } => "SigningKeyPromoted",
-            Self::SigningKeyRetired { .. } => "SigningKeyRetired",
-            Self::VariablesSet { .. } => "VariablesSet",
-            Self::SecurityListsChanged { .. } => "SecurityListsChanged",
-            Self::SecurityListEdited { .. } => "SecurityListEdited",
-            Self::SelfBanned { .. } => "SelfBanned",
-            Self::SelfBanLifted { .. } => "SelfBanLifted",
-            Self::SettingsChanged { .. } => "SettingsChanged",
-            Self::WebhookCreated { .. } => "WebhookCreated",
-            Self::WebhookUpdated { .. } => "WebhookUpdated",
-            Self::WebhookDeleted { .. } => "WebhookDeleted",
-            Self::ProductMappingSet { .. } => "ProductMappingSet",
-            Self::ProductMappingDeleted { .. } => "ProductMappingDeleted",
-            Self::CustomersForgotten { .. } => "CustomersForgotten",
-            Self::WebsocketKeySet { .. } => "WebsocketKeySet",
-            Self::AppVersionChanged { .. } => "AppVersionChanged",
-            Self::VariableAccessSet { .. } => "VariableAccessSet",
-            Self::SecretsResealed { .. } => "SecretsResealed",
-        }
-    }
 }
 
 /// Serializable so the in-memory model's snapshot carries every field without listing them.

@@ -12,7 +12,7 @@
 //! Which licenses a user holds is decided by the license aggregate (`LicenseLinkedToUser`): a
 //! license names at most one user, and the check and the link are one decision on one stream.
 
-use crate::{AccountId, Aggregate, AppId, DomainError, DomainEvent, StreamCategory};
+use crate::{AccountId, Aggregate, AppId, DomainError, StreamCategory};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -27,85 +27,63 @@ crate::ids::uuid_id!(
     AppUserId
 );
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum AppUserEvent {
-    /// The user signed up (or the merchant created them). The login and comment are in the vault.
-    AppUserCreated {
-        user_id: AppUserId,
-        app_id: AppId,
-        account_id: AccountId,
-        /// Keyed digest of the app and the normalized login: what sign-in looks the user up by.
-        login_digest: String,
-        /// Signing in needs a valid linked license (status 203 otherwise).
-        license_required: bool,
-        created_at: DateTime<Utc>,
-    },
-    /// A new verifier was sealed in the vault (by the merchant); live sessions of the user end.
-    AppUserPasswordChanged {
-        at: DateTime<Utc>,
-    },
-    /// The comment in the vault was set, replaced or removed.
-    AppUserCommentChanged {
-        at: DateTime<Utc>,
-    },
-    AppUserLevelsSet {
-        levels: Vec<String>,
-        at: DateTime<Utc>,
-    },
-    AppUserLicenseRequirementSet {
-        license_required: bool,
-        at: DateTime<Utc>,
-    },
-    /// Names the app (as deletion does), so a webhook delivery needs no lookup.
-    AppUserBlacklisted {
-        app_id: AppId,
-        at: DateTime<Utc>,
-    },
-    AppUserUnblacklisted {
-        at: DateTime<Utc>,
-    },
-    AppUserDeleted {
-        app_id: AppId,
-        at: DateTime<Utc>,
-    },
-}
-
-impl DomainEvent for AppUserEvent {
-    const CATEGORY: StreamCategory = StreamCategory::AppUser;
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::AppUserCreated { .. } => "AppUserCreated",
-            Self::AppUserPasswordChanged { .. } => "AppUserPasswordChanged",
-            Self::AppUserCommentChanged { .. } => "AppUserCommentChanged",
-            Self::AppUserLevelsSet { .. } => "AppUserLevelsSet",
-            Self::AppUserLicenseRequirementSet { .. } => "AppUserLicenseRequirementSet",
-            Self::AppUserBlacklisted { .. } => "AppUserBlacklisted",
-            Self::AppUserUnblacklisted { .. } => "AppUserUnblacklisted",
-            Self::AppUserDeleted { .. } => "AppUserDeleted",
-        }
+crate::typed_decode::event_enum! {
+    category = StreamCategory::AppUser;
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    pub enum AppUserEvent {
+        /// The user signed up (or the merchant created them). The login and comment are in the vault.
+        AppUserCreated {
+            user_id: AppUserId,
+            app_id: AppId,
+            account_id: AccountId,
+            /// Keyed digest of the app and the normalized login: what sign-in looks the user up by.
+            login_digest: String,
+            /// Signing in needs a valid linked license (status 203 otherwise).
+            license_required: bool,
+            created_at: DateTime<Utc>,
+        },
+        /// A new verifier was sealed in the vault (by the merchant); live sessions of the user end.
+        AppUserPasswordChanged {
+            at: DateTime<Utc>,
+        },
+        /// The comment in the vault was set, replaced or removed.
+        AppUserCommentChanged {
+            at: DateTime<Utc>,
+        },
+        AppUserLevelsSet {
+            levels: Vec<String>,
+            at: DateTime<Utc>,
+        },
+        AppUserLicenseRequirementSet {
+            license_required: bool,
+            at: DateTime<Utc>,
+        },
+        /// Names the app (as deletion does), so a webhook delivery needs no lookup.
+        AppUserBlacklisted {
+            app_id: AppId,
+            at: DateTime<Utc>,
+        },
+        AppUserUnblacklisted {
+            at: DateTime<Utc>,
+        },
+        AppUserDeleted {
+            app_id: AppId,
+            at: DateTime<Utc>,
+        },
     }
 }
 
-/// The login reservation stream of one app and login.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum LoginReservationEvent {
-    /// The login now belongs to this user.
-    AppUserLoginReserved { user_id: AppUserId, at: DateTime<Utc> },
-    /// The user was deleted (or could not be created): the login is free again.
-    AppUserLoginReleased { user_id: AppUserId, at: DateTime<Utc> },
-}
-
-impl DomainEvent for LoginReservationEvent {
-    const CATEGORY: StreamCategory = StreamCategory::AppUserLogin;
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::AppUserLoginReserved { .. } => "AppUserLoginReserved",
-            Self::AppUserLoginReleased { .. } => "AppUserLoginReleased",
-        }
+crate::typed_decode::event_enum! {
+    category = StreamCategory::AppUserLogin;
+    /// The login reservation stream of one app and login.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    pub enum LoginReservationEvent {
+        /// The login now belongs to this user.
+        AppUserLoginReserved { user_id: AppUserId, at: DateTime<Utc> },
+        /// The user was deleted (or could not be created): the login is free again.
+        AppUserLoginReleased { user_id: AppUserId, at: DateTime<Utc> },
     }
 }
 

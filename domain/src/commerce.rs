@@ -5,7 +5,7 @@
 //! ledger entry's status is a fold of that stream. Buyer emails and provider customer ids never
 //! appear here: they sit in the PII vault under the stream id.
 
-use crate::{Aggregate, DomainError, DomainEvent, Sealed, StreamCategory, Variables};
+use crate::{Aggregate, DomainError, Sealed, StreamCategory, Variables};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -202,65 +202,51 @@ impl LedgerStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum CommerceEvent {
-    CommerceEventReceived {
-        connection_id: Uuid,
-        account_id: crate::AccountId,
-        provider: Provider,
-        external_id: String,
-        event_type: String,
-        normalized: NormalizedEvent,
-        received_at: DateTime<Utc>,
-    },
-    /// The worker claimed the entry; an attempt without an outcome means it crashed mid-way.
-    CommerceProcessingStarted {
-        attempt: u32,
-        at: DateTime<Utc>,
-    },
-    CommerceEventProcessed {
-        licenses: Vec<crate::LicenseKey>,
-        at: DateTime<Utc>,
-    },
-    CommerceEventSkipped {
-        reason: SkipReason,
-        at: DateTime<Utc>,
-    },
-    /// A transient error; the worker retries once at `retry_at`.
-    CommerceEventFailed {
-        error: String,
-        retry_at: DateTime<Utc>,
-        at: DateTime<Utc>,
-    },
-    CommerceEventHeld {
-        reason: HeldReason,
-        error: String,
-        at: DateTime<Utc>,
-    },
-    CommerceReplayRequested {
-        at: DateTime<Utc>,
-    },
-    /// The buyer's personal data was erased; the entry stays for the payment history.
-    CommerceEventRedacted {
-        at: DateTime<Utc>,
-    },
-}
-
-impl DomainEvent for CommerceEvent {
-    const CATEGORY: StreamCategory = StreamCategory::Commerce;
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::CommerceEventReceived { .. } => "CommerceEventReceived",
-            Self::CommerceProcessingStarted { .. } => "CommerceProcessingStarted",
-            Self::CommerceEventProcessed { .. } => "CommerceEventProcessed",
-            Self::CommerceEventSkipped { .. } => "CommerceEventSkipped",
-            Self::CommerceEventFailed { .. } => "CommerceEventFailed",
-            Self::CommerceEventHeld { .. } => "CommerceEventHeld",
-            Self::CommerceReplayRequested { .. } => "CommerceReplayRequested",
-            Self::CommerceEventRedacted { .. } => "CommerceEventRedacted",
-        }
+crate::typed_decode::event_enum! {
+    category = StreamCategory::Commerce;
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    pub enum CommerceEvent {
+        CommerceEventReceived {
+            connection_id: Uuid,
+            account_id: crate::AccountId,
+            provider: Provider,
+            external_id: String,
+            event_type: String,
+            normalized: NormalizedEvent,
+            received_at: DateTime<Utc>,
+        },
+        /// The worker claimed the entry; an attempt without an outcome means it crashed mid-way.
+        CommerceProcessingStarted {
+            attempt: u32,
+            at: DateTime<Utc>,
+        },
+        CommerceEventProcessed {
+            licenses: Vec<crate::LicenseKey>,
+            at: DateTime<Utc>,
+        },
+        CommerceEventSkipped {
+            reason: SkipReason,
+            at: DateTime<Utc>,
+        },
+        /// A transient error; the worker retries once at `retry_at`.
+        CommerceEventFailed {
+            error: String,
+            retry_at: DateTime<Utc>,
+            at: DateTime<Utc>,
+        },
+        CommerceEventHeld {
+            reason: HeldReason,
+            error: String,
+            at: DateTime<Utc>,
+        },
+        CommerceReplayRequested {
+            at: DateTime<Utc>,
+        },
+        /// The buyer's personal data was erased; the entry stays for the payment history.
+        CommerceEventRedacted {
+            at: DateTime<Utc>,
+        },
     }
 }
 

@@ -4,27 +4,19 @@
 //! wins, which a check-then-insert could not promise. The events name only the account; the
 //! digest reveals nothing without the master key.
 
-use crate::{AccountId, DomainEvent, StreamCategory};
+use crate::{AccountId, StreamCategory};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum EmailReservationEvent {
-    /// The email now belongs to this account.
-    AccountEmailReserved { account_id: AccountId, at: DateTime<Utc> },
-    /// The account it was reserved for could not be created: the email is free again.
-    AccountEmailReleased { account_id: AccountId, at: DateTime<Utc> },
-}
-
-impl DomainEvent for EmailReservationEvent {
-    const CATEGORY: StreamCategory = StreamCategory::EmailReservation;
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::AccountEmailReserved { .. } => "AccountEmailReserved",
-            Self::AccountEmailReleased { .. } => "AccountEmailReleased",
-        }
+crate::typed_decode::event_enum! {
+    category = StreamCategory::EmailReservation;
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    pub enum EmailReservationEvent {
+        /// The email now belongs to this account.
+        AccountEmailReserved { account_id: AccountId, at: DateTime<Utc> },
+        /// The account it was reserved for could not be created: the email is free again.
+        AccountEmailReleased { account_id: AccountId, at: DateTime<Utc> },
     }
 }
 

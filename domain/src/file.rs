@@ -7,7 +7,7 @@
 //! its stream: a later upload of the name starts a new file whose version numbers continue, so
 //! a resume against a version of the old file can never splice another file's bytes.
 
-use crate::{Aggregate, AppId, DomainError, DomainEvent, StreamCategory};
+use crate::{Aggregate, AppId, DomainError, StreamCategory};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -92,40 +92,31 @@ pub struct FileVersion {
     pub uploaded_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum FileEvent {
-    FileVersionUploaded {
-        app_id: AppId,
-        name: String,
-        version: u32,
-        size: u64,
-        sha256: String,
-        storage_key: String,
-        uploaded_at: DateTime<Utc>,
-    },
-    FilePolicySet {
-        app_id: AppId,
-        name: String,
-        policy: FilePolicy,
-        at: DateTime<Utc>,
-    },
-    FileDeleted {
-        app_id: AppId,
-        name: String,
-        at: DateTime<Utc>,
-    },
-}
-
-impl DomainEvent for FileEvent {
-    const CATEGORY: StreamCategory = StreamCategory::File;
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::FileVersionUploaded { .. } => "FileVersionUploaded",
-            Self::FilePolicySet { .. } => "FilePolicySet",
-            Self::FileDeleted { .. } => "FileDeleted",
-        }
+crate::typed_decode::event_enum! {
+    category = StreamCategory::File;
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    pub enum FileEvent {
+        FileVersionUploaded {
+            app_id: AppId,
+            name: String,
+            version: u32,
+            size: u64,
+            sha256: String,
+            storage_key: String,
+            uploaded_at: DateTime<Utc>,
+        },
+        FilePolicySet {
+            app_id: AppId,
+            name: String,
+            policy: FilePolicy,
+            at: DateTime<Utc>,
+        },
+        FileDeleted {
+            app_id: AppId,
+            name: String,
+            at: DateTime<Utc>,
+        },
     }
 }
 

@@ -16,6 +16,7 @@ mod ids;
 pub mod license;
 pub mod portal;
 mod security;
+mod typed_decode;
 pub mod upcast;
 mod variables;
 

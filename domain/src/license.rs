@@ -1,8 +1,6 @@
 //! The license aggregate: one stream per key (`license-<KEY>`).
 
-use crate::{
-    AccountId, Aggregate, AppId, DomainError, DomainEvent, LicenseKey, StreamCategory, Variables, MAX_HWID_LEN,
-};
+use crate::{AccountId, Aggregate, AppId, DomainError, LicenseKey, StreamCategory, Variables, MAX_HWID_LEN};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -12,167 +10,139 @@ pub const MAX_LABEL_CHARS: usize = 128;
 /// Characters of one license level (Blazeauth's panel: 1–16).
 pub const MAX_LEVEL_CHARS: usize = 16;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum LicenseEvent {
-    LicenseCreated {
-        key: LicenseKey,
-        app_id: AppId,
-        account_id: AccountId,
-        expires_at: Option<DateTime<Utc>>,
-        max_hwid_slots: u8,
-        label: Option<String>,
-        created_at: DateTime<Utc>,
-    },
-    LicenseRevoked {
-        at: DateTime<Utc>,
-    },
-    LicenseActivated {
-        at: DateTime<Utc>,
-    },
-    LicenseExtended {
-        expires_at: Option<DateTime<Utc>>,
-        at: DateTime<Utc>,
-    },
-    HwidBound {
-        hwid: String,
-        at: DateTime<Utc>,
-    },
-    HwidReset {
-        at: DateTime<Utc>,
-    },
-    /// The merchant freed one bound machine's slot (the others stay bound).
-    HwidReleased {
-        hwid: String,
-        at: DateTime<Utc>,
-    },
-    /// The end user reset their machines in the self-service portal (after `HwidReset`, in the
-    /// same append); the policy counts these.
-    PortalResetRecorded {
-        at: DateTime<Utc>,
-    },
-    LicenseDeleted {
-        at: DateTime<Utc>,
-    },
-    VariablesSet {
-        variables: Variables,
-        at: DateTime<Utc>,
-    },
-    /// A successful validation, billed to the owning account (named so ledgers need no lookup).
-    ValidationBilled {
-        account_id: AccountId,
-        credits: u32,
-        /// The request nonce, kept so replay protection survives a restart.
-        #[serde(default)]
-        nonce: Option<String>,
-        /// The machine that logged in (for `license.validated`); absent in events written
-        /// before it was recorded.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        hwid: Option<String>,
-        at: DateTime<Utc>,
-    },
-    /// Every 10th successful heartbeat bills one credit.
-    HeartbeatBilled {
-        account_id: AccountId,
-        heartbeats: u32,
-        credits: u32,
-        at: DateTime<Utc>,
-    },
-    /// A machine activated the license offline; `file` is kept so the same machine gets the
-    /// byte-identical file again.
-    OfflineActivated {
-        account_id: AccountId,
-        hwid: String,
-        jti: String,
-        file: String,
-        credits: u32,
-        at: DateTime<Utc>,
-    },
-    /// Commerce fulfilment tied the license to provider references (`sub:...`, `pay:...`,
-    /// `cus:<keyed digest>`), so renewals, refunds and add-ons find it.
-    CommerceLinked {
-        account_id: AccountId,
-        app_id: AppId,
-        provider: crate::commerce::Provider,
-        mapping_id: uuid::Uuid,
-        refs: Vec<String>,
-        at: DateTime<Utc>,
-    },
-    /// GDPR erasure dropped the license's provider references.
-    CommerceUnlinked {
-        at: DateTime<Utc>,
-    },
-    /// The merchant minted a license file (Developer API or dashboard).
-    OfflineFileMinted {
-        account_id: AccountId,
-        hwid: Option<String>,
-        jti: String,
-        credits: u32,
-        at: DateTime<Utc>,
-    },
-    /// The buyer's email was set or replaced. The address is personal data and lives only in
-    /// the PII vault; the event records that the change happened, for the audit trail, and the
-    /// address's keyed digest (HMAC under a key derived from the master key) that the listing's
-    /// `email` filter matches on. Absent in events written before the digest was recorded.
-    BuyerEmailSet {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        email_digest: Option<String>,
-        at: DateTime<Utc>,
-    },
-    /// The buyer's email was removed.
-    BuyerEmailRemoved {
-        at: DateTime<Utc>,
-    },
-    /// The license's levels (reported to live sessions as their identity) were replaced.
-    LicenseLevelsSet {
-        levels: Vec<String>,
-        at: DateTime<Utc>,
-    },
-    /// Floating seats: most live sessions authorized by the license at once (`None`: no limit).
-    LicenseMaxSessionsSet {
-        max_sessions: Option<u32>,
-        at: DateTime<Utc>,
-    },
-    /// The license now belongs to this app user (their levels and expiry come from it).
-    LicenseLinkedToUser {
-        user_id: crate::app_user::AppUserId,
-        at: DateTime<Utc>,
-    },
-    /// The license no longer belongs to a user (unlinked by the merchant, or the user deleted).
-    LicenseUnlinkedFromUser {
-        user_id: crate::app_user::AppUserId,
-        at: DateTime<Utc>,
-    },
-}
-
-impl DomainEvent for LicenseEvent {
-    const CATEGORY: StreamCategory = StreamCategory::License;
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::LicenseCreated { .. } => "LicenseCreated",
-            Self::LicenseRevoked { .. } => "LicenseRevoked",
-            Self::LicenseActivated { .. } => "LicenseActivated",
-            Self::LicenseExtended { .. } => "LicenseExtended",
-            Self::HwidBound { .. } => "HwidBound",
-            Self::HwidReset { .. } => "HwidReset",
-            Self::HwidReleased { .. } => "HwidReleased",
-            Self::PortalResetRecorded { .. } => "PortalResetRecorded",
-            Self::LicenseDeleted { .. } => "LicenseDeleted",
-            Self::VariablesSet { .. } => "VariablesSet",
-            Self::ValidationBilled { .. } => "ValidationBilled",
-            Self::HeartbeatBilled { .. } => "HeartbeatBilled",
-            Self::OfflineActivated { .. } => "OfflineActivated",
-            Self::OfflineFileMinted { .. } => "OfflineFileMinted",
-            Self::CommerceLinked { .. } => "CommerceLinked",
-            Self::CommerceUnlinked { .. } => "CommerceUnlinked",
-            Self::BuyerEmailSet { .. } => "BuyerEmailSet",
-            Self::BuyerEmailRemoved { .. } => "BuyerEmailRemoved",
-            Self::LicenseLevelsSet { .. } => "LicenseLevelsSet",
-            Self::LicenseMaxSessionsSet { .. } => "LicenseMaxSessionsSet",
-            Self::LicenseLinkedToUser { .. } => "LicenseLinkedToUser",
-            Self::LicenseUnlinkedFromUser { .. } => "LicenseUnlinkedFromUser",
-        }
+crate::typed_decode::event_enum! {
+    category = StreamCategory::License;
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    pub enum LicenseEvent {
+        LicenseCreated {
+            key: LicenseKey,
+            app_id: AppId,
+            account_id: AccountId,
+            expires_at: Option<DateTime<Utc>>,
+            max_hwid_slots: u8,
+            label: Option<String>,
+            created_at: DateTime<Utc>,
+        },
+        LicenseRevoked {
+            at: DateTime<Utc>,
+        },
+        LicenseActivated {
+            at: DateTime<Utc>,
+        },
+        LicenseExtended {
+            expires_at: Option<DateTime<Utc>>,
+            at: DateTime<Utc>,
+        },
+        HwidBound {
+            hwid: String,
+            at: DateTime<Utc>,
+        },
+        HwidReset {
+            at: DateTime<Utc>,
+        },
+        /// The merchant freed one bound machine's slot (the others stay bound).
+        HwidReleased {
+            hwid: String,
+            at: DateTime<Utc>,
+        },
+        /// The end user reset their machines in the self-service portal (after `HwidReset`, in the
+        /// same append); the policy counts these.
+        PortalResetRecorded {
+            at: DateTime<Utc>,
+        },
+        LicenseDeleted {
+            at: DateTime<Utc>,
+        },
+        VariablesSet {
+            variables: Variables,
+            at: DateTime<Utc>,
+        },
+        /// A successful validation, billed to the owning account (named so ledgers need no lookup).
+        ValidationBilled {
+            account_id: AccountId,
+            credits: u32,
+            /// The request nonce, kept so replay protection survives a restart.
+            #[serde(default)]
+            nonce: Option<String>,
+            /// The machine that logged in (for `license.validated`); absent in events written
+            /// before it was recorded.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            hwid: Option<String>,
+            at: DateTime<Utc>,
+        },
+        /// Every 10th successful heartbeat bills one credit.
+        HeartbeatBilled {
+            account_id: AccountId,
+            heartbeats: u32,
+            credits: u32,
+            at: DateTime<Utc>,
+        },
+        /// A machine activated the license offline; `file` is kept so the same machine gets the
+        /// byte-identical file again.
+        OfflineActivated {
+            account_id: AccountId,
+            hwid: String,
+            jti: String,
+            file: String,
+            credits: u32,
+            at: DateTime<Utc>,
+        },
+        /// Commerce fulfilment tied the license to provider references (`sub:...`, `pay:...`,
+        /// `cus:<keyed digest>`), so renewals, refunds and add-ons find it.
+        CommerceLinked {
+            account_id: AccountId,
+            app_id: AppId,
+            provider: crate::commerce::Provider,
+            mapping_id: uuid::Uuid,
+            refs: Vec<String>,
+            at: DateTime<Utc>,
+        },
+        /// GDPR erasure dropped the license's provider references.
+        CommerceUnlinked {
+            at: DateTime<Utc>,
+        },
+        /// The merchant minted a license file (Developer API or dashboard).
+        OfflineFileMinted {
+            account_id: AccountId,
+            hwid: Option<String>,
+            jti: String,
+            credits: u32,
+            at: DateTime<Utc>,
+        },
+        /// The buyer's email was set or replaced. The address is personal data and lives only in
+        /// the PII vault; the event records that the change happened, for the audit trail, and the
+        /// address's keyed digest (HMAC under a key derived from the master key) that the listing's
+        /// `email` filter matches on. Absent in events written before the digest was recorded.
+        BuyerEmailSet {
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            email_digest: Option<String>,
+            at: DateTime<Utc>,
+        },
+        /// The buyer's email was removed.
+        BuyerEmailRemoved {
+            at: DateTime<Utc>,
+        },
+        /// The license's levels (reported to live sessions as their identity) were replaced.
+        LicenseLevelsSet {
+            levels: Vec<String>,
+            at: DateTime<Utc>,
+        },
+        /// Floating seats: most live sessions authorized by the license at once (`None`: no limit).
+        LicenseMaxSessionsSet {
+            max_sessions: Option<u32>,
+            at: DateTime<Utc>,
+        },
+        /// The license now belongs to this app user (their levels and expiry come from it).
+        LicenseLinkedToUser {
+            user_id: crate::app_user::AppUserId,
+            at: DateTime<Utc>,
+        },
+        /// The license no longer belongs to a user (unlinked by the merchant, or the user deleted).
+        LicenseUnlinkedFromUser {
+            user_id: crate::app_user::AppUserId,
+            at: DateTime<Utc>,
+        },
     }
 }
 

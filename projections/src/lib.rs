@@ -20,8 +20,8 @@ mod users;
 pub use error::ProjectionError;
 pub use file_counters::{FileCounters, FileCounts};
 pub use hot::{
-    AccountView, ApiKeyView, Applied, AppliedListener, Chained, CreditHold, CreditRefusal, DashboardLogin, HotModel,
-    KeyDigest, LastApplied, DEFAULT_NONCE_WINDOW,
+    license_streams, AccountView, ApiKeyView, Applied, AppliedListener, Chained, CreditHold, CreditRefusal,
+    DashboardLogin, HotModel, KeyDigest, LastApplied, DEFAULT_NONCE_WINDOW,
 };
 pub use nonces::{Nonces, DEFAULT_NONCE_CAP};
 pub use runner::{rebuild_sql, sql_projection_hash, HotRunner, SqlRunner, TailConfig, HOT};

@@ -312,6 +312,10 @@ impl HotModel {
         if header.parts.iter().sum::<u64>() != header.body_bytes || header.parts.is_empty() {
             return Err(SnapshotRejected::Malformed("its parts do not add up to its body".into()));
         }
+        // The header's count is checked only once the body is read: a damaged one may not make
+        // the restore reserve more than the body could hold (a license takes well over this).
+        let at_most = usize::try_from(header.body_bytes / MIN_LICENSE_BYTES).unwrap_or(usize::MAX);
+        self.reserve_licenses(header.licenses.min(at_most));
         let mut body = Hashed { inner: reader, hasher: Sha256::new() };
         let mut first = Vec::new();
         body.read_part(header.parts[0], &mut first)?;
@@ -352,6 +356,9 @@ impl HotModel {
         Ok((header.position, header.last))
     }
 }
+
+/// Fewer bytes than any license takes in a snapshot's body (its key alone is longer).
+const MIN_LICENSE_BYTES: u64 = 32;
 
 /// A header line longer than this is not a snapshot's.
 const MAX_HEADER_BYTES: u64 = 1 << 20;

@@ -10,8 +10,8 @@ use licensd_domain::commerce::{CommerceAction, NormalizedEvent, Provider};
 use licensd_domain::license::LicenseCommand;
 use licensd_domain::{SystemClock, VariableAccess, VariableAccessMap, Variables};
 use licensd_projections::{
-    all_sql_projections, load_snapshot, rebuild_sql, sql_projection_hash, write_snapshot, HotModel, HotRunner,
-    SqlRunner, TailConfig,
+    all_sql_projections, license_streams, load_snapshot, rebuild_sql, sql_projection_hash, write_snapshot, HotModel,
+    HotRunner, SqlRunner, TailConfig,
 };
 use licensd_store::testing::TempDatabase;
 use licensd_store::Store;
@@ -181,6 +181,11 @@ async fn rebuild_matches_live(store: Store) {
     // Only the subscribed app's revocations were queued (licenses 0 and 6 of merchant 0).
     let queued = store.query_text("SELECT event FROM webhook_deliveries ORDER BY delivery_id", &[]).await.unwrap();
     assert_eq!(queued, vec![Some("license.revoked".to_string()); 2], "outbox rows only for subscribed events");
+
+    // A replay from zero sizes the license map from the log's count of license streams (the
+    // deleted ones too); Postgres has none to give.
+    let counted = license_streams(&store).await.unwrap();
+    assert_eq!(counted, (store.backend() == "sqlite").then_some(3 * 12));
 
     // From zero: a fresh in-memory model and emptied SQL tables, replayed from the log.
     let replayed = Arc::new(HotModel::default());

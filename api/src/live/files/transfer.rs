@@ -341,6 +341,30 @@ mod tests {
         assert_eq!([received, tail].concat(), data);
     }
 
+    /// A whole-file stream reports the version's recorded SHA-256 as its range checksum without
+    /// hashing (here a stand-in digest proves it is the recorded one); a resumed range is hashed.
+    #[tokio::test]
+    async fn only_a_resumed_range_is_hashed() {
+        let live = Arc::new(Live::new(LiveConfig::default()));
+        let session = Arc::new(LiveSession::new(IpAddr::from([127, 0, 0, 1]), 60));
+        let data = vec![5u8; 2_500];
+        for (resume_at, expected) in [(0, "recorded".to_string()), (700, hex::encode(Sha256::digest(&data[700..])))] {
+            let mut plan = plan(&data, resume_at);
+            plan.window_chunks = 10;
+            plan.file.sha256 = "recorded".into();
+            let (_stop_tx, mut stop) = watch::channel(None);
+            let mut source = reader(&data, resume_at);
+            let ended = pump(&live, &session, &plan, &mut source, &mut stop, &mut Meter::unlimited()).await;
+            assert_eq!(ended, Ended::Completed(2_500 - resume_at));
+            let frames = drain(&session);
+            let last = &frames.last().unwrap().0;
+            assert_eq!(
+                (last["range_checksum"].as_str(), last["file_checksum"].as_str()),
+                (Some(&*expected), Some("recorded"))
+            );
+        }
+    }
+
     /// The quota refuses the fourth chunk: three go out, then a terminal 302.
     #[tokio::test]
     async fn a_spent_quota_ends_with_302_mid_stream() {

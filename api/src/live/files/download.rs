@@ -7,7 +7,7 @@
 //! of the session and of the app for as long as it runs, and its bytes count against the
 //! identity's daily quota (a spent quota cuts the body short).
 
-use super::catalog::{self, Reader, Served};
+use super::catalog::{self, Served, Source};
 use super::quota::{Charge, Holder};
 use super::slots::Slot;
 use crate::extract::ApiPath;
@@ -18,58 +18,9 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
-use tokio::io::AsyncReadExt;
 
 /// Bytes read from the store per body chunk.
 const READ_BYTES: usize = 256 * 1024;
-
-/// Where a download's bytes come from. Hyper writes a body through its own buffers, so the
-/// kernel's `sendfile` cannot be used; the local store's file is instead read with positioned
-/// reads on the blocking pool straight into the buffer each body chunk is (one copy from the
-/// page cache, none through an intermediate buffer). Another store streams through its reader.
-enum Source {
-    #[cfg(unix)]
-    Local {
-        file: Arc<std::fs::File>,
-        offset: u64,
-    },
-    Store(Reader),
-}
-
-impl Source {
-    async fn open(state: &AppState, file: &Served, start: u64) -> std::io::Result<Self> {
-        #[cfg(unix)]
-        if let Some(path) = catalog::local_path(state, file) {
-            let opened = tokio::fs::File::open(path).await?.into_std().await;
-            return Ok(Self::Local { file: Arc::new(opened), offset: start });
-        }
-        Ok(Self::Store(catalog::open(state, file, start).await?))
-    }
-
-    /// The next `want` bytes (fewer only at an error).
-    async fn read(&mut self, want: usize) -> std::io::Result<Bytes> {
-        match self {
-            #[cfg(unix)]
-            Self::Local { file, offset } => {
-                let (file, at) = (Arc::clone(file), *offset);
-                // Allocated here, on a runtime worker, not on the blocking thread: the allocator
-                // keeps a heap per thread, and 50 downloads at once run their reads on up to 50
-                // blocking threads, each of which then kept its own heap's pages (the profile in
-                // BENCHMARKS.md, "Protected file delivery").
-                let mut chunk = vec![0u8; want];
-                let chunk = tokio::task::spawn_blocking(move || {
-                    std::os::unix::fs::FileExt::read_exact_at(&*file, &mut chunk, at)?;
-                    Ok::<_, std::io::Error>(chunk)
-                })
-                .await
-                .map_err(std::io::Error::other)??;
-                *offset += want as u64;
-                Ok(chunk.into())
-            }
-            Self::Store(reader) => read_chunk(reader, want).await,
-        }
-    }
-}
 
 /// What a `Range` header asks for, against a file of `size` bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -178,7 +129,7 @@ pub async fn download(
             if let Some(refusal) = refusal {
                 return Some((Err(std::io::Error::other(refusal)), (reader, running.finished(), meter)));
             }
-            match reader.read(want).await {
+            match reader.read_into(vec![0u8; want], 0).await.map(Bytes::from) {
                 Ok(chunk) => {
                     running.sent += chunk.len() as u64;
                     Some((Ok(chunk), (reader, running, meter)))
@@ -199,12 +150,6 @@ pub async fn download(
         }
     }
     Ok(response)
-}
-
-async fn read_chunk(reader: &mut Reader, want: usize) -> std::io::Result<Bytes> {
-    let mut chunk = vec![0u8; want];
-    reader.read_exact(&mut chunk).await?;
-    Ok(chunk.into())
 }
 
 /// One running download: gives back the session's and the app's slot and records the transfer

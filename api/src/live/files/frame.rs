@@ -41,6 +41,30 @@ fn metadata(id: PacketId, meta: &Meta<'_>) -> Vec<u8> {
     serde_json::to_vec(&Value::Object(object)).unwrap_or_default()
 }
 
+/// Room kept in front of a chunk's bytes for the length and the metadata, so the frame is
+/// finished around the bytes where they were read instead of copied into a new buffer: the
+/// largest metadata (a quoted 20-digit id, three 20-digit numbers, two SHA-256 in hex) is under
+/// 300 bytes.
+pub const HEADROOM: usize = 512;
+
+/// A buffer for one chunk of `length` bytes: read them into `[HEADROOM..]`, then [`finish`].
+pub fn buffer(length: usize) -> Vec<u8> {
+    vec![0u8; HEADROOM + length]
+}
+
+/// The binary frame of the bytes in `buffer[HEADROOM..]` (see [`buffer`]): the length and the
+/// metadata are written just before them and the frame starts there (no copy of the bytes).
+pub fn finish(id: PacketId, meta: &Meta<'_>, mut buffer: Vec<u8>) -> axum::body::Bytes {
+    let json = metadata(id, meta);
+    let Some(start) = HEADROOM.checked_sub(4 + json.len()) else {
+        // Metadata larger than the room (none is): built the copying way.
+        return chunk(id, meta, &buffer[HEADROOM..]).into();
+    };
+    buffer[start..start + 4].copy_from_slice(&(json.len() as u32).to_be_bytes());
+    buffer[start + 4..HEADROOM].copy_from_slice(&json);
+    axum::body::Bytes::from(buffer).slice(start..)
+}
+
 /// One binary frame carrying `bytes`.
 pub fn chunk(id: PacketId, meta: &Meta<'_>, bytes: &[u8]) -> Vec<u8> {
     let json = metadata(id, meta);
@@ -92,5 +116,19 @@ mod tests {
             serde_json::from_str(&text(quoted, &Meta { offset: 4, status: Some(304), ..Meta::default() })).unwrap();
         assert_eq!(stopped, json!({"id": "5", "offset": 4, "chunk_size": 0, "status": 304}));
         assert!(split(&[0, 0, 0, 9, b'{']).is_none(), "a length past the end is refused");
+
+        // Finished in place: the same frame as the copying way, for the longest metadata too.
+        let longest = PacketId { value: u64::MAX, quoted: true };
+        let digest = "f".repeat(64);
+        let meta = Meta {
+            offset: u64::MAX,
+            chunk_size: 3,
+            file_size: Some(u64::MAX),
+            checksums: Some((&digest, &digest)),
+            status: None,
+        };
+        let mut read = buffer(3);
+        read[HEADROOM..].copy_from_slice(b"xyz");
+        assert_eq!(&finish(longest, &meta, read)[..], &chunk(longest, &meta, b"xyz")[..]);
     }
 }

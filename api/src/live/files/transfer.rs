@@ -2,13 +2,21 @@
 //! each as a binary frame on the session's outbox, and ends with the final frame (status 1 and
 //! both checksums) or a terminal text frame (304 stopped, 302 quota, 6 error).
 //!
+//! Cost per chunk (the profile in BENCHMARKS.md, "Protected file delivery"): the bytes are read
+//! with one positioned read straight into the frame's buffer (room kept in front for the
+//! metadata), so the only copy left in user space is the WebSocket library's into its write
+//! buffer. A stream of the whole file is not hashed: its range checksum is the file's SHA-256,
+//! recorded at upload and the very name the blob is stored under (content-addressed), so a
+//! stored byte gone bad shows as a checksum mismatch at the client rather than being vouched for.
+//! A resumed range is hashed as it is read.
+//!
 //! Flow control: every queued chunk holds one permit of the transfer's window (`window_chunks`
 //! permits); the socket gives it back once the frame is written. A client that reads nothing
 //! stalls the socket's write, so at most `window_chunks` chunks of this transfer wait in memory
 //! and the transfer sleeps; the write timeout then drops the socket (resumable: the transfer
 //! goes on after a resume, or stops when the session ends).
 
-use super::catalog::{Reader, Served};
+use super::catalog::{Served, Source};
 use super::frame::{self, Meta};
 use super::quota::{Charge, Meter};
 use super::Stop;
@@ -17,8 +25,7 @@ use crate::live::session::{LiveSession, Out};
 use crate::live::Live;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use tokio::io::AsyncReadExt;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 pub const QUOTA_EXCEEDED: u16 = 302;
 pub const STOPPED: u16 = 304;
@@ -63,15 +70,15 @@ pub async fn pump(
     live: &Live,
     session: &LiveSession,
     plan: &Plan,
-    reader: &mut Reader,
+    source: &mut Source,
     stop: &mut watch::Receiver<Option<Stop>>,
     meter: &mut Meter,
 ) -> Ended {
     let size = plan.file.size;
     let window = Arc::new(Semaphore::new(plan.window_chunks.max(1)));
-    let mut hasher = Sha256::new();
+    // The whole file: its recorded SHA-256 is the range's (see the module's comment).
+    let mut hasher = (plan.resume_at > 0).then(Sha256::new);
     let mut offset = plan.resume_at;
-    let mut buffer = vec![0u8; plan.chunk_bytes.max(1)];
     let mut first = true;
     let sent = |offset: u64| offset - plan.resume_at;
     let terminal = |offset: u64, status: u16| {
@@ -103,47 +110,97 @@ pub async fn pump(
         if session.is_ended() {
             return Ended::SessionEnded(sent(offset));
         }
-        let length = usize::try_from(size - offset).map_or(buffer.len(), |left| left.min(buffer.len()));
-        if length > 0 {
-            match meter.charge(length as u64).await {
-                Charge::Granted => {}
-                Charge::Spent => {
-                    terminal(offset, QUOTA_EXCEEDED);
-                    return Ended::QuotaExceeded(sent(offset));
-                }
-                Charge::Failed => {
-                    terminal(offset, crate::live::packets::INTERNAL_ERROR);
-                    return Ended::Failed(sent(offset));
-                }
+        // The chunks the window has room for now are read together: one blocking-pool round
+        // trip and one wake of the socket for them all, not one per chunk (the profile).
+        // (None when the quota refused the first: the transfer ends below with the refusal.)
+        let (lengths, permits, refused) = batch(plan, &window, permit, offset, meter).await;
+        let buffers = lengths.iter().map(|&length| frame::buffer(length)).collect();
+        let buffers = match source.read_many(buffers, frame::HEADROOM).await {
+            Ok(buffers) => buffers,
+            Err(error) => {
+                tracing::warn!(file = %plan.file.name, version = plan.file.version, offset, %error, "file read failed");
+                terminal(offset, crate::live::packets::INTERNAL_ERROR);
+                return Ended::Failed(sent(offset));
+            }
+        };
+        for (buffer, permit) in buffers.into_iter().zip(permits) {
+            let length = buffer.len() - frame::HEADROOM;
+            if let Some(hasher) = &mut hasher {
+                hasher.update(&buffer[frame::HEADROOM..]);
+            }
+            let last = offset + length as u64 == size;
+            let range_checksum = last.then(|| match hasher.take() {
+                Some(hasher) => hex::encode(hasher.finalize()),
+                None => plan.file.sha256.clone(),
+            });
+            let meta = Meta {
+                offset,
+                chunk_size: length,
+                file_size: first.then_some(size),
+                checksums: range_checksum.as_deref().map(|range| (plan.file.sha256.as_str(), range)),
+                status: None,
+            };
+            let out = if length == 0 {
+                // Only an empty range (an empty file) ends without bytes: a text frame (§8.2).
+                Out::Text(frame::text(plan.id, &meta))
+            } else {
+                Out::Binary(frame::finish(plan.id, &meta, buffer), Some(permit))
+            };
+            live.deliver(session, out);
+            first = false;
+            offset += length as u64;
+            if last {
+                return Ended::Completed(sent(offset));
             }
         }
-        let bytes = &mut buffer[..length];
-        if let Err(error) = reader.read_exact(bytes).await {
-            tracing::warn!(file = %plan.file.name, version = plan.file.version, offset, %error, "file read failed");
-            terminal(offset, crate::live::packets::INTERNAL_ERROR);
-            return Ended::Failed(sent(offset));
+        match refused {
+            Some(QUOTA_EXCEEDED) => {
+                terminal(offset, QUOTA_EXCEEDED);
+                return Ended::QuotaExceeded(sent(offset));
+            }
+            Some(status) => {
+                terminal(offset, status);
+                return Ended::Failed(sent(offset));
+            }
+            None => {}
         }
-        hasher.update(&*bytes);
-        let last = offset + length as u64 == size;
-        let range_checksum = last.then(|| hex::encode(std::mem::take(&mut hasher).finalize()));
-        let meta = Meta {
-            offset,
-            chunk_size: length,
-            file_size: first.then_some(size),
-            checksums: range_checksum.as_deref().map(|range| (plan.file.sha256.as_str(), range)),
-            status: None,
-        };
-        let out = if length == 0 {
-            // Only an empty range (an empty file) ends without bytes: a text frame (§8.2).
-            Out::Text(frame::text(plan.id, &meta))
-        } else {
-            Out::Binary(frame::chunk(plan.id, &meta, bytes).into(), Some(permit))
-        };
-        live.deliver(session, out);
-        first = false;
-        offset += length as u64;
-        if last {
-            return Ended::Completed(sent(offset));
+    }
+}
+
+/// The chunks to read next from `offset`: the one `permit` is for, then one more for each permit
+/// the window has free now, each charged to the quota before it is read. Returns their lengths
+/// and permits, and the terminal status when the quota refused the chunk after the last one
+/// (302 spent, 6 unreadable). An empty range (an empty file) is one chunk of 0 bytes.
+async fn batch(
+    plan: &Plan,
+    window: &Arc<Semaphore>,
+    permit: OwnedSemaphorePermit,
+    offset: u64,
+    meter: &mut Meter,
+) -> (Vec<usize>, Vec<OwnedSemaphorePermit>, Option<u16>) {
+    let chunk_bytes = plan.chunk_bytes.max(1);
+    let (mut lengths, mut permits, mut at) = (Vec::new(), vec![permit], offset);
+    loop {
+        let length = usize::try_from(plan.file.size - at).map_or(chunk_bytes, |left| left.min(chunk_bytes));
+        if length > 0 {
+            let refused = match meter.charge(length as u64).await {
+                Charge::Granted => None,
+                Charge::Spent => Some(QUOTA_EXCEEDED),
+                Charge::Failed => Some(crate::live::packets::INTERNAL_ERROR),
+            };
+            if refused.is_some() {
+                permits.truncate(lengths.len());
+                return (lengths, permits, refused);
+            }
+        }
+        lengths.push(length);
+        at += length as u64;
+        if at == plan.file.size {
+            return (lengths, permits, None);
+        }
+        match Arc::clone(window).try_acquire_owned() {
+            Ok(permit) => permits.push(permit),
+            Err(_) => return (lengths, permits, None),
         }
     }
 }
@@ -160,8 +217,8 @@ mod tests {
         Plan { id: PacketId { value: 7, quoted: false }, file, resume_at, chunk_bytes: 1000, window_chunks: 3 }
     }
 
-    fn reader(data: &[u8], from: u64) -> Reader {
-        Box::new(std::io::Cursor::new(data[from as usize..].to_vec()))
+    fn reader(data: &[u8], from: u64) -> Source {
+        Source::Store(Box::new(std::io::Cursor::new(data[from as usize..].to_vec())))
     }
 
     /// Takes every frame queued now: the binary chunks' metadata and bytes, or a text frame's
@@ -282,6 +339,30 @@ mod tests {
         assert_eq!(last["range_checksum"], hex::encode(Sha256::digest(&tail)));
         assert_eq!(last["file_checksum"], resumed.file.sha256.as_str());
         assert_eq!([received, tail].concat(), data);
+    }
+
+    /// A whole-file stream reports the version's recorded SHA-256 as its range checksum without
+    /// hashing (here a stand-in digest proves it is the recorded one); a resumed range is hashed.
+    #[tokio::test]
+    async fn only_a_resumed_range_is_hashed() {
+        let live = Arc::new(Live::new(LiveConfig::default()));
+        let session = Arc::new(LiveSession::new(IpAddr::from([127, 0, 0, 1]), 60));
+        let data = vec![5u8; 2_500];
+        for (resume_at, expected) in [(0, "recorded".to_string()), (700, hex::encode(Sha256::digest(&data[700..])))] {
+            let mut plan = plan(&data, resume_at);
+            plan.window_chunks = 10;
+            plan.file.sha256 = "recorded".into();
+            let (_stop_tx, mut stop) = watch::channel(None);
+            let mut source = reader(&data, resume_at);
+            let ended = pump(&live, &session, &plan, &mut source, &mut stop, &mut Meter::unlimited()).await;
+            assert_eq!(ended, Ended::Completed(2_500 - resume_at));
+            let frames = drain(&session);
+            let last = &frames.last().unwrap().0;
+            assert_eq!(
+                (last["range_checksum"].as_str(), last["file_checksum"].as_str()),
+                (Some(&*expected), Some("recorded"))
+            );
+        }
     }
 
     /// The quota refuses the fourth chunk: three go out, then a terminal 302.

@@ -160,8 +160,8 @@ async fn stream(ctx: &Ctx<'_>, id: PacketId, caller: Caller, file: Served, resum
         files.streamed.insert(file.name.clone(), file.version);
         (slot, serial)
     };
-    let reader = match catalog::open(state, &file, resume_at).await {
-        Ok(reader) => reader,
+    let source = match catalog::Source::open(state, &file, resume_at).await {
+        Ok(source) => source,
         Err(error) => {
             tracing::warn!(file = %file.name, version = file.version, %error, "file open failed");
             forget(session, &file.name, serial);
@@ -178,7 +178,7 @@ async fn stream(ctx: &Ctx<'_>, id: PacketId, caller: Caller, file: Served, resum
     let (state, live, session) = (state.clone(), live.clone(), session.clone());
     tokio::spawn(async move {
         let _slot = slot;
-        let ended = run(&state, &live, &session, &plan, reader, stop, &caller).await;
+        let ended = run(&state, &live, &session, &plan, source, stop, &caller).await;
         forget(&session, &plan.file.name, serial);
         catalog::record(&state, &plan.file, ended.bytes(), matches!(ended, Ended::Completed(_))).await;
     });
@@ -190,7 +190,7 @@ async fn run(
     live: &Arc<Live>,
     session: &Arc<LiveSession>,
     plan: &Plan,
-    mut reader: catalog::Reader,
+    mut source: catalog::Source,
     mut stop: watch::Receiver<Option<Stop>>,
     caller: &Caller,
 ) -> Ended {
@@ -198,7 +198,7 @@ async fn run(
     let holder = Holder::new(caller.app_id, &caller.identity);
     let planned = plan.file.size - plan.resume_at;
     let mut meter = state.files.quota.meter(holder, planned, Arc::new(move || commands.now().timestamp()));
-    transfer::pump(live, session, plan, &mut reader, &mut stop, &mut meter).await
+    transfer::pump(live, session, plan, &mut source, &mut stop, &mut meter).await
 }
 
 /// Drops a transfer's entry, unless a newer transfer of the name took it.

@@ -482,15 +482,16 @@ pub(crate) async fn revocations(
     held_meanwhile: usize,
     sources: usize,
 ) -> anyhow::Result<Revocation> {
-    let mut streams = Vec::with_capacity(keys.len());
-    for (i, key) in keys.iter().enumerate() {
-        let client_id = format!("revoked-{i:05}");
-        let opening = Opening { ws_key, client_id: &client_id, license: Some(key), subscribe: true };
-        streams.push(client::open(addr, client::source(i, sources), opening).await?);
-    }
     let before = sessions_on.metrics().await?;
     let (mut frames, mut answers) = (Vec::new(), Vec::new());
-    for (key, stream) in keys.iter().zip(&mut streams) {
+    // Each session is opened just before its revocation: a session this client is not reading
+    // answers no pings, and the server would close it if the revocations before it took longer
+    // than a ping interval (they do on the Postgres fallback of the nodes benchmark).
+    for (i, key) in keys.iter().enumerate() {
+        let client_id = format!("revoked-{key}");
+        let opening = Opening { ws_key, client_id: &client_id, license: Some(key), subscribe: true };
+        let mut stream = client::open(addr, client::source(i, sources), opening).await?;
+        let stream = &mut stream;
         let sent = Instant::now();
         let revoke = async {
             let answered =
@@ -507,6 +508,7 @@ pub(crate) async fn revocations(
             Ok(Some(201)) => frames.push(micros(received)),
             other => anyhow::bail!("revoking {key}: expected event 201, got {other:?}"),
         }
+        client::close(stream).await;
     }
     // The server counts a push just after writing its frame: the last one may not be counted
     // yet when its frame has arrived here.
@@ -518,9 +520,6 @@ pub(crate) async fn revocations(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    for stream in &mut streams {
-        client::close(stream).await;
-    }
     let revocation = Revocation {
         repetitions: frames.len(),
         client: Percentiles::of(&mut frames),

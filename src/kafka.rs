@@ -53,6 +53,11 @@ pub struct KafkaArgs {
     #[arg(help_heading = "Several nodes", long, env = "LICENSD_KAFKA_RELAY_POLL_MS", default_value_t = 50)]
     pub kafka_relay_poll_ms: u64,
 
+    /// Longest wait of the relay between two attempts after failures, in milliseconds (the wait
+    /// doubles from the relay poll, at least 500 ms; each attempt uses a new producer).
+    #[arg(help_heading = "Several nodes", long, env = "LICENSD_KAFKA_RELAY_BACKOFF_MAX_MS", default_value_t = 5000)]
+    pub kafka_relay_backoff_max_ms: u64,
+
     /// How long an event may wait for the relay, in milliseconds, before the other nodes take the
     /// relay as stalled (dead with its lease not yet expired, or cut off from the broker) and read
     /// the Postgres log until it publishes again. Below the lease TTL + renew, so that a dead
@@ -126,6 +131,7 @@ impl KafkaArgs {
             buffer: self.kafka_buffer,
             relay_batch: self.kafka_relay_batch,
             relay_poll: positive("LICENSD_KAFKA_RELAY_POLL_MS", self.kafka_relay_poll_ms)?,
+            relay_backoff_max: positive("LICENSD_KAFKA_RELAY_BACKOFF_MAX_MS", self.kafka_relay_backoff_max_ms)?,
             relay_stall: positive("LICENSD_KAFKA_RELAY_STALL_MS", self.kafka_relay_stall_ms)?,
             partitions: self.kafka_partitions,
             replication: self.kafka_replication,

@@ -694,7 +694,13 @@ fn kafka_env(broker: &Broker) -> Vec<(&'static str, String)> {
 }
 
 fn start_kafka_nodes(cluster: &Cluster, broker: &Broker) -> Vec<Server> {
-    let env = kafka_env(broker);
+    start_kafka_nodes_with(cluster, broker, &[])
+}
+
+/// Nodes A, B and C with [`kafka_env`] and `extra` settings after it.
+fn start_kafka_nodes_with(cluster: &Cluster, broker: &Broker, extra: &[(&'static str, &str)]) -> Vec<Server> {
+    let mut env = kafka_env(broker);
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     ["node-a", "node-b", "node-c"].iter().enumerate().map(|(i, name)| cluster.start_with(i, name, &env)).collect()
 }
@@ -850,11 +856,7 @@ fn a_fresh_broker_without_the_topic_gets_it_from_the_nodes_which_then_follow_kaf
     assert_eq!(broker.partitions(), 0, "the broker starts without the topic");
     // Every node creates the topic as soon as it sees it missing, so the three race for it; the
     // replication is left at its default, the broker's own.
-    let mut env = kafka_env(&broker);
-    env.push(("LICENSD_KAFKA_PARTITIONS", "4".to_string()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let nodes: Vec<Server> =
-        ["node-a", "node-b", "node-c"].iter().enumerate().map(|(i, name)| cluster.start_with(i, name, &env)).collect();
+    let nodes = start_kafka_nodes_with(&cluster, &broker, &[("LICENSD_KAFKA_PARTITIONS", "4")]);
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     wait_for_source(&[a, b, c], "kafka", Duration::from_secs(60));
     assert_eq!(broker.partitions(), 4, "the topic has LICENSD_KAFKA_PARTITIONS partitions");
@@ -871,12 +873,8 @@ fn a_relay_that_stops_publishing_while_the_broker_answers_sends_the_others_to_po
     let Some(broker) = Broker::start() else { return };
     let Some(cluster) = Cluster::new() else { return };
     // The frozen relay keeps its lease for the whole test: only the stall bound can notice it.
-    let mut env = kafka_env(&broker);
-    env.push(("LICENSD_LEASE_TTL_MS", "120000".to_string()));
-    env.push(("LICENSD_KAFKA_RELAY_STALL_MS", "1500".to_string()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let nodes: Vec<Server> =
-        ["node-a", "node-b", "node-c"].iter().enumerate().map(|(i, name)| cluster.start_with(i, name, &env)).collect();
+    let extra = [("LICENSD_LEASE_TTL_MS", "120000"), ("LICENSD_KAFKA_RELAY_STALL_MS", "1500")];
+    let nodes = start_kafka_nodes_with(&cluster, &broker, &extra);
     let all: Vec<&Server> = nodes.iter().collect();
     wait_for_source(&all, "kafka", Duration::from_secs(30));
     let owner = relay_owner(&all, Duration::from_secs(10));
@@ -1061,4 +1059,58 @@ fn with_the_broker_down_the_log_is_read_at_the_fallback_poll_not_once_per_probe(
     eprintln!("broker down, probe 6 s, fallback poll 200 ms: revocation on A -> push on C: {delays:?}");
     // Two fallback polls and the machine's slack; a read once per probe takes up to 6 s.
     assert!(delays[3] < Duration::from_secs(2), "pushes on the fallback waited for the probe: {delays:?}");
+}
+
+/// An outage longer than the relay's `message.timeout.ms` times its in-flight messages out:
+/// librdkafka's idempotent producer then cannot go on (the nodes benchmark saw "Unknown broker
+/// error" for every message once the broker was back, and every node stayed on the fallback).
+/// The relay builds a new producer and publishes again from its checkpoint.
+#[test]
+fn after_a_broker_outage_longer_than_the_message_timeout_the_relay_publishes_again() {
+    let Some(mut broker) = Broker::start() else { return };
+    let Some(cluster) = Cluster::new() else { return };
+    let nodes = start_kafka_nodes_with(&cluster, &broker, &[("LICENSD_KAFKA_OPTION_MESSAGE_TIMEOUT_MS", "2000")]);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    wait_for_source(&[a, b, c], "kafka", Duration::from_secs(30));
+    let relay = relay_owner(&[a, b, c], Duration::from_secs(10));
+    let (m, ws_key) = kafka_merchant(&cluster.nodes[0], a, "kafka-long-outage@example.com");
+    let license = m.license(a, json!({}));
+    converged(&[a, b, c], Duration::from_secs(10));
+
+    broker.stop();
+    // Writes all along the outage, which lasts three message timeouts: the relay's messages
+    // for them wait for the broker and time out.
+    let mut keys = Vec::new();
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(6) {
+        keys.push(m.license([a, b][keys.len() % 2], json!({})));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    wait_for_source(&[a, b, c], "postgres-fallback", Duration::from_secs(15));
+    let published = metric(&nodes[relay], "licensd_kafka_relay_published_total");
+    broker.resume();
+    wait_for_source(&[a, b, c], "kafka", Duration::from_secs(60));
+    keys.push(m.license(a, json!({})));
+    converged(&[a, b, c], Duration::from_secs(20));
+    assert!(
+        metric(&nodes[relay], "licensd_kafka_relay_published_total") > published,
+        "the relay published again after the outage"
+    );
+    // A revocation made now reaches node C's live session through Kafka (the log poll takes a
+    // minute and C follows Kafka).
+    let rt = client::runtime();
+    let mut ws = Ws::connect(&rt, &c.base);
+    assert_eq!(ws.init(&ws_key, "machine-1")["status"], 1);
+    assert_eq!(ws.call(json!({"type": 17, "id": 1000, "subscribed": true}))["status"], 1);
+    revocation_is_pushed(&m, &license, b, &mut ws, 0);
+    assert_eq!(metric(c, "licensd_log_source{source=\"kafka\"}"), 1.0, "node C still follows Kafka");
+    activated_on(c, &m, &license);
+    for key in &keys {
+        assert_eq!(validate(c, &m.app_id, &m.app_secret, key, "machine-1").0, 200, "{key} on node C");
+    }
+    drop(ws);
+    for (i, node) in nodes.into_iter().enumerate() {
+        node.terminate();
+        assert_model_matches_a_rebuild(&cluster.nodes[i], ["node-a", "node-b", "node-c"][i]);
+    }
 }

@@ -124,7 +124,9 @@ impl Follower {
                 _ = ticks.tick() => {
                     let gap = state.chain.waiting_since().is_some_and(|at| at.elapsed() >= self.config.gap);
                     let fallback = super::source() == LogSource::PostgresFallback
-                        && state.last_log_read.elapsed() >= self.config.fallback_poll;
+                        // Half a tick early rather than a tick late: a read ends just after a
+                        // tick, so the next tick finds a little less than the poll elapsed.
+                        && state.last_log_read.elapsed() + tick / 2 >= self.config.fallback_poll;
                     if gap {
                         count(&GAP_READS, 1);
                     }

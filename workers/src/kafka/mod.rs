@@ -36,6 +36,9 @@ pub struct KafkaConfig {
     pub relay_batch: usize,
     /// Longest wait of the relay between two reads of the log when nothing new was seen.
     pub relay_poll: Duration,
+    /// Longest wait of the relay between two attempts after failures (the wait doubles from
+    /// `relay_poll`, at least 500 ms).
+    pub relay_backoff_max: Duration,
     /// How old the oldest unpublished event may grow before followers take the relay as
     /// stalled and read the log instead.
     pub relay_stall: Duration,
@@ -101,6 +104,11 @@ static REJECTED: AtomicU64 = AtomicU64::new(0);
 static PUBLISHED: AtomicU64 = AtomicU64::new(0);
 /// Milliseconds from the commit of the relay's last acknowledged event to its acknowledgement.
 static RELAY_LAG_MS: AtomicU64 = AtomicU64::new(0);
+/// 1 while this node's relay fails to publish (from its first failed attempt to its next
+/// success).
+static RELAY_FAILING: AtomicU64 = AtomicU64::new(0);
+/// Producers the relay dropped after a failure to build a new one.
+static RELAY_RESTARTS: AtomicU64 = AtomicU64::new(0);
 
 /// The source this node follows now (`/healthz`).
 pub fn source() -> LogSource {
@@ -153,6 +161,11 @@ pub fn render(out: &mut String) {
             "Events this node's relay published and the broker acknowledged.",
             &PUBLISHED,
         ),
+        (
+            "licensd_kafka_relay_producer_restarts_total",
+            "Producers this node's relay replaced after a failed delivery or a fatal producer error.",
+            &RELAY_RESTARTS,
+        ),
     ];
     for (name, help, counter) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", load(counter));
@@ -161,5 +174,10 @@ pub fn render(out: &mut String) {
         out,
         "# HELP licensd_kafka_relay_lag_seconds Time from the commit of the relay's last published event to the broker's acknowledgement (0 on nodes not running the relay).\n# TYPE licensd_kafka_relay_lag_seconds gauge\nlicensd_kafka_relay_lag_seconds {:.3}",
         load(&RELAY_LAG_MS) as f64 / 1000.0
+    );
+    let _ = writeln!(
+        out,
+        "# HELP licensd_kafka_relay_failing 1 while this node's relay cannot publish (it retries with a new producer; the lag above is then its last success's).\n# TYPE licensd_kafka_relay_failing gauge\nlicensd_kafka_relay_failing {}",
+        load(&RELAY_FAILING)
     );
 }

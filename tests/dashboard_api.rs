@@ -436,6 +436,38 @@ fn the_overview_counts_a_seeded_day_from_the_roll_up_not_a_page_of_the_ledger() 
     });
 }
 
+/// On Postgres a catch-up reads only below the oldest transaction still running anywhere in the
+/// cluster: the license's page waits for that horizon to pass what was committed (as a lookup of
+/// a fresh key does) rather than answer a machine bound a moment ago without its binding time.
+#[test]
+fn a_machine_just_bound_shows_when_it_was_bound_while_a_transaction_runs_elsewhere_on_postgres() {
+    let Some(database) = common::temp_postgres() else { return };
+    let dir = common::TempDir::new();
+    let deployment = common::Deployment::postgres(&dir.0, &database.url);
+    let server = deployment.start_with(RELAXED);
+    let m = deployment.merchant_with_credits(&server, "horizon@example.com", 20);
+    let key = m.license(&server, json!({}));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // A transaction with an id, open in another database of the cluster: it pins the horizon.
+    let admin = std::env::var("LICENSD_TEST_POSTGRES_URL").unwrap();
+    let holder = runtime.block_on(async {
+        let mut tx = sqlx::PgPool::connect(&admin).await.unwrap().begin().await.unwrap();
+        sqlx::query("SELECT pg_current_xact_id()").execute(&mut *tx).await.unwrap();
+        tx
+    });
+    let body = json!({ "appId": m.app_id, "appSecret": m.app_secret, "licenseKey": key, "hwid": "pc-1",
+                       "nonce": format!("{:032x}", 1) });
+    assert_eq!(server.auth("/auth/validate", &body).0, 200);
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        runtime.block_on(holder.commit()).unwrap();
+    });
+    let (status, license) = server.get(&m.api_key, &format!("/v1/licenses/{key}"));
+    release.join().unwrap();
+    assert_eq!(status, 200, "{license}");
+    assert!(license["machines"][0]["boundAt"].as_str().is_some_and(|at| at.ends_with('Z')), "{license}");
+}
+
 #[test]
 fn one_bound_machine_is_released_and_machines_show_when_they_were_bound_and_last_seen() {
     on_both_backends(RELAXED, |deployment, server| {

@@ -166,6 +166,9 @@ impl AppState {
         projection: Arc<dyn licensd_projections::SqlProjection>,
     ) -> Result<(), ProjectionError> {
         let store = self.commands.store().clone();
+        // On Postgres the catch-up reads only below the oldest transaction still running: without
+        // this wait, a write answered a moment ago could be missing while any other one is open.
+        store.settle(SETTLE_TIMEOUT).await?;
         licensd_projections::SqlRunner::new(store, projection, Default::default()).catch_up().await.map(drop)
     }
 

@@ -347,30 +347,14 @@ impl BlobGc {
     /// every `orphans_every`, for as long as the process runs.
     pub fn start_sweeps(self: &Arc<Self>, blobs: Arc<dyn BlobStore>, every: Duration, orphans_every: Duration) {
         let (gc, pending_blobs) = (Arc::clone(self), Arc::clone(&blobs));
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every.max(Duration::from_secs(1)));
-            loop {
-                ticks.tick().await;
-                match gc.sweep(pending_blobs.as_ref()).await {
-                    Ok(0) => {}
-                    Ok(removed) => tracing::info!(removed, "unreferenced file bytes removed"),
-                    Err(error) => tracing::warn!(%error, "the file store's sweep failed; it runs again later"),
-                }
-            }
+        repeat(every, "pending removals", move || {
+            let (gc, blobs) = (Arc::clone(&gc), Arc::clone(&pending_blobs));
+            async move { gc.sweep(blobs.as_ref()).await }
         });
         let gc = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(orphans_every.max(Duration::from_secs(1)));
-            loop {
-                ticks.tick().await;
-                match gc.sweep_orphans(blobs.as_ref()).await {
-                    Ok(0) => {}
-                    Ok(removed) => tracing::info!(removed, "file bytes no version recorded removed"),
-                    Err(error) => {
-                        tracing::warn!(%error, "the sweep of unrecorded file bytes failed; it runs again later")
-                    }
-                }
-            }
+        repeat(orphans_every, "unrecorded bytes", move || {
+            let (gc, blobs) = (Arc::clone(&gc), Arc::clone(&blobs));
+            async move { gc.sweep_orphans(blobs.as_ref()).await }
         });
     }
 
@@ -399,6 +383,29 @@ impl BlobGc {
             tracing::warn!(%error, "bytes pending removal not collected; the sweep tries again");
         }
     }
+}
+
+/// Runs `sweep` now and then every `every` (at least a second) for as long as the process runs,
+/// logging what it removed and, when it fails, that it runs again at the next tick.
+fn repeat<F, Fut, E>(every: Duration, what: &'static str, sweep: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<u64, E>> + Send,
+    E: std::fmt::Display,
+{
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every.max(Duration::from_secs(1)));
+        loop {
+            ticks.tick().await;
+            match sweep().await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, sweep = what, "file bytes removed from the store"),
+                Err(error) => {
+                    tracing::warn!(%error, sweep = what, "a sweep of the file store failed; it runs again later")
+                }
+            }
+        }
+    });
 }
 
 /// Whether a claim lapsing at `until` still leaves room for one more removal: stop well before

@@ -561,9 +561,11 @@ async fn run_suite(args: SuiteArgs) -> anyhow::Result<()> {
     let results = suite::run(&options).await?;
     let command = "cargo run --release -p licensd-bench -- suite";
     let markdown = report::markdown(&results, &options, &machine_description(), command);
-    std::fs::write(&output, markdown)?;
+    let previous = std::fs::read_to_string(&output).unwrap_or_default();
+    std::fs::write(&output, report::with_kept_sections(&markdown, &previous))?;
     let json_path = output.with_extension("json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&results)?)?;
+    let previous = std::fs::read_to_string(&json_path).unwrap_or_default();
+    std::fs::write(&json_path, report::with_kept_json(&serde_json::to_value(&results)?, &previous)?)?;
     eprintln!("wrote {} and {}", output.display(), json_path.display());
     Ok(())
 }

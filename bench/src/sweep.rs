@@ -14,6 +14,9 @@ pub const P99_BOUND: Duration = Duration::from_millis(50);
 /// sweep takes about a minute; the last steps go past the reference, where an open loop can
 /// still be held when the closed loop's clients were too few to saturate.
 const STEPS: [f64; 9] = [0.4, 0.55, 0.7, 0.85, 1.0, 1.15, 1.3, 1.5, 1.75];
+/// Shares tried, highest first, when even the first step was not held (a loaded machine): a
+/// held rate found lower down is a figure; a sweep that holds nothing says nothing.
+const LOWER_STEPS: [f64; 3] = [0.2, 0.1, 0.05];
 /// Verified answers a held rate must get, of those sent.
 const HELD_SHARE: f64 = 0.99;
 
@@ -46,29 +49,50 @@ pub async fn run(target: &Target, workload: Workload, reference: f64, step: Dura
     let mut steps = Vec::new();
     let mut held_rate: f64 = 0.0;
     for share in STEPS {
-        let rate = (reference * share).round().max(1.0);
-        let spec = LoadSpec {
-            workload,
-            mode: Mode::Open { rate, max_outstanding: 8192 },
-            warmup: Duration::from_secs(1),
-            duration: step,
-            timeout: Duration::from_secs(10),
-        };
-        let report = load::run(target, spec).await?;
-        let ok = held(&report);
-        eprintln!(
-            "     {:>7.0} req/s: p99 {:>7} µs, {} of {} verified{}",
-            rate,
-            report.latency_all.p99,
-            report.verified,
-            report.sent,
-            if ok { "" } else { " (not held)" }
-        );
-        steps.push(Step { rate, held: ok, report });
+        let step = offer(target, workload, (reference * share).round().max(1.0), step).await?;
+        let ok = step.held;
+        if ok {
+            held_rate = held_rate.max(step.rate);
+        }
+        steps.push(step);
         if !ok {
             break;
         }
-        held_rate = held_rate.max(rate);
+    }
+    if held_rate == 0.0 {
+        for share in LOWER_STEPS {
+            let step = offer(target, workload, (reference * share).round().max(1.0), step).await?;
+            let ok = step.held;
+            if ok {
+                held_rate = step.rate;
+            }
+            steps.push(step);
+            if ok {
+                break;
+            }
+        }
     }
     Ok(Sweep { call: workload.name(), reference, steps, held_rate })
+}
+
+/// One step: `rate` req/s for `duration` after a second's warm-up.
+async fn offer(target: &Target, workload: Workload, rate: f64, duration: Duration) -> anyhow::Result<Step> {
+    let spec = LoadSpec {
+        workload,
+        mode: Mode::Open { rate, max_outstanding: 8192 },
+        warmup: Duration::from_secs(1),
+        duration,
+        timeout: Duration::from_secs(10),
+    };
+    let report = load::run(target, spec).await?;
+    let ok = held(&report);
+    eprintln!(
+        "     {:>7.0} req/s: p99 {:>7} µs, {} of {} verified{}",
+        rate,
+        report.latency_all.p99,
+        report.verified,
+        report.sent,
+        if ok { "" } else { " (not held)" }
+    );
+    Ok(Step { rate, held: ok, report })
 }

@@ -443,17 +443,28 @@ impl HotModel {
     /// of them, so a reader that decoded a page elsewhere applies it without paying per event.
     pub fn apply_decoded<'a>(&self, events: impl IntoIterator<Item = (LogEvent<'a>, Option<&'a AnyEvent>)>) {
         let _applying = self.applying.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut last = None;
+        let mut last: Option<LogEvent<'a>> = None;
         let mut applied = 0;
+        // Only this thread moves the position while the apply lock is held.
+        let mut at = self.position();
         for (event, decoded) in events {
-            if event.position <= self.position() {
+            if event.position <= at {
                 continue;
             }
             self.apply_one(&event, decoded);
+            at = event.position;
+            // Moved per event while anyone may look mid-page (a `wait_for` waiting, a listener),
+            // so a waiter never waits for the rest of a page; otherwise once per page (a replay
+            // with nobody watching skipped a lock and a wake-up per event). A waiter arriving
+            // after this check reads the position, waits, and is woken at the page's end.
+            if self.position.receiver_count() > 0 || self.listener.get().is_some() {
+                self.advance(at);
+            }
             last = Some(event);
             applied += 1;
         }
         if let Some(last) = last {
+            self.advance(at);
             // Read only under the apply lock (by snapshots), so noting the page's last is enough.
             self.remember_last(&last);
             self.applied_events.fetch_add(applied, std::sync::atomic::Ordering::Relaxed);
@@ -474,12 +485,14 @@ impl HotModel {
         }
         let event = event.as_log_event();
         self.apply_one(&event, decoded);
+        self.advance(event.position);
         self.remember_last(&event);
         self.applied_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Chained::Applied
     }
 
-    /// One event after the model's position; the caller holds the apply lock.
+    /// One event after the model's position; the caller holds the apply lock and moves the
+    /// position after it.
     fn apply_one(&self, event: &LogEvent<'_>, decoded: Option<&AnyEvent>) {
         let id = StreamCategory::parse(event.stream_id).map(|(_, id)| id).unwrap_or_default();
         if decoded.is_none() {
@@ -521,11 +534,14 @@ impl HotModel {
             };
             listener.applied(self, &applied);
         }
-        // Moved per event: a reader waiting for a position never waits for the rest of a page.
+    }
+
+    /// Moves the position forward to `to` (never back), waking whoever waits for it.
+    fn advance(&self, to: Position) {
         self.position.send_if_modified(|p| {
-            let advanced = event.position > *p;
+            let advanced = to > *p;
             if advanced {
-                *p = event.position;
+                *p = to;
             }
             advanced
         });

@@ -1,6 +1,7 @@
 //! The auth hot path's read model: everything `/auth/*` needs, in memory, no SQL on a request.
 //! State changes reuse the domain's own `evolve`, so the read model cannot drift from the rules.
 
+use crate::digest::ModelDigest;
 use crate::nonces::{Nonces, DEFAULT_NONCE_CAP};
 use crate::ProjectionError;
 use dashmap::mapref::entry::Entry;
@@ -12,7 +13,6 @@ use licensd_domain::license::{License, LicenseEvent, LicenseState};
 use licensd_domain::{AccountId, Aggregate, AnyEvent, ApiKeyId, AppId, LicenseKey, StreamCategory};
 use licensd_store::{LogEvent, Position, RecordedEvent};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -443,17 +443,28 @@ impl HotModel {
     /// of them, so a reader that decoded a page elsewhere applies it without paying per event.
     pub fn apply_decoded<'a>(&self, events: impl IntoIterator<Item = (LogEvent<'a>, Option<&'a AnyEvent>)>) {
         let _applying = self.applying.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut last = None;
+        let mut last: Option<LogEvent<'a>> = None;
         let mut applied = 0;
+        // Only this thread moves the position while the apply lock is held.
+        let mut at = self.position();
         for (event, decoded) in events {
-            if event.position <= self.position() {
+            if event.position <= at {
                 continue;
             }
             self.apply_one(&event, decoded);
+            at = event.position;
+            // Moved per event while anyone may look mid-page (a `wait_for` waiting, a listener),
+            // so a waiter never waits for the rest of a page; otherwise once per page (a replay
+            // with nobody watching skipped a lock and a wake-up per event). A waiter arriving
+            // after this check reads the position, waits, and is woken at the page's end.
+            if self.position.receiver_count() > 0 || self.listener.get().is_some() {
+                self.advance(at);
+            }
             last = Some(event);
             applied += 1;
         }
         if let Some(last) = last {
+            self.advance(at);
             // Read only under the apply lock (by snapshots), so noting the page's last is enough.
             self.remember_last(&last);
             self.applied_events.fetch_add(applied, std::sync::atomic::Ordering::Relaxed);
@@ -474,12 +485,14 @@ impl HotModel {
         }
         let event = event.as_log_event();
         self.apply_one(&event, decoded);
+        self.advance(event.position);
         self.remember_last(&event);
         self.applied_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Chained::Applied
     }
 
-    /// One event after the model's position; the caller holds the apply lock.
+    /// One event after the model's position; the caller holds the apply lock and moves the
+    /// position after it.
     fn apply_one(&self, event: &LogEvent<'_>, decoded: Option<&AnyEvent>) {
         let id = StreamCategory::parse(event.stream_id).map(|(_, id)| id).unwrap_or_default();
         if decoded.is_none() {
@@ -521,11 +534,14 @@ impl HotModel {
             };
             listener.applied(self, &applied);
         }
-        // Moved per event: a reader waiting for a position never waits for the rest of a page.
+    }
+
+    /// Moves the position forward to `to` (never back), waking whoever waits for it.
+    fn advance(&self, to: Position) {
         self.position.send_if_modified(|p| {
-            let advanced = event.position > *p;
+            let advanced = to > *p;
             if advanced {
-                *p = event.position;
+                *p = to;
             }
             advanced
         });
@@ -827,32 +843,28 @@ impl HotModel {
         }
     }
 
-    /// A digest of the whole model, independent of insertion order: equal digests mean equal
-    /// models (used to prove that a rebuild from zero matches live processing).
-    pub fn digest(&self) -> String {
-        fn lines<K, V>(map: &DashMap<K, V>) -> Vec<String>
-        where
-            K: Eq + std::hash::Hash + std::fmt::Debug,
-            V: std::fmt::Debug,
-        {
-            let mut lines: Vec<String> = map.iter().map(|e| format!("{:?}={:?}", e.key(), e.value())).collect();
-            lines.sort_unstable();
-            lines
-        }
-        let mut hasher = Sha256::new();
-        let sections =
-            [lines(&self.licenses), lines(&self.apps), lines(&self.accounts), lines(&self.api_keys), lines(&self.burn)];
-        let nonces = self.nonces.live_keys().iter().map(hex::encode).collect();
-        let users = [lines(&self.users.by_id), lines(&self.users.by_login), lines(&self.users.licenses)];
-        let sections = sections.into_iter().chain([lines(&self.connections), lines(&self.logins), nonces]).chain(users);
-        for section in sections {
-            for line in section {
-                hasher.update(line.as_bytes());
-                hasher.update(b"\n");
-            }
-            hasher.update(b"--\n");
-        }
-        hex::encode(hasher.finalize())
+    /// A digest of the whole model at one instant, independent of insertion order: equal
+    /// digests mean equal models (used to prove that a rebuild from zero matches live
+    /// processing and a snapshot). See `digest.rs` for the construction.
+    pub fn digest(&self) -> Result<String, serde_json::Error> {
+        // As a snapshot does: no event applied and no own append recorded while it is read.
+        let _applying = self.applying.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _recording = self.capturing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut digest = ModelDigest::new();
+        digest
+            .map("licenses", &self.licenses)?
+            .shared_map("apps", &self.apps)?
+            .map("accounts", &self.accounts)?
+            .map("api_keys", &self.api_keys)?
+            .map("burn", &self.burn)?
+            .map("connections", &self.connections)?
+            .map("logins", &self.logins)?
+            .section("nonces", &self.nonces.live_keys())
+            .map("app_users", &self.users.by_id)?
+            .map("user_logins", &self.users.by_login)?
+            .map("user_licenses", &self.users.licenses)?
+            .shared_map("files", &self.files.by_name)?;
+        Ok(digest.finish())
     }
 }
 
@@ -918,7 +930,7 @@ pub(crate) mod tests {
         let (bytes, _) = model.snapshot_bytes().unwrap();
         let mut restored = HotModel::default();
         restored.restore_snapshot(&bytes).unwrap();
-        assert_eq!(restored.digest(), model.digest());
+        assert_eq!(restored.digest().unwrap(), model.digest().unwrap());
 
         // The tail reads both back: the license is not bound twice, the bill is counted once.
         let (bound, billed) = (recorded(4, stream.clone(), 2, &bound), recorded(5, stream, 3, &billed));
@@ -926,7 +938,7 @@ pub(crate) mod tests {
             model.apply(event).unwrap();
             restored.apply(event).unwrap();
         }
-        assert_eq!(restored.digest(), model.digest(), "snapshot + tail = live");
+        assert_eq!(restored.digest().unwrap(), model.digest().unwrap(), "snapshot + tail = live");
         assert_eq!(restored.account(account_id).unwrap().balance, 9, "the bill counted once after a restore");
         assert!(restored.nonce_seen(app_id, "n"));
         assert_eq!(model.license_versioned(&key), Some((ahead, 3)));
@@ -1003,6 +1015,80 @@ pub(crate) mod tests {
         assert_eq!(model.account(account_id).unwrap().balance, grants);
     }
 
+    /// Licenses created in `order`, one stream each (`slots` picks each one's HWID slots).
+    fn model_of(keys: &[LicenseKey], order: impl Iterator<Item = usize>, slots: impl Fn(usize) -> u8) -> HotModel {
+        let (model, now) = (HotModel::default(), chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap());
+        let (account_id, app_id) = (AccountId(uuid::Uuid::from_u128(1)), AppId(uuid::Uuid::from_u128(2)));
+        let account = StreamCategory::Account.stream_id(account_id);
+        model.apply(&recorded(1, account, 1, &AccountEvent::AccountCreated { account_id, created_at: now })).unwrap();
+        for (seq, n) in order.enumerate() {
+            let created = LicenseEvent::LicenseCreated {
+                key: keys[n].clone(),
+                app_id,
+                account_id,
+                expires_at: None,
+                max_hwid_slots: slots(n),
+                label: Some(format!("license {n}")),
+                created_at: now,
+            };
+            model.apply(&recorded(seq as i64 + 2, StreamCategory::License.stream_id(&keys[n]), 1, &created)).unwrap();
+        }
+        model
+    }
+
+    /// The content hash covers every field of every entry and not the order entries arrived
+    /// in, both below and above the size from which a map is hashed on several threads.
+    #[test]
+    fn the_content_hash_is_the_content_not_the_insertion_order() {
+        for count in [5, 20_000] {
+            // Five bits of `n` per character (a key keeps five bits of each byte).
+            let key = |n: usize| LicenseKey::from_random(std::array::from_fn(|i| (n >> (5 * i.min(12))) as u8 & 31));
+            let keys: Vec<_> = (0..count).map(key).collect();
+            let in_order = model_of(&keys, 0..count, |_| 2);
+            let reversed = model_of(&keys, (0..count).rev(), |_| 2);
+            assert_eq!(in_order.licenses.len(), count);
+            assert_eq!(reversed.digest().unwrap(), in_order.digest().unwrap(), "{count}: same content");
+            let one_differs = model_of(&keys, 0..count, |n| if n == count / 2 { 3 } else { 2 });
+            assert_ne!(one_differs.digest().unwrap(), in_order.digest().unwrap(), "{count}: one field of one license");
+            let one_missing = model_of(&keys, 1..count, |_| 2);
+            assert_ne!(one_missing.digest().unwrap(), in_order.digest().unwrap(), "{count}: one license fewer");
+        }
+    }
+
+    /// Two models given the same app events hash alike, though a security list holds its
+    /// entries in a hash set too, iterated in a different order in each model.
+    #[test]
+    fn equal_security_lists_hash_alike() {
+        use licensd_domain::app::{AppCommand, AppEvent, SigningKey};
+        use licensd_domain::{Sealed, SecurityListsUpdate};
+        let (account_id, app_id, now) = (AccountId::new(), AppId::new(), Utc::now());
+        let signing_key =
+            SigningKey { key_id: "k1".into(), public_key: "AAAA".into(), private_key: Sealed("sealed".into()) };
+        let created = AppEvent::AppCreated {
+            app_id,
+            account_id,
+            name: "lists".into(),
+            secret: Sealed("sealed".into()),
+            signing_key,
+            created_at: now,
+        };
+        let hwids = (0..40).map(|n| format!("hwid-{n}")).collect();
+        let update = SecurityListsUpdate { hwid_blacklist: Some(hwids), ..Default::default() };
+        let mut events = vec![created.clone()];
+        events.extend(AppState::fold(&events).decide(AppCommand::SetSecurityLists(update), now).unwrap());
+        let stream = StreamCategory::App.stream_id(app_id);
+        let model_of = || {
+            let model = HotModel::default();
+            for (n, event) in events.iter().enumerate() {
+                model.apply(&recorded(n as i64 + 1, stream.clone(), n as u64 + 1, event)).unwrap();
+            }
+            model
+        };
+        let (one, other) = (model_of(), model_of());
+        assert_eq!(one.app(app_id).unwrap().lists.effective().hwid_blacklist.len(), 40);
+        assert_eq!(one.digest().unwrap(), other.digest().unwrap());
+    }
+
     /// Bills applied out of minute order (own ones recorded ahead, other nodes' from the log)
     /// leave the same burn buckets, and so the same content hash, as in order.
     #[test]
@@ -1019,6 +1105,6 @@ pub(crate) mod tests {
         let buckets = |model: &HotModel| model.burn.get(&app_id).unwrap().iter().copied().collect::<Vec<_>>();
         assert_eq!(buckets(&in_order), vec![(27, 2), (28, 2), (30, 1)]);
         assert_eq!(buckets(&shuffled), buckets(&in_order));
-        assert_eq!(shuffled.digest(), in_order.digest());
+        assert_eq!(shuffled.digest().unwrap(), in_order.digest().unwrap());
     }
 }

@@ -6,6 +6,7 @@
 //!   checkpoint moves in the same transaction as their rows.
 //! - Snapshots of the [`HotModel`] (`snapshot.rs`), so a start-up replays only the log's tail.
 
+mod digest;
 mod error;
 mod file_counters;
 mod files;

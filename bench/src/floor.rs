@@ -118,7 +118,11 @@ pub async fn serve(listener: tokio::net::TcpListener, durable_url: Option<&str>)
         Some(url) => {
             let store = Store::connect(url, &StoreOptions::durable()).await?;
             store.migrate().await?;
-            Some(Writer::spawn(store, WriterConfig::default()).0)
+            // licensd's own setting, so a deeper or shallower pipeline can be tried here first.
+            let pipeline = std::env::var("LICENSD_WRITE_PIPELINE").ok().and_then(|p| p.parse().ok());
+            let config =
+                WriterConfig { pipeline: pipeline.unwrap_or(WriterConfig::default().pipeline), ..Default::default() };
+            Some(Writer::spawn(store, config).0)
         }
         None => None,
     };

@@ -4,6 +4,7 @@
 
 pub mod append;
 pub mod deployment;
+pub mod durable;
 pub mod files;
 pub mod fixture;
 pub mod floor;

@@ -99,6 +99,23 @@ enum Cmd {
         #[arg(long)]
         durable: Option<String>,
     },
+    /// The floor and the durable floor alone, in alternating rounds (prints JSON): what a change
+    /// to the write path does to the durable floor's ratio, without the suite.
+    DurableFloor {
+        /// Postgres instead of SQLite (`synchronous=full`).
+        #[arg(long)]
+        postgres: bool,
+        #[arg(long, env = "LICENSD_BENCH_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        postgres_url: String,
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 2.0)]
+        warmup_secs: f64,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
 }
 
 /// Live sessions alone: held sessions (memory, idle CPU), single revocations, fan-out, and
@@ -305,6 +322,19 @@ fn main() -> anyhow::Result<()> {
                 licensd_bench::floor::serve(listener, durable.as_deref()).await
             }
             Cmd::Load(args) => run_load(args).await,
+            Cmd::DurableFloor { postgres, postgres_url, rounds, concurrency, warmup_secs, seconds } => {
+                let options = licensd_bench::durable::DurableOptions {
+                    backend: if postgres { Backend::Postgres } else { Backend::Sqlite },
+                    postgres_url,
+                    rounds,
+                    concurrency,
+                    warmup: Duration::from_secs_f64(warmup_secs),
+                    duration: Duration::from_secs_f64(seconds),
+                };
+                let rounds = licensd_bench::durable::run(&options).await?;
+                println!("{}", serde_json::to_string_pretty(&rounds)?);
+                Ok(())
+            }
             Cmd::Append { database, events, batch } => {
                 let backend = if database.starts_with("sqlite:") { "SQLite" } else { "Postgres" };
                 let figures = licensd_bench::append::run(&database, backend, events, batch).await?;

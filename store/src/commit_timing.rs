@@ -1,7 +1,8 @@
 //! How long the COMMIT of an event-log append takes, apart from the inserts before it. That is
 //! where the append waits for durability: on SQLite (WAL mode) the COMMIT writes the transaction's
-//! WAL frames and, with `synchronous=FULL` (the default), fsyncs the WAL file, while the inserts
-//! only touched the page cache; on Postgres it is the round trip of the COMMIT, in which the server
+//! WAL frames and, with `synchronous=full` (the default), the wait for the `fdatasync` of the WAL
+//! file that covers it (taken after the COMMIT, outside SQLite's write lock: see `wal_sync`),
+//! while the inserts only touched the page cache; on Postgres it is the round trip of the COMMIT, in which the server
 //! flushes its WAL up to the commit record (an fsync, unless `synchronous_commit` is off). The
 //! caller (the group-commit writer) runs the append inside [`commit_timing_scope`] and gets the
 //! time back; appends outside a scope are not timed.

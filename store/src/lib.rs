@@ -19,6 +19,7 @@ mod sqlite_scan;
 pub mod testing;
 pub mod trace;
 mod types;
+mod wal_sync;
 
 pub use append::UPSERT_PII;
 pub use backup::{backup_sqlite, sqlite_event_lines, sqlite_files, sqlite_log_file};
@@ -166,9 +167,10 @@ impl Store {
         let (pages_in, pages) = tokio::sync::mpsc::channel::<T>(2);
         let reader = match self {
             Self::Sqlite(s) => {
-                let log_file = s.log_file().to_path_buf();
+                let (log_file, visible_below) = (s.log_file().to_path_buf(), s.visible_below());
                 tokio::task::spawn_blocking(move || {
-                    sqlite_scan::scan(&log_file, after, batch, |page| pages_in.blocking_send(prepare(page)).is_ok())
+                    let read = |page| pages_in.blocking_send(prepare(page)).is_ok();
+                    sqlite_scan::scan(&log_file, after, batch, visible_below, read)
                 })
             }
             Self::Postgres(s) => {

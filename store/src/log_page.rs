@@ -92,6 +92,15 @@ impl LogPage {
         page
     }
 
+    /// Drops the rows at or past position `seq` (the page is in position order); tells whether
+    /// it dropped any.
+    pub(crate) fn keep_below(&mut self, seq: i64) -> bool {
+        let keep = self.rows.partition_point(|row| row.position.seq < seq);
+        let cut = keep < self.rows.len();
+        self.rows.truncate(keep);
+        cut
+    }
+
     pub fn len(&self) -> usize {
         self.rows.len()
     }

@@ -85,12 +85,13 @@ where
 /// Runs `$body` inside a transaction of whichever backend, committing when it yields; on SQLite
 /// the transaction is begun by `$sqlite_begin` (the log's writer or the read models' connection).
 macro_rules! in_tx {
-    ($store:expr, $sqlite_begin:ident, |$tx:ident| $body:expr) => {
+    ($store:expr, $sqlite_begin:ident, $sqlite_durable:ident, |$tx:ident| $body:expr) => {
         match $store {
             Store::Sqlite(s) => {
                 let mut $tx = s.$sqlite_begin().await?;
                 let out = $body;
                 $tx.commit().await?;
+                s.$sqlite_durable().await?;
                 out
             }
             Store::Postgres(s) => {
@@ -106,7 +107,7 @@ macro_rules! in_tx {
 /// Runs `$body` inside a write transaction of the log's writer, committing when it yields.
 macro_rules! in_write_tx {
     ($store:expr, |$tx:ident| $body:expr) => {
-        in_tx!($store, begin_write, |$tx| $body)
+        in_tx!($store, begin_write, log_durable, |$tx| $body)
     };
 }
 
@@ -114,7 +115,7 @@ macro_rules! in_write_tx {
 /// and connection (never the event writer's), on Postgres the same database.
 macro_rules! in_projection_tx {
     ($store:expr, |$tx:ident| $body:expr) => {
-        in_tx!($store, begin_projection, |$tx| $body)
+        in_tx!($store, begin_projection, projection_durable, |$tx| $body)
     };
 }
 
@@ -266,7 +267,11 @@ impl Store {
             }};
         }
         let rows = match self {
-            Store::Sqlite(s) => run!(&s.writer),
+            Store::Sqlite(s) => {
+                let rows = run!(&s.writer);
+                s.log_durable().await?;
+                rows
+            }
             Store::Postgres(s) => run!(&s.pool),
         };
         Ok(rows)

@@ -2,6 +2,7 @@
 //! One writer commits in sequence order, so plain `position` order is a safe global order.
 
 use crate::append::{append_all, AppendTx, Inserted, PlannedRow, StoredId, ANY_HEAD, STREAM_VERSION_SQL, UPSERT_PII};
+use crate::wal_sync::WalSync;
 use crate::{
     AppendPaths, AppendResult, EncodedAppend, EncodedEvent, EventStore, PiiRow, Position, RecordedEvent, StoreError,
     StoreOptions, StreamPage,
@@ -36,14 +37,26 @@ pub struct SqliteStore {
     /// Copies the WAL back into the database file, so the group-commit writer never does.
     checkpointer: SqlitePool,
     paths: Arc<AppendPaths>,
+    /// With `synchronous=full` asked for: the writer's commits are made durable outside SQLite's
+    /// write lock (see [`crate::wal_sync`]); `None` when `normal` was asked for (no sync at all).
+    wal_sync: Option<Arc<WalSync>>,
 }
 
 /// Whether a writing connection (the log's or the read models') can start a transaction. A statement or `COMMIT` failing with
 /// SQLITE_FULL or an I/O error makes SQLite roll the transaction back by itself; sqlx still counts
 /// it as open and would refuse every later `BEGIN` ("non-zero transaction depth"), so writes would
 /// never recover once the disk had room again. Such a connection is closed and replaced.
+///
+/// Only a connection sqlx still counts inside a transaction is probed: that count is a plain
+/// read on this side, while the probe (`BEGIN` and `ROLLBACK`) is two round trips to SQLite's
+/// thread, which on the log's writer were a third of every group commit's hand-offs. A count
+/// of zero is never wrong in the way this guards against (sqlx only fails to lower it), and a
+/// rollback still queued behind the release shows as a count above zero, so it is probed.
 async fn can_begin(connection: &mut sqlx::SqliteConnection) -> bool {
     use sqlx::Connection;
+    if !connection.is_in_transaction() {
+        return true;
+    }
     // `begin_with`, not `begin`: at a miscounted depth `begin` quietly opens a savepoint instead.
     match connection.begin_with("BEGIN").await {
         Ok(probe) => probe.rollback().await.is_ok(),
@@ -81,12 +94,29 @@ impl SqliteStore {
             format!("ATTACH DATABASE '{}' AS readmodels", read_models.display().to_string().replace('\'', "''")).into();
         // A commit that crosses the auto-checkpoint threshold would copy the WAL into the
         // database file inside the writer's commit, stalling every append queued behind it.
+        // `synchronous=NORMAL` on this connection only: its COMMIT writes the WAL without the
+        // fsync, which `WalSync` does after the write lock is released and before any answer.
+        // No ping before each acquire (sqlx's default): the connection is in this process and
+        // cannot drop like a socket, and the ping was one more round trip to SQLite's thread per
+        // group commit.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .after_release(|connection, _| Box::pin(async move { Ok(can_begin(connection).await) }))
-            .connect_with(base.clone().create_if_missing(true).pragma("wal_autocheckpoint", "0"))
+            .connect_with(
+                base.clone()
+                    .create_if_missing(true)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .pragma("wal_autocheckpoint", "0"),
+            )
             .await?;
+        let wal_sync = options.sqlite_synchronous_full.then(|| Arc::new(WalSync::new(&log_file)));
+        if let Some(wal_sync) = &wal_sync {
+            // A process that died before its sync can have left commits that this one reads
+            // from the page cache and must not build on before they are durable.
+            wal_sync.sync_now().await?;
+        }
         // Rows cross from SQLite's thread one message each; a buffer the size of a log page lets
         // a whole page through without a thread hand-off per row (start-up reads millions).
         let reader = SqlitePoolOptions::new()
@@ -103,7 +133,7 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(base.busy_timeout(Duration::from_millis(RESTART_WAIT_MS)))
             .await?;
-        Ok(Self { writer, reader, projector, log_file, checkpointer, paths: Arc::default() })
+        Ok(Self { writer, reader, projector, log_file, checkpointer, paths: Arc::default(), wal_sync })
     }
 
     /// The read models' file first, then the rows only the log's file has (a data folder from
@@ -112,7 +142,7 @@ impl SqliteStore {
         sqlx::migrate!("../migrations/sqlite-read").run(&self.projector).await?;
         self.move_delivery_bookkeeping().await?;
         sqlx::migrate!("../migrations/sqlite").run(&self.writer).await?;
-        Ok(())
+        self.log_durable().await
     }
 
     /// Copies webhook deliveries (their attempts are not in the log) from the log's file into
@@ -169,6 +199,36 @@ impl SqliteStore {
             }
         }
         Ok(frames)
+    }
+
+    /// Waits until every write committed on the log's connection so far is on disk (at once
+    /// when `synchronous=normal` was asked for). Every write on that connection calls this
+    /// after its commit and before its caller hears of it.
+    pub(crate) async fn log_durable(&self) -> Result<(), StoreError> {
+        match &self.wal_sync {
+            Some(wal_sync) => wal_sync.durable(wal_sync.committed()).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The read models' connection keeps `synchronous=FULL`: its commits are durable already.
+    pub(crate) async fn projection_durable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Positions at or past this may be commits not yet synced; readers of the log's tail stop
+    /// below it (see [`crate::wal_sync`]). Read it after the query it bounds.
+    pub(crate) fn visible_below(&self) -> impl Fn() -> i64 + Send + 'static {
+        let wal_sync = self.wal_sync.clone();
+        move || wal_sync.as_ref().map_or(i64::MAX, |w| w.visible_below())
+    }
+
+    /// Holds every WAL sync back until the guard is dropped: commits still happen (and are
+    /// visible to other connections), but no write on the log's connection is answered.
+    #[cfg(feature = "testing")]
+    pub async fn hold_wal_syncs(&self) -> Option<tokio::sync::OwnedRwLockWriteGuard<()>> {
+        let wal_sync = self.wal_sync.as_ref()?;
+        Some(wal_sync.hold.clone().write_owned().await)
     }
 
     /// The log's file, for the whole-log reader's own connection.
@@ -337,6 +397,19 @@ impl AppendTx for SqliteAppend {
     }
 }
 
+/// The position of the first event this batch added (its requests' events are consecutive):
+/// `None` when it added none (every request failed or was a retry of a stored append).
+fn first_new_position(requests: &[EncodedAppend], results: &[Result<AppendResult, StoreError>]) -> Option<i64> {
+    requests
+        .iter()
+        .zip(results)
+        .filter_map(|(request, result)| match result {
+            Ok(r) if !r.idempotent => Some(r.position.seq - request.events.len() as i64 + 1),
+            _ => None,
+        })
+        .min()
+}
+
 const SELECT_EVENTS: &str = "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
                              metadata, recorded_at FROM events";
 
@@ -365,7 +438,27 @@ impl EventStore for SqliteStore {
     ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
         let mut tx = SqliteAppend(self.begin_write().await?);
         let results = append_all(&mut tx, &requests, &self.paths).await?;
-        crate::commit_timing::timed_commit(tx.0.commit()).await?;
+        // Registered before the COMMIT makes the batch visible, so that no tail reader takes it
+        // before it is synced.
+        let first = first_new_position(&requests, &results).filter(|_| self.wal_sync.is_some());
+        if let (Some(wal_sync), Some(first)) = (&self.wal_sync, first) {
+            wal_sync.registering(first);
+        }
+        // The COMMIT hands the connection back at once; the wait for the disk happens without
+        // it, so the next batch's inserts and commit overlap this one's sync.
+        let committed = crate::commit_timing::timed_commit(async {
+            tx.0.commit().await?;
+            Ok::<_, StoreError>(self.log_durable().await)
+        })
+        .await;
+        if let (Some(wal_sync), Some(first)) = (&self.wal_sync, first) {
+            // After a failed sync the batch stays listed: its fate is unknown until a restart,
+            // and the tails wait for it rather than build on it.
+            if !matches!(committed, Ok(Err(_))) {
+                wal_sync.forget(first);
+            }
+        }
+        committed??;
         Ok(results)
     }
 
@@ -385,6 +478,9 @@ impl EventStore for SqliteStore {
     async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let sql = format!("{SELECT_EVENTS} WHERE position > $1 ORDER BY position LIMIT $2");
         let rows = sqlx::query(&sql).bind(after.seq).bind(limit as i64).fetch_all(&self.reader).await?;
-        rows.into_iter().map(decode).collect()
+        // After the query: any commit it saw is synced or still listed by now.
+        let below = self.visible_below()();
+        let events = rows.into_iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        Ok(events.into_iter().take_while(|e| e.position.seq < below).collect())
     }
 }

@@ -186,10 +186,13 @@ fn written_utc(text: &str) -> Option<DateTime<Utc>> {
 
 /// Reads the log after `after` in pages of `batch` events on the calling (blocking) thread and
 /// hands each to `page_read`, until the end of the log or until `page_read` returns `false`.
+/// Ends early at the first position `visible_below` (asked after each page is read) says may not
+/// be synced yet: the caller's tail reads the rest once it is.
 pub(crate) fn scan(
     log_file: &Path,
     after: Position,
     batch: usize,
+    visible_below: impl Fn() -> i64,
     mut page_read: impl FnMut(LogPage) -> bool,
 ) -> Result<(), StoreError> {
     let connection = Connection::open_read_only(log_file)?;
@@ -214,9 +217,10 @@ pub(crate) fn scan(
             });
         }
         statement.reset();
+        let cut = page.keep_below(visible_below());
         let Some(last) = page.last_position() else { return Ok(()) };
         position = last;
-        if !page_read(page) {
+        if !page_read(page) || cut {
             return Ok(());
         }
     }

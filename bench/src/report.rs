@@ -394,7 +394,7 @@ fn where_time_goes(md: &mut String) {
 fn how_to_run(md: &mut String, command: &str) {
     let _ = writeln!(
         md,
-        "## How to run\n\n```sh\n{command}                 # everything, about 20 minutes\n\
+        "## How to run\n\n```sh\n{command}                 # everything, about 25 minutes\n\
          {command} --seconds 5 --scale-licenses 100000 --sqlite-only   # a quick look\n\
          cargo bench -p licensd-bench                                   # criterion: the hot path's pieces\n```\n\n\
          The suite builds `target/release/licensd`, makes fresh databases (a temporary SQLite folder; a \

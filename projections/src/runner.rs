@@ -373,6 +373,9 @@ impl SqlRunner {
                 (None, _) => unknown += 1,
             }
         }
+        if let Some(pace) = pace.as_mut() {
+            statements.extend(pace.finish());
+        }
         Ok((statements, unknown))
     }
 

@@ -10,6 +10,7 @@ mod commit_timing;
 mod hot_path;
 mod leases;
 mod log_page;
+mod pg_read_model;
 mod postgres;
 mod read_model;
 mod relay_checkpoint;

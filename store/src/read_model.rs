@@ -65,7 +65,7 @@ pub struct Checkpoint {
     pub position: Position,
 }
 
-fn bind<'q, DB: Database>(
+pub(crate) fn bind<'q, DB: Database>(
     mut query: sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>,
     args: &'q [SqlValue],
 ) -> sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>
@@ -129,6 +129,20 @@ macro_rules! execute_all {
         affected
     }};
 }
+pub(crate) use execute_all;
+
+/// Moves projection `$m`'s checkpoint compare-and-set in the open transaction `$tx` (either
+/// backend's); yields whether it moved.
+macro_rules! move_checkpoint {
+    ($tx:expr, $m:expr) => {{
+        const MOVE: &str = "UPDATE projection_checkpoints SET tx = $1, seq = $2
+             WHERE name = $3 AND version = $4 AND tx = $5 AND seq = $6";
+        let m: &$crate::ProjectionMove = $m;
+        let query = sqlx::query(MOVE).bind(m.to.tx).bind(m.to.seq).bind(m.name).bind(m.version);
+        query.bind(m.from.tx).bind(m.from.seq).execute($tx).await?.rows_affected() == 1
+    }};
+}
+pub(crate) use move_checkpoint;
 
 /// Runs `$body` with a read-side executor of whichever backend.
 macro_rules! with_reader {
@@ -196,34 +210,25 @@ impl Store {
     /// compare-and-set and its statements run only if it did, so one projection moved by someone
     /// else is left out (false in its place) without holding back the others.
     pub async fn commit_projections(&self, moves: &[ProjectionMove]) -> Result<Vec<bool>, StoreError> {
-        const MOVE: &str = "UPDATE projection_checkpoints SET tx = $1, seq = $2
-             WHERE name = $3 AND version = $4 AND tx = $5 AND seq = $6";
         if moves.is_empty() {
             return Ok(Vec::new());
         }
-        let moved = in_projection_tx!(self, |tx| {
-            let mut moved = Vec::with_capacity(moves.len());
-            for m in moves {
-                let (to, from) = (m.to, m.from);
-                let affected = sqlx::query(MOVE)
-                    .bind(to.tx)
-                    .bind(to.seq)
-                    .bind(m.name)
-                    .bind(m.version)
-                    .bind(from.tx)
-                    .bind(from.seq)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if affected == 1 {
-                    for statement in &m.statements {
-                        bind(sqlx::query(statement.sql), &statement.args).execute(&mut *tx).await?;
-                    }
-                }
-                moved.push(affected == 1);
+        let s = match self {
+            // Over the network: the pace's statements go in one round trip (`pg_read_model`).
+            Store::Postgres(s) => return s.commit_projections(moves).await,
+            Store::Sqlite(s) => s,
+        };
+        // In-process: no round trip to save, so each statement is bound and run in turn.
+        let mut tx = s.begin_projection().await?;
+        let mut moved = Vec::with_capacity(moves.len());
+        for m in moves {
+            let this = move_checkpoint!(&mut *tx, m);
+            if this {
+                execute_all!(tx, &m.statements);
             }
-            moved
-        });
+            moved.push(this);
+        }
+        tx.commit().await?;
         Ok(moved)
     }
 

@@ -49,6 +49,12 @@ pub trait SqlProjection: Send + Sync + 'static {
 /// Projects the events of one pace, in log order, with state carried from one to the next.
 pub trait PaceProjector: Send {
     fn statements(&mut self, event: &RecordedEvent, decoded: &AnyEvent) -> Vec<Statement>;
+
+    /// The writes still held back at the end of the pace (sums over several events), which
+    /// run after every statement of the pace's events.
+    fn finish(&mut self) -> Vec<Statement> {
+        Vec::new()
+    }
 }
 
 pub fn all_sql_projections() -> Vec<Arc<dyn SqlProjection>> {

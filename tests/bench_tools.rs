@@ -206,7 +206,12 @@ async fn the_nodes_benchmark_spreads_the_load_and_counts_every_push_through_kafk
     }
     let three = &results.steps[2];
     assert!(three.published_per_second > 0.0, "the relay published the bills: {three:?}");
-    assert!(three.per_node.iter().all(|n| n.applied_from_kafka_per_second > 0.0), "{three:?}");
+    // Under load a node's own writes make it read the log up to them, and that read often takes
+    // other nodes' events before their messages arrive: how many come by Kafka then depends on
+    // timing. Node C writes nothing while the revocations run, so those reach it by Kafka.
+    let (kafka, fallback) = (results.kafka.as_ref().unwrap(), results.fallback.as_ref().unwrap());
+    assert!(kafka.applied_from_kafka > 0.0, "node C applied revocations from Kafka: {kafka:?}");
+    assert_eq!(fallback.applied_from_kafka, 0.0, "nothing from Kafka with the broker stopped: {fallback:?}");
     let probe = results.probe.as_ref().expect("the idle windows ran");
     assert!(probe.default.transactions_per_second > 0.0 && probe.slow.probe_ms == 10_000, "{probe:?}");
     let section = report::section(&results);

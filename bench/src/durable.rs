@@ -7,7 +7,7 @@
 //! license), and every answer is checked as the SDKs do.
 
 use crate::deployment::{Backend, Deployment, Server};
-use crate::load::{self, LoadSpec, Mode, Report, Target, Workload};
+use crate::load::{self, LoadSpec, Report, Target, Workload};
 use crate::protocol::Call;
 use serde::Serialize;
 use std::path::Path;
@@ -46,13 +46,7 @@ pub async fn run(options: &DurableOptions) -> anyhow::Result<Vec<Round>> {
     let app = crate::suite::floor_app();
     let target =
         |server: &Server| Target { base_url: server.base_url.clone(), app: app.clone(), machines: machines.clone() };
-    let spec = LoadSpec {
-        workload: Workload::Only(Call::Validate),
-        mode: Mode::Closed { concurrency: options.concurrency },
-        warmup: options.warmup,
-        duration: options.duration,
-        timeout: Duration::from_secs(10),
-    };
+    let spec = LoadSpec::closed(Workload::Only(Call::Validate), options.concurrency, options.warmup, options.duration);
     let mut rounds = Vec::with_capacity(options.rounds);
     for _ in 0..options.rounds {
         let plain = load::run(&target(&floor), spec).await?;

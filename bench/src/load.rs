@@ -74,6 +74,14 @@ pub struct LoadSpec {
     pub timeout: Duration,
 }
 
+impl LoadSpec {
+    /// The closed loop most runs use: `workload` from `concurrency` clients, each request given
+    /// ten seconds before it counts as a timeout.
+    pub fn closed(workload: Workload, concurrency: usize, warmup: Duration, duration: Duration) -> Self {
+        Self { workload, mode: Mode::Closed { concurrency }, warmup, duration, timeout: Duration::from_secs(10) }
+    }
+}
+
 /// What one run measured. Latencies in microseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {

@@ -160,13 +160,7 @@ pub async fn run(options: &SuiteOptions) -> anyhow::Result<Results> {
         let workloads =
             [Workload::Only(Call::Heartbeat), Workload::Only(Call::Validate), Workload::Mix { validate_percent: 10 }];
         for workload in workloads {
-            let spec = LoadSpec {
-                workload,
-                mode: Mode::Closed { concurrency: options.concurrency },
-                warmup: options.warmup,
-                duration: options.duration,
-                timeout: Duration::from_secs(10),
-            };
+            let spec = LoadSpec::closed(workload, options.concurrency, options.warmup, options.duration);
             let floor_report = load::run(&floor_target, spec).await?;
             let durable_floor = match workload {
                 Workload::Only(Call::Validate) => Some(load::run(&durable_target, spec).await?),
@@ -227,13 +221,7 @@ async fn more_load(
     for call in [Call::Heartbeat, Call::Validate] {
         let workload = Workload::Only(call);
         if options.wide_concurrency > 0 {
-            let spec = LoadSpec {
-                workload,
-                mode: Mode::Closed { concurrency: options.wide_concurrency },
-                warmup: options.warmup,
-                duration: options.duration,
-                timeout: Duration::from_secs(10),
-            };
+            let spec = LoadSpec::closed(workload, options.wide_concurrency, options.warmup, options.duration);
             let (floor_report, licensd_report) = (load::run(floor, spec).await?, load::run(licensd, spec).await?);
             eprintln!(
                 "   {:9} {} clients: floor {:>7.0}/s p99 {:>6} µs | licensd {:>7.0}/s p99 {:>6} µs",
@@ -271,13 +259,7 @@ pub async fn overload(options: &SuiteOptions) -> anyhow::Result<Degradation> {
     let deployment = Deployment::create(Backend::Sqlite, &options.licensd, &options.postgres_url, "overload")?;
     let server = deployment.start(&unlimited())?;
     let target = prepare(&deployment, &server, options).await?;
-    let spec = LoadSpec {
-        workload: Workload::Only(Call::Validate),
-        mode: Mode::Closed { concurrency: options.concurrency },
-        warmup: options.warmup,
-        duration: options.duration,
-        timeout: Duration::from_secs(10),
-    };
+    let spec = LoadSpec::closed(Workload::Only(Call::Validate), options.concurrency, options.warmup, options.duration);
     let sustainable = load::run(&target, spec).await?.throughput;
     eprintln!("   sustainable (closed loop of {}): {sustainable:.0} validations/s", options.concurrency);
     let figures = degradation(&server, &target, sustainable, options).await;

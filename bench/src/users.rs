@@ -12,7 +12,7 @@
 use crate::deployment::{Backend, Deployment, Server};
 use crate::fixture::{self, Merchant};
 use crate::live::client;
-use crate::load::{self, LoadSpec, Mode, Target, Workload};
+use crate::load::{self, LoadSpec, Target, Workload};
 use crate::protocol::Call;
 use crate::stats::{micros, Percentiles};
 use anyhow::Context;
@@ -290,13 +290,12 @@ fn localhost() -> IpAddr {
 }
 
 async fn validations(setup: &Setup, options: &UsersOptions) -> anyhow::Result<Validations> {
-    let spec = LoadSpec {
-        workload: Workload::Only(Call::Validate),
-        mode: Mode::Closed { concurrency: options.validate_concurrency },
-        warmup: options.warmup,
-        duration: options.duration,
-        timeout: Duration::from_secs(10),
-    };
+    let spec = LoadSpec::closed(
+        Workload::Only(Call::Validate),
+        options.validate_concurrency,
+        options.warmup,
+        options.duration,
+    );
     let report = load::run(&setup.target, spec).await?;
     Ok(Validations {
         per_second: report.throughput,

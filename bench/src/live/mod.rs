@@ -17,7 +17,7 @@ pub mod report;
 
 use crate::deployment::{Backend, Deployment, Server};
 use crate::fixture::{self, Merchant};
-use crate::load::{self, LoadSpec, Mode, Target, Workload};
+use crate::load::{self, LoadSpec, Target, Workload};
 use crate::protocol::{AppCredentials, Call, Machine};
 use crate::stats::{micros, Percentiles};
 use anyhow::Context;
@@ -655,13 +655,7 @@ async fn throughput(
     };
     let machines = Arc::new(load::log_in_all(&target, 16).await?);
     let target = Target { machines: machines.clone(), ..target };
-    let spec = LoadSpec {
-        workload: Workload::Only(Call::Validate),
-        mode: Mode::Closed { concurrency: options.concurrency },
-        warmup: options.warmup,
-        duration: options.duration,
-        timeout: Duration::from_secs(10),
-    };
+    let spec = LoadSpec::closed(Workload::Only(Call::Validate), options.concurrency, options.warmup, options.duration);
     let validate = load::run(&target, spec).await?;
     let sessions = sessions_closed_loop(addr, &ws_key, &machines, options).await;
     let seconds = options.duration.as_secs_f64();

@@ -20,7 +20,7 @@ use crate::deployment::{Backend, Deployment, Server};
 use crate::fixture::{self, Merchant};
 use crate::kafka::Broker;
 use crate::live::{self, Api, Revocation};
-use crate::load::{self, LoadSpec, Mode, Report, Target, Workload};
+use crate::load::{self, LoadSpec, Report, Target, Workload};
 use crate::protocol::{AppCredentials, Call, Machine};
 use crate::stats::Percentiles;
 use anyhow::Context;
@@ -106,6 +106,9 @@ pub struct Pushes {
     /// What every node's `/healthz` said while the revocations ran.
     pub log_source: String,
     pub revocation: Revocation,
+    /// Events the sessions' node applied from Kafka messages while the revocations ran (it writes
+    /// nothing then, so each revocation reaches it by Kafka or by a read of the log).
+    pub applied_from_kafka: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -188,13 +191,17 @@ pub async fn run(options: &NodesOptions) -> anyhow::Result<NodesResults> {
         converged(&servers, Duration::from_secs(60)).await?;
         let last_name = NAMES[servers.len() - 1];
         eprintln!("== nodes: {count} revocations on {} → sessions on {last_name}, through Kafka", NAMES[0]);
+        let before = scrape(std::slice::from_ref(last)).await?;
         let through_kafka = live::revocations(&api, &on_last, addr, &ws_key, &keys[..count], 0, SOURCES).await?;
-        kafka = Some(Pushes { log_source: "kafka".into(), revocation: through_kafka });
+        let applied_from_kafka = applied_since(last, &before).await?;
+        kafka = Some(Pushes { log_source: "kafka".into(), revocation: through_kafka, applied_from_kafka });
         broker.stop();
         wait_for_source(&servers, "postgres-fallback", Duration::from_secs(60)).await?;
         eprintln!("== nodes: {count} revocations with the broker stopped (Postgres fallback)");
+        let before = scrape(std::slice::from_ref(last)).await?;
         let on_fallback = live::revocations(&api, &on_last, addr, &ws_key, &keys[count..], 0, SOURCES).await?;
-        fallback = Some(Pushes { log_source: "postgres-fallback".into(), revocation: on_fallback });
+        let applied_from_kafka = applied_since(last, &before).await?;
+        fallback = Some(Pushes { log_source: "postgres-fallback".into(), revocation: on_fallback, applied_from_kafka });
         broker.resume()?;
     }
     let probe =
@@ -266,6 +273,12 @@ async fn scrape(servers: &[Server]) -> anyhow::Result<Vec<String>> {
     Ok(texts)
 }
 
+/// Events `server` applied from Kafka since its metrics read `before`.
+async fn applied_since(server: &Server, before: &[String]) -> anyhow::Result<f64> {
+    let after = scrape(std::slice::from_ref(server)).await?;
+    Ok(grown(before, &after, "licensd_kafka_events_applied_total").iter().sum())
+}
+
 /// How much a counter grew on each node between two scrapes.
 fn grown(before: &[String], after: &[String], name: &str) -> Vec<f64> {
     let value = |text: &String| live::metric(text, name).unwrap_or(0.0);
@@ -273,13 +286,7 @@ fn grown(before: &[String], after: &[String], name: &str) -> Vec<f64> {
 }
 
 fn spec(options: &NodesOptions, concurrency: usize) -> LoadSpec {
-    LoadSpec {
-        workload: Workload::Only(Call::Validate),
-        mode: Mode::Closed { concurrency },
-        warmup: options.warmup,
-        duration: options.duration,
-        timeout: Duration::from_secs(10),
-    }
+    LoadSpec::closed(Workload::Only(Call::Validate), concurrency, options.warmup, options.duration)
 }
 
 /// The floor and the durable floor (one event appended to a Postgres database of its own per

@@ -96,9 +96,10 @@ pub fn section(r: &NodesResults) -> String {
     );
     let _ = writeln!(
         md,
-        "| path | revocations | sent → event 201 p50 / p99 / max | sent → API answered p50 / p99 / max | server p99 |"
+        "| path | revocations | sent → event 201 p50 / p99 / max | sent → API answered p50 / p99 / max | server p99 | \
+         events node {session_node} applied from Kafka |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
     for (label, pushes) in [("through Kafka", &r.kafka), ("broker stopped: Postgres fallback", &r.fallback)] {
         if let Some(p) = pushes {
             let _ = writeln!(md, "{}", revocation_row(label, p));
@@ -146,11 +147,12 @@ fn revocation_row(label: &str, p: &Pushes) -> String {
     };
     let server = crate::live::report::server_p99(&r.server);
     format!(
-        "| {label} (`logSource: {}`) | {} | **{}** | {} | {server} |",
+        "| {label} (`logSource: {}`) | {} | **{}** | {} | {server} | {:.0} |",
         p.log_source,
         r.repetitions,
         triple(&r.client),
-        triple(&r.api_answer)
+        triple(&r.api_answer),
+        p.applied_from_kafka
     )
 }
 

@@ -8,7 +8,7 @@ use crate::deployment::MASTER_KEY;
 use licensd_domain::account::AccountEvent;
 use licensd_domain::app::{AppEvent, SigningKey};
 use licensd_domain::license::LicenseEvent;
-use licensd_domain::{AccountId, AppId, DomainEvent, EventData, LicenseKey, Sealed, StreamCategory};
+use licensd_domain::{AccountId, AppId, DomainEvent, LicenseKey, Sealed, StreamCategory};
 use licensd_store::{AppendRequest, EventStore, ExpectedVersion, NewEvent, Store, StoreOptions};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -27,14 +27,7 @@ pub struct RebuildSpec {
 }
 
 fn new_event(event: &impl DomainEvent, metadata: &Value) -> NewEvent {
-    let data = EventData::encode(event);
-    NewEvent {
-        event_id: uuid::Uuid::now_v7(),
-        event_type: data.event_type.to_string(),
-        schema_version: data.schema_version,
-        payload: data.payload,
-        metadata: metadata.clone(),
-    }
+    licensd_commands::new_event(event, uuid::Uuid::now_v7(), metadata.clone())
 }
 
 async fn append_all(store: &Store, requests: &mut Vec<AppendRequest>) -> anyhow::Result<()> {

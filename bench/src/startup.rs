@@ -10,7 +10,7 @@ use crate::deployment::{Backend, Deployment};
 use licensd_domain::account::AccountEvent;
 use licensd_domain::app::{AppEvent, SigningKey};
 use licensd_domain::license::LicenseEvent;
-use licensd_domain::{AccountId, AppId, DomainEvent, EventData, LicenseKey, Sealed, StreamCategory};
+use licensd_domain::{AccountId, AppId, DomainEvent, LicenseKey, Sealed, StreamCategory};
 use licensd_store::{AppendRequest, EventStore, ExpectedVersion, NewEvent, Store, StoreOptions};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -31,14 +31,7 @@ impl StartupSize {
 }
 
 fn new_event(event: &impl DomainEvent) -> NewEvent {
-    let data = EventData::encode(event);
-    NewEvent {
-        event_id: uuid::Uuid::now_v7(),
-        event_type: data.event_type.to_string(),
-        schema_version: data.schema_version,
-        payload: data.payload,
-        metadata: json!({ "actor": "bench" }),
-    }
+    licensd_commands::new_event(event, uuid::Uuid::now_v7(), json!({ "actor": "bench" }))
 }
 
 /// Appends `requests` in batches, so seeding takes seconds, not the writer's per-request path.

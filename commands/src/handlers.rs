@@ -8,11 +8,10 @@ use licensd_domain::account::{AccountCommand, AccountState};
 use licensd_domain::app::{AppCommand, AppState, SigningKey, Webhook};
 use licensd_domain::license::{LicenseCommand, LicenseState};
 use licensd_domain::{
-    decode_event, AccountId, Aggregate, ApiKeyId, AppId, Clock, DomainError, DomainEvent, EventData, LicenseKey,
-    StreamCategory,
+    decode_event, AccountId, Aggregate, ApiKeyId, AppId, Clock, DomainError, DomainEvent, LicenseKey, StreamCategory,
 };
 use licensd_store::{
-    AppendRequest, AppendResult, EventStore, ExpectedVersion, NewEvent, PiiRow, RecordedEvent, Store, StoreError,
+    AppendRequest, AppendResult, EventStore, ExpectedVersion, PiiRow, RecordedEvent, Store, StoreError,
 };
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -307,16 +306,7 @@ impl Commands {
         let events = events
             .iter()
             .enumerate()
-            .map(|(n, event)| {
-                let data = EventData::encode(event);
-                NewEvent {
-                    event_id: entropy.event_id(n),
-                    event_type: data.event_type.to_string(),
-                    schema_version: data.schema_version,
-                    payload: data.payload,
-                    metadata: metadata.clone(),
-                }
-            })
+            .map(|(n, event)| crate::new_event(event, entropy.event_id(n), metadata.clone()))
             .collect();
         let append = self.inner.writer.append(AppendRequest::new(stream_id, expected, events).with_pii(pii));
         // Queued for the group commit and waiting for it: the request's share of the write.

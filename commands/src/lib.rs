@@ -15,6 +15,7 @@ pub mod histogram;
 pub mod keyring;
 pub mod lockout;
 mod metadata;
+mod new_event;
 pub mod offline;
 pub mod password;
 mod pii;
@@ -31,6 +32,7 @@ pub use handlers::{
     api_key_hash, normalize_email, AccountCreated, AppCreated, Commands, Executed, NewLicense, API_KEY_PREFIX,
 };
 pub use metadata::Actor;
+pub use new_event::new_event;
 pub use pii::{buyer_email_digest, PiiVault};
 pub use reseal::Resealed;
 pub use writer::{Writer, WriterConfig, WriterHandle, WriterStats};

@@ -4,21 +4,14 @@
 //! without validations, and two licenses of one app.
 
 use licensd_domain::license::LicenseEvent;
-use licensd_domain::{AccountId, AnyEvent, AppId, DomainEvent, EventData, LicenseKey, StreamCategory};
+use licensd_domain::{AccountId, AnyEvent, AppId, DomainEvent, LicenseKey, StreamCategory};
 use licensd_projections::sql::UsageRollup;
 use licensd_projections::SqlProjection;
 use licensd_store::testing::on_both_backends;
 use licensd_store::{AppendRequest, EventStore, ExpectedVersion, NewEvent, Position, ProjectionMove, Statement, Store};
 
 fn new_event(event: &impl DomainEvent) -> NewEvent {
-    let data = EventData::encode(event);
-    NewEvent {
-        event_id: uuid::Uuid::now_v7(),
-        event_type: data.event_type.into(),
-        schema_version: data.schema_version,
-        payload: data.payload,
-        metadata: serde_json::json!({}),
-    }
+    licensd_commands::new_event(event, uuid::Uuid::now_v7(), serde_json::json!({}))
 }
 
 fn created(key: &LicenseKey, app_id: AppId, account_id: AccountId) -> LicenseEvent {

@@ -11,7 +11,7 @@
 //! Prints JSON.
 
 use licensd_domain::license::LicenseEvent;
-use licensd_domain::{AccountId, AnyEvent, AppId, DomainEvent, EventData, LicenseKey, StreamCategory};
+use licensd_domain::{AccountId, AnyEvent, AppId, DomainEvent, LicenseKey, StreamCategory};
 use licensd_projections::{all_sql_projections, SqlRunner, TailConfig};
 use licensd_store::{AppendRequest, EventStore, ExpectedVersion, NewEvent, Position, Store, StoreOptions};
 use serde::de::DeserializeOwned;
@@ -22,14 +22,7 @@ use std::time::Instant;
 const VALIDATIONS: usize = 9;
 
 fn new_event(event: &impl DomainEvent) -> NewEvent {
-    let data = EventData::encode(event);
-    NewEvent {
-        event_id: uuid::Uuid::now_v7(),
-        event_type: data.event_type.into(),
-        schema_version: data.schema_version,
-        payload: data.payload,
-        metadata: json!({ "actor": "client", "account_id": "bench" }),
-    }
+    licensd_commands::new_event(event, uuid::Uuid::now_v7(), json!({ "actor": "client", "account_id": "bench" }))
 }
 
 /// `licenses` streams of one creation and [`VALIDATIONS`] billed validations each.

@@ -85,7 +85,11 @@ fn session(
     key: &str,
     levels: Option<Value>,
 ) -> Ws {
-    let mut ws = Ws::connect(rt, &server.base);
+    authorized(Ws::connect(rt, &server.base), server, m, key, levels)
+}
+
+/// `ws` initialized, and authorized with a new license of `levels` unless `None`.
+fn authorized(mut ws: Ws, server: &Server, m: &Merchant, key: &str, levels: Option<Value>) -> Ws {
     assert_eq!(ws.init(key, "machine-1")["status"], 1);
     if let Some(levels) = levels {
         let license = m.license(server, json!({ "levels": levels }));
@@ -207,12 +211,17 @@ fn a_200_mib_file_streams_whole_with_matching_checksums() {
 fn stop_resume_versions_statuses_and_policy() {
     on_both_backends(&env(&[]), |deployment, server| {
         let (m, key) = merchant(deployment, server, "files@example.com");
-        const SIZE: u64 = 3 * 1024 * 1024 + 123;
+        // Larger than what the server can push ahead of a client that stops reading: the
+        // window (4 chunks), the server's send buffer (at most 4 MiB here) and the client's
+        // pinned receive buffer. With 3 MiB and an autotuned receive buffer, the whole file
+        // could be on its way before the stop arrived, and it ended with status 1, not 304.
+        const SIZE: u64 = 12 * 1024 * 1024 + 123;
         upload(server, &m, "game build", 1, SIZE);
         let data = generated(1, SIZE);
         let expected = hex::encode(Sha256::digest(&data));
         let rt = client::runtime();
-        let mut ws = session(&rt, server, &m, &key, Some(json!(["basic"])));
+        let small = Ws::connect_with_receive_buffer(&rt, &server.base, 64 * 1024);
+        let mut ws = authorized(small, server, &m, &key, Some(json!(["basic"])));
 
         // Bad requests: each a documented status, the session stays usable.
         let status = |ws: &mut Ws, id: u64, body: Value| {

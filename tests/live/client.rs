@@ -75,9 +75,34 @@ pub async fn next(stream: &mut Stream) -> Frame {
     }
 }
 
+/// Opens a session over a socket whose receive buffer is pinned at `bytes` (which turns off
+/// the kernel's receive-buffer autotuning, up to 32 MiB on loopback here), so that what the
+/// server can push ahead of a client that stops reading is bounded and a test of a stop that
+/// races a stream is deterministic.
+pub async fn open_with_receive_buffer(base: &str, bytes: u32) -> (Stream, String) {
+    let address = base.trim_start_matches("http://").to_string();
+    let address: std::net::SocketAddr = tokio::net::lookup_host(&address).await.unwrap().next().unwrap();
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+    let socket = socket.unwrap();
+    socket.set_recv_buffer_size(bytes).unwrap();
+    let tcp = socket.connect(address).await.expect("connect");
+    let request = endpoint(base).into_client_request().unwrap();
+    let (stream, response) =
+        tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp)).await.expect("upgrade accepted");
+    let id = response.headers().get("resume-id").expect("Resume-Id on every accept");
+    (stream, id.to_str().unwrap().to_string())
+}
+
 impl Ws {
     pub fn connect(rt: &Arc<Runtime>, base: &str) -> Self {
         Self::resume(rt, base, None).expect("upgrade accepted")
+    }
+
+    /// [`open_with_receive_buffer`], blocking.
+    #[allow(dead_code)] // tests/live_files.rs only
+    pub fn connect_with_receive_buffer(rt: &Arc<Runtime>, base: &str, bytes: u32) -> Self {
+        let (stream, resume_id) = rt.block_on(open_with_receive_buffer(base, bytes));
+        Self { rt: rt.clone(), stream: Some(stream), resume_id }
     }
 
     pub fn resume(rt: &Arc<Runtime>, base: &str, resume_id: Option<&str>) -> Result<Self, (u16, Option<String>)> {

@@ -83,9 +83,11 @@ impl SqliteStore {
         let log_file = base.get_filename().to_path_buf();
         let read_models = read_models_file(&log_file);
         // The same guard as the writer's: after a failed commit (a full disk) the read models must
-        // recover once there is room, not refuse every later transaction.
+        // recover once there is room, not refuse every later transaction. No ping before each
+        // acquire (see the writer's).
         let projector = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .after_release(|connection, _| Box::pin(async move { Ok(can_begin(connection).await) }))
             .connect_with(base.clone().filename(&read_models).create_if_missing(true))
@@ -119,8 +121,10 @@ impl SqliteStore {
         }
         // Rows cross from SQLite's thread one message each; a buffer the size of a log page lets
         // a whole page through without a thread hand-off per row (start-up reads millions).
+        // No ping before each acquire either (see the writer's): the tails acquire one per page.
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
+            .test_before_acquire(false)
             .after_connect(move |connection, _| {
                 let attach = attach.clone();
                 Box::pin(async move { sqlx::Executor::execute(connection, &*attach).await.map(drop) })

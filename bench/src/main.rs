@@ -111,10 +111,8 @@ enum Cmd {
         rounds: usize,
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
-        #[arg(long, default_value_t = 2.0)]
-        warmup_secs: f64,
-        #[arg(long, default_value_t = 10.0)]
-        seconds: f64,
+        #[command(flatten)]
+        window: Window,
     },
 }
 
@@ -152,6 +150,26 @@ struct LiveArgs {
     write: Option<PathBuf>,
 }
 
+/// The measured window of a closed-loop run, after its warm-up: the same two flags on every
+/// command that runs one.
+#[derive(clap::Args)]
+struct Window {
+    #[arg(long, default_value_t = 2.0)]
+    warmup_secs: f64,
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+}
+
+impl Window {
+    fn warmup(&self) -> Duration {
+        Duration::from_secs_f64(self.warmup_secs)
+    }
+
+    fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.seconds)
+    }
+}
+
 #[derive(clap::Args)]
 struct UsersArgs {
     /// Use this licensd binary instead of building target/release/licensd.
@@ -168,10 +186,8 @@ struct UsersArgs {
     /// Sessions guessing one user's password.
     #[arg(long, default_value_t = 8)]
     flood_sessions: usize,
-    #[arg(long, default_value_t = 2.0)]
-    warmup_secs: f64,
-    #[arg(long, default_value_t = 10.0)]
-    seconds: f64,
+    #[command(flatten)]
+    window: Window,
     /// Replace the app-users section of this BENCHMARKS.md (the JSON goes to stdout).
     #[arg(long)]
     write: Option<PathBuf>,
@@ -221,10 +237,8 @@ struct NodesArgs {
     /// Closed-loop clients, the same count whatever the number of nodes.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    #[arg(long, default_value_t = 2.0)]
-    warmup_secs: f64,
-    #[arg(long, default_value_t = 10.0)]
-    seconds: f64,
+    #[command(flatten)]
+    window: Window,
     /// Timed revocations through Kafka, and as many through the Postgres fallback (0 skips them).
     #[arg(long, default_value_t = 200)]
     revocations: usize,
@@ -257,10 +271,8 @@ struct SuiteArgs {
     /// Seconds of each open-loop sweep step (0 skips the sweeps).
     #[arg(long, default_value_t = 5.0)]
     sweep_step_secs: f64,
-    #[arg(long, default_value_t = 2.0)]
-    warmup_secs: f64,
-    #[arg(long, default_value_t = 10.0)]
-    seconds: f64,
+    #[command(flatten)]
+    window: Window,
     /// Licenses for the rebuild, start-up and memory run (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     scale_licenses: usize,
@@ -322,14 +334,14 @@ fn main() -> anyhow::Result<()> {
                 licensd_bench::floor::serve(listener, durable.as_deref()).await
             }
             Cmd::Load(args) => run_load(args).await,
-            Cmd::DurableFloor { postgres, postgres_url, rounds, concurrency, warmup_secs, seconds } => {
+            Cmd::DurableFloor { postgres, postgres_url, rounds, concurrency, window } => {
                 let options = licensd_bench::durable::DurableOptions {
                     backend: if postgres { Backend::Postgres } else { Backend::Sqlite },
                     postgres_url,
                     rounds,
                     concurrency,
-                    warmup: Duration::from_secs_f64(warmup_secs),
-                    duration: Duration::from_secs_f64(seconds),
+                    warmup: window.warmup(),
+                    duration: window.duration(),
                 };
                 let rounds = licensd_bench::durable::run(&options).await?;
                 println!("{}", serde_json::to_string_pretty(&rounds)?);
@@ -480,8 +492,8 @@ async fn run_users(args: UsersArgs) -> anyhow::Result<()> {
         sign_in_concurrency: args.sign_in_concurrency,
         validate_concurrency: args.validate_concurrency,
         flood_sessions: args.flood_sessions,
-        warmup: Duration::from_secs_f64(args.warmup_secs),
-        duration: Duration::from_secs_f64(args.seconds),
+        warmup: args.window.warmup(),
+        duration: args.window.duration(),
     };
     let results = licensd_bench::users::run(&options).await?;
     println!("{}", serde_json::to_string_pretty(&results)?);
@@ -530,8 +542,8 @@ async fn run_nodes(args: NodesArgs) -> anyhow::Result<()> {
         partitions: args.partitions,
         licenses: args.licenses,
         concurrency: args.concurrency,
-        warmup: Duration::from_secs_f64(args.warmup_secs),
-        duration: Duration::from_secs_f64(args.seconds),
+        warmup: args.window.warmup(),
+        duration: args.window.duration(),
         revocations: args.revocations,
         idle: Duration::from_secs_f64(args.idle_secs),
         floors: true,
@@ -575,8 +587,8 @@ fn suite_options(args: SuiteArgs) -> anyhow::Result<SuiteOptions> {
         concurrency: args.concurrency,
         wide_concurrency: args.wide_concurrency,
         sweep_step: Duration::from_secs_f64(args.sweep_step_secs),
-        warmup: Duration::from_secs_f64(args.warmup_secs),
-        duration: Duration::from_secs_f64(args.seconds),
+        warmup: args.window.warmup(),
+        duration: args.window.duration(),
         scale_licenses: args.scale_licenses,
         append_events: args.append_events,
         backends: if args.sqlite_only { vec![Backend::Sqlite] } else { vec![Backend::Sqlite, Backend::Postgres] },

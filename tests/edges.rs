@@ -21,12 +21,6 @@ fn validate_body(m: &Merchant, key: &str, hwid: &str) -> Value {
     json!({ "appId": m.app_id, "appSecret": m.app_secret, "licenseKey": key, "hwid": hwid, "nonce": nonce() })
 }
 
-/// The event count `/metrics` reports: a refused request must not change it.
-fn events(server: &Server) -> String {
-    let (_, metrics) = server.get_text("/metrics");
-    metrics.lines().filter(|l| l.starts_with("licensd_events")).collect::<Vec<_>>().join("\n")
-}
-
 /// A raw HTTP/1.1 request on a fresh connection: (status, body).
 fn raw(server: &Server, request: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(server.base.trim_start_matches("http://")).unwrap();
@@ -52,7 +46,7 @@ fn control_characters_are_refused_at_every_edge(deployment: &Deployment) {
     let key = m.license(&server, json!({ "label": "clean" }));
     let connection = m.put(&server, "/v1/commerce/connections/stripe", json!({ "signingSecret": STRIPE_SECRET }));
     let ingress = format!("{}/billing/webhook/stripe/{}", server.base, connection["connectionId"].as_str().unwrap());
-    let before = events(&server);
+    let before = server.written();
 
     // SDK auth endpoints: the documented body, with a `details` entry naming the field.
     for field in ["nonce", "hwid", "licenseKey", "appId"] {
@@ -120,7 +114,7 @@ fn control_characters_are_refused_at_every_edge(deployment: &Deployment) {
     assert_eq!(fine.0, 200, "{}", fine.1);
     let (_, read) = server.get(&m.api_key, &variables);
     assert!(read.to_string().contains("line 1\\r\\n\\tline 2"), "{read}");
-    let after = events(&server);
+    let after = server.written();
     assert_ne!(after, before, "the control write went through");
     // Only that one write: everything refused above changed nothing.
     let (_, license) = server.get(&m.api_key, &format!("/v1/licenses/{key}"));

@@ -266,6 +266,18 @@ impl Server {
         (response.status().as_u16(), response.text().unwrap_or_default())
     }
 
+    /// What `/metrics` says was written: events appended and licenses. A refused request must
+    /// leave it unchanged. Other `licensd_events_*` series are left out on purpose: a read model
+    /// adds its own series the first time it reports, which a test must not read as a write.
+    pub fn written(&self) -> Vec<String> {
+        let (_, metrics) = self.get_text("/metrics");
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("licensd_events_appended_total ") || l.starts_with("licensd_licenses "))
+            .map(String::from)
+            .collect()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

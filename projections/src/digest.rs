@@ -107,3 +107,80 @@ impl ModelDigest {
         hex::encode(std::mem::take(&mut self.0).finalize())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn encode(key: &u64, value: &u64, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(out, &(key, value))
+    }
+
+    fn digest_of(key: u64, value: u64) -> [u8; 32] {
+        let mut encoded = Vec::new();
+        encode(&key, &value, &mut encoded).unwrap();
+        Sha256::digest(&encoded).into()
+    }
+
+    /// The split over threads while other threads insert and remove entries (the hot path
+    /// records its own appends without the apply lock): every entry present for the whole
+    /// digest is hashed exactly once, whatever moved around it, and nothing else comes out but
+    /// entries that really were in the map at some time.
+    #[test]
+    fn entries_present_throughout_are_hashed_exactly_once_while_the_map_churns() {
+        let stable = (PARALLEL_FROM as u64) * 2;
+        let map: DashMap<u64, u64> = (0..stable).map(|k| (k, k * 7)).collect();
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            // Churn: keys above the stable range come and go, and the map grows and shrinks.
+            for writer in 0..2u64 {
+                let (map, done) = (&map, &done);
+                scope.spawn(move || {
+                    let mut round = 0u64;
+                    while !done.load(Ordering::Relaxed) {
+                        let base = stable + writer * 1_000_000 + (round % 4) * 50_000;
+                        for k in base..base + 20_000 {
+                            map.insert(k, k * 7);
+                        }
+                        for k in base..base + 20_000 {
+                            map.remove(&k);
+                        }
+                        round += 1;
+                    }
+                });
+            }
+            // Every key a churning writer ever inserts: the only other entries a digest may see.
+            let churn_keys = (0..2u64).flat_map(|w| (0..4u64).map(move |r| stable + w * 1_000_000 + r * 50_000));
+            let ever_held: HashMap<[u8; 32], u64> = churn_keys
+                .flat_map(|base| base..base + 20_000)
+                .chain(0..stable)
+                .map(|k| (digest_of(k, k * 7), k))
+                .collect();
+            // Stops the writers however this thread leaves the scope (a failed assertion too: the
+            // scope waits for them before it passes the panic on).
+            struct StopOnDrop<'a>(&'a AtomicBool);
+            impl Drop for StopOnDrop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+            let _stop = StopOnDrop(&done);
+            for _ in 0..20 {
+                let digests = entry_digests(&map, encode).unwrap();
+                let mut seen: HashMap<[u8; 32], usize> = HashMap::with_capacity(digests.len());
+                for d in &digests {
+                    *seen.entry(*d).or_default() += 1;
+                }
+                for key in 0..stable {
+                    assert_eq!(seen.get(&digest_of(key, key * 7)), Some(&1), "entry {key}");
+                }
+                for (d, n) in &seen {
+                    assert_eq!(*n, 1, "entry {:?} hashed {n} times", ever_held.get(d));
+                    assert!(ever_held.contains_key(d), "a digest of no entry the map ever held");
+                }
+            }
+        });
+    }
+}

@@ -15,6 +15,7 @@ pats = [(n, re.compile(p)) for n, p in [
  ("hot model tail (HotRunner::run)", r"HotRunner::run"),
  ("SQL read models (SqlRunner::step)", r"SqlRunner::step"),
  ("log reads (EventStore>::read_all)", r"EventStore>::read_all"),
+ ("log pages (read_log_page)", r"read_log_page"),
  ("group-commit writer (writer::run)", r"licensd_commands::writer::run"),
  ("sqlx pool ping", r"::ping"),
  ("fdatasync", r"fdatasync"),

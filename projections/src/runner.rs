@@ -54,13 +54,21 @@ async fn tail<F, Fut>(
             Ok(0) => {}
             Ok(n) => {
                 idle = config.min_idle;
-                if n < config.batch && !config.pace.is_zero() {
+                if n >= config.batch {
+                    // A full page: more may be waiting already.
+                    continue;
+                }
+                if !config.pace.is_zero() {
                     tokio::select! {
                         _ = tokio::time::sleep(config.pace) => {}
                         _ = stop.changed() => {}
                     }
+                    continue;
                 }
-                continue;
+                // A part of a page: the log held nothing more when it was read. Reading again at
+                // once would nearly always find nothing (the in-memory model's tail did so after
+                // every commit: two reads each); the next commit's wake-up, or the shortest wait,
+                // comes first.
             }
             Err(e) => {
                 tracing::warn!(projection = name, error = %e, "projection step failed; retrying");
@@ -139,16 +147,11 @@ impl Page {
             .collect::<Result<_, _>>()?;
         Ok(Self { events, decoded })
     }
-
-    fn apply_to(&self, model: &HotModel) {
-        model.apply_decoded(
-            self.events.iter().map(RecordedEvent::as_log_event).zip(self.decoded.iter().map(Option::as_ref)),
-        );
-    }
 }
 
-/// A page of the whole-log reader ([`Store::scan_log`]) with each event decoded from the text
-/// borrowed from the page (`None`: a type this version does not know).
+/// A page of the log as the in-memory model reads it ([`Store::scan_log`] at start-up,
+/// [`Store::read_log_page`] in its tail) with each event decoded from the text borrowed from the
+/// page (`None`: a type this version does not know).
 struct ScannedPage {
     page: LogPage,
     decoded: Vec<Option<AnyEvent>>,
@@ -186,9 +189,10 @@ impl HotRunner {
 
     async fn step(&self) -> Result<usize, ProjectionError> {
         let stepped = async {
-            let page = Page::decode(self.store.read_all(self.model.position(), self.config.batch).await?)?;
+            let page = self.store.read_log_page(self.model.position(), self.config.batch).await?;
+            let page = ScannedPage::decode(page)?;
             page.apply_to(&self.model);
-            Ok(page.events.len())
+            Ok(page.page.len())
         };
         let stepped = stepped.await;
         match &stepped {
@@ -440,4 +444,54 @@ pub async fn sql_projection_hash(store: &Store, projection: &dyn SqlProjection) 
         }
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// One read per commit: after a part of a page the tail waits for the next wake-up instead
+    /// of reading again at once. (The waits are long here, so only wake-ups make it read.)
+    #[tokio::test]
+    async fn a_partial_page_waits_for_the_next_commit_instead_of_reading_again() {
+        let config = TailConfig {
+            batch: 10,
+            min_idle: Duration::from_secs(600),
+            max_idle: Duration::from_secs(600),
+            ..Default::default()
+        };
+        let (wake_in, wake) = watch::channel(0u64);
+        let (stop_in, stop) = watch::channel(false);
+        let reads = Arc::new(AtomicUsize::new(0));
+        // What the next read finds, and a signal after each read.
+        let pending = Arc::new(AtomicUsize::new(0));
+        let (read_in, mut read) = tokio::sync::mpsc::unbounded_channel();
+        let step = {
+            let (reads, pending) = (reads.clone(), pending.clone());
+            move || {
+                reads.fetch_add(1, Ordering::SeqCst);
+                let found = pending.swap(0, Ordering::SeqCst);
+                let _ = read_in.send(found);
+                async move { Ok::<usize, ProjectionError>(found) }
+            }
+        };
+        let tail = tokio::spawn(async move { tail("test", step, config, wake, stop).await });
+        assert_eq!(read.recv().await, Some(0), "the first read, at start");
+        for commit in 1..=5u64 {
+            pending.store(3, Ordering::SeqCst);
+            wake_in.send_replace(commit);
+            assert_eq!(read.recv().await, Some(3), "commit {commit} is read");
+            // Give a needless second read every chance to happen before counting.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(reads.load(Ordering::SeqCst), 1 + commit as usize, "one read per commit");
+        }
+        // A full page is followed at once by another read.
+        pending.store(10, Ordering::SeqCst);
+        wake_in.send_replace(6);
+        assert_eq!(read.recv().await, Some(10));
+        assert_eq!(read.recv().await, Some(0), "the read after a full page");
+        stop_in.send_replace(true);
+        tail.await.unwrap();
+    }
 }

@@ -153,6 +153,16 @@ impl Store {
         }
     }
 
+    /// Events after `after`, at most `limit`, as one [`LogPage`] (no metadata, the payload as
+    /// stored text), visible by the same rule as [`EventStore::read_all`]'s: the read a tail
+    /// that only applies events makes, with fewer copies.
+    pub async fn read_log_page(&self, after: Position, limit: usize) -> Result<LogPage, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.read_log_page(after, limit).await,
+            Self::Postgres(s) => s.read_log_page(after, limit).await,
+        }
+    }
+
     /// Reads the log after `after` to its end in pages of `batch`, for readers of all of it
     /// (start-up, rebuilds), on a reader of its own: each page passes through `prepare` there
     /// (decoding, say) and on to the receiver, two ahead at most. The reader ends at the end of
@@ -179,10 +189,10 @@ impl Store {
                 tokio::spawn(async move {
                     let mut position = after;
                     loop {
-                        let events = store.read_all(position, batch).await?;
-                        let Some(last) = events.last() else { return Ok(()) };
-                        position = last.position;
-                        if pages_in.send(prepare(LogPage::from_recorded(&events))).await.is_err() {
+                        let page = store.read_log_page(position, batch).await?;
+                        let Some(last) = page.last_position() else { return Ok(()) };
+                        position = last;
+                        if pages_in.send(prepare(page)).await.is_err() {
                             return Ok(());
                         }
                     }

@@ -83,15 +83,6 @@ impl LogPage {
         });
     }
 
-    /// The page of events read the usual way (a backend without a faster whole-log reader).
-    pub(crate) fn from_recorded(events: &[RecordedEvent]) -> Self {
-        let mut page = Self::with_capacity(events.len());
-        for event in events {
-            page.push(event.as_log_event());
-        }
-        page
-    }
-
     /// Drops the rows at or past position `seq` (the page is in position order); tells whether
     /// it dropped any.
     pub(crate) fn keep_below(&mut self, seq: i64) -> bool {

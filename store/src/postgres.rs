@@ -5,8 +5,8 @@
 
 use crate::append::{append_all, AppendTx, Inserted, PlannedRow, StoredId, STREAM_VERSION_SQL, UPSERT_PII};
 use crate::{
-    AppendPaths, AppendRequest, AppendResult, EncodedAppend, EncodedEvent, EventStore, PiiRow, Position, RecordedEvent,
-    StoreError, StoreOptions, StreamPage,
+    AppendPaths, AppendRequest, AppendResult, EncodedAppend, EncodedEvent, EventStore, LogEvent, LogPage, PiiRow,
+    Position, RecordedEvent, StoreError, StoreOptions, StreamPage,
 };
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
@@ -342,12 +342,44 @@ impl EventStore for PostgresStore {
     }
 
     async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "{SELECT_EVENTS} WHERE (tx_id, position) > ($1, $2)
-               AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
-             ORDER BY tx_id, position LIMIT $3"
-        );
+        let sql = format!("{SELECT_EVENTS} {LOG_AFTER}");
         let rows = sqlx::query(&sql).bind(after.tx).bind(after.seq).bind(limit as i64).fetch_all(&self.pool).await?;
         rows.into_iter().map(decode).collect()
+    }
+}
+
+/// The log in order after `($1, $2)`, at most `$3` events, up to the horizon: only transactions
+/// that ended before every one still running began, so a page never skips a commit that lands
+/// behind it.
+const LOG_AFTER: &str = "WHERE (tx_id, position) > ($1, $2)
+       AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+     ORDER BY tx_id, position LIMIT $3";
+
+impl PostgresStore {
+    /// [`EventStore::read_all`] as a [`LogPage`]: no metadata, and the payload as Postgres
+    /// prints it, not parsed here (the reader parses it once into its event), in one buffer for
+    /// the page rather than several allocations per event. The in-memory model's tail reads the
+    /// log this way: it needs no metadata, which Postgres would render and send and sqlx would
+    /// parse for each event.
+    pub(crate) async fn read_log_page(&self, after: Position, limit: usize) -> Result<LogPage, StoreError> {
+        let sql = format!(
+            "SELECT tx_id, position, event_id, stream_id, version, event_type, schema_version, payload::text, \
+             recorded_at FROM events {LOG_AFTER}"
+        );
+        let rows = sqlx::query(&sql).bind(after.tx).bind(after.seq).bind(limit as i64).fetch_all(&self.pool).await?;
+        let mut page = LogPage::with_capacity(rows.len());
+        for row in &rows {
+            page.push(LogEvent {
+                position: Position { tx: row.try_get(0)?, seq: row.try_get(1)? },
+                event_id: row.try_get(2)?,
+                stream_id: row.try_get(3)?,
+                version: row.try_get::<i64, _>(4)? as u64,
+                event_type: row.try_get(5)?,
+                schema_version: row.try_get(6)?,
+                payload: row.try_get(7)?,
+                recorded_at: row.try_get(8)?,
+            });
+        }
+        Ok(page)
     }
 }

@@ -4,8 +4,8 @@
 use crate::append::{append_all, AppendTx, Inserted, PlannedRow, StoredId, ANY_HEAD, STREAM_VERSION_SQL, UPSERT_PII};
 use crate::wal_sync::WalSync;
 use crate::{
-    AppendPaths, AppendResult, EncodedAppend, EncodedEvent, EventStore, PiiRow, Position, RecordedEvent, StoreError,
-    StoreOptions, StreamPage,
+    AppendPaths, AppendResult, EncodedAppend, EncodedEvent, EventStore, LogEvent, LogPage, PiiRow, Position,
+    RecordedEvent, StoreError, StoreOptions, StreamPage,
 };
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
@@ -412,6 +412,35 @@ fn first_new_position(requests: &[EncodedAppend], results: &[Result<AppendResult
             _ => None,
         })
         .min()
+}
+
+impl SqliteStore {
+    /// [`EventStore::read_all`] as a [`LogPage`]: no metadata, and the payload as stored, not
+    /// parsed here (the reader parses it once into its event), in one buffer for the page rather
+    /// than several allocations per event. The in-memory model's tail reads the log this way.
+    pub(crate) async fn read_log_page(&self, after: Position, limit: usize) -> Result<LogPage, StoreError> {
+        const SQL: &str = "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
+                           recorded_at FROM events WHERE position > $1 ORDER BY position LIMIT $2";
+        let rows = sqlx::query(SQL).bind(after.seq).bind(limit as i64).fetch_all(&self.reader).await?;
+        // After the query, as in `read_all`: any commit it saw is synced or still listed by now.
+        let below = self.visible_below()();
+        let mut page = LogPage::with_capacity(rows.len());
+        for row in &rows {
+            let event_id: &str = row.try_get(1)?;
+            page.push(LogEvent {
+                position: Position { tx: 0, seq: row.try_get(0)? },
+                event_id: Uuid::parse_str(event_id).map_err(|e| StoreError::Corrupt(format!("event_id: {e}")))?,
+                stream_id: row.try_get(2)?,
+                version: row.try_get::<i64, _>(3)? as u64,
+                event_type: row.try_get(4)?,
+                schema_version: row.try_get(5)?,
+                payload: row.try_get(6)?,
+                recorded_at: row.try_get(7)?,
+            });
+        }
+        page.keep_below(below);
+        Ok(page)
+    }
 }
 
 const SELECT_EVENTS: &str = "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \

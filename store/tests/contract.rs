@@ -90,6 +90,7 @@ contract!(
     the_whole_log_reader_gives_what_read_all_gives,
     the_whole_log_reader_starts_after_the_position_given,
     the_whole_log_reader_stops_once_its_receiver_is_gone,
+    a_log_page_gives_what_read_all_gives,
 );
 
 async fn appends_and_reads_back_a_stream(store: &Store) {
@@ -365,6 +366,7 @@ async fn postgres_out_of_order_commits_are_seen_in_order_exactly_once() {
 
     // B is committed, but A (older) is still running: a naive reader would now pass B's position.
     assert!(store.read_all(Position::START, 100).await.unwrap().is_empty(), "nothing is safe to read yet");
+    assert!(store.read_log_page(Position::START, 100).await.unwrap().is_empty(), "nor as a page");
 
     a.commit().await.unwrap();
     let seen = read_everything(&store, 2).await;
@@ -491,4 +493,30 @@ async fn the_whole_log_reader_stops_once_its_receiver_is_gone(store: &Store) {
     // Nine pages of one; with nobody receiving, the reader stops at the first it cannot hand on.
     let ended = tokio::time::timeout(std::time::Duration::from_secs(10), reader).await;
     assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+}
+
+/// The tail's page reader: the same events as `read_all` (less the metadata), byte for byte,
+/// after any position, at most `limit` at a time.
+async fn a_log_page_gives_what_read_all_gives(store: &Store) {
+    let read = append_varied(store).await;
+    assert_eq!(read.len(), 9);
+    let mut paged = Vec::new();
+    let mut after = Position::START;
+    loop {
+        let page = store.read_log_page(after, 4).await.unwrap();
+        let Some(last) = page.last_position() else { break };
+        assert!(page.len() <= 4, "at most the limit: {}", page.len());
+        paged.extend(page.events().map(|e| {
+            let owned = (e.stream_id.to_string(), e.event_type.to_string(), e.payload.to_string());
+            (e.position, e.event_id, owned.0, e.version, owned.1, e.schema_version, owned.2, e.recorded_at)
+        }));
+        after = last;
+    }
+    assert_eq!(paged, read.iter().map(as_scanned).collect::<Vec<Scanned>>());
+    assert!(paged[4].6.contains("🦀") && paged[4].6.len() > 70_000, "the long payload whole");
+    let from_the_sixth = store.read_log_page(read[5].position, 100).await.unwrap();
+    let ids: Vec<Uuid> = from_the_sixth.events().map(|e| e.event_id).collect();
+    assert_eq!(ids, read[6..].iter().map(|e| e.event_id).collect::<Vec<_>>());
+    assert!(store.read_log_page(read[8].position, 100).await.unwrap().is_empty(), "nothing after the last");
+    assert!(store.read_log_page(Position::START, 0).await.unwrap().is_empty(), "a limit of zero");
 }

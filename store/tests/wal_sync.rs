@@ -77,6 +77,7 @@ async fn appends_are_answered_only_after_the_wal_sync_and_the_lock_is_free_durin
     assert!(!second.is_finished(), "an append was answered before its commit was synced");
     assert!(!pii.is_finished(), "a write was answered before its commit was synced");
     assert!(store.read_all(Position::START, 10).await.unwrap().is_empty(), "the tail read unsynced events");
+    assert!(store.read_log_page(Position::START, 10).await.unwrap().is_empty(), "a page held unsynced events");
     assert_eq!(scanned(&store).await, 0, "the whole-log scan read unsynced events");
 
     drop(held);
@@ -90,5 +91,6 @@ async fn appends_are_answered_only_after_the_wal_sync_and_the_lock_is_free_durin
     assert_eq!(second.unwrap().version, 1);
     assert_eq!(pii.unwrap(), 1);
     assert_eq!(store.read_all(Position::START, 10).await.unwrap().len(), 2, "synced events are read");
+    assert_eq!(store.read_log_page(Position::START, 10).await.unwrap().len(), 2, "and paged");
     assert_eq!(scanned(&store).await, 2);
 }

@@ -20,6 +20,7 @@ pats = [(n, re.compile(p)) for n, p in [
  ("sqlx pool ping", r"::ping"),
  ("fdatasync", r"fdatasync"),
  ("sqlite3_step", r"sqlite3_step"),
+ ("SQLite argument binding (SqliteArguments::bind)", r"SqliteArguments::bind"),
  ("hyper dispatcher", r"hyper::proto::h1::dispatch::Dispatcher<D,Bs,I,T>::poll_catch"),
  ("axum per-request service clones (clone_box)", r"boxed_clone_sync::CloneService<R>>::clone_box"),
  ("allocator (mi_/malloc/free)", r"^(_?mi_|__GI___libc_malloc|_int_malloc|malloc|free|_int_free|cfree)"),

@@ -15,6 +15,7 @@ mod postgres;
 mod read_model;
 mod relay_checkpoint;
 mod sqlite;
+mod sqlite_params;
 mod sqlite_scan;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -2,6 +2,7 @@
 //! both backends: `$n` placeholders, TEXT and BIGINT columns), and the store executes them in the
 //! transaction that also moves the projection's checkpoint.
 
+use crate::sqlite_params::{anonymous_parameters, REWRITE_FROM};
 use crate::{Position, Store, StoreError};
 use sqlx::{Database, Encode, Row, Type};
 use std::collections::HashMap;
@@ -218,13 +219,20 @@ impl Store {
             Store::Postgres(s) => return s.commit_projections(moves).await,
             Store::Sqlite(s) => s,
         };
-        // In-process: no round trip to save, so each statement is bound and run in turn.
+        // In-process: no round trip to save, so each statement is bound and run in turn (a long
+        // one with anonymous parameters, which bind without SQLite's quadratic name lookups).
         let mut tx = s.begin_projection().await?;
         let mut moved = Vec::with_capacity(moves.len());
         for m in moves {
             let this = move_checkpoint!(&mut *tx, m);
             if this {
-                execute_all!(tx, &m.statements);
+                for statement in &m.statements {
+                    let anonymous = (statement.args.len() >= REWRITE_FROM)
+                        .then(|| anonymous_parameters(statement.sql, statement.args.len()))
+                        .flatten();
+                    let sql = anonymous.as_deref().unwrap_or(statement.sql);
+                    bind(sqlx::query(sql), &statement.args).execute(&mut *tx).await?;
+                }
             }
             moved.push(this);
         }

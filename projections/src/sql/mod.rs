@@ -5,6 +5,7 @@ mod commerce_ledger;
 mod credit_ledger;
 mod license_machines;
 mod licenses;
+mod multi_row;
 mod usage_rollup;
 mod webhook_outbox;
 

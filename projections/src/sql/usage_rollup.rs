@@ -1,9 +1,11 @@
+use super::multi_row::MultiRow;
 use super::{PaceProjector, SqlProjection};
 use licensd_domain::commerce::{CommerceAction, CommerceEvent};
 use licensd_domain::license::LicenseEvent;
 use licensd_domain::AnyEvent;
 use licensd_store::{RecordedEvent, SqlValue, Statement};
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 /// `rm_usage_daily` and `rm_usage_license_daily`: validations, heartbeats, credits burned, new
 /// licenses and commerce fulfilments per app (and per license) and UTC day, counted from every
@@ -72,6 +74,40 @@ const ADD_TO_LICENSE_DAY: &str =
      ON CONFLICT (license_key, day) DO UPDATE SET
         validations = rm_usage_license_daily.validations + excluded.validations,
         heartbeats = rm_usage_license_daily.heartbeats + excluded.heartbeats";
+
+/// [`ADD_TO_APP_DAY`] for many licenses and days at once, summed per app and day in the
+/// statement (one row may not be updated twice by one statement). The app's day takes the
+/// smallest account id among the licenses that create it: the same as the first license's, since
+/// an app's licenses all belong to the app's account.
+static ADD_TO_APP_DAYS: MultiRow = MultiRow::new(
+    "WITH counted (license_key, day, validations, heartbeats, credits_burned, new_licenses, commerce_events)
+     AS (VALUES",
+    7,
+    ") INSERT INTO rm_usage_daily (app_id, day, account_id, validations, heartbeats, credits_burned, new_licenses,
+            commerce_events)
+     SELECT l.app_id, c.day, MIN(l.account_id), SUM(c.validations), SUM(c.heartbeats), SUM(c.credits_burned),
+            SUM(c.new_licenses), SUM(c.commerce_events)
+     FROM counted c JOIN rm_usage_licenses l ON l.license_key = c.license_key
+     WHERE true GROUP BY l.app_id, c.day
+     ON CONFLICT (app_id, day) DO UPDATE SET
+        validations = rm_usage_daily.validations + excluded.validations,
+        heartbeats = rm_usage_daily.heartbeats + excluded.heartbeats,
+        credits_burned = rm_usage_daily.credits_burned + excluded.credits_burned,
+        new_licenses = rm_usage_daily.new_licenses + excluded.new_licenses,
+        commerce_events = rm_usage_daily.commerce_events + excluded.commerce_events",
+);
+
+/// [`ADD_TO_LICENSE_DAY`] for many licenses and days at once (each license and day once).
+static ADD_TO_LICENSE_DAYS: MultiRow = MultiRow::new(
+    "WITH counted (license_key, day, validations, heartbeats) AS (VALUES",
+    4,
+    ") INSERT INTO rm_usage_license_daily (license_key, day, app_id, account_id, validations, heartbeats)
+     SELECT l.license_key, c.day, l.app_id, l.account_id, c.validations, c.heartbeats
+     FROM counted c JOIN rm_usage_licenses l ON l.license_key = c.license_key WHERE true
+     ON CONFLICT (license_key, day) DO UPDATE SET
+        validations = rm_usage_license_daily.validations + excluded.validations,
+        heartbeats = rm_usage_license_daily.heartbeats + excluded.heartbeats",
+);
 
 /// A payment received (its amount unknown when the payload or an older event had none),
 /// waiting for its fulfilment to say which app it paid for.
@@ -174,24 +210,50 @@ fn add_to_days(key: &str, day: String, counts: Counts) -> Vec<Statement> {
     statements
 }
 
-/// One pace of the roll-up: a license's counts of one day are summed over the pace and added
-/// with one statement per table, not one per event (a busy log is mostly billed validations,
-/// each adding to the same two rows: two thirds of all read-model statements before). The sums
-/// are exactly what the statements one by one would have added. They are written in the order
-/// their license and day first appeared (so the first to create an app's day is the same
-/// license), before any license's creation (which may move a license to another app) and at
-/// the end of the pace.
+/// One pace of the roll-up: a license's counts of one day are summed over the pace, and all of
+/// them are added with a few multi-row statements per table, not one per event (a busy log is
+/// mostly billed validations, each adding to the same two rows). The sums are exactly what the
+/// statements one by one would have added. They are written at the end of the pace, and before
+/// the creation of a license that has counts waiting (a license created again may move to
+/// another app, and its counts until then belong to the old one): a bulk creation of new
+/// licenses costs one statement per license, not two.
 #[derive(Default)]
 struct RollupPace {
     /// By license and day: its place in `pending`.
     places: HashMap<(String, String), usize>,
     pending: Vec<(String, String, Counts)>,
+    /// The licenses in `pending`.
+    waiting: HashSet<String>,
 }
 
 impl RollupPace {
     fn flush(&mut self) -> Vec<Statement> {
         self.places.clear();
-        self.pending.drain(..).flat_map(|(key, day, counts)| add_to_days(&key, day, counts)).collect()
+        self.waiting.clear();
+        let mut days = Vec::with_capacity(self.pending.len() * 7);
+        let mut license_days = Vec::with_capacity(self.pending.len() * 4);
+        for (key, day, counts) in self.pending.drain(..) {
+            if counts.validations > 0 || counts.heartbeats > 0 {
+                license_days.extend([
+                    SqlValue::from(key.as_str()),
+                    day.as_str().into(),
+                    counts.validations.into(),
+                    counts.heartbeats.into(),
+                ]);
+            }
+            days.extend([
+                SqlValue::from(key),
+                day.into(),
+                counts.validations.into(),
+                counts.heartbeats.into(),
+                counts.credits_burned.into(),
+                counts.new_licenses.into(),
+                counts.commerce_events.into(),
+            ]);
+        }
+        let mut statements = ADD_TO_APP_DAYS.statements(days);
+        statements.extend(ADD_TO_LICENSE_DAYS.statements(license_days));
+        statements
     }
 }
 
@@ -202,14 +264,21 @@ impl PaceProjector for RollupPace {
             Usage::Counted { key, day, registers, counts } => {
                 let mut statements = Vec::new();
                 if let Some(register) = registers {
-                    statements = self.flush();
+                    if self.waiting.contains(key) {
+                        statements = self.flush();
+                    }
                     statements.push(register);
                 }
-                match self.places.get(&(key.to_string(), day.clone())) {
-                    Some(&place) => self.pending[place].2 = self.pending[place].2.plus(counts),
-                    None => {
-                        self.places.insert((key.to_string(), day.clone()), self.pending.len());
+                match self.places.entry((key.to_string(), day)) {
+                    Entry::Occupied(place) => {
+                        let place = *place.get();
+                        self.pending[place].2 = self.pending[place].2.plus(counts);
+                    }
+                    Entry::Vacant(place) => {
+                        let day = place.key().1.clone();
+                        place.insert(self.pending.len());
                         self.pending.push((key.to_string(), day, counts));
+                        self.waiting.insert(key.to_string());
                     }
                 }
                 statements

@@ -91,9 +91,13 @@ async fn check_master_key(config: &Config, store: &Store, key: &MasterKey) -> an
 
 /// SQLite keeps its database, WAL and master key in the data folder: say so plainly when the
 /// folder cannot be written (a read-only mount, a full disk, wrong owner) instead of SQLite's
-/// "unable to open database file".
+/// "unable to open database file". Each probe has a name of its own (process and call): servers
+/// and operator commands may start at once on one folder, and a shared name let one remove
+/// another's file before that one did.
 fn ensure_writable(dir: &std::path::Path) -> anyhow::Result<()> {
-    let probe = dir.join(".licensd-write-check");
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!(".licensd-write-check-{}-{call}", std::process::id()));
     std::fs::write(&probe, b"ok")
         .and_then(|()| std::fs::remove_file(&probe))
         .with_context(|| format!("the data folder {} is not writable (read-only or full?)", dir.display()))
@@ -172,5 +176,36 @@ impl Services {
             workers.stop().await;
         }
         self.store.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ensure_writable;
+
+    /// Operator commands and a server may start at once on one data folder (the e2e test
+    /// `two_accounts_cannot_share_an_email_even_when_created_at_once` runs four): one's probe
+    /// must never be another's, or its removal finds the file gone and it reports the folder
+    /// as not writable.
+    #[test]
+    fn probes_running_at_once_on_one_folder_all_succeed() {
+        let dir = std::env::temp_dir().join(format!("licensd-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::thread::scope(|scope| {
+            let probes: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..200).map(|_| ensure_writable(&dir).map_err(|e| format!("{e:#}"))).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for probe in probes {
+                for outcome in probe.join().unwrap() {
+                    assert!(outcome.is_ok(), "{outcome:?}");
+                }
+            }
+        });
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "no probe is left behind");
+        std::fs::remove_dir(&dir).unwrap();
     }
 }

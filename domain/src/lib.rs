@@ -19,6 +19,7 @@ mod security;
 mod typed_decode;
 pub mod upcast;
 mod variables;
+pub mod web_address;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::DomainError;

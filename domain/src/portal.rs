@@ -2,6 +2,7 @@
 //! decision, which walks the license's own reset history so two concurrent resets cannot both
 //! pass (the decision and the `PortalResetRecorded` event share one optimistic append).
 
+use crate::web_address::is_web_address;
 use crate::DomainError;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -89,8 +90,7 @@ impl PortalPolicy {
 
 fn with_scheme(url: String) -> Result<String, DomainError> {
     let url = if url.starts_with("https://") || url.starts_with("http://") { url } else { format!("https://{url}") };
-    let host = url.split("://").nth(1).unwrap_or_default();
-    if url.len() > 500 || host.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if url.len() > 500 || !is_web_address(&url) {
         return Err(invalid("supportUrl must be a web address"));
     }
     Ok(url)
@@ -217,6 +217,8 @@ mod tests {
             PortalPolicy { reset_window_days: 0, ..Default::default() },
             PortalPolicy { support_email: Some("not an address".into()), ..Default::default() },
             PortalPolicy { support_url: Some("https://".into()), ..Default::default() },
+            PortalPolicy { support_url: Some("https://[".into()), ..Default::default() },
+            PortalPolicy { support_url: Some("help.example.com/a b".into()), ..Default::default() },
         ] {
             assert!(bad.validated().is_err());
         }

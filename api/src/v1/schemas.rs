@@ -1,5 +1,6 @@
 //! Component schemas of the OpenAPI document: the shapes the handlers emit and accept.
 
+use licensd_domain::web_address::WEB_ADDRESS_PATTERN;
 use serde_json::{json, Value};
 
 fn string() -> Value {
@@ -116,7 +117,7 @@ pub fn all() -> Value {
             "resetLimit": { "type": "integer", "minimum": 0, "maximum": 100 },
             "resetWindowDays": { "type": "integer", "minimum": 1, "maximum": 3650 },
             "cooldownHours": { "type": "integer", "minimum": 0, "maximum": 8760 },
-            "supportUrl": { "type": "string", "maxLength": 500, "pattern": "^https?://[!-~]+$", "nullable": true },
+            "supportUrl": { "type": "string", "maxLength": 500, "pattern": WEB_ADDRESS_PATTERN, "nullable": true },
             "supportEmail": { "type": "string", "maxLength": 254, "format": "email", "nullable": true },
             "displayName": { "type": "string", "maxLength": 80, "nullable": true },
             "accentColor": { "type": "string", "pattern": "^#[0-9A-Fa-f]{6}$", "nullable": true },

@@ -3,7 +3,7 @@
 use crate::config::{Config, ServeConfig};
 use crate::services::Services;
 use anyhow::Context;
-use licensd_api::{router, tls_config, ApiConfig, AppState, TlsListener};
+use licensd_api::{plain_listener, router, tls_config, ApiConfig, AppState, TlsListener};
 use licensd_projections::{load_snapshot, run_snapshots, write_logged, HotRunner};
 use licensd_workers::Workers;
 use std::io::Write;
@@ -151,7 +151,7 @@ pub async fn run(config: &Config, serve: &ServeConfig) -> anyhow::Result<()> {
     let served = async {
         match tls {
             Some(tls) => licensd_api::serve(TlsListener::new(listener, tls)?, app, limits, stopped).await,
-            None => licensd_api::serve(listener, app, limits, stopped).await,
+            None => licensd_api::serve(plain_listener(listener), app, limits, stopped).await,
         }
         live.drained().await;
         Ok::<_, std::io::Error>(())

@@ -26,7 +26,7 @@ mod web;
 
 pub use auth::AuthConfig;
 pub use error::ApiError;
-pub use listener::{tls_config, PeerAddr, TlsListener};
+pub use listener::{plain_listener, tls_config, PeerAddr, TlsListener};
 pub use metrics::Metrics;
 pub use server::{serve, ConnectionLimits};
 pub use state::{ApiConfig, AppState};

@@ -2,7 +2,7 @@
 //! serve HTTPS (the Node SDK only speaks HTTPS).
 
 use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
+use axum::serve::{IncomingStream, Listener, ListenerExt};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::SocketAddr;
@@ -62,6 +62,22 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<tokio_rustls::rustls::S
     Ok(Arc::new(config))
 }
 
+/// Plain TCP whose accepted sockets send every write at once (see [`send_at_once`]).
+pub fn plain_listener(tcp: TcpListener) -> impl Listener<Io = TcpStream, Addr = SocketAddr> {
+    tcp.tap_io(send_at_once)
+}
+
+/// Turns Nagle's algorithm off (`TCP_NODELAY`). With it on, a write made while an earlier one
+/// is unacknowledged waits for the peer's ACK, and peers delay ACKs by up to 40 ms: a live
+/// session's event pushed just after an answer to that session arrived about 40 ms late
+/// (measured: revocation → event 201 p50 43 ms, with 2 ms of it in the server). licensd writes
+/// each frame and each response whole, so nothing is gained by coalescing.
+fn send_at_once(stream: &mut TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+}
+
 /// Handshakes slower than this are dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Finished handshakes waiting for the server to pick them up.
@@ -81,7 +97,7 @@ impl TlsListener {
         let acceptor = TlsAcceptor::from(config);
         tokio::spawn(async move {
             loop {
-                let (stream, peer) = match tcp.accept().await {
+                let (mut stream, peer) = match tcp.accept().await {
                     Ok(accepted) => accepted,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -89,6 +105,7 @@ impl TlsListener {
                         continue;
                     }
                 };
+                send_at_once(&mut stream);
                 let (acceptor, handed_over) = (acceptor.clone(), ready_tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -120,5 +137,20 @@ impl Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_plain_sockets_send_every_write_at_once() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = tcp.local_addr().unwrap();
+        let mut listener = plain_listener(tcp);
+        let _client = TcpStream::connect(address).await.unwrap();
+        let (accepted, _) = listener.accept().await;
+        assert!(accepted.nodelay().unwrap(), "Nagle's algorithm is off");
     }
 }

@@ -126,5 +126,9 @@ pub async fn serve(listener: tokio::net::TcpListener, durable_url: Option<&str>)
         }
         None => None,
     };
+    // Nagle's algorithm off, as licensd's listener has it: the two differ only in what they do.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     Ok(axum::serve(listener, router(log)).await?)
 }

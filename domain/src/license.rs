@@ -4,6 +4,9 @@ use crate::{AccountId, Aggregate, AppId, DomainError, LicenseKey, StreamCategory
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+mod extras;
+pub use extras::{Extras, LicenseExtras};
+
 pub const MIN_HWID_SLOTS: u8 = 1;
 pub const MAX_HWID_SLOTS: u8 = 16;
 pub const MAX_LABEL_CHARS: usize = 128;
@@ -167,21 +170,10 @@ pub struct License {
     pub label: Option<String>,
     pub variables: Variables,
     pub created_at: DateTime<Utc>,
-    /// Machines that ever activated offline (HWID resets do not free them), with their files.
-    pub offline_machines: Vec<OfflineMachine>,
-    /// When the end user reset machines through the portal, oldest first.
-    pub portal_resets: Vec<DateTime<Utc>>,
-    /// Short strings a live session reports as the license's levels; empty until set.
-    pub levels: Vec<String>,
-    /// Floating seats: most live sessions authorized by this license at once; `None`: unlimited.
-    pub max_sessions: Option<u32>,
-    /// The app user the license is linked to: at most one, decided on this stream.
-    #[serde(default)]
-    pub linked_user: Option<crate::app_user::AppUserId>,
-    /// What the log says of the buyer email's keyed index, so the backfill of licenses from
-    /// before the index appends it once and never over a later change or removal.
-    #[serde(default)]
-    pub buyer_email: BuyerEmailIndex,
+    /// Offline machines, portal resets, live-session settings, a linked user, the buyer
+    /// email's index: empty for most licenses, so behind one pointer.
+    #[serde(default, skip_serializing_if = "Extras::is_empty")]
+    pub extras: Extras,
 }
 
 /// The buyer email's index as the license's events record it.
@@ -206,7 +198,7 @@ pub struct OfflineMachine {
 
 impl License {
     pub fn offline_machine(&self, hwid: &str) -> Option<&OfflineMachine> {
-        self.offline_machines.iter().find(|m| m.hwid == hwid)
+        self.extras.offline_machines.iter().find(|m| m.hwid == hwid)
     }
 
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
@@ -345,12 +337,7 @@ impl Aggregate for LicenseState {
                     label: label.clone(),
                     variables: Variables::default(),
                     created_at: *created_at,
-                    offline_machines: Vec::new(),
-                    portal_resets: Vec::new(),
-                    levels: Vec::new(),
-                    max_sessions: None,
-                    linked_user: None,
-                    buyer_email: BuyerEmailIndex::NotIndexed,
+                    extras: Extras::default(),
                 })
             }
             (_, E::LicenseDeleted { .. }) => return Self::Deleted,
@@ -368,13 +355,13 @@ impl Aggregate for LicenseState {
             }
             E::HwidReset { .. } => license.hwids.clear(),
             E::HwidReleased { hwid, .. } => license.hwids.retain(|bound| bound != hwid),
-            E::PortalResetRecorded { at } => license.portal_resets.push(*at),
+            E::PortalResetRecorded { at } => license.extras.portal_resets.push(*at),
             E::VariablesSet { variables, .. } => license.variables = variables.clone(),
-            E::LicenseLevelsSet { levels, .. } => license.levels = levels.clone(),
-            E::LicenseMaxSessionsSet { max_sessions, .. } => license.max_sessions = *max_sessions,
-            E::LicenseLinkedToUser { user_id, .. } => license.linked_user = Some(*user_id),
-            E::LicenseUnlinkedFromUser { .. } => license.linked_user = None,
-            E::OfflineActivated { hwid, jti, file, .. } => license.offline_machines.push(OfflineMachine {
+            E::LicenseLevelsSet { levels, .. } => license.extras.levels = levels.clone(),
+            E::LicenseMaxSessionsSet { max_sessions, .. } => license.extras.max_sessions = *max_sessions,
+            E::LicenseLinkedToUser { user_id, .. } => license.extras.linked_user = Some(*user_id),
+            E::LicenseUnlinkedFromUser { .. } => license.extras.linked_user = None,
+            E::OfflineActivated { hwid, jti, file, .. } => license.extras.offline_machines.push(OfflineMachine {
                 hwid: hwid.clone(),
                 jti: jti.clone(),
                 file: file.clone(),
@@ -388,10 +375,11 @@ impl Aggregate for LicenseState {
             | E::CommerceUnlinked { .. }
             | E::BuyerEmailSet { email_digest: None, .. } => {}
             E::BuyerEmailSet { email_digest: Some(digest), .. } => {
-                license.buyer_email = BuyerEmailIndex::Indexed(digest.clone())
+                license.extras.buyer_email = BuyerEmailIndex::Indexed(digest.clone())
             }
-            E::BuyerEmailRemoved { .. } => license.buyer_email = BuyerEmailIndex::Removed,
+            E::BuyerEmailRemoved { .. } => license.extras.buyer_email = BuyerEmailIndex::Removed,
         }
+        license.extras.compact();
         Self::Live(license)
     }
 
@@ -450,17 +438,17 @@ impl License {
             C::ReleaseHwid { hwid } if license.hwids.contains(&hwid) => vec![E::HwidReleased { hwid, at }],
             C::ReleaseHwid { .. } => return Err(DomainError::NotFound("machine")),
             C::PortalReset { policy } => {
-                crate::portal::evaluate_reset(&policy, &license.portal_resets, license.hwids.len(), now)
+                crate::portal::evaluate_reset(&policy, &license.extras.portal_resets, license.hwids.len(), now)
                     .map_err(DomainError::PortalResetRefused)?;
                 vec![E::HwidReset { at }, E::PortalResetRecorded { at }]
             }
             C::Delete => vec![E::LicenseDeleted { at }],
             C::SetVariables(variables) => vec![E::VariablesSet { variables, at }],
-            C::Authenticate { .. } | C::ActivateOffline { .. } if license.linked_user.is_some() => {
+            C::Authenticate { .. } | C::ActivateOffline { .. } if license.extras.linked_user.is_some() => {
                 return Err(DomainError::LicenseLinkedToUser)
             }
             C::Authenticate { hwid } => authenticate(license, hwid, now)?,
-            C::AuthenticateUser { user_id, hwid } => match license.linked_user {
+            C::AuthenticateUser { user_id, hwid } => match license.extras.linked_user {
                 Some(holder) if holder == user_id => authenticate(license, hwid, now)?,
                 Some(_) => return Err(DomainError::LicenseLinkedToOtherUser),
                 None => return Err(DomainError::NotFound("license")),
@@ -492,13 +480,13 @@ impl License {
                 vec![E::BuyerEmailSet { email_digest: Some(digest), at }]
             }
             C::RecordBuyerEmail { email_digest: None } => vec![E::BuyerEmailRemoved { at }],
-            C::IndexBuyerEmail { email_digest } => match license.buyer_email {
+            C::IndexBuyerEmail { email_digest } => match license.extras.buyer_email {
                 BuyerEmailIndex::NotIndexed => vec![E::BuyerEmailSet { email_digest: Some(email_digest), at }],
                 BuyerEmailIndex::Indexed(_) | BuyerEmailIndex::Removed => vec![],
             },
             C::Configure { levels, max_sessions } => configure(license, levels, max_sessions, at)?,
             C::LinkUser { user_id, app_id, hwid } => link_user(license, user_id, app_id, hwid, now)?,
-            C::UnlinkUser { user_id } if license.linked_user == Some(user_id) => {
+            C::UnlinkUser { user_id } if license.extras.linked_user == Some(user_id) => {
                 vec![E::LicenseUnlinkedFromUser { user_id, at }]
             }
             C::UnlinkUser { .. } => vec![],
@@ -526,7 +514,7 @@ fn link_user(
     if license.app_id != app_id {
         return Err(DomainError::NotFound("license"));
     }
-    match license.linked_user {
+    match license.extras.linked_user {
         Some(holder) if holder == user_id => return Ok(vec![]),
         Some(_) => return Err(DomainError::LicenseLinkedToOtherUser),
         None => {}
@@ -584,7 +572,7 @@ fn activate_offline(
         authenticate(license, hwid, now)?;
         return Err(DomainError::OfflineActivationRequiresPerpetual);
     }
-    if license.offline_machines.len() >= usize::from(license.max_hwid_slots) {
+    if license.extras.offline_machines.len() >= usize::from(license.max_hwid_slots) {
         return Err(DomainError::OfflineActivationLimitReached);
     }
     let mut events = authenticate(license, hwid.clone(), now)?;
@@ -604,10 +592,10 @@ fn configure(
         check_max_sessions(max_sessions)?;
     }
     let mut events = Vec::new();
-    if let Some(levels) = levels.filter(|l| *l != license.levels) {
+    if let Some(levels) = levels.filter(|l| *l != license.extras.levels) {
         events.push(LicenseEvent::LicenseLevelsSet { levels, at });
     }
-    if let Some(max_sessions) = max_sessions.filter(|m| *m != license.max_sessions) {
+    if let Some(max_sessions) = max_sessions.filter(|m| *m != license.extras.max_sessions) {
         events.push(LicenseEvent::LicenseMaxSessionsSet { max_sessions, at });
     }
     Ok(events)
@@ -884,7 +872,7 @@ mod tests {
     fn levels_and_seats_are_recorded_with_the_creation() {
         let plain = given_when(&[], create_with(&[], None)).unwrap();
         assert_eq!(plain.len(), 1, "nothing extra for a license without levels or seats");
-        assert_eq!((live(&plain).levels.len(), live(&plain).max_sessions), (0, None));
+        assert_eq!((live(&plain).extras.levels.len(), live(&plain).extras.max_sessions), (0, None));
         let events = given_when(&[], create_with(&["pro", "beta", "pro"], Some(3))).unwrap();
         assert!(matches!(
             &events[..],
@@ -894,8 +882,8 @@ mod tests {
                 LicenseEvent::LicenseMaxSessionsSet { max_sessions: Some(3), .. }
             ]
         ));
-        assert_eq!(live(&events).levels, ["pro", "beta"], "a repeated level is kept once, in order");
-        assert_eq!(live(&events).max_sessions, Some(3));
+        assert_eq!(live(&events).extras.levels, ["pro", "beta"], "a repeated level is kept once, in order");
+        assert_eq!(live(&events).extras.max_sessions, Some(3));
     }
 
     #[test]
@@ -918,10 +906,13 @@ mod tests {
         assert_eq!(given_when(&history, same), Ok(vec![]));
         let unlimit = LicenseCommand::Configure { levels: None, max_sessions: Some(None) };
         history.extend(given_when(&history, unlimit).unwrap());
-        assert_eq!((live(&history).levels.clone(), live(&history).max_sessions), (vec!["pro".to_string()], None));
+        assert_eq!(
+            (live(&history).extras.levels.clone(), live(&history).extras.max_sessions),
+            (vec!["pro".to_string()], None)
+        );
         let clear = LicenseCommand::Configure { levels: Some(vec![]), max_sessions: None };
         history.extend(given_when(&history, clear).unwrap());
-        assert!(live(&history).levels.is_empty());
+        assert!(live(&history).extras.levels.is_empty());
     }
 
     #[test]
@@ -934,15 +925,15 @@ mod tests {
         let linked = given_when(&history, link(ann, "pc-1")).unwrap();
         assert!(matches!(&linked[..], [LicenseEvent::HwidBound { .. }, LicenseEvent::LicenseLinkedToUser { .. }]));
         history.extend(linked);
-        assert_eq!(live(&history).linked_user, Some(ann));
+        assert_eq!(live(&history).extras.linked_user, Some(ann));
         assert_eq!(given_when(&history, link(ann, "pc-1")), Ok(vec![]), "linking again changes nothing");
         assert_eq!(given_when(&history, link(bob, "pc-1")), Err(DomainError::LicenseLinkedToOtherUser));
         let other_app = LicenseCommand::LinkUser { user_id: bob, app_id: AppId::new(), hwid: None };
         assert_eq!(given_when(&history, other_app), Err(DomainError::NotFound("license")));
         history.extend(given_when(&history, LicenseCommand::UnlinkUser { user_id: bob }).unwrap());
-        assert_eq!(live(&history).linked_user, Some(ann), "only the holder's link ends");
+        assert_eq!(live(&history).extras.linked_user, Some(ann), "only the holder's link ends");
         history.extend(given_when(&history, LicenseCommand::UnlinkUser { user_id: ann }).unwrap());
-        assert_eq!(live(&history).linked_user, None);
+        assert_eq!(live(&history).extras.linked_user, None);
         assert_eq!(given_when(&history, link(bob, "pc-2")), Err(DomainError::LicenseAlreadyActivated));
         assert!(given_when(&history, link(bob, "pc-1")).is_ok(), "the machine it is activated on may link it");
     }

@@ -226,12 +226,7 @@ fn vacated(license: &License) -> License {
         label: None,
         variables: Default::default(),
         created_at: license.created_at,
-        offline_machines: Vec::new(),
-        portal_resets: Vec::new(),
-        levels: Vec::new(),
-        max_sessions: None,
-        linked_user: None,
-        buyer_email: Default::default(),
+        extras: Default::default(),
     }
 }
 
@@ -512,7 +507,7 @@ impl HotModel {
                 let key = concerns_users.then(|| LicenseKey::parse(id).ok()).flatten();
                 // A deletion unlinks the user the license was linked to: read before it goes,
                 // borrowed (not a copy of the license).
-                let holder = key.as_ref().and_then(|k| self.with_license(k, |l, _| l.linked_user)).flatten();
+                let holder = key.as_ref().and_then(|k| self.with_license(k, |l, _| l.extras.linked_user)).flatten();
                 self.apply_license(id, event.version, e);
                 if let Some(key) = key {
                     self.users.apply_license(&key, holder, e);

@@ -528,7 +528,7 @@ pub async fn write_logged(model: Arc<HotModel>, path: PathBuf) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use licensd_domain::license::{License, LicenseStatus};
+    use licensd_domain::license::{License, LicenseExtras, LicenseStatus};
     use licensd_domain::LicenseKey;
 
     fn license(n: u8) -> License {
@@ -543,12 +543,13 @@ mod tests {
             label: Some(format!("label {n}")),
             variables: Default::default(),
             created_at: chrono::Utc::now(),
-            offline_machines: Vec::new(),
-            portal_resets: Vec::new(),
-            levels: vec![format!("level-{n}")],
-            max_sessions: Some(u32::from(n)),
-            linked_user: (n % 2 == 0).then(licensd_domain::app_user::AppUserId::new),
-            buyer_email: Default::default(),
+            extras: LicenseExtras {
+                levels: vec![format!("level-{n}")],
+                max_sessions: Some(u32::from(n)),
+                linked_user: (n % 2 == 0).then(licensd_domain::app_user::AppUserId::new),
+                ..Default::default()
+            }
+            .into(),
         }
     }
 

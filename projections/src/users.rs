@@ -76,7 +76,7 @@ impl HotModel {
     /// The licenses linked to the user that still exist, in link order.
     pub fn licenses_of_user(&self, user_id: AppUserId) -> Vec<License> {
         let keys = self.users.licenses.get(&user_id).map(|k| k.clone()).unwrap_or_default();
-        keys.iter().filter_map(|key| self.license(key)).filter(|l| l.linked_user == Some(user_id)).collect()
+        keys.iter().filter_map(|key| self.license(key)).filter(|l| l.extras.linked_user == Some(user_id)).collect()
     }
 
     /// Every user of the app, oldest first (ties by id), for listings.

@@ -26,12 +26,12 @@ pub fn variable_requires_auth(app: &App, name: &str) -> bool {
 }
 
 pub fn levels(license: &License) -> &[String] {
-    &license.levels
+    &license.extras.levels
 }
 
 /// Live authorized sessions the license allows at once (floating seats); `None` = unlimited.
 pub fn max_sessions(license: &License) -> Option<u32> {
-    license.max_sessions
+    license.extras.max_sessions
 }
 
 /// The new version when `event` changed the app's version (event 102).

@@ -132,7 +132,7 @@ impl AppliedListener for Push {
         match applied.event {
             AnyEvent::License(LicenseEvent::HwidReleased { hwid, .. }) => {
                 let Ok(key) = LicenseKey::parse(applied.id) else { return };
-                let user = model.with_license(&key, |license, _| license.linked_user).flatten();
+                let user = model.with_license(&key, |license, _| license.extras.linked_user).flatten();
                 self.hand_off(Job::MachineReleased { key, hwid: hwid.clone(), user, committed });
             }
             AnyEvent::License(e) => {

@@ -29,7 +29,7 @@ pub fn coverage(state: &AppState, user: &AppUser, client_id: &str, now: DateTime
     let lifetime = valid.iter().any(|l| l.expires_at.is_none());
     let expires_at = if lifetime { None } else { valid.iter().filter_map(|l| l.expires_at).max() };
     let mut levels = user.levels.clone();
-    for level in valid.iter().flat_map(|l| l.levels.iter()) {
+    for level in valid.iter().flat_map(|l| l.extras.levels.iter()) {
         if !levels.contains(level) {
             levels.push(level.clone());
         }

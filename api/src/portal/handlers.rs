@@ -190,8 +190,8 @@ fn masked(key: &LicenseKey) -> String {
 
 fn reset_json(policy: &PortalPolicy, license: &License, now: DateTime<Utc>) -> Value {
     let window_start = now - chrono::Duration::days(i64::from(policy.reset_window_days));
-    let used = license.portal_resets.iter().filter(|at| **at > window_start).count();
-    let decision = evaluate_reset(policy, &license.portal_resets, license.hwids.len(), now);
+    let used = license.extras.portal_resets.iter().filter(|at| **at > window_start).count();
+    let decision = evaluate_reset(policy, &license.extras.portal_resets, license.hwids.len(), now);
     let refusal = decision.err();
     json!({
         "allowed": refusal.is_none(),
@@ -201,7 +201,7 @@ fn reset_json(policy: &PortalPolicy, license: &License, now: DateTime<Utc>) -> V
         "limit": policy.reset_limit,
         "windowDays": policy.reset_window_days,
         "cooldownHours": policy.cooldown_hours,
-        "history": license.portal_resets.iter().rev().map(|at| crate::v1::iso(*at)).collect::<Vec<_>>(),
+        "history": license.extras.portal_resets.iter().rev().map(|at| crate::v1::iso(*at)).collect::<Vec<_>>(),
     })
 }
 

@@ -175,8 +175,8 @@ pub async fn export(
             Cell::Text(l.expires_at.map(super::iso)),
             Cell::Number(Some(i64::from(l.max_hwid_slots))),
             Cell::Number(Some(l.hwids.len() as i64)),
-            Cell::text(l.levels.join(";")),
-            Cell::Number(l.max_sessions.map(i64::from)),
+            Cell::text(l.extras.levels.join(";")),
+            Cell::Number(l.extras.max_sessions.map(i64::from)),
             Cell::text(super::iso(l.created_at)),
         ]
     });

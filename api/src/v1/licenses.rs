@@ -72,8 +72,8 @@ pub(crate) fn license_json(license: &License) -> Value {
         "hwidList": license.hwids,
         "hwid": license.hwids.first(),
         "label": license.label,
-        "levels": license.levels,
-        "maxSessions": license.max_sessions,
+        "levels": license.extras.levels,
+        "maxSessions": license.extras.max_sessions,
         "createdAt": iso(license.created_at),
     })
 }

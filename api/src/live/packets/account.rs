@@ -132,7 +132,7 @@ fn linkable(ctx: &Ctx<'_>, app: &App, text: &str, client_id: &str) -> Result<Lic
         .and_then(|key| ctx.state.hot.license(&key))
         .filter(|l| l.app_id == app.app_id)
         .ok_or(LICENSE_NOT_FOUND)?;
-    if license.linked_user.is_some() {
+    if license.extras.linked_user.is_some() {
         return Err(LICENSE_ALREADY_LINKED);
     }
     if license.status == LicenseStatus::Revoked {
@@ -388,7 +388,7 @@ fn linkable_for(ctx: &Ctx<'_>, app: &App, user: &AppUser, text: &str, client_id:
     let mine = LicenseKey::parse(text)
         .ok()
         .and_then(|key| ctx.state.hot.license(&key))
-        .filter(|l| l.app_id == app.app_id && l.linked_user == Some(user.user_id));
+        .filter(|l| l.app_id == app.app_id && l.extras.linked_user == Some(user.user_id));
     match mine {
         Some(license) => Ok(license.key),
         None => linkable(ctx, app, text, client_id),

@@ -39,7 +39,7 @@ fn caller(ctx: &Ctx<'_>) -> Result<Caller, Close> {
     let now = state.commands.now();
     if let Some(license) = live.authorized_license(state, session).filter(|l| !l.is_expired(now)) {
         let identity = format!("license:{}", license.key);
-        return Ok(Caller { app_id: init.app_id, authorized: true, levels: license.levels, identity });
+        return Ok(Caller { app_id: init.app_id, authorized: true, levels: license.extras.levels.clone(), identity });
     }
     if let Some(user) = live.authorized_user(state, session) {
         let coverage = users::coverage(state, &user, &init.client_id, now);

@@ -54,7 +54,7 @@ pub async fn authorize(ctx: &Ctx<'_>, id: PacketId, body: &Map<String, Value>) -
     let now = state.commands.now();
     let refused = |code: u16, license: &License| Ok(answer(id, code, identity(license, ip, now)));
     // A license linked to an app user is theirs: it is used by signing in as them (§14.15).
-    if license.linked_user.is_some() {
+    if license.extras.linked_user.is_some() {
         return refused(super::account::LICENSE_ALREADY_LINKED, &license);
     }
     if license.status == LicenseStatus::Revoked {

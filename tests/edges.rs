@@ -144,39 +144,31 @@ fn control_characters_are_refused_at_every_edge_on_postgres() {
 /// Text that only starts like a web address is refused where a link is stored, and the policy
 /// stays as it was: readers of the policy (the portal page, API clients parsing the link) would
 /// otherwise fail on it.
-fn links_that_are_not_web_addresses_are_refused(deployment: &Deployment) {
-    let server = deployment.start_with(RELAXED);
-    let m = deployment.merchant_with_credits(&server, "links@example.com", 0);
-    let portal = format!("/v1/apps/{}/portal", m.app_id);
-    let kept = m.put(&server, &portal, json!({ "supportUrl": "help.example.com/tickets" }));
-    assert_eq!(kept["supportUrl"], "https://help.example.com/tickets", "{kept}");
-    let before = server.written();
-    for bad in
-        ["https://[", "http://[::1", "https://[nope]/", "https://a b", "https://x.example:99999", "https://u@x.example"]
-    {
-        let answer = server.send("PUT", &m.api_key, &portal, Some(&json!({ "supportUrl": bad })));
-        assert_bad_request_naming(bad, answer, "supportUrl");
-    }
-    assert_eq!(server.written(), before, "nothing was written");
-    assert_eq!(server.get(&m.api_key, &portal).1, kept, "the policy is unchanged");
-    let v6 = m.put(&server, &portal, json!({ "supportUrl": "https://[2001:db8::1]:8443/help" }));
-    assert_eq!(v6["supportUrl"], "https://[2001:db8::1]:8443/help", "{v6}");
-}
-
 #[test]
-fn links_that_are_not_web_addresses_are_refused_on_sqlite() {
-    let dir = TempDir::new();
-    links_that_are_not_web_addresses_are_refused(&Deployment::sqlite(&dir.0));
-}
-
-#[test]
-fn links_that_are_not_web_addresses_are_refused_on_postgres() {
-    let Some(database) = common::temp_postgres() else {
-        eprintln!("LICENSD_TEST_POSTGRES_URL unset: skipped");
-        return;
-    };
-    let dir = TempDir::new();
-    links_that_are_not_web_addresses_are_refused(&Deployment::postgres(&dir.0, &database.url));
+fn links_that_are_not_web_addresses_are_refused() {
+    common::on_both_backends(RELAXED, |deployment, server| {
+        let m = deployment.merchant_with_credits(server, "links@example.com", 0);
+        let portal = format!("/v1/apps/{}/portal", m.app_id);
+        let kept = m.put(server, &portal, json!({ "supportUrl": "help.example.com/tickets" }));
+        assert_eq!(kept["supportUrl"], "https://help.example.com/tickets", "{kept}");
+        let before = server.written();
+        let bad = [
+            "https://[",
+            "http://[::1",
+            "https://[nope]/",
+            "https://a b",
+            "https://x.example:99999",
+            "https://u@x.example",
+        ];
+        for bad in bad {
+            let answer = server.send("PUT", &m.api_key, &portal, Some(&json!({ "supportUrl": bad })));
+            assert_bad_request_naming(bad, answer, "supportUrl");
+        }
+        assert_eq!(server.written(), before, "nothing was written");
+        assert_eq!(server.get(&m.api_key, &portal).1, kept, "the policy is unchanged");
+        let v6 = m.put(server, &portal, json!({ "supportUrl": "https://[2001:db8::1]:8443/help" }));
+        assert_eq!(v6["supportUrl"], "https://[2001:db8::1]:8443/help", "{v6}");
+    });
 }
 
 #[test]

@@ -64,6 +64,20 @@ pub struct Config {
     )]
     pub commit_settle_ms: u64,
 
+    /// Postgres: milliseconds one of licensd's sessions may stay inside a transaction while
+    /// licensd sends nothing before the server ends it (0 leaves the server's own setting).
+    /// Every node reads the log only below the oldest transaction open anywhere in the cluster:
+    /// a node frozen mid-transaction (a paused VM) holds back every node's reads, live pushes
+    /// included, for at most this long.
+    #[arg(
+        help_heading = "Event log writer",
+        long,
+        env = "LICENSD_PG_IDLE_IN_TRANSACTION_MS",
+        default_value_t = 10000,
+        global = true
+    )]
+    pub pg_idle_in_transaction_ms: u64,
+
     /// Postgres: milliseconds an operator command that reads the log waits for the transactions
     /// running anywhere in the cluster when it starts to end: until then, events other processes
     /// (or the command itself) committed are not yet readable in order. Past it the command fails

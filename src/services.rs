@@ -38,6 +38,7 @@ pub(crate) async fn connect(config: &Config) -> anyhow::Result<Store> {
         max_connections: config.db_max_connections,
         sqlite_synchronous_full: !config.sqlite_synchronous.eq_ignore_ascii_case("normal"),
         commit_settle: std::time::Duration::from_millis(config.commit_settle_ms),
+        idle_in_transaction: std::time::Duration::from_millis(config.pg_idle_in_transaction_ms),
     };
     Store::connect(&url, &options).await.with_context(|| format!("cannot open {}", redact_url(&url)))
 }

@@ -873,7 +873,14 @@ fn a_relay_that_stops_publishing_while_the_broker_answers_sends_the_others_to_po
     let Some(broker) = Broker::start() else { return };
     let Some(cluster) = Cluster::new() else { return };
     // The frozen relay keeps its lease for the whole test: only the stall bound can notice it.
-    let extra = [("LICENSD_LEASE_TTL_MS", "120000"), ("LICENSD_KAFKA_RELAY_STALL_MS", "1500")];
+    // Frozen inside one of its transactions, its node would hold back every node's log reads
+    // (they stop below the cluster's oldest open transaction) until the server ends that
+    // transaction: 2 s here rather than the default 10 s, to leave the deadlines below room.
+    let extra = [
+        ("LICENSD_LEASE_TTL_MS", "120000"),
+        ("LICENSD_KAFKA_RELAY_STALL_MS", "1500"),
+        ("LICENSD_PG_IDLE_IN_TRANSACTION_MS", "2000"),
+    ];
     let nodes = start_kafka_nodes_with(&cluster, &broker, &extra);
     let all: Vec<&Server> = nodes.iter().collect();
     wait_for_source(&all, "kafka", Duration::from_secs(30));

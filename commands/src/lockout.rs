@@ -163,7 +163,7 @@ impl Lockout {
             self.sql.count,
             [subject.into(), now_ms.into(), millis(self.policy.window).into(), millis(self.policy.max).into()],
         );
-        let rows = self.store.execute_returning(&count).await?;
+        let rows = self.store.execute_single(&count).await?;
         let row = rows.first().map(Vec::as_slice).unwrap_or_default();
         let (failures, lockouts, locked_until) = (number(row, 0), number(row, 1), number(row, 2));
         if locked_until > now_ms {

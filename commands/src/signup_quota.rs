@@ -55,7 +55,7 @@ impl SignupQuota {
         let window = millis(self.window);
         for slot in 0..i64::from(self.limit) {
             let take = Statement::new(TAKE, [subject.into(), slot.into(), now_ms.into(), window.into()]);
-            if !self.store.execute_returning(&take).await?.is_empty() {
+            if !self.store.execute_single(&take).await?.is_empty() {
                 return Ok(Ok(Slot { subject: subject.to_string(), slot, used_at: now_ms }));
             }
         }

@@ -42,7 +42,7 @@ impl Store {
             return Ok(true);
         }
         let statement = Statement::new(HOLD_POSTGRES, [role.into(), holder.into(), SqlValue::from(ttl_ms)]);
-        Ok(!self.execute_returning(&statement).await?.is_empty())
+        Ok(!self.execute_single(&statement).await?.is_empty())
     }
 
     /// Gives up every role `holder` holds (a clean shutdown), so a survivor takes them over on

@@ -10,7 +10,7 @@ use crate::{
 };
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
-use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use std::sync::Arc;
@@ -50,12 +50,18 @@ async fn ping_if_idle(
 
 impl PostgresStore {
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let mut connect: PgConnectOptions = url.parse()?;
+        if !options.idle_in_transaction.is_zero() {
+            // Sent in the start-up packet, so no session of ours ever runs without it.
+            let ms = options.idle_in_transaction.as_millis().max(1).to_string();
+            connect = connect.options([("idle_in_transaction_session_timeout", ms.as_str())]);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(2))
             .acquire_timeout(Duration::from_secs(5))
             .test_before_acquire(false)
             .before_acquire(|connection, meta| Box::pin(ping_if_idle(connection, meta)))
-            .connect(url)
+            .connect_with(connect)
             .await?;
         Ok(Self { pool, commit_settle: options.commit_settle, paths: Arc::default() })
     }

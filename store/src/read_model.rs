@@ -7,6 +7,17 @@ use crate::{Position, Store, StoreError};
 use sqlx::{Database, Encode, Row, Type};
 use std::collections::HashMap;
 
+/// Every column of every row as text (NULL as none).
+type TextRows = Vec<Vec<Option<String>>>;
+
+fn text_rows<R: Row>(rows: &[R]) -> Result<TextRows, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + Type<R::Database>,
+{
+    rows.iter().map(|row| (0..row.len()).map(|i| row.try_get::<Option<String>, _>(i)).collect()).collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SqlValue {
     Int(Option<i64>),
@@ -247,47 +258,47 @@ impl Store {
         Ok(affected)
     }
 
-    /// Executes writes outside any projection (the PII vault), in one transaction.
+    /// Executes writes outside any projection (the PII vault), in one transaction. A single
+    /// statement goes alone in its own implicit transaction (see [`Self::execute_single`]).
     pub async fn execute(&self, statements: &[Statement]) -> Result<u64, StoreError> {
+        if let [statement] = statements {
+            return self.single(statement, false).await.map(|(affected, _)| affected);
+        }
         let affected = in_write_tx!(self, |tx| execute_all!(tx, statements));
         Ok(affected)
     }
 
-    /// One write outside any projection whose `RETURNING` rows the caller needs (an atomic
-    /// counter), every column as text like [`Store::query_rows`].
-    pub async fn execute_returning(&self, statement: &Statement) -> Result<Vec<Vec<Option<String>>>, StoreError> {
-        let rows = in_write_tx!(self, |tx| {
-            let rows = bind(sqlx::query(statement.sql), &statement.args).fetch_all(&mut *tx).await?;
-            rows.iter()
-                .map(|row| (0..row.len()).map(|i| row.try_get::<Option<String>, _>(i)).collect::<Result<Vec<_>, _>>())
-                .collect::<Result<Vec<_>, _>>()?
-        });
-        Ok(rows)
+    /// One write sent as a single statement in its own implicit transaction, with its
+    /// `RETURNING` rows as text (an atomic counter, a single-use token). No `BEGIN` and `COMMIT`
+    /// around it: one round trip on Postgres, and no transaction of this process left open
+    /// between two round trips, where a freeze of the process would hold back every node's log
+    /// reads (they stop below the cluster's oldest open transaction).
+    pub async fn execute_single(&self, statement: &Statement) -> Result<Vec<Vec<Option<String>>>, StoreError> {
+        self.single(statement, true).await.map(|(_, rows)| rows)
     }
 
-    /// One write sent as a single statement in its own implicit transaction (no `BEGIN` and
-    /// `COMMIT` around it: one round trip on Postgres), with its `RETURNING` rows as text. For
-    /// hot paths whose one statement is atomic by itself (redeeming a single-use token).
-    pub async fn execute_single(&self, statement: &Statement) -> Result<Vec<Vec<Option<String>>>, StoreError> {
+    /// [`Self::execute_single`]: the rows affected, and the rows returned when `returning`.
+    async fn single(&self, statement: &Statement, returning: bool) -> Result<(u64, TextRows), StoreError> {
         macro_rules! run {
             ($executor:expr) => {{
-                let rows = bind(sqlx::query(statement.sql), &statement.args).fetch_all($executor).await?;
-                rows.iter()
-                    .map(|row| {
-                        (0..row.len()).map(|i| row.try_get::<Option<String>, _>(i)).collect::<Result<Vec<_>, _>>()
-                    })
-                    .collect::<Result<Vec<_>, _>>()?
+                let query = bind(sqlx::query(statement.sql), &statement.args);
+                if returning {
+                    let rows = query.fetch_all($executor).await?;
+                    (rows.len() as u64, text_rows(&rows)?)
+                } else {
+                    (query.execute($executor).await?.rows_affected(), Vec::new())
+                }
             }};
         }
-        let rows = match self {
+        let done = match self {
             Store::Sqlite(s) => {
-                let rows = run!(&s.writer);
+                let done = run!(&s.writer);
                 s.log_durable().await?;
-                rows
+                done
             }
             Store::Postgres(s) => run!(&s.pool),
         };
-        Ok(rows)
+        Ok(done)
     }
 
     /// The first column of every row, as text (NULL as none).
@@ -303,11 +314,7 @@ impl Store {
         let read = async {
             let rows = with_reader!(self, |db| {
                 let rows = bind(sqlx::query(sql), args).fetch_all(db).await?;
-                rows.iter()
-                    .map(|row| {
-                        (0..row.len()).map(|i| row.try_get::<Option<String>, _>(i)).collect::<Result<Vec<_>, _>>()
-                    })
-                    .collect::<Result<Vec<_>, _>>()?
+                text_rows(&rows)?
             });
             Ok::<_, StoreError>(rows)
         };

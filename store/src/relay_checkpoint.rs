@@ -29,7 +29,10 @@ impl Store {
     pub async fn move_relay_checkpoint(&self, topic: &str, to: Position) -> Result<(), StoreError> {
         self.require_postgres()?;
         let statement = Statement::new(MOVE, [topic.into(), SqlValue::from(to.tx), SqlValue::from(to.seq)]);
-        self.execute(&[statement]).await.map(drop)
+        // One statement in its own implicit transaction: the relay's node never holds a
+        // transaction open across a round trip here, where a freeze would hold back every
+        // node's log reads (the cluster's oldest open transaction bounds them).
+        self.execute_single(&statement).await.map(drop)
     }
 
     fn require_postgres(&self) -> Result<(), StoreError> {

@@ -213,14 +213,28 @@ pub struct StoreOptions {
     /// Postgres: how long the outcome of a commit whose connection broke is looked up before
     /// the append is answered [`StoreError::CommitUnknown`].
     pub commit_settle: std::time::Duration,
+    /// Postgres: how long one of this process's sessions may sit inside a transaction waiting
+    /// for the process before the server ends it (`idle_in_transaction_session_timeout`; zero
+    /// leaves the server's setting). Every node reads the log only below the oldest transaction
+    /// still open anywhere in the cluster, so a process frozen between `BEGIN` and `COMMIT` (a
+    /// paused VM, a SIGSTOP) would otherwise hold back every node's reads for as long as it stays
+    /// frozen. Our own transactions never wait on anything but the database between statements.
+    pub idle_in_transaction: std::time::Duration,
 }
 
 impl StoreOptions {
     /// Default of [`Self::commit_settle`].
     pub const COMMIT_SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+    /// Default of [`Self::idle_in_transaction`].
+    pub const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(10);
 
     pub fn durable() -> Self {
-        Self { max_connections: 8, sqlite_synchronous_full: true, commit_settle: Self::COMMIT_SETTLE }
+        Self {
+            max_connections: 8,
+            sqlite_synchronous_full: true,
+            commit_settle: Self::COMMIT_SETTLE,
+            idle_in_transaction: Self::IDLE_IN_TRANSACTION,
+        }
     }
 }
 

@@ -520,3 +520,50 @@ async fn a_log_page_gives_what_read_all_gives(store: &Store) {
     assert!(store.read_log_page(read[8].position, 100).await.unwrap().is_empty(), "nothing after the last");
     assert!(store.read_log_page(Position::START, 0).await.unwrap().is_empty(), "a limit of zero");
 }
+
+/// A process frozen between `BEGIN` and `COMMIT` (a paused VM, a SIGSTOP) holds back every
+/// Postgres reader in the cluster, as readers stop below the oldest open transaction. Without a
+/// bound that lasts as long as the freeze; with `idle_in_transaction` the server ends the frozen
+/// transaction (nothing of it was acknowledged) and what others committed becomes readable.
+#[tokio::test]
+async fn a_frozen_writer_holds_back_the_log_only_for_its_idle_bound() {
+    use licensd_store::StoreOptions;
+    use std::time::Duration;
+    let Some(db) = TempDatabase::postgres().await else { return };
+    let store = db.open().await;
+    let frozen_with = |bound: Duration| {
+        let url = db.url.clone();
+        async move {
+            let options = StoreOptions { idle_in_transaction: bound, ..StoreOptions::durable() };
+            let Store::Postgres(pg) = Store::connect(&url, &options).await.unwrap() else { unreachable!() };
+            let mut tx = pg.pool().begin().await.unwrap();
+            let frozen = request(&format!("t-frozen-{}", bound.as_millis()), ExpectedVersion::NoStream, vec![event(0)]);
+            PostgresStore::append_in(&mut tx, vec![frozen]).await.unwrap().pop().unwrap().unwrap();
+            (pg, tx)
+        }
+    };
+
+    // Unbounded: a second of waiting reads nothing past the frozen transaction.
+    let (_pg, tx) = frozen_with(Duration::ZERO).await;
+    let held = event(1);
+    store.append(request("t-held", ExpectedVersion::NoStream, vec![held.clone()])).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(store.read_all(Position::START, 10).await.unwrap().is_empty(), "held back while frozen");
+    tx.rollback().await.unwrap();
+    let seen = read_everything(&store, 1).await;
+    assert_eq!(seen.iter().map(|e| e.event_id).collect::<Vec<_>>(), [held.event_id]);
+
+    // Bounded: the server ends the frozen transaction, and the later append is read.
+    let (_pg, _tx) = frozen_with(Duration::from_millis(300)).await;
+    let later = event(2);
+    let appended = store.append(request("t-later", ExpectedVersion::NoStream, vec![later.clone()])).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut read = Vec::new();
+    while read.is_empty() && std::time::Instant::now() < deadline {
+        read = store.read_all(seen[0].position, 10).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ids: Vec<Uuid> = read.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids, [later.event_id], "the later append, and nothing of the frozen transaction");
+    assert_eq!(read[0].position, appended.position);
+}

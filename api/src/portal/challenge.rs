@@ -63,7 +63,7 @@ impl Challenges {
     /// guesses.
     pub async fn complete(&self, id: &str, code: &str) -> Result<Option<LicenseKey>, StoreError> {
         let guess = Statement::new(GUESS, [id.into(), i64::from(self.max_guesses).into(), now_ms().into()]);
-        let Some(row) = self.store.execute_returning(&guess).await?.into_iter().next() else { return Ok(None) };
+        let Some(row) = self.store.execute_single(&guess).await?.into_iter().next() else { return Ok(None) };
         let mut cols = row.into_iter().map(Option::unwrap_or_default);
         let (key, tag, matched, guesses) = (cols.next(), cols.next(), cols.next(), cols.next());
         let right = tag.is_some_and(|tag| same(&self.tag(id, code.trim()), &tag)) && matched.as_deref() == Some("1");
@@ -72,7 +72,7 @@ impl Challenges {
             return Ok(None);
         }
         // Only the request whose delete removed the row may use a right code.
-        let deleted = !self.store.execute_returning(&Statement::new(SPEND, [id.into()])).await?.is_empty();
+        let deleted = !self.store.execute_single(&Statement::new(SPEND, [id.into()])).await?.is_empty();
         Ok(key.filter(|_| right && deleted).and_then(|key| LicenseKey::parse(&key).ok()))
     }
 }

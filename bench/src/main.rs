@@ -612,11 +612,13 @@ async fn run_suite(args: SuiteArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cargo build --release --bin licensd` in this workspace; returns the binary's path.
+/// `cargo build --release` of licensd and of `licensd-bench-heap` (the suite's heap count, which
+/// links the domain code, so a stale one would measure old code) in this workspace; returns
+/// licensd's path.
 fn build_licensd() -> anyhow::Result<PathBuf> {
-    eprintln!("== building licensd (release)");
+    eprintln!("== building licensd and licensd-bench-heap (release)");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--bin", "licensd"])
+        .args(["build", "--release", "--workspace", "--bin", "licensd", "--bin", "licensd-bench-heap"])
         .status()?;
     anyhow::ensure!(status.success(), "cargo build failed");
     let exe = std::env::current_exe()?;

@@ -368,7 +368,10 @@ async fn scale(options: &SuiteOptions) -> anyhow::Result<Scale> {
 /// Runs `licensd-bench-heap` (a binary with a counting allocator) on the deployment's log.
 fn hot_model_heap(deployment: &Deployment) -> anyhow::Result<Value> {
     let bin = std::env::current_exe()?.with_file_name("licensd-bench-heap");
-    let output = std::process::Command::new(&bin).arg(deployment.database_url()).output()?;
+    let output = std::process::Command::new(&bin)
+        .arg(deployment.database_url())
+        .output()
+        .with_context(|| format!("cannot run {} (built with the suite unless --licensd is given)", bin.display()))?;
     anyhow::ensure!(output.status.success(), "{} failed: {}", bin.display(), String::from_utf8_lossy(&output.stderr));
     Ok(serde_json::from_slice(&output.stdout)?)
 }

@@ -74,6 +74,8 @@ pub struct Config {
         long,
         env = "LICENSD_PG_IDLE_IN_TRANSACTION_MS",
         default_value_t = 10000,
+        // Postgres takes at most a 32-bit count of milliseconds here.
+        value_parser = clap::value_parser!(u64).range(0..=2_147_483_647),
         global = true
     )]
     pub pg_idle_in_transaction_ms: u64,

@@ -537,7 +537,8 @@ fn the_client_ip_comes_from_a_trusted_proxy_and_never_from_an_untrusted_peer() {
 }
 
 /// Bad cluster settings stop the start with a message naming them, before the data folder's
-/// database is created.
+/// database is created. (A value outside an option's range is refused by the command line
+/// parser, whose message names the option's flag.)
 #[test]
 fn bad_cluster_settings_stop_the_start_before_anything_is_created() {
     let dir = TempDir::new();
@@ -550,8 +551,12 @@ fn bad_cluster_settings_stop_the_start_before_anything_is_created() {
         // Kafka needs several nodes, so Postgres; and an option name must name one.
         ("LICENSD_KAFKA_BROKERS", "127.0.0.1:9"),
         ("LICENSD_KAFKA_OPTION_SSL__CA", "x"),
+        // Past the 32-bit milliseconds Postgres takes.
+        ("LICENSD_PG_IDLE_IN_TRANSACTION_MS", "2147483648"),
+        ("LICENSD_PG_IDLE_IN_TRANSACTION_MS", "-1"),
     ];
     for (name, value) in cases {
+        let flag = format!("--{}", name.trim_start_matches("LICENSD_").to_lowercase().replace('_', "-"));
         let mut child = std::process::Command::new(common::BIN)
             .arg("serve")
             .env("LICENSD_DATA_DIR", &dir.0)
@@ -575,7 +580,7 @@ fn bad_cluster_settings_stop_the_start_before_anything_is_created() {
         let mut stderr = String::new();
         child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
         assert!(!status.success(), "{name}={value:?}");
-        assert!(stderr.contains(name), "{name}={value:?}: {stderr}");
+        assert!(stderr.contains(name) || stderr.contains(&flag), "{name}={value:?}: {stderr}");
         assert!(!dir.0.join("licensd.db").exists(), "{name}={value:?}: no database was created");
     }
 }

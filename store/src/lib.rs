@@ -30,7 +30,7 @@ pub use hot_path::{hot_path_scope, hot_path_sql_reads};
 pub use leases::{leases_held, set_lease_held};
 pub use log_page::{LogEvent, LogPage};
 pub use postgres::PostgresStore;
-pub use read_model::{Checkpoint, ProjectionMove, SqlValue, Statement};
+pub use read_model::{Checkpoint, ProjectionMove, SqlValue, Statement, TextRows};
 pub use sqlite::SqliteStore;
 pub use types::*;
 

@@ -8,7 +8,7 @@ use sqlx::{Database, Encode, Row, Type};
 use std::collections::HashMap;
 
 /// Every column of every row as text (NULL as none).
-type TextRows = Vec<Vec<Option<String>>>;
+pub type TextRows = Vec<Vec<Option<String>>>;
 
 fn text_rows<R: Row>(rows: &[R]) -> Result<TextRows, sqlx::Error>
 where
@@ -273,7 +273,7 @@ impl Store {
     /// around it: one round trip on Postgres, and no transaction of this process left open
     /// between two round trips, where a freeze of the process would hold back every node's log
     /// reads (they stop below the cluster's oldest open transaction).
-    pub async fn execute_single(&self, statement: &Statement) -> Result<Vec<Vec<Option<String>>>, StoreError> {
+    pub async fn execute_single(&self, statement: &Statement) -> Result<TextRows, StoreError> {
         self.single(statement, true).await.map(|(_, rows)| rows)
     }
 
@@ -308,7 +308,7 @@ impl Store {
     }
 
     /// Every column of every row, as text: the query casts non-text columns (`CAST(x AS TEXT)`).
-    pub async fn query_rows(&self, sql: &str, args: &[SqlValue]) -> Result<Vec<Vec<Option<String>>>, StoreError> {
+    pub async fn query_rows(&self, sql: &str, args: &[SqlValue]) -> Result<TextRows, StoreError> {
         use tracing::Instrument;
         crate::hot_path::note_read();
         let read = async {
